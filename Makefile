@@ -1,0 +1,64 @@
+# nwb2pennsieve: every target sets itself up; `make run` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Python 3.12 (the Lambda runtime): on PATH if it works there, else the newest 3.12 that pyenv has.
+PY312 := $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null)
+ifeq ($(PY312),)
+PYENV_312 := $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.12(\.[0-9]+)?$$' | sort -V | tail -n 1)
+ifneq ($(PYENV_312),)
+PY312 := $(shell PYENV_VERSION=$(PYENV_312) pyenv exec python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null)
+endif
+endif
+
+INPUT_DIR ?= data/input
+OUTPUT_DIR ?= data/output
+export INPUT_DIR OUTPUT_DIR
+
+.PHONY: help venv install pre-commit test test-cov lint run clean build validate deploy bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+
+$(VENV)/bin/python:
+	@if [ -z "$(PY312)" ]; then \
+	  echo "error: Python 3.12 (the Lambda runtime) was not found: install it (e.g. 'pyenv install 3.12') and run make again." >&2; \
+	  exit 1; fi
+	$(PY312) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): $(VENV)/bin/python pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/bin/python ## create .venv on Python 3.12
+
+install: $(STAMP) ## install the package (editable) and the dev tools into .venv
+
+pre-commit: install ## install the git pre-commit hook (ruff, mypy)
+	$(VENV)/bin/pre-commit install
+
+test: install ## run every test (and the template/ASL validations)
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test-cov: install ## tests with a coverage report
+	$(VENV)/bin/pytest -q -p no:cacheprovider --cov --cov-report=term-missing
+
+lint: install ## ruff (lint + format check) and mypy on the core
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+run: install ## convert $(INPUT_DIR)/*.nwb into $(OUTPUT_DIR) (a bundled sample when there is none)
+	$(VENV)/bin/nwb2pennsieve run
+
+bench: install ## run the benchmarks in bench/ (see README for each one's command)
+	$(PY) bench/bench_convert.py
+
+clean: ## remove the venv, build output, caches and data/output
+	rm -rf $(VENV) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov data/output bench/out
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

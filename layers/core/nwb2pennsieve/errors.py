@@ -1,0 +1,58 @@
+"""Errors are types carrying what a user needs: the file, the series, the reason."""
+
+from __future__ import annotations
+
+
+class Nwb2PennsieveError(Exception):
+    """Base class of every error this package raises on purpose.
+
+    ``str(error)`` is one line: ``<file>: <series>: <reason>`` (parts that are unknown are left out).
+    """
+
+    def __init__(self, reason: str, *, file: str | None = None, series: str | None = None) -> None:
+        self.reason = reason
+        self.file = file
+        self.series = series
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        parts = [p for p in (self.file, f"series {self.series}" if self.series else None) if p]
+        text = ": ".join([*parts, self.reason])
+        return " ".join(text.split())  # never a multi-line message
+
+    def with_file(self, file: str) -> Nwb2PennsieveError:
+        """Return the same error naming ``file`` (errors raised deep down rarely know it)."""
+        if self.file is None:
+            self.file = file
+            self.args = (self.one_line(),)
+        return self
+
+
+class InvalidInputError(Nwb2PennsieveError):
+    """The input is not a readable NWB file (not HDF5, truncated, empty, not NWB)."""
+
+
+class InvalidSeriesError(Nwb2PennsieveError):
+    """One ElectricalSeries cannot be converted (bad shape, timestamps, unit, ...)."""
+
+
+class InvalidFileError(Nwb2PennsieveError):
+    """A file whose series have problems: every problem is listed, in one line."""
+
+    def __init__(self, file: str, problems: list[InvalidSeriesError]) -> None:
+        self.problems = problems
+        listed = "; ".join(f"{p.series}: {p.reason}" if p.series else p.reason for p in problems)
+        noun = "series" if len(problems) == 1 else f"{len(problems)} series"
+        super().__init__(f"invalid {noun} ({listed})", file=file)
+
+
+class NothingToConvertError(Nwb2PennsieveError):
+    """The file holds no continuous ElectricalSeries."""
+
+
+class ConfigurationError(Nwb2PennsieveError):
+    """A setting (environment variable or option) is missing or wrong."""
+
+
+class StorageError(Nwb2PennsieveError):
+    """Reading or writing output failed."""

@@ -1,0 +1,198 @@
+"""The plan and its parts: small typed models that round-trip through JSON.
+
+The plan is the contract between the planning step and the writers: the local runner's
+process pool and the cloud's Distributed Map execute the very same :class:`WorkItem` s.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PLAN_FORMAT = 1
+SAMPLES_PER_MIB = 131_072  # 1 MiB of float64
+CHANNEL_UNIT = "uV"
+CHANNEL_TYPE = "CONTINUOUS"
+
+
+def chunk_file_name(channel_index: int, start_us: int, end_us: int) -> str:
+    """``channel-{index:05d}_{start_us}_{end_us}.bin.gz`` (pennsieve-api.md §1)."""
+    return f"channel-{channel_index:05d}_{start_us}_{end_us}.bin.gz"
+
+
+def metadata_file_name(channel_index: int) -> str:
+    return f"channel-{channel_index:05d}.metadata.json"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ChannelPlan(_Model):
+    """One output channel: a column of one series."""
+
+    index: int = Field(description="channel index, unique across the whole file")
+    column: int = Field(description="column of the series' data (0 for 1-D data)")
+    name: str
+    group: str
+    scale: float = Field(description="µV per stored unit: conversion × channel_conversion × unit factor")
+    offset: float = Field(description="µV added after scaling: offset × unit factor")
+
+
+class Segment(_Model):
+    """A contiguous run of samples (no timestamp step > 2 sample periods inside)."""
+
+    start: int = Field(description="first sample, inclusive")
+    stop: int = Field(description="last sample, exclusive")
+
+
+class Chunk(_Model):
+    """Samples [start, stop) of one segment, written as one file per channel."""
+
+    segment: int
+    start: int
+    stop: int
+    start_us: int = Field(description="time of the first sample, µs since the Unix epoch (UTC)")
+    end_us: int = Field(description="time of the last sample (inclusive), µs since the Unix epoch")
+
+    @property
+    def samples(self) -> int:
+        return self.stop - self.start
+
+
+class SeriesPlan(_Model):
+    """One continuous ElectricalSeries and how it is cut up."""
+
+    index: int
+    path: str = Field(description="HDF5 path of the series group, e.g. /acquisition/ElectricalSeries")
+    name: str
+    neurodata_type: str
+    data_path: str = Field(description="HDF5 path of the data dataset")
+    dtype: str
+    shape: tuple[int, ...]
+    hdf5_chunks: tuple[int, ...] | None = None
+    compression: str | None = None
+    unit: str
+    rate: float
+    timing: Literal["rate", "timestamps"]
+    channels: list[ChannelPlan]
+    segments: list[Segment]
+    chunks: list[Chunk]
+
+    @property
+    def n_samples(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_columns(self) -> int:
+        return self.shape[1] if len(self.shape) > 1 else 1
+
+
+class WorkItem(_Model):
+    """An independent unit of writing: channels × a time window of one segment of one series.
+
+    Columns are a block of the series' data columns (aligned to the HDF5 chunk columns when the
+    data is chunked); chunks are a run of the series' chunks inside one segment.
+    """
+
+    id: str
+    series: int
+    column_start: int
+    column_stop: int
+    chunk_start: int
+    chunk_stop: int
+    samples: int
+    output_bytes: int = Field(description="float64 bytes this item writes (before gzip framing)")
+
+
+class SkippedSeries(_Model):
+    path: str
+    reason: str
+
+
+class ChannelMetadata(_Model):
+    """The body of ``channel-{index:05d}.metadata.json`` (pennsieve-api.md §1)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    name: str
+    start: int
+    end: int
+    unit: str = CHANNEL_UNIT
+    rate: float
+    type: str = CHANNEL_TYPE
+    group: str
+    last_annotation: int = Field(default=0, alias="lastAnnotation")
+    properties: list[dict[str, str]] = Field(default_factory=list)
+
+
+class Plan(_Model):
+    """Everything the writers and the finalizer need, computed once from the file's metadata."""
+
+    format: int = PLAN_FORMAT
+    source: str = Field(description="the input file's name (or S3 URI)")
+    session_start: str = Field(description="session_start_time as read, ISO 8601")
+    session_start_us: int
+    chunk_size_mb: float
+    chunk_samples: int
+    max_item_mb: float
+    series: list[SeriesPlan]
+    work_items: list[WorkItem]
+    skipped: list[SkippedSeries] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+    def channels(self) -> list[tuple[SeriesPlan, ChannelPlan]]:
+        return [(s, c) for s in self.series for c in s.channels]
+
+    def item(self, item_id: str) -> WorkItem:
+        for item in self.work_items:
+            if item.id == item_id:
+                return item
+        raise KeyError(item_id)
+
+    def item_file_names(self, item: WorkItem) -> list[str]:
+        """Every chunk file ``item`` writes, chunk by chunk then channel by channel."""
+        series = self.series[item.series]
+        channels = series.channels[item.column_start : item.column_stop]
+        return [
+            chunk_file_name(ch.index, chunk.start_us, chunk.end_us)
+            for chunk in series.chunks[item.chunk_start : item.chunk_stop]
+            for ch in channels
+        ]
+
+    def file_names(self) -> list[str]:
+        """Every chunk file of the plan, in work-item order."""
+        return [name for item in self.work_items for name in self.item_file_names(item)]
+
+    def channel_metadata(self) -> list[tuple[int, ChannelMetadata]]:
+        """(channel index, metadata) of every channel; start/end span all its chunks."""
+        out = []
+        for series, ch in self.channels():
+            out.append(
+                (
+                    ch.index,
+                    ChannelMetadata(
+                        name=ch.name,
+                        start=series.chunks[0].start_us,
+                        end=series.chunks[-1].end_us,
+                        rate=series.rate,
+                        group=ch.group,
+                    ),
+                )
+            )
+        return out
+
+    def summary(self) -> dict[str, object]:
+        n_chunks = sum(len(s.chunks) * len(s.channels) for s in self.series)
+        return {
+            "source": self.source,
+            "series": len(self.series),
+            "channels": sum(len(s.channels) for s in self.series),
+            "segments": sum(len(s.segments) for s in self.series),
+            "chunk_files": n_chunks,
+            "work_items": len(self.work_items),
+            "output_bytes": sum(i.output_bytes for i in self.work_items),
+            "skipped": len(self.skipped),
+            "warnings": len(self.warnings),
+        }

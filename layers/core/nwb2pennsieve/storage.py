@@ -1,0 +1,190 @@
+"""Where output goes: one small interface, a local directory and an S3 prefix behind it.
+
+A store holds flat names (``channel-00000_..._....bin.gz``, ``plan.json``, ...). Writes are
+atomic: a name appears only when its whole content is there (temporary name + rename locally,
+one ``PutObject`` on S3), so a failed run never leaves a half-written chunk under a final name.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from .errors import StorageError
+
+
+class PendingObject(Protocol):
+    """An object being written: bytes go in with ``write``; ``commit`` publishes it."""
+
+    def write(self, data: bytes | memoryview) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class Store(Protocol):
+    """A flat namespace of objects (a directory, or a prefix in a bucket)."""
+
+    def open_pending(self, name: str) -> PendingObject: ...
+    def write_bytes(self, name: str, data: bytes) -> None: ...
+    def read_bytes(self, name: str) -> bytes: ...
+    def open_read(self, name: str) -> BinaryIO: ...
+    def exists(self, name: str) -> bool: ...
+    def size(self, name: str) -> int: ...
+    def list_names(self, prefix: str = "") -> Iterator[str]: ...
+    def delete(self, name: str) -> None: ...
+    def describe(self, name: str) -> str: ...
+
+
+class _LocalPending:
+    def __init__(self, final: Path) -> None:
+        self._final = final
+        self._tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        # Unbuffered: callers hand over large pieces; a Python-level buffer would only copy them.
+        self._fh: BinaryIO | None = open(self._tmp, "wb", buffering=0)  # noqa: SIM115
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self._fh is not None
+        view = memoryview(data)
+        while view.nbytes:
+            n = self._fh.write(view)
+            view = view[n:]
+
+    def commit(self) -> None:
+        assert self._fh is not None
+        self._fh.close()
+        self._fh = None
+        os.replace(self._tmp, self._final)
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._tmp.unlink(missing_ok=True)
+
+
+class LocalStore:
+    """A local directory; created on first use."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _path(self, name: str) -> Path:
+        if "/" in name or name.startswith("."):
+            raise StorageError(f"invalid object name {name!r}")
+        return self.root / name
+
+    def open_pending(self, name: str) -> PendingObject:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return _LocalPending(self._path(name))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        pending = self.open_pending(name)
+        try:
+            pending.write(data)
+            pending.commit()
+        except BaseException:
+            pending.abort()
+            raise
+
+    def read_bytes(self, name: str) -> bytes:
+        return self._path(name).read_bytes()
+
+    def open_read(self, name: str) -> BinaryIO:
+        return open(self._path(name), "rb")  # noqa: SIM115
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def size(self, name: str) -> int:
+        return self._path(name).stat().st_size
+
+    def list_names(self, prefix: str = "") -> Iterator[str]:
+        if not self.root.is_dir():
+            return iter(())
+        return iter(sorted(e.name for e in os.scandir(self.root) if e.is_file() and e.name.startswith(prefix)
+                           and not e.name.startswith(".")))
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def describe(self, name: str) -> str:
+        return str(self._path(name))
+
+
+class _S3Pending:
+    def __init__(self, store: S3Store, name: str) -> None:
+        self._store = store
+        self._name = name
+        self._buf: io.BytesIO | None = io.BytesIO()
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self._buf is not None
+        self._buf.write(data)
+
+    def commit(self) -> None:
+        assert self._buf is not None
+        body = self._buf.getbuffer()
+        self._store.client.put_object(Bucket=self._store.bucket, Key=self._store.key(self._name), Body=bytes(body))
+        body.release()
+        self._buf = None
+
+    def abort(self) -> None:
+        self._buf = None
+
+
+class S3Store:
+    """Objects under ``s3://bucket/prefix/``. ``client`` is a boto3 S3 client."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def open_pending(self, name: str) -> PendingObject:
+        return _S3Pending(self, name)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data)
+
+    def read_bytes(self, name: str) -> bytes:
+        body: bytes = self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"].read()
+        return body
+
+    def open_read(self, name: str) -> BinaryIO:
+        stream: BinaryIO = self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"]
+        return stream
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.key(name))
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def size(self, name: str) -> int:
+        length: int = self.client.head_object(Bucket=self.bucket, Key=self.key(name))["ContentLength"]
+        return length
+
+    def list_names(self, prefix: str = "") -> Iterator[str]:
+        base = self.key("")
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(base) :]
+                if "/" not in name:
+                    yield name
+
+    def delete(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+
+    def describe(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.key(name)}"
