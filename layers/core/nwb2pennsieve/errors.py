@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def _restore(cls: type[Exception], args: tuple[object, ...], state: dict[str, object]) -> Exception:
+    error = Exception.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class Nwb2PennsieveError(Exception):
     """Base class of every error this package raises on purpose.
 
@@ -14,6 +21,10 @@ class Nwb2PennsieveError(Exception):
         self.file = file
         self.series = series
         super().__init__(self.one_line())
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross process boundaries (the local runner's pool): keep file, series and reason.
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
     def one_line(self) -> str:
         parts = [p for p in (self.file, f"series {self.series}" if self.series else None) if p]

@@ -106,6 +106,14 @@ class WorkItem(_Model):
     output_bytes: int = Field(description="float64 bytes this item writes (before gzip framing)")
 
 
+class ItemResult(_Model):
+    """What writing one work item produced."""
+
+    id: str
+    files: int
+    payload_bytes: int = Field(description="float64 bytes written (before gzip framing)")
+
+
 class SkippedSeries(_Model):
     path: str
     reason: str

@@ -18,9 +18,10 @@ from .errors import StorageError
 
 
 class PendingObject(Protocol):
-    """An object being written: bytes go in with ``write``; ``commit`` publishes it."""
+    """An object being written: bytes go in with ``write``/``writev``; ``commit`` publishes it."""
 
     def write(self, data: bytes | memoryview) -> None: ...
+    def writev(self, parts: list[bytes | memoryview]) -> None: ...
     def commit(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -47,11 +48,20 @@ class _LocalPending:
         self._fh: BinaryIO | None = open(self._tmp, "wb", buffering=0)  # noqa: SIM115
 
     def write(self, data: bytes | memoryview) -> None:
+        self.writev([data])
+
+    def writev(self, parts: list[bytes | memoryview]) -> None:
         assert self._fh is not None
-        view = memoryview(data)
-        while view.nbytes:
-            n = self._fh.write(view)
-            view = view[n:]
+        fd = self._fh.fileno()
+        views = [memoryview(p).cast("B") for p in parts]
+        while views:
+            # One system call for many pieces; a short write (rare on regular files) resumes.
+            written = os.writev(fd, views[:1024])
+            while views and written >= views[0].nbytes:
+                written -= views[0].nbytes
+                views.pop(0)
+            if written:
+                views[0] = views[0][written:]
 
     def commit(self) -> None:
         assert self._fh is not None
@@ -124,6 +134,11 @@ class _S3Pending:
     def write(self, data: bytes | memoryview) -> None:
         assert self._buf is not None
         self._buf.write(data)
+
+    def writev(self, parts: list[bytes | memoryview]) -> None:
+        assert self._buf is not None
+        for part in parts:
+            self._buf.write(part)
 
     def commit(self) -> None:
         assert self._buf is not None
