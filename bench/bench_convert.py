@@ -167,9 +167,8 @@ def compare(ours: Path, floor: Path) -> str:
 
 
 def plan_sizes(case: Case) -> None:
-    from nwb2pennsieve.runner import plan_file
-
     import numpy as np
+    from nwb2pennsieve.runner import plan_file
 
     plan = plan_file(case.path)
     case.input_bytes = sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in plan.series)
@@ -180,10 +179,23 @@ def plan_sizes(case: Case) -> None:
 def bench_case(case: Case, out_root: Path, reps: int, workers: int, verify: bool) -> None:
     bindir = Path(sys.executable).parent
     ours_dir, floor_dir = out_root / f"{case.key}-ours", out_root / f"{case.key}-floor"
-    ours_cmd = [str(bindir / "nwb2pennsieve"), "convert", str(case.path), "-o", str(ours_dir),
-                "--workers", str(workers)]
-    floor_cmd = [sys.executable, str(HERE / "floor.py"), str(case.path), str(floor_dir),
-                 "--workers", str(workers)]
+    ours_cmd = [
+        str(bindir / "nwb2pennsieve"),
+        "convert",
+        str(case.path),
+        "-o",
+        str(ours_dir),
+        "--workers",
+        str(workers),
+    ]
+    floor_cmd = [
+        sys.executable,
+        str(HERE / "floor.py"),
+        str(case.path),
+        str(floor_dir),
+        "--workers",
+        str(workers),
+    ]
     warm(case.path)
     for rep in range(reps):
         order = [("ours", ours_cmd, ours_dir), ("floor", floor_cmd, floor_dir)]
@@ -195,9 +207,11 @@ def bench_case(case: Case, out_root: Path, reps: int, workers: int, verify: bool
             runs = case.ours if who == "ours" else case.floor
             runs.seconds.append(seconds)
             runs.peak_rss.append(peak)
-            print(f"  {case.label} rep {rep + 1} {who:5s}: {seconds:6.2f} s  "
-                  f"{case.input_bytes / 1e6 / seconds:7.1f} MB/s in  peak RSS {peak / 1e6:6.0f} MB",
-                  flush=True)
+            print(
+                f"  {case.label} rep {rep + 1} {who:5s}: {seconds:6.2f} s  "
+                f"{case.input_bytes / 1e6 / seconds:7.1f} MB/s in  peak RSS {peak / 1e6:6.0f} MB",
+                flush=True,
+            )
             if not (rep == 0 and verify):
                 clean(out)
         if rep == 0 and verify:  # both outputs are there: compare, then drop them
@@ -235,7 +249,7 @@ def fs_type(path: Path) -> str:
     best, kind = "", "?"
     with open("/proc/mounts") as fh:
         for line in fh:
-            dev, mnt, typ = line.split()[:3]
+            _dev, mnt, typ = line.split()[:3]
             if str(path).startswith(mnt) and len(mnt) > len(best):
                 best, kind = mnt, typ
     return kind
@@ -243,8 +257,8 @@ def fs_type(path: Path) -> str:
 
 def table(cases: list[Case]) -> str:
     rows = [
-        "| file | input MB | output MB (files) | ours MB/s in | ours MB/s out | floor MB/s in | floor MB/s out "
-        "| ours / floor | ours peak RSS MB | floor peak RSS MB | floor bytes |",
+        "| file | input MB | output MB (files) | ours MB/s in | ours MB/s out | floor MB/s in "
+        "| floor MB/s out | ours / floor | ours peak RSS MB | floor peak RSS MB | floor bytes |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in cases:
@@ -262,8 +276,13 @@ def table(cases: list[Case]) -> str:
 def runs_detail(cases: list[Case]) -> str:
     lines = []
     for c in cases:
-        lines.append(f"- {c.label}: ours " + ", ".join(f"{s:.2f}" for s in c.ours.seconds)
-                     + " s; floor " + ", ".join(f"{s:.2f}" for s in c.floor.seconds) + " s")
+        lines.append(
+            f"- {c.label}: ours "
+            + ", ".join(f"{s:.2f}" for s in c.ours.seconds)
+            + " s; floor "
+            + ", ".join(f"{s:.2f}" for s in c.floor.seconds)
+            + " s"
+        )
     return "\n".join(lines)
 
 
@@ -271,10 +290,12 @@ def checks(cases: list[Case]) -> list[str]:
     out = []
     for c in cases:
         ratio = c.floor.median_s() / c.ours.median_s()
-        out.append(f"- {c.label}: ours/floor {ratio:.2f} "
-                   f"({'meets' if ratio >= RATIO_TARGET else 'BELOW'} the {RATIO_TARGET:.2f} target); "
-                   f"ours peak RSS {c.ours.max_rss_mb():.0f} MB "
-                   f"({'within' if c.ours.max_rss_mb() <= RSS_LIMIT_MB else 'OVER'} {RSS_LIMIT_MB:.0f} MB)")
+        out.append(
+            f"- {c.label}: ours/floor {ratio:.2f} "
+            f"({'meets' if ratio >= RATIO_TARGET else 'BELOW'} the {RATIO_TARGET:.2f} target); "
+            f"ours peak RSS {c.ours.max_rss_mb():.0f} MB "
+            f"({'within' if c.ours.max_rss_mb() <= RSS_LIMIT_MB else 'OVER'} {RSS_LIMIT_MB:.0f} MB)"
+        )
     return out
 
 
@@ -292,11 +313,18 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=3, help="repetitions of each (default 3)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", default=str(HERE / "out"), help="output root (default bench/out; e.g. /dev/shm/...)")
-    p.add_argument("--files", default=",".join(DEFAULT_CASES),
-                   help=f"comma-separated cases among {','.join(CASES)} (default {','.join(DEFAULT_CASES)})")
+    p.add_argument(
+        "--out", default=str(HERE / "out"), help="output root (default bench/out; e.g. /dev/shm/...)"
+    )
+    p.add_argument(
+        "--files",
+        default=",".join(DEFAULT_CASES),
+        help=f"comma-separated cases among {','.join(CASES)} (default {','.join(DEFAULT_CASES)})",
+    )
     p.add_argument("--no-verify", action="store_true", help="skip the byte-for-byte comparison")
-    p.add_argument("--results", default=str(HERE / "results.md"), help="where to write the table ('' for nowhere)")
+    p.add_argument(
+        "--results", default=str(HERE / "results.md"), help="where to write the table ('' for nowhere)"
+    )
     args = p.parse_args()
 
     out_root = Path(args.out)
@@ -313,26 +341,29 @@ def main() -> int:
         bench_case(case, out_root, args.reps, args.workers, not args.no_verify)
 
     command = shlex.join([".venv/bin/python", "bench/bench_convert.py", *sys.argv[1:]])
-    report = "\n".join([
-        "# Benchmark results",
-        "",
-        f"- command: `{command}`",
-        f"- date: {started:%Y-%m-%d %H:%M} UTC",
-        f"- machine: {machine()}",
-        f"- output on: {out_root} ({fs_type(out_root)}); {args.workers} workers; {args.reps} repetitions, "
-        "medians; MB = 10^6 bytes; times include interpreter start, imports and planning",
-        "",
-        table(cases),
-        "",
-        "Targets (Neuropixels): ours ≥ 0.75 × floor, peak RSS ≤ 500 MB whatever the length.",
-        "",
-        *checks(cases),
-        "",
-        "Every run (seconds):",
-        "",
-        runs_detail(cases),
-        "",
-    ])
+    report = "\n".join(
+        [
+            "# Benchmark results",
+            "",
+            f"- command: `{command}`",
+            f"- date: {started:%Y-%m-%d %H:%M} UTC",
+            f"- machine: {machine()}",
+            f"- output on: {out_root} ({fs_type(out_root)}); {args.workers} workers; "
+            f"{args.reps} repetitions, medians; MB = 10^6 bytes;",
+            "  times include interpreter start, imports and planning",
+            "",
+            table(cases),
+            "",
+            "Targets (Neuropixels): ours ≥ 0.75 × floor, peak RSS ≤ 500 MB whatever the length.",
+            "",
+            *checks(cases),
+            "",
+            "Every run (seconds):",
+            "",
+            runs_detail(cases),
+            "",
+        ]
+    )
     print()
     print(report)
     if args.results:

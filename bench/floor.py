@@ -28,7 +28,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-
 from nwb2pennsieve.models import chunk_file_name
 from nwb2pennsieve.runner import plan_file
 
@@ -81,7 +80,9 @@ def _work(args: tuple[str, str, str, list[tuple[int, int, int, int]]]) -> int:
             ds = h5[series.data_path]
             n, width = chunk.samples, col1 - col0
             two_d = len(series.shape) == 2
-            raw = _buffer(cache, "raw", (n, width) if two_d else (n,), np.dtype(series.dtype).newbyteorder("="))
+            raw = _buffer(
+                cache, "raw", (n, width) if two_d else (n,), np.dtype(series.dtype).newbyteorder("=")
+            )
             if two_d:
                 ds.read_direct(raw, np.s_[chunk.start : chunk.stop, col0:col1])
             else:
@@ -145,7 +146,10 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
     total, seconds = run(args.file, args.output, args.workers)
-    print(f"floor: {Path(args.file).name}: {total / 1e6:.1f} MB in {seconds:.2f} s ({total / 1e6 / seconds:.1f} MB/s)")
+    print(
+        f"floor: {Path(args.file).name}: {total / 1e6:.1f} MB in {seconds:.2f} s "
+        f"({total / 1e6 / seconds:.1f} MB/s)"
+    )
     return 0
 
 

@@ -66,8 +66,13 @@ def _nwb_skeleton(h5: h5py.File, n_channels: int, series_name: str) -> h5py.Grou
         neurodata(eg, "ElectrodeGroup", description=f"shank {s}", location="unknown")
         eg["device"] = device
     table = ecephys.require_group("electrodes")
-    neurodata(table, "DynamicTable", namespace="hdmf-common", description="electrodes",
-              colnames=np.array(["location", "group", "group_name", "label"], dtype=object))
+    neurodata(
+        table,
+        "DynamicTable",
+        namespace="hdmf-common",
+        description="electrodes",
+        colnames=np.array(["location", "group", "group_name", "label"], dtype=object),
+    )
     ids = table.create_dataset("id", data=np.arange(n_channels, dtype=np.int64))
     neurodata(ids, "ElementIdentifiers", namespace="hdmf-common")
     for col, values in (
@@ -89,8 +94,14 @@ def _nwb_skeleton(h5: h5py.File, n_channels: int, series_name: str) -> h5py.Grou
     return series
 
 
-def _data(series: h5py.Group, shape: tuple[int, int], dtype: str, chunks: tuple[int, int] | None,
-          conversion: float, gzip: bool) -> h5py.Dataset:
+def _data(
+    series: h5py.Group,
+    shape: tuple[int, int],
+    dtype: str,
+    chunks: tuple[int, int] | None,
+    conversion: float,
+    gzip: bool,
+) -> h5py.Dataset:
     kw: dict[str, object] = {}
     if gzip:
         kw = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
@@ -111,7 +122,7 @@ def _fill(ds: h5py.Dataset, rows_per_block: int, make_block) -> None:  # type: i
 
 def neuropixels(seconds: float, gzip: bool = False) -> Path:
     rate, n_ch = 30_000.0, 384
-    n = int(round(seconds * rate))
+    n = round(seconds * rate)
     name = f"np-384ch-30k-int16-{seconds:g}s{'-gzip' if gzip else ''}.nwb"
     path = DATA_DIR / name
     if path.exists():
@@ -123,27 +134,49 @@ def neuropixels(seconds: float, gzip: bool = False) -> Path:
         # noise of ~10 µV rms in 0.195 µV steps
         return rng.normal(0.0, 50.0, size=(stop - start, n_ch)).astype(np.int16)
 
-    return _write(path, n_ch, "ElectricalSeriesAP", (n, n_ch), "<i2", chunks, 0.195e-6, gzip,
-                  rate=rate, block_rows=chunks[0], make_block=block)
+    return _write(
+        path,
+        n_ch,
+        "ElectricalSeriesAP",
+        (n, n_ch),
+        "<i2",
+        chunks,
+        0.195e-6,
+        gzip,
+        rate=rate,
+        block_rows=chunks[0],
+        make_block=block,
+    )
 
 
 def eeg_with_gaps(seconds: float) -> Path:
     rate, n_ch = 2_000.0, 64
-    n = int(round(seconds * rate))
+    n = round(seconds * rate)
     path = DATA_DIR / f"eeg-64ch-2k-float32-gaps-{seconds:g}s.nwb"
     if path.exists():
         return path
     # five gaps of 0.5 s .. 30 s at fixed fractions of the recording
     t = np.arange(n, dtype=np.float64) / rate + 12.5
     for frac, gap in ((0.11, 0.5), (0.29, 3.0), (0.47, 30.0), (0.63, 1.25), (0.88, 10.0)):
-        t[int(frac * n):] += gap
+        t[int(frac * n) :] += gap
 
     def block(start: int, stop: int) -> np.ndarray:
         rng = np.random.default_rng([2, start])
         return (rng.normal(0.0, 20e-6, size=(stop - start, n_ch))).astype(np.float32)
 
-    return _write(path, n_ch, "EEG", (n, n_ch), "<f4", (min(n, 39_062), 64), 1.0, False,
-                  timestamps=t, block_rows=39_062, make_block=block)
+    return _write(
+        path,
+        n_ch,
+        "EEG",
+        (n, n_ch),
+        "<f4",
+        (min(n, 39_062), 64),
+        1.0,
+        False,
+        timestamps=t,
+        block_rows=39_062,
+        make_block=block,
+    )
 
 
 def two_channel(mb: float) -> Path:
@@ -157,13 +190,36 @@ def two_channel(mb: float) -> Path:
         rng = np.random.default_rng([3, start])
         return rng.normal(0.0, 100e-6, size=(stop - start, n_ch))
 
-    return _write(path, n_ch, "ElectricalSeries", (n, n_ch), "<f8", None, 1.0, False,
-                  rate=rate, block_rows=1 << 20, make_block=block)
+    return _write(
+        path,
+        n_ch,
+        "ElectricalSeries",
+        (n, n_ch),
+        "<f8",
+        None,
+        1.0,
+        False,
+        rate=rate,
+        block_rows=1 << 20,
+        make_block=block,
+    )
 
 
-def _write(path: Path, n_ch: int, series_name: str, shape: tuple[int, int], dtype: str,
-           chunks: tuple[int, int] | None, conversion: float, gzip: bool, *, block_rows: int,
-           make_block, rate: float | None = None, timestamps: np.ndarray | None = None) -> Path:  # type: ignore[no-untyped-def]
+def _write(
+    path: Path,
+    n_ch: int,
+    series_name: str,
+    shape: tuple[int, int],
+    dtype: str,
+    chunks: tuple[int, int] | None,
+    conversion: float,
+    gzip: bool,
+    *,
+    block_rows: int,
+    make_block,
+    rate: float | None = None,
+    timestamps: np.ndarray | None = None,
+) -> Path:  # type: ignore[no-untyped-def]
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     started = time.perf_counter()
@@ -185,8 +241,14 @@ def _write(path: Path, n_ch: int, series_name: str, shape: tuple[int, int], dtyp
     return path
 
 
-def all_files(np_seconds: float = 60.0, eeg_seconds: float = 1800.0, wide_mb: float = 500.0,
-              *, only: str | None = None, gzip: bool = False) -> dict[str, Path]:
+def all_files(
+    np_seconds: float = 60.0,
+    eeg_seconds: float = 1800.0,
+    wide_mb: float = 500.0,
+    *,
+    only: str | None = None,
+    gzip: bool = False,
+) -> dict[str, Path]:
     out = {}
     if only in (None, "np"):
         out["np"] = neuropixels(np_seconds, gzip=gzip)
@@ -205,7 +267,9 @@ def main() -> int:
     p.add_argument("--wide-mb", type=float, default=500.0, help="2-channel file size (default 500)")
     p.add_argument("--gzip", action="store_true", help="gzip+shuffle variant of the Neuropixels file")
     args = p.parse_args()
-    for key, path in all_files(args.seconds, args.eeg_seconds, args.wide_mb, only=args.only, gzip=args.gzip).items():
+    for key, path in all_files(
+        args.seconds, args.eeg_seconds, args.wide_mb, only=args.only, gzip=args.gzip
+    ).items():
         print(f"{key}: {path}")
     return 0
 
