@@ -73,7 +73,16 @@ def _work(args: tuple[str, str, str, list[tuple[int, int, int, int]]]) -> int:
     plan = Plan.model_validate_json(plan_json)
     written = 0
     cache: dict = {}
-    with h5py.File(path, "r", rdcc_nbytes=0) as h5:
+    # A chunk cache holding one row of the dataset's HDF5 chunks (without one, HDF5 reads a
+    # partially selected chunk row by row); the widest series sets it.
+    cache_bytes = 1 << 20
+    for s in plan.series:
+        if s.hdf5_chunks:
+            row_bytes = (
+                s.hdf5_chunks[0] * (s.shape[1] if len(s.shape) == 2 else 1) * np.dtype(s.dtype).itemsize
+            )
+            cache_bytes = max(cache_bytes, int(1.25 * row_bytes) + (1 << 20))
+    with h5py.File(path, "r", rdcc_nbytes=cache_bytes, rdcc_nslots=100_003) as h5:
         for s_idx, c_idx, col0, col1 in units:
             series = plan.series[s_idx]
             chunk = series.chunks[c_idx]
