@@ -7,6 +7,7 @@ no chunk under a final name.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 import h5py
 
 from .errors import Nwb2PennsieveError, StorageError
-from .models import ItemResult, Plan
+from .models import ItemResult, Plan, WorkItem
 from .nwb import open_nwb
 from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, build_plan
 from .storage import LocalStore
@@ -114,6 +115,18 @@ def convert_file(
     return result
 
 
+def release_free_heap() -> None:
+    """Give the C heap's free pages back to the OS (glibc keeps large freed blocks).
+
+    Planning reads a few MiB of samples through the HDF5 chunk cache; without this the parent
+    keeps ~35 MB it no longer uses for the whole conversion. A no-op where glibc is absent.
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _publish(staging: Path, output: Path) -> None:
     for entry in os.scandir(staging):
         os.replace(entry.path, output / entry.name)
@@ -130,12 +143,66 @@ def _init_worker(path: str, plan_json: str, staging: str) -> None:
     _worker["store"] = LocalStore(staging)
 
 
-def _run_item(item_id: str) -> ItemResult:
+def _run_item(item: str | WorkItem) -> ItemResult:
     plan = _worker["plan"]
     assert isinstance(plan, Plan)
     h5 = _worker["h5"]
     assert isinstance(h5, h5py.File)
-    return write_work_item(h5, plan, plan.item(item_id), _worker["store"])  # type: ignore[arg-type]
+    if isinstance(item, str):
+        item = plan.item(item)
+    return write_work_item(h5, plan, item, _worker["store"])  # type: ignore[arg-type]
+
+
+# Local load balancing: a plan's items are sized for a Lambda's memory, so a small file may be one
+# or a few uneven items. The pool cuts them into about UNITS_PER_WORKER units per worker (never
+# below MIN_UNIT_BYTES) along chunks and along HDF5 chunk columns; the bytes written are the same.
+UNITS_PER_WORKER = 4
+MIN_UNIT_BYTES = 32 * 1024 * 1024
+
+
+def split_items(plan: Plan, n_workers: int) -> list[WorkItem]:
+    """The plan's items, cut into smaller items of the same chunks and columns for ``n_workers``."""
+    total = sum(i.output_bytes for i in plan.work_items)
+    target = max(MIN_UNIT_BYTES, total // max(1, UNITS_PER_WORKER * n_workers))
+    units: list[WorkItem] = []
+    for item in plan.work_items:
+        if item.output_bytes <= target:
+            units.append(item)
+            continue
+        series = plan.series[item.series]
+        chunks = series.chunks[item.chunk_start : item.chunk_stop]
+        biggest = max(c.samples for c in chunks) * 8
+        step = series.hdf5_chunks[1] if len(series.shape) == 2 and series.hdf5_chunks else None
+        width = item.column_stop - item.column_start
+        if step and biggest * width > target:  # one chunk of all the columns is too big: cut columns
+            width = min(width, max(step, (target // biggest) // step * step))
+        per_unit = max(1, target // (biggest * width))
+        k = 0
+        for a in range(0, len(chunks), per_unit):
+            first = item.chunk_start + a
+            last = min(item.chunk_stop, first + per_unit)
+            samples = series.chunks[last - 1].stop - series.chunks[first].start
+            c0 = item.column_start
+            while c0 < item.column_stop:
+                c1 = min(item.column_stop, (c0 // width + 1) * width if step else c0 + width)
+                units.append(
+                    item.model_copy(
+                        update={
+                            "id": f"{item.id}/{k}",
+                            "column_start": c0,
+                            "column_stop": c1,
+                            "chunk_start": first,
+                            "chunk_stop": last,
+                            "samples": samples,
+                            "output_bytes": samples * (c1 - c0) * 8,
+                        }
+                    )
+                )
+                k += 1
+                c0 = c1
+    # biggest first, so the last units to finish are small ones (stable: equal sizes keep plan order)
+    units.sort(key=lambda u: -u.output_bytes)
+    return units
 
 
 def default_workers() -> int:
@@ -155,7 +222,10 @@ def execute_items(
     One worker (or one item) runs in this process; more run in a process pool, each worker with
     the file open once. The first failure cancels what has not started and is raised.
     """
-    n_workers = min(workers or default_workers(), len(plan.work_items))
+    release_free_heap()
+    requested = workers or default_workers()
+    units = split_items(plan, requested) if requested > 1 else plan.work_items
+    n_workers = min(requested, len(units))
     if n_workers <= 1:
         store = LocalStore(out_dir)
         with open_nwb(path, name=plan.source) as h5:
@@ -174,8 +244,8 @@ def execute_items(
     ) as pool:
         sizes = {}
         pending: set[Future[ItemResult]] = set()
-        for item in plan.work_items:
-            fut = pool.submit(_run_item, item.id)
+        for item in units:
+            fut = pool.submit(_run_item, item)
             sizes[fut] = item.output_bytes
             pending.add(fut)
         try:
