@@ -83,7 +83,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 "unit": s.unit,
                 "rate": s.rate,
                 "timing": s.timing,
-                "channels": [{"index": c.index, "name": c.name, "group": c.group, "scale_uV": c.scale} for c in s.channels],
+                "channels": [{"index": c.index, "name": c.name, "group": c.group, "scale_uV": c.scale * s.unit_factor, "offset_uV": c.offset * s.unit_factor} for c in s.channels],
                 "segments": [{"start": g.start, "stop": g.stop} for g in s.segments],
                 "chunks": len(s.chunks),
                 "start_us": s.chunks[0].start_us,

@@ -38,12 +38,13 @@ class _Draft:
     found: FoundSeries
     data: h5py.Dataset
     unit: str
+    factor: float
     rate: float
     timing: str
     names: list[str]
     groups: list[str]
     scales: np.ndarray
-    offset_uv: float
+    offset: float
     segments: list
     chunks: list
 
@@ -199,12 +200,13 @@ def _draft(series: FoundSeries, session_us: int, chunk_samples: int, warnings: l
         found=series,
         data=data,
         unit=unit,
+        factor=factor,
         rate=rate,
         timing=timing,
         names=names,
         groups=groups,
-        scales=conversion * channel_conversion * factor,
-        offset_uv=offset * factor,
+        scales=conversion * channel_conversion,
+        offset=offset,
         segments=segments,
         chunks=chunks,
     )
@@ -285,7 +287,7 @@ def _assign_channels(drafts: list[_Draft], chunk_samples: int, max_item_mb: floa
                     name=name,
                     group=group,
                     scale=float(d.scales[column]),
-                    offset=d.offset_uv,
+                    offset=d.offset,
                 )
             )
             index += 1
@@ -302,6 +304,7 @@ def _assign_channels(drafts: list[_Draft], chunk_samples: int, max_item_mb: floa
                 hdf5_chunks=tuple(int(x) for x in chunks) if chunks else None,
                 compression=d.data.compression,
                 unit=d.unit,
+                unit_factor=d.factor,
                 rate=d.rate,
                 timing="timestamps" if d.timing == "timestamps" else "rate",
                 channels=channels,
@@ -363,7 +366,7 @@ def _scaling_warning(draft: _Draft, plan: SeriesPlan) -> str | None:
     """
     rows = min(SANITY_ROWS, plan.n_samples)
     raw = np.asarray(draft.data[:rows], dtype=np.float64).reshape(rows, -1)
-    values = np.abs(raw * draft.scales[None, :] + draft.offset_uv)
+    values = np.abs((raw * draft.scales[None, :] + draft.offset) * draft.factor)
     values = values[values > 0]
     if values.size == 0:
         return None

@@ -100,10 +100,15 @@ def _write(
     native = np.dtype(series.dtype).newbyteorder("=")
     raw = np.empty((rows, width) if len(series.shape) == 2 else (rows,), dtype=native)
     out = np.empty((width, rows), dtype=np.float64)
-    scale = np.array([c.scale for c in channels], dtype=np.float64)[:, None]
+    # µV = (data × conversion × channel_conversion + offset) × unit factor. Without an offset the
+    # two factors are folded into one multiplication; with one, the NWB order is kept, since
+    # folding the unit factor in first loses bits when the offset nearly cancels the data.
+    native_scale = np.array([c.scale for c in channels], dtype=np.float64)[:, None]
     offset = np.array([c.offset for c in channels], dtype=np.float64)[:, None]
-    scaled = bool(np.any(scale != 1.0))
     shifted = bool(np.any(offset != 0.0))
+    factor = series.unit_factor
+    scale = native_scale if shifted else native_scale * factor
+    scaled = bool(np.any(scale != 1.0))
 
     files = 0
     payload = 0
@@ -127,6 +132,8 @@ def _write(
                     np.copyto(block, source)
                 if shifted:
                     np.add(block, offset, out=block)
+                    if factor != 1.0:
+                        np.multiply(block, factor, out=block)
                 if _LITTLE_ENDIAN:
                     block.byteswap(inplace=True)
                 for j, writer in enumerate(writers):
