@@ -18,6 +18,7 @@ from pathlib import Path
 from . import __version__
 from .config import Settings, env_flag, env_number
 from .errors import ConfigurationError
+from .models import Plan
 from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
 from .runner import ConversionResult, Progress, convert_file, describe_error, plan_file
 
@@ -45,15 +46,22 @@ def _convert_one(path: Path, output: Path, args: argparse.Namespace) -> Conversi
         path, chunk_size_mb=args.chunk_size_mb, max_item_mb=args.max_item_mb,
         skip_invalid_series=args.skip_invalid_series,
     )
+    _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), path.name)
     try:
         result = convert_file(path, output, plan=plan, workers=args.workers, progress=update)
     finally:
         close()
-    for skipped in result.plan.skipped:
-        log.info("%s: skipped %s: %s", result.source, skipped.path, skipped.reason)
     print(result.summary_line())
     return result
+
+
+def _report(plan: Plan) -> None:
+    for skipped in plan.skipped:
+        print(f"{plan.source}: skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    for warning in plan.warnings:
+        if not warning.startswith("skipped invalid series"):
+            print(f"warning: {plan.source}: {warning}", file=sys.stderr)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -89,7 +89,6 @@ def _build_plan(
     for series in found:
         reason = _not_continuous(series)
         if reason:
-            log.info("skipping %s: %s", series.path, reason)
             skipped.append(SkippedSeries(path=series.path, reason=reason))
             continue
         try:
@@ -113,8 +112,6 @@ def _build_plan(
         if warning:
             warnings.append(warning)
     items = [item for s in series_plans for item in _work_items(s, chunk_samples, max_item_mb)]
-    for w in warnings:
-        log.warning("%s: %s", source, w)
     return Plan(
         source=source,
         session_start=start_text,

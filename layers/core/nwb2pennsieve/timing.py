@@ -107,7 +107,7 @@ def timestamp_chunks(
         bad = ~np.isfinite(block)
         if bad.any():
             i = int(np.argmax(bad))
-            raise InvalidSeriesError(f"timestamp {b0 + i} is {block[i]}")
+            raise InvalidSeriesError(f"timestamp {b0 + i} is {float(block[i])}")
         joined = block if previous is None else np.concatenate(([previous], block))
         first_index = b0 + 1 if previous is None else b0  # sample index of steps[0]
         steps = np.diff(joined)
@@ -117,7 +117,7 @@ def timestamp_chunks(
             k = first_index + i
             what = "repeat" if steps[i] == 0 else "go backwards"
             raise InvalidSeriesError(
-                f"its timestamps {what} at sample {k} ({joined[i]!r} s, then {joined[i + 1]!r} s)"
+                f"its timestamps {what} at sample {k} ({float(joined[i])!r} s, then {float(joined[i + 1])!r} s)"
             )
         gap_starts.extend((np.flatnonzero(steps > gap_step) + first_index).tolist())
         previous = float(block[-1])
