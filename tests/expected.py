@@ -16,7 +16,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-FACTOR = {"volts": 1e6, "volt": 1e6, "V": 1e6, "mV": 1e3, "millivolts": 1e3, "uV": 1.0, "µV": 1.0, "microvolts": 1.0}
+FACTOR = {
+    "volts": 1e6,
+    "volt": 1e6,
+    "V": 1e6,
+    "mV": 1e3,
+    "millivolts": 1e3,
+    "uV": 1.0,
+    "µV": 1.0,
+    "microvolts": 1.0,
+}
 NAME = re.compile(r"^channel-(\d{5})_(\d+)_(\d+)\.bin\.gz$")
 
 
@@ -112,7 +121,9 @@ def assert_matches(nwb_path: str | Path, out_dir: str | Path, ulps: int = 4, us:
         assert got.shape == exp.values.shape, f"channel {index}: {got.shape} samples, expected {exp.values.shape}"
         tolerance = ulps * np.spacing(np.maximum(np.abs(exp.values), np.abs(got)))
         bad = np.abs(got - exp.values) > tolerance
-        assert not bad.any(), f"channel {index}: sample {int(np.argmax(bad))} is {got[bad][0]!r}, expected {exp.values[bad][0]!r}"
+        assert not bad.any(), (
+            f"channel {index}: sample {int(np.argmax(bad))} is {got[bad][0]!r}, expected {exp.values[bad][0]!r}"
+        )
         k = 0
         for c in chunks:
             n = c.values.size

@@ -59,8 +59,7 @@ def write_nwb(
 ) -> Path:
     path = Path(path)
     n = n_electrodes or max(
-        [max(s.electrodes) + 1 if s.electrodes else (s.data.shape[1] if s.data.ndim > 1 else 1) for s in series]
-        or [1]
+        [max(s.electrodes) + 1 if s.electrodes else (s.data.shape[1] if s.data.ndim > 1 else 1) for s in series] or [1]
     )
     nwb = NWBFile(session_description="test", identifier="test-file", session_start_time=session_start)
     device = nwb.create_device(name="probe")
@@ -77,8 +76,10 @@ def write_nwb(
         nwb.add_electrode(group=egroups[e % groups], location="CA1", **extra)
     ecephys = None
     for spec in series:
-        rows = spec.electrodes if spec.electrodes is not None else list(
-            range(spec.data.shape[1] if spec.data.ndim > 1 else 1)
+        rows = (
+            spec.electrodes
+            if spec.electrodes is not None
+            else list(range(spec.data.shape[1] if spec.data.ndim > 1 else 1))
         )
         region = nwb.create_electrode_table_region(rows, "electrodes")
         data = spec.data

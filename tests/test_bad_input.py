@@ -165,8 +165,13 @@ def test_strict_lists_every_problem_and_skip_converts_the_rest(tmp_path: Path, c
 
 def test_skip_invalid_by_environment(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SKIP_INVALID_SERIES", "true")
-    nwb = write_nwb(tmp_path / "m.nwb", [SeriesSpec(name="a", data=np.ones((5, 1))),
-                                          SeriesSpec(name="b", data=np.ones((5, 1)), unit="x", electrodes=[1])])
+    nwb = write_nwb(
+        tmp_path / "m.nwb",
+        [
+            SeriesSpec(name="a", data=np.ones((5, 1))),
+            SeriesSpec(name="b", data=np.ones((5, 1)), unit="x", electrodes=[1]),
+        ],
+    )
     assert main(["convert", str(nwb), "-o", str(tmp_path / "o")]) == 0
 
 

@@ -88,11 +88,22 @@ def test_units_offset_missing_and_float_types(tmp_path: Path) -> None:
     specs = [
         SeriesSpec(name="v", data=rng.normal(size=(50, 1)), unit="volt", offset=0.25),
         SeriesSpec(name="mv", data=rng.normal(size=(50, 1)).astype(np.float32), unit="mV", electrodes=[1]),
-        SeriesSpec(name="uv", data=rng.integers(0, 60000, size=(50, 1), dtype=np.uint16), unit="uV",
-                   electrodes=[2], conversion=0.5, offset=-3.0),
+        SeriesSpec(
+            name="uv",
+            data=rng.integers(0, 60000, size=(50, 1), dtype=np.uint16),
+            unit="uV",
+            electrodes=[2],
+            conversion=0.5,
+            offset=-3.0,
+        ),
         SeriesSpec(name="mu", data=rng.normal(size=(50, 1)), unit="µV", electrodes=[3], drop_offset=True),
-        SeriesSpec(name="big", data=rng.integers(-(2**40), 2**40, size=(50, 1), dtype=np.int64),
-                   unit="V", electrodes=[4], conversion=1e-12),
+        SeriesSpec(
+            name="big",
+            data=rng.integers(-(2**40), 2**40, size=(50, 1), dtype=np.int64),
+            unit="V",
+            electrodes=[4],
+            conversion=1e-12,
+        ),
     ]
     nwb = write_nwb(tmp_path / "units.nwb", specs, n_electrodes=5)
     assert_matches(nwb, convert(nwb, tmp_path / "out"))
@@ -132,8 +143,13 @@ def test_one_dimensional_data(tmp_path: Path) -> None:
 
 
 def test_spike_event_series_is_skipped(tmp_path: Path) -> None:
-    spikes = SeriesSpec(name="spikes", kind="SpikeEventSeries", data=np.zeros((5, 2, 8)),
-                        timestamps=np.arange(5.0), electrodes=[0, 1])
+    spikes = SeriesSpec(
+        name="spikes",
+        kind="SpikeEventSeries",
+        data=np.zeros((5, 2, 8)),
+        timestamps=np.arange(5.0),
+        electrodes=[0, 1],
+    )
     nwb = write_nwb(tmp_path / "spk.nwb", [SeriesSpec(data=np.ones((10, 2))), spikes])
     plan = plan_file(nwb)
     assert [s.path for s in plan.series] == ["/acquisition/ElectricalSeries"]
@@ -141,8 +157,14 @@ def test_spike_event_series_is_skipped(tmp_path: Path) -> None:
 
 
 def test_fixed_length_byte_strings_and_channel_name_column(tmp_path: Path) -> None:
-    nwb = write_nwb(tmp_path / "fixed.nwb", [SeriesSpec(data=np.ones((10, 3)))], names=["CH1", "CH2", "CH3"],
-                    name_column="channel_name", groups=2, fixed_length_strings=True)
+    nwb = write_nwb(
+        tmp_path / "fixed.nwb",
+        [SeriesSpec(data=np.ones((10, 3)))],
+        names=["CH1", "CH2", "CH3"],
+        name_column="channel_name",
+        groups=2,
+        fixed_length_strings=True,
+    )
     out = convert(nwb, tmp_path / "out")
     _, meta = read_output(out)
     assert [meta[i]["name"] for i in range(3)] == ["CH1", "CH2", "CH3"]

@@ -14,9 +14,17 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from .errors import InvalidFileError, InvalidSeriesError, Nwb2PennsieveError, NothingToConvertError
+from .errors import InvalidFileError, InvalidSeriesError, NothingToConvertError, Nwb2PennsieveError
 from .models import SAMPLES_PER_MIB, ChannelPlan, Plan, SeriesPlan, SkippedSeries, WorkItem
-from .nwb import SPIKE_EVENT_SERIES, FoundSeries, electrodes_of, find_electrical_series, session_start, text, unit_factor
+from .nwb import (
+    SPIKE_EVENT_SERIES,
+    FoundSeries,
+    electrodes_of,
+    find_electrical_series,
+    session_start,
+    text,
+    unit_factor,
+)
 from .timing import check_rate, rate_chunks, timestamp_chunks
 
 log = logging.getLogger(__name__)

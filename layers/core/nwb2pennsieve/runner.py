@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -64,7 +64,10 @@ def plan_file(
     name = os.path.basename(os.fspath(path))
     with open_nwb(path, name=name) as h5:
         return build_plan(
-            h5, source=name, chunk_size_mb=chunk_size_mb, max_item_mb=max_item_mb,
+            h5,
+            source=name,
+            chunk_size_mb=chunk_size_mb,
+            max_item_mb=max_item_mb,
             skip_invalid_series=skip_invalid_series,
         )
 
@@ -90,7 +93,10 @@ def convert_file(
     output = Path(output_dir)
     if plan is None:
         plan = plan_file(
-            path, chunk_size_mb=chunk_size_mb, max_item_mb=max_item_mb, skip_invalid_series=skip_invalid_series
+            path,
+            chunk_size_mb=chunk_size_mb,
+            max_item_mb=max_item_mb,
+            skip_invalid_series=skip_invalid_series,
         )
     result = ConversionResult(source=plan.source, output_dir=output, plan=plan)
     try:
@@ -149,7 +155,7 @@ def execute_items(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
-):  # type: ignore[no-untyped-def]
+) -> Iterator[ItemResult]:
     """Write every work item of ``plan`` into ``out_dir``; yield each item's result as it finishes.
 
     One worker (or one item) runs in this process; more run in a process pool, each worker with

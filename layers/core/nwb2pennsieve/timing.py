@@ -10,6 +10,7 @@ channel metadata both use the exact rule, so they always agree.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 
 import h5py
 import numpy as np
@@ -92,9 +93,7 @@ def timestamp_chunks(
         if median > 0:
             estimated = float(f"{1.0 / median:.{RATE_DIGITS}g}")
             if given_rate is not None and abs(1.0 - given_rate / estimated) >= RATE_TOLERANCE:
-                raise InvalidSeriesError(
-                    f"its rate {given_rate:g} Hz disagrees with its timestamps ({estimated:g} Hz)"
-                )
+                raise InvalidSeriesError(f"its rate {given_rate:g} Hz disagrees with its timestamps ({estimated:g} Hz)")
             rate = given_rate if given_rate is not None else estimated
         else:
             rate = given_rate or 0.0  # the ordering check below reports the real problem
@@ -125,7 +124,7 @@ def timestamp_chunks(
         raise InvalidSeriesError("its timestamps give no sampling rate")
 
     bounds = [0, *gap_starts, n]
-    segments = [Segment(start=a, stop=b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    segments = [Segment(start=a, stop=b) for a, b in pairwise(bounds)]
 
     def times_of(k: np.ndarray) -> np.ndarray:
         return _round_us(_gather(timestamps, k, first_block))
