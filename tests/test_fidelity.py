@@ -217,3 +217,19 @@ def test_bytes_do_not_depend_on_workers_or_item_size(tmp_path: Path, workers: in
     assert names == sorted(p.name for p in other.iterdir())
     for name in names:
         assert (base / name).read_bytes() == (other / name).read_bytes(), name
+
+
+def test_extension_type_deriving_from_electrical_series(tmp_path: Path) -> None:
+    """A type from an extension namespace is found through the schema cached in /specifications."""
+    import h5py
+
+    nwb = write_nwb(tmp_path / "ext_type.nwb", [SeriesSpec(data=np.ones((20, 2)))])
+    with h5py.File(nwb, "a") as f:
+        g = f["acquisition/ElectricalSeries"]
+        g.attrs["neurodata_type"] = "MyProbeSeries"
+        g.attrs["namespace"] = "ndx-probe"
+        spec = '{"groups": [{"neurodata_type_def": "MyProbeSeries", "neurodata_type_inc": "ElectricalSeries"}]}'
+        f.create_dataset("specifications/ndx-probe/0.1.0/ndx-probe.extensions", data=spec)
+        f.create_dataset("specifications/ndx-probe/0.1.0/namespace", data='{"namespaces": []}')
+    plan = plan_file(nwb)
+    assert [(s.path, s.neurodata_type) for s in plan.series] == [("/acquisition/ElectricalSeries", "MyProbeSeries")]
