@@ -59,3 +59,15 @@ def test_plan_command_prints_json(capsys) -> None:
 def test_plan_full_is_the_plan(capsys) -> None:
     assert main(["plan", "--full", str(sample_path())]) == 0
     assert Plan.model_validate_json(capsys.readouterr().out).source == "sample.nwb"
+
+
+def test_column_chunked_data_gets_narrow_items(tmp_path: Path, monkeypatch) -> None:
+    """Data chunked one tall chunk per channel: a channel block's chunk row must fit the cache budget."""
+    import nwb2pennsieve.planner as planner
+
+    data = np.zeros((4000, 12), dtype=np.int16)
+    nwb = write_nwb(tmp_path / "cols.nwb", [SeriesSpec(data=data, chunks=(4000, 1))])
+    assert plan_file(nwb, chunk_size_mb=0.01).work_items[0].column_stop == 12
+    monkeypatch.setattr(planner, "CHUNK_ROW_BUDGET", 4000 * 2 * 5)  # room for a row of 5 chunks
+    plan = plan_file(nwb, chunk_size_mb=0.01)
+    assert {i.column_stop - i.column_start for i in plan.work_items} == {5, 2}

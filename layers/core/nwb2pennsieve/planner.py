@@ -37,6 +37,9 @@ DEFAULT_MAX_ITEM_MB = 512.0
 DEFAULT_UNIT = "volts"
 PLAUSIBLE_UV = (1e-3, 1e7)  # scaled values all below / all above these are implausible for a voltage
 SANITY_ROWS = 4096
+# A writer keeps one row of the item's HDF5 chunks in the chunk cache (so a chunk cut by a chunk
+# boundary is decompressed once); channel blocks are narrowed so that row stays under this.
+CHUNK_ROW_BUDGET = 128 * 1024 * 1024
 
 
 @dataclass
@@ -332,9 +335,14 @@ def _work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> l
     n_columns = series.n_columns
     max_width = max(1, int(budget // chunk_bytes))
     width = min(n_columns, max_width)
-    if series.hdf5_chunks and len(series.hdf5_chunks) == 2 and width < n_columns:
-        stored = series.hdf5_chunks[1]
-        if max_width >= stored:
+    if series.hdf5_chunks and len(series.hdf5_chunks) == 2:
+        rows, stored = series.hdf5_chunks
+        itemsize = np.dtype(series.dtype).itemsize
+        # e.g. data chunked as (all samples, 1 channel): a row of chunks is the whole item's data
+        by_cache = max(1, CHUNK_ROW_BUDGET // (rows * stored * itemsize)) * stored
+        max_width = min(max_width, by_cache)
+        width = min(n_columns, max_width)
+        if width < n_columns and max_width >= stored:
             width = (max_width // stored) * stored
     per_item = max(1, int(budget // (width * chunk_bytes)))
     items = []
