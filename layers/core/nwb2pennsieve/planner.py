@@ -6,7 +6,6 @@ slab per series for the scaling sanity check, so it is cheap even over S3.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -26,8 +25,6 @@ from .nwb import (
     unit_factor,
 )
 from .timing import check_rate, rate_chunks, timestamp_chunks
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE_MB = 1.0
 # A work item writes at most this many MiB of float64. When writing to S3 the writer holds one
@@ -117,7 +114,7 @@ def _build_plan(
     if not drafts:
         raise NothingToConvertError(_nothing_reason(found, skipped, other_types))
 
-    series_plans = _assign_channels(drafts, chunk_samples, max_item_mb)
+    series_plans = _assign_channels(drafts)
     for draft, plan in zip(drafts, series_plans, strict=True):
         warning = _scaling_warning(draft, plan)
         if warning:
@@ -262,7 +259,7 @@ def _channel_names(
     return names, [g or "default" for g in electrodes.groups]
 
 
-def _assign_channels(drafts: list[_Draft], chunk_samples: int, max_item_mb: float) -> list[SeriesPlan]:
+def _assign_channels(drafts: list[_Draft]) -> list[SeriesPlan]:
     """File-wide channel indices (series in path order, then columns) and file-wide unique names.
 
     A name already taken by an earlier series is qualified as ``{name} ({series name})``; a name

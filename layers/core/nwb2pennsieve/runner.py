@@ -7,7 +7,6 @@ no chunk under a final name.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import time
@@ -25,8 +24,6 @@ from .nwb import open_nwb
 from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, build_plan
 from .storage import LocalStore
 from .writer import write_channel_metadata, write_work_item
-
-log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]  # called with the float64 bytes of each finished work item
 
