@@ -18,6 +18,7 @@ from pathlib import Path
 from . import __version__
 from .config import Settings, env_flag, env_number
 from .errors import ConfigurationError
+from .models import Plan
 from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
 from .runner import ConversionResult, Progress, convert_file, describe_error, plan_file
 
@@ -42,18 +43,27 @@ def _progress_bar(total: int, label: str) -> tuple[Progress | None, Callable[[],
 
 def _convert_one(path: Path, output: Path, args: argparse.Namespace) -> ConversionResult:
     plan = plan_file(
-        path, chunk_size_mb=args.chunk_size_mb, max_item_mb=args.max_item_mb,
+        path,
+        chunk_size_mb=args.chunk_size_mb,
+        max_item_mb=args.max_item_mb,
         skip_invalid_series=args.skip_invalid_series,
     )
+    _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), path.name)
     try:
         result = convert_file(path, output, plan=plan, workers=args.workers, progress=update)
     finally:
         close()
-    for skipped in result.plan.skipped:
-        log.info("%s: skipped %s: %s", result.source, skipped.path, skipped.reason)
     print(result.summary_line())
     return result
+
+
+def _report(plan: Plan) -> None:
+    for skipped in plan.skipped:
+        print(f"{plan.source}: skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    for warning in plan.warnings:
+        if not warning.startswith("skipped invalid series"):
+            print(f"warning: {plan.source}: {warning}", file=sys.stderr)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -63,7 +73,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     plan = plan_file(
-        args.file, chunk_size_mb=args.chunk_size_mb, max_item_mb=args.max_item_mb,
+        args.file,
+        chunk_size_mb=args.chunk_size_mb,
+        max_item_mb=args.max_item_mb,
         skip_invalid_series=args.skip_invalid_series,
     )
     if args.full:
@@ -83,7 +95,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 "unit": s.unit,
                 "rate": s.rate,
                 "timing": s.timing,
-                "channels": [{"index": c.index, "name": c.name, "group": c.group, "scale_uV": c.scale} for c in s.channels],
+                "channels": [
+                    {
+                        "index": c.index,
+                        "name": c.name,
+                        "group": c.group,
+                        "scale_uV": c.scale * s.unit_factor,
+                        "offset_uV": c.offset * s.unit_factor,
+                    }
+                    for c in s.channels
+                ],
                 "segments": [{"start": g.start, "stop": g.stop} for g in s.segments],
                 "chunks": len(s.chunks),
                 "start_us": s.chunks[0].start_us,
@@ -108,7 +129,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     inputs = sorted(settings.input_dir.glob("*.nwb")) if settings.input_dir.is_dir() else []
     if not inputs:
         inputs = [sample_path()]
-        log.info("no .nwb file in %s: converting the bundled sample %s", settings.input_dir, inputs[0].name)
+        print(
+            f"no .nwb file in {settings.input_dir}: converting the bundled sample {inputs[0].name}",
+            file=sys.stderr,
+        )
     failures = 0
     for path in inputs:
         try:
@@ -124,18 +148,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _add_conversion_options(p: argparse.ArgumentParser) -> None:
+    # Defaults come from the environment when the command runs (see _apply_environment), so a
+    # bad variable is reported like any other error instead of breaking --help.
     p.add_argument(
-        "--chunk-size-mb", type=float, default=env_number("CHUNK_SIZE_MB", DEFAULT_CHUNK_SIZE_MB),
-        help="MiB of float64 per channel per chunk file (env CHUNK_SIZE_MB; default %(default)s)",
+        "--chunk-size-mb",
+        type=float,
+        default=None,
+        help=f"MiB of float64 per channel per chunk file (env CHUNK_SIZE_MB; default {DEFAULT_CHUNK_SIZE_MB})",
     )
     p.add_argument(
-        "--max-item-mb", type=float, default=env_number("MAX_ITEM_MB", DEFAULT_MAX_ITEM_MB),
-        help="float64 MiB one work item writes at most (env MAX_ITEM_MB; default %(default)s, sized for a 2 GB Lambda)",
+        "--max-item-mb",
+        type=float,
+        default=None,
+        help=f"float64 MiB one work item writes at most (env MAX_ITEM_MB; default {DEFAULT_MAX_ITEM_MB}, "
+        "sized for a 2 GB Lambda)",
     )
     p.add_argument(
-        "--skip-invalid-series", action="store_true", default=env_flag("SKIP_INVALID_SERIES", False),
+        "--skip-invalid-series",
+        action="store_true",
+        default=None,
         help="convert the valid series and report the invalid ones (env SKIP_INVALID_SERIES=true)",
     )
+
+
+def _apply_environment(args: argparse.Namespace) -> None:
+    if getattr(args, "chunk_size_mb", 0) is None:
+        args.chunk_size_mb = env_number("CHUNK_SIZE_MB", DEFAULT_CHUNK_SIZE_MB)
+    if getattr(args, "max_item_mb", 0) is None:
+        args.max_item_mb = env_number("MAX_ITEM_MB", DEFAULT_MAX_ITEM_MB)
+    if getattr(args, "skip_invalid_series", False) is None:
+        args.skip_invalid_series = env_flag("SKIP_INVALID_SERIES", False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("h5py").setLevel(logging.WARNING)
     try:
+        _apply_environment(args)
         return int(args.handler(args))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -52,9 +52,11 @@ class InvalidFileError(Nwb2PennsieveError):
 
     def __init__(self, file: str, problems: list[InvalidSeriesError]) -> None:
         self.problems = problems
-        listed = "; ".join(f"{p.series}: {p.reason}" if p.series else p.reason for p in problems)
-        noun = "series" if len(problems) == 1 else f"{len(problems)} series"
-        super().__init__(f"invalid {noun} ({listed})", file=file)
+        if len(problems) == 1:
+            super().__init__(problems[0].reason, file=file, series=problems[0].series)
+        else:
+            listed = "; ".join(f"series {p.series}: {p.reason}" for p in problems)
+            super().__init__(f"{len(problems)} invalid series: {listed}", file=file)
 
 
 class NothingToConvertError(Nwb2PennsieveError):

@@ -7,6 +7,7 @@ may sit on a local path, a Python file object (an S3 range reader) or a test fil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -96,9 +97,7 @@ def open_nwb(
     if root_type != "NWBFile":
         found = text(h5.attrs.get("data_type", "")) or root_type or "none"
         h5.close()
-        raise InvalidInputError(
-            f"not an NWB file (the root is not an NWBFile; its data type is {found})", file=label
-        )
+        raise InvalidInputError(f"not an NWB file (the root is not an NWBFile; its data type is {found})", file=label)
     return h5
 
 
@@ -254,9 +253,7 @@ def electrodes_of(series: h5py.Group) -> ElectrodeInfo | None:
     ids_ds = table.get("id")
     n_rows = int(ids_ds.shape[0]) if isinstance(ids_ds, h5py.Dataset) else 0
     if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
-        raise InvalidSeriesError(
-            f"its electrodes region points at rows outside the electrodes table ({n_rows} rows)"
-        )
+        raise InvalidSeriesError(f"its electrodes region points at rows outside the electrodes table ({n_rows} rows)")
     ids = [int(i) for i in (ids_ds[()][rows] if n_rows else rows)]
     names: list[str | None] = [None] * len(rows)
     for column in ("channel_name", "label"):
@@ -272,8 +269,6 @@ def electrodes_of(series: h5py.Group) -> ElectrodeInfo | None:
         if refs is not None:
             for i, r in enumerate(refs):
                 if groups[i] is None:
-                    try:
+                    with contextlib.suppress(ValueError, KeyError, OSError, TypeError):
                         groups[i] = table.file[r].name.rsplit("/", 1)[-1] or None
-                    except (ValueError, KeyError, OSError, TypeError):
-                        pass
     return ElectrodeInfo(ids=ids, names=names, groups=groups, table_rows=n_rows)

@@ -6,7 +6,6 @@ slab per series for the scaling sanity check, so it is cheap even over S3.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -14,12 +13,18 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from .errors import InvalidFileError, InvalidSeriesError, Nwb2PennsieveError, NothingToConvertError
+from .errors import InvalidFileError, InvalidSeriesError, NothingToConvertError, Nwb2PennsieveError
 from .models import SAMPLES_PER_MIB, ChannelPlan, Plan, SeriesPlan, SkippedSeries, WorkItem
-from .nwb import SPIKE_EVENT_SERIES, FoundSeries, electrodes_of, find_electrical_series, session_start, text, unit_factor
+from .nwb import (
+    SPIKE_EVENT_SERIES,
+    FoundSeries,
+    electrodes_of,
+    find_electrical_series,
+    session_start,
+    text,
+    unit_factor,
+)
 from .timing import check_rate, rate_chunks, timestamp_chunks
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE_MB = 1.0
 # A work item writes at most this many MiB of float64. When writing to S3 the writer holds one
@@ -29,6 +34,9 @@ DEFAULT_MAX_ITEM_MB = 512.0
 DEFAULT_UNIT = "volts"
 PLAUSIBLE_UV = (1e-3, 1e7)  # scaled values all below / all above these are implausible for a voltage
 SANITY_ROWS = 4096
+# A writer keeps one row of the item's HDF5 chunks in the chunk cache (so a chunk cut by a chunk
+# boundary is decompressed once); channel blocks are narrowed so that row stays under this.
+CHUNK_ROW_BUDGET = 128 * 1024 * 1024
 
 
 @dataclass
@@ -38,12 +46,13 @@ class _Draft:
     found: FoundSeries
     data: h5py.Dataset
     unit: str
+    factor: float
     rate: float
     timing: str
     names: list[str]
     groups: list[str]
     scales: np.ndarray
-    offset_uv: float
+    offset: float
     segments: list
     chunks: list
 
@@ -88,7 +97,6 @@ def _build_plan(
     for series in found:
         reason = _not_continuous(series)
         if reason:
-            log.info("skipping %s: %s", series.path, reason)
             skipped.append(SkippedSeries(path=series.path, reason=reason))
             continue
         try:
@@ -106,14 +114,12 @@ def _build_plan(
     if not drafts:
         raise NothingToConvertError(_nothing_reason(found, skipped, other_types))
 
-    series_plans = _assign_channels(drafts, chunk_samples, max_item_mb)
+    series_plans = _assign_channels(drafts)
     for draft, plan in zip(drafts, series_plans, strict=True):
         warning = _scaling_warning(draft, plan)
         if warning:
             warnings.append(warning)
     items = [item for s in series_plans for item in _work_items(s, chunk_samples, max_item_mb)]
-    for w in warnings:
-        log.warning("%s: %s", source, w)
     return Plan(
         source=source,
         session_start=start_text,
@@ -199,12 +205,13 @@ def _draft(series: FoundSeries, session_us: int, chunk_samples: int, warnings: l
         found=series,
         data=data,
         unit=unit,
+        factor=factor,
         rate=rate,
         timing=timing,
         names=names,
         groups=groups,
-        scales=conversion * channel_conversion * factor,
-        offset_uv=offset * factor,
+        scales=conversion * channel_conversion,
+        offset=offset,
         segments=segments,
         chunks=chunks,
     )
@@ -252,7 +259,7 @@ def _channel_names(
     return names, [g or "default" for g in electrodes.groups]
 
 
-def _assign_channels(drafts: list[_Draft], chunk_samples: int, max_item_mb: float) -> list[SeriesPlan]:
+def _assign_channels(drafts: list[_Draft]) -> list[SeriesPlan]:
     """File-wide channel indices (series in path order, then columns) and file-wide unique names.
 
     A name already taken by an earlier series is qualified as ``{name} ({series name})``; a name
@@ -285,7 +292,7 @@ def _assign_channels(drafts: list[_Draft], chunk_samples: int, max_item_mb: floa
                     name=name,
                     group=group,
                     scale=float(d.scales[column]),
-                    offset=d.offset_uv,
+                    offset=d.offset,
                 )
             )
             index += 1
@@ -302,6 +309,7 @@ def _assign_channels(drafts: list[_Draft], chunk_samples: int, max_item_mb: floa
                 hdf5_chunks=tuple(int(x) for x in chunks) if chunks else None,
                 compression=d.data.compression,
                 unit=d.unit,
+                unit_factor=d.factor,
                 rate=d.rate,
                 timing="timestamps" if d.timing == "timestamps" else "rate",
                 channels=channels,
@@ -324,9 +332,14 @@ def _work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> l
     n_columns = series.n_columns
     max_width = max(1, int(budget // chunk_bytes))
     width = min(n_columns, max_width)
-    if series.hdf5_chunks and len(series.hdf5_chunks) == 2 and width < n_columns:
-        stored = series.hdf5_chunks[1]
-        if max_width >= stored:
+    if series.hdf5_chunks and len(series.hdf5_chunks) == 2:
+        rows, stored = series.hdf5_chunks
+        itemsize = np.dtype(series.dtype).itemsize
+        # e.g. data chunked as (all samples, 1 channel): a row of chunks is the whole item's data
+        by_cache = max(1, CHUNK_ROW_BUDGET // (rows * stored * itemsize)) * stored
+        max_width = min(max_width, by_cache)
+        width = min(n_columns, max_width)
+        if width < n_columns and max_width >= stored:
             width = (max_width // stored) * stored
     per_item = max(1, int(budget // (width * chunk_bytes)))
     items = []
@@ -363,7 +376,7 @@ def _scaling_warning(draft: _Draft, plan: SeriesPlan) -> str | None:
     """
     rows = min(SANITY_ROWS, plan.n_samples)
     raw = np.asarray(draft.data[:rows], dtype=np.float64).reshape(rows, -1)
-    values = np.abs(raw * draft.scales[None, :] + draft.offset_uv)
+    values = np.abs((raw * draft.scales[None, :] + draft.offset) * draft.factor)
     values = values[values > 0]
     if values.size == 0:
         return None

@@ -7,12 +7,12 @@ no chunk under a final name.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -26,8 +26,6 @@ from .nwb import open_nwb
 from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, build_plan
 from .storage import LocalStore
 from .writer import write_channel_metadata, write_work_item
-
-log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]  # called with the float64 bytes of each finished work item
 
@@ -65,7 +63,10 @@ def plan_file(
     name = os.path.basename(os.fspath(path))
     with open_nwb(path, name=name) as h5:
         return build_plan(
-            h5, source=name, chunk_size_mb=chunk_size_mb, max_item_mb=max_item_mb,
+            h5,
+            source=name,
+            chunk_size_mb=chunk_size_mb,
+            max_item_mb=max_item_mb,
             skip_invalid_series=skip_invalid_series,
         )
 
@@ -91,7 +92,10 @@ def convert_file(
     output = Path(output_dir)
     if plan is None:
         plan = plan_file(
-            path, chunk_size_mb=chunk_size_mb, max_item_mb=max_item_mb, skip_invalid_series=skip_invalid_series
+            path,
+            chunk_size_mb=chunk_size_mb,
+            max_item_mb=max_item_mb,
+            skip_invalid_series=skip_invalid_series,
         )
     result = ConversionResult(source=plan.source, output_dir=output, plan=plan)
     try:
@@ -121,10 +125,8 @@ def release_free_heap() -> None:
     Planning reads a few MiB of samples through the HDF5 chunk cache; without this the parent
     keeps ~35 MB it no longer uses for the whole conversion. A no-op where glibc is absent.
     """
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _publish(staging: Path, output: Path) -> None:
@@ -216,7 +218,7 @@ def execute_items(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
-):  # type: ignore[no-untyped-def]
+) -> Iterator[ItemResult]:
     """Write every work item of ``plan`` into ``out_dir``; yield each item's result as it finishes.
 
     One worker (or one item) runs in this process; more run in a process pool, each worker with

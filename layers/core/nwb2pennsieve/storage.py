@@ -104,7 +104,7 @@ class LocalStore:
         return self._path(name).read_bytes()
 
     def open_read(self, name: str) -> BinaryIO:
-        return open(self._path(name), "rb")  # noqa: SIM115
+        return open(self._path(name), "rb")
 
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
@@ -115,8 +115,13 @@ class LocalStore:
     def list_names(self, prefix: str = "") -> Iterator[str]:
         if not self.root.is_dir():
             return iter(())
-        return iter(sorted(e.name for e in os.scandir(self.root) if e.is_file() and e.name.startswith(prefix)
-                           and not e.name.startswith(".")))
+        return iter(
+            sorted(
+                e.name
+                for e in os.scandir(self.root)
+                if e.is_file() and e.name.startswith(prefix) and not e.name.startswith(".")
+            )
+        )
 
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)

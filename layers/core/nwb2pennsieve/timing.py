@@ -10,6 +10,7 @@ channel metadata both use the exact rule, so they always agree.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 
 import h5py
 import numpy as np
@@ -92,9 +93,7 @@ def timestamp_chunks(
         if median > 0:
             estimated = float(f"{1.0 / median:.{RATE_DIGITS}g}")
             if given_rate is not None and abs(1.0 - given_rate / estimated) >= RATE_TOLERANCE:
-                raise InvalidSeriesError(
-                    f"its rate {given_rate:g} Hz disagrees with its timestamps ({estimated:g} Hz)"
-                )
+                raise InvalidSeriesError(f"its rate {given_rate:g} Hz disagrees with its timestamps ({estimated:g} Hz)")
             rate = given_rate if given_rate is not None else estimated
         else:
             rate = given_rate or 0.0  # the ordering check below reports the real problem
@@ -107,7 +106,7 @@ def timestamp_chunks(
         bad = ~np.isfinite(block)
         if bad.any():
             i = int(np.argmax(bad))
-            raise InvalidSeriesError(f"timestamp {b0 + i} is {block[i]}")
+            raise InvalidSeriesError(f"timestamp {b0 + i} is {float(block[i])}")
         joined = block if previous is None else np.concatenate(([previous], block))
         first_index = b0 + 1 if previous is None else b0  # sample index of steps[0]
         steps = np.diff(joined)
@@ -117,7 +116,7 @@ def timestamp_chunks(
             k = first_index + i
             what = "repeat" if steps[i] == 0 else "go backwards"
             raise InvalidSeriesError(
-                f"its timestamps {what} at sample {k} ({joined[i]!r} s, then {joined[i + 1]!r} s)"
+                f"its timestamps {what} at sample {k} ({float(joined[i])!r} s, then {float(joined[i + 1])!r} s)"
             )
         gap_starts.extend((np.flatnonzero(steps > gap_step) + first_index).tolist())
         previous = float(block[-1])
@@ -125,7 +124,7 @@ def timestamp_chunks(
         raise InvalidSeriesError("its timestamps give no sampling rate")
 
     bounds = [0, *gap_starts, n]
-    segments = [Segment(start=a, stop=b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    segments = [Segment(start=a, stop=b) for a, b in pairwise(bounds)]
 
     def times_of(k: np.ndarray) -> np.ndarray:
         return _round_us(_gather(timestamps, k, first_block))

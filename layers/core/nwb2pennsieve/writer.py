@@ -34,9 +34,9 @@ _BIG_F8 = np.dtype(">f8")
 class SlabReader(Protocol):
     """Reads rows [start, stop) of the item's columns into ``out`` (shape (rows, columns) or (rows,)).
 
-    A reader may also offer ``read_columns(start, stop, column_start, column_stop, out)`` (absolute
-    columns, ``out`` contiguous (rows, columns)) and ``column_groups`` (the (start, stop) column
-    ranges to read at a time); the writer then reads one column group at a time.
+    A reader may also offer ``column_groups`` (the (start, stop) column ranges to read at a time)
+    and ``select_columns(column_start, column_stop)`` (absolute columns; later reads return those
+    columns only, into a contiguous ``out``); the writer then reads one column group at a time.
     """
 
     def read(self, start: int, stop: int, out: np.ndarray) -> None: ...
@@ -84,16 +84,15 @@ class H5SlabReader:
             dapl.set_chunk_cache(10_007, nbytes, 1.0)
         self.dataset = h5py.Dataset(h5py.h5d.open(h5.id, series.data_path.encode(), dapl))
 
+    def select_columns(self, column_start: int, column_stop: int) -> None:
+        """Narrow the following reads to these (absolute) columns, e.g. one column group."""
+        self._columns = (column_start, column_stop)
+
     def read(self, start: int, stop: int, out: np.ndarray) -> None:
         if self._two_d:
             self.dataset.read_direct(out, np.s_[start:stop, self._columns[0] : self._columns[1]])
         else:
             self.dataset.read_direct(out, np.s_[start:stop])
-
-    def read_columns(
-        self, start: int, stop: int, column_start: int, column_stop: int, out: np.ndarray
-    ) -> None:
-        self.dataset.read_direct(out, np.s_[start:stop, column_start:column_stop])
 
 
 _scratch = threading.local()
@@ -150,7 +149,7 @@ def _write(
     if reader is None:
         reader = H5SlabReader(h5, series, item.column_start, item.column_stop)
     two_d = len(series.shape) == 2
-    groups = getattr(reader, "column_groups", None) if two_d and hasattr(reader, "read_columns") else None
+    groups = getattr(reader, "column_groups", None) if two_d and hasattr(reader, "select_columns") else None
     by_group = bool(groups)
     if not groups:
         groups = [(item.column_start, item.column_stop)]
@@ -159,6 +158,7 @@ def _write(
     native = np.dtype(series.dtype).newbyteorder("=")
     raw_flat = _buffer("raw", rows * widest, native)
     out_flat = _buffer("out", rows * widest, np.dtype(np.float64))
+    factor = series.unit_factor
 
     files = 0
     payload = 0
@@ -167,10 +167,16 @@ def _write(
         for c0, c1 in groups:
             channels = series.channels[c0:c1]
             width = c1 - c0
-            scale = np.array([c.scale for c in channels], dtype=np.float64)[:, None]
+            # µV = (data × conversion × channel_conversion + offset) × unit factor. Without an offset
+            # the two factors are folded into one multiplication; with one, the NWB order is kept,
+            # since folding the unit factor in first loses bits when the offset nearly cancels the data.
+            native_scale = np.array([c.scale for c in channels], dtype=np.float64)[:, None]
             offset = np.array([c.offset for c in channels], dtype=np.float64)[:, None]
-            scaled = bool(np.any(scale != 1.0))
             shifted = bool(np.any(offset != 0.0))
+            scale = native_scale if shifted else native_scale * factor
+            scaled = bool(np.any(scale != 1.0))
+            if by_group:
+                reader.select_columns(c0, c1)  # type: ignore[attr-defined]
             pending: list[PendingObject] = []
             try:
                 for ch in channels:
@@ -183,17 +189,14 @@ def _write(
                     m = stop - start
                     if two_d:
                         raw = raw_flat[: m * width].reshape(m, width)
-                        if by_group:
-                            reader.read_columns(start, stop, c0, c1, raw)  # type: ignore[attr-defined]
-                        else:
-                            reader.read(start, stop, raw)
+                        reader.read(start, stop, raw)
                         source = raw.T
                     else:
                         raw = raw_flat[:m]
                         reader.read(start, stop, raw)
                         source = raw[None, :]
                     block = out_flat[: width * m].reshape(width, m)
-                    _to_big_endian_uv(source, block, scale, offset, scaled, shifted)
+                    _to_big_endian_uv(source, block, scale, offset, factor, scaled, shifted)
                     for j, writer in enumerate(writers):
                         writer.write(block[j])
                     start = stop
@@ -211,9 +214,18 @@ def _write(
 
 
 def _to_big_endian_uv(
-    source: np.ndarray, block: np.ndarray, scale: np.ndarray, offset: np.ndarray, scaled: bool, shifted: bool
+    source: np.ndarray,
+    block: np.ndarray,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    factor: float,
+    scaled: bool,
+    shifted: bool,
 ) -> None:
-    """``block`` (native float64 memory) ← ``source`` × scale + offset, as big-endian float64 bytes.
+    """``block`` (native float64 memory) ← µV of ``source``, as big-endian float64 bytes.
+
+    With an offset: (source × scale + offset) × factor, in that order; without one, ``scale``
+    already holds the unit factor: source × scale.
 
     Without an offset the product is written straight into a big-endian view of ``block`` (numpy
     swaps the bytes as it stores them): one pass over the memory instead of two. The values are the
@@ -225,6 +237,8 @@ def _to_big_endian_uv(
         else:
             np.copyto(block, source)
         np.add(block, offset, out=block)
+        if factor != 1.0:
+            np.multiply(block, factor, out=block)
         if _LITTLE_ENDIAN:
             block.byteswap(inplace=True)
         return
