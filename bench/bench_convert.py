@@ -168,6 +168,7 @@ def compare(ours: Path, floor: Path) -> str:
 
 def plan_sizes(case: Case) -> None:
     import numpy as np
+
     from nwb2pennsieve.runner import plan_file
 
     plan = plan_file(case.path)
@@ -313,18 +314,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--reps", type=int, default=3, help="repetitions of each (default 3)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument(
-        "--out", default=str(HERE / "out"), help="output root (default bench/out; e.g. /dev/shm/...)"
-    )
+    p.add_argument("--out", default=str(HERE / "out"), help="output root (default bench/out; e.g. /dev/shm/...)")
     p.add_argument(
         "--files",
         default=",".join(DEFAULT_CASES),
         help=f"comma-separated cases among {','.join(CASES)} (default {','.join(DEFAULT_CASES)})",
     )
     p.add_argument("--no-verify", action="store_true", help="skip the byte-for-byte comparison")
-    p.add_argument(
-        "--results", default=str(HERE / "results.md"), help="where to write the table ('' for nowhere)"
-    )
+    p.add_argument("--results", default=str(HERE / "results.md"), help="where to write the table ('' for nowhere)")
     args = p.parse_args()
 
     out_root = Path(args.out)

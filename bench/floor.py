@@ -1,9 +1,10 @@
 """The floor: the same reads and the same bytes as ``nwb2pennsieve convert``, in a tight loop.
 
-What it does, per chunk of every work item of the file's plan (the very plan ``convert`` makes):
-read the chunk's whole slab (all the item's columns, the chunk's rows) with one h5py
-``read_direct``; for groups of channels, transpose it in blocks of rows while scaling into a reused
-float64 buffer (``np.multiply(..., out=)``), add the offset in place, byte-swap in place to
+What it does, per chunk of every work item of the file's plan (the very plan ``convert`` makes)
+and per column group (the columns of one HDF5 chunk): read the chunk's rows of the group with one
+h5py ``read_direct`` into a contiguous buffer (no chunk cache unless the data is compressed, so
+HDF5 copies uncompressed chunks straight from the file), transpose and scale it into a reused
+float64 buffer with one ``np.multiply(..., out=)``, add the offset in place, byte-swap in place to
 big-endian; then write each channel's file with **one** ``os.writev`` of the gzip "stored" framing
 (header, stored-block headers interleaved with views of the channel's row, CRC-32 + size trailer).
 Files are written straight under their final names (no temporary name, no rename, no metadata).
@@ -28,13 +29,13 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
 from nwb2pennsieve.models import chunk_file_name
 from nwb2pennsieve.runner import plan_file
 
 HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 MAX_BLOCK = 65_535
-GROUP_BYTES = 64 * 1024 * 1024  # float64 bytes per group of channels
-ROW_BLOCK = 4096  # rows per transpose block
+BLOCK_BYTES = 32 * 1024 * 1024  # float64 bytes per block of rows (per column group)
 
 
 def _block_headers(nbytes: int) -> list[tuple[int, int, bytes]]:
@@ -57,79 +58,104 @@ def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
             views[0] = views[0][written:]
 
 
-def _buffer(cache: dict, tag: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A reused buffer of at least ``shape`` (first axis may be shorter in use)."""
-    key = (tag, shape[1:], dtype.str)
+def _buffer(cache: dict, tag: str, shape: tuple[int], dtype: np.dtype) -> np.ndarray:
+    """A reused flat buffer of ``shape[0]`` items (grown when needed)."""
+    key = (tag, dtype.str)
     have = cache.get(key)
     if have is None or have.shape[0] < shape[0]:
         have = cache[key] = np.empty(shape, dtype=dtype)
     return have[: shape[0]]
 
 
-def _work(args: tuple[str, str, str, list[tuple[int, int, int, int]]]) -> int:
-    path, plan_json, out_dir, units = args
+def _work(args: tuple[str, str, str, list[tuple[int, int, int, int]], bool]) -> int:
+    path, plan_json, out_dir, units, whole = args
     from nwb2pennsieve.models import Plan
 
     plan = Plan.model_validate_json(plan_json)
     written = 0
     cache: dict = {}
-    # A chunk cache holding one row of the dataset's HDF5 chunks (without one, HDF5 reads a
-    # partially selected chunk row by row); the widest series sets it.
-    cache_bytes = 1 << 20
-    for s in plan.series:
-        if s.hdf5_chunks:
-            row_bytes = (
-                s.hdf5_chunks[0] * (s.shape[1] if len(s.shape) == 2 else 1) * np.dtype(s.dtype).itemsize
-            )
-            cache_bytes = max(cache_bytes, int(1.25 * row_bytes) + (1 << 20))
-    with h5py.File(path, "r", rdcc_nbytes=cache_bytes, rdcc_nslots=100_003) as h5:
+    with h5py.File(path, "r") as h5:
+        datasets = {}
         for s_idx, c_idx, col0, col1 in units:
             series = plan.series[s_idx]
             chunk = series.chunks[c_idx]
-            ds = h5[series.data_path]
-            n, width = chunk.samples, col1 - col0
+            if s_idx not in datasets:
+                datasets[s_idx] = _open(h5, series)
+            ds = datasets[s_idx]
+            n = chunk.samples
             two_d = len(series.shape) == 2
-            raw = _buffer(
-                cache, "raw", (n, width) if two_d else (n,), np.dtype(series.dtype).newbyteorder("=")
-            )
-            if two_d:
-                ds.read_direct(raw, np.s_[chunk.start : chunk.stop, col0:col1])
-            else:
-                ds.read_direct(raw, np.s_[chunk.start : chunk.stop])
-                raw = raw[:, None]
-            channels = series.channels[col0:col1]
-            scale = np.array([c.scale for c in channels])[:, None]
-            offset = np.array([c.offset for c in channels])[:, None]
+            step = series.hdf5_chunks[1] if two_d and series.hdf5_chunks else col1 - col0
             blocks = _block_headers(n * 8)
-            group = max(1, min(width, GROUP_BYTES // (8 * n)))
-            buf = _buffer(cache, "out", (n * group,), np.dtype(np.float64))[: n * group].reshape(group, n)
-            for g0 in range(0, width, group):
-                g1 = min(width, g0 + group)
-                out = buf[: g1 - g0]
-                for r0 in range(0, n, ROW_BLOCK):
-                    r1 = min(n, r0 + ROW_BLOCK)
-                    np.multiply(raw[r0:r1, g0:g1].T, scale[g0:g1], out=out[:, r0:r1])
-                if np.any(offset[g0:g1]):
-                    np.add(out, offset[g0:g1], out=out)
-                out.byteswap(inplace=True)
-                for j in range(g1 - g0):
-                    row = memoryview(out[j]).cast("B")
-                    parts: list[bytes | memoryview] = [HEADER]
-                    for off, ln, head in blocks:
-                        parts.append(head)
-                        parts.append(row[off : off + ln])
-                    parts.append(struct.pack("<II", zlib.crc32(row), (n * 8) & 0xFFFFFFFF))
-                    name = chunk_file_name(channels[g0 + j].index, chunk.start_us, chunk.end_us)
-                    fd = os.open(os.path.join(out_dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                    try:
-                        _writev_all(fd, parts)
-                    finally:
+            for g0 in range(col0, col1, step):  # the columns of one HDF5 chunk at a time
+                g1 = min(col1, g0 + step)
+                gw = g1 - g0
+                channels = series.channels[g0:g1]
+                # µV = (x·scale + offset)·factor; without an offset, x·(scale·factor)
+                scale = np.array([c.scale for c in channels])[:, None]
+                offset = np.array([c.offset for c in channels])[:, None]
+                shifted = bool(np.any(offset))
+                if not shifted:
+                    scale = scale * series.unit_factor
+                rows = n if whole else max(1, min(n, BLOCK_BYTES // (8 * gw)))
+                fds = []
+                for c in channels:
+                    name = chunk_file_name(c.index, chunk.start_us, chunk.end_us)
+                    fds.append(os.open(os.path.join(out_dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+                crcs = [0] * gw
+                try:
+                    for r0 in range(0, n, rows):
+                        r1 = min(n, r0 + rows)
+                        m = r1 - r0
+                        raw = _buffer(cache, "raw", (m * gw,), np.dtype(series.dtype).newbyteorder("="))
+                        if two_d:
+                            raw = raw.reshape(m, gw)
+                            ds.read_direct(raw, np.s_[chunk.start + r0 : chunk.start + r1, g0:g1])
+                        else:
+                            ds.read_direct(raw, np.s_[chunk.start + r0 : chunk.start + r1])
+                            raw = raw[:, None]
+                        out = _buffer(cache, "out", (m * gw,), np.dtype(np.float64)).reshape(gw, m)
+                        if shifted:
+                            np.multiply(raw.T, scale, out=out)
+                            np.add(out, offset, out=out)
+                            np.multiply(out, series.unit_factor, out=out)
+                            out.byteswap(inplace=True)
+                        else:
+                            np.multiply(raw.T, scale, out=out.view(">f8"))
+                        p0, p1 = r0 * 8, r1 * 8
+                        for j in range(gw):
+                            row = memoryview(out[j]).cast("B")
+                            crcs[j] = zlib.crc32(row, crcs[j])
+                            parts: list[bytes | memoryview] = [HEADER] if r0 == 0 else []
+                            for off, ln, head in blocks[p0 // MAX_BLOCK :]:
+                                if off >= p1:
+                                    break
+                                if off >= p0:
+                                    parts.append(head)
+                                parts.append(row[max(off, p0) - p0 : min(off + ln, p1) - p0])
+                            if r1 == n:
+                                parts.append(struct.pack("<II", crcs[j], (n * 8) & 0xFFFFFFFF))
+                            _writev_all(fds[j], parts)
+                finally:
+                    for fd in fds:
                         os.close(fd)
-                    written += n * 8
+                written += n * 8 * gw
     return written
 
 
-def run(path: str, out_dir: str, workers: int) -> tuple[int, float]:
+def _open(h5: h5py.File, series) -> h5py.Dataset:  # type: ignore[no-untyped-def]
+    """The data with a chunk cache of one HDF5 chunk row if it is filtered (compressed), else none:
+    uncompressed chunks read whole-width into a contiguous buffer come straight from the file."""
+    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    plain = h5[series.data_path]
+    nbytes = 0
+    if series.hdf5_chunks and plain.id.get_create_plist().get_nfilters():
+        row = series.hdf5_chunks[0] * (series.shape[1] if len(series.shape) == 2 else 1)
+        nbytes = int(1.25 * row * plain.dtype.itemsize) + (1 << 20)
+    dapl.set_chunk_cache(100_003, nbytes, 1.0)
+    return h5py.Dataset(h5py.h5d.open(h5.id, series.data_path.encode(), dapl))
+
+
+def run(path: str, out_dir: str, workers: int, whole: bool = False) -> tuple[int, float]:
     started = time.perf_counter()
     plan = plan_file(path)
     units = [
@@ -139,7 +165,7 @@ def run(path: str, out_dir: str, workers: int) -> tuple[int, float]:
     ]
     os.makedirs(out_dir, exist_ok=True)
     plan_json = plan.model_dump_json()
-    shares = [(path, plan_json, out_dir, units[w::workers]) for w in range(workers)]
+    shares = [(path, plan_json, out_dir, units[w::workers], whole) for w in range(workers)]
     if workers == 1:
         total = _work(shares[0])
     else:
@@ -153,12 +179,14 @@ def main() -> int:
     p.add_argument("file")
     p.add_argument("output")
     p.add_argument("--workers", type=int, default=2)
-    args = p.parse_args()
-    total, seconds = run(args.file, args.output, args.workers)
-    print(
-        f"floor: {Path(args.file).name}: {total / 1e6:.1f} MB in {seconds:.2f} s "
-        f"({total / 1e6 / seconds:.1f} MB/s)"
+    p.add_argument(
+        "--whole-files",
+        action="store_true",
+        help="transpose a whole chunk of a column group, then write each file with one writev",
     )
+    args = p.parse_args()
+    total, seconds = run(args.file, args.output, args.workers, args.whole_files)
+    print(f"floor: {Path(args.file).name}: {total / 1e6:.1f} MB in {seconds:.2f} s ({total / 1e6 / seconds:.1f} MB/s)")
     return 0
 
 

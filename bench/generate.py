@@ -267,9 +267,7 @@ def main() -> int:
     p.add_argument("--wide-mb", type=float, default=500.0, help="2-channel file size (default 500)")
     p.add_argument("--gzip", action="store_true", help="gzip+shuffle variant of the Neuropixels file")
     args = p.parse_args()
-    for key, path in all_files(
-        args.seconds, args.eeg_seconds, args.wide_mb, only=args.only, gzip=args.gzip
-    ).items():
+    for key, path in all_files(args.seconds, args.eeg_seconds, args.wide_mb, only=args.only, gzip=args.gzip).items():
         print(f"{key}: {path}")
     return 0
 
