@@ -23,7 +23,11 @@ import os
 import struct
 import sys
 import time
-import zlib
+
+try:  # the same CRC-32 function as nwb2pennsieve.gzipstored picks
+    from isal.isal_zlib import crc32
+except ImportError:
+    from zlib import crc32
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -124,7 +128,7 @@ def _work(args: tuple[str, str, str, list[tuple[int, int, int, int]], bool]) -> 
                         p0, p1 = r0 * 8, r1 * 8
                         for j in range(gw):
                             row = memoryview(out[j]).cast("B")
-                            crcs[j] = zlib.crc32(row, crcs[j])
+                            crcs[j] = crc32(row, crcs[j])
                             parts: list[bytes | memoryview] = [HEADER] if r0 == 0 else []
                             for off, ln, head in blocks[p0 // MAX_BLOCK :]:
                                 if off >= p1:
