@@ -107,8 +107,9 @@ def convert_file(
     staging = output / f".staging-{path.stem}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        store = LocalStore(staging)
-        for item_result in execute_items(path, plan, staging, workers=workers, progress=progress):
+        # staging is private and published whole, so its files need no temporary names
+        store = LocalStore(staging, atomic_names=False)
+        for item_result in execute_items(path, plan, staging, workers=workers, progress=progress, atomic_names=False):
             result.files += item_result.files
             result.payload_bytes += item_result.payload_bytes
         result.metadata_files = write_channel_metadata(plan, store)
@@ -141,10 +142,10 @@ def _publish(staging: Path, output: Path) -> None:
 _worker: dict[str, object] = {}
 
 
-def _init_worker(path: str, plan_json: str, staging: str) -> None:
+def _init_worker(path: str, plan_json: str, staging: str, atomic_names: bool = True) -> None:
     _worker["h5"] = open_nwb(path)
     _worker["plan"] = Plan.model_validate_json(plan_json)
-    _worker["store"] = LocalStore(staging)
+    _worker["store"] = LocalStore(staging, atomic_names=atomic_names)
 
 
 def _run_item(item: str | WorkItem) -> ItemResult:
@@ -238,18 +239,21 @@ def execute_items(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
+    atomic_names: bool = True,
 ) -> Iterator[ItemResult]:
     """Write every work item of ``plan`` into ``out_dir``; yield each item's result as it finishes.
 
     One worker (or one item) runs in this process; more run in a process pool, each worker with
     the file open once. The first failure cancels what has not started and is raised.
+    ``atomic_names=False`` writes files straight under their names (for a private staging
+    directory, see :class:`LocalStore`).
     """
     release_free_heap()
     requested = workers or default_workers()
     units = split_items(plan, requested) if requested > 1 else plan.work_items
     n_workers = min(requested, len(units))
     if n_workers <= 1:
-        store = LocalStore(out_dir)
+        store = LocalStore(out_dir, atomic_names=atomic_names)
         with open_nwb(path, name=plan.source) as h5:
             for item in plan.work_items:
                 r = write_work_item(h5, plan, item, store)
@@ -261,7 +265,7 @@ def execute_items(
         max_workers=n_workers,
         mp_context=pool_context(),
         initializer=_init_worker,
-        initargs=(os.fspath(path), plan.model_dump_json(), os.fspath(out_dir)),
+        initargs=(os.fspath(path), plan.model_dump_json(), os.fspath(out_dir), atomic_names),
     ) as pool:
         sizes = {}
         pending: set[Future[ItemResult]] = set()
