@@ -1,0 +1,39 @@
+"""Import converted output into Pennsieve (pennsieve-api.md §2-§4).
+
+The public entry points: :func:`~.importer.import_store` (a whole import, rerun-safe),
+:func:`~.target.choose_target_spec` / :func:`~.target.resolve_target` (where to import),
+:meth:`~.client.PennsieveClient.from_settings` (an authenticated client) and
+:func:`~.cli.add_import_command` (the ``nwb2pennsieve import DIR`` subcommand).
+"""
+
+from .client import PennsieveClient
+from .config import PennsieveSettings
+from .errors import (
+    ChannelError,
+    PennsieveAuthError,
+    PennsieveError,
+    PennsieveHTTPError,
+    TargetNotFoundError,
+    UploadError,
+)
+from .importer import ImportResult, import_store, read_output
+from .target import ImportTarget, TargetSpec, choose_target_spec, resolve_target, target_spec_from_s3_object
+
+__all__ = [
+    "ChannelError",
+    "ImportResult",
+    "ImportTarget",
+    "PennsieveAuthError",
+    "PennsieveClient",
+    "PennsieveError",
+    "PennsieveHTTPError",
+    "PennsieveSettings",
+    "TargetNotFoundError",
+    "TargetSpec",
+    "UploadError",
+    "choose_target_spec",
+    "import_store",
+    "read_output",
+    "resolve_target",
+    "target_spec_from_s3_object",
+]
