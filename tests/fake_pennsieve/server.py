@@ -139,7 +139,12 @@ class FakePennsieve:
         return f"http://{host!s}:{port}"
 
     def start(self) -> FakePennsieve:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-pennsieve", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-pennsieve",
+            daemon=True,
+        )
         self._thread.start()
         return self
 

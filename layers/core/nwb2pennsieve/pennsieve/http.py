@@ -136,6 +136,15 @@ class HttpClient:
                 self._sessions.append(session)
         return session
 
+    def release_thread_session(self) -> None:
+        """Close the calling thread's session (worker threads call it before they end)."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            self._local.session = None
+            session.close()
+            with self._lock:
+                self._sessions.remove(session)
+
     def close(self) -> None:
         with self._lock:
             for s in self._sessions:

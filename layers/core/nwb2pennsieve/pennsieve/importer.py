@@ -356,6 +356,12 @@ def _upload_all(
             return f
 
     def work() -> None:
+        try:
+            work_loop()
+        finally:
+            client.http.release_thread_session()
+
+    def work_loop() -> None:
         nonlocal last_log
         while (f := take()) is not None:
             try:
