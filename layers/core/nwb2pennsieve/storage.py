@@ -105,13 +105,8 @@ class LocalStore:
     def list_names(self, prefix: str = "") -> Iterator[str]:
         if not self.root.is_dir():
             return iter(())
-        return iter(
-            sorted(
-                e.name
-                for e in os.scandir(self.root)
-                if e.is_file() and e.name.startswith(prefix) and not e.name.startswith(".")
-            )
-        )
+        return iter(sorted(e.name for e in os.scandir(self.root) if e.is_file() and e.name.startswith(prefix)
+                           and not e.name.startswith(".")))
 
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
@@ -133,9 +128,7 @@ class _S3Pending:
     def commit(self) -> None:
         assert self._buf is not None
         body = self._buf.getbuffer()
-        self._store.client.put_object(
-            Bucket=self._store.bucket, Key=self._store.key(self._name), Body=bytes(body)
-        )
+        self._store.client.put_object(Bucket=self._store.bucket, Key=self._store.key(self._name), Body=bytes(body))
         body.release()
         self._buf = None
 

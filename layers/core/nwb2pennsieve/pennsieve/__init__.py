@@ -17,7 +17,15 @@ from .errors import (
     UploadError,
 )
 from .importer import ImportResult, import_store, read_output
-from .target import ImportTarget, TargetSpec, choose_target_spec, resolve_target, target_spec_from_s3_object
+from .target import (
+    ImportTarget,
+    TargetSpec,
+    choose_target_spec,
+    import_preflight,
+    resolve_target,
+    target_spec_from_metadata,
+    target_spec_from_s3_object,
+)
 
 __all__ = [
     "ChannelError",
@@ -32,8 +40,10 @@ __all__ = [
     "TargetSpec",
     "UploadError",
     "choose_target_spec",
+    "import_preflight",
     "import_store",
     "read_output",
     "resolve_target",
+    "target_spec_from_metadata",
     "target_spec_from_s3_object",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from .client import PennsieveClient
+from .config import PennsieveSettings
 from .errors import TargetNotFoundError
 
 log = logging.getLogger("nwb2pennsieve.pennsieve.target")
@@ -124,3 +125,15 @@ def resolve_target(client: PennsieveClient, spec: TargetSpec) -> ImportTarget:
     target = ImportTarget(dataset_id=run.dataset_id, package_id=package, integration_id=spec.integration_id)
     log.info("import target: dataset %s, package %s", target.dataset_id, target.package_id)
     return target
+
+
+def import_preflight(settings: PennsieveSettings, *candidates: TargetSpec | None) -> TargetSpec | None:
+    """Before any conversion: ``None`` when the importer is disabled, else the chosen target spec.
+
+    ``candidates`` in order of precedence (execution input or options, then S3 metadata);
+    ``INTEGRATION_ID`` comes last. Fails (no network call) when credentials or a target are missing.
+    """
+    if not settings.importer_enabled:
+        return None
+    settings.require_credentials()
+    return choose_target_spec(*candidates, TargetSpec(integration_id=settings.integration_id))
