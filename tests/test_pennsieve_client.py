@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from pydantic import SecretStr
-
 from nwb2pennsieve.pennsieve import (
     PennsieveAuthError,
     PennsieveClient,
@@ -19,15 +17,11 @@ from nwb2pennsieve.pennsieve import (
 from nwb2pennsieve.pennsieve.errors import PennsieveHTTPError
 from nwb2pennsieve.pennsieve.http import HttpClient, RetryPolicy
 from nwb2pennsieve.pennsieve.models import NewChannel
+from pydantic import SecretStr
+
 from tests.fake_pennsieve import Fault
-from tests.fake_pennsieve.fixtures import (  # noqa: F401  (fixtures)
-    FAST_RETRY,
-    api_key,
-    client,
-    fake,
-    moto_cognito,
-    settings,
-)
+from tests.fake_pennsieve.fixtures import *  # noqa: F403  (the pytest fixtures)
+from tests.fake_pennsieve.fixtures import FAST_RETRY
 
 
 def _new_channel(name: str) -> NewChannel:
@@ -80,7 +74,11 @@ def test_null_data_sources_are_a_clear_error(fake, client):
 def test_explicit_dataset_and_package_need_no_call(fake, client):
     target = resolve_target(client, TargetSpec(dataset_id="N:dataset:1", package_id="N:package:2"))
 
-    assert (target.dataset_id, target.package_id, target.integration_id) == ("N:dataset:1", "N:package:2", None)
+    assert (target.dataset_id, target.package_id, target.integration_id) == (
+        "N:dataset:1",
+        "N:package:2",
+        None,
+    )
     assert sum(fake.requests.values()) == 0
 
 
@@ -111,9 +109,9 @@ def test_server_errors_are_one_line_with_the_status(fake, client):
     with pytest.raises(PennsieveHTTPError, match=r"HTTP 404\): package N:package:x not found") as e:
         client.list_channels("N:package:x")
     assert e.value.status == 404
-    with pytest.raises(PennsieveHTTPError, match="HTTP 400.*blank"):
+    with pytest.raises(PennsieveHTTPError, match=r"HTTP 400.*blank"):
         client.create_channels(package, [_new_channel(" ")])
-    with pytest.raises(PennsieveHTTPError, match="HTTP 400.*TimeSeries or Collection"):
+    with pytest.raises(PennsieveHTTPError, match=r"HTTP 400.*TimeSeries or Collection"):
         client.create_channels(other, [_new_channel("a")])
     fake.lock_dataset(dataset)
     with pytest.raises(PennsieveError, match="locked"):
@@ -133,7 +131,8 @@ def test_import_create_append_presign(fake, client):
     url = client.presign(dataset, import_id, f2.upload_key)
 
     assert fake.imports[import_id].files == {f1.upload_key: f1.file_path, f2.upload_key: f2.file_path}
-    assert url.startswith(fake.url + "/s3/") and "X-Amz-Signature=" in url
+    assert url.startswith(fake.url + "/s3/")
+    assert "X-Amz-Signature=" in url
     with pytest.raises(PennsieveHTTPError, match="HTTP 404"):
         client.presign(dataset, import_id, "00000000-0000-4000-8000-000000000003")
 
@@ -188,20 +187,27 @@ def test_connection_refused_is_retried_then_reported(settings):
 
 def test_bad_secret_is_an_auth_error_without_the_secret(fake, api_key):
     settings = PennsieveSettings(
-        api_host=fake.url, api_host2=fake.url, api_key=SecretStr(api_key.key), api_secret=SecretStr("wrong-secret")
+        api_host=fake.url,
+        api_host2=fake.url,
+        api_key=SecretStr(api_key.key),
+        api_secret=SecretStr("wrong-secret"),
     )
     client = PennsieveClient.from_settings(settings, retry=FAST_RETRY)
 
     with pytest.raises(PennsieveAuthError) as e:
         client.list_channels(fake.add_package(fake.add_dataset()))
     assert "NotAuthorized" in str(e.value)
-    assert "wrong-secret" not in str(e.value) and api_key.key not in str(e.value)
+    assert "wrong-secret" not in str(e.value)
+    assert api_key.key not in str(e.value)
 
 
 def test_session_token_is_refreshed_with_the_user_pool(fake, moto_cognito):
     access, refresh = moto_cognito.new_session()
     settings = PennsieveSettings(
-        api_host=fake.url, api_host2=fake.url, session_token=SecretStr(access), refresh_token=SecretStr(refresh)
+        api_host=fake.url,
+        api_host2=fake.url,
+        session_token=SecretStr(access),
+        refresh_token=SecretStr(refresh),
     )
     client = PennsieveClient.from_settings(settings, retry=FAST_RETRY)
     package = fake.add_package(fake.add_dataset())

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-
 from nwb2pennsieve.pennsieve import (
     ImportTarget,
     PennsieveClient,
@@ -16,19 +15,10 @@ from nwb2pennsieve.pennsieve import (
 from nwb2pennsieve.pennsieve.errors import ChannelError
 from nwb2pennsieve.pennsieve.importer import FAILED_NAME, STATE_NAME, remote_file_path
 from nwb2pennsieve.storage import LocalStore, S3Store
+
 from tests.fake_pennsieve import FakePennsieve, Fault
-from tests.fake_pennsieve.fixtures import (  # noqa: F401  (fixtures)
-    FAST_RETRY,
-    LocalSpec,
-    api_key,
-    client,
-    fake,
-    moto_cognito,
-    read_json,
-    s3,
-    settings,
-    write_output,
-)
+from tests.fake_pennsieve.fixtures import *  # noqa: F403  (the pytest fixtures)
+from tests.fake_pennsieve.fixtures import FAST_RETRY, LocalSpec, read_json, write_output
 
 SPECS = [LocalSpec("Ch1"), LocalSpec("Ch2", chunks=3), LocalSpec("ref", rate=30000.0, chunks=1)]
 
@@ -80,7 +70,8 @@ def test_full_import_then_rerun_duplicates_nothing(fake, client, tmp_path):
     again = import_store(store, target, client, workers=8)
 
     assert (again.channels_created, again.channels_reused, again.files_uploaded) == (0, 3, 0)
-    assert again.files_already_uploaded == 6 and again.import_id == result.import_id
+    assert again.files_already_uploaded == 6
+    assert again.import_id == result.import_id
     assert len(fake.channels[target.package_id]) == 3
     assert len(fake.imports) == 1
     assert fake.requests["PUT ^/s3/([^/]+)/([^/]+)$"] == puts_before
@@ -214,7 +205,8 @@ def test_channel_creation_failing_after_the_server_created_them_does_not_duplica
 
     result = import_store(store, target, client, retry_sleep_s=0.01)
 
-    assert result.channels_created == 0 and result.channels_reused == 3  # found again by listing
+    assert result.channels_created == 0
+    assert result.channels_reused == 3
     _assert_complete(fake, store, written, target, result.import_id)
 
 
@@ -244,9 +236,11 @@ def test_persistent_failures_fail_with_the_list_and_a_rerun_completes(fake, clie
         import_store(store, target, client, workers=1)
 
     error = caught.value
-    assert len(error.failed) == 3 and error.total == 6
+    assert len(error.failed) == 3
+    assert error.total == 6
     assert str(error).startswith("3 of 6 files failed to upload: channel-")
-    assert "rerun" in str(error) and "\n" not in str(error)
+    assert "rerun" in str(error)
+    assert "\n" not in str(error)
     assert read_json(store, FAILED_NAME)["failed"] == error.failed
     assert fault.fired == 15
     import_id = next(iter(fake.imports))
@@ -269,7 +263,8 @@ def test_a_run_killed_after_the_channels_reruns_cleanly(fake, client, tmp_path):
 
     with pytest.raises(Exception, match="HTTP 400"):
         import_store(store, target, client)
-    assert len(fake.channels[target.package_id]) == 3 and not fake.imports
+    assert len(fake.channels[target.package_id]) == 3
+    assert not fake.imports
 
     result = import_store(store, target, client)
 
@@ -295,6 +290,7 @@ def test_a_different_target_starts_a_new_import(fake, client, tmp_path):
 
     second = import_store(store, other, client)
 
-    assert second.import_id != first.import_id and second.files_uploaded == 6
+    assert second.import_id != first.import_id
+    assert second.files_uploaded == 6
     assert json.loads(store.read_bytes(STATE_NAME))["target"]["package_id"] == other.package_id
     _check_uploaded(fake, store, written, second.import_id)

@@ -19,6 +19,9 @@ from nwb2pennsieve.storage import Store
 from .cognito import REGION, MotoCognito
 from .server import FakePennsieve
 
+# The fixtures; test modules take them with ``from tests.fake_pennsieve.fixtures import *``.
+__all__ = ["api_key", "client", "fake", "moto_cognito", "s3", "settings"]
+
 FAST_RETRY = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, connect_timeout=2, read_timeout=5)
 T0_US = 1_700_000_000_000_000
 
