@@ -38,6 +38,19 @@ def _seg(value: str) -> str:
     return quote(value, safe=":")
 
 
+# Their DEBUG records carry credentials: botocore logs Cognito request/response bodies (the API
+# secret, tokens) and urllib3 logs presigned URLs with their signatures. Unless the application
+# set a level for them on purpose, keep them at INFO even under a DEBUG root logger.
+_CHATTY_LOGGERS = ("botocore", "urllib3")
+
+
+def quiet_credential_loggers() -> None:
+    for name in _CHATTY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+
+
 class PennsieveClient:
     """``api_host`` is ``PENNSIEVE_API_HOST``, ``api_host2`` is ``PENNSIEVE_API_HOST2``."""
 
@@ -57,6 +70,7 @@ class PennsieveClient:
     ) -> PennsieveClient:
         """An authenticated client from the environment's settings (fails if there are no credentials)."""
         settings.require_credentials()
+        quiet_credential_loggers()
         http = HttpClient(retry=retry, pool_size=pool_size)
         client = cls(http, settings.api_host, settings.api_host2)
         http.auth = CognitoTokenProvider(
