@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
     parser.add_argument("--token-ttl", type=float, default=3600.0, help="seconds a token is accepted")
     parser.add_argument("--static-token", help="accept this bearer token and skip Cognito (moto)")
+    parser.add_argument("--packages", type=int, default=1, help="TimeSeries packages to seed (default 1)")
     parser.add_argument("--json", action="store_true", help="print the settings as one JSON line")
     args = parser.parse_args(argv)
 
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
     ).start()
     dataset = fake.add_dataset("trial")
-    package = fake.add_package(dataset, "recording.nwb")
+    packages = [fake.add_package(dataset, f"recording-{i}.nwb") for i in range(max(1, args.packages))]
+    package = packages[0]
     run = fake.add_run(dataset, [package])
     env = {
         "PENNSIEVE_API_HOST": fake.url,
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         env["SESSION_TOKEN"] = args.static_token
     if args.json:
-        settings = {"url": fake.url, "dataset_id": dataset, "package_id": package, "env": env}
+        settings = {"url": fake.url, "dataset_id": dataset, "package_ids": packages, "env": env}
         print(json.dumps(settings), flush=True)
     else:
         print(f"fake Pennsieve at {fake.url} (dataset {dataset}, package {package}); Ctrl-C to stop")

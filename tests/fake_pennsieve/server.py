@@ -435,6 +435,9 @@ class FakePennsieve:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body are separate writes: with Nagle on, the body waits for the client's
+            # delayed ACK (~40 ms a request), a cost of this server, not of Pennsieve.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass
