@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
 from nwb2pennsieve.pennsieve import (
     ImportTarget,
     PennsieveClient,
+    PennsieveError,
     UploadError,
     import_store,
+    prepare_import,
+    upload_files,
 )
 from nwb2pennsieve.pennsieve.errors import ChannelError
 from nwb2pennsieve.pennsieve.importer import FAILED_NAME, STATE_NAME, remote_file_path
@@ -158,10 +162,10 @@ def _assert_complete(fake, store, written, target, import_id):
 @pytest.mark.parametrize(
     "fault",
     [
-        Fault("status", method="GET", path="/presign$", status=503, times=6),
+        Fault("status", method="GET", path="/presign$", status=503, times=4),  # < 5 attempts a file
         Fault("status", method="PUT", path="^/s3/", status=500, times=4),
         Fault("status", method="PUT", path="^/s3/", status=500, times=2, phase="after"),
-        Fault("status", method="GET", path="/presign$", status=429, retry_after="0", times=5),
+        Fault("status", method="GET", path="/presign$", status=429, retry_after="0", times=4),
         Fault("status", method="POST", path="^/import$", status=502, times=1),
         Fault("status", method="GET", path="/channels$", status=504, times=2),
         Fault("drop", method="PUT", path="^/s3/", times=3),
@@ -294,3 +298,33 @@ def test_a_different_target_starts_a_new_import(fake, client, tmp_path):
     assert second.files_uploaded == 6
     assert json.loads(store.read_bytes(STATE_NAME))["target"]["package_id"] == other.package_id
     _check_uploaded(fake, store, written, second.import_id)
+
+
+def test_prepare_then_upload_batches_like_a_map(fake, client, s3):
+    """The cloud split: Finalize prepares, then each Map item uploads one batch of names."""
+    s3.create_bucket(Bucket="map-out")
+    store = S3Store("map-out", "rec", s3)
+    written = write_output(store, [LocalSpec(f"c{i}", chunks=5, samples=4) for i in range(4)])
+    target = _target(fake)
+
+    prepared = prepare_import(store, target, client)
+    names = sorted(written)
+    batches = [names[i : i + 6] for i in range(0, len(names), 6)]
+    reports = []
+    threads = [
+        threading.Thread(target=lambda b=b: reports.append(upload_files(store, client, names=b, workers=3)))
+        for b in batches
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert prepared.files == 20
+    assert prepared.files_registered == 20
+    assert sorted(r.uploaded for r in reports) == sorted(len(b) for b in batches)
+    _check_uploaded(fake, store, written, prepared.import_id)
+    again = import_store(store, target, client)  # nothing left to do
+    assert (again.files_uploaded, again.files_already_uploaded, again.channels_created) == (0, 20, 0)
+    with pytest.raises(PennsieveError, match="not chunk files"):
+        upload_files(store, client, names=["channel-00099_1_2.bin.gz"])

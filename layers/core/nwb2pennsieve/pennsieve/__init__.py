@@ -16,7 +16,15 @@ from .errors import (
     TargetNotFoundError,
     UploadError,
 )
-from .importer import ImportResult, import_store, read_output
+from .importer import (
+    ImportResult,
+    PreparedImport,
+    UploadReport,
+    import_store,
+    prepare_import,
+    read_output,
+    upload_files,
+)
 from .target import (
     ImportTarget,
     TargetSpec,
@@ -36,14 +44,18 @@ __all__ = [
     "PennsieveError",
     "PennsieveHTTPError",
     "PennsieveSettings",
+    "PreparedImport",
     "TargetNotFoundError",
     "TargetSpec",
     "UploadError",
+    "UploadReport",
     "choose_target_spec",
     "import_preflight",
     "import_store",
+    "prepare_import",
     "read_output",
     "resolve_target",
     "target_spec_from_metadata",
     "target_spec_from_s3_object",
+    "upload_files",
 ]

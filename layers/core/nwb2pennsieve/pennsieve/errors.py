@@ -51,6 +51,7 @@ class UploadError(PennsieveError):
     def __init__(self, failed: list[str], total: int, *, first_reason: str = "") -> None:
         self.failed = sorted(failed)
         self.total = total
+        self.first_reason = first_reason
         shown = ", ".join(self.failed[:5]) + (
             f" (+{len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
         )

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..models import ChannelMetadata
 from ..storage import S3Store, Store
@@ -466,24 +466,41 @@ def _sync_channels(
     raise ChannelError(f"creating channels on {package} did not converge")  # pragma: no cover
 
 
-def import_store(
+def _entries(channels: Sequence[LocalChannel], state: ImportState, namespace: str) -> list[FileEntry]:
+    out = []
+    for ch in channels:
+        node = state.channels[ch.index]
+        for name in ch.files:
+            remote = remote_file_path(node, name)
+            out.append(FileEntry(name, remote, upload_key(namespace, remote)))
+    return out
+
+
+class PreparedImport(BaseModel):
+    """Channels exist and every file is in the import manifest; uploads may start (also in parallel
+    Lambdas: see :func:`upload_files`). Small and secret-free: fit for a state-machine payload."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target: ImportTarget
+    import_id: str | None
+    channels: int
+    channels_created: int
+    channels_reused: int
+    files: int
+    files_registered: int
+
+
+def prepare_import(
     store: Store,
     target: ImportTarget,
     client: PennsieveClient,
     *,
-    workers: int = 32,
     manifest_max_files: int = MANIFEST_MAX_FILES,
     manifest_max_bytes: int = MANIFEST_MAX_BYTES,
-    record_every: int = 2_000,
-    max_consecutive_failures: int = 200,
     retry_sleep_s: float = 1.0,
-) -> ImportResult:
-    """Import every channel and chunk file of ``store`` into ``target``; rerun-safe.
-
-    Raises :class:`UploadError` (listing every failed file, also written to ``import-failed.json``)
-    when some files were not uploaded; a rerun uploads only those.
-    """
-    t0 = time.monotonic()
+) -> PreparedImport:
+    """Package properties, channels (matched or created) and the batched manifest; rerun-safe."""
     channels = read_output(store)
     if not channels:
         raise PennsieveError("nothing to import: no channel-*.metadata.json", file=store.describe(""))
@@ -498,28 +515,11 @@ def import_store(
     created, reused = _sync_channels(store, client, state, channels, retry_sleep_s)
     log.info("channels: %d created, %d reused", created, reused)
 
-    def entries(namespace: str) -> list[FileEntry]:
-        out = []
-        for ch in channels:
-            node = state.channels[ch.index]
-            for name in ch.files:
-                remote = remote_file_path(node, name)
-                out.append(FileEntry(name, remote, upload_key(namespace, remote)))
-        return out
-
-    if n_files == 0:
-        return ImportResult(
-            target=target, import_id=state.import_id, channels=len(channels), channels_created=created,
-            channels_reused=reused, files=0, files_registered=0, files_uploaded=0, files_already_uploaded=0,
-            seconds=time.monotonic() - t0,
-        )  # fmt: skip
-
-    # -- manifest ----------------------------------------------------------------------------------
     new_registrations = 0
-    if state.import_id is None or state.key_namespace is None:
-        # A new import gets a fresh key namespace, saved before the import exists.
+    if n_files and (state.import_id is None or state.key_namespace is None):
+        # A new import gets a fresh key namespace, saved with the import id.
         state.key_namespace = uuid.uuid4().hex
-        files = entries(state.key_namespace)
+        files = _entries(channels, state, state.key_namespace)
         first = manifest_batches(
             [ImportFile(upload_key=f.upload_key, file_path=f.remote) for f in files],
             manifest_max_files, manifest_max_bytes,
@@ -532,47 +532,132 @@ def import_store(
         registered = {f.upload_key for f in first}
         new_registrations += len(first)
         log.info("created import %s", state.import_id)
-    else:
-        files = entries(state.key_namespace)
+    elif n_files:
+        assert state.key_namespace is not None
+        files = _entries(channels, state, state.key_namespace)
         registered = _recorded_keys(store, MANIFEST_PREFIX, state.import_id)
-    assert state.import_id is not None
-    to_register = [f for f in files if f.upload_key not in registered]
-    if to_register:
-        recorder = _Recorder(store, MANIFEST_PREFIX, state.import_id, 1, 0)
-        for batch in manifest_batches(
-            [ImportFile(upload_key=f.upload_key, file_path=f.remote) for f in to_register],
-            manifest_max_files, manifest_max_bytes,
-        ):  # fmt: skip
-            client.append_import_files(target.dataset_id, state.import_id, batch)
-            recorder.add(f.upload_key for f in batch)
-            new_registrations += len(batch)
-    log.info("manifest: %d files registered now, %d before", new_registrations, n_files - new_registrations)
+    if n_files:
+        assert state.import_id is not None
+        to_register = [f for f in files if f.upload_key not in registered]
+        if to_register:
+            recorder = _Recorder(store, MANIFEST_PREFIX, state.import_id, 1, 0)
+            for batch in manifest_batches(
+                [ImportFile(upload_key=f.upload_key, file_path=f.remote) for f in to_register],
+                manifest_max_files, manifest_max_bytes,
+            ):  # fmt: skip
+                client.append_import_files(target.dataset_id, state.import_id, batch)
+                recorder.add(f.upload_key for f in batch)
+                new_registrations += len(batch)
+        log.info(
+            "manifest: %d files registered now, %d before", new_registrations, n_files - new_registrations
+        )
+    return PreparedImport(
+        target=target, import_id=state.import_id, channels=len(channels), channels_created=created,
+        channels_reused=reused, files=n_files, files_registered=new_registrations,
+    )  # fmt: skip
 
-    # -- uploads -------------------------------------------------------------------------------------
+
+class UploadReport(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    files: int = Field(description="files asked for")
+    uploaded: int
+    already_uploaded: int
+    seconds: float
+
+
+def upload_files(
+    store: Store,
+    client: PennsieveClient,
+    *,
+    names: Iterable[str] | None = None,
+    workers: int = 32,
+    record_every: int = 2_000,
+    max_consecutive_failures: int = 200,
+) -> UploadReport:
+    """Presign and PUT ``names`` (default: every chunk file) that are not uploaded yet.
+
+    Needs a prepared store (:func:`prepare_import`). Several calls may run at once on disjoint
+    ``names`` (a Map over upload batches): each records its progress under its own names.
+    Raises :class:`UploadError` listing the files that failed.
+    """
+    t0 = time.monotonic()
+    if not store.exists(STATE_NAME):
+        raise PennsieveError(
+            "not prepared: no import-state.json (run prepare_import first)", file=store.describe("")
+        )
+    state = ImportState.model_validate_json(store.read_bytes(STATE_NAME))
+    channels = read_output(store)
+    if state.import_id is None or state.key_namespace is None:
+        return UploadReport(files=0, uploaded=0, already_uploaded=0, seconds=0.0)
+    missing_channels = [c.index for c in channels if c.index not in state.channels]
+    if missing_channels:
+        raise PennsieveError(f"channels {missing_channels[:5]} have no Pennsieve channel: prepare again")
+    files = _entries(channels, state, state.key_namespace)
+    if names is not None:
+        wanted = set(names)
+        files = [f for f in files if f.local in wanted]
+        unknown = wanted - {f.local for f in files}
+        if unknown:
+            raise PennsieveError(
+                f"{len(unknown)} files are not chunk files of this output, e.g. {min(unknown)}"
+            )
     uploaded = _recorded_keys(store, UPLOADED_PREFIX, state.import_id)
     todo = [f for f in files if f.upload_key not in uploaded]
-    already = n_files - len(todo)
+    already = len(files) - len(todo)
     log.info("uploading %d files with %d workers (%d already uploaded)", len(todo), workers, already)
     failed, first_error = _upload_all(
-        store, client, target, state.import_id, todo, workers, record_every, max_consecutive_failures
+        store, client, state.target, state.import_id, todo, workers, record_every, max_consecutive_failures
     )
     if failed:
-        store.write_bytes(
-            FAILED_NAME,
-            json.dumps(
-                {"import_id": state.import_id, "failed": sorted(failed), "error": first_error}, indent=1
-            ).encode(),
-        )
-        raise UploadError(failed, n_files, first_reason=first_error)
+        raise UploadError(failed, len(files), first_reason=first_error)
+    seconds = round(time.monotonic() - t0, 3)
+    log.info("uploaded %d files in %.1fs (%d already there)", len(todo), seconds, already)
+    return UploadReport(files=len(files), uploaded=len(todo), already_uploaded=already, seconds=seconds)
+
+
+def import_store(
+    store: Store,
+    target: ImportTarget,
+    client: PennsieveClient,
+    *,
+    workers: int = 32,
+    manifest_max_files: int = MANIFEST_MAX_FILES,
+    manifest_max_bytes: int = MANIFEST_MAX_BYTES,
+    record_every: int = 2_000,
+    max_consecutive_failures: int = 200,
+    retry_sleep_s: float = 1.0,
+) -> ImportResult:
+    """Import every channel and chunk file of ``store`` into ``target``: :func:`prepare_import`
+    then :func:`upload_files`. Rerun-safe.
+
+    Raises :class:`UploadError` (listing every failed file, also written to ``import-failed.json``)
+    when some files were not uploaded; a rerun uploads only those.
+    """
+    t0 = time.monotonic()
+    prepared = prepare_import(
+        store, target, client, manifest_max_files=manifest_max_files,
+        manifest_max_bytes=manifest_max_bytes, retry_sleep_s=retry_sleep_s,
+    )  # fmt: skip
+    try:
+        report = upload_files(
+            store, client, workers=workers, record_every=record_every,
+            max_consecutive_failures=max_consecutive_failures,
+        )  # fmt: skip
+    except UploadError as exc:
+        body = {"import_id": prepared.import_id, "failed": exc.failed, "error": exc.first_reason}
+        store.write_bytes(FAILED_NAME, json.dumps(body, indent=1).encode())
+        raise
     if store.exists(FAILED_NAME):
         store.delete(FAILED_NAME)
     result = ImportResult(
-        target=target, import_id=state.import_id, channels=len(channels), channels_created=created,
-        channels_reused=reused, files=n_files, files_registered=new_registrations, files_uploaded=len(todo),
-        files_already_uploaded=already, seconds=round(time.monotonic() - t0, 3),
+        target=target, import_id=prepared.import_id, channels=prepared.channels,
+        channels_created=prepared.channels_created, channels_reused=prepared.channels_reused,
+        files=prepared.files, files_registered=prepared.files_registered, files_uploaded=report.uploaded,
+        files_already_uploaded=report.already_uploaded, seconds=round(time.monotonic() - t0, 3),
     )  # fmt: skip
     log.info(
         "import %s complete: %d files uploaded (%.0f files/s), %d already there",
-        result.import_id, result.files_uploaded, result.files_per_second, already,
+        result.import_id, result.files_uploaded, result.files_per_second, result.files_already_uploaded,
     )  # fmt: skip
     return result
