@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 from nwb2pennsieve.pennsieve import (
@@ -255,3 +259,35 @@ def test_concurrent_401s_cause_one_refresh(fake, client):
     assert errors == []
     assert client.http.auth.refreshes == 1  # type: ignore[union-attr]
     assert len(fake.tokens_first_seen) == 2
+
+
+def test_tokens_expire_after_the_fakes_ttl(fake, client):
+    package = fake.add_package(fake.add_dataset())
+    fake.token_ttl = 0.3
+    client.list_channels(package)
+    time.sleep(0.4)
+
+    client.list_channels(package)
+
+    assert client.http.auth.refreshes == 1  # type: ignore[union-attr]
+    assert fake.statuses[401] == 1
+
+
+def test_the_fake_runs_standalone():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_pennsieve", "--static-token", "tok", "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        http = HttpClient(retry=FAST_RETRY)
+        answer = http.request("GET", f"{info['url']}/compute/workflows/runs/{info['env']['INTEGRATION_ID']}")
+        assert answer.status_code == 401  # no token
+        client = PennsieveClient.from_settings(PennsieveSettings.from_env(info["env"]), retry=FAST_RETRY)
+        run = client.get_workflow_run(info["env"]["INTEGRATION_ID"])
+        assert run.package_ids() == info["package_ids"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

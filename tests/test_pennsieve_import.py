@@ -11,9 +11,13 @@ from nwb2pennsieve.pennsieve import (
     ImportTarget,
     PennsieveClient,
     PennsieveError,
+    TargetSpec,
     UploadError,
+    choose_target_spec,
     import_store,
     prepare_import,
+    resolve_target,
+    target_spec_from_s3_object,
     upload_files,
 )
 from nwb2pennsieve.pennsieve.errors import ChannelError
@@ -328,3 +332,19 @@ def test_prepare_then_upload_batches_like_a_map(fake, client, s3):
     assert (again.files_uploaded, again.files_already_uploaded, again.channels_created) == (0, 20, 0)
     with pytest.raises(PennsieveError, match="not chunk files"):
         upload_files(store, client, names=["channel-00099_1_2.bin.gz"])
+
+
+def test_target_from_the_uploaded_nwbs_s3_metadata(fake, client, s3):
+    s3.create_bucket(Bucket="in")
+    dataset = fake.add_dataset()
+    package = fake.add_package(dataset)
+    run = fake.add_run(dataset, [package])
+    s3.put_object(Bucket="in", Key="a.nwb", Body=b"x", Metadata={"integration-id": run})
+    s3.put_object(Bucket="in", Key="b.nwb", Body=b"x")
+
+    spec = choose_target_spec(TargetSpec(), target_spec_from_s3_object(s3, "in", "a.nwb"))
+
+    assert resolve_target(client, spec) == ImportTarget(
+        dataset_id=dataset, package_id=package, integration_id=run
+    )
+    assert target_spec_from_s3_object(s3, "in", "b.nwb") == TargetSpec()

@@ -171,7 +171,7 @@ def test_manifest_batches_keep_every_file_once_under_the_limits(n, max_files, ma
         for i in range(n)
     ]
 
-    batches = manifest_batches(files, max_files, max_bytes)
+    batches = list(manifest_batches(files, max_files, max_bytes))
 
     assert [f for b in batches for f in b] == files
     for b in batches:

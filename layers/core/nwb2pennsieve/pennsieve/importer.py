@@ -26,7 +26,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -275,22 +275,21 @@ def upload_key(namespace: str, remote_path: str) -> str:
 
 
 def manifest_batches(
-    files: Sequence[ImportFile], max_files: int = MANIFEST_MAX_FILES, max_bytes: int = MANIFEST_MAX_BYTES
-) -> list[list[ImportFile]]:
-    """Split the manifest so each request body stays under ``max_bytes`` and ``max_files``."""
-    batches: list[list[ImportFile]] = []
+    files: Iterable[ImportFile], max_files: int = MANIFEST_MAX_FILES, max_bytes: int = MANIFEST_MAX_BYTES
+) -> Iterator[list[ImportFile]]:
+    """Split the manifest lazily so each request body stays under ``max_bytes`` and ``max_files``."""
     current: list[ImportFile] = []
     size = 200  # the envelope: {"integration_id": ..., "package_id": ..., "files": []}
     for f in files:
-        entry = len(json.dumps(f.body())) + 2
+        # '{"upload_key": "<key>", "file_path": <json string>}, ' is exactly this long, plus 1
+        entry = len(f.upload_key) + len(json.dumps(f.file_path)) + 36
         if current and (len(current) >= max_files or size + entry > max_bytes):
-            batches.append(current)
+            yield current
             current, size = [], 200
         current.append(f)
         size += entry
     if current:
-        batches.append(current)
-    return batches
+        yield current
 
 
 def _open_sized(store: Store, name: str) -> tuple[BinaryIO, int]:
@@ -520,10 +519,12 @@ def prepare_import(
         # A new import gets a fresh key namespace, saved with the import id.
         state.key_namespace = uuid.uuid4().hex
         files = _entries(channels, state, state.key_namespace)
-        first = manifest_batches(
-            [ImportFile(upload_key=f.upload_key, file_path=f.remote) for f in files],
-            manifest_max_files, manifest_max_bytes,
-        )[0]  # fmt: skip
+        first = next(
+            manifest_batches(
+                (ImportFile(upload_key=f.upload_key, file_path=f.remote) for f in files),
+                manifest_max_files, manifest_max_bytes,
+            )
+        )  # fmt: skip
         state.import_id = client.create_import(
             target.dataset_id, target.integration_id, target.package_id, first
         )
@@ -542,7 +543,7 @@ def prepare_import(
         if to_register:
             recorder = _Recorder(store, MANIFEST_PREFIX, state.import_id, 1, 0)
             for batch in manifest_batches(
-                [ImportFile(upload_key=f.upload_key, file_path=f.remote) for f in to_register],
+                (ImportFile(upload_key=f.upload_key, file_path=f.remote) for f in to_register),
                 manifest_max_files, manifest_max_bytes,
             ):  # fmt: skip
                 client.append_import_files(target.dataset_id, state.import_id, batch)
