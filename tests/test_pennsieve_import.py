@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -144,8 +145,9 @@ def test_large_manifest_is_batched_under_the_size_limit(fake, client, tmp_path):
 
 
 def test_imports_an_s3_output_streaming_from_s3(fake, client, s3):
-    s3.create_bucket(Bucket="out")
-    store = S3Store("out", "runs/rec1", s3)
+    bucket = f"out-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    store = S3Store(bucket, "runs/rec1", s3)
     written = write_output(store, SPECS)
     target = _target(fake)
 
@@ -306,8 +308,9 @@ def test_a_different_target_starts_a_new_import(fake, client, tmp_path):
 
 def test_prepare_then_upload_batches_like_a_map(fake, client, s3):
     """The cloud split: Finalize prepares, then each Map item uploads one batch of names."""
-    s3.create_bucket(Bucket="map-out")
-    store = S3Store("map-out", "rec", s3)
+    bucket = f"map-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    store = S3Store(bucket, "rec", s3)
     written = write_output(store, [LocalSpec(f"c{i}", chunks=5, samples=4) for i in range(4)])
     target = _target(fake)
 
@@ -335,16 +338,17 @@ def test_prepare_then_upload_batches_like_a_map(fake, client, s3):
 
 
 def test_target_from_the_uploaded_nwbs_s3_metadata(fake, client, s3):
-    s3.create_bucket(Bucket="in")
+    bucket = f"in-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
     dataset = fake.add_dataset()
     package = fake.add_package(dataset)
     run = fake.add_run(dataset, [package])
-    s3.put_object(Bucket="in", Key="a.nwb", Body=b"x", Metadata={"integration-id": run})
-    s3.put_object(Bucket="in", Key="b.nwb", Body=b"x")
+    s3.put_object(Bucket=bucket, Key="a.nwb", Body=b"x", Metadata={"integration-id": run})
+    s3.put_object(Bucket=bucket, Key="b.nwb", Body=b"x")
 
-    spec = choose_target_spec(TargetSpec(), target_spec_from_s3_object(s3, "in", "a.nwb"))
+    spec = choose_target_spec(TargetSpec(), target_spec_from_s3_object(s3, bucket, "a.nwb"))
 
     assert resolve_target(client, spec) == ImportTarget(
         dataset_id=dataset, package_id=package, integration_id=run
     )
-    assert target_spec_from_s3_object(s3, "in", "b.nwb") == TargetSpec()
+    assert target_spec_from_s3_object(s3, bucket, "b.nwb") == TargetSpec()
