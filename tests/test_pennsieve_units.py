@@ -227,6 +227,8 @@ def test_known_mapping_wins_when_the_channel_still_exists():
     remote = [_remote("r1", "A"), _remote("r2", "A")]
 
     assert match_channels(local, remote, {0: "r2", 1: "gone"}) == ({0: "r2", 1: "r1"}, [])
+    renamed = [_local(0, "A"), _local(1, "Z")]  # the output changed since the state was written
+    assert match_channels(renamed, remote, {0: "r1", 1: "r2"}) == ({0: "r1"}, [renamed[1]])
 
 
 def test_upload_error_is_one_line_and_lists_every_file():
@@ -239,3 +241,11 @@ def test_upload_error_is_one_line_and_lists_every_file():
     assert "12 of 100 files failed" in str(error)
     assert "(+7 more)" in str(error)
     assert "\n" not in str(error)
+
+
+def test_redact_drops_url_queries():
+    from nwb2pennsieve.pennsieve.errors import redact, safe_url
+
+    text = "failed: PUT http://h:1/s3/i/k?X-Amz-Signature=abc&X-Amz-Date=1 (x)"
+    assert redact(text) == "failed: PUT http://h:1/s3/i/k?<redacted> (x)"
+    assert safe_url("https://h/p?token=abc") == "https://h/p"

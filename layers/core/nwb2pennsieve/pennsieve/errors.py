@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from ..errors import Nwb2PennsieveError
@@ -11,6 +12,14 @@ def safe_url(url: str) -> str:
     """``url`` without its query string (a presigned URL's query is a credential)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else parts.path
+
+
+_URL_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with the query string of every URL removed (presigned signatures, tokens)."""
+    return _URL_QUERY.sub(r"\1?<redacted>", text)
 
 
 class PennsieveError(Nwb2PennsieveError):

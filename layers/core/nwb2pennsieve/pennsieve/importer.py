@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..models import ChannelMetadata
 from ..storage import S3Store, Store
 from .client import PennsieveClient
-from .errors import ChannelError, PennsieveAuthError, PennsieveError, PennsieveHTTPError, UploadError
+from .errors import ChannelError, PennsieveAuthError, PennsieveError, PennsieveHTTPError, UploadError, redact
 from .http import SizedReader
 from .models import Channel, ImportFile, NewChannel
 from .target import ImportTarget
@@ -142,7 +142,8 @@ def match_channels(
 ) -> tuple[dict[int, str], list[LocalChannel]]:
     """Pair local channels with existing remote ones; each remote channel is used at most once.
 
-    ``known`` (from a previous run's state) wins when that channel still exists. Returns
+    ``known`` (from a previous run's state) wins when that channel still exists and still matches
+    (it tells same-named channels apart). Returns
     (channel index → node id, local channels still to create).
     """
     by_id = {r.content.id: r for r in remote}
@@ -150,7 +151,7 @@ def match_channels(
     mapping: dict[int, str] = {}
     for ch in local:
         node = (known or {}).get(ch.index)
-        if node is not None and node in by_id and node not in claimed:
+        if node is not None and node in by_id and node not in claimed and channel_matches(ch, by_id[node]):
             mapping[ch.index] = node
             claimed.add(node)
     missing = []
@@ -248,6 +249,7 @@ class _Recorder:
         if not self.pending:
             return
         body = {"import_id": self.import_id, "upload_keys": self.pending}
+        # On a failed write the keys stay pending and go out with the next flush.
         self.store.write_bytes(f"{self.prefix}{self.run}-{self.seq:05d}.json", json.dumps(body).encode())
         self.seq += 1
         self.pending = []
@@ -366,7 +368,11 @@ def _upload_all(
             try:
                 _upload_one(store, client, target, import_id, f)
             except Exception as exc:  # every failure is counted and reported, none aborts the others
-                reason = exc.one_line() if isinstance(exc, PennsieveError) else f"{type(exc).__name__}: {exc}"
+                reason = (
+                    exc.one_line()
+                    if isinstance(exc, PennsieveError)
+                    else redact(f"{type(exc).__name__}: {exc}")
+                )
                 with lock:
                     failed.append(f.local)
                     errors.append(reason)
@@ -378,7 +384,10 @@ def _upload_all(
                         stop.set()
                 log.warning("upload of %s failed: %s", f.local, reason)
                 continue
-            recorder.add((f.upload_key,))
+            try:
+                recorder.add((f.upload_key,))
+            except Exception as exc:  # the upload itself succeeded; only its record is late
+                log.warning("could not record progress yet (%s); will try again", type(exc).__name__)
             with lock:
                 counters["ok"] += 1
                 counters["consecutive_failures"] = 0
@@ -388,14 +397,21 @@ def _upload_all(
                     done = counters["ok"]
                     log.info("uploaded %d/%d files (%.0f files/s)", done, len(todo), done / (now - t0))
 
-    threads = [threading.Thread(target=work, name=f"upload-{i}", daemon=True) for i in range(max(1, workers))]
+    threads = [
+        threading.Thread(target=work, name=f"upload-{i}", daemon=True)
+        for i in range(max(1, min(workers, len(todo))))
+    ]
     try:
         for t in threads:
             t.start()
         for t in threads:
             t.join()
     finally:
-        recorder.flush()
+        try:
+            recorder.flush()
+        except Exception as exc:
+            # Uploaded but not recorded: a rerun would PUT these files again (same keys), nothing worse.
+            log.error("could not record the last %d uploads (%s)", len(recorder.pending), type(exc).__name__)
     if stop.is_set():
         # Never attempted: they are missing just the same and the rerun will do them.
         failed.extend(f.local for f in todo[next_index:])
