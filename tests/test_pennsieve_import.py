@@ -19,6 +19,7 @@ from nwb2pennsieve.pennsieve import (
     prepare_import,
     resolve_target,
     target_spec_from_s3_object,
+    upload_batches,
     upload_files,
 )
 from nwb2pennsieve.pennsieve.errors import ChannelError
@@ -315,8 +316,7 @@ def test_prepare_then_upload_batches_like_a_map(fake, client, s3):
     target = _target(fake)
 
     prepared = prepare_import(store, target, client)
-    names = sorted(written)
-    batches = [names[i : i + 6] for i in range(0, len(names), 6)]
+    batches = upload_batches(store, batch_size=6)
     reports = []
     threads = [
         threading.Thread(target=lambda b=b: reports.append(upload_files(store, client, names=b, workers=3)))
@@ -328,6 +328,9 @@ def test_prepare_then_upload_batches_like_a_map(fake, client, s3):
         t.join()
 
     assert prepared.files == 20
+    assert [len(b) for b in batches] == [6, 6, 6, 2]
+    assert sorted(n for b in batches for n in b) == sorted(written)
+    assert upload_batches(store) == []  # all done
     assert prepared.files_registered == 20
     assert sorted(r.uploaded for r in reports) == sorted(len(b) for b in batches)
     _check_uploaded(fake, store, written, prepared.import_id)

@@ -23,6 +23,7 @@ from .importer import (
     import_store,
     prepare_import,
     read_output,
+    upload_batches,
     upload_files,
 )
 from .target import (
@@ -57,5 +58,6 @@ __all__ = [
     "resolve_target",
     "target_spec_from_metadata",
     "target_spec_from_s3_object",
+    "upload_batches",
     "upload_files",
 ]

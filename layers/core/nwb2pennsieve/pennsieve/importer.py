@@ -633,6 +633,27 @@ def upload_files(
     return UploadReport(files=len(files), uploaded=len(todo), already_uploaded=already, seconds=seconds)
 
 
+def upload_batches(store: Store, *, batch_size: int = 5_000) -> list[list[str]]:
+    """The chunk files not uploaded yet, in batches of ``batch_size`` names: the items of a Map
+    whose iterations each call :func:`upload_files` with one batch (after :func:`prepare_import`)."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if not store.exists(STATE_NAME):
+        raise PennsieveError(
+            "not prepared: no import-state.json (run prepare_import first)", file=store.describe("")
+        )
+    state = ImportState.model_validate_json(store.read_bytes(STATE_NAME))
+    if state.import_id is None or state.key_namespace is None:
+        return []
+    uploaded = _recorded_keys(store, UPLOADED_PREFIX, state.import_id)
+    todo = [
+        f.local
+        for f in _entries(read_output(store), state, state.key_namespace)
+        if f.upload_key not in uploaded
+    ]
+    return [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+
+
 def import_store(
     store: Store,
     target: ImportTarget,
