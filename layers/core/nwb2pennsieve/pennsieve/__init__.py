@@ -6,6 +6,7 @@ The public entry points: :func:`~.importer.import_store` (a whole import, rerun-
 :func:`~.cli.add_import_command` (the ``nwb2pennsieve import DIR`` subcommand).
 """
 
+from .cli import add_import_command, import_output
 from .client import PennsieveClient
 from .config import PennsieveSettings
 from .errors import (
@@ -50,7 +51,9 @@ __all__ = [
     "TargetSpec",
     "UploadError",
     "UploadReport",
+    "add_import_command",
     "choose_target_spec",
+    "import_output",
     "import_preflight",
     "import_store",
     "prepare_import",

@@ -50,18 +50,17 @@ def add_import_command(subparsers: Any) -> argparse.ArgumentParser:
 def import_output(
     store: Store,
     settings: PennsieveSettings,
+    spec: TargetSpec | None = None,
     *,
-    integration_id: str | None = None,
-    dataset_id: str | None = None,
-    package_id: str | None = None,
     workers: int = DEFAULT_WORKERS,
     client: PennsieveClient | None = None,
 ) -> ImportResult:
-    """Resolve the target (options, then ``INTEGRATION_ID``) and import ``store``."""
-    spec = choose_target_spec(
-        TargetSpec(integration_id=integration_id, dataset_id=dataset_id, package_id=package_id),
-        TargetSpec(integration_id=settings.integration_id),
-    )
+    """Import ``store`` into ``spec`` (default: ``INTEGRATION_ID``) with the settings' credentials.
+
+    What ``make run``/``nwb2pennsieve run`` calls after converting, with the spec that
+    :func:`~.target.import_preflight` returned before converting.
+    """
+    spec = spec or choose_target_spec(TargetSpec(integration_id=settings.integration_id))
     own = client is None
     client = client or PennsieveClient.from_settings(settings, pool_size=max(workers, 16))
     try:
@@ -80,13 +79,13 @@ def run_import_command(args: argparse.Namespace, env: Mapping[str, str] | None =
     if args.workers < 1:
         raise ConfigurationError("--workers must be at least 1")
     settings = PennsieveSettings.from_env(env)
-    result = import_output(
-        LocalStore(directory),
-        settings,
-        integration_id=args.integration_id,
-        dataset_id=args.dataset_id,
-        package_id=args.package_id,
-        workers=args.workers,
+    spec = choose_target_spec(
+        TargetSpec(
+            integration_id=args.integration_id, dataset_id=args.dataset_id, package_id=args.package_id
+        ),
+        TargetSpec(integration_id=settings.integration_id),
     )
+    settings.require_credentials()
+    result = import_output(LocalStore(directory), settings, spec, workers=args.workers)
     log.info("import result: %s", result.model_dump_json())
     return 0
