@@ -114,7 +114,13 @@ class CognitoTokenProvider:
             if self._access is None:
                 self._login()
             elif self._expiring(self._access):
-                self._renew()
+                try:
+                    self._renew()
+                except PennsieveAuthError as exc:
+                    if self._expired(self._access):
+                        raise
+                    # Still valid for a few seconds: use it; the next call tries again.
+                    log.warning("early token refresh failed (%s); using the current token", exc.reason)
             assert self._access is not None
             return self._access
 
@@ -131,6 +137,11 @@ class CognitoTokenProvider:
     def _expiring(token: str) -> bool:
         exp = jwt_claims(token).get("exp")
         return isinstance(exp, int | float) and exp - time.time() < REFRESH_MARGIN_S
+
+    @staticmethod
+    def _expired(token: str) -> bool:
+        exp = jwt_claims(token).get("exp")
+        return isinstance(exp, int | float) and exp <= time.time()
 
     def _renew(self) -> None:
         if self._refresh is not None:
