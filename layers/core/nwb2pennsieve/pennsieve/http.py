@@ -27,6 +27,8 @@ from .errors import PennsieveHTTPError, safe_url
 log = logging.getLogger("nwb2pennsieve.pennsieve.http")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# No (complete) answer: refused, reset, timed out, or cut in the middle of the body.
+_TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
 class TokenProvider(Protocol):
@@ -198,7 +200,7 @@ class HttpClient:
                     headers=headers,
                     timeout=(self.retry.connect_timeout, self.retry.read_timeout),
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except _TRANSIENT as exc:
                 if not retry_connection_errors or attempt >= attempts:
                     raise PennsieveHTTPError(method, url, None, type(exc).__name__) from None
                 delay = self.retry.delay(attempt)
@@ -211,12 +213,14 @@ class HttpClient:
             if status in (401, 403) and token is not None and not refreshed and self.auth is not None:
                 refreshed = True
                 attempt -= 1  # the refresh retry is extra, not one of the backoff attempts
+                _ = response.content  # read it: the connection goes back to the pool
                 log.info("%s %s: HTTP %d, refreshing the token once", method, safe_url(url), status)
                 self.auth.refresh(token)
                 continue
             if status in retry_on:
                 if attempt >= attempts:
                     raise PennsieveHTTPError(method, url, status, error_message(response))
+                _ = response.content
                 delay = self.retry.delay(attempt, parse_retry_after(response.headers.get("Retry-After")))
                 log.info("%s %s: HTTP %d, retry %d in %.2fs", method, safe_url(url), status, attempt, delay)
                 self._sleep(delay)
@@ -239,7 +243,7 @@ class HttpClient:
                     headers={"Content-Type": "application/octet-stream"},
                     timeout=(self.retry.connect_timeout, self.retry.read_timeout),
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except _TRANSIENT as exc:
                 if attempt >= self.retry.attempts:
                     raise PennsieveHTTPError("PUT", url, None, type(exc).__name__) from None
                 self._sleep(self.retry.delay(attempt))
@@ -247,6 +251,7 @@ class HttpClient:
             finally:
                 body.close()
             if response.status_code in RETRY_STATUSES and attempt < self.retry.attempts:
+                _ = response.content
                 self._sleep(self.retry.delay(attempt, parse_retry_after(response.headers.get("Retry-After"))))
                 continue
             return response
