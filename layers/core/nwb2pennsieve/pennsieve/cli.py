@@ -21,7 +21,7 @@ from .target import ImportTarget, TargetSpec, choose_target_spec, resolve_target
 
 log = logging.getLogger("nwb2pennsieve.pennsieve.cli")
 
-DEFAULT_WORKERS = 32
+DEFAULT_WORKERS = 64
 
 
 def add_import_command(subparsers: Any) -> argparse.ArgumentParser:

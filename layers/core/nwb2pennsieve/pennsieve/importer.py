@@ -588,7 +588,7 @@ def upload_files(
     client: PennsieveClient,
     *,
     names: Iterable[str] | None = None,
-    workers: int = 32,
+    workers: int = 64,
     record_every: int = 2_000,
     max_consecutive_failures: int = 200,
 ) -> UploadReport:
@@ -659,7 +659,7 @@ def import_store(
     target: ImportTarget,
     client: PennsieveClient,
     *,
-    workers: int = 32,
+    workers: int = 64,
     manifest_max_files: int = MANIFEST_MAX_FILES,
     manifest_max_bytes: int = MANIFEST_MAX_BYTES,
     record_every: int = 2_000,
