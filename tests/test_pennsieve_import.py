@@ -355,3 +355,31 @@ def test_target_from_the_uploaded_nwbs_s3_metadata(fake, client, s3):
         dataset_id=dataset, package_id=package, integration_id=run
     )
     assert target_spec_from_s3_object(s3, bucket, "b.nwb") == TargetSpec()
+
+
+def test_lost_progress_records_only_cost_re_uploads(fake, client, tmp_path):
+    store = LocalStore(tmp_path)
+    written = write_output(store, SPECS)
+    target = _target(fake)
+    first = import_store(store, target, client)
+    for name in list(store.list_names("import-uploaded-")):
+        store.delete(name)  # e.g. a crash before the progress was flushed
+
+    again = import_store(store, target, client)
+
+    assert (again.import_id, again.files_uploaded, again.channels_created) == (first.import_id, 6, 0)
+    assert len(fake.imports) == 1
+    assert len(fake.imports[first.import_id].files) == 6  # the same upload keys: nothing duplicated
+    _check_uploaded(fake, store, written, first.import_id)
+
+
+def test_a_locked_dataset_fails_before_touching_channels(fake, client, tmp_path):
+    store = LocalStore(tmp_path)
+    write_output(store, SPECS)
+    target = _target(fake)
+    fake.lock_dataset(target.dataset_id)
+
+    with pytest.raises(PennsieveError, match="locked"):
+        import_store(store, target, client)
+    assert fake.channels[target.package_id] == []
+    assert not fake.imports
