@@ -1,0 +1,244 @@
+"""What the three functions do: plan an S3 object, write a batch of work items, finalize.
+
+Each step takes a boto3 S3 client and a payload model and returns a payload model; the
+handlers in ``functions/`` add only Powertools and event parsing.
+
+Layout in the output bucket, for an input object ``a/b.nwb``:
+- ``{OUTPUT_PREFIX}a/b/``: the chunk files and channel metadata, exactly what the local runner
+  writes into its output directory (and nothing else);
+- ``{RUNS_PREFIX}a/b/``: ``plan.json``, ``work-items.json`` (the Map's item manifest) and
+  ``map-runs/`` (the Map's ResultWriter output, one folder per execution).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError
+from ..gzipstored import framed_size
+from ..models import Plan, WorkItem, metadata_file_name
+from ..nwb import open_nwb
+from ..planner import build_plan
+from ..storage import S3Store, Store
+from ..writer import write_channel_metadata, write_work_item
+from .chunkreader import slab_reader
+from .models import (
+    Batch,
+    FinalizeInput,
+    FinalizeOutput,
+    PlanInput,
+    PlanOutput,
+    S3Prefix,
+    S3Ref,
+    WriteChunksInput,
+    WriteChunksOutput,
+)
+from .s3reader import ReadStats, S3RangeReader
+from .s3store import ParallelS3Store
+from .settings import CloudSettings, join_prefix
+
+log = logging.getLogger(__name__)
+
+PLAN_NAME = "plan.json"
+MANIFEST_NAME = "work-items.json"
+RESULTS_FOLDER = "map-runs"
+H5_CACHE_BYTES = 4 * 1024 * 1024  # the writers read raw chunks themselves; h5py's cache holds metadata only
+
+
+class IncompleteOutputError(Nwb2PennsieveError):
+    """Finalize found chunk files missing or of the wrong size."""
+
+
+def batch_items(items: list[WorkItem], batch_mb: float) -> list[Batch]:
+    """Group consecutive work items into batches of at most ``batch_mb`` MiB of output each.
+
+    An item larger than the budget is a batch on its own; items are never split.
+    """
+    budget = batch_mb * 1024 * 1024
+    batches: list[Batch] = []
+    current: list[WorkItem] = []
+    size = 0
+    for item in items:
+        if current and size + item.output_bytes > budget:
+            batches.append(Batch(batch=len(batches), items=[i.id for i in current], output_bytes=size))
+            current, size = [], 0
+        current.append(item)
+        size += item.output_bytes
+    if current:
+        batches.append(Batch(batch=len(batches), items=[i.id for i in current], output_bytes=size))
+    return batches
+
+
+def plan_object(s3: Any, event: PlanInput, settings: CloudSettings, *, stats: ReadStats | None = None) -> PlanOutput:
+    """Plan the conversion of one S3 object, reading only its metadata; write plan and manifest."""
+    run = settings.run_settings(event.overrides)
+    src = event.source
+    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, stats=stats)
+    if reader.size == 0:
+        raise InvalidInputError("the file is empty (0 bytes)", file=src.uri)
+    with open_nwb(reader, name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
+        plan = build_plan(
+            h5,
+            source=src.uri,
+            chunk_size_mb=run.chunk_size_mb,
+            max_item_mb=run.max_item_mb,
+            skip_invalid_series=run.skip_invalid_series,
+        )
+    # Pin the version planned: every writer then reads the very same bytes.
+    source = S3Ref(bucket=src.bucket, key=src.key, version_id=reader.version_id)
+    out_prefix = join_prefix(
+        event.overrides.output_prefix if event.overrides.output_prefix is not None else settings.output_prefix,
+        src.key,
+    )
+    runs_prefix = join_prefix(settings.runs_prefix, src.key)
+    batches = batch_items(plan.work_items, run.batch_mb)
+    runs = S3Store(settings.output_bucket, runs_prefix, s3)
+    runs.write_bytes(PLAN_NAME, plan.model_dump_json().encode())
+    manifest = "[" + ",".join(b.model_dump_json(by_alias=True) for b in batches) + "]"
+    runs.write_bytes(MANIFEST_NAME, manifest.encode())
+    summary = plan.summary()
+    log.info("planned %s: %s", src.uri, summary)
+    return PlanOutput(
+        source=source,
+        output=S3Prefix(bucket=settings.output_bucket, prefix=out_prefix),
+        plan=S3Ref(bucket=settings.output_bucket, key=runs.key(PLAN_NAME)),
+        manifest=S3Ref(bucket=settings.output_bucket, key=runs.key(MANIFEST_NAME)),
+        results=S3Prefix(bucket=settings.output_bucket, prefix=runs.key(RESULTS_FOLDER)),
+        settings=run,
+        work_items=len(plan.work_items),
+        batches=len(batches),
+        chunk_files=int(summary["chunk_files"]),  # type: ignore[call-overload]
+        channels=int(summary["channels"]),  # type: ignore[call-overload]
+        output_bytes=int(summary["output_bytes"]),  # type: ignore[call-overload]
+        integration_id=event.overrides.integration_id,
+        # Warnings are kept short: the full list is in plan.json.
+        warnings=[w[:300] for w in plan.warnings[:10]],
+    )
+
+
+def load_plan(s3: Any, ref: S3Ref) -> Plan:
+    try:
+        body = s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
+    except Exception as exc:
+        raise StorageError(f"cannot read the plan {ref.uri} ({exc})") from None
+    return Plan.model_validate_json(body)
+
+
+def write_chunks(s3: Any, event: WriteChunksInput, *, stats: ReadStats | None = None) -> WriteChunksOutput:
+    """Execute the batch's work items: read their slabs from S3, put their chunk files."""
+    started = time.perf_counter()
+    plan = load_plan(s3, event.plan)
+    src = event.source
+    stats = stats or ReadStats()
+    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, stats=stats)
+    store = ParallelS3Store(event.output.bucket, event.output.prefix, s3)
+    files = payload = 0
+    try:
+        with open_nwb(reader, name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
+            for item_id in event.batch.items:
+                try:
+                    item = plan.item(item_id)
+                except KeyError:
+                    raise InvalidInputError(f"work item {item_id} is not in the plan", file=src.uri) from None
+                series = plan.series[item.series]
+                rows = (series.chunks[item.chunk_start].start, series.chunks[item.chunk_stop - 1].stop)
+                slab = slab_reader(h5, series, item.column_start, item.column_stop, reader, rows=rows)
+                try:
+                    result = write_work_item(h5, plan, item, store, reader=slab)
+                finally:
+                    close = getattr(slab, "close", None)
+                    if close:
+                        close()
+                store.flush()
+                files += result.files
+                payload += result.payload_bytes
+                log.info("wrote work item %s: %d files", item_id, result.files)
+    finally:
+        store.close()
+    return WriteChunksOutput(
+        batch=event.batch.batch,
+        items=len(event.batch.items),
+        files=files,
+        payload_bytes=payload,
+        bytes_read=stats.bytes,
+        requests=stats.requests,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _listing(s3: Any, bucket: str, prefix: str) -> dict[str, int]:
+    """name → size of the objects directly under ``prefix``."""
+    out: dict[str, int] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            name = obj["Key"][len(prefix) :]
+            if name and "/" not in name:
+                out[name] = int(obj["Size"])
+    return out
+
+
+Importer = Callable[[Plan, Store, Mapping[str, str]], dict[str, Any]]
+
+
+def finalize(
+    s3: Any,
+    event: FinalizeInput,
+    *,
+    importer: Importer | None = None,
+    import_env: Callable[[], Mapping[str, str]] | None = None,
+) -> FinalizeOutput:
+    """Check every chunk file, remove stale ones, write channel metadata, import when enabled."""
+    plan = load_plan(s3, event.plan)
+    out = event.output
+    expected = {}
+    for item in plan.work_items:
+        series = plan.series[item.series]
+        for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
+            size = framed_size(chunk.samples * 8)
+            for ch in series.channels[item.column_start : item.column_stop]:
+                expected[f"channel-{ch.index:05d}_{chunk.start_us}_{chunk.end_us}.bin.gz"] = size
+    present = _listing(s3, out.bucket, out.prefix)
+    missing = sorted(n for n in expected if n not in present)
+    wrong = sorted(n for n in expected if n in present and present[n] != expected[n])
+    if missing or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of {len(expected)} chunk files are missing (first {missing[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} have the wrong size (first {wrong[0]})")
+        raise IncompleteOutputError(
+            "; ".join(parts) + f" under {out.uri}; a WriteChunks work item did not finish",
+            file=event.source.uri,
+        )
+    metadata = {metadata_file_name(i) for i, _ in plan.channel_metadata()}
+    stale = sorted(n for n in present if n not in expected and n not in metadata and n.startswith("channel-"))
+    store = S3Store(out.bucket, out.prefix, s3)
+    for name in stale:  # chunk files of an earlier version of the same object
+        store.delete(name)
+    written = write_channel_metadata(plan, store)
+    summary = None
+    if event.settings.importer_enabled:
+        run_import = importer or default_importer
+        summary = run_import(plan, store, import_env() if import_env else {})
+    return FinalizeOutput(
+        source=event.source.uri,
+        output=out.uri,
+        channels=len(written),
+        chunk_files=len(expected),
+        metadata_files=len(written),
+        output_bytes=sum(i.output_bytes for i in plan.work_items),
+        stale_removed=len(stale),
+        imported=summary is not None,
+        import_summary=summary,
+        warnings=[w[:300] for w in plan.warnings[:10]],
+    )
+
+
+def default_importer(plan: Plan, store: Store, env: Mapping[str, str]) -> dict[str, Any]:
+    """The Pennsieve importer (its own issue), looked up when first needed."""
+    from .importer import import_output
+
+    return import_output(plan, store, env)
