@@ -27,7 +27,7 @@ secrets = boto3.client("secretsmanager")
 importer = None  # None: the Pennsieve importer of the core layer; tests put a fake here
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

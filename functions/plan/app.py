@@ -25,7 +25,7 @@ metrics = Metrics()
 s3 = boto3.client("s3")  # module scope: reused across warm invocations; tests replace it
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

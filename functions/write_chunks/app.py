@@ -25,7 +25,7 @@ metrics = Metrics()
 s3 = boto3.client("s3", config=Config(max_pool_connections=64, retries={"mode": "adaptive", "max_attempts": 8}))
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -265,10 +265,11 @@ class Stack:
 
     def run(self, execution_input: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
         import time
+        import uuid
 
-        arn = self.sfn.start_execution(stateMachineArn=self.state_machine_arn, input=json.dumps(execution_input))[
-            "executionArn"
-        ]
+        arn = self.sfn.start_execution(
+            stateMachineArn=self.state_machine_arn, name=uuid.uuid4().hex, input=json.dumps(execution_input)
+        )["executionArn"]
         deadline = time.monotonic() + timeout
         while True:
             desc: dict[str, Any] = self.sfn.describe_execution(executionArn=arn)
@@ -340,7 +341,7 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
 
     template = load_template()
     props = template["Resources"]["ConversionStateMachine"]["Properties"]
-    all_refs = template_refs(template, **refs)
+    all_refs = template_refs(template, OutputBucket=OUTPUT_BUCKET, InputBucket=INPUT_BUCKET, **refs)
     substitutions = {k: resolve(v, all_refs) for k, v in props["DefinitionSubstitutions"].items()}
     sfn = boto3.client("stepfunctions", region_name=REGION)
     arn = sfn.create_state_machine(

@@ -6,8 +6,8 @@ handlers in ``functions/`` add only Powertools and event parsing.
 Layout in the output bucket, for an input object ``a/b.nwb``:
 - ``{OUTPUT_PREFIX}a/b/``: the chunk files and channel metadata, exactly what the local runner
   writes into its output directory (and nothing else);
-- ``{RUNS_PREFIX}a/b/``: ``plan.json``, ``work-items.json`` (the Map's item manifest) and
-  ``map-runs/`` (the Map's ResultWriter output, one folder per execution).
+- ``{RUNS_PREFIX}a/b/``: ``plan.json`` and ``work-items.json`` (the Map's item manifest);
+- ``{RUNS_PREFIX}map-runs/``: the Map's ResultWriter output, one folder per map run.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def plan_object(s3: Any, event: PlanInput, settings: CloudSettings, *, stats: Re
         output=S3Prefix(bucket=settings.output_bucket, prefix=out_prefix),
         plan=S3Ref(bucket=settings.output_bucket, key=runs.key(PLAN_NAME)),
         manifest=S3Ref(bucket=settings.output_bucket, key=runs.key(MANIFEST_NAME)),
-        results=S3Prefix(bucket=settings.output_bucket, prefix=runs.key(RESULTS_FOLDER)),
+        results=S3Prefix(bucket=settings.output_bucket, prefix=results_prefix(settings.runs_prefix)),
         settings=run,
         work_items=len(plan.work_items),
         batches=len(batches),
@@ -117,6 +117,11 @@ def plan_object(s3: Any, event: PlanInput, settings: CloudSettings, *, stats: Re
         # Warnings are kept short: the full list is in plan.json.
         warnings=[w[:300] for w in plan.warnings[:10]],
     )
+
+
+def results_prefix(runs_prefix: str) -> str:
+    """Where the Map's ResultWriter writes (one folder per map run); template.yaml says the same."""
+    return f"{runs_prefix}{RESULTS_FOLDER}"
 
 
 def load_plan(s3: Any, ref: S3Ref) -> Plan:
