@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from statemachine.render import load_template, render, resolve, substitutions, template_refs
+
 for _name, _value in {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -67,47 +69,10 @@ def lambda_context() -> FakeLambdaContext:
 # --- template.yaml -------------------------------------------------------------------------------
 
 
-def load_template() -> dict[str, Any]:
-    """template.yaml with its short-form tags as plain dicts (``!Ref X`` → ``{"Ref": "X"}``)."""
-    from cfnlint.decode import decode_str
-
-    template, problems = decode_str((ROOT / "template.yaml").read_text())
-    assert not problems, problems
-    return dict(template)
-
-
-def resolve(value: Any, refs: dict[str, Any]) -> Any:
-    """Resolve Ref / GetAtt / Sub / If of the template with ``refs`` (name or name.Attr → value)."""
-    if isinstance(value, dict) and len(value) == 1:
-        (fn, arg), = value.items()
-        if fn == "Ref":
-            return refs[arg]
-        if fn == "Fn::GetAtt":
-            name = ".".join(arg) if isinstance(arg, list) else arg
-            return refs[name]
-        if fn == "Fn::If":
-            cond, yes, no = arg
-            return resolve(yes if refs[cond] else no, refs)
-        if fn == "Fn::Sub":
-            text = arg if isinstance(arg, str) else arg[0]
-            for k, v in refs.items():
-                text = text.replace("${" + k + "}", str(v))
-            return text
-    return value
-
-
-def template_refs(template: dict[str, Any], **values: Any) -> dict[str, Any]:
-    """Parameter defaults plus ``values`` (resource names, ARNs, conditions)."""
-    refs: dict[str, Any] = {k: str(p.get("Default", "")) for k, p in template["Parameters"].items()}
-    refs.update({"CreateInputBucket": True, "HasSecret": False, "AWS::StackName": "test", "AWS::Region": REGION})
-    refs.update(values)
-    return refs
-
-
 def function_environment(*, output_bucket: str, **overrides: str) -> dict[str, str]:
     """The Globals environment of template.yaml, resolved with its defaults."""
     template = load_template()
-    refs = template_refs(template, OutputBucket=output_bucket)
+    refs = template_refs(template, region=REGION, OutputBucket=output_bucket)
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     env = {k: str(resolve(v, refs)) for k, v in variables.items()}
     env.update(overrides)
@@ -246,14 +211,6 @@ FUNCTIONS = {
 }
 
 
-def substituted_definition(substitutions: dict[str, Any]) -> str:
-    """statemachine/nwb2pennsieve.asl.json with every ``${key}`` replaced (as SAM does)."""
-    text = (ROOT / "statemachine" / "nwb2pennsieve.asl.json").read_text()
-    for key, value in substitutions.items():
-        text = text.replace("${" + key + "}", str(value))
-    return text
-
-
 @dataclass
 class Stack:
     """The deployed shape of template.yaml, in moto: buckets, the three functions, the state machine."""
@@ -340,11 +297,9 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(LambdaFunction, "_invoke_lambda", invoke)
 
     template = load_template()
-    props = template["Resources"]["ConversionStateMachine"]["Properties"]
     all_refs = template_refs(template, OutputBucket=OUTPUT_BUCKET, InputBucket=INPUT_BUCKET, **refs)
-    substitutions = {k: resolve(v, all_refs) for k, v in props["DefinitionSubstitutions"].items()}
     sfn = boto3.client("stepfunctions", region_name=REGION)
     arn = sfn.create_state_machine(
-        name="test-conversion", definition=substituted_definition(substitutions), roleArn=role
+        name="test-conversion", definition=render(substitutions(template, all_refs)), roleArn=role
     )["stateMachineArn"]
     return Stack(s3=s3, sfn=sfn, state_machine_arn=arn, invocations=invocations)
