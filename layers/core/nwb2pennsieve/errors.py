@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def _restore(cls: type[Exception], args: tuple[object, ...], state: dict[str, object]) -> Exception:
+    error = Exception.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class Nwb2PennsieveError(Exception):
     """Base class of every error this package raises on purpose.
 
@@ -14,6 +21,10 @@ class Nwb2PennsieveError(Exception):
         self.file = file
         self.series = series
         super().__init__(self.one_line())
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross process boundaries (the local runner's pool): keep file, series and reason.
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
     def one_line(self) -> str:
         parts = [p for p in (self.file, f"series {self.series}" if self.series else None) if p]
@@ -41,9 +52,11 @@ class InvalidFileError(Nwb2PennsieveError):
 
     def __init__(self, file: str, problems: list[InvalidSeriesError]) -> None:
         self.problems = problems
-        listed = "; ".join(f"{p.series}: {p.reason}" if p.series else p.reason for p in problems)
-        noun = "series" if len(problems) == 1 else f"{len(problems)} series"
-        super().__init__(f"invalid {noun} ({listed})", file=file)
+        if len(problems) == 1:
+            super().__init__(problems[0].reason, file=file, series=problems[0].series)
+        else:
+            listed = "; ".join(f"series {p.series}: {p.reason}" for p in problems)
+            super().__init__(f"{len(problems)} invalid series: {listed}", file=file)
 
 
 class NothingToConvertError(Nwb2PennsieveError):

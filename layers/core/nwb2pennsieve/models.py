@@ -36,8 +36,8 @@ class ChannelPlan(_Model):
     column: int = Field(description="column of the series' data (0 for 1-D data)")
     name: str
     group: str
-    scale: float = Field(description="µV per stored unit: conversion × channel_conversion × unit factor")
-    offset: float = Field(description="µV added after scaling: offset × unit factor")
+    scale: float = Field(description="conversion × channel_conversion: the series' unit per stored unit")
+    offset: float = Field(description="added after scaling, in the series' unit")
 
 
 class Segment(_Model):
@@ -74,6 +74,7 @@ class SeriesPlan(_Model):
     hdf5_chunks: tuple[int, ...] | None = None
     compression: str | None = None
     unit: str
+    unit_factor: float = Field(description="µV per the series' unit")
     rate: float
     timing: Literal["rate", "timestamps"]
     channels: list[ChannelPlan]
@@ -104,6 +105,14 @@ class WorkItem(_Model):
     chunk_stop: int
     samples: int
     output_bytes: int = Field(description="float64 bytes this item writes (before gzip framing)")
+
+
+class ItemResult(_Model):
+    """What writing one work item produced."""
+
+    id: str
+    files: int
+    payload_bytes: int = Field(description="float64 bytes written (before gzip framing)")
 
 
 class SkippedSeries(_Model):

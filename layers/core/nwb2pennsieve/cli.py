@@ -1,0 +1,232 @@
+"""The ``nwb2pennsieve`` command: convert, plan, run (what ``make run`` does) and import.
+
+Exit status 0 on success, 1 when the input or the conversion fails, 2 on a usage error. On failure
+the last line on stderr is one sentence naming the file, the series and what is wrong; a
+traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+
+from . import __version__
+from .config import Settings, env_flag, env_number
+from .errors import ConfigurationError
+from .models import Plan
+from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
+from .runner import ConversionResult, Progress, convert_file, describe_error, plan_file
+
+log = logging.getLogger("nwb2pennsieve")
+
+
+def sample_path() -> Path:
+    """The small NWB file bundled with the package (two series, a gap, int16 with scaling)."""
+    return Path(str(resources.files("nwb2pennsieve") / "sample" / "sample.nwb"))
+
+
+def _progress_bar(total: int, label: str) -> tuple[Progress | None, Callable[[], None]]:
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None, lambda: None
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False, file=sys.stderr)
+    return bar.update, bar.close
+
+
+def _convert_one(path: Path, output: Path, args: argparse.Namespace) -> ConversionResult:
+    plan = plan_file(
+        path,
+        chunk_size_mb=args.chunk_size_mb,
+        max_item_mb=args.max_item_mb,
+        skip_invalid_series=args.skip_invalid_series,
+    )
+    _report(plan)
+    update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), path.name)
+    try:
+        result = convert_file(path, output, plan=plan, workers=args.workers, progress=update)
+    finally:
+        close()
+    print(result.summary_line())
+    return result
+
+
+def _report(plan: Plan) -> None:
+    for skipped in plan.skipped:
+        print(f"{plan.source}: skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    for warning in plan.warnings:
+        if not warning.startswith("skipped invalid series"):
+            print(f"warning: {plan.source}: {warning}", file=sys.stderr)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    _convert_one(Path(args.file), Path(args.output), args)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = plan_file(
+        args.file,
+        chunk_size_mb=args.chunk_size_mb,
+        max_item_mb=args.max_item_mb,
+        skip_invalid_series=args.skip_invalid_series,
+    )
+    if args.full:
+        print(plan.model_dump_json(indent=2))
+        return 0
+    report = {
+        **plan.summary(),
+        "session_start": plan.session_start,
+        "chunk_samples": plan.chunk_samples,
+        "series": [
+            {
+                "path": s.path,
+                "type": s.neurodata_type,
+                "dtype": s.dtype,
+                "shape": list(s.shape),
+                "hdf5_chunks": list(s.hdf5_chunks) if s.hdf5_chunks else None,
+                "unit": s.unit,
+                "rate": s.rate,
+                "timing": s.timing,
+                "channels": [
+                    {
+                        "index": c.index,
+                        "name": c.name,
+                        "group": c.group,
+                        "scale_uV": c.scale * s.unit_factor,
+                        "offset_uV": c.offset * s.unit_factor,
+                    }
+                    for c in s.channels
+                ],
+                "segments": [{"start": g.start, "stop": g.stop} for g in s.segments],
+                "chunks": len(s.chunks),
+                "start_us": s.chunks[0].start_us,
+                "end_us": s.chunks[-1].end_us,
+            }
+            for s in plan.series
+        ],
+        "skipped": [s.model_dump() for s in plan.skipped],
+        "warnings": plan.warnings,
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Convert every ``*.nwb`` in INPUT_DIR into OUTPUT_DIR/<file stem>/ (the bundled sample if none)."""
+    settings = Settings.from_env()
+    args.chunk_size_mb = settings.chunk_size_mb
+    args.max_item_mb = settings.max_item_mb
+    args.workers = settings.workers
+    args.skip_invalid_series = settings.skip_invalid_series
+    inputs = sorted(settings.input_dir.glob("*.nwb")) if settings.input_dir.is_dir() else []
+    if not inputs:
+        inputs = [sample_path()]
+        print(
+            f"no .nwb file in {settings.input_dir}: converting the bundled sample {inputs[0].name}",
+            file=sys.stderr,
+        )
+    failures = 0
+    for path in inputs:
+        try:
+            _convert_one(path, settings.output_dir / path.stem, args)
+        except Exception as exc:
+            if args.debug:
+                raise
+            failures += 1
+            print(f"error: {describe_error(exc, path.name)}", file=sys.stderr)
+    if settings.importer_enabled:
+        log.warning("IMPORTER_ENABLED is set but this build has no importer yet; nothing was imported")
+    return 1 if failures else 0
+
+
+def _add_conversion_options(p: argparse.ArgumentParser) -> None:
+    # Defaults come from the environment when the command runs (see _apply_environment), so a
+    # bad variable is reported like any other error instead of breaking --help.
+    p.add_argument(
+        "--chunk-size-mb",
+        type=float,
+        default=None,
+        help=f"MiB of float64 per channel per chunk file (env CHUNK_SIZE_MB; default {DEFAULT_CHUNK_SIZE_MB})",
+    )
+    p.add_argument(
+        "--max-item-mb",
+        type=float,
+        default=None,
+        help=f"float64 MiB one work item writes at most (env MAX_ITEM_MB; default {DEFAULT_MAX_ITEM_MB}, "
+        "sized for a 2 GB Lambda)",
+    )
+    p.add_argument(
+        "--skip-invalid-series",
+        action="store_true",
+        default=None,
+        help="convert the valid series and report the invalid ones (env SKIP_INVALID_SERIES=true)",
+    )
+
+
+def _apply_environment(args: argparse.Namespace) -> None:
+    if getattr(args, "chunk_size_mb", 0) is None:
+        args.chunk_size_mb = env_number("CHUNK_SIZE_MB", DEFAULT_CHUNK_SIZE_MB)
+    if getattr(args, "max_item_mb", 0) is None:
+        args.max_item_mb = env_number("MAX_ITEM_MB", DEFAULT_MAX_ITEM_MB)
+    if getattr(args, "skip_invalid_series", False) is None:
+        args.skip_invalid_series = env_flag("SKIP_INVALID_SERIES", False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nwb2pennsieve", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("convert", help="convert one NWB file into a directory of chunk files")
+    p.add_argument("file", help="the .nwb file")
+    p.add_argument("--output", "-o", required=True, help="output directory")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPUs)")
+    _add_conversion_options(p)
+    p.set_defaults(handler=cmd_convert)
+
+    p = sub.add_parser("plan", help="print the conversion plan of an NWB file as JSON")
+    p.add_argument("file", help="the .nwb file")
+    p.add_argument("--full", action="store_true", help="the whole plan (every chunk and work item)")
+    _add_conversion_options(p)
+    p.set_defaults(handler=cmd_plan)
+
+    p = sub.add_parser("run", help="convert INPUT_DIR/*.nwb into OUTPUT_DIR (what `make run` does)")
+    p.set_defaults(handler=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(levelname)s %(message)s" if args.debug else "%(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("h5py").setLevel(logging.WARNING)
+    try:
+        _apply_environment(args)
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        source = Path(getattr(args, "file", "") or "nwb2pennsieve").name
+        code = 2 if isinstance(exc, ConfigurationError) else 1
+        print(f"error: {describe_error(exc, source)}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

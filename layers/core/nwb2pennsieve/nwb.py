@@ -1,0 +1,274 @@
+"""Reading NWB files with h5py alone, following the NWB schema by its ``neurodata_type`` attributes.
+
+pynwb is not needed at run time: it would pull pandas into the Lambda layer and make many more
+reads when a file is opened over S3. Everything here works on an open :class:`h5py.File`, which
+may sit on a local path, a Python file object (an S3 range reader) or a test file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
+
+import h5py
+import numpy as np
+
+from .errors import InvalidInputError, InvalidSeriesError
+
+log = logging.getLogger(__name__)
+
+ELECTRICAL_SERIES = "ElectricalSeries"
+SPIKE_EVENT_SERIES = "SpikeEventSeries"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# µV per unit. NWB writes "volts"; other tools write the rest. pynwb always reports "volts",
+# so the unit is read from the data's own attribute.
+UNIT_FACTORS: dict[str, float] = {
+    "volts": 1e6,
+    "volt": 1e6,
+    "v": 1e6,
+    "millivolts": 1e3,
+    "millivolt": 1e3,
+    "mv": 1e3,
+    "microvolts": 1.0,
+    "microvolt": 1.0,
+    "uv": 1.0,
+    "\u00b5v": 1.0,  # micro sign
+    "\u03bcv": 1.0,  # Greek mu
+}
+
+
+def unit_factor(unit: str) -> float | None:
+    """µV per ``unit``, or None for a unit that is not a voltage we know."""
+    return UNIT_FACTORS.get(unit.strip().lower())
+
+
+def text(value: Any) -> str:
+    """Decode an HDF5 string (vlen str, bytes, fixed-length ``np.bytes_``) and strip it."""
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    if isinstance(value, bytes | np.bytes_):
+        value = bytes(value).decode("utf-8", errors="replace")
+    return str(value).replace("\x00", "").strip()
+
+
+def open_nwb(
+    source: str | os.PathLike[str] | BinaryIO,
+    *,
+    name: str | None = None,
+    cache_bytes: int = 32 * 1024 * 1024,
+) -> h5py.File:
+    """Open an NWB file read-only and check that it is one.
+
+    ``source`` is a path or a binary file object (e.g. an S3 range reader). ``name`` is what errors
+    call the file (default: the path's base name). Raises :class:`InvalidInputError` for an empty,
+    non-HDF5, truncated or non-NWB file.
+    """
+    label = name or (os.path.basename(os.fspath(source)) if isinstance(source, str | os.PathLike) else "input")
+    if isinstance(source, str | os.PathLike):
+        try:
+            size = os.path.getsize(source)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read the file ({exc.strerror or exc})", file=label) from None
+        if size == 0:
+            raise InvalidInputError("the file is empty (0 bytes)", file=label)
+        try:
+            if not h5py.is_hdf5(source):
+                raise InvalidInputError("not an HDF5 file, so not an NWB file", file=label)
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read the file ({exc})", file=label) from None
+    try:
+        h5 = h5py.File(source, "r", rdcc_nbytes=cache_bytes, rdcc_nslots=10007)
+    except OSError as exc:
+        msg = str(exc)
+        if "truncated" in msg:
+            reason = "the HDF5 file is truncated (its end is missing)"
+        elif "signature" in msg or "not an hdf5" in msg.lower():
+            reason = "not an HDF5 file, so not an NWB file"
+        else:
+            reason = f"cannot open as HDF5 ({msg})"
+        raise InvalidInputError(reason, file=label) from None
+    root_type = text(h5.attrs.get("neurodata_type", ""))
+    if root_type != "NWBFile":
+        found = text(h5.attrs.get("data_type", "")) or root_type or "none"
+        h5.close()
+        raise InvalidInputError(f"not an NWB file (the root is not an NWBFile; its data type is {found})", file=label)
+    return h5
+
+
+def session_start(h5: h5py.File) -> tuple[str, int, bool]:
+    """(ISO text as stored, µs since the Unix epoch, whether it was naive and taken as UTC)."""
+    if "session_start_time" not in h5:
+        raise InvalidInputError("the file has no session_start_time")
+    raw = text(h5["session_start_time"][()])
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
+    except ValueError:
+        raise InvalidInputError(f"session_start_time {raw!r} is not an ISO 8601 time") from None
+    naive = when.tzinfo is None
+    if naive:
+        when = when.replace(tzinfo=UTC)
+    return raw, (when - _EPOCH) // timedelta(microseconds=1), naive
+
+
+class _TypeTree:
+    """neurodata_type inheritance from the schema cached in ``/specifications`` (for extensions)."""
+
+    def __init__(self, h5: h5py.File) -> None:
+        self._h5 = h5
+        self._parents: dict[str, str] | None = None
+
+    def _load(self) -> dict[str, str]:
+        parents: dict[str, str] = {}
+        specs = self._h5.get("specifications")
+        if isinstance(specs, h5py.Group):
+            for ns in specs.values():
+                for version in ns.values() if isinstance(ns, h5py.Group) else ():
+                    for source, ds in version.items() if isinstance(version, h5py.Group) else ():
+                        if source == "namespace" or not isinstance(ds, h5py.Dataset):
+                            continue
+                        try:
+                            doc = json.loads(text(ds[()]))
+                        except (ValueError, TypeError):
+                            continue
+                        _collect_types(doc, parents)
+        return parents
+
+    def is_electrical_series(self, neurodata_type: str) -> bool:
+        if neurodata_type in (ELECTRICAL_SERIES, SPIKE_EVENT_SERIES):
+            return True
+        if self._parents is None:
+            self._parents = self._load()
+        seen = set()
+        current = neurodata_type
+        while current in self._parents and current not in seen:
+            seen.add(current)
+            current = self._parents[current]
+            if current == ELECTRICAL_SERIES:
+                return True
+        return False
+
+
+def _collect_types(spec: Any, parents: dict[str, str]) -> None:
+    if isinstance(spec, dict):
+        child = spec.get("neurodata_type_def") or spec.get("data_type_def")
+        parent = spec.get("neurodata_type_inc") or spec.get("data_type_inc")
+        if isinstance(child, str) and isinstance(parent, str):
+            parents[child] = parent
+        for value in spec.values():
+            _collect_types(value, parents)
+    elif isinstance(spec, list):
+        for value in spec:
+            _collect_types(value, parents)
+
+
+@dataclass(frozen=True)
+class FoundSeries:
+    path: str
+    neurodata_type: str
+    group: h5py.Group
+
+
+def find_electrical_series(h5: h5py.File) -> tuple[list[FoundSeries], list[str]]:
+    """Every ElectricalSeries (or subtype) in the file, sorted by HDF5 path, and what else it holds.
+
+    Hard links and external links are followed; soft links are not (their target is found at its
+    own path, and following them would list a series twice).
+    """
+    types = _TypeTree(h5)
+    found: list[FoundSeries] = []
+    other_types: set[str] = set()
+    seen: set[tuple[str, int]] = set()
+
+    def walk(group: h5py.Group, path: str) -> None:
+        for key in sorted(group.keys()):
+            if path == "" and key == "specifications":
+                continue
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.SoftLink):
+                continue
+            try:
+                obj = group[key]
+            except (KeyError, OSError) as exc:
+                log.warning("cannot follow %s/%s: %s", path, key, exc)
+                continue
+            if not isinstance(obj, h5py.Group):
+                continue
+            ident = (obj.file.filename, hash(obj.id))
+            if ident in seen:
+                continue
+            seen.add(ident)
+            child_path = f"{path}/{key}"
+            ndt = text(obj.attrs.get("neurodata_type", ""))
+            if ndt and types.is_electrical_series(ndt):
+                found.append(FoundSeries(child_path, ndt, obj))
+                continue
+            if ndt:
+                other_types.add(ndt)
+            walk(obj, child_path)
+
+    walk(h5, "")
+    found.sort(key=lambda s: s.path)
+    return found, sorted(other_types)
+
+
+@dataclass(frozen=True)
+class ElectrodeInfo:
+    """What the electrodes table says about the rows a series references."""
+
+    ids: list[int]
+    names: list[str | None]
+    groups: list[str | None]
+    table_rows: int
+
+
+def _column(table: h5py.Group, name: str, rows: np.ndarray) -> list[Any] | None:
+    ds = table.get(name)
+    if not isinstance(ds, h5py.Dataset) or f"{name}_index" in table or ds.ndim != 1:
+        return None
+    values = ds[()]
+    return [values[r] for r in rows]
+
+
+def electrodes_of(series: h5py.Group) -> ElectrodeInfo | None:
+    """The electrodes-table rows named by ``series/electrodes``, or None when there is no table."""
+    region = series.get("electrodes")
+    if not isinstance(region, h5py.Dataset):
+        return None
+    rows = np.asarray(region[()]).reshape(-1).astype(np.int64)
+    ref = region.attrs.get("table")
+    if ref is None:
+        return None
+    try:
+        table = region.file[ref]
+    except (ValueError, KeyError, OSError):
+        return None
+    if not isinstance(table, h5py.Group):
+        return None
+    ids_ds = table.get("id")
+    n_rows = int(ids_ds.shape[0]) if isinstance(ids_ds, h5py.Dataset) else 0
+    if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
+        raise InvalidSeriesError(f"its electrodes region points at rows outside the electrodes table ({n_rows} rows)")
+    ids = [int(i) for i in (ids_ds[()][rows] if n_rows else rows)]
+    names: list[str | None] = [None] * len(rows)
+    for column in ("channel_name", "label"):
+        values = _column(table, column, rows)
+        if values is not None:
+            names = [old if old else (text(v) or None) for old, v in zip(names, values, strict=True)]
+    groups: list[str | None] = [None] * len(rows)
+    values = _column(table, "group_name", rows)
+    if values is not None:
+        groups = [text(v) or None for v in values]
+    if any(g is None for g in groups):
+        refs = _column(table, "group", rows)
+        if refs is not None:
+            for i, r in enumerate(refs):
+                if groups[i] is None:
+                    with contextlib.suppress(ValueError, KeyError, OSError, TypeError):
+                        groups[i] = table.file[r].name.rsplit("/", 1)[-1] or None
+    return ElectrodeInfo(ids=ids, names=names, groups=groups, table_rows=n_rows)

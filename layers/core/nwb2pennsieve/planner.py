@@ -1,0 +1,389 @@
+"""Planning: from an open NWB file to a :class:`Plan` (series, channels, segments, chunks, work items).
+
+Planning reads only metadata, the timestamps (when a series has explicit ones) and one small
+slab per series for the scaling sanity check, so it is cheap even over S3.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from .errors import InvalidFileError, InvalidSeriesError, NothingToConvertError, Nwb2PennsieveError
+from .models import SAMPLES_PER_MIB, ChannelPlan, Plan, SeriesPlan, SkippedSeries, WorkItem
+from .nwb import (
+    SPIKE_EVENT_SERIES,
+    FoundSeries,
+    electrodes_of,
+    find_electrical_series,
+    session_start,
+    text,
+    unit_factor,
+)
+from .timing import check_rate, rate_chunks, timestamp_chunks
+
+DEFAULT_CHUNK_SIZE_MB = 1.0
+# A work item writes at most this many MiB of float64. When writing to S3 the writer holds one
+# chunk of each of the item's channels in memory (≤ this), so 512 fits a 2 GB Lambda with room
+# for the input slab and the runtime.
+DEFAULT_MAX_ITEM_MB = 512.0
+DEFAULT_UNIT = "volts"
+PLAUSIBLE_UV = (1e-3, 1e7)  # scaled values all below / all above these are implausible for a voltage
+SANITY_ROWS = 4096
+# A writer keeps one row of the item's HDF5 chunks in the chunk cache (so a chunk cut by a chunk
+# boundary is decompressed once); channel blocks are narrowed so that row stays under this.
+CHUNK_ROW_BUDGET = 128 * 1024 * 1024
+
+
+@dataclass
+class _Draft:
+    """A series checked and timed, before channels get their file-wide indices and names."""
+
+    found: FoundSeries
+    data: h5py.Dataset
+    unit: str
+    factor: float
+    rate: float
+    timing: str
+    names: list[str]
+    groups: list[str]
+    scales: np.ndarray
+    offset: float
+    segments: list
+    chunks: list
+
+
+def build_plan(
+    h5: h5py.File,
+    *,
+    source: str,
+    chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
+    max_item_mb: float = DEFAULT_MAX_ITEM_MB,
+    skip_invalid_series: bool = False,
+) -> Plan:
+    """Plan the conversion of every continuous ElectricalSeries of ``h5``.
+
+    Strict by default: any invalid series fails the whole file with every problem listed
+    (:class:`InvalidFileError`). With ``skip_invalid_series`` the rest is planned and the skipped
+    series are listed in ``plan.skipped``. A file with nothing to convert raises
+    :class:`NothingToConvertError`, saying what the file holds instead.
+    """
+    try:
+        return _build_plan(h5, source, chunk_size_mb, max_item_mb, skip_invalid_series)
+    except Nwb2PennsieveError as exc:
+        raise exc.with_file(source) from None
+
+
+def _build_plan(
+    h5: h5py.File, source: str, chunk_size_mb: float, max_item_mb: float, skip_invalid_series: bool
+) -> Plan:
+    if not (chunk_size_mb > 0 and math.isfinite(chunk_size_mb)):
+        raise InvalidSeriesError(f"chunk size must be a positive number of MiB, not {chunk_size_mb}")
+    chunk_samples = max(1, round(chunk_size_mb * SAMPLES_PER_MIB))
+    max_item_mb = max(float(max_item_mb), chunk_size_mb)
+    start_text, session_us, naive = session_start(h5)
+    warnings: list[str] = []
+    if naive:
+        warnings.append(f"session_start_time {start_text!r} has no time zone; taken as UTC")
+
+    found, other_types = find_electrical_series(h5)
+    skipped: list[SkippedSeries] = []
+    problems: list[InvalidSeriesError] = []
+    drafts: list[_Draft] = []
+    for series in found:
+        reason = _not_continuous(series)
+        if reason:
+            skipped.append(SkippedSeries(path=series.path, reason=reason))
+            continue
+        try:
+            drafts.append(_draft(series, session_us, chunk_samples, warnings))
+        except InvalidSeriesError as exc:
+            exc.series = series.path
+            problems.append(exc)
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # h5py errors on damaged data
+            problems.append(InvalidSeriesError(f"cannot be read ({exc})", series=series.path))
+    if problems and not skip_invalid_series:
+        raise InvalidFileError(source, problems)
+    for p in problems:
+        skipped.append(SkippedSeries(path=p.series or "", reason=p.reason))
+        warnings.append(f"skipped invalid series {p.series}: {p.reason}")
+    if not drafts:
+        raise NothingToConvertError(_nothing_reason(found, skipped, other_types))
+
+    series_plans = _assign_channels(drafts)
+    for draft, plan in zip(drafts, series_plans, strict=True):
+        warning = _scaling_warning(draft, plan)
+        if warning:
+            warnings.append(warning)
+    items = [item for s in series_plans for item in _work_items(s, chunk_samples, max_item_mb)]
+    return Plan(
+        source=source,
+        session_start=start_text,
+        session_start_us=session_us,
+        chunk_size_mb=chunk_size_mb,
+        chunk_samples=chunk_samples,
+        max_item_mb=max_item_mb,
+        series=series_plans,
+        work_items=items,
+        skipped=skipped,
+        warnings=warnings,
+    )
+
+
+def _not_continuous(series: FoundSeries) -> str | None:
+    data = series.group.get("data")
+    if series.neurodata_type == SPIKE_EVENT_SERIES:
+        return "a SpikeEventSeries holds spike snippets, not continuous data"
+    if isinstance(data, h5py.Dataset) and data.ndim == 3:
+        return f"its data is 3-D {data.shape} (spike snippets), not continuous data"
+    return None
+
+
+def _nothing_reason(found: list[FoundSeries], skipped: list[SkippedSeries], other_types: list[str]) -> str:
+    if found:
+        listed = "; ".join(f"{s.path}: {s.reason}" for s in skipped)
+        return f"no continuous ElectricalSeries to convert (skipped: {listed})"
+    holds = ", ".join(other_types) if other_types else "no neurodata objects"
+    return f"no ElectricalSeries to convert (the file holds: {holds})"
+
+
+def _draft(series: FoundSeries, session_us: int, chunk_samples: int, warnings: list[str]) -> _Draft:
+    group = series.group
+    name = series.path.rsplit("/", 1)[-1]
+    data = group.get("data")
+    if not isinstance(data, h5py.Dataset):
+        raise InvalidSeriesError("it has no data dataset")
+    if data.ndim not in (1, 2):
+        raise InvalidSeriesError(f"its data has {data.ndim} dimensions; expected 1 or 2")
+    if data.dtype.kind not in "iuf":
+        raise InvalidSeriesError(f"its data type {data.dtype} is not an integer or float type")
+    n = int(data.shape[0])
+    n_columns = int(data.shape[1]) if data.ndim == 2 else 1
+    if n == 0:
+        raise InvalidSeriesError("it has zero samples")
+    if n_columns == 0:
+        raise InvalidSeriesError("its data has zero channels (columns)")
+
+    unit = text(data.attrs.get("unit", DEFAULT_UNIT)) or DEFAULT_UNIT
+    factor = unit_factor(unit)
+    if factor is None:
+        raise InvalidSeriesError(f"its unit {unit!r} is not a voltage unit (volts, mV or uV)")
+    conversion = _attr_float(data, "conversion", 1.0)
+    offset = _attr_float(data, "offset", 0.0)
+    channel_conversion = np.ones(n_columns)
+    if "channel_conversion" in group:
+        cc = np.asarray(group["channel_conversion"][()], dtype=np.float64).reshape(-1)
+        if cc.shape[0] != n_columns:
+            raise InvalidSeriesError(f"it has {cc.shape[0]} channel_conversion values for {n_columns} channels")
+        if not np.all(np.isfinite(cc)):
+            raise InvalidSeriesError("its channel_conversion has non-finite values")
+        channel_conversion = cc
+
+    names, groups = _channel_names(group, name, n_columns, data.ndim, warnings, series.path)
+
+    has_ts = isinstance(group.get("timestamps"), h5py.Dataset)
+    start = group.get("starting_time")
+    given_rate = None
+    if isinstance(start, h5py.Dataset):
+        if "rate" not in start.attrs:
+            raise InvalidSeriesError("its starting_time has no rate")
+        given_rate = check_rate(float(start.attrs["rate"]))
+    if has_ts:
+        rate, segments, chunks = timestamp_chunks(group["timestamps"], n, given_rate, session_us, chunk_samples)
+        timing = "timestamps"
+    elif isinstance(start, h5py.Dataset) and given_rate is not None:
+        segments, chunks = rate_chunks(n, float(start[()]), given_rate, session_us, chunk_samples)
+        rate, timing = given_rate, "rate"
+    else:
+        raise InvalidSeriesError("it has neither timestamps nor starting_time and rate")
+
+    return _Draft(
+        found=series,
+        data=data,
+        unit=unit,
+        factor=factor,
+        rate=rate,
+        timing=timing,
+        names=names,
+        groups=groups,
+        scales=conversion * channel_conversion,
+        offset=offset,
+        segments=segments,
+        chunks=chunks,
+    )
+
+
+def _attr_float(data: h5py.Dataset, key: str, default: float) -> float:
+    raw = data.attrs.get(key, default)
+    try:
+        value = float(np.asarray(raw).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        raise InvalidSeriesError(f"its {key} {raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise InvalidSeriesError(f"its {key} is {value}")
+    return value
+
+
+def _channel_names(
+    group: h5py.Group, series_name: str, n_columns: int, ndim: int, warnings: list[str], path: str
+) -> tuple[list[str], list[str]]:
+    """Names and groups of the series' channels before file-wide de-duplication.
+
+    A name is the electrode's ``channel_name``, else its ``label``, else ``E{electrode id}``; 1-D
+    data is one channel named after its electrode, or after the series when the electrodes region
+    does not name exactly one electrode. A group is ``group_name``, else the referenced
+    ElectrodeGroup's name, else ``default``.
+    """
+    electrodes = electrodes_of(group)
+    if ndim == 1:
+        if electrodes is not None and len(electrodes.ids) == 1:
+            return [electrodes.names[0] or f"E{electrodes.ids[0]}"], [electrodes.groups[0] or "default"]
+        if electrodes is not None and len(electrodes.ids) > 1:
+            warnings.append(
+                f"{path}: 1-D data but its electrodes region names {len(electrodes.ids)} electrodes; "
+                "the one channel is named after the series"
+            )
+        groups = {g for g in (electrodes.groups if electrodes else []) if g}
+        return [series_name], [groups.pop() if len(groups) == 1 else "default"]
+    if electrodes is None:
+        return [f"{series_name} {c}" for c in range(n_columns)], ["default"] * n_columns
+    if len(electrodes.ids) != n_columns:
+        raise InvalidSeriesError(
+            f"its data has {n_columns} columns but its electrodes region names {len(electrodes.ids)} electrodes"
+        )
+    names = [nm or f"E{eid}" for nm, eid in zip(electrodes.names, electrodes.ids, strict=True)]
+    return names, [g or "default" for g in electrodes.groups]
+
+
+def _assign_channels(drafts: list[_Draft]) -> list[SeriesPlan]:
+    """File-wide channel indices (series in path order, then columns) and file-wide unique names.
+
+    A name already taken by an earlier series is qualified as ``{name} ({series name})``; a name
+    repeated inside one series gets `` #2``, `` #3`` ... on its later occurrences.
+    """
+    taken: set[str] = set()
+    index = 0
+    plans = []
+    for s, d in enumerate(drafts):
+        series_name = d.found.path.rsplit("/", 1)[-1]
+        repeats: Counter[str] = Counter()
+        channels = []
+        for column, (raw_name, group) in enumerate(zip(d.names, d.groups, strict=True)):
+            name = raw_name
+            repeats[raw_name] += 1
+            if repeats[raw_name] > 1:
+                name = f"{raw_name} #{repeats[raw_name]}"
+            if name in taken:
+                name = f"{name} ({series_name})"
+            k = 2
+            base = name
+            while name in taken:
+                name = f"{base} #{k}"
+                k += 1
+            taken.add(name)
+            channels.append(
+                ChannelPlan(
+                    index=index,
+                    column=column,
+                    name=name,
+                    group=group,
+                    scale=float(d.scales[column]),
+                    offset=d.offset,
+                )
+            )
+            index += 1
+        chunks = d.data.chunks
+        plans.append(
+            SeriesPlan(
+                index=s,
+                path=d.found.path,
+                name=series_name,
+                neurodata_type=d.found.neurodata_type,
+                data_path=f"{d.found.path}/data",
+                dtype=d.data.dtype.str,
+                shape=tuple(int(x) for x in d.data.shape),
+                hdf5_chunks=tuple(int(x) for x in chunks) if chunks else None,
+                compression=d.data.compression,
+                unit=d.unit,
+                unit_factor=d.factor,
+                rate=d.rate,
+                timing="timestamps" if d.timing == "timestamps" else "rate",
+                channels=channels,
+                segments=d.segments,
+                chunks=d.chunks,
+            )
+        )
+    return plans
+
+
+def _work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> list[WorkItem]:
+    """Cut the series into work items: channel blocks × runs of chunks inside one segment.
+
+    A channel block is as wide as the budget allows for one chunk of each channel, and a multiple
+    of the HDF5 chunk width when the data is chunked, so no stored chunk is read by two items of
+    the same time window. A run of chunks is as long as the budget allows.
+    """
+    budget = max_item_mb * 1024 * 1024
+    chunk_bytes = chunk_samples * 8
+    n_columns = series.n_columns
+    max_width = max(1, int(budget // chunk_bytes))
+    width = min(n_columns, max_width)
+    if series.hdf5_chunks and len(series.hdf5_chunks) == 2:
+        rows, stored = series.hdf5_chunks
+        itemsize = np.dtype(series.dtype).itemsize
+        # e.g. data chunked as (all samples, 1 channel): a row of chunks is the whole item's data
+        by_cache = max(1, CHUNK_ROW_BUDGET // (rows * stored * itemsize)) * stored
+        max_width = min(max_width, by_cache)
+        width = min(n_columns, max_width)
+        if width < n_columns and max_width >= stored:
+            width = (max_width // stored) * stored
+    per_item = max(1, int(budget // (width * chunk_bytes)))
+    items = []
+    by_segment: dict[int, list[int]] = {}
+    for i, chunk in enumerate(series.chunks):
+        by_segment.setdefault(chunk.segment, []).append(i)
+    for chunk_ids in by_segment.values():
+        for run_start in range(0, len(chunk_ids), per_item):
+            run = chunk_ids[run_start : run_start + per_item]
+            first, last = run[0], run[-1] + 1
+            samples = series.chunks[last - 1].stop - series.chunks[first].start
+            for c0 in range(0, n_columns, width):
+                c1 = min(n_columns, c0 + width)
+                items.append(
+                    WorkItem(
+                        id=f"{series.index:03d}-{first:07d}-{c0:05d}",
+                        series=series.index,
+                        column_start=c0,
+                        column_stop=c1,
+                        chunk_start=first,
+                        chunk_stop=last,
+                        samples=samples,
+                        output_bytes=samples * (c1 - c0) * 8,
+                    )
+                )
+    return items
+
+
+def _scaling_warning(draft: _Draft, plan: SeriesPlan) -> str | None:
+    """Warn when the first rows, scaled, are all implausibly small or large for a voltage in µV.
+
+    Real acquisition software (e.g. Open Ephys) has written the per-bit gain into both
+    ``conversion`` and ``channel_conversion``; we follow the NWB rule and say so.
+    """
+    rows = min(SANITY_ROWS, plan.n_samples)
+    raw = np.asarray(draft.data[:rows], dtype=np.float64).reshape(rows, -1)
+    values = np.abs((raw * draft.scales[None, :] + draft.offset) * draft.factor)
+    values = values[values > 0]
+    if values.size == 0:
+        return None
+    low, high = PLAUSIBLE_UV
+    if values.max() < low or values.min() > high:
+        return (
+            f"{plan.path}: scaled values look implausible for a voltage (|µV| from {values.min():.3g} to "
+            f"{values.max():.3g} in the first {rows} samples); check conversion and channel_conversion"
+        )
+    return None

@@ -1,0 +1,205 @@
+"""The one-machine runner: a process pool over the very work items the cloud fans out.
+
+Output is staged in a hidden directory beside the final one and published (renamed into place)
+only when every work item and the channel metadata are written, so a failed conversion leaves
+no chunk under a final name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import h5py
+
+from .errors import Nwb2PennsieveError, StorageError
+from .models import ItemResult, Plan
+from .nwb import open_nwb
+from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, build_plan
+from .storage import LocalStore
+from .writer import write_channel_metadata, write_work_item
+
+Progress = Callable[[int], None]  # called with the float64 bytes of each finished work item
+
+
+@dataclass
+class ConversionResult:
+    source: str
+    output_dir: Path
+    plan: Plan
+    files: int = 0
+    payload_bytes: int = 0
+    seconds: float = 0.0
+    metadata_files: list[str] = field(default_factory=list)
+
+    @property
+    def channels(self) -> int:
+        return sum(len(s.channels) for s in self.plan.series)
+
+    def summary_line(self) -> str:
+        mb = self.payload_bytes / 1e6
+        rate = mb / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.source}: {self.channels} channels, {self.files} files, {mb:.1f} MB "
+            f"in {self.seconds:.2f} s ({rate:.1f} MB/s) -> {self.output_dir}"
+        )
+
+
+def plan_file(
+    path: str | os.PathLike[str],
+    *,
+    chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
+    max_item_mb: float = DEFAULT_MAX_ITEM_MB,
+    skip_invalid_series: bool = False,
+) -> Plan:
+    name = os.path.basename(os.fspath(path))
+    with open_nwb(path, name=name) as h5:
+        return build_plan(
+            h5,
+            source=name,
+            chunk_size_mb=chunk_size_mb,
+            max_item_mb=max_item_mb,
+            skip_invalid_series=skip_invalid_series,
+        )
+
+
+def convert_file(
+    path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
+    max_item_mb: float = DEFAULT_MAX_ITEM_MB,
+    workers: int | None = None,
+    skip_invalid_series: bool = False,
+    progress: Progress | None = None,
+    plan: Plan | None = None,
+) -> ConversionResult:
+    """Convert one NWB file into ``output_dir`` (chunk files + channel metadata).
+
+    ``plan`` is the file's plan when the caller has made it already (the other options are then
+    those it was made with).
+    """
+    started = time.perf_counter()
+    path = Path(path)
+    output = Path(output_dir)
+    if plan is None:
+        plan = plan_file(
+            path,
+            chunk_size_mb=chunk_size_mb,
+            max_item_mb=max_item_mb,
+            skip_invalid_series=skip_invalid_series,
+        )
+    result = ConversionResult(source=plan.source, output_dir=output, plan=plan)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the output directory {output} ({exc.strerror or exc})") from None
+    staging = output / f".staging-{path.stem}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        store = LocalStore(staging)
+        for item_result in execute_items(path, plan, staging, workers=workers, progress=progress):
+            result.files += item_result.files
+            result.payload_bytes += item_result.payload_bytes
+        result.metadata_files = write_channel_metadata(plan, store)
+        _publish(staging, output)
+    except OSError as exc:
+        raise StorageError(f"writing {output} failed ({exc.strerror or exc})", file=plan.source) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _publish(staging: Path, output: Path) -> None:
+    for entry in os.scandir(staging):
+        os.replace(entry.path, output / entry.name)
+
+
+# --- the pool -------------------------------------------------------------------------------
+
+_worker: dict[str, object] = {}
+
+
+def _init_worker(path: str, plan_json: str, staging: str) -> None:
+    _worker["h5"] = open_nwb(path)
+    _worker["plan"] = Plan.model_validate_json(plan_json)
+    _worker["store"] = LocalStore(staging)
+
+
+def _run_item(item_id: str) -> ItemResult:
+    plan = _worker["plan"]
+    assert isinstance(plan, Plan)
+    h5 = _worker["h5"]
+    assert isinstance(h5, h5py.File)
+    return write_work_item(h5, plan, plan.item(item_id), _worker["store"])  # type: ignore[arg-type]
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def execute_items(
+    path: str | os.PathLike[str],
+    plan: Plan,
+    out_dir: str | os.PathLike[str],
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> Iterator[ItemResult]:
+    """Write every work item of ``plan`` into ``out_dir``; yield each item's result as it finishes.
+
+    One worker (or one item) runs in this process; more run in a process pool, each worker with
+    the file open once. The first failure cancels what has not started and is raised.
+    """
+    n_workers = min(workers or default_workers(), len(plan.work_items))
+    if n_workers <= 1:
+        store = LocalStore(out_dir)
+        with open_nwb(path, name=plan.source) as h5:
+            for item in plan.work_items:
+                r = write_work_item(h5, plan, item, store)
+                if progress:
+                    progress(item.output_bytes)
+                yield r
+        return
+    # forkserver: workers never inherit an open HDF5 handle from this process.
+    with ProcessPoolExecutor(
+        max_workers=n_workers,
+        mp_context=get_context("forkserver"),
+        initializer=_init_worker,
+        initargs=(os.fspath(path), plan.model_dump_json(), os.fspath(out_dir)),
+    ) as pool:
+        sizes = {}
+        pending: set[Future[ItemResult]] = set()
+        for item in plan.work_items:
+            fut = pool.submit(_run_item, item.id)
+            sizes[fut] = item.output_bytes
+            pending.add(fut)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    exc = fut.exception()
+                    if exc is not None:
+                        raise exc
+                    if progress:
+                        progress(sizes[fut])
+                    yield fut.result()
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+
+
+def describe_error(exc: BaseException, source: str) -> str:
+    """One line for any error: ours carry file/series/reason; others get the file name."""
+    if isinstance(exc, Nwb2PennsieveError):
+        return exc.with_file(source).one_line()
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{source}: {text}"

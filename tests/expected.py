@@ -1,0 +1,140 @@
+"""An independent computation of what the output must hold, from h5py alone.
+
+Nothing here imports the code under test: it reads the NWB file directly (whole arrays, no
+streaming, no plan) and reads the output directory as Pennsieve would (gunzip, big-endian float64).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+FACTOR = {
+    "volts": 1e6,
+    "volt": 1e6,
+    "V": 1e6,
+    "mV": 1e3,
+    "millivolts": 1e3,
+    "uV": 1.0,
+    "µV": 1.0,
+    "microvolts": 1.0,
+}
+NAME = re.compile(r"^channel-(\d{5})_(\d+)_(\d+)\.bin\.gz$")
+
+
+@dataclass
+class ExpectedChannel:
+    series: str
+    values: np.ndarray  # µV, float64
+    times_us: np.ndarray  # float64 µs since the epoch, per sample
+    rate: float
+
+
+def _s(v) -> str:
+    return (v.decode() if isinstance(v, bytes) else str(v)).strip()
+
+
+def expected_channels(path: str | Path) -> list[ExpectedChannel]:
+    out: list[ExpectedChannel] = []
+    with h5py.File(path, "r") as f:
+        raw = _s(f["session_start_time"][()])
+        start = datetime.fromisoformat(raw)
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+        epoch = start.timestamp()
+        paths: list[str] = []
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Group) and _s(obj.attrs.get("neurodata_type", "")) == "ElectricalSeries":
+                paths.append("/" + name)
+
+        f.visititems(visit)
+        for p in sorted(paths):
+            g = f[p]
+            data = g["data"][()]
+            if data.ndim == 1:
+                data = data[:, None]
+            attrs = g["data"].attrs
+            factor = FACTOR[_s(attrs.get("unit", "volts"))]
+            conversion = float(attrs.get("conversion", 1.0))
+            offset = float(attrs.get("offset", 0.0))
+            cc = g["channel_conversion"][()] if "channel_conversion" in g else np.ones(data.shape[1])
+            if "timestamps" in g:
+                t = g["timestamps"][()]
+                rate = 1.0 / np.median(np.diff(t)) if t.size > 1 else float("nan")
+            else:
+                rate = float(g["starting_time"].attrs["rate"])
+                t = float(g["starting_time"][()]) + np.arange(data.shape[0]) / rate
+            times = (epoch + t) * 1e6
+            for c in range(data.shape[1]):
+                values = (data[:, c].astype(np.float64) * conversion * float(cc[c]) + offset) * factor
+                out.append(ExpectedChannel(series=p, values=values, times_us=times, rate=rate))
+    return out
+
+
+@dataclass
+class OutputFile:
+    index: int
+    start_us: int
+    end_us: int
+    values: np.ndarray
+    raw: bytes
+
+
+def read_output(directory: str | Path) -> tuple[dict[int, list[OutputFile]], dict[int, dict]]:
+    """(chunk files by channel index sorted by start, metadata by channel index)."""
+    files: dict[int, list[OutputFile]] = {}
+    meta: dict[int, dict] = {}
+    for p in sorted(Path(directory).iterdir()):
+        m = NAME.match(p.name)
+        if m:
+            raw = p.read_bytes()
+            values = np.frombuffer(gzip.decompress(raw), dtype=">f8").astype(np.float64)
+            files.setdefault(int(m[1]), []).append(OutputFile(int(m[1]), int(m[2]), int(m[3]), values, raw))
+        elif p.name.endswith(".metadata.json"):
+            meta[int(p.name[8:13])] = json.loads(p.read_text())
+    for chunks in files.values():
+        chunks.sort(key=lambda c: c.start_us)
+    return files, meta
+
+
+def assert_matches(nwb_path: str | Path, out_dir: str | Path, ulps: int = 4, us: float = 1.0) -> int:
+    """Check every channel's values (within ``ulps``) and every file's times (within ``us``).
+
+    Returns the number of chunk files checked.
+    """
+    expected = expected_channels(nwb_path)
+    files, meta = read_output(out_dir)
+    assert sorted(files) == list(range(len(expected))), "channel indices must be 0..n-1 across the file"
+    assert sorted(meta) == sorted(files)
+    checked = 0
+    for index, exp in enumerate(expected):
+        chunks = files[index]
+        got = np.concatenate([c.values for c in chunks])
+        assert got.shape == exp.values.shape, f"channel {index}: {got.shape} samples, expected {exp.values.shape}"
+        tolerance = ulps * np.spacing(np.maximum(np.abs(exp.values), np.abs(got)))
+        bad = np.abs(got - exp.values) > tolerance
+        assert not bad.any(), (
+            f"channel {index}: sample {int(np.argmax(bad))} is {got[bad][0]!r}, expected {exp.values[bad][0]!r}"
+        )
+        k = 0
+        for c in chunks:
+            n = c.values.size
+            assert abs(c.start_us - exp.times_us[k]) <= us, (index, k, c.start_us, exp.times_us[k])
+            assert abs(c.end_us - exp.times_us[k + n - 1]) <= us, (index, k + n - 1, c.end_us)
+            if n > 1 and np.isfinite(exp.rate):
+                steps = np.diff(exp.times_us[k : k + n])
+                assert steps.max() <= 2e6 / exp.rate * (1 + 1e-9), f"channel {index}: file {c.start_us} spans a gap"
+            k += n
+            checked += 1
+        m = meta[index]
+        assert m["start"] == chunks[0].start_us and m["end"] == chunks[-1].end_us
+        assert m["unit"] == "uV" and m["type"] == "CONTINUOUS" and m["name"].strip()
+    return checked
