@@ -19,6 +19,14 @@ import pytest
 
 from statemachine.render import load_template, render, resolve, substitutions, template_refs
 
+# The caller's real AWS settings, kept for the deployed-stack test only (every other test uses moto).
+REAL_AWS_ENV = {
+    k: os.environ[k]
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
+              "AWS_DEFAULT_REGION", "AWS_SAM_STACK_NAME")
+    if os.environ.get(k)
+}
+
 for _name, _value in {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

@@ -156,7 +156,8 @@ def test_settings_read_only_variables_the_template_sets() -> None:
         re.findall(r'e\.get\("([A-Z_0-9]+)"', source)
     )
     assert read and read <= variables, read - variables
-    CloudSettings.from_env({k: "1" if "MB" in k else "x" for k in variables} | {"IMPORTER_ENABLED": "false"})
+    CloudSettings.from_env({k: "1" if "MB" in k else "x" for k in variables}
+                           | {"IMPORTER_ENABLED": "false", "SKIP_INVALID_SERIES": "false"})
 
 
 def test_events_readme_documents_sam_local_invoke() -> None:
