@@ -24,24 +24,25 @@ class _Pending:
     def __init__(self, store: ParallelS3Store, name: str) -> None:
         self._store = store
         self._name = name
-        self._parts: list[bytes] | None = []
+        # One copy of each piece (the writer reuses its buffers), none at commit.
+        self._buf: bytearray | None = bytearray()
 
     def write(self, data: bytes | memoryview) -> None:
-        assert self._parts is not None
-        self._parts.append(bytes(data))
+        assert self._buf is not None
+        self._buf += data
 
     def writev(self, parts: list[bytes | memoryview]) -> None:
-        assert self._parts is not None
-        self._parts.append(b"".join(parts))
+        assert self._buf is not None
+        for part in parts:
+            self._buf += part
 
     def commit(self) -> None:
-        assert self._parts is not None
-        body = b"".join(self._parts)
-        self._parts = None
+        assert self._buf is not None
+        body, self._buf = self._buf, None
         self._store.put_async(self._name, body)
 
     def abort(self) -> None:
-        self._parts = None
+        self._buf = None
 
 
 class ParallelS3Store(S3Store):
@@ -66,7 +67,7 @@ class ParallelS3Store(S3Store):
     def open_pending(self, name: str) -> PendingObject:
         return _Pending(self, name)
 
-    def put_async(self, name: str, body: bytes) -> None:
+    def put_async(self, name: str, body: bytes | bytearray) -> None:
         units = max(1, len(body) // (1024 * 1024))
         taken = 0
         try:
@@ -80,7 +81,7 @@ class ParallelS3Store(S3Store):
         self._futures.append(self._pool.submit(self._put, name, body, units))
         self._raise_failed()
 
-    def _put(self, name: str, body: bytes, units: int) -> None:
+    def _put(self, name: str, body: bytes | bytearray, units: int) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=body)
         finally:
