@@ -38,7 +38,7 @@ RATE = 30_000.0
 class LocalS3:
     """S3 stand-in: ranged GETs from local files, PUTs kept in memory (counted, then dropped)."""
 
-    class exceptions:  # noqa: N801 - as on a boto3 client
+    class exceptions:
         ClientError = KeyError
 
     def __init__(self, files: dict[tuple[str, str], Path]) -> None:
@@ -48,10 +48,10 @@ class LocalS3:
         self.puts = 0
         self.put_bytes = 0
 
-    def head_object(self, Bucket: str, Key: str, **kw: Any) -> dict[str, Any]:  # noqa: N803
+    def head_object(self, Bucket: str, Key: str, **kw: Any) -> dict[str, Any]:
         return {"ContentLength": self.files[(Bucket, Key)].stat().st_size, "ETag": '"x"'}
 
-    def get_object(self, Bucket: str, Key: str, Range: str | None = None, **kw: Any) -> dict[str, Any]:  # noqa: N803
+    def get_object(self, Bucket: str, Key: str, Range: str | None = None, **kw: Any) -> dict[str, Any]:
         if (Bucket, Key) in self.small:
             return {"Body": io.BytesIO(self.small[(Bucket, Key)])}
         start, end = (int(x) for x in (Range or "").removeprefix("bytes=").split("-"))
@@ -59,7 +59,7 @@ class LocalS3:
             fh.seek(start)
             return {"Body": io.BytesIO(fh.read(end - start + 1))}
 
-    def put_object(self, Bucket: str, Key: str, Body: bytes, **kw: Any) -> dict[str, Any]:  # noqa: N803
+    def put_object(self, Bucket: str, Key: str, Body: bytes, **kw: Any) -> dict[str, Any]:
         with self.lock:
             self.puts += 1
             self.put_bytes += len(Body)
@@ -81,8 +81,9 @@ def make_file(path: Path, samples: int) -> Path:
         g = f.create_group("acquisition/ElectricalSeries")
         g.attrs["neurodata_type"] = "ElectricalSeries"
         g.attrs["namespace"] = "core"
-        d = g.create_dataset("data", shape=(samples, CHANNELS), dtype="<i2", chunks=(8192, 64), compression="gzip",
-                             compression_opts=1)
+        d = g.create_dataset(
+            "data", shape=(samples, CHANNELS), dtype="<i2", chunks=(8192, 64), compression="gzip", compression_opts=1
+        )
         block = 65_536
         for s in range(0, samples, block):
             n = min(block, samples - s)
@@ -107,20 +108,29 @@ def run(samples: int) -> dict[str, Any]:
     settings = CloudSettings.from_env({"OUTPUT_BUCKET": "output-bucket"})
     t = time.perf_counter()
     stats = ReadStats()
-    planned = pipeline.plan_object(s3, PlanInput.parse({"bucket": "input-bucket", "key": "np.nwb"}), settings, stats=stats)
+    planned = pipeline.plan_object(
+        s3, PlanInput.parse({"bucket": "input-bucket", "key": "np.nwb"}), settings, stats=stats
+    )
     plan_seconds = time.perf_counter() - t
     manifest = json.loads(s3.small[("output-bucket", planned.manifest.key)])
     batch = Batch.model_validate(manifest[0])
     event = WriteChunksInput(source=planned.source, output=planned.output, plan=planned.plan, batch=batch)
     result: dict[str, Any] = {
-        "file_bytes": path.stat().st_size, "stored_bytes": stored, "work_items": planned.work_items,
-        "plan_seconds": round(plan_seconds, 3), "plan_bytes_read": stats.bytes,
+        "file_bytes": path.stat().st_size,
+        "stored_bytes": stored,
+        "work_items": planned.work_items,
+        "plan_seconds": round(plan_seconds, 3),
+        "plan_bytes_read": stats.bytes,
         "item_output_mib": batch.output_bytes / 2**20,
     }
     # The first item in a fresh process pays page faults for its buffers (as a cold Lambda does);
     # later ones show a warm container.
-    runs = [("direct_chunk_ranges_first", True), ("direct_chunk_ranges_warm", True),
-            ("direct_chunk_ranges_warm2", True), ("h5py_over_range_reader_warm", False)]
+    runs = [
+        ("direct_chunk_ranges_first", True),
+        ("direct_chunk_ranges_warm", True),
+        ("direct_chunk_ranges_warm2", True),
+        ("h5py_over_range_reader_warm", False),
+    ]
     for label, direct in runs:
         original = pipeline.slab_reader
         if not direct:
@@ -138,9 +148,13 @@ def run(samples: int) -> dict[str, Any]:
         finally:
             pipeline.slab_reader = original
         result[label] = {
-            "seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "files": out.files,
-            "output_mb_per_s": round(out.payload_bytes / 1e6 / wall, 1), "bytes_read": stats.bytes,
-            "gets": stats.requests, "puts": s3.puts,
+            "seconds": round(wall, 3),
+            "cpu_seconds": round(cpu, 3),
+            "files": out.files,
+            "output_mb_per_s": round(out.payload_bytes / 1e6 / wall, 1),
+            "bytes_read": stats.bytes,
+            "gets": stats.requests,
+            "puts": s3.puts,
         }
     return result
 

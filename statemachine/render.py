@@ -33,8 +33,16 @@ def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
 def template_refs(template: dict[str, Any], region: str = "us-east-1", **values: Any) -> dict[str, Any]:
     """Parameter defaults, example names and ARNs of the resources, conditions; ``values`` win."""
     refs: dict[str, Any] = {k: str(p.get("Default", "")) for k, p in template["Parameters"].items()}
-    refs.update({"CreateInputBucket": True, "HasSecret": False, "AWS::StackName": "nwb2pennsieve",
-                 "AWS::Region": region, "AWS::AccountId": "123456789012", "AWS::Partition": "aws"})
+    refs.update(
+        {
+            "CreateInputBucket": True,
+            "HasSecret": False,
+            "AWS::StackName": "nwb2pennsieve",
+            "AWS::Region": region,
+            "AWS::AccountId": "123456789012",
+            "AWS::Partition": "aws",
+        }
+    )
     for name, resource in template["Resources"].items():
         refs.setdefault(name, f"{name.lower()}-example")
         if resource["Type"] == "AWS::Serverless::Function":

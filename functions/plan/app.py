@@ -35,6 +35,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     result = plan_object(s3, request, CloudSettings.from_env(), stats=stats)
     metrics.add_metric(name="WorkItems", unit=MetricUnit.Count, value=result.work_items)
     metrics.add_metric(name="PlanBytesRead", unit=MetricUnit.Bytes, value=stats.bytes)
-    logger.info("planned", extra={"work_items": result.work_items, "batches": result.batches,
-                                  "bytes_read": stats.bytes, "requests": stats.requests})
+    logger.info(
+        "planned",
+        extra={
+            "work_items": result.work_items,
+            "batches": result.batches,
+            "bytes_read": stats.bytes,
+            "requests": stats.requests,
+        },
+    )
     return result.dump()

@@ -22,8 +22,15 @@ from statemachine.render import load_template, render, resolve, substitutions, t
 # The caller's real AWS settings, kept for the deployed-stack test only (every other test uses moto).
 REAL_AWS_ENV = {
     k: os.environ[k]
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
-              "AWS_DEFAULT_REGION", "AWS_SAM_STACK_NAME")
+    for k in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_SAM_STACK_NAME",
+    )
     if os.environ.get(k)
 }
 
@@ -173,7 +180,12 @@ def contiguous_nwb(nwb_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def shuffled_nwb(nwb_dir: Path) -> Path:
     return make_nwb(
-        nwb_dir / "shuffled.nwb", chunks=(3000, 3), shuffle=True, channels=7, samples=20_000, seed=2,
+        nwb_dir / "shuffled.nwb",
+        chunks=(3000, 3),
+        shuffle=True,
+        channels=7,
+        samples=20_000,
+        seed=2,
         second_series=False,
     )
 
@@ -278,8 +290,12 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
     modules = {}
     for resource, module_name in FUNCTIONS.items():
         fn = lam.create_function(
-            FunctionName=resource, Runtime="python3.12", Role=role, Handler="app.lambda_handler",
-            Code={"ZipFile": code.getvalue()}, Architectures=["arm64"],
+            FunctionName=resource,
+            Runtime="python3.12",
+            Role=role,
+            Handler="app.lambda_handler",
+            Code={"ZipFile": code.getvalue()},
+            Architectures=["arm64"],
         )
         refs[f"{resource}.Arn"] = fn["FunctionArn"]
         module = importlib.import_module(module_name)

@@ -106,8 +106,16 @@ def test_plan_output_feeds_the_map_and_finalize() -> None:
         WriteChunksInput.model_validate(load_event("write_chunks.json")),
         FinalizeInput.model_validate(load_event("finalize.json")),
         WriteChunksOutput(batch=1, items=2, files=3, payload_bytes=4, bytes_read=5, requests=6, seconds=0.5),
-        FinalizeOutput(source="s3://b/k", output="s3://o/p/", channels=1, chunk_files=2, metadata_files=1,
-                       output_bytes=8, stale_removed=0, imported=False),
+        FinalizeOutput(
+            source="s3://b/k",
+            output="s3://o/p/",
+            channels=1,
+            chunk_files=2,
+            metadata_files=1,
+            output_bytes=8,
+            stale_removed=0,
+            imported=False,
+        ),
         Batch(batch=0, items=["a"], output_bytes=1),
     ],
 )
@@ -117,8 +125,9 @@ def test_payloads_round_trip(model: Any) -> None:
 
 def test_both_execution_inputs_parse_to_the_same_source() -> None:
     from_event = PlanInput.parse(load_event("s3_object_created.json"))
-    by_hand = PlanInput.parse({"bucket": from_event.source.bucket, "key": from_event.source.key,
-                               "versionId": from_event.source.version_id})
+    by_hand = PlanInput.parse(
+        {"bucket": from_event.source.bucket, "key": from_event.source.key, "versionId": from_event.source.version_id}
+    )
     assert from_event.source == by_hand.source
     assert PlanInput.parse(load_event("plan.json")).overrides.chunk_size_mb == 1
 
@@ -156,8 +165,10 @@ def test_settings_read_only_variables_the_template_sets() -> None:
         re.findall(r'e\.get\("([A-Z_0-9]+)"', source)
     )
     assert read and read <= variables, read - variables
-    CloudSettings.from_env({k: "1" if "MB" in k else "x" for k in variables}
-                           | {"IMPORTER_ENABLED": "false", "SKIP_INVALID_SERIES": "false"})
+    CloudSettings.from_env(
+        {k: "1" if "MB" in k else "x" for k in variables}
+        | {"IMPORTER_ENABLED": "false", "SKIP_INVALID_SERIES": "false"}
+    )
 
 
 def test_events_readme_documents_sam_local_invoke() -> None:

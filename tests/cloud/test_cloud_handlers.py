@@ -71,8 +71,14 @@ def test_plan_of_a_bad_file_names_the_file_and_reason(apps: Any) -> None:
     ("event", "reason"),
     [
         ({"bucket": INPUT_BUCKET}, "key"),
-        ({"detail-type": "Object Deleted", "source": "aws.s3", "detail": {"bucket": {"name": "b"}, "object": {"key": "k"}}},
-         "Object Created"),
+        (
+            {
+                "detail-type": "Object Deleted",
+                "source": "aws.s3",
+                "detail": {"bucket": {"name": "b"}, "object": {"key": "k"}},
+            },
+            "Object Created",
+        ),
         ({"bucket": INPUT_BUCKET, "key": EXAMPLE_KEY, "chunkSizeMb": -1}, "chunkSizeMb"),
     ],
 )
@@ -111,7 +117,9 @@ def test_finalize_with_its_event_writes_metadata(apps: Any, example_nwb: Path) -
     out = FinalizeOutput.model_validate(finalize_app.lambda_handler(event, FakeLambdaContext("finalize")))
     assert (out.channels, out.chunk_files, out.imported) == (11, 14, False)
     meta = json.loads(
-        apps.get_object(Bucket=OUTPUT_BUCKET, Key=event["output"]["prefix"] + "channel-00000.metadata.json")["Body"].read()
+        apps.get_object(Bucket=OUTPUT_BUCKET, Key=event["output"]["prefix"] + "channel-00000.metadata.json")[
+            "Body"
+        ].read()
     )
     assert meta["unit"] == "uV" and meta["type"] == "CONTINUOUS"
 
@@ -156,7 +164,8 @@ def test_finalize_imports_with_credentials_from_the_secret(
     apps: Any, example_nwb: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
-        Name="pennsieve", SecretString=json.dumps({"PENNSIEVE_API_KEY": "key-123", "PENNSIEVE_API_SECRET": "s3cr3t-456"})
+        Name="pennsieve",
+        SecretString=json.dumps({"PENNSIEVE_API_KEY": "key-123", "PENNSIEVE_API_SECRET": "s3cr3t-456"}),
     )["ARN"]
     monkeypatch.setenv("PENNSIEVE_SECRET_ARN", secret)
     fake = FakeImporter()
@@ -168,7 +177,7 @@ def test_finalize_imports_with_credentials_from_the_secret(
     event["settings"]["importerEnabled"] = True
     result = finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
     assert result["imported"] is True and result["importSummary"] == {"files": 14}
-    (plan, names, env), = fake.calls
+    ((_plan, names, env),) = fake.calls
     assert "channel-00010.metadata.json" in names  # metadata is written before the import
     assert env["PENNSIEVE_API_KEY"] == "key-123" and env["PENNSIEVE_API_HOST"].startswith("https://")
     logs = capsys.readouterr()

@@ -30,7 +30,7 @@ GB = 1024**3
 class FileBackedS3:
     """A fake S3 client serving one big local file by byte range (moto would copy 1 GB around)."""
 
-    class exceptions:  # noqa: N801 - the boto3 client attribute name
+    class exceptions:
         ClientError = KeyError
 
     def __init__(self, bucket: str, key: str, path: Path) -> None:
@@ -38,10 +38,10 @@ class FileBackedS3:
         self.written: dict[tuple[str, str], bytes] = {}
         self.bytes_served = 0
 
-    def head_object(self, Bucket: str, Key: str, **kw: Any) -> dict[str, Any]:  # noqa: N803
+    def head_object(self, Bucket: str, Key: str, **kw: Any) -> dict[str, Any]:
         return {"ContentLength": self.objects[(Bucket, Key)].stat().st_size, "ETag": '"e"'}
 
-    def get_object(self, Bucket: str, Key: str, Range: str, **kw: Any) -> dict[str, Any]:  # noqa: N803
+    def get_object(self, Bucket: str, Key: str, Range: str, **kw: Any) -> dict[str, Any]:
         import io
 
         start, end = (int(x) for x in Range.removeprefix("bytes=").split("-"))
@@ -51,7 +51,7 @@ class FileBackedS3:
         self.bytes_served += len(data)
         return {"Body": io.BytesIO(data)}
 
-    def put_object(self, Bucket: str, Key: str, Body: bytes, **kw: Any) -> dict[str, Any]:  # noqa: N803
+    def put_object(self, Bucket: str, Key: str, Body: bytes, **kw: Any) -> dict[str, Any]:
         self.written[(Bucket, Key)] = Body
         return {}
 
@@ -59,8 +59,14 @@ class FileBackedS3:
 @pytest.fixture(scope="module")
 def one_gb_nwb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real NWB file of 1 GB: a 384-channel int16 Neuropixels-like series, contiguous (sparse on disk)."""
-    path = make_nwb(tmp_path_factory.mktemp("big") / "big.nwb", channels=384, samples=10, chunks=None,
-                    compression=None, second_series=False)
+    path = make_nwb(
+        tmp_path_factory.mktemp("big") / "big.nwb",
+        channels=384,
+        samples=10,
+        chunks=None,
+        compression=None,
+        second_series=False,
+    )
     rows = GB // (384 * 2)
     with h5py.File(path, "a") as f:
         old = f["/acquisition/ElectricalSeries/data"]
@@ -137,8 +143,15 @@ def test_unwritten_chunks_read_as_the_fill_value(s3: Any, tmp_path: Path) -> Non
         old = f["/acquisition/ElectricalSeries/data"]
         attrs, values = dict(old.attrs), old[()]
         del f["/acquisition/ElectricalSeries/data"]
-        data = f.create_dataset("/acquisition/ElectricalSeries/data", shape=values.shape, dtype="<i2",
-                                chunks=(1000, 4), compression="gzip", fletcher32=True, fillvalue=-7)
+        data = f.create_dataset(
+            "/acquisition/ElectricalSeries/data",
+            shape=values.shape,
+            dtype="<i2",
+            chunks=(1000, 4),
+            compression="gzip",
+            fletcher32=True,
+            fillvalue=-7,
+        )
         data[:3000] = values[:3000]
         for k, v in attrs.items():
             data.attrs[k] = v

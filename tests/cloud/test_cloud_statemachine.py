@@ -38,8 +38,9 @@ def eventbridge_event(version: str) -> dict[str, Any]:
 
 
 def local_output(path: Path, out: Path) -> dict[str, bytes]:
-    convert_file(path, out, chunk_size_mb=float(SMALL["CHUNK_SIZE_MB"]), max_item_mb=float(SMALL["MAX_ITEM_MB"]),
-                 workers=1)
+    convert_file(
+        path, out, chunk_size_mb=float(SMALL["CHUNK_SIZE_MB"]), max_item_mb=float(SMALL["MAX_ITEM_MB"]), workers=1
+    )
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
 
 
@@ -50,7 +51,7 @@ def test_execution_from_the_eventbridge_event_matches_the_local_runner(
     desc = stack.run(eventbridge_event(version))
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
     summary = json.loads(desc["output"])
-    cloud = {k[len(OUTPUT_PREFIX):]: v for k, v in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX).items()}
+    cloud = {k[len(OUTPUT_PREFIX) :]: v for k, v in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX).items()}
     local = local_output(example_nwb, tmp_path / "local")
     assert sorted(cloud) == sorted(local)
     assert all(cloud[name] == local[name] for name in local)
@@ -62,10 +63,13 @@ def test_execution_from_the_eventbridge_event_matches_the_local_runner(
 
 def test_hand_started_execution_with_overrides(stack: Stack, example_nwb: Path, tmp_path: Path) -> None:
     stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())
-    desc = stack.run({"bucket": INPUT_BUCKET, "key": EXAMPLE_KEY, "chunkSizeMb": 0.05, "maxItemMb": 0.2,
-                      "outputPrefix": "by-hand/"})
+    desc = stack.run(
+        {"bucket": INPUT_BUCKET, "key": EXAMPLE_KEY, "chunkSizeMb": 0.05, "maxItemMb": 0.2, "outputPrefix": "by-hand/"}
+    )
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
-    cloud = {k[len("by-hand/incoming/sub-01_ses-01/"):]: v for k, v in stack.objects(OUTPUT_BUCKET, "by-hand/").items()}
+    cloud = {
+        k[len("by-hand/incoming/sub-01_ses-01/") :]: v for k, v in stack.objects(OUTPUT_BUCKET, "by-hand/").items()
+    }
     assert cloud == local_output(example_nwb, tmp_path / "local")
 
 

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import ROOT
 
 from statemachine.render import load_template, render, substitutions, template_refs
@@ -26,14 +25,26 @@ def tool(name: str) -> str:
 
 
 def test_sam_validate_lint() -> None:
-    run = subprocess.run([tool("sam"), "validate", "--lint", "--template", str(ROOT / "template.yaml")],
-                         capture_output=True, text=True, env=OFFLINE, cwd=ROOT, timeout=120)
+    run = subprocess.run(
+        [tool("sam"), "validate", "--lint", "--template", str(ROOT / "template.yaml")],
+        capture_output=True,
+        text=True,
+        env=OFFLINE,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_cfn_lint() -> None:
-    run = subprocess.run([tool("cfn-lint"), str(ROOT / "template.yaml")], capture_output=True, text=True,
-                         env=OFFLINE, cwd=ROOT, timeout=120)
+    run = subprocess.run(
+        [tool("cfn-lint"), str(ROOT / "template.yaml")],
+        capture_output=True,
+        text=True,
+        env=OFFLINE,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -43,8 +54,9 @@ def test_asl_validator(tmp_path: Path) -> None:
         subprocess.run(["npm", "ci", "--silent"], cwd=ROOT, check=True, timeout=300)
     definition = tmp_path / "definition.asl.json"
     definition.write_text(render(substitutions(TEMPLATE, template_refs(TEMPLATE))))
-    run = subprocess.run([str(validator), "--json-path", str(definition)], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
+    run = subprocess.run(
+        [str(validator), "--json-path", str(definition)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -59,10 +71,16 @@ def test_buckets_are_encrypted_private_and_https_only() -> None:
     for name, bucket in buckets.items():
         props = bucket["Properties"]
         assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-        assert all(props["PublicAccessBlockConfiguration"].values()) and len(props["PublicAccessBlockConfiguration"]) == 4
+        assert (
+            all(props["PublicAccessBlockConfiguration"].values()) and len(props["PublicAccessBlockConfiguration"]) == 4
+        )
         assert name in policies
-    assert RESOURCES["InputBucket"]["Properties"]["NotificationConfiguration"]["EventBridgeConfiguration"][
-        "EventBridgeEnabled"] is True
+    assert (
+        RESOURCES["InputBucket"]["Properties"]["NotificationConfiguration"]["EventBridgeConfiguration"][
+            "EventBridgeEnabled"
+        ]
+        is True
+    )
 
 
 def test_functions_are_python312_arm64_with_both_layers_and_log_retention() -> None:
@@ -82,8 +100,15 @@ def test_functions_are_python312_arm64_with_both_layers_and_log_retention() -> N
 def test_least_privilege() -> None:
     text = (ROOT / "template.yaml").read_text()
     assert "FullAccess" not in text
-    allowed = {"S3ReadPolicy", "S3WritePolicy", "S3CrudPolicy", "LambdaInvokePolicy",
-               "AWSSecretsManagerGetSecretValuePolicy", "Statement", "Fn::If"}
+    allowed = {
+        "S3ReadPolicy",
+        "S3WritePolicy",
+        "S3CrudPolicy",
+        "LambdaInvokePolicy",
+        "AWSSecretsManagerGetSecretValuePolicy",
+        "Statement",
+        "Fn::If",
+    }
     for name, res in {**of_type("AWS::Serverless::Function"), **of_type("AWS::Serverless::StateMachine")}.items():
         for policy in res["Properties"]["Policies"]:
             assert isinstance(policy, dict) and set(policy) <= allowed, (name, policy)
@@ -105,9 +130,18 @@ def test_credentials_are_only_a_secret_arn() -> None:
 
 
 def test_required_parameters_exist() -> None:
-    assert {"ChunkSizeMb", "ImporterEnabled", "PennsieveApiHost", "PennsieveApiHost2", "MapConcurrency",
-            "PennsieveSecretArn", "InputBucketName", "InputPrefix", "InputSuffix", "OutputPrefix"} <= set(
-        TEMPLATE["Parameters"])
+    assert {
+        "ChunkSizeMb",
+        "ImporterEnabled",
+        "PennsieveApiHost",
+        "PennsieveApiHost2",
+        "MapConcurrency",
+        "PennsieveSecretArn",
+        "InputBucketName",
+        "InputPrefix",
+        "InputSuffix",
+        "OutputPrefix",
+    } <= set(TEMPLATE["Parameters"])
 
 
 def test_state_machine_is_started_by_the_eventbridge_rule_and_logs() -> None:

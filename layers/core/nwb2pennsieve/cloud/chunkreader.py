@@ -210,7 +210,9 @@ class S3ChunkSlabReader:
                     width = self._chunk_shape[1]
                     k0 = max(c0, coord[1] * width)
                     k1 = min(c1, (coord[1] + 1) * width)
-                    out[r0 - start : r1 - start, k0 - c0 : k1 - c0] = local[:, k0 - coord[1] * width : k1 - coord[1] * width]
+                    out[r0 - start : r1 - start, k0 - c0 : k1 - c0] = local[
+                        :, k0 - coord[1] * width : k1 - coord[1] * width
+                    ]
                 else:
                     out[r0 - start : r1 - start] = local
 

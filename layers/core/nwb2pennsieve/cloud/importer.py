@@ -49,7 +49,7 @@ def credentials_env(
 def import_output(plan: Plan, store: Store, env: Mapping[str, str]) -> dict[str, Any]:
     """Run the Pennsieve import of ``store`` (the chunk files and channel metadata of ``plan``)."""
     try:
-        from ..pennsieve.importer import import_store  # type: ignore[import-not-found]
+        from ..pennsieve.importer import import_store
     except ImportError:
         raise ConfigurationError(
             "IMPORTER_ENABLED is true but this build has no Pennsieve importer "

@@ -124,9 +124,7 @@ class PlanInput(_Payload):
         try:
             return cls.model_validate(event)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
             raise InvalidInputError(
                 "the execution input is neither an S3 Object Created event nor "
                 f'{{"bucket": ..., "key": ..., "versionId": ...}} ({problems})'

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError
 from ..gzipstored import framed_size
@@ -79,7 +79,7 @@ def plan_object(s3: Any, event: PlanInput, settings: CloudSettings, *, stats: Re
     reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, stats=stats)
     if reader.size == 0:
         raise InvalidInputError("the file is empty (0 bytes)", file=src.uri)
-    with open_nwb(reader, name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
+    with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
         plan = build_plan(
             h5,
             source=src.uri,
@@ -142,7 +142,7 @@ def write_chunks(s3: Any, event: WriteChunksInput, *, stats: ReadStats | None = 
     store = ParallelS3Store(event.output.bucket, event.output.prefix, s3)
     files = payload = 0
     try:
-        with open_nwb(reader, name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
+        with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
             for item_id in event.batch.items:
                 try:
                     item = plan.item(item_id)

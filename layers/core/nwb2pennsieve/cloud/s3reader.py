@@ -113,9 +113,7 @@ class S3RangeReader(io.RawIOBase):
             raise StorageError(f"reading bytes {start}-{stop - 1} failed ({exc})", file=self.uri) from None
         self.stats.add(len(body))
         if len(body) != stop - start:
-            raise StorageError(
-                f"asked for {stop - start} bytes at {start}, got {len(body)}", file=self.uri
-            )
+            raise StorageError(f"asked for {stop - start} bytes at {start}, got {len(body)}", file=self.uri)
         return bytes(body)
 
     def _blocks(self, first: int, last: int) -> list[bytes]:
