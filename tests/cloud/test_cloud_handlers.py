@@ -142,11 +142,16 @@ def test_finalize_removes_chunk_files_of_an_older_version(apps: Any, example_nwb
     run_plan(load_event("plan.json"))
     write_app.lambda_handler(load_event("write_chunks.json"), FakeLambdaContext("write"))
     event = load_event("finalize.json")
-    stale = event["output"]["prefix"] + "channel-00000_1_2.bin.gz"
-    apps.put_object(Bucket=OUTPUT_BUCKET, Key=stale, Body=b"old")
+    prefix = event["output"]["prefix"]
+    # An older version had other chunk times, and more channels (this plan has 11).
+    stale = ["channel-00000_1_2.bin.gz", "channel-00099_1_2.bin.gz", "channel-00099.metadata.json"]
+    kept = ["notes.txt", "sub/channel-00000_1_2.bin.gz"]
+    for name in stale + kept:
+        apps.put_object(Bucket=OUTPUT_BUCKET, Key=prefix + name, Body=b"old")
     out = FinalizeOutput.model_validate(finalize_app.lambda_handler(event, FakeLambdaContext("finalize")))
-    assert out.stale_removed == 1
-    assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=stale)
+    assert out.stale_removed == len(stale)
+    left = {o["Key"][len(prefix) :] for o in apps.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=prefix)["Contents"]}
+    assert not set(stale) & left and set(kept) <= left
 
 
 class FakeImporter:

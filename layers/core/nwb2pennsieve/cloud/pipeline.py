@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, cast
 
 from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 PLAN_NAME = "plan.json"
 MANIFEST_NAME = "work-items.json"
 RESULTS_FOLDER = "map-runs"
+LIST_THREADS = 16
 H5_CACHE_BYTES = 4 * 1024 * 1024  # the writers read raw chunks themselves; h5py's cache holds metadata only
 
 
@@ -174,14 +176,30 @@ def write_chunks(s3: Any, event: WriteChunksInput, *, stats: ReadStats | None = 
     )
 
 
-def _listing(s3: Any, bucket: str, prefix: str) -> dict[str, int]:
-    """name → size of the objects directly under ``prefix``."""
+def _listing(s3: Any, bucket: str, prefix: str, *, start_after: str | None = None, under: str = "") -> dict[str, int]:
+    """name → size of the objects directly under ``prefix`` whose name starts with ``under``."""
     out: dict[str, int] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    extra = {"StartAfter": prefix + start_after} if start_after else {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + under, **extra):
         for obj in page.get("Contents", []):
             name = obj["Key"][len(prefix) :]
             if name and "/" not in name:
                 out[name] = int(obj["Size"])
+    return out
+
+
+def list_outputs(s3: Any, bucket: str, prefix: str, n_channels: int, *, threads: int = LIST_THREADS) -> dict[str, int]:
+    """Every object directly under ``prefix``, listed channel by channel in parallel.
+
+    A 100 GB recording has ~380,000 chunk files: one listing is ~380 pages one after the other,
+    one listing per channel prefix (``channel-00000``...) runs them side by side. A last listing
+    from past the highest channel finds files of channels an earlier version had and this one
+    has not. (Names sorting before ``channel-00000`` are no chunk files and are not listed.)
+    """
+    out = _listing(s3, bucket, prefix, start_after=f"channel-{n_channels - 1:05d}~") if n_channels else {}
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for part in pool.map(lambda i: _listing(s3, bucket, prefix, under=f"channel-{i:05d}"), range(n_channels)):
+            out.update(part)
     return out
 
 
@@ -205,7 +223,8 @@ def finalize(
             size = framed_size(chunk.samples * 8)
             for ch in series.channels[item.column_start : item.column_stop]:
                 expected[f"channel-{ch.index:05d}_{chunk.start_us}_{chunk.end_us}.bin.gz"] = size
-    present = _listing(s3, out.bucket, out.prefix)
+    n_channels = len(plan.channel_metadata())
+    present = list_outputs(s3, out.bucket, out.prefix, n_channels)
     missing = sorted(n for n in expected if n not in present)
     wrong = sorted(n for n in expected if n in present and present[n] != expected[n])
     if missing or wrong:
@@ -220,10 +239,13 @@ def finalize(
         )
     metadata = {metadata_file_name(i) for i, _ in plan.channel_metadata()}
     stale = sorted(n for n in present if n not in expected and n not in metadata and n.startswith("channel-"))
-    store = S3Store(out.bucket, out.prefix, s3)
-    for name in stale:  # chunk files of an earlier version of the same object
-        store.delete(name)
-    written = write_channel_metadata(plan, store)
+    store = ParallelS3Store(out.bucket, out.prefix, s3)
+    try:
+        for name in stale:  # chunk files of an earlier version of the same object
+            store.delete(name)
+        written = write_channel_metadata(plan, store)
+    finally:
+        store.close()
     summary = None
     if event.settings.importer_enabled:
         run_import = importer or default_importer

@@ -67,6 +67,10 @@ class ParallelS3Store(S3Store):
     def open_pending(self, name: str) -> PendingObject:
         return _Pending(self, name)
 
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Put ``data`` in the background (see :meth:`flush`)."""
+        self.put_async(name, data)
+
     def put_async(self, name: str, body: bytes | bytearray) -> None:
         units = max(1, len(body) // (1024 * 1024))
         taken = 0
