@@ -55,9 +55,11 @@ class ParallelS3Store(S3Store):
         client: Any,
         *,
         threads: int = PUT_THREADS,
-        max_in_flight_bytes: int = MAX_IN_FLIGHT_BYTES,
+        max_in_flight_bytes: int | None = None,
     ) -> None:
         super().__init__(bucket, prefix, client)
+        if max_in_flight_bytes is None:
+            max_in_flight_bytes = MAX_IN_FLIGHT_BYTES
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3-put")
         self._budget = threading.BoundedSemaphore(max(1, max_in_flight_bytes // (1024 * 1024)))
         self._futures: list[Future[None]] = []
