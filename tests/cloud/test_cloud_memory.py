@@ -30,7 +30,7 @@ class DiscardingS3:
     def head_object(self, **kw: Any) -> dict[str, Any]:
         return {"ContentLength": self.path.stat().st_size, "ETag": '"e"'}
 
-    def get_object(self, Key: str, Range: str | None = None, **kw: Any) -> dict[str, Any]:  # noqa: N803
+    def get_object(self, Key: str, Range: str | None = None, **kw: Any) -> dict[str, Any]:
         if Range is None:
             return {"Body": io.BytesIO(self.small[Key])}
         start, end = (int(x) for x in Range.removeprefix("bytes=").split("-"))
@@ -38,7 +38,7 @@ class DiscardingS3:
             fh.seek(start)
             return {"Body": io.BytesIO(fh.read(end - start + 1))}
 
-    def put_object(self, Key: str, Body: Any, **kw: Any) -> dict[str, Any]:  # noqa: N803
+    def put_object(self, Key: str, Body: Any, **kw: Any) -> dict[str, Any]:
         if Key.endswith(".bin.gz"):
             self.chunk_files += 1
         else:
