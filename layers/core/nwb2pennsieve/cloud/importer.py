@@ -47,13 +47,20 @@ def credentials_env(
 
 
 def import_output(plan: Plan, store: Store, env: Mapping[str, str]) -> dict[str, Any]:
-    """Run the Pennsieve import of ``store`` (the chunk files and channel metadata of ``plan``)."""
+    """Run the Pennsieve import of ``store`` (the chunk files and channel metadata of ``plan``).
+
+    Calls the importer issue's entry point, ``nwb2pennsieve.pennsieve.cli.import_output(store,
+    PennsieveSettings)``, and returns its small, secret-free summary.
+    """
     try:
-        from ..pennsieve.importer import import_store
+        from ..pennsieve.cli import import_output as run_import
+        from ..pennsieve.config import PennsieveSettings
     except ImportError:
         raise ConfigurationError(
-            "IMPORTER_ENABLED is true but this build has no Pennsieve importer "
-            "(nwb2pennsieve.pennsieve.importer.import_store)"
+            "IMPORTER_ENABLED is true but this build has no Pennsieve importer (nwb2pennsieve.pennsieve)",
+            file=plan.source,
         ) from None
-    result = import_store(plan=plan, store=store, env=env)
-    return dict(result) if isinstance(result, Mapping) else {"result": str(result)}
+    settings = PennsieveSettings.from_env({**env, "IMPORTER_ENABLED": "true"})
+    result = run_import(store, settings, integration_id=env.get("INTEGRATION_ID"))
+    dumped = result.model_dump(mode="json") if hasattr(result, "model_dump") else {"result": str(result)}
+    return dict(dumped)
