@@ -239,6 +239,8 @@ class Stack:
     sfn: Any
     state_machine_arn: str
     invocations: list[tuple[str, dict[str, Any]]]
+    # Exceptions the Lambda service raises (instead of invoking) on the next calls of a function.
+    service_faults: dict[str, list[Exception]]
 
     def run(self, execution_input: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
         import time
@@ -302,10 +304,14 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setattr(module, "s3", boto3.client("s3", region_name=REGION))
         modules[resource] = module
     invocations: list[tuple[str, dict[str, Any]]] = []
+    service_faults: dict[str, list[Exception]] = {}
 
     def invoke(self: Any, event: Any = None) -> tuple[str, bool, str]:
         payload = json.loads(event) if isinstance(event, str) else event
         invocations.append((self.function_name, payload))
+        faults = service_faults.get(self.function_name)
+        if faults:
+            raise faults.pop(0)
         try:
             result = modules[self.function_name].lambda_handler(payload, FakeLambdaContext(self.function_name))
         except Exception as exc:  # what the Python Lambda runtime returns for an unhandled error
@@ -326,4 +332,4 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
     arn = sfn.create_state_machine(
         name="test-conversion", definition=render(substitutions(template, all_refs)), roleArn=role
     )["stateMachineArn"]
-    return Stack(s3=s3, sfn=sfn, state_machine_arn=arn, invocations=invocations)
+    return Stack(s3=s3, sfn=sfn, state_machine_arn=arn, invocations=invocations, service_faults=service_faults)

@@ -134,3 +134,41 @@ def test_a_failing_work_item_fails_the_execution(
     # Finalize finds the batch's chunk files missing. Either way the cause names the file.
     assert EXAMPLE_KEY in desc["cause"]
     assert desc["error"] in ("States.ExceedToleratedFailureThreshold", "IncompleteOutputError")
+
+
+def test_lambda_throttling_is_retried_with_backoff(stack: Stack, example_nwb: Path) -> None:
+    from moto.awslambda.exceptions import LambdaClientError
+
+    class Throttled(LambdaClientError):
+        code = 429
+
+        def __init__(self) -> None:
+            super().__init__("TooManyRequestsException", "Rate exceeded")
+
+    stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())
+    stack.service_faults["PlanFunction"] = [Throttled()]
+    stack.service_faults["WriteChunksFunction"] = [Throttled()]
+    desc = stack.run(load_event("plan.json"))
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    calls = [f for f, _ in stack.invocations]
+    assert calls.count("PlanFunction") == 2  # throttled once, then retried
+    assert calls.count("WriteChunksFunction") == 2
+
+
+def test_a_failed_map_names_the_file(stack: Stack, example_nwb: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Map's own failure (here: its ItemReader finds no manifest) goes through WriteChunksFailed."""
+    from functions.plan import app as plan_app
+
+    real = plan_app.plan_object
+
+    def plan_then_lose_the_manifest(s3: Any, event: Any, settings: Any, **kw: Any) -> Any:
+        out = real(s3, event, settings, **kw)
+        s3.delete_object(Bucket=out.manifest.bucket, Key=out.manifest.key)
+        return out
+
+    monkeypatch.setattr(plan_app, "plan_object", plan_then_lose_the_manifest)
+    stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())
+    desc = stack.run(load_event("plan.json"))
+    assert (desc["status"], desc["error"]) == ("FAILED", "WriteChunksError")
+    assert desc["cause"].startswith(f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: writing the chunk files failed (")
+    assert f"s3://{OUTPUT_BUCKET}/runs/map-runs/" in desc["cause"]
