@@ -182,3 +182,35 @@ def test_handlers_import_only_the_core_powertools_and_boto() -> None:
     for app in Path(ROOT / "functions").glob("*/app.py"):
         imported = set(re.findall(r"^(?:from|import) ([a-z_0-9]+)", app.read_text(), re.M))
         assert imported <= allowed, (app, imported - allowed)
+
+
+def make_items(sizes: list[int]) -> list[Any]:
+    from nwb2pennsieve.models import WorkItem
+
+    return [
+        WorkItem(id=f"000-{i:07d}-00000", series=0, column_start=0, column_stop=1, chunk_start=i, chunk_stop=i + 1,
+                 samples=s // 8, output_bytes=s)
+        for i, s in enumerate(sizes)
+    ]  # fmt: skip
+
+
+def test_batches_keep_order_respect_the_budget_and_never_split_an_item() -> None:
+    from nwb2pennsieve.cloud.pipeline import batch_items
+
+    mib = 1024 * 1024
+    items = make_items([3 * mib, 3 * mib, 5 * mib, 20 * mib, 1 * mib, 1 * mib])
+    batches = batch_items(items, 8)
+    assert [b.items for b in batches] == [
+        [items[0].id, items[1].id], [items[2].id], [items[3].id], [items[4].id, items[5].id]
+    ]  # fmt: skip
+    assert [b.batch for b in batches] == [0, 1, 2, 3]
+    assert [b.output_bytes for b in batches] == [6 * mib, 5 * mib, 20 * mib, 2 * mib]
+
+
+def test_a_batch_payload_stays_small_however_tiny_the_items() -> None:
+    from nwb2pennsieve.cloud.pipeline import batch_items
+
+    batches = batch_items(make_items([8] * 5000), 512)
+    assert len(batches) == 10
+    event = load_event("write_chunks.json") | {"batch": batches[0].dump()}
+    assert len(json.dumps(event)) < 32_000

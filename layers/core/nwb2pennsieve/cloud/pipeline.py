@@ -47,6 +47,7 @@ PLAN_NAME = "plan.json"
 MANIFEST_NAME = "work-items.json"
 RESULTS_FOLDER = "map-runs"
 LIST_THREADS = 16
+MAX_ITEMS_PER_BATCH = 500
 H5_CACHE_BYTES = 4 * 1024 * 1024  # the writers read raw chunks themselves; h5py's cache holds metadata only
 
 
@@ -54,17 +55,19 @@ class IncompleteOutputError(Nwb2PennsieveError):
     """Finalize found chunk files missing or of the wrong size."""
 
 
-def batch_items(items: list[WorkItem], batch_mb: float) -> list[Batch]:
+def batch_items(items: list[WorkItem], batch_mb: float, *, max_items: int = MAX_ITEMS_PER_BATCH) -> list[Batch]:
     """Group consecutive work items into batches of at most ``batch_mb`` MiB of output each.
 
-    An item larger than the budget is a batch on its own; items are never split.
+    An item larger than the budget is a batch on its own; items are never split. A batch holds at
+    most ``max_items`` items, so its payload stays far below Step Functions' 256 KB (a file cut
+    into many tiny items by gaps would otherwise put thousands of ids in one payload).
     """
     budget = batch_mb * 1024 * 1024
     batches: list[Batch] = []
     current: list[WorkItem] = []
     size = 0
     for item in items:
-        if current and size + item.output_bytes > budget:
+        if current and (size + item.output_bytes > budget or len(current) >= max_items):
             batches.append(Batch(batch=len(batches), items=[i.id for i in current], output_bytes=size))
             current, size = [], 0
         current.append(item)
