@@ -154,6 +154,26 @@ def test_finalize_removes_chunk_files_of_an_older_version(apps: Any, example_nwb
     assert not set(stale) & left and set(kept) <= left
 
 
+def test_an_execution_of_a_replaced_version_stops_before_touching_the_output(apps: Any, example_nwb: Path) -> None:
+    put_example(apps, example_nwb)
+    run_plan(load_event("plan.json"))
+    write_app.lambda_handler(load_event("write_chunks.json"), FakeLambdaContext("write"))
+    event = load_event("finalize.json")
+    event["source"]["versionId"] = apps.list_object_versions(Bucket=INPUT_BUCKET)["Versions"][0]["VersionId"]
+    prefix = event["output"]["prefix"]
+    newer_file = prefix + "channel-00000_1_2.bin.gz"  # as if written by the newer version's execution
+    apps.put_object(Bucket=OUTPUT_BUCKET, Key=newer_file, Body=b"newer")
+    apps.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=b"newer upload")
+    with pytest.raises(Exception, match="was replaced by version") as err:
+        finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
+    assert type(err.value).__name__ == "SupersededError"
+    assert apps.get_object(Bucket=OUTPUT_BUCKET, Key=newer_file)["Body"].read() == b"newer"
+    write_event = load_event("write_chunks.json")
+    write_event["source"]["versionId"] = event["source"]["versionId"]
+    with pytest.raises(Exception, match="was replaced by version"):
+        write_app.lambda_handler(write_event, FakeLambdaContext("write"))
+
+
 class FakeImporter:
     """Records what Finalize hands the Pennsieve importer."""
 

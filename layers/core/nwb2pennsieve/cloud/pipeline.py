@@ -55,6 +55,29 @@ class IncompleteOutputError(Nwb2PennsieveError):
     """Finalize found chunk files missing or of the wrong size."""
 
 
+class SupersededError(Nwb2PennsieveError):
+    """A newer version of the input object exists: its own execution writes the output."""
+
+
+def check_current(s3: Any, source: S3Ref) -> None:
+    """Raise :class:`SupersededError` when ``source`` is no longer the object's latest version.
+
+    Two executions of one key (an object replaced while it converts) share an output prefix; the
+    older one stops before it can overwrite the newer one's files or remove them as stale.
+    """
+    if not source.version_id:
+        return
+    try:
+        latest = s3.head_object(Bucket=source.bucket, Key=source.key).get("VersionId")
+    except Exception:
+        latest = None  # deleted (or unreadable) since: nothing newer to protect
+    if latest and latest != source.version_id:
+        raise SupersededError(
+            f"version {source.version_id} was replaced by version {latest}, whose own execution writes the output",
+            file=source.uri,
+        )
+
+
 def batch_items(items: list[WorkItem], batch_mb: float, *, max_items: int = MAX_ITEMS_PER_BATCH) -> list[Batch]:
     """Group consecutive work items into batches of at most ``batch_mb`` MiB of output each.
 
@@ -140,6 +163,7 @@ def load_plan(s3: Any, ref: S3Ref) -> Plan:
 def write_chunks(s3: Any, event: WriteChunksInput, *, stats: ReadStats | None = None) -> WriteChunksOutput:
     """Execute the batch's work items: read their slabs from S3, put their chunk files."""
     started = time.perf_counter()
+    check_current(s3, event.source)
     plan = load_plan(s3, event.plan)
     src = event.source
     stats = stats or ReadStats()
@@ -240,6 +264,7 @@ def finalize(
             "; ".join(parts) + f" under {out.uri}; a WriteChunks work item did not finish",
             file=event.source.uri,
         )
+    check_current(s3, event.source)
     metadata = {metadata_file_name(i) for i, _ in plan.channel_metadata()}
     stale = sorted(n for n in present if n not in expected and n not in metadata and n.startswith("channel-"))
     store = ParallelS3Store(out.bucket, out.prefix, s3)
