@@ -36,6 +36,26 @@ def run_plan(event: dict[str, Any]) -> dict[str, Any]:
     return plan_app.lambda_handler(event, FakeLambdaContext("plan"))
 
 
+def fixture_for(name: str, planned: dict[str, Any]) -> dict[str, Any]:
+    """Event fixture ``name`` with the object version and plan keys moto gave this run.
+
+    (The fixtures name one upload; here every test uploads anew, and moto makes new version ids.)
+    """
+    event = load_event(name)
+    for field in ("source", "plan", "manifest", "output"):
+        if field in event:
+            assert set(event[field]) - {"versionId"} == set(planned[field]) - {"versionId"}
+            event[field] = planned[field]
+    return event
+
+
+def plan_and_write(s3: Any, path: Path) -> dict[str, Any]:
+    put_example(s3, path)
+    planned = run_plan(load_event("plan.json"))
+    write_app.lambda_handler(fixture_for("write_chunks.json", planned), FakeLambdaContext("write"))
+    return planned
+
+
 def test_plan_with_its_event_writes_plan_and_manifest(apps: Any, example_nwb: Path) -> None:
     put_example(apps, example_nwb)
     out = PlanOutput.model_validate(run_plan(load_event("plan.json")))
@@ -94,8 +114,7 @@ def test_plan_of_a_missing_object(apps: Any) -> None:
 
 def test_write_chunks_with_its_event_writes_the_batch(apps: Any, example_nwb: Path) -> None:
     put_example(apps, example_nwb)
-    run_plan(load_event("plan.json"))
-    event = load_event("write_chunks.json")
+    event = fixture_for("write_chunks.json", run_plan(load_event("plan.json")))
     out = WriteChunksOutput.model_validate(write_app.lambda_handler(event, FakeLambdaContext("write")))
     plan = Plan.model_validate_json(apps.get_object(Bucket=OUTPUT_BUCKET, Key=event["plan"]["key"])["Body"].read())
     names = [n for i in event["batch"]["items"] for n in plan.item_file_names(plan.item(i))]
@@ -110,10 +129,8 @@ def test_write_chunks_with_its_event_writes_the_batch(apps: Any, example_nwb: Pa
 
 
 def test_finalize_with_its_event_writes_metadata(apps: Any, example_nwb: Path) -> None:
-    put_example(apps, example_nwb)
-    run_plan(load_event("plan.json"))
-    write_app.lambda_handler(load_event("write_chunks.json"), FakeLambdaContext("write"))
-    event = load_event("finalize.json")
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
     out = FinalizeOutput.model_validate(finalize_app.lambda_handler(event, FakeLambdaContext("finalize")))
     assert (out.channels, out.chunk_files, out.imported) == (11, 14, False)
     meta = json.loads(
@@ -125,10 +142,8 @@ def test_finalize_with_its_event_writes_metadata(apps: Any, example_nwb: Path) -
 
 
 def test_finalize_fails_when_a_chunk_is_missing(apps: Any, example_nwb: Path) -> None:
-    put_example(apps, example_nwb)
-    run_plan(load_event("plan.json"))
-    write_app.lambda_handler(load_event("write_chunks.json"), FakeLambdaContext("write"))
-    event = load_event("finalize.json")
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
     prefix = event["output"]["prefix"]
     victim = next(o["Key"] for o in apps.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=prefix)["Contents"])
     apps.delete_object(Bucket=OUTPUT_BUCKET, Key=victim)
@@ -138,10 +153,8 @@ def test_finalize_fails_when_a_chunk_is_missing(apps: Any, example_nwb: Path) ->
 
 
 def test_finalize_removes_chunk_files_of_an_older_version(apps: Any, example_nwb: Path) -> None:
-    put_example(apps, example_nwb)
-    run_plan(load_event("plan.json"))
-    write_app.lambda_handler(load_event("write_chunks.json"), FakeLambdaContext("write"))
-    event = load_event("finalize.json")
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
     prefix = event["output"]["prefix"]
     # An older version had other chunk times, and more channels (this plan has 11).
     stale = ["channel-00000_1_2.bin.gz", "channel-00099_1_2.bin.gz", "channel-00099.metadata.json"]
@@ -155,11 +168,8 @@ def test_finalize_removes_chunk_files_of_an_older_version(apps: Any, example_nwb
 
 
 def test_an_execution_of_a_replaced_version_stops_before_touching_the_output(apps: Any, example_nwb: Path) -> None:
-    put_example(apps, example_nwb)
-    run_plan(load_event("plan.json"))
-    write_app.lambda_handler(load_event("write_chunks.json"), FakeLambdaContext("write"))
-    event = load_event("finalize.json")
-    event["source"]["versionId"] = apps.list_object_versions(Bucket=INPUT_BUCKET)["Versions"][0]["VersionId"]
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
     prefix = event["output"]["prefix"]
     newer_file = prefix + "channel-00000_1_2.bin.gz"  # as if written by the newer version's execution
     apps.put_object(Bucket=OUTPUT_BUCKET, Key=newer_file, Body=b"newer")
@@ -168,8 +178,7 @@ def test_an_execution_of_a_replaced_version_stops_before_touching_the_output(app
         finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
     assert type(err.value).__name__ == "SupersededError"
     assert apps.get_object(Bucket=OUTPUT_BUCKET, Key=newer_file)["Body"].read() == b"newer"
-    write_event = load_event("write_chunks.json")
-    write_event["source"]["versionId"] = event["source"]["versionId"]
+    write_event = fixture_for("write_chunks.json", planned)
     with pytest.raises(Exception, match="was replaced by version"):
         write_app.lambda_handler(write_event, FakeLambdaContext("write"))
 
@@ -195,10 +204,8 @@ def test_finalize_imports_with_credentials_from_the_secret(
     monkeypatch.setenv("PENNSIEVE_SECRET_ARN", secret)
     fake = FakeImporter()
     monkeypatch.setattr(finalize_app, "importer", fake)
-    put_example(apps, example_nwb)
-    run_plan(load_event("plan.json"))
-    write_app.lambda_handler(load_event("write_chunks.json"), FakeLambdaContext("write"))
-    event = load_event("finalize.json")
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
     event["settings"]["importerEnabled"] = True
     result = finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
     assert result["imported"] is True and result["importSummary"] == {"files": 14}
@@ -210,10 +217,8 @@ def test_finalize_imports_with_credentials_from_the_secret(
 
 
 def test_finalize_import_without_a_secret_is_a_clear_error(apps: Any, example_nwb: Path) -> None:
-    put_example(apps, example_nwb)
-    run_plan(load_event("plan.json"))
-    write_app.lambda_handler(load_event("write_chunks.json"), FakeLambdaContext("write"))
-    event = load_event("finalize.json")
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
     event["settings"]["importerEnabled"] = True
     with pytest.raises(ConfigurationError, match="PENNSIEVE_SECRET_ARN"):
         finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))

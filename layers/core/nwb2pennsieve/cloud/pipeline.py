@@ -6,7 +6,8 @@ handlers in ``functions/`` add only Powertools and event parsing.
 Layout in the output bucket, for an input object ``a/b.nwb``:
 - ``{OUTPUT_PREFIX}a/b/``: the chunk files and channel metadata, exactly what the local runner
   writes into its output directory (and nothing else);
-- ``{RUNS_PREFIX}a/b/``: ``plan.json`` and ``work-items.json`` (the Map's item manifest);
+- ``{RUNS_PREFIX}a/b/{version id, or ETag}/``: ``plan.json`` and ``work-items.json`` (the Map's
+  item manifest);
 - ``{RUNS_PREFIX}map-runs/``: the Map's ResultWriter output, one folder per map run.
 """
 
@@ -121,7 +122,9 @@ def plan_object(s3: Any, event: PlanInput, settings: CloudSettings, *, stats: Re
         event.overrides.output_prefix if event.overrides.output_prefix is not None else settings.output_prefix,
         src.key,
     )
-    runs_prefix = join_prefix(settings.runs_prefix, src.key)
+    # One folder per object version: two executions of one key (an object replaced while it
+    # converts) never read each other's plan; a rerun of the same version rewrites the same keys.
+    runs_prefix = join_prefix(settings.runs_prefix, src.key) + (reader.version_id or reader.etag.strip('"')) + "/"
     batches = batch_items(plan.work_items, run.batch_mb)
     runs = S3Store(settings.output_bucket, runs_prefix, s3)
     runs.write_bytes(PLAN_NAME, plan.model_dump_json().encode())

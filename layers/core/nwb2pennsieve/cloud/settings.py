@@ -17,10 +17,11 @@ class CloudSettings:
     """Environment of the Plan, WriteChunks and Finalize functions.
 
     ``OUTPUT_BUCKET`` (required), ``OUTPUT_PREFIX`` (chunk files of ``a/b.nwb`` go under
-    ``{OUTPUT_PREFIX}a/b/``), ``RUNS_PREFIX`` (plan, work-item manifest and map-run results of
-    ``a/b.nwb`` go under ``{RUNS_PREFIX}a/b/``), ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``BATCH_MB``,
-    ``IMPORTER_ENABLED``, ``SKIP_INVALID_SERIES``, ``PENNSIEVE_API_HOST``, ``PENNSIEVE_API_HOST2``,
-    ``PENNSIEVE_SECRET_ARN`` (the ARN of the credentials secret, never the credentials).
+    ``{OUTPUT_PREFIX}a/b/``), ``RUNS_PREFIX`` (plan and work-item manifest of ``a/b.nwb`` go
+    under ``{RUNS_PREFIX}a/b/{version}/``, map-run results under ``{RUNS_PREFIX}map-runs/``),
+    ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``BATCH_MB``, ``IMPORTER_ENABLED``, ``SKIP_INVALID_SERIES``,
+    ``PENNSIEVE_API_HOST``, ``PENNSIEVE_API_HOST2``, ``PENNSIEVE_SECRET_ARN`` (the ARN of the
+    credentials secret, never the credentials).
     """
 
     output_bucket: str
