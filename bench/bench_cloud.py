@@ -159,12 +159,30 @@ def run(samples: int) -> dict[str, Any]:
     return result
 
 
+def handler_import_seconds() -> dict[str, float]:
+    """Cold import of each handler module in a fresh interpreter (the init part of a cold start)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "true"}
+    out = {}
+    for name in ("plan", "write_chunks", "finalize"):
+        code = f"import time; t = time.perf_counter(); import functions.{name}.app; print(time.perf_counter() - t)"
+        run = subprocess.run(
+            [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True
+        )
+        out[name] = round(float(run.stdout.strip()), 3)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=131_072 * 2, help="samples of the test file (default 2 items)")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     result = run(args.samples)
+    result["handler_import_seconds"] = handler_import_seconds()
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
