@@ -19,7 +19,9 @@ from nwb2pennsieve.cloud.pipeline import finalize
 from nwb2pennsieve.cloud.settings import CloudSettings
 
 logger = Logger()
-tracer = Tracer()
+# boto3 is not patched: hundreds of S3 calls from worker threads would each be a subsegment
+# without a parent (the handler's own segment still traces the invocation).
+tracer = Tracer(auto_patch=False)
 metrics = Metrics()
 
 s3 = boto3.client("s3")

@@ -18,7 +18,9 @@ from nwb2pennsieve.cloud.models import WriteChunksInput
 from nwb2pennsieve.cloud.pipeline import write_chunks
 
 logger = Logger()
-tracer = Tracer()
+# boto3 is not patched: hundreds of S3 calls from worker threads would each be a subsegment
+# without a parent (the handler's own segment still traces the invocation).
+tracer = Tracer(auto_patch=False)
 metrics = Metrics()
 
 # Enough connections for the parallel range GETs and PUTs of one invocation.
