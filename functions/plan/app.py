@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -19,6 +20,8 @@ from nwb2pennsieve.cloud.s3reader import ReadStats
 from nwb2pennsieve.cloud.settings import CloudSettings
 
 logger = Logger()
+# The core's loggers (nwb2pennsieve.*) log through the same structured JSON, with the same keys.
+copy_config_to_registered_loggers(source_logger=logger, include={"nwb2pennsieve"})
 tracer = Tracer()
 metrics = Metrics()
 
