@@ -66,3 +66,22 @@ def test_a_batch_of_many_items_needs_the_memory_of_one(tmp_path: Path, monkeypat
     # + decoded HDF5 chunks (a few MiB): far below the batch's 64 MiB.
     print(f"peak {peak / MIB:.1f} MiB for a batch of 64 MiB in items of 8 MiB")
     assert peak < 8 * MIB + 8 * MIB + 20 * MIB, peak / MIB
+
+
+def test_a_failed_put_fails_the_batch_with_the_object_named(tmp_path: Path) -> None:
+    from nwb2pennsieve.errors import StorageError
+
+    class FailingPuts(DiscardingS3):
+        def put_object(self, Key: str, Body: Any, **kw: Any) -> dict[str, Any]:
+            if Key.endswith("_0.bin.gz") or "channel-00003_" in Key:
+                raise OSError("connection reset")
+            return super().put_object(Key=Key, Body=Body, **kw)
+
+    path = make_nwb(tmp_path / "p.nwb", channels=8, samples=20_000, chunks=(4096, 8), second_series=False)
+    fake = FailingPuts(path)
+    out = plan_object(fake, PlanInput.parse({"bucket": "in-bucket", "key": "p.nwb"}),
+                      CloudSettings.from_env({"OUTPUT_BUCKET": "out-bucket"}))  # fmt: skip
+    (batch,) = json.loads(fake.small[out.manifest.key])
+    event = WriteChunksInput(source=out.source, output=out.output, plan=out.plan, batch=Batch.model_validate(batch))
+    with pytest.raises(StorageError, match="connection reset"):
+        write_chunks(fake, event)

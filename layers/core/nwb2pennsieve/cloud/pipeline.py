@@ -193,8 +193,10 @@ def write_chunks(s3: Any, event: WriteChunksInput, *, stats: ReadStats | None = 
                 files += result.files
                 payload += result.payload_bytes
                 log.info("wrote work item %s: %d files", item_id, result.files)
-    finally:
-        store.close()
+    except BaseException:
+        store.abandon()  # the first error is the one to report, not a PUT cancelled by it
+        raise
+    store.close()
     return WriteChunksOutput(
         batch=event.batch.batch,
         items=len(event.batch.items),
@@ -275,8 +277,10 @@ def finalize(
         for name in stale:  # chunk files of an earlier version of the same object
             store.delete(name)
         written = write_channel_metadata(plan, store)
-    finally:
-        store.close()
+    except BaseException:
+        store.abandon()
+        raise
+    store.close()
     summary = None
     if event.settings.importer_enabled:
         run_import = importer or default_importer

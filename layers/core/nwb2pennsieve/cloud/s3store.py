@@ -114,3 +114,8 @@ class ParallelS3Store(S3Store):
             self.flush()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def abandon(self) -> None:
+        """Stop after an error elsewhere: drop what has not started, wait for the rest, raise nothing."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._futures = []
