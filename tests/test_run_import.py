@@ -27,8 +27,14 @@ def test_run_converts_then_imports_and_a_rerun_duplicates_nothing(fake, api_key,
     dataset = fake.add_dataset()
     package = fake.add_package(dataset)
     run = fake.add_run(dataset, [package])
-    _env(monkeypatch, fake, tmp_path, INTEGRATION_ID=run, PENNSIEVE_API_KEY=api_key.key,
-         PENNSIEVE_API_SECRET=api_key.secret)
+    _env(
+        monkeypatch,
+        fake,
+        tmp_path,
+        INTEGRATION_ID=run,
+        PENNSIEVE_API_KEY=api_key.key,
+        PENNSIEVE_API_SECRET=api_key.secret,
+    )
     assert main(["run"]) == 0
     assert "imported 24 files of 16 channels" in capsys.readouterr().out
     (imp,) = fake.imports.values()

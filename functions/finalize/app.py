@@ -46,7 +46,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             settings.pennsieve_secret_arn,
             api_host=settings.pennsieve_api_host,
             api_host2=settings.pennsieve_api_host2,
-            integration_id=request.integration_id,
         )
 
     result = finalize(s3, request, importer=importer, import_env=import_env)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EVENTS, ROOT, load_event
 
 from nwb2pennsieve.cloud.models import (
     Batch,
@@ -21,6 +20,7 @@ from nwb2pennsieve.cloud.models import (
 )
 from nwb2pennsieve.cloud.settings import CloudSettings
 from statemachine.render import DEFINITION, load_template, placeholders, render, substitutions, template_refs
+from tests.cloud.conftest import EVENTS, ROOT, load_event
 
 TEMPLATE = load_template()
 ASL_TEXT = DEFINITION.read_text()

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REAL_AWS_ENV
+
+from tests.cloud.conftest import REAL_AWS_ENV
 
 pytestmark = [
     pytest.mark.deployed,

@@ -10,7 +10,6 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
-from conftest import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, REGION, FakeLambdaContext, load_event
 
 from functions.finalize import app as finalize_app
 from functions.plan import app as plan_app
@@ -18,6 +17,7 @@ from functions.write_chunks import app as write_app
 from nwb2pennsieve.cloud.models import FinalizeOutput, PlanOutput, WriteChunksOutput
 from nwb2pennsieve.errors import ConfigurationError, InvalidInputError
 from nwb2pennsieve.models import Plan
+from tests.cloud.conftest import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, REGION, FakeLambdaContext, load_event
 
 
 @pytest.fixture
@@ -183,37 +183,75 @@ def test_an_execution_of_a_replaced_version_stops_before_touching_the_output(app
         write_app.lambda_handler(write_event, FakeLambdaContext("write"))
 
 
-class FakeImporter:
-    """Records what Finalize hands the Pennsieve importer."""
+@pytest.fixture
+def pennsieve() -> Any:
+    """The fake Pennsieve on 127.0.0.1, accepting one static session token (no Cognito under mock_aws)."""
+    from tests.fake_pennsieve import FakePennsieve
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[Plan, list[str], dict[str, str]]] = []
-
-    def __call__(self, plan: Plan, store: Any, env: Any) -> dict[str, Any]:
-        self.calls.append((plan, list(store.list_names()), dict(env)))
-        return {"files": len(plan.file_names())}
+    server = FakePennsieve(static_tokens=("session-token-789",)).start()
+    yield server
+    server.stop()
 
 
-def test_finalize_imports_with_credentials_from_the_secret(
-    apps: Any, example_nwb: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _import_secret(monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
     secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
-        Name="pennsieve",
-        SecretString=json.dumps({"PENNSIEVE_API_KEY": "key-123", "PENNSIEVE_API_SECRET": "s3cr3t-456"}),
+        Name="pennsieve", SecretString=json.dumps({"SESSION_TOKEN": "session-token-789"})
     )["ARN"]
     monkeypatch.setenv("PENNSIEVE_SECRET_ARN", secret)
-    fake = FakeImporter()
-    monkeypatch.setattr(finalize_app, "importer", fake)
-    planned = plan_and_write(apps, example_nwb)
-    event = fixture_for("finalize.json", planned)
-    event["settings"]["importerEnabled"] = True
-    result = finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
-    assert result["imported"] is True and result["importSummary"] == {"files": 14}
-    ((_plan, names, env),) = fake.calls
-    assert "channel-00010.metadata.json" in names  # metadata is written before the import
-    assert env["PENNSIEVE_API_KEY"] == "key-123" and env["PENNSIEVE_API_HOST"].startswith("https://")
+    monkeypatch.setenv("PENNSIEVE_API_HOST", fake.url)
+    monkeypatch.setenv("PENNSIEVE_API_HOST2", fake.url)
+
+
+def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_imports(
+    apps: Any, example_nwb: Path, pennsieve: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _import_secret(monkeypatch, pennsieve)
+    dataset = pennsieve.add_dataset()
+    package = pennsieve.add_package(dataset)
+    run = pennsieve.add_run(dataset, [package])
+    apps.put_object(
+        Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes(), Metadata={"integration-id": run}
+    )
+    event = load_event("plan.json")
+    event["importerEnabled"] = True
+    planned = run_plan(event)
+    assert planned["target"] == {"integrationId": run}
+    write_app.lambda_handler(fixture_for("write_chunks.json", planned), FakeLambdaContext("write"))
+    finalize_event = {
+        **fixture_for("finalize.json", planned),
+        "settings": planned["settings"],
+        "target": planned["target"],
+    }
+    result = FinalizeOutput.model_validate(finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize")))
+    assert result.imported is True and result.import_summary is not None
+    assert result.import_summary["files_uploaded"] == result.chunk_files == 14
+    (imp,) = pennsieve.imports.values()
+    assert len(pennsieve.uploaded_files(imp.id)) == 14
+    assert len(pennsieve.channels[package]) == result.channels
+
+    again = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))  # a console rerun
+    assert (again["importSummary"]["files_uploaded"], again["importSummary"]["files_already_uploaded"]) == (0, 14)
+    assert len(pennsieve.imports) == 1 and len(pennsieve.channels[package]) == result.channels
+    assert len(pennsieve.uploaded_files(imp.id)) == 14
     logs = capsys.readouterr()
-    assert "s3cr3t-456" not in json.dumps(result) + logs.out + logs.err
+    assert "session-token-789" not in json.dumps(result.dump()) + json.dumps(again) + logs.out + logs.err
+
+
+def test_plan_with_the_importer_on_and_no_target_fails_before_any_work(apps: Any, example_nwb: Path) -> None:
+    put_example(apps, example_nwb)
+    event = load_event("plan.json")
+    event["importerEnabled"] = True
+    with pytest.raises(Exception, match=r"s3://.*sub-01_ses-01\.nwb: no import target"):
+        run_plan(event)
+    assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET)  # no plan, no manifest
+
+
+def test_plan_takes_the_target_from_the_execution_input_first(apps: Any, example_nwb: Path) -> None:
+    apps.put_object(
+        Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes(), Metadata={"integration-id": "from-meta"}
+    )
+    event = {**load_event("plan.json"), "importerEnabled": True, "datasetId": "N:dataset:1", "packageId": "N:package:2"}
+    assert run_plan(event)["target"] == {"datasetId": "N:dataset:1", "packageId": "N:package:2"}
 
 
 def test_finalize_import_without_a_secret_is_a_clear_error(apps: Any, example_nwb: Path) -> None:

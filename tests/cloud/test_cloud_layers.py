@@ -9,9 +9,9 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from layers.build_layers import LAMBDA_UNZIPPED_LIMIT, build_core, build_deps, size_of
+from tests.cloud.conftest import ROOT
 
 
 @pytest.fixture(scope="module")

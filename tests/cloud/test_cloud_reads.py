@@ -14,7 +14,6 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-from conftest import INPUT_BUCKET, OUTPUT_BUCKET, function_environment, make_nwb
 
 from nwb2pennsieve.cloud.chunkreader import S3ChunkSlabReader, direct_readable, unshuffle
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
@@ -23,6 +22,7 @@ from nwb2pennsieve.cloud.s3reader import ReadStats, S3RangeReader
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.nwb import open_nwb
 from nwb2pennsieve.planner import build_plan
+from tests.cloud.conftest import INPUT_BUCKET, OUTPUT_BUCKET, function_environment, make_nwb
 
 GB = 1024**3
 

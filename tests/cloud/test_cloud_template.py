@@ -9,9 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import ROOT
-
 from statemachine.render import load_template, render, substitutions, template_refs
+from tests.cloud.conftest import ROOT
 
 TEMPLATE = load_template()
 RESOURCES = TEMPLATE["Resources"]

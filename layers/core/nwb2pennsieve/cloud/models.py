@@ -8,8 +8,8 @@ An execution starts from either
 - the EventBridge "Object Created" event of an ``*.nwb`` object (the rule's target input), or
 - a hand-written input (console "Start execution" or a rerun):
   ``{"bucket": ..., "key": ..., "versionId": ..., "chunkSizeMb": 2, "outputPrefix": "...",
-  "importerEnabled": false, "skipInvalidSeries": true, "maxItemMb": 256}`` (all but bucket and key
-  optional).
+  "importerEnabled": false, "skipInvalidSeries": true, "maxItemMb": 256, "integrationId": "...",
+  "datasetId": "...", "packageId": "..."}`` (all but bucket and key optional).
 """
 
 from __future__ import annotations
@@ -59,6 +59,16 @@ class Overrides(_Payload):
     importer_enabled: bool | None = None
     skip_invalid_series: bool | None = None
     integration_id: str | None = Field(default=None, description="Pennsieve workflow run id (not a secret)")
+    dataset_id: str | None = Field(default=None, description="Pennsieve dataset id, with package_id")
+    package_id: str | None = Field(default=None, description="Pennsieve package id, with dataset_id")
+
+
+class TargetRef(_Payload):
+    """Where the import goes (ids only, never a credential): an integration, or a dataset + package."""
+
+    integration_id: str | None = None
+    dataset_id: str | None = None
+    package_id: str | None = None
 
 
 class _EventObject(BaseModel):
@@ -155,7 +165,7 @@ class PlanOutput(_Payload):
     chunk_files: int
     channels: int
     output_bytes: int
-    integration_id: str | None = None
+    target: TargetRef | None = Field(default=None, description="the import target, when the importer is on")
     warnings: list[str] = Field(default_factory=list)
 
 

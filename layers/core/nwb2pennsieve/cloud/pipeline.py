@@ -27,6 +27,7 @@ from ..planner import build_plan
 from ..storage import S3Store, Store
 from ..writer import write_channel_metadata, write_work_item
 from .chunkreader import slab_reader
+from .importer import choose_import_target
 from .models import (
     Batch,
     FinalizeInput,
@@ -35,6 +36,7 @@ from .models import (
     PlanOutput,
     S3Prefix,
     S3Ref,
+    TargetRef,
     WriteChunksInput,
     WriteChunksOutput,
 )
@@ -105,6 +107,8 @@ def plan_object(s3: Any, event: PlanInput, settings: CloudSettings, *, stats: Re
     """Plan the conversion of one S3 object, reading only its metadata; write plan and manifest."""
     run = settings.run_settings(event.overrides)
     src = event.source
+    # With the importer on, a missing target fails here, before any conversion work.
+    target = choose_import_target(s3, src, event.overrides) if run.importer_enabled else None
     reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, stats=stats)
     if reader.size == 0:
         raise InvalidInputError("the file is empty (0 bytes)", file=src.uri)
@@ -144,7 +148,7 @@ def plan_object(s3: Any, event: PlanInput, settings: CloudSettings, *, stats: Re
         chunk_files=int(summary["chunk_files"]),  # type: ignore[call-overload]
         channels=int(summary["channels"]),  # type: ignore[call-overload]
         output_bytes=int(summary["output_bytes"]),  # type: ignore[call-overload]
-        integration_id=event.overrides.integration_id,
+        target=target,
         # Warnings are kept short: the full list is in plan.json.
         warnings=[w[:300] for w in plan.warnings[:10]],
     )
@@ -235,7 +239,7 @@ def list_outputs(s3: Any, bucket: str, prefix: str, n_channels: int, *, threads:
     return out
 
 
-Importer = Callable[[Plan, Store, Mapping[str, str]], dict[str, Any]]
+Importer = Callable[[Plan, Store, Mapping[str, str], TargetRef | None], dict[str, Any]]
 
 
 def finalize(
@@ -284,7 +288,9 @@ def finalize(
     summary = None
     if event.settings.importer_enabled:
         run_import = importer or default_importer
-        summary = run_import(plan, store, import_env() if import_env else {})
+        # The parallel store is closed; the importer reads and records through a plain one.
+        import_store = S3Store(out.bucket, out.prefix, s3)
+        summary = run_import(plan, import_store, import_env() if import_env else {}, event.target)
     return FinalizeOutput(
         source=event.source.uri,
         output=out.uri,
@@ -299,8 +305,8 @@ def finalize(
     )
 
 
-def default_importer(plan: Plan, store: Store, env: Mapping[str, str]) -> dict[str, Any]:
-    """The Pennsieve importer (its own issue), looked up when first needed."""
+def default_importer(plan: Plan, store: Store, env: Mapping[str, str], target: TargetRef | None) -> dict[str, Any]:
+    """The Pennsieve importer (pennsieve/), imported when first needed: a run without it never loads it."""
     from .importer import import_output
 
-    return import_output(plan, store, env)
+    return import_output(plan, store, env, target)
