@@ -42,10 +42,13 @@ install: $(STAMP) ## install the package (editable) and the dev tools into .venv
 pre-commit: install ## install the git pre-commit hook (ruff, mypy)
 	$(VENV)/bin/pre-commit install
 
-test: install ## run every test (and the template/ASL validations)
+test: install $(NODE_STAMP) ## lint, then every test (the template/ASL validations among them)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-test-cov: install ## tests with a coverage report
+test-cov: install $(NODE_STAMP) ## tests with a coverage report
 	$(VENV)/bin/pytest -q -p no:cacheprovider --cov --cov-report=term-missing
 
 lint: install ## ruff (lint + format check) and mypy on the core
@@ -62,3 +65,24 @@ bench: install ## run the benchmarks in bench/ (see README for each one's comman
 clean: ## remove the venv, build output, caches and data/output
 	rm -rf $(VENV) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov data/output bench/out
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# --- AWS: see "Running on AWS" in README.md ---------------------------------------------------
+# The validators run offline: a region is all sam/cfn-lint need; no credentials, no telemetry.
+AWS_OFFLINE := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} SAM_CLI_TELEMETRY=0
+NODE_STAMP := node_modules/.installed
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --silent
+	@touch $@
+
+validate: install $(NODE_STAMP) ## sam validate --lint, cfn-lint and asl-validator on template and state machine
+	$(AWS_OFFLINE) $(VENV)/bin/sam validate --lint --template template.yaml
+	$(AWS_OFFLINE) $(VENV)/bin/cfn-lint template.yaml
+	$(PY) statemachine/render.py build/nwb2pennsieve.asl.json
+	node_modules/.bin/asl-validator --json-path build/nwb2pennsieve.asl.json
+
+build: install ## build the Lambda layers (arm64, CPython 3.12, no Docker) into build/layers
+	$(PY) layers/build_layers.py
+
+deploy: build validate ## sam deploy with samconfig.toml's default environment (needs AWS credentials)
+	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam deploy

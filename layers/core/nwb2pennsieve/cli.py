@@ -19,8 +19,10 @@ from . import __version__
 from .config import Settings, env_flag, env_number
 from .errors import ConfigurationError
 from .models import Plan
+from .pennsieve import PennsieveSettings, add_import_command, import_output, import_preflight
 from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
 from .runner import ConversionResult, Progress, convert_file, describe_error, plan_file
+from .storage import LocalStore
 
 log = logging.getLogger("nwb2pennsieve")
 
@@ -126,6 +128,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.max_item_mb = settings.max_item_mb
     args.workers = settings.workers
     args.skip_invalid_series = settings.skip_invalid_series
+    # With the importer on, fail before any conversion work when credentials or a target are missing.
+    import_settings = PennsieveSettings.from_env()
+    target = import_preflight(import_settings)
     inputs = sorted(settings.input_dir.glob("*.nwb")) if settings.input_dir.is_dir() else []
     if not inputs:
         inputs = [sample_path()]
@@ -136,14 +141,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     failures = 0
     for path in inputs:
         try:
-            _convert_one(path, settings.output_dir / path.stem, args)
+            result = _convert_one(path, settings.output_dir / path.stem, args)
+            if target is not None:
+                imported = import_output(LocalStore(result.output_dir), import_settings, target)
+                print(f"{path.name}: {imported.summary_line()}")
         except Exception as exc:
             if args.debug:
                 raise
             failures += 1
             print(f"error: {describe_error(exc, path.name)}", file=sys.stderr)
-    if settings.importer_enabled:
-        log.warning("IMPORTER_ENABLED is set but this build has no importer yet; nothing was imported")
     return 1 if failures else 0
 
 
@@ -201,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="convert INPUT_DIR/*.nwb into OUTPUT_DIR (what `make run` does)")
     p.set_defaults(handler=cmd_run)
+
+    add_import_command(sub)
     return parser
 
 

@@ -1,0 +1,54 @@
+"""Finalize: check every chunk file exists, write the channel metadata, import when enabled.
+
+Input: :class:`~nwb2pennsieve.cloud.models.FinalizeInput` (Plan's output plus the Map's result).
+Output: :class:`~nwb2pennsieve.cloud.models.FinalizeOutput`, a small summary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from nwb2pennsieve.cloud.importer import credentials_env
+from nwb2pennsieve.cloud.models import FinalizeInput
+from nwb2pennsieve.cloud.pipeline import finalize
+from nwb2pennsieve.cloud.settings import CloudSettings
+
+logger = Logger()
+# The core's loggers (nwb2pennsieve.*) log through the same structured JSON, with the same keys.
+copy_config_to_registered_loggers(source_logger=logger, include={"nwb2pennsieve"})
+# boto3 is not patched: hundreds of S3 calls from worker threads would each be a subsegment
+# without a parent (the handler's own segment still traces the invocation).
+tracer = Tracer(auto_patch=False)
+metrics = Metrics()
+
+s3 = boto3.client("s3")
+secrets = boto3.client("secretsmanager")
+importer = None  # None: the Pennsieve importer of the core layer; tests put a fake here
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = FinalizeInput.model_validate(event)
+    logger.append_keys(file=request.source.uri)
+    settings = CloudSettings.from_env()
+
+    def import_env() -> dict[str, str]:
+        return credentials_env(
+            secrets,
+            settings.pennsieve_secret_arn,
+            api_host=settings.pennsieve_api_host,
+            api_host2=settings.pennsieve_api_host2,
+        )
+
+    result = finalize(s3, request, importer=importer, import_env=import_env)
+    metrics.add_metric(name="ChunkFiles", unit=MetricUnit.Count, value=result.chunk_files)
+    logger.info("finalized", extra={"chunk_files": result.chunk_files, "imported": result.imported})
+    return result.dump()

@@ -1,0 +1,81 @@
+"""Finalize's link to the Pennsieve importer (its own issue) and to the credentials secret.
+
+The credentials live in a Secrets Manager secret whose ARN the stack passes as
+``PENNSIEVE_SECRET_ARN``; the secret is a JSON object with ``PENNSIEVE_API_KEY`` and
+``PENNSIEVE_API_SECRET``, or ``SESSION_TOKEN`` (and ``REFRESH_TOKEN``). The target (an integration
+id, or a dataset and a package id) is not a secret: it comes with each execution. They are
+read at import time only, go to the importer as an environment mapping and are never logged
+or returned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ConfigurationError, Nwb2PennsieveError
+from ..models import Plan
+from ..storage import Store
+from .models import Overrides, S3Ref, TargetRef
+
+SECRET_KEYS = ("PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET", "SESSION_TOKEN", "REFRESH_TOKEN")
+
+
+def credentials_env(secrets_client: Any, secret_arn: str, *, api_host: str, api_host2: str) -> dict[str, str]:
+    """The importer's environment: API hosts plus the credentials read from the secret."""
+    if not secret_arn:
+        raise ConfigurationError("IMPORTER_ENABLED is true but PENNSIEVE_SECRET_ARN is not set")
+    try:
+        raw = secrets_client.get_secret_value(SecretId=secret_arn)["SecretString"]
+        values = json.loads(raw)
+    except Exception as exc:
+        # The exception text never holds the secret's value; its type and the ARN are enough.
+        raise ConfigurationError(
+            f"cannot read the Pennsieve credentials secret {secret_arn} ({type(exc).__name__})"
+        ) from None
+    if not isinstance(values, dict):
+        raise ConfigurationError(f"the secret {secret_arn} is not a JSON object")
+    env = {k: str(values[k]) for k in SECRET_KEYS if values.get(k)}
+    if not env:
+        raise ConfigurationError(f"the secret {secret_arn} holds none of {', '.join(SECRET_KEYS)}")
+    env["PENNSIEVE_API_HOST"] = api_host
+    env["PENNSIEVE_API_HOST2"] = api_host2
+    return env
+
+
+def choose_import_target(s3: Any, source: S3Ref, overrides: Overrides) -> TargetRef:
+    """The import target: the execution input's ids, else the NWB object's S3 user metadata
+    (``x-amz-meta-integration-id``, or ``dataset-id`` + ``package-id``).
+
+    Called by Plan before any conversion work; raises a one-line error when there is none.
+    """
+    from ..pennsieve.target import TargetSpec, choose_target_spec, target_spec_from_s3_object
+
+    given = TargetSpec(
+        integration_id=overrides.integration_id, dataset_id=overrides.dataset_id, package_id=overrides.package_id
+    )
+    try:
+        spec = choose_target_spec(given, target_spec_from_s3_object(s3, source.bucket, source.key))
+    except Nwb2PennsieveError as exc:
+        raise exc.with_file(source.uri) from None
+    return TargetRef(**spec.model_dump())
+
+
+def import_output(plan: Plan, store: Store, env: Mapping[str, str], target: TargetRef | None) -> dict[str, Any]:
+    """Import ``store`` (the chunk files and channel metadata of ``plan``) into ``target``.
+
+    ``env`` holds the credentials and API hosts (from :func:`credentials_env`). Returns the
+    importer's small, secret-free summary. Rerun-safe: the importer records what it did in the store.
+    """
+    from ..pennsieve import PennsieveSettings, TargetSpec
+    from ..pennsieve import import_output as run_import
+
+    if target is None:
+        raise ConfigurationError("the importer is enabled but the plan has no import target", file=plan.source)
+    settings = PennsieveSettings.from_env({**env, "IMPORTER_ENABLED": "true"})
+    try:
+        result = run_import(store, settings, TargetSpec(**target.model_dump()))
+    except Nwb2PennsieveError as exc:
+        raise exc.with_file(plan.source) from None
+    return result.model_dump(mode="json")

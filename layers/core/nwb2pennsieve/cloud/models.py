@@ -1,0 +1,220 @@
+"""The state machine's payloads: what each state receives and returns, as small typed models.
+
+Field names are camelCase on the wire (Step Functions' and S3's own style) and snake_case in
+Python. Every payload stays a few hundred bytes whatever the file's size: the plan and the
+work-item manifest live in S3 and states pass their keys (Step Functions' 256 KB limit).
+
+An execution starts from either
+- the EventBridge "Object Created" event of an ``*.nwb`` object (the rule's target input), or
+- a hand-written input (console "Start execution" or a rerun):
+  ``{"bucket": ..., "key": ..., "versionId": ..., "chunkSizeMb": 2, "outputPrefix": "...",
+  "importerEnabled": false, "skipInvalidSeries": true, "maxItemMb": 256, "integrationId": "...",
+  "datasetId": "...", "packageId": "..."}`` (all but bucket and key optional).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from ..errors import InvalidInputError
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON-ready dict a handler returns (camelCase, no nulls)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class S3Ref(_Payload):
+    bucket: str = Field(min_length=3)
+    key: str = Field(min_length=1)
+    version_id: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+class S3Prefix(_Payload):
+    bucket: str = Field(min_length=3)
+    prefix: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+class Overrides(_Payload):
+    """Per-execution settings a hand-started execution may give (else the stack's defaults)."""
+
+    chunk_size_mb: float | None = Field(default=None, gt=0)
+    max_item_mb: float | None = Field(default=None, gt=0)
+    batch_mb: float | None = Field(default=None, gt=0)
+    output_prefix: str | None = None
+    importer_enabled: bool | None = None
+    skip_invalid_series: bool | None = None
+    integration_id: str | None = Field(default=None, description="Pennsieve workflow run id (not a secret)")
+    dataset_id: str | None = Field(default=None, description="Pennsieve dataset id, with package_id")
+    package_id: str | None = Field(default=None, description="Pennsieve package id, with dataset_id")
+
+
+class TargetRef(_Payload):
+    """Where the import goes (ids only, never a credential): an integration, or a dataset + package."""
+
+    integration_id: str | None = None
+    dataset_id: str | None = None
+    package_id: str | None = None
+
+
+class _EventObject(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    key: str
+    size: int | None = None
+    version_id: str | None = Field(default=None, validation_alias=AliasChoices("version-id", "versionId"))
+    etag: str | None = None
+
+
+class _EventBucket(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+
+
+class _EventDetail(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    bucket: _EventBucket
+    object: _EventObject
+
+
+class ObjectCreatedEvent(BaseModel):
+    """The EventBridge event S3 sends for a new object (detail-type "Object Created")."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    detail_type: str = Field(alias="detail-type")
+    source: str
+    detail: _EventDetail
+
+
+class PlanInput(_Payload):
+    """The Plan function's input: the execution input, in either of its two shapes, normalized."""
+
+    source: S3Ref
+    overrides: Overrides = Field(default_factory=Overrides)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalize(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "detail" in data and "detail-type" in data:
+            event = ObjectCreatedEvent.model_validate(data)
+            if event.source != "aws.s3" or event.detail_type != "Object Created":
+                raise ValueError(f"not an S3 Object Created event ({event.source} / {event.detail_type})")
+            obj = event.detail.object
+            return {"source": {"bucket": event.detail.bucket.name, "key": obj.key, "versionId": obj.version_id}}
+        if "source" in data:
+            return data
+        overrides = {k: v for k, v in data.items() if k not in ("bucket", "key", "versionId", "version_id")}
+        return {
+            "source": {
+                "bucket": data.get("bucket"),
+                "key": data.get("key"),
+                "versionId": data.get("versionId", data.get("version_id")),
+            },
+            "overrides": overrides,
+        }
+
+    @classmethod
+    def parse(cls, event: Any) -> PlanInput:
+        """Parse an execution input; a malformed one is an :class:`InvalidInputError` saying why."""
+        try:
+            return cls.model_validate(event)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors())
+            raise InvalidInputError(
+                "the execution input is neither an S3 Object Created event nor "
+                f'{{"bucket": ..., "key": ..., "versionId": ...}} ({problems})'
+            ) from None
+
+
+class RunSettings(_Payload):
+    """The settings one execution runs with (the stack's defaults with the input's overrides)."""
+
+    chunk_size_mb: float
+    max_item_mb: float
+    batch_mb: float
+    importer_enabled: bool
+    skip_invalid_series: bool
+
+
+class PlanOutput(_Payload):
+    """Plan's result: the state the Map and Finalize run on (small: keys, not content)."""
+
+    source: S3Ref
+    output: S3Prefix = Field(description="where the chunk files and channel metadata go")
+    plan: S3Ref = Field(description="plan.json")
+    manifest: S3Ref = Field(description="the work-item manifest the Map's ItemReader reads")
+    results: S3Prefix = Field(description="where the Map's ResultWriter writes")
+    settings: RunSettings
+    work_items: int
+    batches: int
+    chunk_files: int
+    channels: int
+    output_bytes: int
+    target: TargetRef | None = Field(default=None, description="the import target, when the importer is on")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class Batch(_Payload):
+    """One entry of the work-item manifest: the work items one WriteChunks invocation executes."""
+
+    batch: int
+    items: list[str] = Field(min_length=1)
+    output_bytes: int
+
+
+class WriteChunksInput(_Payload):
+    """What the Map's ItemSelector hands each WriteChunks invocation."""
+
+    source: S3Ref
+    output: S3Prefix
+    plan: S3Ref
+    batch: Batch
+
+
+class WriteChunksOutput(_Payload):
+    batch: int
+    items: int
+    files: int
+    payload_bytes: int
+    bytes_read: int
+    requests: int
+    seconds: float
+
+
+class MapRunResult(_Payload):
+    """What the Distributed Map leaves in ``$.writeChunks`` (ResultWriter details)."""
+
+    map_run_arn: str | None = Field(default=None, alias="MapRunArn")
+    result_writer_details: dict[str, str] | None = Field(default=None, alias="ResultWriterDetails")
+
+
+class FinalizeInput(PlanOutput):
+    write_chunks: MapRunResult | None = None
+
+
+class FinalizeOutput(_Payload):
+    source: str
+    output: str
+    channels: int
+    chunk_files: int
+    metadata_files: int
+    output_bytes: int
+    stale_removed: int
+    imported: bool
+    import_summary: dict[str, Any] | None = None
+    warnings: list[str] = Field(default_factory=list)

@@ -1,0 +1,312 @@
+"""What the three functions do: plan an S3 object, write a batch of work items, finalize.
+
+Each step takes a boto3 S3 client and a payload model and returns a payload model; the
+handlers in ``functions/`` add only Powertools and event parsing.
+
+Layout in the output bucket, for an input object ``a/b.nwb``:
+- ``{OUTPUT_PREFIX}a/b/``: the chunk files and channel metadata, exactly what the local runner
+  writes into its output directory (and nothing else);
+- ``{RUNS_PREFIX}a/b/{version id, or ETag}/``: ``plan.json`` and ``work-items.json`` (the Map's
+  item manifest);
+- ``{RUNS_PREFIX}map-runs/``: the Map's ResultWriter output, one folder per map run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO, cast
+
+from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError
+from ..gzipstored import framed_size
+from ..models import Plan, WorkItem, metadata_file_name
+from ..nwb import open_nwb
+from ..planner import build_plan
+from ..storage import S3Store, Store
+from ..writer import write_channel_metadata, write_work_item
+from .chunkreader import slab_reader
+from .importer import choose_import_target
+from .models import (
+    Batch,
+    FinalizeInput,
+    FinalizeOutput,
+    PlanInput,
+    PlanOutput,
+    S3Prefix,
+    S3Ref,
+    TargetRef,
+    WriteChunksInput,
+    WriteChunksOutput,
+)
+from .s3reader import ReadStats, S3RangeReader
+from .s3store import ParallelS3Store
+from .settings import CloudSettings, join_prefix
+
+log = logging.getLogger(__name__)
+
+PLAN_NAME = "plan.json"
+MANIFEST_NAME = "work-items.json"
+RESULTS_FOLDER = "map-runs"
+LIST_THREADS = 16
+MAX_ITEMS_PER_BATCH = 500
+H5_CACHE_BYTES = 4 * 1024 * 1024  # the writers read raw chunks themselves; h5py's cache holds metadata only
+
+
+class IncompleteOutputError(Nwb2PennsieveError):
+    """Finalize found chunk files missing or of the wrong size."""
+
+
+class SupersededError(Nwb2PennsieveError):
+    """A newer version of the input object exists: its own execution writes the output."""
+
+
+def check_current(s3: Any, source: S3Ref) -> None:
+    """Raise :class:`SupersededError` when ``source`` is no longer the object's latest version.
+
+    Two executions of one key (an object replaced while it converts) share an output prefix; the
+    older one stops before it can overwrite the newer one's files or remove them as stale.
+    """
+    if not source.version_id:
+        return
+    try:
+        latest = s3.head_object(Bucket=source.bucket, Key=source.key).get("VersionId")
+    except Exception:
+        latest = None  # deleted (or unreadable) since: nothing newer to protect
+    if latest and latest != source.version_id:
+        raise SupersededError(
+            f"version {source.version_id} was replaced by version {latest}, whose own execution writes the output",
+            file=source.uri,
+        )
+
+
+def batch_items(items: list[WorkItem], batch_mb: float, *, max_items: int = MAX_ITEMS_PER_BATCH) -> list[Batch]:
+    """Group consecutive work items into batches of at most ``batch_mb`` MiB of output each.
+
+    An item larger than the budget is a batch on its own; items are never split. A batch holds at
+    most ``max_items`` items, so its payload stays far below Step Functions' 256 KB (a file cut
+    into many tiny items by gaps would otherwise put thousands of ids in one payload).
+    """
+    budget = batch_mb * 1024 * 1024
+    batches: list[Batch] = []
+    current: list[WorkItem] = []
+    size = 0
+    for item in items:
+        if current and (size + item.output_bytes > budget or len(current) >= max_items):
+            batches.append(Batch(batch=len(batches), items=[i.id for i in current], output_bytes=size))
+            current, size = [], 0
+        current.append(item)
+        size += item.output_bytes
+    if current:
+        batches.append(Batch(batch=len(batches), items=[i.id for i in current], output_bytes=size))
+    return batches
+
+
+def plan_object(s3: Any, event: PlanInput, settings: CloudSettings, *, stats: ReadStats | None = None) -> PlanOutput:
+    """Plan the conversion of one S3 object, reading only its metadata; write plan and manifest."""
+    run = settings.run_settings(event.overrides)
+    src = event.source
+    # With the importer on, a missing target fails here, before any conversion work.
+    target = choose_import_target(s3, src, event.overrides) if run.importer_enabled else None
+    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, stats=stats)
+    if reader.size == 0:
+        raise InvalidInputError("the file is empty (0 bytes)", file=src.uri)
+    with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
+        plan = build_plan(
+            h5,
+            source=src.uri,
+            chunk_size_mb=run.chunk_size_mb,
+            max_item_mb=run.max_item_mb,
+            skip_invalid_series=run.skip_invalid_series,
+        )
+    # Pin the version planned: every writer then reads the very same bytes.
+    source = S3Ref(bucket=src.bucket, key=src.key, version_id=reader.version_id)
+    out_prefix = join_prefix(
+        event.overrides.output_prefix if event.overrides.output_prefix is not None else settings.output_prefix,
+        src.key,
+    )
+    # One folder per object version: two executions of one key (an object replaced while it
+    # converts) never read each other's plan; a rerun of the same version rewrites the same keys.
+    runs_prefix = join_prefix(settings.runs_prefix, src.key) + (reader.version_id or reader.etag.strip('"')) + "/"
+    batches = batch_items(plan.work_items, run.batch_mb)
+    runs = S3Store(settings.output_bucket, runs_prefix, s3)
+    runs.write_bytes(PLAN_NAME, plan.model_dump_json().encode())
+    manifest = "[" + ",".join(b.model_dump_json(by_alias=True) for b in batches) + "]"
+    runs.write_bytes(MANIFEST_NAME, manifest.encode())
+    summary = plan.summary()
+    log.info("planned %s: %s", src.uri, summary)
+    return PlanOutput(
+        source=source,
+        output=S3Prefix(bucket=settings.output_bucket, prefix=out_prefix),
+        plan=S3Ref(bucket=settings.output_bucket, key=runs.key(PLAN_NAME)),
+        manifest=S3Ref(bucket=settings.output_bucket, key=runs.key(MANIFEST_NAME)),
+        results=S3Prefix(bucket=settings.output_bucket, prefix=results_prefix(settings.runs_prefix)),
+        settings=run,
+        work_items=len(plan.work_items),
+        batches=len(batches),
+        chunk_files=int(summary["chunk_files"]),  # type: ignore[call-overload]
+        channels=int(summary["channels"]),  # type: ignore[call-overload]
+        output_bytes=int(summary["output_bytes"]),  # type: ignore[call-overload]
+        target=target,
+        # Warnings are kept short: the full list is in plan.json.
+        warnings=[w[:300] for w in plan.warnings[:10]],
+    )
+
+
+def results_prefix(runs_prefix: str) -> str:
+    """Where the Map's ResultWriter writes (one folder per map run); template.yaml says the same."""
+    return f"{runs_prefix}{RESULTS_FOLDER}"
+
+
+def load_plan(s3: Any, ref: S3Ref) -> Plan:
+    try:
+        body = s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
+    except Exception as exc:
+        raise StorageError(f"cannot read the plan {ref.uri} ({exc})") from None
+    return Plan.model_validate_json(body)
+
+
+def write_chunks(s3: Any, event: WriteChunksInput, *, stats: ReadStats | None = None) -> WriteChunksOutput:
+    """Execute the batch's work items: read their slabs from S3, put their chunk files."""
+    started = time.perf_counter()
+    check_current(s3, event.source)
+    plan = load_plan(s3, event.plan)
+    src = event.source
+    stats = stats or ReadStats()
+    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, stats=stats)
+    store = ParallelS3Store(event.output.bucket, event.output.prefix, s3)
+    files = payload = 0
+    try:
+        with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
+            for item_id in event.batch.items:
+                try:
+                    item = plan.item(item_id)
+                except KeyError:
+                    raise InvalidInputError(f"work item {item_id} is not in the plan", file=src.uri) from None
+                series = plan.series[item.series]
+                rows = (series.chunks[item.chunk_start].start, series.chunks[item.chunk_stop - 1].stop)
+                slab = slab_reader(h5, series, item.column_start, item.column_stop, reader, rows=rows)
+                try:
+                    result = write_work_item(h5, plan, item, store, reader=slab)
+                finally:
+                    close = getattr(slab, "close", None)
+                    if close:
+                        close()
+                store.flush()
+                files += result.files
+                payload += result.payload_bytes
+                log.info("wrote work item %s: %d files", item_id, result.files)
+    except BaseException:
+        store.abandon()  # the first error is the one to report, not a PUT cancelled by it
+        raise
+    store.close()
+    return WriteChunksOutput(
+        batch=event.batch.batch,
+        items=len(event.batch.items),
+        files=files,
+        payload_bytes=payload,
+        bytes_read=stats.bytes,
+        requests=stats.requests,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _listing(s3: Any, bucket: str, prefix: str, *, start_after: str | None = None, under: str = "") -> dict[str, int]:
+    """name → size of the objects directly under ``prefix`` whose name starts with ``under``."""
+    out: dict[str, int] = {}
+    extra = {"StartAfter": prefix + start_after} if start_after else {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + under, **extra):
+        for obj in page.get("Contents", []):
+            name = obj["Key"][len(prefix) :]
+            if name and "/" not in name:
+                out[name] = int(obj["Size"])
+    return out
+
+
+def list_outputs(s3: Any, bucket: str, prefix: str, n_channels: int, *, threads: int = LIST_THREADS) -> dict[str, int]:
+    """Every object directly under ``prefix``, listed channel by channel in parallel.
+
+    A 100 GB recording has ~380,000 chunk files: one listing is ~380 pages one after the other,
+    one listing per channel prefix (``channel-00000``...) runs them side by side. A last listing
+    from past the highest channel finds files of channels an earlier version had and this one
+    has not. (Names sorting before ``channel-00000`` are no chunk files and are not listed.)
+    """
+    out = _listing(s3, bucket, prefix, start_after=f"channel-{n_channels - 1:05d}~") if n_channels else {}
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for part in pool.map(lambda i: _listing(s3, bucket, prefix, under=f"channel-{i:05d}"), range(n_channels)):
+            out.update(part)
+    return out
+
+
+Importer = Callable[[Plan, Store, Mapping[str, str], TargetRef | None], dict[str, Any]]
+
+
+def finalize(
+    s3: Any,
+    event: FinalizeInput,
+    *,
+    importer: Importer | None = None,
+    import_env: Callable[[], Mapping[str, str]] | None = None,
+) -> FinalizeOutput:
+    """Check every chunk file, remove stale ones, write channel metadata, import when enabled."""
+    plan = load_plan(s3, event.plan)
+    out = event.output
+    expected = {}
+    for item in plan.work_items:
+        series = plan.series[item.series]
+        for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
+            size = framed_size(chunk.samples * 8)
+            for ch in series.channels[item.column_start : item.column_stop]:
+                expected[f"channel-{ch.index:05d}_{chunk.start_us}_{chunk.end_us}.bin.gz"] = size
+    n_channels = len(plan.channel_metadata())
+    present = list_outputs(s3, out.bucket, out.prefix, n_channels)
+    missing = sorted(n for n in expected if n not in present)
+    wrong = sorted(n for n in expected if n in present and present[n] != expected[n])
+    if missing or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of {len(expected)} chunk files are missing (first {missing[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} have the wrong size (first {wrong[0]})")
+        raise IncompleteOutputError(
+            "; ".join(parts) + f" under {out.uri}; a WriteChunks work item did not finish",
+            file=event.source.uri,
+        )
+    check_current(s3, event.source)
+    metadata = {metadata_file_name(i) for i, _ in plan.channel_metadata()}
+    stale = sorted(n for n in present if n not in expected and n not in metadata and n.startswith("channel-"))
+    store = ParallelS3Store(out.bucket, out.prefix, s3)
+    try:
+        for name in stale:  # chunk files of an earlier version of the same object
+            store.delete(name)
+        written = write_channel_metadata(plan, store)
+    except BaseException:
+        store.abandon()
+        raise
+    store.close()
+    summary = None
+    if event.settings.importer_enabled:
+        run_import = importer or default_importer
+        # The parallel store is closed; the importer reads and records through a plain one.
+        import_store = S3Store(out.bucket, out.prefix, s3)
+        summary = run_import(plan, import_store, import_env() if import_env else {}, event.target)
+    return FinalizeOutput(
+        source=event.source.uri,
+        output=out.uri,
+        channels=len(written),
+        chunk_files=len(expected),
+        metadata_files=len(written),
+        output_bytes=sum(i.output_bytes for i in plan.work_items),
+        stale_removed=len(stale),
+        imported=summary is not None,
+        import_summary=summary,
+        warnings=[w[:300] for w in plan.warnings[:10]],
+    )
+
+
+def default_importer(plan: Plan, store: Store, env: Mapping[str, str], target: TargetRef | None) -> dict[str, Any]:
+    """The Pennsieve importer (pennsieve/), imported when first needed: a run without it never loads it."""
+    from .importer import import_output
+
+    return import_output(plan, store, env, target)

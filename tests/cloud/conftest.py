@@ -1,0 +1,335 @@
+"""Fixtures of the cloud tests: moto (S3, Lambda, Step Functions), NWB files, event fixtures.
+
+Nothing here talks to AWS: moto runs in process, with fake credentials and region set before
+any boto3 client is made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from statemachine.render import load_template, render, resolve, substitutions, template_refs
+
+# The caller's real AWS settings, kept for the deployed-stack test only (every other test uses moto).
+REAL_AWS_ENV = {
+    k: os.environ[k]
+    for k in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_SAM_STACK_NAME",
+    )
+    if os.environ.get(k)
+}
+
+for _name, _value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_NAMESPACE": "nwb2pennsieve-test",
+    "POWERTOOLS_SERVICE_NAME": "nwb2pennsieve",
+    "SAM_CLI_TELEMETRY": "0",
+}.items():
+    os.environ[_name] = _value
+os.environ.pop("AWS_PROFILE", None)
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENTS = ROOT / "events"
+REGION = "us-east-1"
+# The buckets the event fixtures name (also what `sam local invoke -e` users replace).
+INPUT_BUCKET = "nwb2pennsieve-input-example"
+OUTPUT_BUCKET = "nwb2pennsieve-output-example"
+EXAMPLE_KEY = "incoming/sub-01_ses-01.nwb"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """One of the JSON events in ``events/`` (the ones ``sam local invoke -e`` uses)."""
+    data: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return data
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "test"
+    memory_limit_in_mb: int = 2048
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+    log_group_name: str = "/aws/lambda/test"
+    log_stream_name: str = "test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+@pytest.fixture
+def lambda_context() -> FakeLambdaContext:
+    return FakeLambdaContext()
+
+
+# --- template.yaml -------------------------------------------------------------------------------
+
+
+def function_environment(*, output_bucket: str, **overrides: str) -> dict[str, str]:
+    """The Globals environment of template.yaml, resolved with its defaults."""
+    template = load_template()
+    refs = template_refs(template, region=REGION, OutputBucket=output_bucket)
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    env = {k: str(resolve(v, refs)) for k, v in variables.items()}
+    env.update(overrides)
+    return env
+
+
+# --- NWB files ---------------------------------------------------------------------------------
+
+
+def make_nwb(
+    path: Path,
+    *,
+    channels: int = 8,
+    samples: int = 40_000,
+    chunks: tuple[int, int] | None = (4096, 4),
+    compression: str | None = "gzip",
+    shuffle: bool = False,
+    dtype: str = "int16",
+    second_series: bool = True,
+    seed: int = 0,
+) -> Path:
+    """A real NWB file (pynwb): one int16 ElectricalSeries and, optionally, a float32 one with gaps."""
+    from hdmf.backends.hdf5.h5_utils import H5DataIO
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.ecephys import ElectricalSeries
+
+    rng = np.random.default_rng(seed)
+    nwb = NWBFile(
+        session_description="cloud test",
+        identifier=f"cloud-test-{seed}",
+        session_start_time=datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    device = nwb.create_device("probe")
+    group = nwb.create_electrode_group("shank0", description="s", location="CA1", device=device)
+    n_electrodes = channels + (3 if second_series else 0)
+    for _ in range(n_electrodes):
+        nwb.add_electrode(group=group, location="CA1")
+    data = rng.normal(0, 300, (samples, channels)).astype(dtype)
+    options: dict[str, Any] = {}
+    if chunks:
+        options["chunks"] = chunks
+    if compression:
+        options["compression"] = compression
+    if shuffle:
+        options["shuffle"] = True
+    wrapped = H5DataIO(data, **options) if options else data
+    nwb.add_acquisition(
+        ElectricalSeries(
+            name="ElectricalSeries",
+            data=wrapped,
+            electrodes=nwb.create_electrode_table_region(list(range(channels)), "probe"),
+            rate=30_000.0,
+            starting_time=0.5,
+            conversion=0.195e-6,
+        )
+    )
+    if second_series:
+        n2 = 5_000
+        ts = np.arange(n2) / 1_000.0
+        ts[3_000:] += 7.25  # a gap: a chunk file never spans it
+        nwb.add_acquisition(
+            ElectricalSeries(
+                name="LFP",
+                data=rng.normal(0, 1e-4, (n2, 3)).astype("float32"),
+                electrodes=nwb.create_electrode_table_region(list(range(channels, channels + 3)), "lfp"),
+                timestamps=ts,
+            )
+        )
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return path
+
+
+@pytest.fixture(scope="session")
+def nwb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("nwb")
+
+
+@pytest.fixture(scope="session")
+def example_nwb(nwb_dir: Path) -> Path:
+    """The file the event fixtures describe: two series, chunked gzip + a float32 series with a gap."""
+    return make_nwb(nwb_dir / "sub-01_ses-01.nwb")
+
+
+@pytest.fixture(scope="session")
+def contiguous_nwb(nwb_dir: Path) -> Path:
+    return make_nwb(nwb_dir / "contiguous.nwb", chunks=None, compression=None, channels=5, samples=30_000, seed=1)
+
+
+@pytest.fixture(scope="session")
+def shuffled_nwb(nwb_dir: Path) -> Path:
+    return make_nwb(
+        nwb_dir / "shuffled.nwb",
+        chunks=(3000, 3),
+        shuffle=True,
+        channels=7,
+        samples=20_000,
+        seed=2,
+        second_series=False,
+    )
+
+
+# --- moto ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    """moto for every service, with the Step Functions interpreter executing definitions."""
+    from moto import mock_aws
+
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        yield
+
+
+@pytest.fixture
+def s3(aws: None) -> Any:
+    import boto3
+
+    client = boto3.client("s3", region_name=REGION)
+    for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
+        client.create_bucket(Bucket=bucket)
+    client.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    return client
+
+
+@pytest.fixture
+def cloud_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The functions' environment as template.yaml sets it (with its parameter defaults)."""
+    env = function_environment(output_bucket=OUTPUT_BUCKET)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+# --- the state machine under moto ----------------------------------------------------------------
+
+FUNCTIONS = {
+    "PlanFunction": "functions.plan.app",
+    "WriteChunksFunction": "functions.write_chunks.app",
+    "FinalizeFunction": "functions.finalize.app",
+}
+
+
+@dataclass
+class Stack:
+    """The deployed shape of template.yaml, in moto: buckets, the three functions, the state machine."""
+
+    s3: Any
+    sfn: Any
+    state_machine_arn: str
+    invocations: list[tuple[str, dict[str, Any]]]
+    # Exceptions the Lambda service raises (instead of invoking) on the next calls of a function.
+    service_faults: dict[str, list[Exception]]
+
+    def run(self, execution_input: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
+        import time
+        import uuid
+
+        arn = self.sfn.start_execution(
+            stateMachineArn=self.state_machine_arn, name=uuid.uuid4().hex, input=json.dumps(execution_input)
+        )["executionArn"]
+        deadline = time.monotonic() + timeout
+        while True:
+            desc: dict[str, Any] = self.sfn.describe_execution(executionArn=arn)
+            if desc["status"] != "RUNNING":
+                return desc
+            if time.monotonic() > deadline:
+                raise AssertionError(f"execution still running after {timeout} s")
+            time.sleep(0.02)
+
+    def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
+        out = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                out[obj["Key"]] = self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        return out
+
+
+@pytest.fixture
+def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Stack:
+    """moto's Step Functions runs the real ASL; its Lambda invocations run our handlers in process.
+
+    moto's Lambda would start a container for an invocation; here ``LambdaFunction._invoke_lambda``
+    is replaced by a call of the handler the function's name maps to, returning what the Lambda
+    runtime returns (the result, or the runtime's error payload when the handler raises).
+    """
+    import importlib
+    import io
+    import traceback
+    import zipfile
+
+    import boto3
+    from moto.awslambda.models import LambdaFunction
+
+    iam = boto3.client("iam", region_name=REGION)
+    role = iam.create_role(RoleName="nwb2pennsieve-test", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    lam = boto3.client("lambda", region_name=REGION)
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as zf:
+        zf.writestr("app.py", "")
+    refs: dict[str, Any] = {}
+    modules = {}
+    for resource, module_name in FUNCTIONS.items():
+        fn = lam.create_function(
+            FunctionName=resource,
+            Runtime="python3.12",
+            Role=role,
+            Handler="app.lambda_handler",
+            Code={"ZipFile": code.getvalue()},
+            Architectures=["arm64"],
+        )
+        refs[f"{resource}.Arn"] = fn["FunctionArn"]
+        module = importlib.import_module(module_name)
+        monkeypatch.setattr(module, "s3", boto3.client("s3", region_name=REGION))
+        modules[resource] = module
+    invocations: list[tuple[str, dict[str, Any]]] = []
+    service_faults: dict[str, list[Exception]] = {}
+
+    def invoke(self: Any, event: Any = None) -> tuple[str, bool, str]:
+        payload = json.loads(event) if isinstance(event, str) else event
+        invocations.append((self.function_name, payload))
+        faults = service_faults.get(self.function_name)
+        if faults:
+            raise faults.pop(0)
+        try:
+            result = modules[self.function_name].lambda_handler(payload, FakeLambdaContext(self.function_name))
+        except Exception as exc:  # what the Python Lambda runtime returns for an unhandled error
+            error = {
+                "errorMessage": str(exc),
+                "errorType": type(exc).__name__,
+                "requestId": "00000000-0000-0000-0000-000000000000",
+                "stackTrace": traceback.format_tb(exc.__traceback__)[-3:],
+            }
+            return json.dumps(error), True, ""
+        return json.dumps(result), False, ""
+
+    monkeypatch.setattr(LambdaFunction, "_invoke_lambda", invoke)
+
+    template = load_template()
+    all_refs = template_refs(template, OutputBucket=OUTPUT_BUCKET, InputBucket=INPUT_BUCKET, **refs)
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.create_state_machine(
+        name="test-conversion", definition=render(substitutions(template, all_refs)), roleArn=role
+    )["stateMachineArn"]
+    return Stack(s3=s3, sfn=sfn, state_machine_arn=arn, invocations=invocations, service_faults=service_faults)

@@ -1,0 +1,216 @@
+"""Contracts between the states, the ASL, the template and the handlers (what linters do not check)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nwb2pennsieve.cloud.models import (
+    Batch,
+    FinalizeInput,
+    FinalizeOutput,
+    PlanInput,
+    PlanOutput,
+    WriteChunksInput,
+    WriteChunksOutput,
+)
+from nwb2pennsieve.cloud.settings import CloudSettings
+from statemachine.render import DEFINITION, load_template, placeholders, render, substitutions, template_refs
+from tests.cloud.conftest import EVENTS, ROOT, load_event
+
+TEMPLATE = load_template()
+ASL_TEXT = DEFINITION.read_text()
+
+
+def states() -> dict[str, Any]:
+    rendered = json.loads(render(substitutions(TEMPLATE, template_refs(TEMPLATE))))
+    out = dict(rendered["States"])
+    out.update(rendered["States"]["WriteChunks"]["ItemProcessor"]["States"])
+    return out
+
+
+def test_every_placeholder_is_a_substitution_and_every_substitution_is_used() -> None:
+    keys = set(TEMPLATE["Resources"]["ConversionStateMachine"]["Properties"]["DefinitionSubstitutions"])
+    assert placeholders(ASL_TEXT) == keys
+
+
+def test_every_lambda_task_calls_a_function_of_the_template() -> None:
+    arns = {v for k, v in template_refs(TEMPLATE).items() if k.endswith("Function.Arn")}
+    tasks = {name: s for name, s in states().items() if s.get("Resource") == "arn:aws:states:::lambda:invoke"}
+    assert {t["Parameters"]["FunctionName"] for t in tasks.values()} == arns
+    for name, task in tasks.items():
+        retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
+        assert {"Lambda.TooManyRequestsException", "Lambda.ServiceException"} <= retried, name
+        assert all(r.get("BackoffRate", 1) > 1 for r in task["Retry"]), name
+
+
+def test_distributed_map_shape() -> None:
+    m = states()["WriteChunks"]
+    assert m["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+    assert m["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    assert m["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject"
+    assert m["MaxConcurrency"] == int(TEMPLATE["Parameters"]["MapConcurrency"]["Default"])
+    assert m.get("ToleratedFailureCount", 0) == 0 and m.get("ToleratedFailurePercentage", 0) == 0
+
+
+def test_every_failure_ends_in_a_fail_state_with_error_and_cause() -> None:
+    all_states = states()
+    for name in ("Plan", "WriteChunks", "Finalize"):
+        (catch,) = all_states[name]["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"] and catch["ResultPath"] == "$.error"
+        target = all_states[catch["Next"]]
+        if target["Type"] == "Pass":
+            target = all_states[target["Next"]]
+        assert target["Type"] == "Fail"
+        assert (target["ErrorPath"], target["CausePath"]) == ("$.error.Error", "$.error.Cause")
+
+
+def item_selector(plan_output: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """What the Map's ItemSelector builds from its input and one manifest item (JSONPath subset)."""
+    selector = states()["WriteChunks"]["ItemSelector"]
+    out = {}
+    for key, path in selector.items():
+        assert key.endswith(".$")
+        if path == "$$.Map.Item.Value":
+            out[key[:-2]] = item
+        else:
+            out[key[:-2]] = plan_output[path.removeprefix("$.")]
+    return out
+
+
+def test_plan_output_feeds_the_map_and_finalize() -> None:
+    plan_output = load_event("finalize.json")
+    plan_output.pop("writeChunks")
+    PlanOutput.model_validate(plan_output)
+    # ItemReader parameters point at fields of Plan's output.
+    reader = states()["WriteChunks"]["ItemReader"]["Parameters"]
+    assert {reader["Bucket.$"], reader["Key.$"]} == {"$.manifest.bucket", "$.manifest.key"}
+    batch = load_event("write_chunks.json")["batch"]
+    built = item_selector(plan_output, batch)
+    assert WriteChunksInput.model_validate(built) == WriteChunksInput.model_validate(load_event("write_chunks.json"))
+    # Finalize gets Plan's output plus the map's result at the map's ResultPath.
+    result_path = states()["WriteChunks"]["ResultPath"].removeprefix("$.")
+    finalize_input = dict(plan_output, **{result_path: {"MapRunArn": "arn", "ResultWriterDetails": {"Bucket": "b"}}})
+    parsed = FinalizeInput.model_validate(finalize_input)
+    assert parsed.write_chunks is not None and parsed.write_chunks.map_run_arn == "arn"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        PlanOutput.model_validate({**load_event("finalize.json")}),
+        WriteChunksInput.model_validate(load_event("write_chunks.json")),
+        FinalizeInput.model_validate(load_event("finalize.json")),
+        WriteChunksOutput(batch=1, items=2, files=3, payload_bytes=4, bytes_read=5, requests=6, seconds=0.5),
+        FinalizeOutput(
+            source="s3://b/k",
+            output="s3://o/p/",
+            channels=1,
+            chunk_files=2,
+            metadata_files=1,
+            output_bytes=8,
+            stale_removed=0,
+            imported=False,
+        ),
+        Batch(batch=0, items=["a"], output_bytes=1),
+    ],
+)
+def test_payloads_round_trip(model: Any) -> None:
+    assert type(model).model_validate(json.loads(json.dumps(model.dump()))) == model
+
+
+def test_both_execution_inputs_parse_to_the_same_source() -> None:
+    from_event = PlanInput.parse(load_event("s3_object_created.json"))
+    by_hand = PlanInput.parse(
+        {"bucket": from_event.source.bucket, "key": from_event.source.key, "versionId": from_event.source.version_id}
+    )
+    assert from_event.source == by_hand.source
+    assert PlanInput.parse(load_event("plan.json")).overrides.chunk_size_mb == 1
+
+
+def test_every_event_fixture_parses() -> None:
+    names = sorted(p.name for p in EVENTS.glob("*.json"))
+    assert names == ["finalize.json", "plan.json", "s3_object_created.json", "write_chunks.json"]
+    PlanInput.parse(load_event("s3_object_created.json"))
+    PlanInput.parse(load_event("plan.json"))
+    WriteChunksInput.model_validate(load_event("write_chunks.json"))
+    FinalizeInput.model_validate(load_event("finalize.json"))
+
+
+def test_the_rule_matches_the_example_event() -> None:
+    """The EventBridge pattern of the template accepts the fixture event (prefix/suffix wildcard)."""
+    from statemachine.render import resolve
+
+    refs = template_refs(TEMPLATE, InputBucket="nwb2pennsieve-input-example")
+    rule = TEMPLATE["Resources"]["ConversionStateMachine"]["Properties"]["Events"]["NwbObjectCreated"]["Properties"]
+    pattern = rule["Pattern"]
+    event = load_event("s3_object_created.json")
+    assert event["source"] in pattern["source"] and event["detail-type"] in pattern["detail-type"]
+    assert event["detail"]["bucket"]["name"] in [resolve(b, refs) for b in pattern["detail"]["bucket"]["name"]]
+    (key_filter,) = pattern["detail"]["object"]["key"]
+    wildcard = resolve(key_filter["wildcard"], refs)
+    regex = "^" + ".*".join(re.escape(part) for part in wildcard.split("*")) + "$"
+    assert re.match(regex, event["detail"]["object"]["key"])
+    assert not re.match(regex, "incoming/notes.txt")
+
+
+def test_settings_read_only_variables_the_template_sets() -> None:
+    variables = set(TEMPLATE["Globals"]["Function"]["Environment"]["Variables"])
+    source = (ROOT / "layers/core/nwb2pennsieve/cloud/settings.py").read_text()
+    read = set(re.findall(r'(?:env_number|env_flag)\("([A-Z_0-9]+)"', source)) | set(
+        re.findall(r'e\.get\("([A-Z_0-9]+)"', source)
+    )
+    assert read and read <= variables, read - variables
+    CloudSettings.from_env(
+        {k: "1" if "MB" in k else "x" for k in variables}
+        | {"IMPORTER_ENABLED": "false", "SKIP_INVALID_SERIES": "false"}
+    )
+
+
+def test_events_readme_documents_sam_local_invoke() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in ("s3_object_created.json", "write_chunks.json", "finalize.json", "plan.json"):
+        assert f"events/{name}" in readme
+
+
+def test_handlers_import_only_the_core_powertools_and_boto() -> None:
+    allowed = {"__future__", "typing", "boto3", "botocore", "aws_lambda_powertools", "nwb2pennsieve"}
+    for app in Path(ROOT / "functions").glob("*/app.py"):
+        imported = set(re.findall(r"^(?:from|import) ([a-z_0-9]+)", app.read_text(), re.M))
+        assert imported <= allowed, (app, imported - allowed)
+
+
+def make_items(sizes: list[int]) -> list[Any]:
+    from nwb2pennsieve.models import WorkItem
+
+    return [
+        WorkItem(id=f"000-{i:07d}-00000", series=0, column_start=0, column_stop=1, chunk_start=i, chunk_stop=i + 1,
+                 samples=s // 8, output_bytes=s)
+        for i, s in enumerate(sizes)
+    ]  # fmt: skip
+
+
+def test_batches_keep_order_respect_the_budget_and_never_split_an_item() -> None:
+    from nwb2pennsieve.cloud.pipeline import batch_items
+
+    mib = 1024 * 1024
+    items = make_items([3 * mib, 3 * mib, 5 * mib, 20 * mib, 1 * mib, 1 * mib])
+    batches = batch_items(items, 8)
+    assert [b.items for b in batches] == [
+        [items[0].id, items[1].id], [items[2].id], [items[3].id], [items[4].id, items[5].id]
+    ]  # fmt: skip
+    assert [b.batch for b in batches] == [0, 1, 2, 3]
+    assert [b.output_bytes for b in batches] == [6 * mib, 5 * mib, 20 * mib, 2 * mib]
+
+
+def test_a_batch_payload_stays_small_however_tiny_the_items() -> None:
+    from nwb2pennsieve.cloud.pipeline import batch_items
+
+    batches = batch_items(make_items([8] * 5000), 512)
+    assert len(batches) == 10
+    event = load_event("write_chunks.json") | {"batch": batches[0].dump()}
+    assert len(json.dumps(event)) < 32_000

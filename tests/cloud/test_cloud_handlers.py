@@ -1,0 +1,262 @@
+"""Each handler under moto with its event fixture from ``events/``."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+
+from functions.finalize import app as finalize_app
+from functions.plan import app as plan_app
+from functions.write_chunks import app as write_app
+from nwb2pennsieve.cloud.models import FinalizeOutput, PlanOutput, WriteChunksOutput
+from nwb2pennsieve.errors import ConfigurationError, InvalidInputError
+from nwb2pennsieve.models import Plan
+from tests.cloud.conftest import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, REGION, FakeLambdaContext, load_event
+
+
+@pytest.fixture
+def apps(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    for module in (plan_app, write_app, finalize_app):
+        monkeypatch.setattr(module, "s3", s3)
+    monkeypatch.setattr(finalize_app, "secrets", boto3.client("secretsmanager", region_name=REGION))
+    return s3
+
+
+def put_example(s3: Any, path: Path) -> str:
+    return str(s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=path.read_bytes())["VersionId"])
+
+
+def run_plan(event: dict[str, Any]) -> dict[str, Any]:
+    return plan_app.lambda_handler(event, FakeLambdaContext("plan"))
+
+
+def fixture_for(name: str, planned: dict[str, Any]) -> dict[str, Any]:
+    """Event fixture ``name`` with the object version and plan keys moto gave this run.
+
+    (The fixtures name one upload; here every test uploads anew, and moto makes new version ids.)
+    """
+    event = load_event(name)
+    for field in ("source", "plan", "manifest", "output"):
+        if field in event:
+            assert set(event[field]) - {"versionId"} == set(planned[field]) - {"versionId"}
+            event[field] = planned[field]
+    return event
+
+
+def plan_and_write(s3: Any, path: Path) -> dict[str, Any]:
+    put_example(s3, path)
+    planned = run_plan(load_event("plan.json"))
+    write_app.lambda_handler(fixture_for("write_chunks.json", planned), FakeLambdaContext("write"))
+    return planned
+
+
+def test_plan_with_its_event_writes_plan_and_manifest(apps: Any, example_nwb: Path) -> None:
+    put_example(apps, example_nwb)
+    out = PlanOutput.model_validate(run_plan(load_event("plan.json")))
+    plan = Plan.model_validate_json(apps.get_object(Bucket=OUTPUT_BUCKET, Key=out.plan.key)["Body"].read())
+    manifest = json.loads(apps.get_object(Bucket=OUTPUT_BUCKET, Key=out.manifest.key)["Body"].read())
+    assert out.source.key == EXAMPLE_KEY
+    assert out.output.prefix == "converted/incoming/sub-01_ses-01/"
+    assert [i for b in manifest for i in b["items"]] == [i.id for i in plan.work_items]
+    assert out.work_items == len(plan.work_items) and out.batches == len(manifest)
+    assert out.chunk_files == len(plan.file_names())
+    # The fixtures downstream were made from this very plan.
+    assert load_event("write_chunks.json")["batch"] == manifest[0]
+
+
+def test_plan_from_the_eventbridge_event_pins_the_version(apps: Any, example_nwb: Path) -> None:
+    version = put_example(apps, example_nwb)
+    apps.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=b"a newer, broken upload")
+    event = load_event("s3_object_created.json")
+    event["detail"]["object"]["version-id"] = version
+    out = PlanOutput.model_validate(run_plan(event))
+    assert out.source.version_id == version  # the writers read the version the event announced
+
+
+def test_plan_of_a_bad_file_names_the_file_and_reason(apps: Any) -> None:
+    apps.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=b"not an hdf5 file at all" * 100)
+    with pytest.raises(InvalidInputError) as err:
+        run_plan(load_event("plan.json"))
+    assert f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}" in str(err.value)
+    assert "HDF5" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        ({"bucket": INPUT_BUCKET}, "key"),
+        (
+            {
+                "detail-type": "Object Deleted",
+                "source": "aws.s3",
+                "detail": {"bucket": {"name": "b"}, "object": {"key": "k"}},
+            },
+            "Object Created",
+        ),
+        ({"bucket": INPUT_BUCKET, "key": EXAMPLE_KEY, "chunkSizeMb": -1}, "chunkSizeMb"),
+    ],
+)
+def test_plan_rejects_a_malformed_input(apps: Any, event: dict[str, Any], reason: str) -> None:
+    with pytest.raises(InvalidInputError, match=reason):
+        run_plan(event)
+
+
+def test_plan_of_a_missing_object(apps: Any) -> None:
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        run_plan(load_event("plan.json"))
+
+
+def test_write_chunks_with_its_event_writes_the_batch(apps: Any, example_nwb: Path) -> None:
+    put_example(apps, example_nwb)
+    event = fixture_for("write_chunks.json", run_plan(load_event("plan.json")))
+    out = WriteChunksOutput.model_validate(write_app.lambda_handler(event, FakeLambdaContext("write")))
+    plan = Plan.model_validate_json(apps.get_object(Bucket=OUTPUT_BUCKET, Key=event["plan"]["key"])["Body"].read())
+    names = [n for i in event["batch"]["items"] for n in plan.item_file_names(plan.item(i))]
+    assert out.files == len(names)
+    prefix = event["output"]["prefix"]
+    body = apps.get_object(Bucket=OUTPUT_BUCKET, Key=prefix + names[0])["Body"].read()
+    values = np.frombuffer(gzip.decompress(body), dtype=">f8")
+    assert values.size > 0 and np.all(np.isfinite(values))
+    # Idempotent: running the same batch again rewrites identical bytes.
+    write_app.lambda_handler(event, FakeLambdaContext("write"))
+    assert apps.get_object(Bucket=OUTPUT_BUCKET, Key=prefix + names[0])["Body"].read() == body
+
+
+def test_finalize_with_its_event_writes_metadata(apps: Any, example_nwb: Path) -> None:
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
+    out = FinalizeOutput.model_validate(finalize_app.lambda_handler(event, FakeLambdaContext("finalize")))
+    assert (out.channels, out.chunk_files, out.imported) == (11, 14, False)
+    meta = json.loads(
+        apps.get_object(Bucket=OUTPUT_BUCKET, Key=event["output"]["prefix"] + "channel-00000.metadata.json")[
+            "Body"
+        ].read()
+    )
+    assert meta["unit"] == "uV" and meta["type"] == "CONTINUOUS"
+
+
+def test_finalize_fails_when_a_chunk_is_missing(apps: Any, example_nwb: Path) -> None:
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
+    prefix = event["output"]["prefix"]
+    victim = next(o["Key"] for o in apps.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=prefix)["Contents"])
+    apps.delete_object(Bucket=OUTPUT_BUCKET, Key=victim)
+    with pytest.raises(Exception, match=r"1 of 14 chunk files are missing") as err:
+        finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
+    assert EXAMPLE_KEY in str(err.value)
+
+
+def test_finalize_removes_chunk_files_of_an_older_version(apps: Any, example_nwb: Path) -> None:
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
+    prefix = event["output"]["prefix"]
+    # An older version had other chunk times, and more channels (this plan has 11).
+    stale = ["channel-00000_1_2.bin.gz", "channel-00099_1_2.bin.gz", "channel-00099.metadata.json"]
+    kept = ["notes.txt", "sub/channel-00000_1_2.bin.gz"]
+    for name in stale + kept:
+        apps.put_object(Bucket=OUTPUT_BUCKET, Key=prefix + name, Body=b"old")
+    out = FinalizeOutput.model_validate(finalize_app.lambda_handler(event, FakeLambdaContext("finalize")))
+    assert out.stale_removed == len(stale)
+    left = {o["Key"][len(prefix) :] for o in apps.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=prefix)["Contents"]}
+    assert not set(stale) & left and set(kept) <= left
+
+
+def test_an_execution_of_a_replaced_version_stops_before_touching_the_output(apps: Any, example_nwb: Path) -> None:
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
+    prefix = event["output"]["prefix"]
+    newer_file = prefix + "channel-00000_1_2.bin.gz"  # as if written by the newer version's execution
+    apps.put_object(Bucket=OUTPUT_BUCKET, Key=newer_file, Body=b"newer")
+    apps.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=b"newer upload")
+    with pytest.raises(Exception, match="was replaced by version") as err:
+        finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
+    assert type(err.value).__name__ == "SupersededError"
+    assert apps.get_object(Bucket=OUTPUT_BUCKET, Key=newer_file)["Body"].read() == b"newer"
+    write_event = fixture_for("write_chunks.json", planned)
+    with pytest.raises(Exception, match="was replaced by version"):
+        write_app.lambda_handler(write_event, FakeLambdaContext("write"))
+
+
+@pytest.fixture
+def pennsieve() -> Any:
+    """The fake Pennsieve on 127.0.0.1, accepting one static session token (no Cognito under mock_aws)."""
+    from tests.fake_pennsieve import FakePennsieve
+
+    server = FakePennsieve(static_tokens=("session-token-789",)).start()
+    yield server
+    server.stop()
+
+
+def _import_secret(monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
+    secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name="pennsieve", SecretString=json.dumps({"SESSION_TOKEN": "session-token-789"})
+    )["ARN"]
+    monkeypatch.setenv("PENNSIEVE_SECRET_ARN", secret)
+    monkeypatch.setenv("PENNSIEVE_API_HOST", fake.url)
+    monkeypatch.setenv("PENNSIEVE_API_HOST2", fake.url)
+
+
+def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_imports(
+    apps: Any, example_nwb: Path, pennsieve: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _import_secret(monkeypatch, pennsieve)
+    dataset = pennsieve.add_dataset()
+    package = pennsieve.add_package(dataset)
+    run = pennsieve.add_run(dataset, [package])
+    apps.put_object(
+        Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes(), Metadata={"integration-id": run}
+    )
+    event = load_event("plan.json")
+    event["importerEnabled"] = True
+    planned = run_plan(event)
+    assert planned["target"] == {"integrationId": run}
+    write_app.lambda_handler(fixture_for("write_chunks.json", planned), FakeLambdaContext("write"))
+    finalize_event = {
+        **fixture_for("finalize.json", planned),
+        "settings": planned["settings"],
+        "target": planned["target"],
+    }
+    result = FinalizeOutput.model_validate(finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize")))
+    assert result.imported is True and result.import_summary is not None
+    assert result.import_summary["files_uploaded"] == result.chunk_files == 14
+    (imp,) = pennsieve.imports.values()
+    assert len(pennsieve.uploaded_files(imp.id)) == 14
+    assert len(pennsieve.channels[package]) == result.channels
+
+    again = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))  # a console rerun
+    assert (again["importSummary"]["files_uploaded"], again["importSummary"]["files_already_uploaded"]) == (0, 14)
+    assert len(pennsieve.imports) == 1 and len(pennsieve.channels[package]) == result.channels
+    assert len(pennsieve.uploaded_files(imp.id)) == 14
+    logs = capsys.readouterr()
+    assert "session-token-789" not in json.dumps(result.dump()) + json.dumps(again) + logs.out + logs.err
+
+
+def test_plan_with_the_importer_on_and_no_target_fails_before_any_work(apps: Any, example_nwb: Path) -> None:
+    put_example(apps, example_nwb)
+    event = load_event("plan.json")
+    event["importerEnabled"] = True
+    with pytest.raises(Exception, match=r"s3://.*sub-01_ses-01\.nwb: no import target"):
+        run_plan(event)
+    assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET)  # no plan, no manifest
+
+
+def test_plan_takes_the_target_from_the_execution_input_first(apps: Any, example_nwb: Path) -> None:
+    apps.put_object(
+        Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes(), Metadata={"integration-id": "from-meta"}
+    )
+    event = {**load_event("plan.json"), "importerEnabled": True, "datasetId": "N:dataset:1", "packageId": "N:package:2"}
+    assert run_plan(event)["target"] == {"datasetId": "N:dataset:1", "packageId": "N:package:2"}
+
+
+def test_finalize_import_without_a_secret_is_a_clear_error(apps: Any, example_nwb: Path) -> None:
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
+    event["settings"]["importerEnabled"] = True
+    with pytest.raises(ConfigurationError, match="PENNSIEVE_SECRET_ARN"):
+        finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))

@@ -1,0 +1,174 @@
+"""The real ASL, executed by moto's Step Functions interpreter, with our handlers as its Lambdas.
+
+What moto executes here: Task states calling ``arn:aws:states:::lambda:invoke``, the
+Distributed Map with ``ItemReader`` (S3 GetObject of the JSON manifest), ``ItemSelector`` and
+``ResultWriter`` (moto writes only the manifest.json of the results, not the result files),
+Retry, Catch, Pass with ``States.Format``, and Fail with ``ErrorPath``/``CausePath``. What it does
+not do: enforce ``ToleratedFailureCount`` (a failed map item leaves ``null`` and the map
+succeeds), so there Finalize's check of every chunk file is what fails the execution.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nwb2pennsieve.runner import convert_file
+from tests.cloud.conftest import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, Stack, load_event, make_nwb
+
+# Small chunks and items, so the example file makes several batches for the map.
+SMALL = {"CHUNK_SIZE_MB": "0.05", "MAX_ITEM_MB": "0.2", "BATCH_MB": "0.4"}
+OUTPUT_PREFIX = "converted/incoming/sub-01_ses-01/"
+RUNS_PREFIX = "runs/incoming/sub-01_ses-01/"
+
+
+@pytest.fixture
+def small_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in SMALL.items():
+        monkeypatch.setenv(k, v)
+
+
+def eventbridge_event(version: str) -> dict[str, Any]:
+    event = load_event("s3_object_created.json")
+    event["detail"]["object"]["version-id"] = version
+    return event
+
+
+def local_output(path: Path, out: Path) -> dict[str, bytes]:
+    convert_file(
+        path, out, chunk_size_mb=float(SMALL["CHUNK_SIZE_MB"]), max_item_mb=float(SMALL["MAX_ITEM_MB"]), workers=1
+    )
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def test_execution_from_the_eventbridge_event_matches_the_local_runner(
+    stack: Stack, small_items: None, example_nwb: Path, tmp_path: Path
+) -> None:
+    version = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())["VersionId"]
+    desc = stack.run(eventbridge_event(version))
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    summary = json.loads(desc["output"])
+    cloud = {k[len(OUTPUT_PREFIX) :]: v for k, v in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX).items()}
+    local = local_output(example_nwb, tmp_path / "local")
+    assert sorted(cloud) == sorted(local)
+    assert all(cloud[name] == local[name] for name in local)
+    assert summary["chunkFiles"] == sum(1 for n in local if n.endswith(".bin.gz"))
+    writes = [p for f, p in stack.invocations if f == "WriteChunksFunction"]
+    assert len(writes) > 3  # the map really fanned out
+    assert all(len(json.dumps(p)) < 4096 for _, p in stack.invocations)  # payloads stay small
+
+
+def test_hand_started_execution_with_overrides(stack: Stack, example_nwb: Path, tmp_path: Path) -> None:
+    stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())
+    desc = stack.run(
+        {"bucket": INPUT_BUCKET, "key": EXAMPLE_KEY, "chunkSizeMb": 0.05, "maxItemMb": 0.2, "outputPrefix": "by-hand/"}
+    )
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    cloud = {
+        k[len("by-hand/incoming/sub-01_ses-01/") :]: v for k, v in stack.objects(OUTPUT_BUCKET, "by-hand/").items()
+    }
+    assert cloud == local_output(example_nwb, tmp_path / "local")
+
+
+def test_a_rerun_leaves_identical_objects_and_nothing_extra(stack: Stack, small_items: None, example_nwb: Path) -> None:
+    version = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())["VersionId"]
+    assert stack.run(eventbridge_event(version))["status"] == "SUCCEEDED"
+    first = stack.objects(OUTPUT_BUCKET)
+    assert stack.run(eventbridge_event(version))["status"] == "SUCCEEDED"
+    second = stack.objects(OUTPUT_BUCKET)
+    runs = "runs/map-runs/"
+    # Outside map-runs/ (one results folder per execution, by design) nothing changed or appeared.
+    assert {k: v for k, v in second.items() if not k.startswith(runs)} == {
+        k: v for k, v in first.items() if not k.startswith(runs)
+    }
+    assert sum(1 for k in first if k.startswith(runs)) == 1
+    assert sum(1 for k in second if k.startswith(runs)) == 2
+
+
+def test_a_bad_file_fails_the_execution_naming_file_and_reason(stack: Stack) -> None:
+    stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=b"\x89HDF\r\n\x1a\n but truncated")
+    desc = stack.run(load_event("plan.json"))
+    assert desc["status"] == "FAILED"
+    assert desc["error"] == "InvalidInputError"
+    cause = json.loads(desc["cause"])
+    assert cause["errorMessage"].startswith(f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: ")
+    assert "HDF5" in cause["errorMessage"]
+    assert "Contents" not in stack.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix="converted/")
+
+
+def test_an_nwb_without_electrical_series_fails_clearly(stack: Stack, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from pynwb import NWBHDF5IO, NWBFile
+
+    path = tmp_path / "empty.nwb"
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(NWBFile(session_description="x", identifier="x", session_start_time=datetime(2024, 1, 1, tzinfo=UTC)))
+    stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=path.read_bytes())
+    desc = stack.run(load_event("plan.json"))
+    assert (desc["status"], desc["error"]) == ("FAILED", "NothingToConvertError")
+    assert "no ElectricalSeries" in json.loads(desc["cause"])["errorMessage"]
+
+
+def test_a_failing_work_item_fails_the_execution(
+    stack: Stack, small_items: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions.write_chunks import app as write_app
+
+    real = write_app.write_chunks
+
+    def flaky(s3: Any, event: Any, **kw: Any) -> Any:
+        if event.batch.batch == 2:
+            raise OSError("the disk is on fire")
+        return real(s3, event, **kw)
+
+    monkeypatch.setattr(write_app, "write_chunks", flaky)
+    path = make_nwb(tmp_path / "f.nwb", second_series=False)
+    stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=path.read_bytes())
+    desc = stack.run(load_event("plan.json"))
+    assert desc["status"] == "FAILED"
+    # On AWS the map itself fails (no tolerated failures); moto lets the map succeed, and then
+    # Finalize finds the batch's chunk files missing. Either way the cause names the file.
+    assert EXAMPLE_KEY in desc["cause"]
+    assert desc["error"] in ("States.ExceedToleratedFailureThreshold", "IncompleteOutputError")
+
+
+def test_lambda_throttling_is_retried_with_backoff(stack: Stack, example_nwb: Path) -> None:
+    from moto.awslambda.exceptions import LambdaClientError
+
+    class Throttled(LambdaClientError):
+        code = 429
+
+        def __init__(self) -> None:
+            super().__init__("TooManyRequestsException", "Rate exceeded")
+
+    stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())
+    stack.service_faults["PlanFunction"] = [Throttled()]
+    stack.service_faults["WriteChunksFunction"] = [Throttled()]
+    desc = stack.run(load_event("plan.json"))
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    calls = [f for f, _ in stack.invocations]
+    assert calls.count("PlanFunction") == 2  # throttled once, then retried
+    assert calls.count("WriteChunksFunction") == 2
+
+
+def test_a_failed_map_names_the_file(stack: Stack, example_nwb: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Map's own failure (here: its ItemReader finds no manifest) goes through WriteChunksFailed."""
+    from functions.plan import app as plan_app
+
+    real = plan_app.plan_object
+
+    def plan_then_lose_the_manifest(s3: Any, event: Any, settings: Any, **kw: Any) -> Any:
+        out = real(s3, event, settings, **kw)
+        s3.delete_object(Bucket=out.manifest.bucket, Key=out.manifest.key)
+        return out
+
+    monkeypatch.setattr(plan_app, "plan_object", plan_then_lose_the_manifest)
+    stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())
+    desc = stack.run(load_event("plan.json"))
+    assert (desc["status"], desc["error"]) == ("FAILED", "WriteChunksError")
+    assert desc["cause"].startswith(f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: writing the chunk files failed (")
+    assert f"s3://{OUTPUT_BUCKET}/runs/map-runs/" in desc["cause"]

@@ -1,0 +1,164 @@
+"""template.yaml: the validators (sam validate --lint, cfn-lint, asl-validator) and our own rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from statemachine.render import load_template, render, substitutions, template_refs
+from tests.cloud.conftest import ROOT
+
+TEMPLATE = load_template()
+RESOURCES = TEMPLATE["Resources"]
+OFFLINE = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
+VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
+
+
+def tool(name: str) -> str:
+    path = VENV_BIN / name
+    return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+def test_sam_validate_lint() -> None:
+    run = subprocess.run(
+        [tool("sam"), "validate", "--lint", "--template", str(ROOT / "template.yaml")],
+        capture_output=True,
+        text=True,
+        env=OFFLINE,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_cfn_lint() -> None:
+    run = subprocess.run(
+        [tool("cfn-lint"), str(ROOT / "template.yaml")],
+        capture_output=True,
+        text=True,
+        env=OFFLINE,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_asl_validator(tmp_path: Path) -> None:
+    validator = ROOT / "node_modules" / ".bin" / "asl-validator"
+    assert validator.exists(), "asl-validator is missing: `make test` installs it (npm ci from the lockfile)"
+    definition = tmp_path / "definition.asl.json"
+    definition.write_text(render(substitutions(TEMPLATE, template_refs(TEMPLATE))))
+    run = subprocess.run(
+        [str(validator), "--json-path", str(definition)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def of_type(kind: str) -> dict[str, Any]:
+    return {k: v for k, v in RESOURCES.items() if v["Type"] == kind}
+
+
+def test_buckets_are_encrypted_private_and_https_only() -> None:
+    buckets = of_type("AWS::S3::Bucket")
+    assert set(buckets) == {"InputBucket", "OutputBucket"}
+    policies = {v["Properties"]["Bucket"]["Ref"] for v in of_type("AWS::S3::BucketPolicy").values()}
+    for name, bucket in buckets.items():
+        props = bucket["Properties"]
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert (
+            all(props["PublicAccessBlockConfiguration"].values()) and len(props["PublicAccessBlockConfiguration"]) == 4
+        )
+        assert name in policies
+    assert (
+        RESOURCES["InputBucket"]["Properties"]["NotificationConfiguration"]["EventBridgeConfiguration"][
+            "EventBridgeEnabled"
+        ]
+        is True
+    )
+
+
+def test_functions_are_python312_arm64_with_both_layers_and_log_retention() -> None:
+    glob = TEMPLATE["Globals"]["Function"]
+    assert glob["Runtime"] == "python3.12" and glob["Architectures"] == ["arm64"]
+    assert glob["Layers"] == [{"Ref": "CoreLayer"}, {"Ref": "DepsLayer"}]
+    functions = of_type("AWS::Serverless::Function")
+    assert set(functions) == {"PlanFunction", "WriteChunksFunction", "FinalizeFunction"}
+    groups = of_type("AWS::Logs::LogGroup")
+    for name in functions:
+        assert (ROOT / functions[name]["Properties"]["CodeUri"] / "app.py").is_file()
+        group = groups[f"{name}LogGroup"]["Properties"]
+        assert group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{name}}}"}
+        assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_least_privilege() -> None:
+    text = (ROOT / "template.yaml").read_text()
+    assert "FullAccess" not in text
+    allowed = {
+        "S3ReadPolicy",
+        "S3WritePolicy",
+        "S3CrudPolicy",
+        "LambdaInvokePolicy",
+        "AWSSecretsManagerGetSecretValuePolicy",
+        "Statement",
+        "Fn::If",
+    }
+    for name, res in {**of_type("AWS::Serverless::Function"), **of_type("AWS::Serverless::StateMachine")}.items():
+        for policy in res["Properties"]["Policies"]:
+            assert isinstance(policy, dict) and set(policy) <= allowed, (name, policy)
+            for statement in policy.get("Statement", []):
+                for action in statement["Action"]:
+                    assert not action.endswith(":*"), (name, action)
+                if statement["Resource"] == "*":  # only log delivery, which has no resource-level permissions
+                    assert all(a.startswith("logs:") for a in statement["Action"]), (name, statement)
+
+
+def test_credentials_are_only_a_secret_arn() -> None:
+    params = TEMPLATE["Parameters"]
+    for name in params:
+        lowered = name.lower()
+        assert not any(w in lowered for w in ("apikey", "apisecret", "token", "password")), name
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["PENNSIEVE_SECRET_ARN"] == {"Ref": "PennsieveSecretArn"}
+    assert not any(k in variables for k in ("PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET", "SESSION_TOKEN"))
+
+
+def test_required_parameters_exist() -> None:
+    assert {
+        "ChunkSizeMb",
+        "ImporterEnabled",
+        "PennsieveApiHost",
+        "PennsieveApiHost2",
+        "MapConcurrency",
+        "PennsieveSecretArn",
+        "InputBucketName",
+        "InputPrefix",
+        "InputSuffix",
+        "OutputPrefix",
+    } <= set(TEMPLATE["Parameters"])
+
+
+def test_state_machine_is_started_by_the_eventbridge_rule_and_logs() -> None:
+    sm = RESOURCES["ConversionStateMachine"]["Properties"]
+    assert sm["DefinitionUri"] == "statemachine/nwb2pennsieve.asl.json"
+    (event,) = sm["Events"].values()
+    assert event["Type"] == "EventBridgeRule"
+    assert sm["Logging"]["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]
+
+
+def test_samconfig_has_a_default_environment() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    deploy = config["default"]["deploy"]["parameters"]
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert config["default"]["global"]["parameters"]["stack_name"]
+
+
+def test_rendered_definition_is_small() -> None:
+    text = render(substitutions(TEMPLATE, template_refs(TEMPLATE)))
+    assert len(json.dumps(json.loads(text))) < 16_000

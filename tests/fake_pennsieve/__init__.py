@@ -1,0 +1,6 @@
+"""A fake Pennsieve server for the import tests and manual trials (``python -m tests.fake_pennsieve``)."""
+
+from .cognito import ApiKey, MotoCognito
+from .server import FakeImport, FakePennsieve, Fault
+
+__all__ = ["ApiKey", "FakeImport", "FakePennsieve", "Fault", "MotoCognito"]
