@@ -228,12 +228,13 @@ FUNCTIONS = {
     "PlanFunction": "functions.plan.app",
     "WriteChunksFunction": "functions.write_chunks.app",
     "FinalizeFunction": "functions.finalize.app",
+    "UploadFilesFunction": "functions.upload_files.app",
 }
 
 
 @dataclass
 class Stack:
-    """The deployed shape of template.yaml, in moto: buckets, the three functions, the state machine."""
+    """The deployed shape of template.yaml, in moto: buckets, the functions, the state machine."""
 
     s3: Any
     sfn: Any
@@ -302,6 +303,8 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
         refs[f"{resource}.Arn"] = fn["FunctionArn"]
         module = importlib.import_module(module_name)
         monkeypatch.setattr(module, "s3", boto3.client("s3", region_name=REGION))
+        if hasattr(module, "secrets"):  # made at import time, maybe before moto started
+            monkeypatch.setattr(module, "secrets", boto3.client("secretsmanager", region_name=REGION))
         modules[resource] = module
     invocations: list[tuple[str, dict[str, Any]]] = []
     service_faults: dict[str, list[Exception]] = {}

@@ -87,7 +87,7 @@ def test_functions_are_python312_arm64_with_both_layers_and_log_retention() -> N
     assert glob["Runtime"] == "python3.12" and glob["Architectures"] == ["arm64"]
     assert glob["Layers"] == [{"Ref": "CoreLayer"}, {"Ref": "DepsLayer"}]
     functions = of_type("AWS::Serverless::Function")
-    assert set(functions) == {"PlanFunction", "WriteChunksFunction", "FinalizeFunction"}
+    assert set(functions) == {"PlanFunction", "WriteChunksFunction", "FinalizeFunction", "UploadFilesFunction"}
     groups = of_type("AWS::Logs::LogGroup")
     for name in functions:
         assert (ROOT / functions[name]["Properties"]["CodeUri"] / "app.py").is_file()
@@ -135,6 +135,8 @@ def test_required_parameters_exist() -> None:
         "PennsieveApiHost",
         "PennsieveApiHost2",
         "MapConcurrency",
+        "UploadConcurrency",
+        "UploadBatchFiles",
         "PennsieveSecretArn",
         "InputBucketName",
         "InputPrefix",
