@@ -49,6 +49,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         request = CompleteImportInput.model_validate(event)
         logger.append_keys(file=request.source)
         done = complete_import(s3, request)
+        metrics.add_metric(name="FilesImported", unit=MetricUnit.Count, value=done.chunk_files)
         logger.info("import complete", extra={"import_summary": done.import_summary})
         return done.dump()
     batch = UploadFilesInput.model_validate(event)
