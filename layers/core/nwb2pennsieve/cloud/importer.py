@@ -1,4 +1,7 @@
-"""Finalize's link to the Pennsieve importer (its own issue) and to the credentials secret.
+"""The cloud's link to the Pennsieve importer and to the credentials secret.
+
+Finalize prepares the import (:func:`prepare_output`: target, channels, import manifest); each
+UploadFiles invocation uploads one batch of chunk files (:func:`upload_names`).
 
 The credentials live in a Secrets Manager secret whose ARN the stack passes as
 ``PENNSIEVE_SECRET_ARN``; the secret is a JSON object with ``PENNSIEVE_API_KEY`` and
@@ -62,25 +65,6 @@ def choose_import_target(s3: Any, source: S3Ref, overrides: Overrides) -> Target
     except Nwb2PennsieveError as exc:
         raise exc.with_file(source.uri) from None
     return TargetRef(**spec.model_dump())
-
-
-def import_output(plan: Plan, store: Store, env: Mapping[str, str], target: TargetRef | None) -> dict[str, Any]:
-    """Import ``store`` (the chunk files and channel metadata of ``plan``) into ``target``.
-
-    ``env`` holds the credentials and API hosts (from :func:`credentials_env`). Returns the
-    importer's small, secret-free summary. Rerun-safe: the importer records what it did in the store.
-    """
-    from ..pennsieve import PennsieveSettings, TargetSpec
-    from ..pennsieve import import_output as run_import
-
-    if target is None:
-        raise ConfigurationError("the importer is enabled but the plan has no import target", file=plan.source)
-    settings = PennsieveSettings.from_env({**env, "IMPORTER_ENABLED": "true"})
-    try:
-        result = run_import(store, settings, TargetSpec(**target.model_dump()))
-    except Nwb2PennsieveError as exc:
-        raise exc.with_file(plan.source) from None
-    return result.model_dump(mode="json")
 
 
 def prepare_output(

@@ -18,7 +18,7 @@ DEFAULT_UPLOAD_BATCH_FILES = 5_000
 
 @dataclass(frozen=True)
 class CloudSettings:
-    """Environment of the Plan, WriteChunks and Finalize functions.
+    """Environment of the Plan, WriteChunks, Finalize and UploadFiles functions.
 
     ``OUTPUT_BUCKET`` (required), ``OUTPUT_PREFIX`` (chunk files of ``a/b.nwb`` go under
     ``{OUTPUT_PREFIX}a/b/``), ``RUNS_PREFIX`` (plan and work-item manifest of ``a/b.nwb`` go
