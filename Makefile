@@ -42,10 +42,13 @@ install: $(STAMP) ## install the package (editable) and the dev tools into .venv
 pre-commit: install ## install the git pre-commit hook (ruff, mypy)
 	$(VENV)/bin/pre-commit install
 
-test: install ## run every test (and the template/ASL validations)
+test: install $(NODE_STAMP) ## lint, then every test (the template/ASL validations among them)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-test-cov: install ## tests with a coverage report
+test-cov: install $(NODE_STAMP) ## tests with a coverage report
 	$(VENV)/bin/pytest -q -p no:cacheprovider --cov --cov-report=term-missing
 
 lint: install ## ruff (lint + format check) and mypy on the core
