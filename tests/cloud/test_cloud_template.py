@@ -164,3 +164,23 @@ def test_samconfig_has_a_default_environment() -> None:
 def test_rendered_definition_is_small() -> None:
     text = render(substitutions(TEMPLATE, template_refs(TEMPLATE)))
     assert len(json.dumps(json.loads(text))) < 16_000
+
+
+def test_only_the_importing_functions_read_the_secret_and_uploaders_delete_nothing() -> None:
+    def policy_names(function: str) -> list[str]:
+        names = []
+        for policy in RESOURCES[function]["Properties"]["Policies"]:
+            if "Fn::If" in policy:
+                policy = policy["Fn::If"][1]
+            names.extend(policy)
+        return names
+
+    for function in of_type("AWS::Serverless::Function"):
+        reads_secret = "AWSSecretsManagerGetSecretValuePolicy" in policy_names(function)
+        assert reads_secret == (function in ("FinalizeFunction", "UploadFilesFunction")), function
+    # UploadFiles reads chunk files and writes records; only Finalize may delete (stale files, old records).
+    assert sorted(policy_names("UploadFilesFunction")) == [
+        "AWSSecretsManagerGetSecretValuePolicy",
+        "S3ReadPolicy",
+        "S3WritePolicy",
+    ]
