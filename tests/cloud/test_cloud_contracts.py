@@ -298,3 +298,13 @@ def test_a_batch_payload_stays_small_however_tiny_the_items() -> None:
     assert len(batches) == 10
     event = load_event("write_chunks.json") | {"batch": batches[0].dump()}
     assert len(json.dumps(event)) < 32_000
+
+
+def test_upload_batch_files_is_a_whole_positive_number() -> None:
+    from nwb2pennsieve.errors import ConfigurationError
+
+    assert CloudSettings.from_env({"OUTPUT_BUCKET": "bucket"}).upload_batch_files == 5_000
+    assert CloudSettings.from_env({"OUTPUT_BUCKET": "bucket", "UPLOAD_BATCH_FILES": "3"}).upload_batch_files == 3
+    for bad in ("2.5", "0", "many"):
+        with pytest.raises(ConfigurationError, match="UPLOAD_BATCH_FILES"):
+            CloudSettings.from_env({"OUTPUT_BUCKET": "bucket", "UPLOAD_BATCH_FILES": bad})

@@ -396,9 +396,9 @@ def upload_batch(
     from ..pennsieve import UploadError
 
     started = time.perf_counter()
-    names = _read_json(s3, event.batch.names)
     store = S3Store(event.output.bucket, event.output.prefix, s3)
     try:
+        names = _read_json(s3, event.batch.names)
         report = (uploader or default_uploader)(store, env, names)
     except UploadError as exc:
         runs = S3Store(event.runs.bucket, event.runs.prefix, s3)
