@@ -9,8 +9,12 @@ total length, so the bytes never depend on how the payload was split into pieces
 from __future__ import annotations
 
 import struct
-import zlib
 from typing import Protocol
+
+try:  # ISA-L's CRC-32 (optional, the same values) runs ~15x faster than zlib's: ~4 vs ~57 GB/s here
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - depends on what is installed
+    from zlib import crc32
 
 HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # magic, deflate, no flags, mtime 0, XFL 0, OS unknown
 MAX_BLOCK = 65_535
@@ -43,7 +47,7 @@ class StoredGzipWriter:
         view = memoryview(piece).cast("B")
         if view.nbytes > self._remaining:
             raise ValueError("more bytes than the declared total")
-        self._crc = zlib.crc32(view, self._crc)
+        self._crc = crc32(view, self._crc)
         parts: list[bytes | memoryview] = []
         while view.nbytes:
             if self._block_left == 0:

@@ -41,9 +41,10 @@ class Store(Protocol):
 
 
 class _LocalPending:
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, direct: bool = False) -> None:
         self._final = final
-        self._tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        self._direct = direct
+        self._tmp = final if direct else final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         # Unbuffered: callers hand over large pieces; a Python-level buffer would only copy them.
         self._fh: BinaryIO | None = open(self._tmp, "wb", buffering=0)  # noqa: SIM115
 
@@ -67,7 +68,8 @@ class _LocalPending:
         assert self._fh is not None
         self._fh.close()
         self._fh = None
-        os.replace(self._tmp, self._final)
+        if not self._direct:
+            os.replace(self._tmp, self._final)
 
     def abort(self) -> None:
         if self._fh is not None:
@@ -77,10 +79,16 @@ class _LocalPending:
 
 
 class LocalStore:
-    """A local directory; created on first use."""
+    """A local directory; created on first use.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    ``atomic_names=False`` is for a private staging directory that is published as a whole: a
+    pending object is then written straight under its name (no temporary name and rename; on ext4
+    here that is ~50-90 µs a file, and a Neuropixels hour is ~300,000 files) and removed on abort.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, atomic_names: bool = True) -> None:
         self.root = Path(root)
+        self.atomic_names = atomic_names
 
     def _path(self, name: str) -> Path:
         if "/" in name or name.startswith("."):
@@ -89,7 +97,7 @@ class LocalStore:
 
     def open_pending(self, name: str) -> PendingObject:
         self.root.mkdir(parents=True, exist_ok=True)
-        return _LocalPending(self._path(name))
+        return _LocalPending(self._path(name), direct=not self.atomic_names)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         pending = self.open_pending(name)

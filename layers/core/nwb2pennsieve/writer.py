@@ -1,16 +1,21 @@
 """Executing work items: read a slab, scale it to µV, write big-endian float64 in stored gzip.
 
-An item is processed one chunk at a time, and each chunk in blocks of rows: a block is read
-(whole HDF5 chunk rows where the data is chunked), transposed and scaled into a reused float64
-buffer in place, byte-swapped to big-endian, and appended to every channel's open chunk file.
-Memory is a few tens of MiB for the buffers plus the HDF5 chunk cache, whatever the item's size
-when writing files; an S3 store holds one chunk of each of the item's channels until it is put.
+An item is processed one chunk at a time; a chunk one column group at a time (the columns of one
+HDF5 chunk, or all the item's columns when the data is contiguous); a column group in blocks of
+rows. A block is read into a contiguous buffer, transposed and scaled straight into a reused
+big-endian float64 buffer, and appended to each of the group's channel files. Reading whole HDF5
+chunk columns into a contiguous buffer lets HDF5 copy uncompressed chunks straight from the file
+with no chunk cache; compressed data gets a cache of two chunks of the group, so a chunk cut by a
+block boundary is decompressed once. Memory is a few tens of MiB for the buffers, whatever the
+item's size when writing files; an S3 store holds one chunk of each of the group's channels until
+it is put.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 from typing import Protocol
 
 import h5py
@@ -23,41 +28,90 @@ from .storage import PendingObject, Store
 
 BLOCK_BYTES = 32 * 1024 * 1024  # float64 bytes per block of rows
 _LITTLE_ENDIAN = sys.byteorder == "little"
+_BIG_F8 = np.dtype(">f8")
 
 
 class SlabReader(Protocol):
-    """Reads rows [start, stop) of the item's columns into ``out`` (shape (rows, columns) or (rows,))."""
+    """Reads rows [start, stop) of the item's columns into ``out`` (shape (rows, columns) or (rows,)).
+
+    A reader may also offer ``column_groups`` (the (start, stop) column ranges to read at a time)
+    and ``select_columns(column_start, column_stop)`` (absolute columns; later reads return those
+    columns only, into a contiguous ``out``); the writer then reads one column group at a time.
+    """
 
     def read(self, start: int, stop: int, out: np.ndarray) -> None: ...
 
 
-class H5SlabReader:
-    """Reads through h5py, with a chunk cache that holds one row of the item's HDF5 chunks.
+def column_groups(series: SeriesPlan, column_start: int, column_stop: int) -> list[tuple[int, int]]:
+    """The item's columns cut at the HDF5 chunk grid (one group for contiguous or 1-D data)."""
+    if len(series.shape) != 2 or not series.hdf5_chunks:
+        return [(column_start, column_stop)]
+    width = series.hdf5_chunks[1]
+    groups = []
+    c0 = column_start
+    while c0 < column_stop:
+        c1 = min(column_stop, (c0 // width + 1) * width)
+        groups.append((c0, c1))
+        c0 = c1
+    return groups
 
-    The cache means an HDF5 chunk cut by a chunk boundary is decompressed once, not twice.
+
+class H5SlabReader:
+    """Reads through h5py, one column group (the columns of one HDF5 chunk) at a time.
+
+    An uncompressed chunk read whole-width into a contiguous buffer is copied by HDF5 straight from
+    the file, so no chunk cache is set. Filtered (compressed) data, or groups narrower than their
+    HDF5 chunk, get a cache of a little over two chunks of the group: a block of rows crossing a
+    chunk boundary then decompresses each chunk once.
     """
 
     def __init__(self, h5: h5py.File, series: SeriesPlan, column_start: int, column_stop: int) -> None:
         self._columns = (column_start, column_stop)
         self._two_d = len(series.shape) == 2
+        self.column_groups = column_groups(series, column_start, column_stop) if self._two_d else None
         dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
         if series.hdf5_chunks:
             itemsize = np.dtype(series.dtype).itemsize
             rows = series.hdf5_chunks[0]
-            if self._two_d:
-                width = series.hdf5_chunks[1]
-                covered = (-(-column_stop // width) - column_start // width) * width
-            else:
-                covered = 1
-            nbytes = int(1.25 * rows * covered * itemsize) + (1 << 20)
-            dapl.set_chunk_cache(100_003, nbytes, 1.0)
+            width = series.hdf5_chunks[1] if self._two_d else 1
+            probe = h5py.h5d.open(h5.id, series.data_path.encode())
+            filtered = probe.get_create_plist().get_nfilters() > 0
+            # Close it before reopening: HDF5 shares one open dataset (and its chunk cache, sized by
+            # the first open) between opens, so the cache set below would otherwise be ignored.
+            del probe
+            partial = self._two_d and any(c1 - c0 != width for c0, c1 in self.column_groups or [])
+            nbytes = int(2.25 * rows * width * itemsize) + (1 << 20) if filtered or partial else 0
+            dapl.set_chunk_cache(10_007, nbytes, 1.0)
         self.dataset = h5py.Dataset(h5py.h5d.open(h5.id, series.data_path.encode(), dapl))
+
+    def select_columns(self, column_start: int, column_stop: int) -> None:
+        """Narrow the following reads to these (absolute) columns, e.g. one column group."""
+        self._columns = (column_start, column_stop)
 
     def read(self, start: int, stop: int, out: np.ndarray) -> None:
         if self._two_d:
             self.dataset.read_direct(out, np.s_[start:stop, self._columns[0] : self._columns[1]])
         else:
             self.dataset.read_direct(out, np.s_[start:stop])
+
+
+_scratch = threading.local()
+
+
+def _buffer(name: str, size: int, dtype: np.dtype) -> np.ndarray:
+    """A flat buffer of ``size`` items, kept per thread and reused by the next work items.
+
+    Allocating the tens of MiB afresh for every item lets glibc's heap keep the freed blocks
+    (its mmap threshold rises to 32 MiB after the first free), so a worker's RSS crept up by
+    ~50 MiB over a run; one reused buffer keeps it flat.
+    """
+    key = (name, dtype.str)
+    cache: dict[tuple[str, str], np.ndarray] = _scratch.__dict__.setdefault("buffers", {})
+    have = cache.get(key)
+    if have is None or have.size < size:
+        cache.pop(key, None)
+        have = cache[key] = np.empty(size, dtype=dtype)
+    return have[:size]
 
 
 def block_rows(series: SeriesPlan, width: int, chunk_samples: int) -> int:
@@ -92,64 +146,107 @@ def write_work_item(
 def _write(
     h5: h5py.File, plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader: SlabReader | None
 ) -> ItemResult:
-    channels = series.channels[item.column_start : item.column_stop]
-    width = len(channels)
     if reader is None:
         reader = H5SlabReader(h5, series, item.column_start, item.column_stop)
-    rows = block_rows(series, width, plan.chunk_samples)
+    two_d = len(series.shape) == 2
+    groups = getattr(reader, "column_groups", None) if two_d and hasattr(reader, "select_columns") else None
+    by_group = bool(groups)
+    if not groups:
+        groups = [(item.column_start, item.column_stop)]
+    widest = max(c1 - c0 for c0, c1 in groups)
+    rows = block_rows(series, widest, plan.chunk_samples)
     native = np.dtype(series.dtype).newbyteorder("=")
-    raw = np.empty((rows, width) if len(series.shape) == 2 else (rows,), dtype=native)
-    out = np.empty((width, rows), dtype=np.float64)
-    # µV = (data × conversion × channel_conversion + offset) × unit factor. Without an offset the
-    # two factors are folded into one multiplication; with one, the NWB order is kept, since
-    # folding the unit factor in first loses bits when the offset nearly cancels the data.
-    native_scale = np.array([c.scale for c in channels], dtype=np.float64)[:, None]
-    offset = np.array([c.offset for c in channels], dtype=np.float64)[:, None]
-    shifted = bool(np.any(offset != 0.0))
+    raw_flat = _buffer("raw", rows * widest, native)
+    out_flat = _buffer("out", rows * widest, np.dtype(np.float64))
     factor = series.unit_factor
-    scale = native_scale if shifted else native_scale * factor
-    scaled = bool(np.any(scale != 1.0))
 
     files = 0
     payload = 0
     for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
         n = chunk.samples
-        pending: list[PendingObject] = []
-        try:
-            for ch in channels:
-                pending.append(store.open_pending(chunk_file_name(ch.index, chunk.start_us, chunk.end_us)))
-            writers = [StoredGzipWriter(p, n * 8) for p in pending]
-            start = chunk.start
-            while start < chunk.stop:
-                stop = min(chunk.stop, (start // rows + 1) * rows)
-                m = stop - start
-                reader.read(start, stop, raw[:m])
-                block = out[:, :m]
-                source = raw[:m].T if raw.ndim == 2 else raw[None, :m]
-                if scaled:
-                    np.multiply(source, scale, out=block)
-                else:
-                    np.copyto(block, source)
-                if shifted:
-                    np.add(block, offset, out=block)
-                    if factor != 1.0:
-                        np.multiply(block, factor, out=block)
-                if _LITTLE_ENDIAN:
-                    block.byteswap(inplace=True)
-                for j, writer in enumerate(writers):
-                    writer.write(block[j])
-                start = stop
-            for writer in writers:
-                writer.close()
-            for p in pending:
-                p.commit()
-        except BaseException:
-            for p in pending:
-                p.abort()
-            raise
-        files += width
-        payload += n * 8 * width
+        for c0, c1 in groups:
+            channels = series.channels[c0:c1]
+            width = c1 - c0
+            # µV = (data × conversion × channel_conversion + offset) × unit factor. Without an offset
+            # the two factors are folded into one multiplication; with one, the NWB order is kept,
+            # since folding the unit factor in first loses bits when the offset nearly cancels the data.
+            native_scale = np.array([c.scale for c in channels], dtype=np.float64)[:, None]
+            offset = np.array([c.offset for c in channels], dtype=np.float64)[:, None]
+            shifted = bool(np.any(offset != 0.0))
+            scale = native_scale if shifted else native_scale * factor
+            scaled = bool(np.any(scale != 1.0))
+            if by_group:
+                reader.select_columns(c0, c1)  # type: ignore[attr-defined]
+            pending: list[PendingObject] = []
+            try:
+                for ch in channels:
+                    name = chunk_file_name(ch.index, chunk.start_us, chunk.end_us)
+                    pending.append(store.open_pending(name))
+                writers = [StoredGzipWriter(p, n * 8) for p in pending]
+                start = chunk.start
+                while start < chunk.stop:
+                    stop = min(chunk.stop, (start // rows + 1) * rows)
+                    m = stop - start
+                    if two_d:
+                        raw = raw_flat[: m * width].reshape(m, width)
+                        reader.read(start, stop, raw)
+                        source = raw.T
+                    else:
+                        raw = raw_flat[:m]
+                        reader.read(start, stop, raw)
+                        source = raw[None, :]
+                    block = out_flat[: width * m].reshape(width, m)
+                    _to_big_endian_uv(source, block, scale, offset, factor, scaled, shifted)
+                    for j, writer in enumerate(writers):
+                        writer.write(block[j])
+                    start = stop
+                for writer in writers:
+                    writer.close()
+                for p in pending:
+                    p.commit()
+            except BaseException:
+                for p in pending:
+                    p.abort()
+                raise
+            files += width
+            payload += n * 8 * width
     return ItemResult(id=item.id, files=files, payload_bytes=payload)
+
+
+def _to_big_endian_uv(
+    source: np.ndarray,
+    block: np.ndarray,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    factor: float,
+    scaled: bool,
+    shifted: bool,
+) -> None:
+    """``block`` (native float64 memory) ← µV of ``source``, as big-endian float64 bytes.
+
+    With an offset: (source × scale + offset) × factor, in that order; without one, ``scale``
+    already holds the unit factor: source × scale.
+
+    Without an offset the product is written straight into a big-endian view of ``block`` (numpy
+    swaps the bytes as it stores them): one pass over the memory instead of two. The values are the
+    same float64 products either way.
+    """
+    if shifted:
+        if scaled:
+            np.multiply(source, scale, out=block)
+        else:
+            np.copyto(block, source)
+        np.add(block, offset, out=block)
+        if factor != 1.0:
+            np.multiply(block, factor, out=block)
+        if _LITTLE_ENDIAN:
+            block.byteswap(inplace=True)
+        return
+    big = block.view(_BIG_F8)
+    if scaled:
+        np.multiply(source, scale, out=big)
+    else:
+        np.copyto(big, source)
 
 
 def write_channel_metadata(plan: Plan, store: Store) -> list[str]:
