@@ -1,7 +1,9 @@
-"""Finalize: check every chunk file exists, write the channel metadata, import when enabled.
+"""Finalize: check every chunk file exists, write the channel metadata; with the importer on,
+prepare the Pennsieve import (target, channels, import manifest) and write the upload batches.
 
 Input: :class:`~nwb2pennsieve.cloud.models.FinalizeInput` (Plan's output plus the Map's result).
-Output: :class:`~nwb2pennsieve.cloud.models.FinalizeOutput`, a small summary.
+Output: :class:`~nwb2pennsieve.cloud.models.FinalizeOutput`, a small summary (with ``upload``,
+the upload Map's manifest, when the importer is on).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ metrics = Metrics()
 
 s3 = boto3.client("s3")
 secrets = boto3.client("secretsmanager")
-importer = None  # None: the Pennsieve importer of the core layer; tests put a fake here
+preparer = None  # None: the Pennsieve importer of the core layer; tests may put a fake here
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -48,7 +50,17 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             api_host2=settings.pennsieve_api_host2,
         )
 
-    result = finalize(s3, request, importer=importer, import_env=import_env)
+    result = finalize(
+        s3, request, preparer=preparer, import_env=import_env, upload_batch_files=settings.upload_batch_files
+    )
     metrics.add_metric(name="ChunkFiles", unit=MetricUnit.Count, value=result.chunk_files)
-    logger.info("finalized", extra={"chunk_files": result.chunk_files, "imported": result.imported})
+    upload = result.upload
+    logger.info(
+        "finalized",
+        extra={
+            "chunk_files": result.chunk_files,
+            "files_to_upload": upload.files if upload else 0,
+            "upload_batches": upload.batches if upload else 0,
+        },
+    )
     return result.dump()

@@ -228,12 +228,13 @@ FUNCTIONS = {
     "PlanFunction": "functions.plan.app",
     "WriteChunksFunction": "functions.write_chunks.app",
     "FinalizeFunction": "functions.finalize.app",
+    "UploadFilesFunction": "functions.upload_files.app",
 }
 
 
 @dataclass
 class Stack:
-    """The deployed shape of template.yaml, in moto: buckets, the three functions, the state machine."""
+    """The deployed shape of template.yaml, in moto: buckets, the functions, the state machine."""
 
     s3: Any
     sfn: Any
@@ -241,6 +242,18 @@ class Stack:
     invocations: list[tuple[str, dict[str, Any]]]
     # Exceptions the Lambda service raises (instead of invoking) on the next calls of a function.
     service_faults: dict[str, list[Exception]]
+    template: dict[str, Any]
+    refs: dict[str, Any]
+    role: str
+
+    def redeploy(self, **parameters: Any) -> None:
+        """Replace the state machine by one rendered with other parameter values (e.g. a concurrency)."""
+        definition = render(substitutions(self.template, {**self.refs, **parameters}))
+        self.state_machine_arn = self.sfn.create_state_machine(
+            name=f"test-conversion-{len(parameters)}-{abs(hash(definition)) % 10**8}",
+            definition=definition,
+            roleArn=self.role,
+        )["stateMachineArn"]
 
     def run(self, execution_input: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
         import time
@@ -302,6 +315,8 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
         refs[f"{resource}.Arn"] = fn["FunctionArn"]
         module = importlib.import_module(module_name)
         monkeypatch.setattr(module, "s3", boto3.client("s3", region_name=REGION))
+        if hasattr(module, "secrets"):  # made at import time, maybe before moto started
+            monkeypatch.setattr(module, "secrets", boto3.client("secretsmanager", region_name=REGION))
         modules[resource] = module
     invocations: list[tuple[str, dict[str, Any]]] = []
     service_faults: dict[str, list[Exception]] = {}
@@ -332,4 +347,13 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
     arn = sfn.create_state_machine(
         name="test-conversion", definition=render(substitutions(template, all_refs)), roleArn=role
     )["stateMachineArn"]
-    return Stack(s3=s3, sfn=sfn, state_machine_arn=arn, invocations=invocations, service_faults=service_faults)
+    return Stack(
+        s3=s3,
+        sfn=sfn,
+        state_machine_arn=arn,
+        invocations=invocations,
+        service_faults=service_faults,
+        template=template,
+        refs=all_refs,
+        role=role,
+    )

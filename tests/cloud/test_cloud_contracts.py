@@ -11,10 +11,14 @@ import pytest
 
 from nwb2pennsieve.cloud.models import (
     Batch,
+    CompleteImportInput,
     FinalizeInput,
     FinalizeOutput,
     PlanInput,
     PlanOutput,
+    UploadBatch,
+    UploadFilesInput,
+    UploadFilesOutput,
     WriteChunksInput,
     WriteChunksOutput,
 )
@@ -23,13 +27,15 @@ from statemachine.render import DEFINITION, load_template, placeholders, render,
 from tests.cloud.conftest import EVENTS, ROOT, load_event
 
 TEMPLATE = load_template()
+MAPS = {"WriteChunks": "MapConcurrency", "UploadFiles": "UploadConcurrency"}  # map state → its concurrency
 ASL_TEXT = DEFINITION.read_text()
 
 
 def states() -> dict[str, Any]:
     rendered = json.loads(render(substitutions(TEMPLATE, template_refs(TEMPLATE))))
     out = dict(rendered["States"])
-    out.update(rendered["States"]["WriteChunks"]["ItemProcessor"]["States"])
+    for name in MAPS:
+        out.update(rendered["States"][name]["ItemProcessor"]["States"])
     return out
 
 
@@ -48,38 +54,97 @@ def test_every_lambda_task_calls_a_function_of_the_template() -> None:
         assert all(r.get("BackoffRate", 1) > 1 for r in task["Retry"]), name
 
 
-def test_distributed_map_shape() -> None:
-    m = states()["WriteChunks"]
+@pytest.mark.parametrize(("name", "concurrency"), MAPS.items())
+def test_distributed_map_shape(name: str, concurrency: str) -> None:
+    m = states()[name]
     assert m["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
     assert m["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
     assert m["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject"
-    assert m["MaxConcurrency"] == int(TEMPLATE["Parameters"]["MapConcurrency"]["Default"])
+    assert m["MaxConcurrency"] == int(TEMPLATE["Parameters"][concurrency]["Default"])
     assert m.get("ToleratedFailureCount", 0) == 0 and m.get("ToleratedFailurePercentage", 0) == 0
+
+
+def _fail_state(all_states: dict[str, Any], name: str) -> dict[str, Any]:
+    (catch,) = all_states[name]["Catch"]
+    assert catch["ErrorEquals"] == ["States.ALL"] and catch["ResultPath"] == "$.error"
+    target = all_states[catch["Next"]]
+    if target["Type"] == "Pass":
+        target = all_states[target["Next"]]
+    return dict(target)
 
 
 def test_every_failure_ends_in_a_fail_state_with_error_and_cause() -> None:
     all_states = states()
-    for name in ("Plan", "WriteChunks", "Finalize"):
-        (catch,) = all_states[name]["Catch"]
-        assert catch["ErrorEquals"] == ["States.ALL"] and catch["ResultPath"] == "$.error"
-        target = all_states[catch["Next"]]
-        if target["Type"] == "Pass":
-            target = all_states[target["Next"]]
+    for name in ("Plan", "WriteChunks", "Finalize", "CompleteImport"):
+        target = _fail_state(all_states, name)
         assert target["Type"] == "Fail"
         assert (target["ErrorPath"], target["CausePath"]) == ("$.error.Error", "$.error.Cause")
+    # A failed upload Map goes to CompleteImport, which lists the missing files (then fails).
+    (catch,) = all_states["UploadFiles"]["Catch"]
+    assert (catch["ErrorEquals"], catch["Next"]) == (["States.ALL"], "CompleteImport")
+    assert catch["ResultPath"].removeprefix("$.") == "uploadError"
 
 
-def item_selector(plan_output: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+def _path(data: dict[str, Any], path: str) -> Any:
+    for part in path.removeprefix("$.").split("."):
+        data = data[part]
+    return data
+
+
+def item_selector(plan_output: dict[str, Any], item: dict[str, Any], map_name: str = "WriteChunks") -> dict[str, Any]:
     """What the Map's ItemSelector builds from its input and one manifest item (JSONPath subset)."""
-    selector = states()["WriteChunks"]["ItemSelector"]
+    selector = states()[map_name]["ItemSelector"]
     out = {}
     for key, path in selector.items():
         assert key.endswith(".$")
         if path == "$$.Map.Item.Value":
             out[key[:-2]] = item
         else:
-            out[key[:-2]] = plan_output[path.removeprefix("$.")]
+            out[key[:-2]] = _path(plan_output, path)
     return out
+
+
+def _choice(state_input: dict[str, Any]) -> str:
+    """The ImportEnabled Choice's next state (the subset of Choice rules it uses)."""
+    choice = states()["ImportEnabled"]
+    for rule in choice["Choices"]:
+        try:
+            value = _path(state_input, rule["Variable"])
+        except KeyError:
+            value = None
+        if "IsPresent" in rule and (value is not None) == rule["IsPresent"]:
+            return str(rule["Next"])
+        if "NumericEquals" in rule and value == rule["NumericEquals"]:
+            return str(rule["Next"])
+    return str(choice["Default"])
+
+
+def test_finalize_output_feeds_the_upload_map_and_complete_import() -> None:
+    complete = load_event("complete_import.json")
+    finalize_output = {k: v for k, v in complete.items() if k != "uploadFiles"}
+    parsed = FinalizeOutput.model_validate(finalize_output)
+    assert parsed.dump() == finalize_output  # the fixture is exactly what Finalize returns
+    assert states()["Finalize"]["Next"] == "ImportEnabled"
+    assert _choice(finalize_output) == "UploadFiles"
+    assert _choice({**finalize_output, "upload": {**finalize_output["upload"], "batches": 0}}) == "CompleteImport"
+    no_import = FinalizeOutput.model_validate({**finalize_output, "upload": None}).dump()
+    assert "upload" not in no_import and _choice(no_import) == "Converted"
+    reader = states()["UploadFiles"]["ItemReader"]["Parameters"]
+    assert {reader["Bucket.$"], reader["Key.$"]} == {"$.upload.manifest.bucket", "$.upload.manifest.key"}
+    item = load_event("upload_files.json")["batch"]
+    UploadBatch.model_validate(item)
+    built = item_selector(finalize_output, item, "UploadFiles")
+    assert UploadFilesInput.model_validate(built) == UploadFilesInput.model_validate(load_event("upload_files.json"))
+    # CompleteImport gets Finalize's output plus the map's result (or its error) at the map's paths.
+    result_path = states()["UploadFiles"]["ResultPath"].removeprefix("$.")
+    assert result_path in complete
+    parsed_complete = CompleteImportInput.model_validate(complete)
+    assert parsed_complete.upload_files is not None and parsed_complete.upload_files.map_run_arn
+    failed = {**finalize_output, "uploadError": {"Error": "States.ExceedToleratedFailureThreshold", "Cause": "x"}}
+    error = CompleteImportInput.model_validate(failed).upload_error
+    assert error is not None and error.error == "States.ExceedToleratedFailureThreshold"
+    # CompleteImport's output is a FinalizeOutput, the execution's output.
+    assert states()["CompleteImport"]["End"] is True
 
 
 def test_plan_output_feeds_the_map_and_finalize() -> None:
@@ -117,6 +182,9 @@ def test_plan_output_feeds_the_map_and_finalize() -> None:
             imported=False,
         ),
         Batch(batch=0, items=["a"], output_bytes=1),
+        UploadFilesInput.model_validate(load_event("upload_files.json")),
+        UploadFilesOutput(batch=0, files=3, uploaded=2, already_uploaded=1, seconds=0.5),
+        CompleteImportInput.model_validate(load_event("complete_import.json")),
     ],
 )
 def test_payloads_round_trip(model: Any) -> None:
@@ -134,11 +202,20 @@ def test_both_execution_inputs_parse_to_the_same_source() -> None:
 
 def test_every_event_fixture_parses() -> None:
     names = sorted(p.name for p in EVENTS.glob("*.json"))
-    assert names == ["finalize.json", "plan.json", "s3_object_created.json", "write_chunks.json"]
+    assert names == [
+        "complete_import.json",
+        "finalize.json",
+        "plan.json",
+        "s3_object_created.json",
+        "upload_files.json",
+        "write_chunks.json",
+    ]
     PlanInput.parse(load_event("s3_object_created.json"))
     PlanInput.parse(load_event("plan.json"))
     WriteChunksInput.model_validate(load_event("write_chunks.json"))
     FinalizeInput.model_validate(load_event("finalize.json"))
+    UploadFilesInput.model_validate(load_event("upload_files.json"))
+    CompleteImportInput.model_validate(load_event("complete_import.json"))
 
 
 def test_the_rule_matches_the_example_event() -> None:
@@ -166,14 +243,21 @@ def test_settings_read_only_variables_the_template_sets() -> None:
     )
     assert read and read <= variables, read - variables
     CloudSettings.from_env(
-        {k: "1" if "MB" in k else "x" for k in variables}
+        {k: "1" if "MB" in k or k.endswith("_FILES") else "x" for k in variables}
         | {"IMPORTER_ENABLED": "false", "SKIP_INVALID_SERIES": "false"}
     )
 
 
 def test_events_readme_documents_sam_local_invoke() -> None:
     readme = (ROOT / "README.md").read_text()
-    for name in ("s3_object_created.json", "write_chunks.json", "finalize.json", "plan.json"):
+    for name in (
+        "s3_object_created.json",
+        "write_chunks.json",
+        "finalize.json",
+        "plan.json",
+        "upload_files.json",
+        "complete_import.json",
+    ):
         assert f"events/{name}" in readme
 
 
@@ -214,3 +298,13 @@ def test_a_batch_payload_stays_small_however_tiny_the_items() -> None:
     assert len(batches) == 10
     event = load_event("write_chunks.json") | {"batch": batches[0].dump()}
     assert len(json.dumps(event)) < 32_000
+
+
+def test_upload_batch_files_is_a_whole_positive_number() -> None:
+    from nwb2pennsieve.errors import ConfigurationError
+
+    assert CloudSettings.from_env({"OUTPUT_BUCKET": "bucket"}).upload_batch_files == 5_000
+    assert CloudSettings.from_env({"OUTPUT_BUCKET": "bucket", "UPLOAD_BATCH_FILES": "3"}).upload_batch_files == 3
+    for bad in ("2.5", "0", "many"):
+        with pytest.raises(ConfigurationError, match="UPLOAD_BATCH_FILES"):
+            CloudSettings.from_env({"OUTPUT_BUCKET": "bucket", "UPLOAD_BATCH_FILES": bad})

@@ -13,18 +13,21 @@ import pytest
 
 from functions.finalize import app as finalize_app
 from functions.plan import app as plan_app
+from functions.upload_files import app as upload_app
 from functions.write_chunks import app as write_app
-from nwb2pennsieve.cloud.models import FinalizeOutput, PlanOutput, WriteChunksOutput
+from nwb2pennsieve.cloud.models import FinalizeOutput, PlanOutput, UploadFilesOutput, WriteChunksOutput
 from nwb2pennsieve.errors import ConfigurationError, InvalidInputError
 from nwb2pennsieve.models import Plan
+from nwb2pennsieve.pennsieve import UploadError
 from tests.cloud.conftest import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, REGION, FakeLambdaContext, load_event
 
 
 @pytest.fixture
 def apps(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    for module in (plan_app, write_app, finalize_app):
+    for module in (plan_app, write_app, finalize_app, upload_app):
         monkeypatch.setattr(module, "s3", s3)
-    monkeypatch.setattr(finalize_app, "secrets", boto3.client("secretsmanager", region_name=REGION))
+    for module in (finalize_app, upload_app):
+        monkeypatch.setattr(module, "secrets", boto3.client("secretsmanager", region_name=REGION))
     return s3
 
 
@@ -202,10 +205,29 @@ def _import_secret(monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
     monkeypatch.setenv("PENNSIEVE_API_HOST2", fake.url)
 
 
-def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_imports(
+def upload_event(finalized: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """What the UploadFiles Map's ItemSelector builds (the contract tests check the same shape)."""
+    upload = finalized["upload"]
+    return {"source": finalized["source"], "output": upload["output"], "runs": upload["runs"], "batch": item}
+
+
+def run_upload_map(s3: Any, finalized: dict[str, Any]) -> list[UploadFilesOutput]:
+    """The upload Map by hand: read its manifest, invoke UploadFiles once per item."""
+    manifest = finalized["upload"]["manifest"]
+    items = json.loads(s3.get_object(Bucket=manifest["bucket"], Key=manifest["key"])["Body"].read())
+    return [
+        UploadFilesOutput.model_validate(
+            upload_app.lambda_handler(upload_event(finalized, item), FakeLambdaContext("upload"))
+        )
+        for item in items
+    ]
+
+
+def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_prepares_the_upload(
     apps: Any, example_nwb: Path, pennsieve: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _import_secret(monkeypatch, pennsieve)
+    monkeypatch.setenv("UPLOAD_BATCH_FILES", "4")
     dataset = pennsieve.add_dataset()
     package = pennsieve.add_package(dataset)
     run = pennsieve.add_run(dataset, [package])
@@ -222,19 +244,89 @@ def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_impo
         "settings": planned["settings"],
         "target": planned["target"],
     }
-    result = FinalizeOutput.model_validate(finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize")))
-    assert result.imported is True and result.import_summary is not None
-    assert result.import_summary["files_uploaded"] == result.chunk_files == 14
+    finalized = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))
+    result = FinalizeOutput.model_validate(finalized)
+    # Finalize prepared the import (channels, manifest) and uploaded nothing yet.
+    assert result.imported is False and result.upload is not None and result.import_summary is not None
     (imp,) = pennsieve.imports.values()
-    assert len(pennsieve.uploaded_files(imp.id)) == 14
+    assert len(imp.files) == 14 and not pennsieve.uploaded_files(imp.id)
     assert len(pennsieve.channels[package]) == result.channels
+    assert (result.upload.batches, result.upload.files, result.upload.files_total) == (4, 14, 14)
+    assert result.upload.runs.prefix == planned["plan"]["key"].rsplit("/", 1)[0] + "/"
+
+    reports = run_upload_map(apps, finalized)
+
+    assert [r.uploaded for r in reports] == [4, 4, 4, 2]
+    assert len(pennsieve.uploaded_files(imp.id)) == 14
+    done = FinalizeOutput.model_validate(
+        upload_app.lambda_handler({**finalized, "uploadFiles": {"MapRunArn": "arn"}}, FakeLambdaContext("complete"))
+    )
+    assert done.imported is True and done.import_summary is not None
+    assert (done.import_summary["files_uploaded"], done.import_summary["files_already_uploaded"]) == (14, 0)
 
     again = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))  # a console rerun
-    assert (again["importSummary"]["files_uploaded"], again["importSummary"]["files_already_uploaded"]) == (0, 14)
+    assert (again["upload"]["batches"], again["upload"]["files"]) == (0, 0)
     assert len(pennsieve.imports) == 1 and len(pennsieve.channels[package]) == result.channels
-    assert len(pennsieve.uploaded_files(imp.id)) == 14
+    assert again["importSummary"]["channels_reused"] == result.channels
     logs = capsys.readouterr()
-    assert "session-token-789" not in json.dumps(result.dump()) + json.dumps(again) + logs.out + logs.err
+    assert "session-token-789" not in json.dumps(finalized) + json.dumps(again) + logs.out + logs.err
+
+
+def test_upload_files_with_its_event_uploads_the_batch(
+    apps: Any, example_nwb: Path, pennsieve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _import_secret(monkeypatch, pennsieve)
+    dataset = pennsieve.add_dataset()
+    package = pennsieve.add_package(dataset)
+    planned = plan_and_write(apps, example_nwb)
+    finalize_event = {
+        **fixture_for("finalize.json", planned),
+        "settings": {**planned["settings"], "importerEnabled": True},
+        "target": {"datasetId": dataset, "packageId": package},
+    }
+    finalized = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))
+    event = load_event("upload_files.json")
+    for field in ("output", "runs"):
+        assert set(event[field]) == set(finalized["upload"][field])
+        event[field] = finalized["upload"][field]
+    event["batch"]["names"] = {
+        **event["batch"]["names"],
+        "key": finalized["upload"]["runs"]["prefix"] + "upload-batch-00000.json",
+    }
+    out = UploadFilesOutput.model_validate(upload_app.lambda_handler(event, FakeLambdaContext("upload")))
+    assert (out.batch, out.files, out.uploaded, out.already_uploaded) == (0, 14, 14, 0)
+    again = UploadFilesOutput.model_validate(upload_app.lambda_handler(event, FakeLambdaContext("upload")))
+    assert (again.uploaded, again.already_uploaded) == (0, 14)  # a retried item uploads nothing again
+    (imp,) = pennsieve.imports.values()
+    assert len(pennsieve.uploaded_files(imp.id)) == 14
+
+
+def test_complete_import_lists_the_files_not_uploaded(
+    apps: Any, example_nwb: Path, pennsieve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _import_secret(monkeypatch, pennsieve)
+    dataset = pennsieve.add_dataset()
+    package = pennsieve.add_package(dataset)
+    planned = plan_and_write(apps, example_nwb)
+    finalize_event = {
+        **fixture_for("finalize.json", planned),
+        "settings": {**planned["settings"], "importerEnabled": True},
+        "target": {"datasetId": dataset, "packageId": package},
+    }
+    finalized = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))
+    # The Map failed before any upload (as when its ItemReader fails): its error is the reason given.
+    event = {**finalized, "uploadError": {"Error": "States.ItemReaderFailed", "Cause": "no manifest"}}
+    with pytest.raises(UploadError) as err:
+        upload_app.lambda_handler(event, FakeLambdaContext("complete"))
+    message = str(err.value)
+    assert message.startswith(f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: 14 of 14 files failed to upload: channel-")
+    assert "States.ItemReaderFailed: no manifest" in message
+    prefix = finalized["upload"]["output"]["prefix"]
+    failed = json.loads(apps.get_object(Bucket=OUTPUT_BUCKET, Key=prefix + "import-failed.json")["Body"].read())
+    assert len(failed["failed"]) == 14
+    # The next Finalize (a rerun) starts afresh: the old list is gone.
+    finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))
+    assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=prefix + "import-failed.json")
 
 
 def test_plan_with_the_importer_on_and_no_target_fails_before_any_work(apps: Any, example_nwb: Path) -> None:

@@ -86,7 +86,7 @@ def test_functions_are_python312_arm64_with_both_layers_and_log_retention() -> N
     assert glob["Runtime"] == "python3.12" and glob["Architectures"] == ["arm64"]
     assert glob["Layers"] == [{"Ref": "CoreLayer"}, {"Ref": "DepsLayer"}]
     functions = of_type("AWS::Serverless::Function")
-    assert set(functions) == {"PlanFunction", "WriteChunksFunction", "FinalizeFunction"}
+    assert set(functions) == {"PlanFunction", "WriteChunksFunction", "FinalizeFunction", "UploadFilesFunction"}
     groups = of_type("AWS::Logs::LogGroup")
     for name in functions:
         assert (ROOT / functions[name]["Properties"]["CodeUri"] / "app.py").is_file()
@@ -134,6 +134,8 @@ def test_required_parameters_exist() -> None:
         "PennsieveApiHost",
         "PennsieveApiHost2",
         "MapConcurrency",
+        "UploadConcurrency",
+        "UploadBatchFiles",
         "PennsieveSecretArn",
         "InputBucketName",
         "InputPrefix",
@@ -162,3 +164,23 @@ def test_samconfig_has_a_default_environment() -> None:
 def test_rendered_definition_is_small() -> None:
     text = render(substitutions(TEMPLATE, template_refs(TEMPLATE)))
     assert len(json.dumps(json.loads(text))) < 16_000
+
+
+def test_only_the_importing_functions_read_the_secret_and_uploaders_delete_nothing() -> None:
+    def policy_names(function: str) -> list[str]:
+        names = []
+        for policy in RESOURCES[function]["Properties"]["Policies"]:
+            if "Fn::If" in policy:
+                policy = policy["Fn::If"][1]
+            names.extend(policy)
+        return names
+
+    for function in of_type("AWS::Serverless::Function"):
+        reads_secret = "AWSSecretsManagerGetSecretValuePolicy" in policy_names(function)
+        assert reads_secret == (function in ("FinalizeFunction", "UploadFilesFunction")), function
+    # UploadFiles reads chunk files and writes records; only Finalize may delete (stale files, old records).
+    assert sorted(policy_names("UploadFilesFunction")) == [
+        "AWSSecretsManagerGetSecretValuePolicy",
+        "S3ReadPolicy",
+        "S3WritePolicy",
+    ]

@@ -1,4 +1,4 @@
-"""The AWS side of nwb2pennsieve: what the Plan, WriteChunks and Finalize functions do.
+"""The AWS side of nwb2pennsieve: what the Plan, WriteChunks, Finalize and UploadFiles functions do.
 
 The Lambda handlers in ``functions/`` only parse their event into a model from
 :mod:`nwb2pennsieve.cloud.models` and call :mod:`nwb2pennsieve.cloud.pipeline`.

@@ -1,4 +1,7 @@
-"""Finalize's link to the Pennsieve importer (its own issue) and to the credentials secret.
+"""The cloud's link to the Pennsieve importer and to the credentials secret.
+
+Finalize prepares the import (:func:`prepare_output`: target, channels, import manifest); each
+UploadFiles invocation uploads one batch of chunk files (:func:`upload_names`).
 
 The credentials live in a Secrets Manager secret whose ARN the stack passes as
 ``PENNSIEVE_SECRET_ARN``; the secret is a JSON object with ``PENNSIEVE_API_KEY`` and
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import closing
 from typing import Any
 
 from ..errors import ConfigurationError, Nwb2PennsieveError
@@ -19,6 +23,7 @@ from ..models import Plan
 from ..storage import Store
 from .models import Overrides, S3Ref, TargetRef
 
+UPLOAD_WORKERS = 64  # threads of one UploadFiles invocation (what bench/bench_import.py measures)
 SECRET_KEYS = ("PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET", "SESSION_TOKEN", "REFRESH_TOKEN")
 
 
@@ -62,20 +67,39 @@ def choose_import_target(s3: Any, source: S3Ref, overrides: Overrides) -> Target
     return TargetRef(**spec.model_dump())
 
 
-def import_output(plan: Plan, store: Store, env: Mapping[str, str], target: TargetRef | None) -> dict[str, Any]:
-    """Import ``store`` (the chunk files and channel metadata of ``plan``) into ``target``.
+def prepare_output(
+    plan: Plan, store: Store, env: Mapping[str, str], target: TargetRef | None, *, retry: Any = None
+) -> dict[str, Any]:
+    """Resolve ``target``, then create or match the channels and register every chunk file in the
+    import manifest (:func:`~nwb2pennsieve.pennsieve.prepare_import`); nothing is uploaded yet.
 
-    ``env`` holds the credentials and API hosts (from :func:`credentials_env`). Returns the
-    importer's small, secret-free summary. Rerun-safe: the importer records what it did in the store.
+    Returns the small, secret-free :class:`~nwb2pennsieve.pennsieve.PreparedImport` summary.
+    Rerun-safe: the importer records what it did in the store.
     """
-    from ..pennsieve import PennsieveSettings, TargetSpec
-    from ..pennsieve import import_output as run_import
+    from ..pennsieve import PennsieveClient, PennsieveSettings, TargetSpec, prepare_import, resolve_target
 
     if target is None:
         raise ConfigurationError("the importer is enabled but the plan has no import target", file=plan.source)
     settings = PennsieveSettings.from_env({**env, "IMPORTER_ENABLED": "true"})
     try:
-        result = run_import(store, settings, TargetSpec(**target.model_dump()))
+        with closing(PennsieveClient.from_settings(settings, retry=retry, pool_size=16)) as client:
+            resolved = resolve_target(client, TargetSpec(**target.model_dump()))
+            prepared = prepare_import(store, resolved, client)
     except Nwb2PennsieveError as exc:
         raise exc.with_file(plan.source) from None
-    return result.model_dump(mode="json")
+    return prepared.model_dump(mode="json")
+
+
+def upload_names(
+    store: Store, env: Mapping[str, str], names: list[str], *, workers: int = UPLOAD_WORKERS, retry: Any = None
+) -> Any:
+    """Presign and PUT the chunk files ``names`` of a prepared store (one upload-Map item).
+
+    Returns the :class:`~nwb2pennsieve.pennsieve.UploadReport`; raises
+    :class:`~nwb2pennsieve.pennsieve.UploadError` listing the files that failed.
+    """
+    from ..pennsieve import PennsieveClient, PennsieveSettings, upload_files
+
+    settings = PennsieveSettings.from_env({**env, "IMPORTER_ENABLED": "true"})
+    with closing(PennsieveClient.from_settings(settings, retry=retry, pool_size=max(workers, 16))) as client:
+        return upload_files(store, client, names=names, workers=workers)

@@ -207,6 +207,31 @@ class FinalizeInput(PlanOutput):
     write_chunks: MapRunResult | None = None
 
 
+class UploadBatch(_Payload):
+    """One entry of the upload-batch manifest: where the names of one batch of chunk files are.
+
+    The names live in their own S3 object (a JSON array): 5,000 names are ~300 KB, more than a
+    state payload may hold.
+    """
+
+    batch: int
+    names: S3Ref
+    files: int
+
+
+class UploadPlan(_Payload):
+    """What Finalize leaves for the upload Map (when the importer is on): the import is prepared
+    (channels exist, every file is in the import manifest); ``files`` still have to be PUT."""
+
+    output: S3Prefix = Field(description="the chunk files and the importer's records (import-state.json...)")
+    manifest: S3Ref = Field(description="the upload-batch manifest the UploadFiles Map's ItemReader reads")
+    runs: S3Prefix = Field(description="this run's folder: the upload batches and failure records")
+    import_id: str | None = None
+    batches: int
+    files: int = Field(description="chunk files not uploaded yet (0 on a rerun of a complete import)")
+    files_total: int
+
+
 class FinalizeOutput(_Payload):
     source: str
     output: str
@@ -217,4 +242,36 @@ class FinalizeOutput(_Payload):
     stale_removed: int
     imported: bool
     import_summary: dict[str, Any] | None = None
+    upload: UploadPlan | None = Field(default=None, description="present when the upload Map must run")
     warnings: list[str] = Field(default_factory=list)
+
+
+class UploadFilesInput(_Payload):
+    """What the UploadFiles Map's ItemSelector hands each UploadFiles invocation."""
+
+    source: str
+    output: S3Prefix
+    runs: S3Prefix
+    batch: UploadBatch
+
+
+class UploadFilesOutput(_Payload):
+    batch: int
+    files: int
+    uploaded: int
+    already_uploaded: int
+    seconds: float
+
+
+class MapError(_Payload):
+    """A Catch's ``$.error``-style result: the error name and its cause."""
+
+    error: str | None = Field(default=None, alias="Error")
+    cause: str | None = Field(default=None, alias="Cause")
+
+
+class CompleteImportInput(FinalizeOutput):
+    """Finalize's output plus the upload Map's result (or its error, when the Map failed)."""
+
+    upload_files: MapRunResult | None = None
+    upload_error: MapError | None = None

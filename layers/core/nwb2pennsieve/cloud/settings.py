@@ -11,15 +11,20 @@ from ..errors import ConfigurationError
 from ..planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
 from .models import Overrides, RunSettings
 
+# ~11 s of uploads at the ~450 files/s one process reaches (bench/bench_import.py); the batch's
+# names live in an S3 object (5,000 names are ~300 KB, over Step Functions' 256 KB payload limit).
+DEFAULT_UPLOAD_BATCH_FILES = 5_000
+
 
 @dataclass(frozen=True)
 class CloudSettings:
-    """Environment of the Plan, WriteChunks and Finalize functions.
+    """Environment of the Plan, WriteChunks, Finalize and UploadFiles functions.
 
     ``OUTPUT_BUCKET`` (required), ``OUTPUT_PREFIX`` (chunk files of ``a/b.nwb`` go under
     ``{OUTPUT_PREFIX}a/b/``), ``RUNS_PREFIX`` (plan and work-item manifest of ``a/b.nwb`` go
     under ``{RUNS_PREFIX}a/b/{version}/``, map-run results under ``{RUNS_PREFIX}map-runs/``),
     ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``BATCH_MB``, ``IMPORTER_ENABLED``, ``SKIP_INVALID_SERIES``,
+    ``UPLOAD_BATCH_FILES`` (chunk files one UploadFiles invocation presigns and PUTs),
     ``PENNSIEVE_API_HOST``, ``PENNSIEVE_API_HOST2``, ``PENNSIEVE_SECRET_ARN`` (the ARN of the
     credentials secret, never the credentials).
     """
@@ -35,6 +40,7 @@ class CloudSettings:
     pennsieve_api_host: str
     pennsieve_api_host2: str
     pennsieve_secret_arn: str
+    upload_batch_files: int = DEFAULT_UPLOAD_BATCH_FILES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CloudSettings:
@@ -43,6 +49,9 @@ class CloudSettings:
         if not bucket:
             raise ConfigurationError("OUTPUT_BUCKET is not set")
         max_item = env_number("MAX_ITEM_MB", DEFAULT_MAX_ITEM_MB, e)
+        upload_batch = env_number("UPLOAD_BATCH_FILES", DEFAULT_UPLOAD_BATCH_FILES, e)
+        if upload_batch != int(upload_batch):
+            raise ConfigurationError(f"UPLOAD_BATCH_FILES={upload_batch} is not a whole number of files")
         return cls(
             output_bucket=bucket,
             output_prefix=e.get("OUTPUT_PREFIX", "converted/"),
@@ -55,6 +64,7 @@ class CloudSettings:
             pennsieve_api_host=e.get("PENNSIEVE_API_HOST", "https://api.pennsieve.net"),
             pennsieve_api_host2=e.get("PENNSIEVE_API_HOST2", "https://api2.pennsieve.net"),
             pennsieve_secret_arn=e.get("PENNSIEVE_SECRET_ARN", ""),
+            upload_batch_files=int(upload_batch),
         )
 
     def run_settings(self, overrides: Overrides) -> RunSettings:

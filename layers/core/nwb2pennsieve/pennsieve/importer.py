@@ -482,6 +482,25 @@ def _sync_channels(
     raise ChannelError(f"creating channels on {package} did not converge")  # pragma: no cover
 
 
+def _named_entries(names: Iterable[str], state: ImportState, namespace: str) -> list[FileEntry]:
+    """The entries of chunk files given by name (a file that does not exist fails its own upload)."""
+    out = []
+    unknown = []
+    for name in dict.fromkeys(names):
+        m = CHUNK_RE.match(name)
+        node = state.channels.get(int(m.group(1))) if m else None
+        if node is None:
+            unknown.append(name)
+            continue
+        remote = remote_file_path(node, name)
+        out.append(FileEntry(name, remote, upload_key(namespace, remote)))
+    if unknown:
+        raise PennsieveError(
+            f"{len(unknown)} files are not chunk files of a prepared channel of this output, e.g. {min(unknown)}"
+        )
+    return out
+
+
 def _entries(channels: Sequence[LocalChannel], state: ImportState, namespace: str) -> list[FileEntry]:
     out = []
     for ch in channels:
@@ -599,19 +618,18 @@ def upload_files(
     if not store.exists(STATE_NAME):
         raise PennsieveError("not prepared: no import-state.json (run prepare_import first)", file=store.describe(""))
     state = ImportState.model_validate_json(store.read_bytes(STATE_NAME))
-    channels = read_output(store)
     if state.import_id is None or state.key_namespace is None:
         return UploadReport(files=0, uploaded=0, already_uploaded=0, seconds=0.0)
-    missing_channels = [c.index for c in channels if c.index not in state.channels]
-    if missing_channels:
-        raise PennsieveError(f"channels {missing_channels[:5]} have no Pennsieve channel: prepare again")
-    files = _entries(channels, state, state.key_namespace)
-    if names is not None:
-        wanted = set(names)
-        files = [f for f in files if f.local in wanted]
-        unknown = wanted - {f.local for f in files}
-        if unknown:
-            raise PennsieveError(f"{len(unknown)} files are not chunk files of this output, e.g. {min(unknown)}")
+    if names is None:
+        channels = read_output(store)
+        missing_channels = [c.index for c in channels if c.index not in state.channels]
+        if missing_channels:
+            raise PennsieveError(f"channels {missing_channels[:5]} have no Pennsieve channel: prepare again")
+        files = _entries(channels, state, state.key_namespace)
+    else:
+        # A Map item: its names say everything (channel index, times), so the output is not
+        # listed again (380,000 names are ~380 LIST pages, longer than uploading one batch).
+        files = _named_entries(names, state, state.key_namespace)
     uploaded = _recorded_keys(store, UPLOADED_PREFIX, state.import_id)
     todo = [f for f in files if f.upload_key not in uploaded]
     already = len(files) - len(todo)
