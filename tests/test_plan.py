@@ -71,3 +71,16 @@ def test_column_chunked_data_gets_narrow_items(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setattr(planner, "CHUNK_ROW_BUDGET", 4000 * 2 * 5)  # room for a row of 5 chunks
     plan = plan_file(nwb, chunk_size_mb=0.01)
     assert {i.column_stop - i.column_start for i in plan.work_items} == {5, 2}
+
+
+def test_the_local_pool_recuts_big_items_by_the_planners_rules(tmp_path: Path, monkeypatch) -> None:
+    import nwb2pennsieve.runner as runner
+
+    nwb = write_nwb(tmp_path / "big.nwb", [SeriesSpec(data=np.zeros((20000, 2)), chunks=(1000, 1))])
+    plan = plan_file(nwb, chunk_size_mb=0.01)
+    assert len(plan.work_items) == 1  # one item fits the default budget
+    monkeypatch.setattr(runner, "MIN_UNIT_BYTES", 1)
+    units = runner.split_items(plan, n_workers=2)
+    assert len(units) >= 8
+    assert sorted(n for u in units for n in plan.item_file_names(u)) == sorted(plan.file_names())
+    assert [u.output_bytes for u in units] == sorted((u.output_bytes for u in units), reverse=True)

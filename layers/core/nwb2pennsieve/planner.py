@@ -119,7 +119,7 @@ def _build_plan(
         warning = _scaling_warning(draft, plan)
         if warning:
             warnings.append(warning)
-    items = [item for s in series_plans for item in _work_items(s, chunk_samples, max_item_mb)]
+    items = [item for s in series_plans for item in work_items(s, chunk_samples, max_item_mb)]
     return Plan(
         source=source,
         session_start=start_text,
@@ -320,7 +320,7 @@ def _assign_channels(drafts: list[_Draft]) -> list[SeriesPlan]:
     return plans
 
 
-def _work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> list[WorkItem]:
+def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> list[WorkItem]:
     """Cut the series into work items: channel blocks × runs of chunks inside one segment.
 
     A channel block is as wide as the budget allows for one chunk of each channel, and a multiple

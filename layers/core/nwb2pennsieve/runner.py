@@ -25,7 +25,7 @@ import h5py
 from .errors import Nwb2PennsieveError, StorageError
 from .models import ItemResult, Plan, WorkItem
 from .nwb import open_nwb
-from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, build_plan
+from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, build_plan, work_items
 from .storage import LocalStore
 from .writer import write_channel_metadata, write_work_item
 
@@ -175,52 +175,21 @@ def _run_item(item: str | WorkItem) -> ItemResult:
 
 
 # Local load balancing: a plan's items are sized for a Lambda's memory, so a small file may be one
-# or a few uneven items. The pool cuts them into about UNITS_PER_WORKER units per worker (never
-# below MIN_UNIT_BYTES) along chunks and along HDF5 chunk columns; the bytes written are the same.
+# or a few uneven items. The pool re-cuts the plan with a smaller budget, about UNITS_PER_WORKER
+# items per worker (never below MIN_UNIT_BYTES), by the planner's own rules (chunk runs inside a
+# segment, channel blocks on HDF5 chunk columns); the bytes written are the same.
 UNITS_PER_WORKER = 4
 MIN_UNIT_BYTES = 32 * 1024 * 1024
 
 
 def split_items(plan: Plan, n_workers: int) -> list[WorkItem]:
-    """The plan's items, cut into smaller items of the same chunks and columns for ``n_workers``."""
+    """The plan's work, cut into items of about 1 / (UNITS_PER_WORKER × n_workers) of it, biggest first."""
     total = sum(i.output_bytes for i in plan.work_items)
-    target = max(MIN_UNIT_BYTES, total // max(1, UNITS_PER_WORKER * n_workers))
-    units: list[WorkItem] = []
-    for item in plan.work_items:
-        if item.output_bytes <= target:
-            units.append(item)
-            continue
-        series = plan.series[item.series]
-        chunks = series.chunks[item.chunk_start : item.chunk_stop]
-        biggest = max(c.samples for c in chunks) * 8
-        step = series.hdf5_chunks[1] if len(series.shape) == 2 and series.hdf5_chunks else None
-        width = item.column_stop - item.column_start
-        if step and biggest * width > target:  # one chunk of all the columns is too big: cut columns
-            width = min(width, max(step, (target // biggest) // step * step))
-        per_unit = max(1, target // (biggest * width))
-        k = 0
-        for a in range(0, len(chunks), per_unit):
-            first = item.chunk_start + a
-            last = min(item.chunk_stop, first + per_unit)
-            samples = series.chunks[last - 1].stop - series.chunks[first].start
-            c0 = item.column_start
-            while c0 < item.column_stop:
-                c1 = min(item.column_stop, (c0 // width + 1) * width if step else c0 + width)
-                units.append(
-                    item.model_copy(
-                        update={
-                            "id": f"{item.id}/{k}",
-                            "column_start": c0,
-                            "column_stop": c1,
-                            "chunk_start": first,
-                            "chunk_stop": last,
-                            "samples": samples,
-                            "output_bytes": samples * (c1 - c0) * 8,
-                        }
-                    )
-                )
-                k += 1
-                c0 = c1
+    budget_mb = max(MIN_UNIT_BYTES, total // max(1, UNITS_PER_WORKER * n_workers)) / 2**20
+    if budget_mb >= plan.max_item_mb:
+        units = list(plan.work_items)
+    else:
+        units = [i for s in plan.series for i in work_items(s, plan.chunk_samples, budget_mb)]
     # biggest first, so the last units to finish are small ones (stable: equal sizes keep plan order)
     units.sort(key=lambda u: -u.output_bytes)
     return units
