@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def env_flag(name: str, default: bool, env: dict[str, str] | None = None) -> bool:
+def env_flag(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
     raw = (env if env is not None else os.environ).get(name)
     if raw is None:
         return default
@@ -25,7 +26,7 @@ def env_flag(name: str, default: bool, env: dict[str, str] | None = None) -> boo
     raise ConfigurationError(f"{name}={raw!r} is not a boolean (use true or false)")
 
 
-def env_number(name: str, default: float, env: dict[str, str] | None = None) -> float:
+def env_number(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
     raw = (env if env is not None else os.environ).get(name, "").strip()
     if not raw:
         return default

@@ -7,25 +7,11 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from ..config import env_flag
 from ..errors import ConfigurationError
 
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _flag(name: str, value: str | None, default: bool) -> bool:
-    if value is None:
-        return default
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ConfigurationError(f"{name} must be true or false, not {value!r}")
-
 
 def _opt(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
@@ -67,7 +53,7 @@ class PennsieveSettings(BaseModel):
         }
         return cls(
             environment=environment,
-            importer_enabled=_flag("IMPORTER_ENABLED", env.get("IMPORTER_ENABLED"), environment != "local"),
+            importer_enabled=env_flag("IMPORTER_ENABLED", environment != "local", env),
             api_host=(_opt(env, "PENNSIEVE_API_HOST") or DEFAULT_API_HOST).rstrip("/"),
             api_host2=(_opt(env, "PENNSIEVE_API_HOST2") or DEFAULT_API_HOST2).rstrip("/"),
             integration_id=_opt(env, "INTEGRATION_ID"),

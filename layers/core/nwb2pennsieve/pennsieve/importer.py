@@ -416,8 +416,9 @@ def _upload_all(
     return failed, errors[0] if errors else ""
 
 
-class ImportResult(BaseModel):
-    """A small summary, safe for logs and state-machine payloads (no secret, no file list)."""
+class PreparedImport(BaseModel):
+    """Channels exist and every file is in the import manifest; uploads may start (also in parallel
+    Lambdas: see :func:`upload_files`). Small and secret-free: fit for a state-machine payload."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -428,6 +429,11 @@ class ImportResult(BaseModel):
     channels_reused: int
     files: int
     files_registered: int
+
+
+class ImportResult(PreparedImport):
+    """A small summary, safe for logs and state-machine payloads (no secret, no file list)."""
+
     files_uploaded: int
     files_already_uploaded: int
     seconds: float
@@ -509,21 +515,6 @@ def _entries(channels: Sequence[LocalChannel], state: ImportState, namespace: st
             remote = remote_file_path(node, name)
             out.append(FileEntry(name, remote, upload_key(namespace, remote)))
     return out
-
-
-class PreparedImport(BaseModel):
-    """Channels exist and every file is in the import manifest; uploads may start (also in parallel
-    Lambdas: see :func:`upload_files`). Small and secret-free: fit for a state-machine payload."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    target: ImportTarget
-    import_id: str | None
-    channels: int
-    channels_created: int
-    channels_reused: int
-    files: int
-    files_registered: int
 
 
 def prepare_import(
