@@ -13,6 +13,7 @@ from ..errors import ConfigurationError
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
 
+
 def _opt(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
