@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# npm installs the ASL validator from the committed lockfile (prerequisites expand when read: define first).
+NODE_STAMP := node_modules/.installed
 
 # Python 3.12 (the Lambda runtime): on PATH if it works there, else the newest 3.12 that pyenv has.
 PY312 := $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null)
@@ -69,7 +71,6 @@ clean: ## remove the venv, build output, caches and data/output
 # --- AWS: see "Running on AWS" in README.md ---------------------------------------------------
 # The validators run offline: a region is all sam/cfn-lint need; no credentials, no telemetry.
 AWS_OFFLINE := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} SAM_CLI_TELEMETRY=0
-NODE_STAMP := node_modules/.installed
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --silent
