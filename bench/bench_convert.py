@@ -148,6 +148,14 @@ class Runs:
         return statistics.median(self.peak_pss) / 1e6
 
 
+def shown(path: Path) -> str:
+    """A path as the report shows it: relative to the repository when inside it (no machine paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 @dataclass
 class Case:
     key: str
@@ -376,7 +384,7 @@ def main() -> int:
             f"- command: `{command}`",
             f"- date: {started:%Y-%m-%d %H:%M} UTC",
             f"- machine: {machine()}",
-            f"- output on: {out_root} ({fs_type(out_root)}); {args.workers} workers; "
+            f"- output on: {shown(out_root)} ({fs_type(out_root)}); {args.workers} workers; "
             f"{args.reps} repetitions, medians; MB = 10^6 bytes;",
             "  times include interpreter start, imports and planning",
             "",
