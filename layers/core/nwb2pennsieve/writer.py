@@ -27,6 +27,8 @@ from .models import ItemResult, Plan, SeriesPlan, WorkItem, chunk_file_name, met
 from .storage import PendingObject, Store
 
 BLOCK_BYTES = 32 * 1024 * 1024  # float64 bytes per block of rows
+# Compressed data also holds HDF5's decompression buffers and a chunk cache: smaller blocks there.
+COMPRESSED_BLOCK_BYTES = 16 * 1024 * 1024
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _BIG_F8 = np.dtype(">f8")
 
@@ -116,7 +118,8 @@ def _buffer(name: str, size: int, dtype: np.dtype) -> np.ndarray:
 
 def block_rows(series: SeriesPlan, width: int, chunk_samples: int) -> int:
     """Rows per block: about BLOCK_BYTES of float64, at most a chunk, whole HDF5 chunk rows if possible."""
-    rows = max(1, min(chunk_samples, BLOCK_BYTES // (8 * width)))
+    budget = COMPRESSED_BLOCK_BYTES if series.compression else BLOCK_BYTES
+    rows = max(1, min(chunk_samples, budget // (8 * width)))
     if series.hdf5_chunks and rows >= series.hdf5_chunks[0]:
         rows -= rows % series.hdf5_chunks[0]
     return rows
