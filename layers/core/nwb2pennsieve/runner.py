@@ -164,13 +164,11 @@ def _init_worker(path: str, plan_json: str, staging: str, atomic_names: bool = T
     _worker["store"] = LocalStore(staging, atomic_names=atomic_names)
 
 
-def _run_item(item: str | WorkItem) -> ItemResult:
+def _run_item(item: WorkItem) -> ItemResult:
     plan = _worker["plan"]
     assert isinstance(plan, Plan)
     h5 = _worker["h5"]
     assert isinstance(h5, h5py.File)
-    if isinstance(item, str):
-        item = plan.item(item)
     return write_work_item(h5, plan, item, _worker["store"])  # type: ignore[arg-type]
 
 

@@ -163,21 +163,24 @@ def _write(
     out_flat = _buffer("out", rows * widest, np.dtype(np.float64))
     factor = series.unit_factor
 
+    # µV = (data × conversion × channel_conversion + offset) × unit factor. Without an offset the
+    # two factors are folded into one multiplication; with one, the NWB order is kept, since
+    # folding the unit factor in first loses bits when the offset nearly cancels the data.
+    scaling = []
+    for c0, c1 in groups:
+        native_scale = np.array([c.scale for c in series.channels[c0:c1]], dtype=np.float64)[:, None]
+        offset = np.array([c.offset for c in series.channels[c0:c1]], dtype=np.float64)[:, None]
+        shifted = bool(np.any(offset != 0.0))
+        scale = native_scale if shifted else native_scale * factor
+        scaling.append((scale, offset, bool(np.any(scale != 1.0)), shifted))
+
     files = 0
     payload = 0
     for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
         n = chunk.samples
-        for c0, c1 in groups:
+        for (c0, c1), (scale, offset, scaled, shifted) in zip(groups, scaling, strict=True):
             channels = series.channels[c0:c1]
             width = c1 - c0
-            # µV = (data × conversion × channel_conversion + offset) × unit factor. Without an offset
-            # the two factors are folded into one multiplication; with one, the NWB order is kept,
-            # since folding the unit factor in first loses bits when the offset nearly cancels the data.
-            native_scale = np.array([c.scale for c in channels], dtype=np.float64)[:, None]
-            offset = np.array([c.offset for c in channels], dtype=np.float64)[:, None]
-            shifted = bool(np.any(offset != 0.0))
-            scale = native_scale if shifted else native_scale * factor
-            scaled = bool(np.any(scale != 1.0))
             if by_group:
                 reader.select_columns(c0, c1)  # type: ignore[attr-defined]
             pending: list[PendingObject] = []

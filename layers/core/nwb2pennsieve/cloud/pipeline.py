@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, cast
 
 from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError
 from ..gzipstored import framed_size
-from ..models import Plan, WorkItem, metadata_file_name
+from ..models import Plan, WorkItem, chunk_file_name, metadata_file_name
 from ..nwb import open_nwb
 from ..planner import build_plan
 from ..storage import S3Store, Store
@@ -273,8 +273,8 @@ def finalize(
         for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
             size = framed_size(chunk.samples * 8)
             for ch in series.channels[item.column_start : item.column_stop]:
-                expected[f"channel-{ch.index:05d}_{chunk.start_us}_{chunk.end_us}.bin.gz"] = size
-    n_channels = len(plan.channel_metadata())
+                expected[chunk_file_name(ch.index, chunk.start_us, chunk.end_us)] = size
+    n_channels = sum(len(s.channels) for s in plan.series)
     present = list_outputs(s3, out.bucket, out.prefix, n_channels)
     missing = sorted(n for n in expected if n not in present)
     wrong = sorted(n for n in expected if n in present and present[n] != expected[n])
