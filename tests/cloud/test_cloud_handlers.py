@@ -272,9 +272,12 @@ def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_prep
     assert "session-token-789" not in json.dumps(finalized) + json.dumps(again) + logs.out + logs.err
 
 
-def test_upload_files_with_its_event_uploads_the_batch(
+def _finalize_with_import(
     apps: Any, example_nwb: Path, pennsieve: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[dict[str, Any], Any]:
+    """Plan, write and finalize ``example_nwb`` with the importer on, into a new dataset + package.
+
+    Returns Finalize's event (for a rerun) and its output."""
     _import_secret(monkeypatch, pennsieve)
     dataset = pennsieve.add_dataset()
     package = pennsieve.add_package(dataset)
@@ -284,7 +287,13 @@ def test_upload_files_with_its_event_uploads_the_batch(
         "settings": {**planned["settings"], "importerEnabled": True},
         "target": {"datasetId": dataset, "packageId": package},
     }
-    finalized = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))
+    return finalize_event, finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))
+
+
+def test_upload_files_with_its_event_uploads_the_batch(
+    apps: Any, example_nwb: Path, pennsieve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, finalized = _finalize_with_import(apps, example_nwb, pennsieve, monkeypatch)
     event = load_event("upload_files.json")
     for field in ("output", "runs"):
         assert set(event[field]) == set(finalized["upload"][field])
@@ -304,16 +313,7 @@ def test_upload_files_with_its_event_uploads_the_batch(
 def test_complete_import_lists_the_files_not_uploaded(
     apps: Any, example_nwb: Path, pennsieve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _import_secret(monkeypatch, pennsieve)
-    dataset = pennsieve.add_dataset()
-    package = pennsieve.add_package(dataset)
-    planned = plan_and_write(apps, example_nwb)
-    finalize_event = {
-        **fixture_for("finalize.json", planned),
-        "settings": {**planned["settings"], "importerEnabled": True},
-        "target": {"datasetId": dataset, "packageId": package},
-    }
-    finalized = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))
+    finalize_event, finalized = _finalize_with_import(apps, example_nwb, pennsieve, monkeypatch)
     # The Map failed before any upload (as when its ItemReader fails): its error is the reason given.
     event = {**finalized, "uploadError": {"Error": "States.ItemReaderFailed", "Cause": "no manifest"}}
     with pytest.raises(UploadError) as err:
