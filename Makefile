@@ -61,14 +61,14 @@ lint: install ## ruff (lint + format check) and mypy on the core
 run: install ## convert $(INPUT_DIR)/*.nwb into $(OUTPUT_DIR) (a bundled sample when there is none)
 	$(VENV)/bin/nwb2pennsieve run
 
-bench: install ## run the benchmarks in bench/ (see README for each one's command)
+bench: install ## run the benchmarks in bench/ (docs/benchmarks.md has each one's command)
 	$(PY) bench/bench_convert.py
 
 clean: ## remove the venv, build output, caches and data/output
 	rm -rf $(VENV) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov data/output bench/out
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-# --- AWS: see "Running on AWS" in README.md ---------------------------------------------------
+# --- AWS: see docs/cloud.md ---------------------------------------------------------------------
 # The validators run offline: a region is all sam/cfn-lint need; no credentials, no telemetry.
 AWS_OFFLINE := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} SAM_CLI_TELEMETRY=0
 

@@ -1,4 +1,4 @@
-"""One WriteChunks work item's throughput, measured here; the input for the scale model in README.
+"""One WriteChunks work item's throughput, measured here; the input for docs/scale-model.md.
 
 Makes a Neuropixels-like NWB file (384 channels, int16, gzip-chunked like common writers), plans it
 as the Plan function does (default CHUNK_SIZE_MB=1, MAX_ITEM_MB=512: one work item = one row of

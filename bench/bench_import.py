@@ -7,8 +7,8 @@ The fake runs in its own process (so its CPU does not share the client's GIL) an
 ``--latency-ms`` to every request, standing in for the network round trip and the service time
 of API Gateway and S3 (real ones are usually larger, which favours parallel uploads further).
 Each file costs two requests (presign, then PUT). The 4-thread baseline (the reference's
-setting) runs on the first ``--baseline-files`` files only: at ~60 files/s, 100,000 files would
-take half an hour; its rate is steady, so a few thousand files measure it well.
+setting) runs on the first ``--baseline-files`` files only: at its rate (bench/results-import.md)
+100,000 files would take most of an hour; its rate is steady, so a few thousand files measure it well.
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ def _apply_environment(args: argparse.Namespace) -> None:
 
 
 # Commands that never import into Pennsieve: for them the importer's modules (boto3, requests:
-# ~0.3 s and ~40 MB, inherited by every forked worker) are not loaded at all.
+# start-up time and memory, inherited by every forked worker) are not loaded at all.
 _LOCAL_COMMANDS = ("convert", "plan")
 
 

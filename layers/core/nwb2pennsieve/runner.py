@@ -199,8 +199,8 @@ def pool_context() -> BaseContext:
     Workers must never inherit an open HDF5 file (or a lock held by another thread), so ``fork`` is
     used only when this process has no HDF5 file open and runs a single thread; then a worker
     starts at once with the modules already imported. A forkserver worker imports numpy, h5py and
-    pydantic itself first (~0.3 s): on the 10 s Neuropixels file with 2 workers that was a quarter
-    of the run.
+    pydantic itself first, a cost that weighs on short files (bench/results.md, the 10 s
+    Neuropixels file).
     """
     if (
         "fork" in get_all_start_methods()

@@ -11,7 +11,7 @@ from ..errors import ConfigurationError
 from ..planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
 from .models import Overrides, RunSettings
 
-# ~11 s of uploads at the ~450 files/s one process reaches (bench/bench_import.py); the batch's
+# Seconds of uploads at the rate one process reaches (bench/results-import.md); the batch's
 # names live in an S3 object (5,000 names are ~300 KB, over Step Functions' 256 KB payload limit).
 DEFAULT_UPLOAD_BATCH_FILES = 5_000
 
