@@ -134,7 +134,7 @@ def run(samples: int) -> dict[str, Any]:
     for label, direct in runs:
         original = pipeline.slab_reader
         if not direct:
-            from nwb2pennsieve.writer import H5SlabReader
+            from nwb2pennsieve.slabs import H5SlabReader
 
             pipeline.slab_reader = lambda h5, series, c0, c1, source, rows=None: H5SlabReader(h5, series, c0, c1)  # type: ignore[assignment]
         try:

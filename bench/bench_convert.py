@@ -211,7 +211,7 @@ def plan_sizes(case: Case) -> None:
     plan = plan_file(case.path)
     case.input_bytes = sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in plan.series)
     case.output_bytes = sum(i.output_bytes for i in plan.work_items)
-    case.files = int(plan.summary()["chunk_files"])  # type: ignore[call-overload]
+    case.files = plan.summary().chunk_files
 
 
 def bench_case(case: Case, out_root: Path, reps: int, workers: int, verify: bool) -> None:

@@ -184,9 +184,9 @@ def test_all_series_invalid_with_skip_is_nothing_to_convert(tmp_path: Path) -> N
 def test_failure_while_writing_leaves_no_final_chunk(tmp_path: Path, monkeypatch) -> None:
     nwb = write_nwb(tmp_path / "w.nwb", [SeriesSpec(data=np.ones((2000, 2)))])
     calls = {"n": 0}
-    import nwb2pennsieve.writer as writer
+    import nwb2pennsieve.slabs as slabs
 
-    real = writer.H5SlabReader.read
+    real = slabs.H5SlabReader.read
 
     def failing(self, start, stop, out):
         calls["n"] += 1
@@ -194,7 +194,7 @@ def test_failure_while_writing_leaves_no_final_chunk(tmp_path: Path, monkeypatch
             raise OSError("Can't read data (inflate() failed)")
         real(self, start, stop, out)
 
-    monkeypatch.setattr(writer.H5SlabReader, "read", failing)
+    monkeypatch.setattr(slabs.H5SlabReader, "read", failing)
     out = tmp_path / "out"
     with pytest.raises(Exception, match=r"w\.nwb: series /acquisition/ElectricalSeries: .*inflate"):
         convert_file(nwb, out, chunk_size_mb=0.001, workers=1)

@@ -79,7 +79,7 @@ def test_the_local_pool_recuts_big_items_by_the_planners_rules(tmp_path: Path, m
     nwb = write_nwb(tmp_path / "big.nwb", [SeriesSpec(data=np.zeros((20000, 2)), chunks=(1000, 1))])
     plan = plan_file(nwb, chunk_size_mb=0.01)
     assert len(plan.work_items) == 1  # one item fits the default budget
-    monkeypatch.setattr(runner, "MIN_UNIT_BYTES", 1)
+    monkeypatch.setattr(runner, "MIN_ITEM_BYTES", 1)
     units = runner.split_items(plan, n_workers=2)
     assert len(units) >= 8
     assert sorted(n for u in units for n in plan.item_file_names(u)) == sorted(plan.file_names())

@@ -82,41 +82,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.full:
         print(plan.model_dump_json(indent=2))
         return 0
-    report = {
-        **plan.summary(),
-        "session_start": plan.session_start,
-        "chunk_samples": plan.chunk_samples,
-        "series": [
-            {
-                "path": s.path,
-                "type": s.neurodata_type,
-                "dtype": s.dtype,
-                "shape": list(s.shape),
-                "hdf5_chunks": list(s.hdf5_chunks) if s.hdf5_chunks else None,
-                "unit": s.unit,
-                "rate": s.rate,
-                "timing": s.timing,
-                "channels": [
-                    {
-                        "index": c.index,
-                        "name": c.name,
-                        "group": c.group,
-                        "scale_uV": c.scale * s.unit_factor,
-                        "offset_uV": c.offset * s.unit_factor,
-                    }
-                    for c in s.channels
-                ],
-                "segments": [{"start": g.start, "stop": g.stop} for g in s.segments],
-                "chunks": len(s.chunks),
-                "start_us": s.chunks[0].start_us,
-                "end_us": s.chunks[-1].end_us,
-            }
-            for s in plan.series
-        ],
-        "skipped": [s.model_dump() for s in plan.skipped],
-        "warnings": plan.warnings,
-    }
-    print(json.dumps(report, indent=2))
+    # json.dumps of the plain dump, so the text is what it always was (ASCII-escaped, float repr).
+    print(json.dumps(plan.summary().model_dump(), indent=2))
     return 0
 
 

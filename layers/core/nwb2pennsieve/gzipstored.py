@@ -65,18 +65,3 @@ class StoredGzipWriter:
         if self._remaining:
             raise ValueError(f"{self._remaining} bytes short of the declared total")
         self._sink.writev([struct.pack("<II", self._crc, self._total & 0xFFFFFFFF)])
-
-
-def stored_gzip(payload: bytes | memoryview) -> bytes:
-    """The whole gzip file for ``payload`` (for tests and small files)."""
-    out = bytearray()
-
-    class _Buf:
-        def writev(self, parts: list[bytes | memoryview]) -> None:
-            for part in parts:
-                out.extend(part)
-
-    w = StoredGzipWriter(_Buf(), memoryview(payload).nbytes)
-    w.write(payload)
-    w.close()
-    return bytes(out)

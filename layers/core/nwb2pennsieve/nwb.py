@@ -224,7 +224,6 @@ class ElectrodeInfo:
     ids: list[int]
     names: list[str | None]
     groups: list[str | None]
-    table_rows: int
 
 
 def _column(table: h5py.Group, name: str, rows: np.ndarray) -> list[Any] | None:
@@ -271,4 +270,4 @@ def electrodes_of(series: h5py.Group) -> ElectrodeInfo | None:
                 if groups[i] is None:
                     with contextlib.suppress(ValueError, KeyError, OSError, TypeError):
                         groups[i] = table.file[r].name.rsplit("/", 1)[-1] or None
-    return ElectrodeInfo(ids=ids, names=names, groups=groups, table_rows=n_rows)
+    return ElectrodeInfo(ids=ids, names=names, groups=groups)

@@ -173,24 +173,24 @@ def _run_item(item: WorkItem) -> ItemResult:
 
 
 # Local load balancing: a plan's items are sized for a Lambda's memory, so a small file may be one
-# or a few uneven items. The pool re-cuts the plan with a smaller budget, about UNITS_PER_WORKER
-# items per worker (never below MIN_UNIT_BYTES), by the planner's own rules (chunk runs inside a
+# or a few uneven items. The pool re-cuts the plan with a smaller budget, about ITEMS_PER_WORKER
+# items per worker (never below MIN_ITEM_BYTES), by the planner's own rules (chunk runs inside a
 # segment, channel blocks on HDF5 chunk columns); the bytes written are the same.
-UNITS_PER_WORKER = 4
-MIN_UNIT_BYTES = 32 * 1024 * 1024
+ITEMS_PER_WORKER = 4
+MIN_ITEM_BYTES = 32 * 1024 * 1024
 
 
 def split_items(plan: Plan, n_workers: int) -> list[WorkItem]:
-    """The plan's work, cut into items of about 1 / (UNITS_PER_WORKER × n_workers) of it, biggest first."""
+    """The plan's work, cut into items of about 1 / (ITEMS_PER_WORKER × n_workers) of it, biggest first."""
     total = sum(i.output_bytes for i in plan.work_items)
-    budget_mb = max(MIN_UNIT_BYTES, total // max(1, UNITS_PER_WORKER * n_workers)) / 2**20
+    budget_mb = max(MIN_ITEM_BYTES, total // max(1, ITEMS_PER_WORKER * n_workers)) / 2**20
     if budget_mb >= plan.max_item_mb:
-        units = list(plan.work_items)
+        items = list(plan.work_items)
     else:
-        units = [i for s in plan.series for i in work_items(s, plan.chunk_samples, budget_mb)]
-    # biggest first, so the last units to finish are small ones (stable: equal sizes keep plan order)
-    units.sort(key=lambda u: -u.output_bytes)
-    return units
+        items = [i for s in plan.series for i in work_items(s, plan.chunk_samples, budget_mb)]
+    # biggest first, so the last items to finish are small ones (stable: equal sizes keep plan order)
+    items.sort(key=lambda i: -i.output_bytes)
+    return items
 
 
 def pool_context() -> BaseContext:
@@ -234,8 +234,8 @@ def execute_items(
     release_free_heap()
     fix_mmap_threshold()
     requested = workers or default_workers()
-    units = split_items(plan, requested) if requested > 1 else plan.work_items
-    n_workers = min(requested, len(units))
+    items = split_items(plan, requested) if requested > 1 else plan.work_items
+    n_workers = min(requested, len(items))
     if n_workers <= 1:
         store = LocalStore(out_dir, atomic_names=atomic_names)
         with open_nwb(path, name=plan.source) as h5:
@@ -253,7 +253,7 @@ def execute_items(
     ) as pool:
         sizes = {}
         pending: set[Future[ItemResult]] = set()
-        for item in units:
+        for item in items:
             fut = pool.submit(_run_item, item)
             sizes[fut] = item.output_bytes
             pending.add(fut)

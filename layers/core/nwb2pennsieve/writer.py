@@ -8,7 +8,8 @@ chunk columns into a contiguous buffer lets HDF5 copy uncompressed chunks straig
 with no chunk cache; compressed data gets a cache of two chunks of the group, so a chunk cut by a
 block boundary is decompressed once. Memory is a few tens of MiB for the buffers, whatever the
 item's size when writing files; an S3 store holds one chunk of each of the group's channels until
-it is put.
+it is put. Reading (the :class:`~nwb2pennsieve.slabs.SlabReader` protocol, the h5py reader and the
+block sizing) is in :mod:`nwb2pennsieve.slabs`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from typing import Protocol
 
 import h5py
 import numpy as np
@@ -24,77 +24,11 @@ import numpy as np
 from .errors import InvalidSeriesError, Nwb2PennsieveError, StorageError
 from .gzipstored import StoredGzipWriter
 from .models import ItemResult, Plan, SeriesPlan, WorkItem, chunk_file_name, metadata_file_name
+from .slabs import H5SlabReader, SlabReader, block_rows
 from .storage import PendingObject, Store
 
-BLOCK_BYTES = 32 * 1024 * 1024  # float64 bytes per block of rows
-# Compressed data also holds HDF5's decompression buffers and a chunk cache: smaller blocks there.
-COMPRESSED_BLOCK_BYTES = 16 * 1024 * 1024
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _BIG_F8 = np.dtype(">f8")
-
-
-class SlabReader(Protocol):
-    """Reads rows [start, stop) of the item's columns into ``out`` (shape (rows, columns) or (rows,)).
-
-    A reader may also offer ``column_groups`` (the (start, stop) column ranges to read at a time)
-    and ``select_columns(column_start, column_stop)`` (absolute columns; later reads return those
-    columns only, into a contiguous ``out``); the writer then reads one column group at a time.
-    """
-
-    def read(self, start: int, stop: int, out: np.ndarray) -> None: ...
-
-
-def column_groups(series: SeriesPlan, column_start: int, column_stop: int) -> list[tuple[int, int]]:
-    """The item's columns cut at the HDF5 chunk grid (one group for contiguous or 1-D data)."""
-    if len(series.shape) != 2 or not series.hdf5_chunks:
-        return [(column_start, column_stop)]
-    width = series.hdf5_chunks[1]
-    groups = []
-    c0 = column_start
-    while c0 < column_stop:
-        c1 = min(column_stop, (c0 // width + 1) * width)
-        groups.append((c0, c1))
-        c0 = c1
-    return groups
-
-
-class H5SlabReader:
-    """Reads through h5py, one column group (the columns of one HDF5 chunk) at a time.
-
-    An uncompressed chunk read whole-width into a contiguous buffer is copied by HDF5 straight from
-    the file, so no chunk cache is set. Filtered (compressed) data, or groups narrower than their
-    HDF5 chunk, get a cache of a little over two chunks of the group: a block of rows crossing a
-    chunk boundary then decompresses each chunk once.
-    """
-
-    def __init__(self, h5: h5py.File, series: SeriesPlan, column_start: int, column_stop: int) -> None:
-        self._columns = (column_start, column_stop)
-        self._two_d = len(series.shape) == 2
-        self.column_groups = column_groups(series, column_start, column_stop) if self._two_d else None
-        dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
-        if series.hdf5_chunks:
-            itemsize = np.dtype(series.dtype).itemsize
-            rows = series.hdf5_chunks[0]
-            width = series.hdf5_chunks[1] if self._two_d else 1
-            probe = h5py.h5d.open(h5.id, series.data_path.encode())
-            filtered = probe.get_create_plist().get_nfilters() > 0
-            # Close it before reopening: HDF5 shares one open dataset (and its chunk cache, sized by
-            # the first open) between opens, so the cache set below would otherwise be ignored.
-            del probe
-            partial = self._two_d and any(c1 - c0 != width for c0, c1 in self.column_groups or [])
-            nbytes = int(2.25 * rows * width * itemsize) + (1 << 20) if filtered or partial else 0
-            dapl.set_chunk_cache(10_007, nbytes, 1.0)
-        self.dataset = h5py.Dataset(h5py.h5d.open(h5.id, series.data_path.encode(), dapl))
-
-    def select_columns(self, column_start: int, column_stop: int) -> None:
-        """Narrow the following reads to these (absolute) columns, e.g. one column group."""
-        self._columns = (column_start, column_stop)
-
-    def read(self, start: int, stop: int, out: np.ndarray) -> None:
-        if self._two_d:
-            self.dataset.read_direct(out, np.s_[start:stop, self._columns[0] : self._columns[1]])
-        else:
-            self.dataset.read_direct(out, np.s_[start:stop])
 
 
 _scratch = threading.local()
@@ -116,15 +50,6 @@ def _buffer(name: str, size: int, dtype: np.dtype) -> np.ndarray:
     return have[:size]
 
 
-def block_rows(series: SeriesPlan, width: int, chunk_samples: int) -> int:
-    """Rows per block: about BLOCK_BYTES of float64, at most a chunk, whole HDF5 chunk rows if possible."""
-    budget = COMPRESSED_BLOCK_BYTES if series.compression else BLOCK_BYTES
-    rows = max(1, min(chunk_samples, budget // (8 * width)))
-    if series.hdf5_chunks and rows >= series.hdf5_chunks[0]:
-        rows -= rows % series.hdf5_chunks[0]
-    return rows
-
-
 def write_work_item(
     h5: h5py.File, plan: Plan, item: WorkItem, store: Store, *, reader: SlabReader | None = None
 ) -> ItemResult:
@@ -135,7 +60,10 @@ def write_work_item(
     """
     series = plan.series[item.series]
     try:
-        return _write(h5, plan, series, item, store, reader)
+        if reader is not None:
+            return _write(plan, series, item, store, reader)
+        with H5SlabReader(h5, series, item.column_start, item.column_stop) as own:
+            return _write(plan, series, item, store, own)
     except Nwb2PennsieveError as exc:
         if exc.series is None:
             exc.series = series.path
@@ -146,16 +74,9 @@ def write_work_item(
         ) from None
 
 
-def _write(
-    h5: h5py.File, plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader: SlabReader | None
-) -> ItemResult:
-    if reader is None:
-        reader = H5SlabReader(h5, series, item.column_start, item.column_stop)
+def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader: SlabReader) -> ItemResult:
     two_d = len(series.shape) == 2
-    groups = getattr(reader, "column_groups", None) if two_d and hasattr(reader, "select_columns") else None
-    by_group = bool(groups)
-    if not groups:
-        groups = [(item.column_start, item.column_stop)]
+    groups = reader.column_groups
     widest = max(c1 - c0 for c0, c1 in groups)
     rows = block_rows(series, widest, plan.chunk_samples)
     native = np.dtype(series.dtype).newbyteorder("=")
@@ -181,8 +102,7 @@ def _write(
         for (c0, c1), (scale, offset, scaled, shifted) in zip(groups, scaling, strict=True):
             channels = series.channels[c0:c1]
             width = c1 - c0
-            if by_group:
-                reader.select_columns(c0, c1)  # type: ignore[attr-defined]
+            reader.select(c0, c1)
             pending: list[PendingObject] = []
             try:
                 for ch in channels:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Self
 
 import h5py
 import numpy as np
 
 from ..models import SeriesPlan
-from ..writer import H5SlabReader, SlabReader
+from ..slabs import H5SlabReader, SlabReader, check_selection
 from .s3reader import S3RangeReader
 
 FILTER_DEFLATE = 1
@@ -72,7 +73,9 @@ class S3ChunkSlabReader:
     """Reads rows of columns [column_start, column_stop) of a series from its S3 object.
 
     ``rows`` is the row range the work item will read (for read-ahead); blocks must be read in
-    increasing row order for the band cache and read-ahead to pay off (the writer does).
+    increasing row order for the band cache and read-ahead to pay off (the writer does). The
+    item's columns are one column group: a band of rows is fetched for all of them at once, and
+    the chunks are fetched in parallel anyway. A :class:`~nwb2pennsieve.slabs.SlabReader`.
     """
 
     def __init__(
@@ -88,7 +91,8 @@ class S3ChunkSlabReader:
     ) -> None:
         self.dataset: h5py.Dataset = h5[series.data_path]
         self.source = source
-        self._columns = (column_start, column_stop)
+        self._item = (column_start, column_stop)
+        self._columns = self._item
         self._rows = rows or (0, int(self.dataset.shape[0]))
         self._two_d = self.dataset.ndim == 2
         self._dtype = self.dataset.dtype
@@ -103,14 +107,29 @@ class S3ChunkSlabReader:
         if not self._chunked:
             self._contiguous_offset = self.dataset.id.get_offset()
 
+    @property
+    def column_groups(self) -> list[tuple[int, int]]:
+        return [self._item]
+
+    @property
+    def columns(self) -> tuple[int, int]:
+        return self._columns
+
+    def select(self, column_start: int, column_stop: int) -> None:
+        """Narrow the following reads to these (absolute) columns, inside the item's."""
+        check_selection(self._item, column_start, column_stop)
+        self._columns = (column_start, column_stop)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._bands.clear()
 
-    def __enter__(self) -> S3ChunkSlabReader:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # --- chunked data ---------------------------------------------------------------------------
@@ -118,8 +137,9 @@ class S3ChunkSlabReader:
     def _column_chunks(self) -> range:
         if not self._two_d:
             return range(1)
+        # The item's columns, not the selection: a band's chunks are kept for every column group.
         width = self._chunk_shape[1]
-        return range(self._columns[0] // width, (self._columns[1] - 1) // width + 1)
+        return range(self._item[0] // width, (self._item[1] - 1) // width + 1)
 
     def _stored(self, coord: tuple[int, ...]) -> _Stored:
         info = self._info.get(coord)
@@ -204,17 +224,18 @@ class S3ChunkSlabReader:
             r0 = max(start, band * rows)
             r1 = min(stop, (band + 1) * rows)
             for coord, future in self._band(band).items():
-                chunk = future.result()
-                local = chunk[r0 - band * rows : r1 - band * rows]
                 if self._two_d:
                     width = self._chunk_shape[1]
                     k0 = max(c0, coord[1] * width)
                     k1 = min(c1, (coord[1] + 1) * width)
+                    if k1 <= k0:  # a chunk of the item outside the selected columns
+                        continue
+                    local = future.result()[r0 - band * rows : r1 - band * rows]
                     out[r0 - start : r1 - start, k0 - c0 : k1 - c0] = local[
                         :, k0 - coord[1] * width : k1 - coord[1] * width
                     ]
                 else:
-                    out[r0 - start : r1 - start] = local
+                    out[r0 - start : r1 - start] = future.result()[r0 - band * rows : r1 - band * rows]
 
     # --- contiguous data ------------------------------------------------------------------------
 
@@ -250,9 +271,8 @@ def slab_reader(
     source: S3RangeReader,
     *,
     rows: tuple[int, int] | None = None,
-) -> Any:
+) -> SlabReader:
     """The fastest reader that can read this series: direct chunk ranges, else h5py."""
     if direct_readable(h5[series.data_path]):
         return S3ChunkSlabReader(h5, series, column_start, column_stop, source, rows=rows)
-    reader: SlabReader = H5SlabReader(h5, series, column_start, column_stop)
-    return reader
+    return H5SlabReader(h5, series, column_start, column_stop)

@@ -147,7 +147,15 @@ def plan_object(s3: Any, event: PlanInput, settings: CloudSettings, *, stats: Re
     manifest = "[" + ",".join(b.model_dump_json(by_alias=True) for b in batches) + "]"
     runs.write_bytes(MANIFEST_NAME, manifest.encode())
     summary = plan.summary()
-    log.info("planned %s: %s", src.uri, summary)
+    log.info(
+        "planned %s: %d series, %d channels, %d chunk files in %d work items, %d output bytes",
+        src.uri,
+        len(summary.series),
+        summary.channels,
+        summary.chunk_files,
+        summary.work_items,
+        summary.output_bytes,
+    )
     return PlanOutput(
         source=source,
         output=S3Prefix(bucket=settings.output_bucket, prefix=out_prefix),
@@ -157,9 +165,9 @@ def plan_object(s3: Any, event: PlanInput, settings: CloudSettings, *, stats: Re
         settings=run,
         work_items=len(plan.work_items),
         batches=len(batches),
-        chunk_files=int(summary["chunk_files"]),  # type: ignore[call-overload]
-        channels=int(summary["channels"]),  # type: ignore[call-overload]
-        output_bytes=int(summary["output_bytes"]),  # type: ignore[call-overload]
+        chunk_files=summary.chunk_files,
+        channels=summary.channels,
+        output_bytes=summary.output_bytes,
         target=target,
         # Warnings are kept short: the full list is in plan.json.
         warnings=[w[:300] for w in plan.warnings[:10]],
@@ -198,13 +206,8 @@ def write_chunks(s3: Any, event: WriteChunksInput, *, stats: ReadStats | None = 
                     raise InvalidInputError(f"work item {item_id} is not in the plan", file=src.uri) from None
                 series = plan.series[item.series]
                 rows = (series.chunks[item.chunk_start].start, series.chunks[item.chunk_stop - 1].stop)
-                slab = slab_reader(h5, series, item.column_start, item.column_stop, reader, rows=rows)
-                try:
+                with slab_reader(h5, series, item.column_start, item.column_stop, reader, rows=rows) as slab:
                     result = write_work_item(h5, plan, item, store, reader=slab)
-                finally:
-                    close = getattr(slab, "close", None)
-                    if close:
-                        close()
                 store.flush()
                 files += result.files
                 payload += result.payload_bytes

@@ -63,8 +63,6 @@ class ParallelS3Store(S3Store):
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3-put")
         self._budget = threading.BoundedSemaphore(max(1, max_in_flight_bytes // (1024 * 1024)))
         self._futures: list[Future[None]] = []
-        self.objects_put = 0
-        self.bytes_put = 0
 
     def open_pending(self, name: str) -> PendingObject:
         return _Pending(self, name)
@@ -101,7 +99,6 @@ class ParallelS3Store(S3Store):
             exc = f.exception()
             if exc is not None:
                 raise StorageError(f"putting an object under {self.describe('')} failed ({exc})") from exc
-            self.objects_put += 1
 
     def flush(self) -> None:
         """Wait for every pending PUT; raise the first that failed."""
