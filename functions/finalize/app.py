@@ -8,35 +8,25 @@ the upload Map's manifest, when the importer is on).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from nwb2pennsieve.cloud.importer import credentials_env
+from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import FinalizeInput
 from nwb2pennsieve.cloud.pipeline import finalize
 from nwb2pennsieve.cloud.settings import CloudSettings
 
-logger = Logger()
-# The core's loggers (nwb2pennsieve.*) log through the same structured JSON, with the same keys.
-copy_config_to_registered_loggers(source_logger=logger, include={"nwb2pennsieve"})
-# boto3 is not patched: hundreds of S3 calls from worker threads would each be a subsegment
-# without a parent (the handler's own segment still traces the invocation).
-tracer = Tracer(auto_patch=False)
-metrics = Metrics()
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
-s3 = boto3.client("s3")
-secrets = boto3.client("secretsmanager")
-preparer = None  # None: the Pennsieve importer of the core layer; tests may put a fake here
+s3: S3Client = boto3.client("s3")
 
 
-@logger.inject_lambda_context(log_event=False, clear_state=True)
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@instrument()
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = FinalizeInput.model_validate(event)
     logger.append_keys(file=request.source.uri)
@@ -44,15 +34,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
     def import_env() -> dict[str, str]:
         return credentials_env(
-            secrets,
             settings.pennsieve_secret_arn,
             api_host=settings.pennsieve_api_host,
             api_host2=settings.pennsieve_api_host2,
         )
 
-    result = finalize(
-        s3, request, preparer=preparer, import_env=import_env, upload_batch_files=settings.upload_batch_files
-    )
+    result = finalize(s3, request, import_env=import_env, upload_batch_files=settings.upload_batch_files)
     metrics.add_metric(name="ChunkFiles", unit=MetricUnit.Count, value=result.chunk_files)
     upload = result.upload
     logger.info(

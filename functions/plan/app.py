@@ -6,31 +6,25 @@ Output: :class:`~nwb2pennsieve.cloud.models.PlanOutput` (keys of the plan and ma
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import PlanInput
 from nwb2pennsieve.cloud.pipeline import plan_object
 from nwb2pennsieve.cloud.s3reader import ReadStats
 from nwb2pennsieve.cloud.settings import CloudSettings
 
-logger = Logger()
-# The core's loggers (nwb2pennsieve.*) log through the same structured JSON, with the same keys.
-copy_config_to_registered_loggers(source_logger=logger, include={"nwb2pennsieve"})
-tracer = Tracer()
-metrics = Metrics()
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
-s3 = boto3.client("s3")  # module scope: reused across warm invocations; tests replace it
+s3: S3Client = boto3.client("s3")  # module scope: reused across warm invocations; tests replace it
 
 
-@logger.inject_lambda_context(log_event=False, clear_state=True)
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@instrument(trace_aws_calls=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = PlanInput.parse(event)
     logger.append_keys(file=request.source.uri)

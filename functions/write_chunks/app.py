@@ -6,33 +6,27 @@ Output: :class:`~nwb2pennsieve.cloud.models.WriteChunksOutput`. Retrying rewrite
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
+from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import WriteChunksInput
 from nwb2pennsieve.cloud.pipeline import write_chunks
 
-logger = Logger()
-# The core's loggers (nwb2pennsieve.*) log through the same structured JSON, with the same keys.
-copy_config_to_registered_loggers(source_logger=logger, include={"nwb2pennsieve"})
-# boto3 is not patched: hundreds of S3 calls from worker threads would each be a subsegment
-# without a parent (the handler's own segment still traces the invocation).
-tracer = Tracer(auto_patch=False)
-metrics = Metrics()
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 # Enough connections for the parallel range GETs and PUTs of one invocation.
-s3 = boto3.client("s3", config=Config(max_pool_connections=64, retries={"mode": "adaptive", "max_attempts": 8}))
+s3: S3Client = boto3.client(
+    "s3", config=Config(max_pool_connections=64, retries={"mode": "adaptive", "max_attempts": 8})
+)
 
 
-@logger.inject_lambda_context(log_event=False, clear_state=True)
-@tracer.capture_lambda_handler
-@metrics.log_metrics
+@instrument()
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = WriteChunksInput.model_validate(event)
     logger.append_keys(file=request.source.uri, batch=request.batch.batch, first_item=request.batch.items[0])

@@ -202,6 +202,17 @@ def aws() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def fresh_secrets() -> Iterator[None]:
+    """Powertools caches secrets (and its Secrets Manager client) across warm invocations: start
+    each test without them, so a test reads its own moto secret with a client made under moto."""
+    from aws_lambda_powertools.utilities import parameters
+
+    parameters.clear_caches()
+    yield
+    parameters.clear_caches()
+
+
 @pytest.fixture
 def s3(aws: None) -> Any:
     import boto3
@@ -229,6 +240,7 @@ FUNCTIONS = {
     "WriteChunksFunction": "functions.write_chunks.app",
     "FinalizeFunction": "functions.finalize.app",
     "UploadFilesFunction": "functions.upload_files.app",
+    "CompleteImportFunction": "functions.complete_import.app",
 }
 
 
@@ -315,8 +327,6 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
         refs[f"{resource}.Arn"] = fn["FunctionArn"]
         module = importlib.import_module(module_name)
         monkeypatch.setattr(module, "s3", boto3.client("s3", region_name=REGION))
-        if hasattr(module, "secrets"):  # made at import time, maybe before moto started
-            monkeypatch.setattr(module, "secrets", boto3.client("secretsmanager", region_name=REGION))
         modules[resource] = module
     invocations: list[tuple[str, dict[str, Any]]] = []
     service_faults: dict[str, list[Exception]] = {}

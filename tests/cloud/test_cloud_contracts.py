@@ -54,6 +54,31 @@ def test_every_lambda_task_calls_a_function_of_the_template() -> None:
         assert all(r.get("BackoffRate", 1) > 1 for r in task["Retry"]), name
 
 
+def test_every_function_of_the_template_runs_its_own_handler_under_moto() -> None:
+    from tests.cloud.conftest import FUNCTIONS
+
+    functions = {k: v for k, v in TEMPLATE["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
+    assert set(FUNCTIONS) == set(functions)
+    for name, module in FUNCTIONS.items():
+        assert module == f"functions.{Path(functions[name]['Properties']['CodeUri']).name}.app", name
+
+
+def test_each_task_state_calls_its_own_function() -> None:
+    refs = template_refs(TEMPLATE)
+    called = {
+        name: s["Parameters"]["FunctionName"]
+        for name, s in states().items()
+        if s.get("Resource") == "arn:aws:states:::lambda:invoke"
+    }
+    assert called == {
+        "Plan": refs["PlanFunction.Arn"],
+        "WriteBatch": refs["WriteChunksFunction.Arn"],
+        "Finalize": refs["FinalizeFunction.Arn"],
+        "UploadBatch": refs["UploadFilesFunction.Arn"],
+        "CompleteImport": refs["CompleteImportFunction.Arn"],
+    }
+
+
 @pytest.mark.parametrize(("name", "concurrency"), MAPS.items())
 def test_distributed_map_shape(name: str, concurrency: str) -> None:
     m = states()[name]

@@ -11,10 +11,13 @@ import boto3
 import numpy as np
 import pytest
 
+from functions.complete_import import app as complete_app
 from functions.finalize import app as finalize_app
 from functions.plan import app as plan_app
 from functions.upload_files import app as upload_app
 from functions.write_chunks import app as write_app
+from nwb2pennsieve.cloud import importer
+from nwb2pennsieve.cloud.importer import credentials_env
 from nwb2pennsieve.cloud.models import FinalizeOutput, PlanOutput, UploadFilesOutput, WriteChunksOutput
 from nwb2pennsieve.errors import ConfigurationError, InvalidInputError
 from nwb2pennsieve.models import Plan
@@ -24,10 +27,8 @@ from tests.cloud.conftest import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, REGIO
 
 @pytest.fixture
 def apps(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    for module in (plan_app, write_app, finalize_app, upload_app):
+    for module in (plan_app, write_app, finalize_app, upload_app, complete_app):
         monkeypatch.setattr(module, "s3", s3)
-    for module in (finalize_app, upload_app):
-        monkeypatch.setattr(module, "secrets", boto3.client("secretsmanager", region_name=REGION))
     return s3
 
 
@@ -259,7 +260,7 @@ def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_prep
     assert [r.uploaded for r in reports] == [4, 4, 4, 2]
     assert len(pennsieve.uploaded_files(imp.id)) == 14
     done = FinalizeOutput.model_validate(
-        upload_app.lambda_handler({**finalized, "uploadFiles": {"MapRunArn": "arn"}}, FakeLambdaContext("complete"))
+        complete_app.lambda_handler({**finalized, "uploadFiles": {"MapRunArn": "arn"}}, FakeLambdaContext("complete"))
     )
     assert done.imported is True and done.import_summary is not None
     assert (done.import_summary["files_uploaded"], done.import_summary["files_already_uploaded"]) == (14, 0)
@@ -310,6 +311,20 @@ def test_upload_files_with_its_event_uploads_the_batch(
     assert len(pennsieve.uploaded_files(imp.id)) == 14
 
 
+def test_complete_import_with_its_event_returns_the_import_summary(
+    apps: Any, example_nwb: Path, pennsieve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, finalized = _finalize_with_import(apps, example_nwb, pennsieve, monkeypatch)
+    run_upload_map(apps, finalized)
+    event = load_event("complete_import.json")
+    assert set(event) - {"uploadFiles"} == set(finalized)
+    event.update(finalized)  # this run's ids and keys; the upload Map's result as in the fixture
+    done = FinalizeOutput.model_validate(complete_app.lambda_handler(event, FakeLambdaContext("complete")))
+    assert done.imported is True and done.import_summary is not None
+    assert (done.import_summary["files_uploaded"], done.import_summary["upload_batches"]) == (14, 1)
+    assert done.import_summary["import_id"] == finalized["upload"]["importId"]
+
+
 def test_complete_import_lists_the_files_not_uploaded(
     apps: Any, example_nwb: Path, pennsieve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -317,7 +332,7 @@ def test_complete_import_lists_the_files_not_uploaded(
     # The Map failed before any upload (as when its ItemReader fails): its error is the reason given.
     event = {**finalized, "uploadError": {"Error": "States.ItemReaderFailed", "Cause": "no manifest"}}
     with pytest.raises(UploadError) as err:
-        upload_app.lambda_handler(event, FakeLambdaContext("complete"))
+        complete_app.lambda_handler(event, FakeLambdaContext("complete"))
     message = str(err.value)
     assert message.startswith(f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: 14 of 14 files failed to upload: channel-")
     assert "States.ItemReaderFailed: no manifest" in message
@@ -352,3 +367,43 @@ def test_finalize_import_without_a_secret_is_a_clear_error(apps: Any, example_nw
     event["settings"]["importerEnabled"] = True
     with pytest.raises(ConfigurationError, match="PENNSIEVE_SECRET_ARN"):
         finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
+
+
+def test_the_secret_is_read_once_and_again_after_its_max_age(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = boto3.client("secretsmanager", region_name=REGION)
+    arn = secrets.create_secret(Name="pennsieve", SecretString=json.dumps({"SESSION_TOKEN": "one"}))["ARN"]
+    env = credentials_env(arn, api_host="https://api.test", api_host2="https://api2.test")
+    assert env == {
+        "SESSION_TOKEN": "one",
+        "PENNSIEVE_API_HOST": "https://api.test",
+        "PENNSIEVE_API_HOST2": "https://api2.test",
+    }
+    secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"SESSION_TOKEN": "two"}))
+    # A warm invocation within the max age uses the value it read.
+    assert credentials_env(arn, api_host="h", api_host2="h2")["SESSION_TOKEN"] == "one"
+    # Past the max age it reads the secret again (here a max age of 0 s: every read).
+    monkeypatch.setattr(importer, "SECRET_MAX_AGE_SECONDS", 0)
+    other = secrets.create_secret(Name="rotated", SecretString=json.dumps({"SESSION_TOKEN": "one"}))["ARN"]
+    assert credentials_env(other, api_host="h", api_host2="h2")["SESSION_TOKEN"] == "one"
+    secrets.put_secret_value(SecretId=other, SecretString=json.dumps({"SESSION_TOKEN": "two"}))
+    assert credentials_env(other, api_host="h", api_host2="h2")["SESSION_TOKEN"] == "two"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "cannot read the Pennsieve credentials secret"),
+        ("not json", "cannot read the Pennsieve credentials secret"),
+        ('["a list"]', "is not a JSON object"),
+        ('{"OTHER": "x"}', "holds none of PENNSIEVE_API_KEY"),
+    ],
+)
+def test_a_bad_secret_is_a_clear_error_without_its_value(aws: None, value: str | None, reason: str) -> None:
+    secrets = boto3.client("secretsmanager", region_name=REGION)
+    if value is None:
+        arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf"
+    else:
+        arn = secrets.create_secret(Name="pennsieve", SecretString=value)["ARN"]
+    with pytest.raises(ConfigurationError, match=reason) as err:
+        credentials_env(arn, api_host="h", api_host2="h2")
+    assert arn in str(err.value) and "a list" not in str(err.value) and "OTHER" not in str(err.value)

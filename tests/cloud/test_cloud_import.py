@@ -73,8 +73,11 @@ def start(stack: Stack) -> dict[str, Any]:
 
 def calls(stack: Stack, since: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(UploadFiles batch invocations, CompleteImport invocations) since invocation ``since``."""
-    uploads = [p for f, p in stack.invocations[since:] if f == "UploadFilesFunction"]
-    return [p for p in uploads if "batch" in p], [p for p in uploads if "batch" not in p]
+    invocations = stack.invocations[since:]
+    return (
+        [p for f, p in invocations if f == "UploadFilesFunction"],
+        [p for f, p in invocations if f == "CompleteImportFunction"],
+    )
 
 
 def uploaded_names(stack: Stack) -> list[str]:

@@ -86,7 +86,13 @@ def test_functions_are_python312_arm64_with_both_layers_and_log_retention() -> N
     assert glob["Runtime"] == "python3.12" and glob["Architectures"] == ["arm64"]
     assert glob["Layers"] == [{"Ref": "CoreLayer"}, {"Ref": "DepsLayer"}]
     functions = of_type("AWS::Serverless::Function")
-    assert set(functions) == {"PlanFunction", "WriteChunksFunction", "FinalizeFunction", "UploadFilesFunction"}
+    assert set(functions) == {
+        "PlanFunction",
+        "WriteChunksFunction",
+        "FinalizeFunction",
+        "UploadFilesFunction",
+        "CompleteImportFunction",
+    }
     groups = of_type("AWS::Logs::LogGroup")
     for name in functions:
         assert (ROOT / functions[name]["Properties"]["CodeUri"] / "app.py").is_file()
@@ -184,3 +190,11 @@ def test_only_the_importing_functions_read_the_secret_and_uploaders_delete_nothi
         "S3ReadPolicy",
         "S3WritePolicy",
     ]
+    # CompleteImport only reads the records and writes the list of files not uploaded.
+    assert sorted(policy_names("CompleteImportFunction")) == ["S3ReadPolicy", "S3WritePolicy"]
+
+
+def test_the_state_machine_may_invoke_each_function_and_only_those() -> None:
+    policies = RESOURCES["ConversionStateMachine"]["Properties"]["Policies"]
+    invoked = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in policies if "LambdaInvokePolicy" in p}
+    assert invoked == set(of_type("AWS::Serverless::Function"))

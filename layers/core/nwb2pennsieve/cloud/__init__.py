@@ -1,7 +1,9 @@
-"""The AWS side of nwb2pennsieve: what the Plan, WriteChunks, Finalize and UploadFiles functions do.
+"""The AWS side of nwb2pennsieve: what the Plan, WriteChunks, Finalize, UploadFiles and
+CompleteImport functions do.
 
 The Lambda handlers in ``functions/`` only parse their event into a model from
-:mod:`nwb2pennsieve.cloud.models` and call :mod:`nwb2pennsieve.cloud.pipeline`.
+:mod:`nwb2pennsieve.cloud.models` and call :mod:`nwb2pennsieve.cloud.pipeline`; they share one
+Powertools setup (:mod:`nwb2pennsieve.cloud.lambda_support`).
 Reading goes through :class:`~nwb2pennsieve.cloud.s3reader.S3RangeReader` (ranged GETs, never
 the whole object) and :class:`~nwb2pennsieve.cloud.chunkreader.S3ChunkSlabReader` (a work item's
 HDF5 chunks fetched by their byte ranges).

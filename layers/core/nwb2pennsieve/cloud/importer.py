@@ -7,33 +7,39 @@ The credentials live in a Secrets Manager secret whose ARN the stack passes as
 ``PENNSIEVE_SECRET_ARN``; the secret is a JSON object with ``PENNSIEVE_API_KEY`` and
 ``PENNSIEVE_API_SECRET``, or ``SESSION_TOKEN`` (and ``REFRESH_TOKEN``). The target (an integration
 id, or a dataset and a package id) is not a secret: it comes with each execution. They are
-read at import time only, go to the importer as an environment mapping and are never logged
-or returned.
+read at import time only (Powertools' parameters utility, cached for :data:`SECRET_MAX_AGE_SECONDS`
+across warm invocations), go to the importer as an environment mapping and are never logged or
+returned.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from contextlib import closing
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities import parameters
 
 from ..errors import ConfigurationError, Nwb2PennsieveError
 from ..models import Plan
 from ..storage import Store
 from .models import Overrides, S3Ref, TargetRef
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 UPLOAD_WORKERS = 64  # threads of one UploadFiles invocation (what bench/bench_import.py measures)
 SECRET_KEYS = ("PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET", "SESSION_TOKEN", "REFRESH_TOKEN")
+# A warm function reads the secret again after this long: a rotated key is picked up within minutes.
+SECRET_MAX_AGE_SECONDS = 300
 
 
-def credentials_env(secrets_client: Any, secret_arn: str, *, api_host: str, api_host2: str) -> dict[str, str]:
+def credentials_env(secret_arn: str, *, api_host: str, api_host2: str) -> dict[str, str]:
     """The importer's environment: API hosts plus the credentials read from the secret."""
     if not secret_arn:
         raise ConfigurationError("IMPORTER_ENABLED is true but PENNSIEVE_SECRET_ARN is not set")
     try:
-        raw = secrets_client.get_secret_value(SecretId=secret_arn)["SecretString"]
-        values = json.loads(raw)
+        values: Any = parameters.get_secret(secret_arn, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
     except Exception as exc:
         # The exception text never holds the secret's value; its type and the ARN are enough.
         raise ConfigurationError(
@@ -49,7 +55,7 @@ def credentials_env(secrets_client: Any, secret_arn: str, *, api_host: str, api_
     return env
 
 
-def choose_import_target(s3: Any, source: S3Ref, overrides: Overrides) -> TargetRef:
+def choose_import_target(s3: S3Client, source: S3Ref, overrides: Overrides) -> TargetRef:
     """The import target: the execution input's ids, else the NWB object's S3 user metadata
     (``x-amz-meta-integration-id``, or ``dataset-id`` + ``package-id``).
 

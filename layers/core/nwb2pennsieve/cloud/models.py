@@ -5,7 +5,8 @@ Python. Every payload stays a few hundred bytes whatever the file's size: the pl
 work-item manifest live in S3 and states pass their keys (Step Functions' 256 KB limit).
 
 An execution starts from either
-- the EventBridge "Object Created" event of an ``*.nwb`` object (the rule's target input), or
+- the EventBridge "Object Created" event of an ``*.nwb`` object (the rule's target input, parsed
+  with Powertools' ``S3EventNotificationEventBridgeModel``), or
 - a hand-written input (console "Start execution" or a rerun):
   ``{"bucket": ..., "key": ..., "versionId": ..., "chunkSizeMb": 2, "outputPrefix": "...",
   "importerEnabled": false, "skipInvalidSeries": true, "maxItemMb": 256, "integrationId": "...",
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from ..errors import InvalidInputError
@@ -71,34 +73,6 @@ class TargetRef(_Payload):
     package_id: str | None = None
 
 
-class _EventObject(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    key: str
-    size: int | None = None
-    version_id: str | None = Field(default=None, validation_alias=AliasChoices("version-id", "versionId"))
-    etag: str | None = None
-
-
-class _EventBucket(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    name: str
-
-
-class _EventDetail(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    bucket: _EventBucket
-    object: _EventObject
-
-
-class ObjectCreatedEvent(BaseModel):
-    """The EventBridge event S3 sends for a new object (detail-type "Object Created")."""
-
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    detail_type: str = Field(alias="detail-type")
-    source: str
-    detail: _EventDetail
-
-
 class PlanInput(_Payload):
     """The Plan function's input: the execution input, in either of its two shapes, normalized."""
 
@@ -111,11 +85,11 @@ class PlanInput(_Payload):
         if not isinstance(data, dict):
             return data
         if "detail" in data and "detail-type" in data:
-            event = ObjectCreatedEvent.model_validate(data)
-            if event.source != "aws.s3" or event.detail_type != "Object Created":
-                raise ValueError(f"not an S3 Object Created event ({event.source} / {event.detail_type})")
-            obj = event.detail.object
-            return {"source": {"bucket": event.detail.bucket.name, "key": obj.key, "versionId": obj.version_id}}
+            if data.get("source") != "aws.s3" or data.get("detail-type") != "Object Created":
+                raise ValueError(f"not an S3 Object Created event ({data.get('source')} / {data.get('detail-type')})")
+            detail = S3EventNotificationEventBridgeModel.model_validate(data).detail
+            obj = detail.object
+            return {"source": {"bucket": detail.bucket.name, "key": obj.key, "versionId": obj.version_id}}
         if "source" in data:
             return data
         overrides = {k: v for k, v in data.items() if k not in ("bucket", "key", "versionId", "version_id")}

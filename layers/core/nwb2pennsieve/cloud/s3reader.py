@@ -12,9 +12,12 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from ..errors import InvalidInputError, StorageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 BLOCK_BYTES = 64 * 1024  # HDF5 metadata is scattered in small pieces; 64 KiB blocks fetch a few at once
 CACHE_BLOCKS = 512  # 32 MiB of cached blocks at most
@@ -35,6 +38,15 @@ class ReadStats:
             self.bytes += nbytes
 
 
+class _ObjectParams(TypedDict):
+    """What names the object (and its version) in a HEAD or GET."""
+
+    Bucket: str
+    Key: str
+    VersionId: NotRequired[str]
+    IfMatch: NotRequired[str]
+
+
 def _client_error_code(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
@@ -50,7 +62,7 @@ class S3RangeReader(io.RawIOBase):
 
     def __init__(
         self,
-        client: Any,
+        client: S3Client,
         bucket: str,
         key: str,
         *,
@@ -88,8 +100,8 @@ class S3RangeReader(io.RawIOBase):
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
-    def _params(self) -> dict[str, str]:
-        params = {"Bucket": self.bucket, "Key": self.key}
+    def _params(self) -> _ObjectParams:
+        params: _ObjectParams = {"Bucket": self.bucket, "Key": self.key}
         if self.version_id:
             params["VersionId"] = self.version_id
         return params

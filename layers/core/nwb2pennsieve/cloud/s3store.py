@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import StorageError
 from ..storage import PendingObject, S3Store
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 PUT_THREADS = 16
 MAX_IN_FLIGHT_BYTES = 128 * 1024 * 1024
@@ -52,7 +55,7 @@ class ParallelS3Store(S3Store):
         self,
         bucket: str,
         prefix: str,
-        client: Any,
+        client: S3Client,
         *,
         threads: int = PUT_THREADS,
         max_in_flight_bytes: int | None = None,
