@@ -6,6 +6,7 @@ The public entry points: :func:`~.importer.import_store` (a whole import, rerun-
 :func:`~.cli.add_import_command` (the ``nwb2pennsieve import DIR`` subcommand).
 """
 
+from .channels import read_output
 from .cli import add_import_command, import_output
 from .client import PennsieveClient
 from .config import PennsieveSettings
@@ -23,7 +24,6 @@ from .importer import (
     UploadReport,
     import_store,
     prepare_import,
-    read_output,
     upload_batches,
     upload_files,
 )
