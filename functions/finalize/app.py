@@ -16,9 +16,9 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from nwb2pennsieve.cloud.conversion import finalize
 from nwb2pennsieve.cloud.importer import credentials_env
 from nwb2pennsieve.cloud.models import FinalizeInput
-from nwb2pennsieve.cloud.pipeline import finalize
 from nwb2pennsieve.cloud.settings import CloudSettings
 
 logger = Logger()
@@ -31,7 +31,6 @@ metrics = Metrics()
 
 s3 = boto3.client("s3")
 secrets = boto3.client("secretsmanager")
-preparer = None  # None: the Pennsieve importer of the core layer; tests may put a fake here
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -50,9 +49,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             api_host2=settings.pennsieve_api_host2,
         )
 
-    result = finalize(
-        s3, request, preparer=preparer, import_env=import_env, upload_batch_files=settings.upload_batch_files
-    )
+    result = finalize(s3, request, import_env=import_env, upload_batch_files=settings.upload_batch_files)
     metrics.add_metric(name="ChunkFiles", unit=MetricUnit.Count, value=result.chunk_files)
     upload = result.upload
     logger.info(

@@ -21,8 +21,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from nwb2pennsieve.cloud.importer import UPLOAD_WORKERS, credentials_env
+from nwb2pennsieve.cloud.imports import complete_import, upload_batch
 from nwb2pennsieve.cloud.models import CompleteImportInput, UploadFilesInput
-from nwb2pennsieve.cloud.pipeline import complete_import, upload_batch
 from nwb2pennsieve.cloud.settings import CloudSettings
 
 logger = Logger()

@@ -15,8 +15,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
+from nwb2pennsieve.cloud.conversion import write_chunks
 from nwb2pennsieve.cloud.models import WriteChunksInput
-from nwb2pennsieve.cloud.pipeline import write_chunks
 
 logger = Logger()
 # The core's loggers (nwb2pennsieve.*) log through the same structured JSON, with the same keys.

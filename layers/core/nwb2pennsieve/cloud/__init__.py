@@ -1,7 +1,8 @@
 """The AWS side of nwb2pennsieve: what the Plan, WriteChunks, Finalize and UploadFiles functions do.
 
 The Lambda handlers in ``functions/`` only parse their event into a model from
-:mod:`nwb2pennsieve.cloud.models` and call :mod:`nwb2pennsieve.cloud.pipeline`.
+:mod:`nwb2pennsieve.cloud.models` and call :mod:`nwb2pennsieve.cloud.conversion` (Plan, WriteChunks, Finalize) or
+:mod:`nwb2pennsieve.cloud.imports` (UploadFiles, CompleteImport).
 Reading goes through :class:`~nwb2pennsieve.cloud.s3reader.S3RangeReader` (ranged GETs, never
 the whole object) and :class:`~nwb2pennsieve.cloud.chunkreader.S3ChunkSlabReader` (a work item's
 HDF5 chunks fetched by their byte ranges).

@@ -20,6 +20,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from ..errors import InvalidInputError
+from ..pennsieve.target import TargetSpec
 
 
 class _Payload(BaseModel):
@@ -61,14 +62,6 @@ class Overrides(_Payload):
     integration_id: str | None = Field(default=None, description="Pennsieve workflow run id (not a secret)")
     dataset_id: str | None = Field(default=None, description="Pennsieve dataset id, with package_id")
     package_id: str | None = Field(default=None, description="Pennsieve package id, with dataset_id")
-
-
-class TargetRef(_Payload):
-    """Where the import goes (ids only, never a credential): an integration, or a dataset + package."""
-
-    integration_id: str | None = None
-    dataset_id: str | None = None
-    package_id: str | None = None
 
 
 class _EventObject(BaseModel):
@@ -165,7 +158,7 @@ class PlanOutput(_Payload):
     chunk_files: int
     channels: int
     output_bytes: int
-    target: TargetRef | None = Field(default=None, description="the import target, when the importer is on")
+    target: TargetSpec | None = Field(default=None, description="the import target, when the importer is on")
     warnings: list[str] = Field(default_factory=list)
 
 
