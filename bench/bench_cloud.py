@@ -25,7 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from nwb2pennsieve.cloud import pipeline
+from nwb2pennsieve.cloud import conversion
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
 from nwb2pennsieve.cloud.s3reader import ReadStats
 from nwb2pennsieve.cloud.settings import CloudSettings
@@ -108,7 +108,7 @@ def run(samples: int) -> dict[str, Any]:
     settings = CloudSettings.from_env({"OUTPUT_BUCKET": "output-bucket"})
     t = time.perf_counter()
     stats = ReadStats()
-    planned = pipeline.plan_object(
+    planned = conversion.plan_object(
         s3, PlanInput.parse({"bucket": "input-bucket", "key": "np.nwb"}), settings, stats=stats
     )
     plan_seconds = time.perf_counter() - t
@@ -132,21 +132,21 @@ def run(samples: int) -> dict[str, Any]:
         ("h5py_over_range_reader_warm", False),
     ]
     for label, direct in runs:
-        original = pipeline.slab_reader
+        original = conversion.slab_reader
         if not direct:
             from nwb2pennsieve.slabs import H5SlabReader
 
-            pipeline.slab_reader = lambda h5, series, c0, c1, source, rows=None: H5SlabReader(h5, series, c0, c1)  # type: ignore[assignment]
+            conversion.slab_reader = lambda h5, series, c0, c1, source, rows=None: H5SlabReader(h5, series, c0, c1)  # type: ignore[assignment]
         try:
             s3.puts = s3.put_bytes = 0
             stats = ReadStats()
             cpu0 = time.process_time()
             t = time.perf_counter()
-            out = pipeline.write_chunks(s3, event, stats=stats)
+            out = conversion.write_chunks(s3, event, stats=stats)
             wall = time.perf_counter() - t
             cpu = time.process_time() - cpu0
         finally:
-            pipeline.slab_reader = original
+            conversion.slab_reader = original
         result[label] = {
             "seconds": round(wall, 3),
             "cpu_seconds": round(cpu, 3),

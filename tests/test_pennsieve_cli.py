@@ -11,7 +11,7 @@ from nwb2pennsieve.errors import ConfigurationError
 from nwb2pennsieve.pennsieve import TargetNotFoundError, UploadError
 from nwb2pennsieve.pennsieve.cli import add_import_command
 from nwb2pennsieve.pennsieve.http import RetryPolicy
-from nwb2pennsieve.pennsieve.importer import STATE_NAME
+from nwb2pennsieve.pennsieve.records import STATE_NAME
 from nwb2pennsieve.storage import LocalStore
 from tests.fake_pennsieve import Fault
 from tests.fake_pennsieve.fixtures import *  # noqa: F403  (the pytest fixtures)

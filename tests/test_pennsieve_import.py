@@ -24,7 +24,8 @@ from nwb2pennsieve.pennsieve import (
     upload_files,
 )
 from nwb2pennsieve.pennsieve.errors import ChannelError
-from nwb2pennsieve.pennsieve.importer import FAILED_NAME, STATE_NAME, remote_file_path
+from nwb2pennsieve.pennsieve.manifest import remote_file_path
+from nwb2pennsieve.pennsieve.records import FAILED_NAME, STATE_NAME
 from nwb2pennsieve.storage import LocalStore, S3Store
 from tests.fake_pennsieve import FakePennsieve, Fault
 from tests.fake_pennsieve.fixtures import *  # noqa: F403  (the pytest fixtures)

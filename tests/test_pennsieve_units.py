@@ -20,14 +20,9 @@ from nwb2pennsieve.pennsieve import (
     target_spec_from_metadata,
 )
 from nwb2pennsieve.pennsieve.auth import CognitoConfig, jwt_claims
+from nwb2pennsieve.pennsieve.channels import LocalChannel, match_channels
 from nwb2pennsieve.pennsieve.http import parse_retry_after
-from nwb2pennsieve.pennsieve.importer import (
-    LocalChannel,
-    manifest_batches,
-    match_channels,
-    remote_file_path,
-    upload_key,
-)
+from nwb2pennsieve.pennsieve.manifest import manifest_batches, remote_file_path, upload_key
 from nwb2pennsieve.pennsieve.models import Channel, ImportCreate, ImportFile, WorkflowRun
 
 # -- settings -----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import CompleteImportInput
-from nwb2pennsieve.cloud.pipeline import complete_import
+from nwb2pennsieve.cloud.imports import complete_import
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

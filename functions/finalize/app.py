@@ -14,10 +14,10 @@ import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from nwb2pennsieve.cloud.conversion import finalize
 from nwb2pennsieve.cloud.importer import credentials_env
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import FinalizeInput
-from nwb2pennsieve.cloud.pipeline import finalize
 from nwb2pennsieve.cloud.settings import CloudSettings
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from nwb2pennsieve.cloud.importer import UPLOAD_WORKERS, credentials_env
+from nwb2pennsieve.cloud.imports import upload_batch
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import UploadFilesInput
-from nwb2pennsieve.cloud.pipeline import upload_batch
 from nwb2pennsieve.cloud.settings import CloudSettings
 
 if TYPE_CHECKING:

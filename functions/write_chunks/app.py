@@ -13,9 +13,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
+from nwb2pennsieve.cloud.conversion import write_chunks
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import WriteChunksInput
-from nwb2pennsieve.cloud.pipeline import write_chunks
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

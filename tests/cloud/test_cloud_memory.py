@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from nwb2pennsieve.cloud import s3store
+from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
-from nwb2pennsieve.cloud.pipeline import plan_object, write_chunks
 from nwb2pennsieve.cloud.settings import CloudSettings
 from tests.cloud.conftest import make_nwb
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from nwb2pennsieve.cloud.chunkreader import S3ChunkSlabReader, direct_readable, unshuffle
+from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
-from nwb2pennsieve.cloud.pipeline import plan_object, write_chunks
 from nwb2pennsieve.cloud.s3reader import ReadStats, S3RangeReader
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.nwb import open_nwb

@@ -22,8 +22,9 @@ from aws_lambda_powertools.utilities import parameters
 
 from ..errors import ConfigurationError, Nwb2PennsieveError
 from ..models import Plan
+from ..pennsieve.target import TargetSpec
 from ..storage import Store
-from .models import Overrides, S3Ref, TargetRef
+from .models import Overrides, S3Ref
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -55,26 +56,25 @@ def credentials_env(secret_arn: str, *, api_host: str, api_host2: str) -> dict[s
     return env
 
 
-def choose_import_target(s3: S3Client, source: S3Ref, overrides: Overrides) -> TargetRef:
+def choose_import_target(s3: S3Client, source: S3Ref, overrides: Overrides) -> TargetSpec:
     """The import target: the execution input's ids, else the NWB object's S3 user metadata
     (``x-amz-meta-integration-id``, or ``dataset-id`` + ``package-id``).
 
     Called by Plan before any conversion work; raises a one-line error when there is none.
     """
-    from ..pennsieve.target import TargetSpec, choose_target_spec, target_spec_from_s3_object
+    from ..pennsieve.target import choose_target_spec, target_spec_from_s3_object
 
     given = TargetSpec(
         integration_id=overrides.integration_id, dataset_id=overrides.dataset_id, package_id=overrides.package_id
     )
     try:
-        spec = choose_target_spec(given, target_spec_from_s3_object(s3, source.bucket, source.key))
+        return choose_target_spec(given, target_spec_from_s3_object(s3, source.bucket, source.key))
     except Nwb2PennsieveError as exc:
         raise exc.with_file(source.uri) from None
-    return TargetRef(**spec.model_dump())
 
 
 def prepare_output(
-    plan: Plan, store: Store, env: Mapping[str, str], target: TargetRef | None, *, retry: Any = None
+    plan: Plan, store: Store, env: Mapping[str, str], target: TargetSpec | None, *, retry: Any = None
 ) -> dict[str, Any]:
     """Resolve ``target``, then create or match the channels and register every chunk file in the
     import manifest (:func:`~nwb2pennsieve.pennsieve.prepare_import`); nothing is uploaded yet.
@@ -82,14 +82,14 @@ def prepare_output(
     Returns the small, secret-free :class:`~nwb2pennsieve.pennsieve.PreparedImport` summary.
     Rerun-safe: the importer records what it did in the store.
     """
-    from ..pennsieve import PennsieveClient, PennsieveSettings, TargetSpec, prepare_import, resolve_target
+    from ..pennsieve import PennsieveClient, PennsieveSettings, prepare_import, resolve_target
 
     if target is None:
         raise ConfigurationError("the importer is enabled but the plan has no import target", file=plan.source)
     settings = PennsieveSettings.from_env({**env, "IMPORTER_ENABLED": "true"})
     try:
         with closing(PennsieveClient.from_settings(settings, retry=retry, pool_size=16)) as client:
-            resolved = resolve_target(client, TargetSpec(**target.model_dump()))
+            resolved = resolve_target(client, target)
             prepared = prepare_import(store, resolved, client)
     except Nwb2PennsieveError as exc:
         raise exc.with_file(plan.source) from None

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from ..errors import InvalidInputError
+from ..pennsieve.target import TargetSpec
 
 
 class _Payload(BaseModel):
@@ -65,12 +66,6 @@ class Overrides(_Payload):
     package_id: str | None = Field(default=None, description="Pennsieve package id, with dataset_id")
 
 
-class TargetRef(_Payload):
-    """Where the import goes (ids only, never a credential): an integration, or a dataset + package."""
-
-    integration_id: str | None = None
-    dataset_id: str | None = None
-    package_id: str | None = None
 
 
 class PlanInput(_Payload):
@@ -139,7 +134,7 @@ class PlanOutput(_Payload):
     chunk_files: int
     channels: int
     output_bytes: int
-    target: TargetRef | None = Field(default=None, description="the import target, when the importer is on")
+    target: TargetSpec | None = Field(default=None, description="the import target, when the importer is on")
     warnings: list[str] = Field(default_factory=list)
 
 

@@ -10,21 +10,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 
-from .client import PennsieveClient
-from .config import PennsieveSettings
 from .errors import TargetNotFoundError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from .client import PennsieveClient
+    from .config import PennsieveSettings
 
 log = logging.getLogger("nwb2pennsieve.pennsieve.target")
 
 
 class TargetSpec(BaseModel):
-    """What the caller knows: an integration id, and/or a dataset id + a package id."""
+    """The import target as the caller knows it (ids only, never a credential): an integration id,
+    and/or a dataset id + a package id.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    It travels in the state machine's payloads too, camelCase there (``integrationId``...) like
+    every payload field; in Python and as keyword arguments, snake_case.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
     integration_id: str | None = None
     dataset_id: str | None = None
@@ -64,7 +74,7 @@ def target_spec_from_metadata(metadata: Mapping[str, str]) -> TargetSpec:
     return TargetSpec(**values)
 
 
-def target_spec_from_s3_object(s3_client: Any, bucket: str, key: str) -> TargetSpec:
+def target_spec_from_s3_object(s3_client: S3Client, bucket: str, key: str) -> TargetSpec:
     """The target written as user metadata on the uploaded NWB object (empty when there is none)."""
     head = s3_client.head_object(Bucket=bucket, Key=key)
     return target_spec_from_metadata(head.get("Metadata") or {})

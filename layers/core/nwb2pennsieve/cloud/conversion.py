@@ -1,51 +1,45 @@
-"""What the functions do: plan an S3 object, write a batch of work items, finalize (and prepare
-the Pennsieve import), upload a batch of chunk files, complete the import.
+"""The conversion steps: plan an S3 object (Plan), write a batch of work items (WriteChunks),
+check and complete the output (Finalize, which hands over to :mod:`.imports` when the import is on).
 
 Each step takes a boto3 S3 client and a payload model and returns a payload model; the
 handlers in ``functions/`` add only Powertools and event parsing.
 
 Layout in the output bucket, for an input object ``a/b.nwb``:
 - ``{OUTPUT_PREFIX}a/b/``: the chunk files and channel metadata, exactly what the local runner
-  writes into its output directory (and nothing else);
+  writes into its output directory (and nothing else but the importer's import records);
 - ``{RUNS_PREFIX}a/b/{version id, or ETag}/``: ``plan.json`` and ``work-items.json`` (the Map's
-  item manifest); with the importer on, ``upload-batches.json`` (the upload Map's item manifest),
-  ``upload-batch-<n>.json`` (the names of one upload batch) and ``upload-failed-<n>.json`` (the
-  files a failed upload batch could not upload);
+  item manifest); with the importer on, the upload batches (:mod:`.imports`);
 - ``{RUNS_PREFIX}map-runs/``: the Map's ResultWriter output, one folder per map run.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+from pydantic import TypeAdapter
 
 from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError
 from ..gzipstored import framed_size
 from ..models import Plan, WorkItem, chunk_file_name, metadata_file_name
 from ..nwb import open_nwb
 from ..planner import build_plan
-from ..storage import S3Store, Store
+from ..storage import S3Store
 from ..writer import write_channel_metadata, write_work_item
 from .chunkreader import slab_reader
 from .importer import choose_import_target
+from .imports import prepare_uploads
 from .models import (
     Batch,
-    CompleteImportInput,
     FinalizeInput,
     FinalizeOutput,
     PlanInput,
     PlanOutput,
     S3Prefix,
     S3Ref,
-    TargetRef,
-    UploadBatch,
-    UploadFilesInput,
-    UploadFilesOutput,
-    UploadPlan,
     WriteChunksInput,
     WriteChunksOutput,
 )
@@ -53,17 +47,19 @@ from .s3reader import ReadStats, S3RangeReader
 from .s3store import ParallelS3Store
 from .settings import DEFAULT_UPLOAD_BATCH_FILES, CloudSettings, join_prefix
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 log = logging.getLogger(__name__)
 
 PLAN_NAME = "plan.json"
 MANIFEST_NAME = "work-items.json"
 RESULTS_FOLDER = "map-runs"
-UPLOAD_MANIFEST_NAME = "upload-batches.json"
-UPLOAD_BATCH_PREFIX = "upload-batch-"
-UPLOAD_FAILED_PREFIX = "upload-failed-"
 LIST_THREADS = 16
 MAX_ITEMS_PER_BATCH = 500
 H5_CACHE_BYTES = 4 * 1024 * 1024  # the writers read raw chunks themselves; h5py's cache holds metadata only
+
+_BATCHES = TypeAdapter(list[Batch])
 
 
 class IncompleteOutputError(Nwb2PennsieveError):
@@ -74,7 +70,7 @@ class SupersededError(Nwb2PennsieveError):
     """A newer version of the input object exists: its own execution writes the output."""
 
 
-def check_current(s3: Any, source: S3Ref) -> None:
+def check_current(s3: S3Client, source: S3Ref) -> None:
     """Raise :class:`SupersededError` when ``source`` is no longer the object's latest version.
 
     Two executions of one key (an object replaced while it converts) share an output prefix; the
@@ -115,7 +111,9 @@ def batch_items(items: list[WorkItem], batch_mb: float, *, max_items: int = MAX_
     return batches
 
 
-def plan_object(s3: Any, event: PlanInput, settings: CloudSettings, *, stats: ReadStats | None = None) -> PlanOutput:
+def plan_object(
+    s3: S3Client, event: PlanInput, settings: CloudSettings, *, stats: ReadStats | None = None
+) -> PlanOutput:
     """Plan the conversion of one S3 object, reading only its metadata; write plan and manifest."""
     run = settings.run_settings(event.overrides)
     src = event.source
@@ -144,8 +142,7 @@ def plan_object(s3: Any, event: PlanInput, settings: CloudSettings, *, stats: Re
     batches = batch_items(plan.work_items, run.batch_mb)
     runs = S3Store(settings.output_bucket, runs_prefix, s3)
     runs.write_bytes(PLAN_NAME, plan.model_dump_json().encode())
-    manifest = "[" + ",".join(b.model_dump_json(by_alias=True) for b in batches) + "]"
-    runs.write_bytes(MANIFEST_NAME, manifest.encode())
+    runs.write_bytes(MANIFEST_NAME, _BATCHES.dump_json(batches, by_alias=True))
     summary = plan.summary()
     log.info(
         "planned %s: %d series, %d channels, %d chunk files in %d work items, %d output bytes",
@@ -179,7 +176,7 @@ def results_prefix(runs_prefix: str) -> str:
     return f"{runs_prefix}{RESULTS_FOLDER}"
 
 
-def load_plan(s3: Any, ref: S3Ref) -> Plan:
+def load_plan(s3: S3Client, ref: S3Ref) -> Plan:
     try:
         body = s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
     except Exception as exc:
@@ -187,7 +184,7 @@ def load_plan(s3: Any, ref: S3Ref) -> Plan:
     return Plan.model_validate_json(body)
 
 
-def write_chunks(s3: Any, event: WriteChunksInput, *, stats: ReadStats | None = None) -> WriteChunksOutput:
+def write_chunks(s3: S3Client, event: WriteChunksInput, *, stats: ReadStats | None = None) -> WriteChunksOutput:
     """Execute the batch's work items: read their slabs from S3, put their chunk files."""
     started = time.perf_counter()
     check_current(s3, event.source)
@@ -227,11 +224,17 @@ def write_chunks(s3: Any, event: WriteChunksInput, *, stats: ReadStats | None = 
     )
 
 
-def _listing(s3: Any, bucket: str, prefix: str, *, start_after: str | None = None, under: str = "") -> dict[str, int]:
+def _listing(
+    s3: S3Client, bucket: str, prefix: str, *, start_after: str | None = None, under: str = ""
+) -> dict[str, int]:
     """name → size of the objects directly under ``prefix`` whose name starts with ``under``."""
     out: dict[str, int] = {}
-    extra = {"StartAfter": prefix + start_after} if start_after else {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + under, **extra):
+    paginator = s3.get_paginator("list_objects_v2")
+    if start_after:
+        pages = paginator.paginate(Bucket=bucket, Prefix=prefix + under, StartAfter=prefix + start_after)
+    else:
+        pages = paginator.paginate(Bucket=bucket, Prefix=prefix + under)
+    for page in pages:
         for obj in page.get("Contents", []):
             name = obj["Key"][len(prefix) :]
             if name and "/" not in name:
@@ -239,7 +242,9 @@ def _listing(s3: Any, bucket: str, prefix: str, *, start_after: str | None = Non
     return out
 
 
-def list_outputs(s3: Any, bucket: str, prefix: str, n_channels: int, *, threads: int = LIST_THREADS) -> dict[str, int]:
+def list_outputs(
+    s3: S3Client, bucket: str, prefix: str, n_channels: int, *, threads: int = LIST_THREADS
+) -> dict[str, int]:
     """Every object directly under ``prefix``, listed channel by channel in parallel.
 
     A 100 GB recording has ~380,000 chunk files: one listing is ~380 pages one after the other,
@@ -254,15 +259,10 @@ def list_outputs(s3: Any, bucket: str, prefix: str, n_channels: int, *, threads:
     return out
 
 
-Preparer = Callable[[Plan, Store, Mapping[str, str], TargetRef | None], dict[str, Any]]
-Uploader = Callable[[Store, Mapping[str, str], list[str]], Any]
-
-
 def finalize(
-    s3: Any,
+    s3: S3Client,
     event: FinalizeInput,
     *,
-    preparer: Preparer | None = None,
     import_env: Callable[[], Mapping[str, str]] | None = None,
     upload_batch_files: int = DEFAULT_UPLOAD_BATCH_FILES,
 ) -> FinalizeOutput:
@@ -306,11 +306,10 @@ def finalize(
     summary = None
     upload = None
     if event.settings.importer_enabled:
-        prepare = preparer or default_preparer
         # The parallel store is closed; the importer reads and records through a plain one.
-        import_store = S3Store(out.bucket, out.prefix, s3)
-        summary = prepare(plan, import_store, import_env() if import_env else {}, event.target)
-        upload = plan_uploads(s3, import_store, event.plan, summary, batch_size=upload_batch_files)
+        summary, upload = prepare_uploads(
+            s3, plan, event.plan, out, import_env() if import_env else {}, event.target, batch_size=upload_batch_files
+        )
     return FinalizeOutput(
         source=event.source.uri,
         output=out.uri,
@@ -324,140 +323,3 @@ def finalize(
         upload=upload,
         warnings=[w[:300] for w in plan.warnings[:10]],
     )
-
-
-def default_preparer(plan: Plan, store: Store, env: Mapping[str, str], target: TargetRef | None) -> dict[str, Any]:
-    """The Pennsieve importer (pennsieve/), imported when first needed: a run without it never loads it."""
-    from .importer import prepare_output
-
-    return prepare_output(plan, store, env, target)
-
-
-def run_folder(plan_ref: S3Ref) -> S3Prefix:
-    """The folder of ``plan.json``: this object version's run records."""
-    return S3Prefix(bucket=plan_ref.bucket, prefix=plan_ref.key.rsplit("/", 1)[0] + "/")
-
-
-def upload_batch_name(batch: int) -> str:
-    return f"{UPLOAD_BATCH_PREFIX}{batch:05d}.json"
-
-
-def upload_failed_name(batch: int) -> str:
-    return f"{UPLOAD_FAILED_PREFIX}{batch:05d}.json"
-
-
-def plan_uploads(
-    s3: Any, store: S3Store, plan_ref: S3Ref, prepared: Mapping[str, Any], *, batch_size: int
-) -> UploadPlan:
-    """Write the upload Map's items: the chunk files not uploaded yet, ``batch_size`` names per
-    batch object, and the manifest listing the batches. A rerun of a complete import writes none."""
-    from ..pennsieve import upload_batches
-    from ..pennsieve.importer import FAILED_NAME
-
-    folder = run_folder(plan_ref)
-    runs = S3Store(folder.bucket, folder.prefix, s3)
-    # Records of an earlier execution of this version: this run's Map writes its own.
-    for name in [*runs.list_names(UPLOAD_FAILED_PREFIX), *runs.list_names(UPLOAD_BATCH_PREFIX)]:
-        runs.delete(name)
-    if store.exists(FAILED_NAME):
-        store.delete(FAILED_NAME)
-    batches = upload_batches(store, batch_size=batch_size)
-    items = []
-    for i, names in enumerate(batches):
-        runs.write_bytes(upload_batch_name(i), json.dumps(names).encode())
-        items.append(
-            UploadBatch(batch=i, names=S3Ref(bucket=runs.bucket, key=runs.key(upload_batch_name(i))), files=len(names))
-        )
-    runs.write_bytes(
-        UPLOAD_MANIFEST_NAME, ("[" + ",".join(b.model_dump_json(by_alias=True) for b in items) + "]").encode()
-    )
-    files = sum(b.files for b in items)
-    log.info("%d chunk files to upload in %d batches", files, len(items))
-    return UploadPlan(
-        output=S3Prefix(bucket=store.bucket, prefix=store.key("")),
-        manifest=S3Ref(bucket=runs.bucket, key=runs.key(UPLOAD_MANIFEST_NAME)),
-        runs=folder,
-        import_id=prepared.get("import_id"),
-        batches=len(items),
-        files=files,
-        files_total=int(prepared.get("files", files)),
-    )
-
-
-def _read_json(s3: Any, ref: S3Ref) -> Any:
-    try:
-        return json.loads(s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read())
-    except Exception as exc:
-        raise StorageError(f"cannot read {ref.uri} ({exc})") from None
-
-
-def upload_batch(
-    s3: Any, event: UploadFilesInput, *, env: Mapping[str, str], uploader: Uploader | None = None
-) -> UploadFilesOutput:
-    """Presign and PUT one batch of chunk files (an upload-Map item); files already uploaded are
-    skipped. A failed file fails the batch; its list goes to ``upload-failed-<batch>.json``."""
-    from ..pennsieve import UploadError
-
-    started = time.perf_counter()
-    store = S3Store(event.output.bucket, event.output.prefix, s3)
-    try:
-        names = _read_json(s3, event.batch.names)
-        report = (uploader or default_uploader)(store, env, names)
-    except UploadError as exc:
-        runs = S3Store(event.runs.bucket, event.runs.prefix, s3)
-        record = {"batch": event.batch.batch, "failed": exc.failed, "error": exc.first_reason}
-        runs.write_bytes(upload_failed_name(event.batch.batch), json.dumps(record, indent=1).encode())
-        raise exc.with_file(event.source) from None
-    except Nwb2PennsieveError as exc:
-        raise exc.with_file(event.source) from None
-    return UploadFilesOutput(
-        batch=event.batch.batch,
-        files=report.files,
-        uploaded=report.uploaded,
-        already_uploaded=report.already_uploaded,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-
-
-def default_uploader(store: Store, env: Mapping[str, str], names: list[str]) -> Any:
-    from .importer import upload_names
-
-    return upload_names(store, env, names)
-
-
-def complete_import(s3: Any, event: CompleteImportInput) -> FinalizeOutput:
-    """After the upload Map (or its failure): check that every chunk file is uploaded.
-
-    Raises :class:`~nwb2pennsieve.pennsieve.UploadError` with the count and the list (also written
-    to ``import-failed.json`` next to the output) when some are not; a rerun uploads only those.
-    """
-    from ..pennsieve import UploadError, upload_batches
-    from ..pennsieve.importer import FAILED_NAME
-
-    up = event.upload
-    done = FinalizeOutput.model_validate(event.model_dump(include=set(FinalizeOutput.model_fields)))
-    if up is None:
-        return done
-    store = S3Store(up.output.bucket, up.output.prefix, s3)
-    missing = [name for batch in upload_batches(store, batch_size=1_000_000_000) for name in batch]
-    if missing:
-        runs = S3Store(up.runs.bucket, up.runs.prefix, s3)
-        reason = ""
-        for name in sorted(runs.list_names(UPLOAD_FAILED_PREFIX)):
-            try:
-                reason = json.loads(runs.read_bytes(name)).get("error") or ""
-            except (ValueError, StorageError):
-                continue
-            if reason:
-                break
-        if not reason and event.upload_error is not None:
-            reason = f"{event.upload_error.error}: {event.upload_error.cause}"[:300]
-        body = {"import_id": up.import_id, "failed": sorted(missing), "error": reason}
-        store.write_bytes(FAILED_NAME, json.dumps(body, indent=1).encode())
-        raise UploadError(missing, up.files_total, first_reason=reason).with_file(event.source) from None
-    summary = dict(event.import_summary or {})
-    summary.update(files_uploaded=up.files, files_already_uploaded=up.files_total - up.files, upload_batches=up.batches)
-    log.info(
-        "import %s complete: %d files uploaded, %d already there", up.import_id, up.files, up.files_total - up.files
-    )
-    return done.model_copy(update={"imported": True, "import_summary": summary})

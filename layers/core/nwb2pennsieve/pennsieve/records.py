@@ -1,0 +1,165 @@
+"""Import records: what the importer keeps in the store next to the output so reruns are safe.
+
+- ``import-state.json`` (:class:`ImportState`): the target, channel index → channel node id, the
+  import id and the key namespace; written as soon as channels exist and again as soon as the
+  import exists.
+- ``import-manifest-<recorder>-<n>.json`` (:class:`KeyRecord`): upload keys registered in the
+  import manifest, one record per batch sent.
+- ``import-uploaded-<recorder>-<n>.json`` (:class:`KeyRecord`): upload keys whose PUT succeeded,
+  flushed every few thousand files and at the end (a crash loses at most one unflushed batch:
+  re-PUT, harmless).
+- ``import-failed.json`` (:class:`FailedRecord`): the files of the last failed import (removed
+  by a complete one).
+
+No secret ever goes into a record.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..storage import Store
+from .errors import PennsieveError
+from .target import ImportTarget
+
+log = logging.getLogger(__name__)
+
+STATE_NAME = "import-state.json"
+MANIFEST_PREFIX = "import-manifest-"
+UPLOADED_PREFIX = "import-uploaded-"
+FAILED_NAME = "import-failed.json"
+STATE_FORMAT = 1
+
+
+class ImportState(BaseModel):
+    """``import-state.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: int = STATE_FORMAT
+    target: ImportTarget
+    channels: dict[int, str] = {}
+    import_id: str | None = None
+    key_namespace: str | None = None
+
+
+class KeyRecord(BaseModel):
+    """One ``import-manifest-*`` or ``import-uploaded-*`` record: upload keys of one import."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    import_id: str | None = None
+    upload_keys: list[str] = []
+
+
+class FailedRecord(BaseModel):
+    """``import-failed.json``: the files a failed import did not upload, and the first reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    import_id: str | None
+    failed: list[str]
+    error: str
+
+
+def load_state(store: Store, target: ImportTarget) -> ImportState:
+    """The state of an earlier import to ``target``, or a new one (dropping another target's records)."""
+    if store.exists(STATE_NAME):
+        try:
+            state = ImportState.model_validate_json(store.read_bytes(STATE_NAME))
+        except ValidationError:
+            log.warning("%s is unreadable; starting a new import", store.describe(STATE_NAME))
+        else:
+            if state.target == target:
+                return state
+            log.warning(
+                "the previous import went to dataset %s package %s; starting a new import for %s %s",
+                state.target.dataset_id, state.target.package_id, target.dataset_id, target.package_id,
+            )  # fmt: skip
+        for name in [*store.list_names(MANIFEST_PREFIX), *store.list_names(UPLOADED_PREFIX)]:
+            store.delete(name)
+    return ImportState(target=target)
+
+
+def read_prepared_state(store: Store) -> ImportState:
+    """The state :func:`~.importer.prepare_import` left; an error when the store was never prepared."""
+    if not store.exists(STATE_NAME):
+        raise PennsieveError("not prepared: no import-state.json (run prepare_import first)", file=store.describe(""))
+    return ImportState.model_validate_json(store.read_bytes(STATE_NAME))
+
+
+def save_state(store: Store, state: ImportState) -> None:
+    store.write_bytes(STATE_NAME, state.model_dump_json(indent=1).encode())
+
+
+def recorded_keys(store: Store, prefix: str, import_id: str | None) -> set[str]:
+    """Every upload key the records under ``prefix`` hold for ``import_id``."""
+    keys: set[str] = set()
+    if import_id is None:
+        return keys
+    for name in store.list_names(prefix):
+        try:
+            record = KeyRecord.model_validate_json(store.read_bytes(name))
+        except ValidationError:
+            log.warning("ignoring unreadable record %s", store.describe(name))
+            continue
+        if record.import_id == import_id:
+            keys.update(record.upload_keys)
+    return keys
+
+
+def write_failed(store: Store, import_id: str | None, failed: list[str], error: str) -> None:
+    store.write_bytes(
+        FAILED_NAME, FailedRecord(import_id=import_id, failed=failed, error=error).model_dump_json(indent=1).encode()
+    )
+
+
+def remove_failed(store: Store) -> None:
+    if store.exists(FAILED_NAME):
+        store.delete(FAILED_NAME)
+
+
+class Recorder:
+    """Appends upload keys to numbered records (S3 has no append: one object per flush).
+
+    Thread-safe. Every recorder writes under its own names, so several may record at once
+    (parallel upload batches).
+    """
+
+    def __init__(self, store: Store, prefix: str, import_id: str, every: int, seconds: float) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.import_id = import_id
+        self.every = every
+        self.seconds = seconds
+        self.recorder_id = uuid.uuid4().hex[:12]
+        self.seq = 0
+        self.pending: list[str] = []
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def add(self, keys: Iterable[str]) -> None:
+        with self.lock:
+            self.pending.extend(keys)
+            if len(self.pending) >= self.every or time.monotonic() - self.last > self.seconds:
+                self._flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.last = time.monotonic()
+        if not self.pending:
+            return
+        body = KeyRecord(import_id=self.import_id, upload_keys=self.pending).model_dump_json()
+        # On a failed write the keys stay pending and go out with the next flush.
+        self.store.write_bytes(f"{self.prefix}{self.recorder_id}-{self.seq:05d}.json", body.encode())
+        self.seq += 1
+        self.pending = []
