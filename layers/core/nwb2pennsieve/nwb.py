@@ -170,6 +170,34 @@ def damage_reason(exc: BaseException) -> str:
     return "HDF5 cannot read it: the file is damaged or truncated"
 
 
+_H5_ERRORS = (KeyError, OSError, RuntimeError, ValueError, TypeError)
+
+
+def link_reason(group: h5py.Group, key: str, exc: BaseException) -> str:
+    """Why ``group[key]`` cannot be opened: a missing external file or dangling soft link, else damage."""
+    try:
+        link = group.get(key, getlink=True)
+    except _H5_ERRORS:
+        return damage_reason(exc)
+    if isinstance(link, h5py.ExternalLink):
+        return f"it links to the external file {link.filename!r}, which is missing or unreadable"
+    if isinstance(link, h5py.SoftLink):
+        return f"it is a soft link to {link.path}, which does not exist"
+    return damage_reason(exc)
+
+
+def child(group: h5py.Group, key: str, what: str) -> h5py.Group | h5py.Dataset | None:
+    """``group[key]``, None when there is no such link, or :class:`InvalidSeriesError` saying why it
+    cannot be opened (``group.get`` would return None for a damaged object too)."""
+    if key not in group:
+        return None
+    try:
+        obj = group[key]
+    except _H5_ERRORS as exc:
+        raise InvalidSeriesError(f"its {what} cannot be read: {link_reason(group, key, exc)}") from None
+    return obj if isinstance(obj, h5py.Group | h5py.Dataset) else None
+
+
 def missing_virtual_sources(ds: h5py.Dataset) -> list[str]:
     """The source files of a virtual dataset (HDF5 VDS) that cannot be found or lack their dataset.
 
@@ -315,9 +343,9 @@ def find_electrical_series(h5: h5py.File) -> FileContents:
                     continue
                 ident = (obj.file.filename, hash(obj.id))
                 ndt = text(obj.attrs.get("neurodata_type", ""))
-            except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
+            except _H5_ERRORS as exc:
                 log.debug("cannot open %s: %s", child_path, exc)
-                unreadable.append(UnreadableObject(child_path, damage_reason(exc)))
+                unreadable.append(UnreadableObject(child_path, link_reason(group, key, exc)))
                 continue
             if ident in seen:
                 continue
@@ -348,7 +376,7 @@ def _column(table: h5py.Group, name: str, rows: np.ndarray) -> list[Any] | None:
     if name not in table:
         return None
     try:
-        ds = table.get(name)
+        ds = table[name]
         if not isinstance(ds, h5py.Dataset) or f"{name}_index" in table or ds.ndim != 1:
             return None
         values = ds[()]
@@ -367,20 +395,22 @@ def electrodes_of(series: h5py.Group) -> ElectrodeInfo | None:
     if "electrodes" not in series:
         return None
     try:
-        region = series.get("electrodes")
+        region = series["electrodes"]
         if not isinstance(region, h5py.Dataset):
             raise ElectrodesError("its electrodes is not a dataset")
         rows = np.asarray(region[()]).reshape(-1).astype(np.int64)
         ref = region.attrs.get("table")
-    except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
-        raise ElectrodesError(f"its electrodes region cannot be read ({damage_reason(exc)})") from None
+    except _H5_ERRORS as exc:
+        raise ElectrodesError(
+            f"its electrodes region cannot be read ({link_reason(series, 'electrodes', exc)})"
+        ) from None
     if ref is None:
         raise ElectrodesError("its electrodes region has no table reference")
     if not isinstance(ref, h5py.Reference) or not ref:
         raise ElectrodesError("its electrodes region's table reference is null")
     try:
         table = region.file[ref]
-        ids_ds = table.get("id") if isinstance(table, h5py.Group) else None
+        ids_ds = table["id"] if isinstance(table, h5py.Group) and "id" in table else None
         ids_all = ids_ds[()] if isinstance(ids_ds, h5py.Dataset) else None
     except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
         raise ElectrodesError(f"the electrodes table it references cannot be read ({damage_reason(exc)})") from None

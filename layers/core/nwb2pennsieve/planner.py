@@ -18,6 +18,7 @@ from .models import SAMPLES_PER_MIB, ChannelPlan, Plan, SeriesPlan, SkippedSerie
 from .nwb import (
     SPIKE_EVENT_SERIES,
     FoundSeries,
+    child,
     damage_reason,
     electrodes_of,
     find_electrical_series,
@@ -112,7 +113,9 @@ def _build_plan(
             warnings.append(f"{u.path} cannot be read ({u.reason}); it is metadata, not a series")
         else:
             problems.append(
-                InvalidSeriesError(f"cannot be read, so it may be a series that would be lost: {u.reason}", series=u.path)
+                InvalidSeriesError(
+                    f"cannot be read, so it may be a series that would be lost: {u.reason}", series=u.path
+                )
             )
     drafts: list[_Draft] = []
     for series in found:
@@ -157,7 +160,7 @@ def _build_plan(
 
 
 def _not_continuous(series: FoundSeries) -> str | None:
-    data = series.group.get("data")
+    data = child(series.group, "data", "data")
     if series.neurodata_type == SPIKE_EVENT_SERIES:
         return "a SpikeEventSeries holds spike snippets, not continuous data"
     if isinstance(data, h5py.Dataset) and data.ndim == 3:
@@ -173,12 +176,10 @@ def _nothing_reason(found: list[FoundSeries], skipped: list[SkippedSeries], othe
     return f"no ElectricalSeries to convert (the file holds: {holds})"
 
 
-def _draft(
-    series: FoundSeries, reference_us: int, chunk_samples: int, warnings: list[str], *, strict: bool
-) -> _Draft:
+def _draft(series: FoundSeries, reference_us: int, chunk_samples: int, warnings: list[str], *, strict: bool) -> _Draft:
     group = series.group
     name = series.path.rsplit("/", 1)[-1]
-    data = group.get("data")
+    data = child(group, "data", "data")
     if not isinstance(data, h5py.Dataset):
         raise InvalidSeriesError("it has no data dataset")
     if data.ndim not in (1, 2):
@@ -200,8 +201,9 @@ def _draft(
     conversion = _attr_float(data, "conversion", 1.0)
     offset = _attr_float(data, "offset", 0.0)
     channel_conversion = np.ones(n_columns)
-    if "channel_conversion" in group:
-        cc = np.asarray(group["channel_conversion"][()], dtype=np.float64).reshape(-1)
+    cc_ds = child(group, "channel_conversion", "channel_conversion")
+    if cc_ds is not None:
+        cc = np.asarray(cc_ds[()], dtype=np.float64).reshape(-1)
         if cc.shape[0] != n_columns:
             raise InvalidSeriesError(f"it has {cc.shape[0]} channel_conversion values for {n_columns} channels")
         if not np.all(np.isfinite(cc)):
@@ -210,16 +212,17 @@ def _draft(
 
     names, groups = _channel_names(group, name, n_columns, data.ndim, warnings, series.path, strict=strict)
 
-    has_ts = isinstance(group.get("timestamps"), h5py.Dataset)
-    start = group.get("starting_time")
+    timestamps = child(group, "timestamps", "timestamps")
+    has_ts = isinstance(timestamps, h5py.Dataset)
+    start = child(group, "starting_time", "starting_time")
     given_rate = None
     if isinstance(start, h5py.Dataset):
         if "rate" not in start.attrs:
             raise InvalidSeriesError("its starting_time has no rate")
         given_rate = check_rate(float(start.attrs["rate"]))
     if has_ts:
-        _check_virtual(group["timestamps"], "timestamps")
-        rate, segments, chunks = timestamp_chunks(group["timestamps"], n, given_rate, reference_us, chunk_samples)
+        _check_virtual(timestamps, "timestamps")
+        rate, segments, chunks = timestamp_chunks(timestamps, n, given_rate, reference_us, chunk_samples)
         timing = "timestamps"
     elif isinstance(start, h5py.Dataset) and given_rate is not None:
         segments, chunks = rate_chunks(n, float(start[()]), given_rate, reference_us, chunk_samples)
