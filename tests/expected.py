@@ -44,7 +44,9 @@ def _s(v) -> str:
 def expected_channels(path: str | Path) -> list[ExpectedChannel]:
     out: list[ExpectedChannel] = []
     with h5py.File(path, "r") as f:
-        raw = _s(f["session_start_time"][()])
+        # NWB: times are relative to timestamps_reference_time, which defaults to session_start_time.
+        key = "timestamps_reference_time" if "timestamps_reference_time" in f else "session_start_time"
+        raw = _s(f[key][()])
         start = datetime.fromisoformat(raw)
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)

@@ -56,12 +56,18 @@ def write_nwb(
     fixed_length_strings: bool = False,
     naive_start: bool = False,
     session_start: datetime = START,
+    timestamps_reference: datetime | None = None,
 ) -> Path:
     path = Path(path)
     n = n_electrodes or max(
         [max(s.electrodes) + 1 if s.electrodes else (s.data.shape[1] if s.data.ndim > 1 else 1) for s in series] or [1]
     )
-    nwb = NWBFile(session_description="test", identifier="test-file", session_start_time=session_start)
+    nwb = NWBFile(
+        session_description="test",
+        identifier="test-file",
+        session_start_time=session_start,
+        timestamps_reference_time=timestamps_reference,
+    )
     device = nwb.create_device(name="probe")
     egroups = [
         nwb.create_electrode_group(name=f"shank{g}", description="d", location="CA1", device=device)

@@ -61,10 +61,11 @@ def _convert_one(path: Path, output: Path, args: argparse.Namespace) -> Conversi
 
 def _report(plan: Plan) -> None:
     for skipped in plan.skipped:
-        print(f"{plan.source}: skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+        line = f"skipped {skipped.path}: {skipped.reason}"
+        if line not in plan.warnings:  # invalid series skipped on request are warnings, below
+            print(f"{plan.source}: {line}", file=sys.stderr)
     for warning in plan.warnings:
-        if not warning.startswith("skipped invalid series"):
-            print(f"warning: {plan.source}: {warning}", file=sys.stderr)
+        print(f"warning: {plan.source}: {warning}", file=sys.stderr)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

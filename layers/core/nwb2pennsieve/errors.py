@@ -47,6 +47,14 @@ class InvalidSeriesError(Nwb2PennsieveError):
     """One ElectricalSeries cannot be converted (bad shape, timestamps, unit, ...)."""
 
 
+class ElectrodesError(InvalidSeriesError):
+    """A series' electrode metadata (region, table reference, table, columns) cannot be read.
+
+    Strict mode fails the series; with ``skip_invalid_series`` the series is converted with
+    default channel names and groups and a warning says what is broken.
+    """
+
+
 class InvalidFileError(Nwb2PennsieveError):
     """A file whose series have problems: every problem is listed, in one line."""
 

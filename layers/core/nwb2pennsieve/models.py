@@ -143,6 +143,12 @@ class Plan(_Model):
     source: str = Field(description="the input file's name (or S3 URI)")
     session_start: str = Field(description="session_start_time as read, ISO 8601")
     session_start_us: int
+    timestamps_reference_time: str | None = Field(
+        default=None, description="timestamps_reference_time as read, when the file sets one"
+    )
+    timestamps_reference_us: int | None = Field(
+        default=None, description="µs since the epoch of timestamps_reference_time; every chunk time is relative to it"
+    )
     chunk_size_mb: float
     chunk_samples: int
     max_item_mb: float

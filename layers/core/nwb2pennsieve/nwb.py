@@ -7,10 +7,10 @@ may sit on a local path, a Python file object (an S3 range reader) or a test fil
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import h5py
 import numpy as np
 
-from .errors import InvalidInputError, InvalidSeriesError
+from .errors import ElectrodesError, InvalidInputError, InvalidSeriesError
 
 log = logging.getLogger(__name__)
 
@@ -91,29 +91,144 @@ def open_nwb(
         elif "signature" in msg or "not an hdf5" in msg.lower():
             reason = "not an HDF5 file, so not an NWB file"
         else:
-            reason = f"cannot open as HDF5 ({msg})"
+            reason = f"cannot open as HDF5 ({damage_reason(exc)})"
         raise InvalidInputError(reason, file=label) from None
-    root_type = text(h5.attrs.get("neurodata_type", ""))
-    if root_type != "NWBFile":
+    try:
+        root_type = text(h5.attrs.get("neurodata_type", ""))
         found = text(h5.attrs.get("data_type", "")) or root_type or "none"
+    except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
+        h5.close()
+        raise InvalidInputError(f"its root attributes cannot be read ({damage_reason(exc)})", file=label) from None
+    if root_type != "NWBFile":
         h5.close()
         raise InvalidInputError(f"not an NWB file (the root is not an NWBFile; its data type is {found})", file=label)
     return h5
+
+
+def _iso_time(h5: h5py.File, key: str) -> tuple[str, int, bool]:
+    try:
+        raw = text(h5[key][()])
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise InvalidInputError(f"its {key} cannot be read: {damage_reason(exc)}") from None
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
+    except ValueError:
+        raise InvalidInputError(f"{key} {raw!r} is not an ISO 8601 time") from None
+    naive = when.tzinfo is None
+    if naive:
+        when = when.replace(tzinfo=UTC)
+    return raw, (when - _EPOCH) // timedelta(microseconds=1), naive
 
 
 def session_start(h5: h5py.File) -> tuple[str, int, bool]:
     """(ISO text as stored, µs since the Unix epoch, whether it was naive and taken as UTC)."""
     if "session_start_time" not in h5:
         raise InvalidInputError("the file has no session_start_time")
-    raw = text(h5["session_start_time"][()])
+    return _iso_time(h5, "session_start_time")
+
+
+def timestamps_reference(h5: h5py.File) -> tuple[str, int, bool] | None:
+    """``timestamps_reference_time`` like :func:`session_start`, or None when the file has none.
+
+    The NWB schema makes every time in the file relative to it; it defaults to the session start.
+    """
+    if "timestamps_reference_time" not in h5:
+        return None
+    return _iso_time(h5, "timestamps_reference_time")
+
+
+# Phrases of HDF5's own error text, and what they mean for a user. Raw library text is never the
+# message: it is reduced to one of these (the file is damaged or truncated).
+_DAMAGE = (
+    ("unable to open external file", "it links to an external file that is missing"),
+    ("external link", "it links to an external file that cannot be opened"),
+    ("filter returned failure", "a compressed chunk does not decompress"),
+    ("inflate", "a compressed chunk does not decompress"),
+    ("ran off end of input buffer", "its data ends early"),
+    ("truncated", "its data ends early"),
+    ("addr overflow", "its data ends early"),
+    ("link iteration failed", "its links cannot be listed"),
+    ("iterate over links", "its links cannot be listed"),
+    ("object header", "an object header is damaged"),
+    ("bad symbol table", "a group's symbol table is damaged"),
+    ("b-tree", "an index (B-tree) is damaged"),
+    ("btree", "an index (B-tree) is damaged"),
+    ("checksum", "a checksum does not match"),
+    ("heap", "a heap is damaged"),
+)
+
+
+def damage_reason(exc: BaseException) -> str:
+    """One short clause for an h5py/HDF5 error: what is damaged, never the raw library text."""
+    msg = str(exc).lower()
+    external = re.search(r"external link file name = '([^']*)'", str(exc))
+    if external and "unable to open external file" in msg:
+        return f"it links to the external file {external[1]!r}, which is missing or unreadable"
+    for phrase, meaning in _DAMAGE:
+        if phrase in msg:
+            return f"{meaning}: the file is damaged or truncated"
+    return "HDF5 cannot read it: the file is damaged or truncated"
+
+
+_H5_ERRORS = (KeyError, OSError, RuntimeError, ValueError, TypeError)
+
+
+def link_reason(group: h5py.Group, key: str, exc: BaseException) -> str:
+    """Why ``group[key]`` cannot be opened: a missing external file or dangling soft link, else damage."""
     try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
-    except ValueError:
-        raise InvalidInputError(f"session_start_time {raw!r} is not an ISO 8601 time") from None
-    naive = when.tzinfo is None
-    if naive:
-        when = when.replace(tzinfo=UTC)
-    return raw, (when - _EPOCH) // timedelta(microseconds=1), naive
+        link = group.get(key, getlink=True)
+    except _H5_ERRORS:
+        return damage_reason(exc)
+    if isinstance(link, h5py.ExternalLink):
+        return f"it links to the external file {link.filename!r}, which is missing or unreadable"
+    if isinstance(link, h5py.SoftLink):
+        return f"it is a soft link to {link.path}, which does not exist"
+    return damage_reason(exc)
+
+
+def child(group: h5py.Group, key: str, what: str) -> h5py.Group | h5py.Dataset | None:
+    """``group[key]``, None when there is no such link, or :class:`InvalidSeriesError` saying why it
+    cannot be opened (``group.get`` would return None for a damaged object too)."""
+    if key not in group:
+        return None
+    try:
+        obj = group[key]
+    except _H5_ERRORS as exc:
+        raise InvalidSeriesError(f"its {what} cannot be read: {link_reason(group, key, exc)}") from None
+    return obj if isinstance(obj, h5py.Group | h5py.Dataset) else None
+
+
+def missing_virtual_sources(ds: h5py.Dataset) -> list[str]:
+    """The source files of a virtual dataset (HDF5 VDS) that cannot be found or lack their dataset.
+
+    HDF5 reads a missing source as the fill value without an error, so this is checked up front.
+    Relative names are looked up beside the file, then in the working directory (HDF5's order).
+    """
+    if not ds.is_virtual:
+        return []
+    here = ds.file.filename
+    base = os.path.dirname(here) if isinstance(here, str) and os.path.exists(here) else None
+    missing: list[str] = []
+    for source in ds.virtual_sources():
+        name = source.file_name
+        if name == ".":
+            if source.dset_name not in ds.file:
+                missing.append(f"{name} (dataset {source.dset_name})")
+            continue
+        candidates = [name] if os.path.isabs(name) else [os.path.join(base, name)] if base else []
+        if not os.path.isabs(name):
+            candidates.append(name)
+        found = next((c for c in candidates if os.path.isfile(c)), None)
+        if found is None:
+            missing.append(name)
+            continue
+        try:
+            with h5py.File(found, "r") as src:
+                if not isinstance(src.get(source.dset_name), h5py.Dataset):
+                    missing.append(f"{name} (dataset {source.dset_name})")
+        except OSError:
+            missing.append(name)
+    return sorted(set(missing))
 
 
 class _TypeTree:
@@ -143,7 +258,13 @@ class _TypeTree:
         if neurodata_type in (ELECTRICAL_SERIES, SPIKE_EVENT_SERIES):
             return True
         if self._parents is None:
-            self._parents = self._load()
+            try:
+                self._parents = self._load()
+            except (KeyError, OSError, RuntimeError, ValueError) as exc:
+                raise InvalidInputError(
+                    f"its cached schema (/specifications) cannot be read, so the type {neurodata_type} "
+                    f"cannot be checked: {damage_reason(exc)}"
+                ) from None
         seen = set()
         current = neurodata_type
         while current in self._parents and current not in seen:
@@ -174,37 +295,61 @@ class FoundSeries:
     group: h5py.Group
 
 
-def find_electrical_series(h5: h5py.File) -> tuple[list[FoundSeries], list[str]]:
+@dataclass(frozen=True)
+class UnreadableObject:
+    """An object the search could not open or list: it may be a series, so it is never ignored."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FileContents:
+    series: list[FoundSeries]
+    other_types: list[str]
+    unreadable: list[UnreadableObject]
+
+
+def find_electrical_series(h5: h5py.File) -> FileContents:
     """Every ElectricalSeries (or subtype) in the file, sorted by HDF5 path, and what else it holds.
 
     Hard links and external links are followed; soft links are not (their target is found at its
-    own path, and following them would list a series twice).
+    own path, and following them would list a series twice). An object that cannot be opened (a
+    damaged object header, an external link to a missing file) or a group whose links cannot be
+    listed is reported in ``unreadable``, never dropped.
     """
     types = _TypeTree(h5)
     found: list[FoundSeries] = []
     other_types: set[str] = set()
+    unreadable: list[UnreadableObject] = []
     seen: set[tuple[str, int]] = set()
 
     def walk(group: h5py.Group, path: str) -> None:
-        for key in sorted(group.keys()):
+        try:
+            keys = sorted(group.keys())
+        except (KeyError, OSError, RuntimeError, ValueError) as exc:
+            unreadable.append(UnreadableObject(path or "/", damage_reason(exc)))
+            return
+        for key in keys:
             if path == "" and key == "specifications":
                 continue
-            link = group.get(key, getlink=True)
-            if isinstance(link, h5py.SoftLink):
-                continue
+            child_path = f"{path}/{key}"
             try:
+                link = group.get(key, getlink=True)
+                if isinstance(link, h5py.SoftLink):
+                    continue
                 obj = group[key]
-            except (KeyError, OSError) as exc:
-                log.warning("cannot follow %s/%s: %s", path, key, exc)
+                if not isinstance(obj, h5py.Group):
+                    continue
+                ident = (obj.file.filename, hash(obj.id))
+                ndt = text(obj.attrs.get("neurodata_type", ""))
+            except _H5_ERRORS as exc:
+                log.debug("cannot open %s: %s", child_path, exc)
+                unreadable.append(UnreadableObject(child_path, link_reason(group, key, exc)))
                 continue
-            if not isinstance(obj, h5py.Group):
-                continue
-            ident = (obj.file.filename, hash(obj.id))
             if ident in seen:
                 continue
             seen.add(ident)
-            child_path = f"{path}/{key}"
-            ndt = text(obj.attrs.get("neurodata_type", ""))
             if ndt and types.is_electrical_series(ndt):
                 found.append(FoundSeries(child_path, ndt, obj))
                 continue
@@ -214,7 +359,7 @@ def find_electrical_series(h5: h5py.File) -> tuple[list[FoundSeries], list[str]]
 
     walk(h5, "")
     found.sort(key=lambda s: s.path)
-    return found, sorted(other_types)
+    return FileContents(found, sorted(other_types), sorted(unreadable, key=lambda u: u.path))
 
 
 @dataclass(frozen=True)
@@ -227,33 +372,53 @@ class ElectrodeInfo:
 
 
 def _column(table: h5py.Group, name: str, rows: np.ndarray) -> list[Any] | None:
-    ds = table.get(name)
-    if not isinstance(ds, h5py.Dataset) or f"{name}_index" in table or ds.ndim != 1:
+    if name not in table:
         return None
-    values = ds[()]
+    try:
+        ds = table[name]
+        if not isinstance(ds, h5py.Dataset) or f"{name}_index" in table or ds.ndim != 1:
+            return None
+        values = ds[()]
+    except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
+        raise ElectrodesError(f"the electrodes table's {name} column cannot be read ({damage_reason(exc)})") from None
     return [values[r] for r in rows]
 
 
 def electrodes_of(series: h5py.Group) -> ElectrodeInfo | None:
-    """The electrodes-table rows named by ``series/electrodes``, or None when there is no table."""
-    region = series.get("electrodes")
-    if not isinstance(region, h5py.Dataset):
-        return None
-    rows = np.asarray(region[()]).reshape(-1).astype(np.int64)
-    ref = region.attrs.get("table")
-    if ref is None:
+    """The electrodes-table rows named by ``series/electrodes``, or None when the series has none.
+
+    Raises :class:`ElectrodesError` when the region, its table reference, the table or one of its
+    columns cannot be read (or the reference is null): the caller decides to fail or to warn, but
+    never falls back silently.
+    """
+    if "electrodes" not in series:
         return None
     try:
+        region = series["electrodes"]
+        if not isinstance(region, h5py.Dataset):
+            raise ElectrodesError("its electrodes is not a dataset")
+        rows = np.asarray(region[()]).reshape(-1).astype(np.int64)
+        ref = region.attrs.get("table")
+    except _H5_ERRORS as exc:
+        raise ElectrodesError(
+            f"its electrodes region cannot be read ({link_reason(series, 'electrodes', exc)})"
+        ) from None
+    if ref is None:
+        raise ElectrodesError("its electrodes region has no table reference")
+    if not isinstance(ref, h5py.Reference) or not ref:
+        raise ElectrodesError("its electrodes region's table reference is null")
+    try:
         table = region.file[ref]
-    except (ValueError, KeyError, OSError):
-        return None
+        ids_ds = table["id"] if isinstance(table, h5py.Group) and "id" in table else None
+        ids_all = ids_ds[()] if isinstance(ids_ds, h5py.Dataset) else None
+    except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
+        raise ElectrodesError(f"the electrodes table it references cannot be read ({damage_reason(exc)})") from None
     if not isinstance(table, h5py.Group):
-        return None
-    ids_ds = table.get("id")
-    n_rows = int(ids_ds.shape[0]) if isinstance(ids_ds, h5py.Dataset) else 0
+        raise ElectrodesError("its electrodes region's table reference does not point at a table")
+    n_rows = int(ids_all.shape[0]) if ids_all is not None else 0
     if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
         raise InvalidSeriesError(f"its electrodes region points at rows outside the electrodes table ({n_rows} rows)")
-    ids = [int(i) for i in (ids_ds[()][rows] if n_rows else rows)]
+    ids = [int(i) for i in (ids_all[rows] if ids_all is not None else rows)]
     names: list[str | None] = [None] * len(rows)
     for column in ("channel_name", "label"):
         values = _column(table, column, rows)
@@ -268,6 +433,10 @@ def electrodes_of(series: h5py.Group) -> ElectrodeInfo | None:
         if refs is not None:
             for i, r in enumerate(refs):
                 if groups[i] is None:
-                    with contextlib.suppress(ValueError, KeyError, OSError, TypeError):
+                    try:
                         groups[i] = table.file[r].name.rsplit("/", 1)[-1] or None
+                    except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
+                        raise ElectrodesError(
+                            f"the electrode group of table row {int(rows[i])} cannot be read ({damage_reason(exc)})"
+                        ) from None
     return ElectrodeInfo(ids=ids, names=names, groups=groups)

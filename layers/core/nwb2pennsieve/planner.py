@@ -13,15 +13,19 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from .errors import InvalidFileError, InvalidSeriesError, NothingToConvertError, Nwb2PennsieveError
+from .errors import ElectrodesError, InvalidFileError, InvalidSeriesError, NothingToConvertError, Nwb2PennsieveError
 from .models import SAMPLES_PER_MIB, ChannelPlan, Plan, SeriesPlan, SkippedSeries, WorkItem
 from .nwb import (
     SPIKE_EVENT_SERIES,
     FoundSeries,
+    child,
+    damage_reason,
     electrodes_of,
     find_electrical_series,
+    missing_virtual_sources,
     session_start,
     text,
+    timestamps_reference,
     unit_factor,
 )
 from .timing import check_rate, rate_chunks, timestamp_chunks
@@ -37,6 +41,8 @@ SANITY_ROWS = 4096
 # A writer keeps one row of the item's HDF5 chunks in the chunk cache (so a chunk cut by a chunk
 # boundary is decompressed once); channel blocks are narrowed so that row stays under this.
 CHUNK_ROW_BUDGET = 128 * 1024 * 1024
+# NWB puts metadata (devices, electrodes, subject) under /general and no TimeSeries.
+METADATA_GROUP = "/general/"
 
 
 @dataclass
@@ -55,6 +61,7 @@ class _Draft:
     offset: float
     segments: list
     chunks: list
+    scaling_warning: str | None
 
 
 def build_plan(
@@ -89,41 +96,59 @@ def _build_plan(
     warnings: list[str] = []
     if naive:
         warnings.append(f"session_start_time {start_text!r} has no time zone; taken as UTC")
+    # NWB: every time in the file is relative to timestamps_reference_time (default: the session start).
+    reference = timestamps_reference(h5)
+    reference_us = session_us
+    if reference is not None:
+        reference_us = reference[1]
+        if reference[2]:
+            warnings.append(f"timestamps_reference_time {reference[0]!r} has no time zone; taken as UTC")
 
-    found, other_types = find_electrical_series(h5)
+    contents = find_electrical_series(h5)
+    found = contents.series
     skipped: list[SkippedSeries] = []
     problems: list[InvalidSeriesError] = []
+    for u in contents.unreadable:
+        if u.path.startswith(METADATA_GROUP):  # the schema puts no series there: say so, but go on
+            warnings.append(f"{u.path} cannot be read ({u.reason}); it is metadata, not a series")
+        else:
+            problems.append(
+                InvalidSeriesError(
+                    f"cannot be read, so it may be a series that would be lost: {u.reason}", series=u.path
+                )
+            )
     drafts: list[_Draft] = []
     for series in found:
-        reason = _not_continuous(series)
-        if reason:
-            skipped.append(SkippedSeries(path=series.path, reason=reason))
-            continue
+        # The series' error boundary: every read of it while planning happens in here.
         try:
-            drafts.append(_draft(series, session_us, chunk_samples, warnings))
+            reason = _not_continuous(series)
+            if reason:
+                skipped.append(SkippedSeries(path=series.path, reason=reason))
+                continue
+            drafts.append(_draft(series, reference_us, chunk_samples, warnings, strict=not skip_invalid_series))
         except InvalidSeriesError as exc:
             exc.series = series.path
             problems.append(exc)
-        except (OSError, ValueError, TypeError, KeyError) as exc:  # h5py errors on damaged data
-            problems.append(InvalidSeriesError(f"cannot be read ({exc})", series=series.path))
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:  # h5py errors on damaged data
+            problems.append(InvalidSeriesError(f"cannot be read: {damage_reason(exc)}", series=series.path))
+    problems.sort(key=lambda p: p.series or "")
     if problems and not skip_invalid_series:
         raise InvalidFileError(source, problems)
     for p in problems:
         skipped.append(SkippedSeries(path=p.series or "", reason=p.reason))
-        warnings.append(f"skipped invalid series {p.series}: {p.reason}")
+        warnings.append(f"skipped {p.series}: {p.reason}")
     if not drafts:
-        raise NothingToConvertError(_nothing_reason(found, skipped, other_types))
+        raise NothingToConvertError(_nothing_reason(found, skipped, contents.other_types))
 
     series_plans = _assign_channels(drafts)
-    for draft, plan in zip(drafts, series_plans, strict=True):
-        warning = _scaling_warning(draft, plan)
-        if warning:
-            warnings.append(warning)
+    warnings.extend(d.scaling_warning for d in drafts if d.scaling_warning)
     items = [item for s in series_plans for item in work_items(s, chunk_samples, max_item_mb)]
     return Plan(
         source=source,
         session_start=start_text,
         session_start_us=session_us,
+        timestamps_reference_time=reference[0] if reference else None,
+        timestamps_reference_us=reference_us if reference else None,
         chunk_size_mb=chunk_size_mb,
         chunk_samples=chunk_samples,
         max_item_mb=max_item_mb,
@@ -135,7 +160,7 @@ def _build_plan(
 
 
 def _not_continuous(series: FoundSeries) -> str | None:
-    data = series.group.get("data")
+    data = child(series.group, "data", "data")
     if series.neurodata_type == SPIKE_EVENT_SERIES:
         return "a SpikeEventSeries holds spike snippets, not continuous data"
     if isinstance(data, h5py.Dataset) and data.ndim == 3:
@@ -144,17 +169,17 @@ def _not_continuous(series: FoundSeries) -> str | None:
 
 
 def _nothing_reason(found: list[FoundSeries], skipped: list[SkippedSeries], other_types: list[str]) -> str:
-    if found:
+    if found or skipped:
         listed = "; ".join(f"{s.path}: {s.reason}" for s in skipped)
         return f"no continuous ElectricalSeries to convert (skipped: {listed})"
     holds = ", ".join(other_types) if other_types else "no neurodata objects"
     return f"no ElectricalSeries to convert (the file holds: {holds})"
 
 
-def _draft(series: FoundSeries, session_us: int, chunk_samples: int, warnings: list[str]) -> _Draft:
+def _draft(series: FoundSeries, reference_us: int, chunk_samples: int, warnings: list[str], *, strict: bool) -> _Draft:
     group = series.group
     name = series.path.rsplit("/", 1)[-1]
-    data = group.get("data")
+    data = child(group, "data", "data")
     if not isinstance(data, h5py.Dataset):
         raise InvalidSeriesError("it has no data dataset")
     if data.ndim not in (1, 2):
@@ -167,6 +192,7 @@ def _draft(series: FoundSeries, session_us: int, chunk_samples: int, warnings: l
         raise InvalidSeriesError("it has zero samples")
     if n_columns == 0:
         raise InvalidSeriesError("its data has zero channels (columns)")
+    _check_virtual(data, "data")
 
     unit = text(data.attrs.get("unit", DEFAULT_UNIT)) or DEFAULT_UNIT
     factor = unit_factor(unit)
@@ -175,32 +201,36 @@ def _draft(series: FoundSeries, session_us: int, chunk_samples: int, warnings: l
     conversion = _attr_float(data, "conversion", 1.0)
     offset = _attr_float(data, "offset", 0.0)
     channel_conversion = np.ones(n_columns)
-    if "channel_conversion" in group:
-        cc = np.asarray(group["channel_conversion"][()], dtype=np.float64).reshape(-1)
+    cc_ds = child(group, "channel_conversion", "channel_conversion")
+    if cc_ds is not None:
+        cc = np.asarray(cc_ds[()], dtype=np.float64).reshape(-1)
         if cc.shape[0] != n_columns:
             raise InvalidSeriesError(f"it has {cc.shape[0]} channel_conversion values for {n_columns} channels")
         if not np.all(np.isfinite(cc)):
             raise InvalidSeriesError("its channel_conversion has non-finite values")
         channel_conversion = cc
 
-    names, groups = _channel_names(group, name, n_columns, data.ndim, warnings, series.path)
+    names, groups = _channel_names(group, name, n_columns, data.ndim, warnings, series.path, strict=strict)
 
-    has_ts = isinstance(group.get("timestamps"), h5py.Dataset)
-    start = group.get("starting_time")
+    timestamps = child(group, "timestamps", "timestamps")
+    has_ts = isinstance(timestamps, h5py.Dataset)
+    start = child(group, "starting_time", "starting_time")
     given_rate = None
     if isinstance(start, h5py.Dataset):
         if "rate" not in start.attrs:
             raise InvalidSeriesError("its starting_time has no rate")
         given_rate = check_rate(float(start.attrs["rate"]))
     if has_ts:
-        rate, segments, chunks = timestamp_chunks(group["timestamps"], n, given_rate, session_us, chunk_samples)
+        _check_virtual(timestamps, "timestamps")
+        rate, segments, chunks = timestamp_chunks(timestamps, n, given_rate, reference_us, chunk_samples)
         timing = "timestamps"
     elif isinstance(start, h5py.Dataset) and given_rate is not None:
-        segments, chunks = rate_chunks(n, float(start[()]), given_rate, session_us, chunk_samples)
+        segments, chunks = rate_chunks(n, float(start[()]), given_rate, reference_us, chunk_samples)
         rate, timing = given_rate, "rate"
     else:
         raise InvalidSeriesError("it has neither timestamps nor starting_time and rate")
 
+    scales = conversion * channel_conversion
     return _Draft(
         found=series,
         data=data,
@@ -210,11 +240,23 @@ def _draft(series: FoundSeries, session_us: int, chunk_samples: int, warnings: l
         timing=timing,
         names=names,
         groups=groups,
-        scales=conversion * channel_conversion,
+        scales=scales,
         offset=offset,
         segments=segments,
         chunks=chunks,
+        scaling_warning=_scaling_warning(series.path, data, n, scales, offset, factor),
     )
+
+
+def _check_virtual(ds: h5py.Dataset, what: str) -> None:
+    """A virtual dataset whose source is missing reads as its fill value without error: refuse it."""
+    missing = missing_virtual_sources(ds)
+    if missing:
+        listed = ", ".join(repr(m) for m in missing)
+        raise InvalidSeriesError(
+            f"its {what} is a virtual dataset whose source file{'s' if len(missing) > 1 else ''} {listed} "
+            f"{'are' if len(missing) > 1 else 'is'} missing (it would read as fill values)"
+        )
 
 
 def _attr_float(data: h5py.Dataset, key: str, default: float) -> float:
@@ -229,16 +271,23 @@ def _attr_float(data: h5py.Dataset, key: str, default: float) -> float:
 
 
 def _channel_names(
-    group: h5py.Group, series_name: str, n_columns: int, ndim: int, warnings: list[str], path: str
+    group: h5py.Group, series_name: str, n_columns: int, ndim: int, warnings: list[str], path: str, *, strict: bool
 ) -> tuple[list[str], list[str]]:
     """Names and groups of the series' channels before file-wide de-duplication.
 
     A name is the electrode's ``channel_name``, else its ``label``, else ``E{electrode id}``; 1-D
     data is one channel named after its electrode, or after the series when the electrodes region
     does not name exactly one electrode. A group is ``group_name``, else the referenced
-    ElectrodeGroup's name, else ``default``.
+    ElectrodeGroup's name, else ``default``. Electrode metadata that cannot be read fails the
+    series when ``strict``; otherwise the default names and groups are used and a warning says so.
     """
-    electrodes = electrodes_of(group)
+    try:
+        electrodes = electrodes_of(group)
+    except ElectrodesError as exc:
+        if strict:
+            raise
+        warnings.append(f"{path}: {exc.reason}; its channels get default names and groups")
+        electrodes = None
     if ndim == 1:
         if electrodes is not None and len(electrodes.ids) == 1:
             return [electrodes.names[0] or f"E{electrodes.ids[0]}"], [electrodes.groups[0] or "default"]
@@ -368,22 +417,24 @@ def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> li
     return items
 
 
-def _scaling_warning(draft: _Draft, plan: SeriesPlan) -> str | None:
+def _scaling_warning(
+    path: str, data: h5py.Dataset, n: int, scales: np.ndarray, offset: float, factor: float
+) -> str | None:
     """Warn when the first rows, scaled, are all implausibly small or large for a voltage in µV.
 
     Real acquisition software (e.g. Open Ephys) has written the per-bit gain into both
     ``conversion`` and ``channel_conversion``; we follow the NWB rule and say so.
     """
-    rows = min(SANITY_ROWS, plan.n_samples)
-    raw = np.asarray(draft.data[:rows], dtype=np.float64).reshape(rows, -1)
-    values = np.abs((raw * draft.scales[None, :] + draft.offset) * draft.factor)
+    rows = min(SANITY_ROWS, n)
+    raw = np.asarray(data[:rows], dtype=np.float64).reshape(rows, -1)
+    values = np.abs((raw * scales[None, :] + offset) * factor)
     values = values[values > 0]
     if values.size == 0:
         return None
     low, high = PLAUSIBLE_UV
     if values.max() < low or values.min() > high:
         return (
-            f"{plan.path}: scaled values look implausible for a voltage (|µV| from {values.min():.3g} to "
+            f"{path}: scaled values look implausible for a voltage (|µV| from {values.min():.3g} to "
             f"{values.max():.3g} in the first {rows} samples); check conversion and channel_conversion"
         )
     return None

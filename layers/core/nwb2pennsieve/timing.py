@@ -1,7 +1,8 @@
 """Sample times, segments and chunks.
 
 Times are integer microseconds since the Unix epoch (UTC). They are computed exactly: the
-session start is an exact integer (from its ISO text), and each sample's time relative to it,
+timestamps reference time (NWB: ``timestamps_reference_time``, which defaults to the session
+start) is an exact integer (from its ISO text), and each sample's time relative to it,
 in seconds, is rounded to the nearest µs (half to even) before being added. The reference
 processor adds float epoch seconds and truncates, which is off by up to ~1 µs; file names and
 channel metadata both use the exact rule, so they always agree.
@@ -22,10 +23,14 @@ TIMESTAMP_BLOCK = 1 << 22  # timestamps are streamed in blocks of 4 Mi samples (
 GAP_PERIODS = 2.0  # a step of more than 2 sample periods is a gap
 RATE_TOLERANCE = 0.02  # a rate beside timestamps must agree with them within 2 %
 RATE_DIGITS = 10  # rates estimated from timestamps are rounded to 10 significant digits
+# Sample times must fit int64 µs (file names, metadata); beyond this they would wrap.
+MAX_ABS_US = 9.2e18
 
 
 def _round_us(seconds: np.ndarray | float) -> np.ndarray:
-    return np.rint(np.asarray(seconds, dtype=np.float64) * 1e6).astype(np.int64)
+    """Seconds to whole µs (half to even), still as float64 (range-checked before int64)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.rint(np.asarray(seconds, dtype=np.float64) * 1e6)
 
 
 def cut_chunks(segments: list[Segment], chunk_samples: int) -> list[tuple[int, int, int]]:
@@ -38,17 +43,33 @@ def cut_chunks(segments: list[Segment], chunk_samples: int) -> list[tuple[int, i
 
 
 def _chunks(
-    segments: list[Segment], chunk_samples: int, session_us: int, times_of: Callable[[np.ndarray], np.ndarray]
+    segments: list[Segment], chunk_samples: int, reference_us: int, times_of: Callable[[np.ndarray], np.ndarray]
 ) -> list[Chunk]:
+    """Time every chunk; ``times_of`` gives sample times in µs after the reference, already rounded."""
     cuts = cut_chunks(segments, chunk_samples)
     firsts = np.array([c[1] for c in cuts], dtype=np.int64)
     lasts = np.array([c[2] - 1 for c in cuts], dtype=np.int64)
     starts = times_of(firsts)
     ends = times_of(lasts)
+    _check_range(firsts, starts, reference_us)
+    _check_range(lasts, ends, reference_us)
     return [
-        Chunk(segment=s, start=a, stop=b, start_us=session_us + int(t0), end_us=session_us + int(t1))
+        Chunk(segment=s, start=a, stop=b, start_us=reference_us + int(t0), end_us=reference_us + int(t1))
         for (s, a, b), t0, t1 in zip(cuts, starts, ends, strict=True)
     ]
+
+
+def _check_range(samples: np.ndarray, times_us: np.ndarray, reference_us: int) -> None:
+    """Fail when a time (µs after the reference) is not finite or beyond int64 µs since the epoch."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        absolute = times_us + float(reference_us)
+        bad = ~(np.isfinite(times_us) & (np.abs(times_us) <= MAX_ABS_US) & (np.abs(absolute) <= MAX_ABS_US))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InvalidSeriesError(
+            f"its time at sample {int(samples[i])} ({float(times_us[i]) / 1e6:g} s after the timestamps reference "
+            "time) is beyond what int64 microseconds since 1970 can hold; the file's times are damaged"
+        )
 
 
 def check_rate(rate: float) -> float:
@@ -58,27 +79,30 @@ def check_rate(rate: float) -> float:
 
 
 def rate_chunks(
-    n: int, starting_time: float, rate: float, session_us: int, chunk_samples: int
+    n: int, starting_time: float, rate: float, reference_us: int, chunk_samples: int
 ) -> tuple[list[Segment], list[Chunk]]:
-    """One segment: sample k is at ``starting_time + k / rate`` seconds after the session start."""
+    """One segment: sample k is at ``starting_time + k / rate`` seconds after the reference time."""
     if not np.isfinite(starting_time):
         raise InvalidSeriesError(f"its starting_time is {starting_time}")
     segments = [Segment(start=0, stop=n)]
 
     def times_of(k: np.ndarray) -> np.ndarray:
-        return np.rint(starting_time * 1e6 + (k.astype(np.float64) * 1e6) / rate).astype(np.int64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.rint(starting_time * 1e6 + (k.astype(np.float64) * 1e6) / rate)
 
-    return segments, _chunks(segments, chunk_samples, session_us, times_of)
+    return segments, _chunks(segments, chunk_samples, reference_us, times_of)
 
 
 def timestamp_chunks(
-    timestamps: h5py.Dataset, n: int, given_rate: float | None, session_us: int, chunk_samples: int
+    timestamps: h5py.Dataset, n: int, given_rate: float | None, reference_us: int, chunk_samples: int
 ) -> tuple[float, list[Segment], list[Chunk]]:
     """Validate explicit timestamps, find the gaps, and time every chunk.
 
     Timestamps are streamed in blocks, so memory does not grow with the series' length. The rate
-    is ``given_rate`` when the file gives one (checked against the timestamps), else 1 / the median
-    step of the first block, rounded to 10 significant digits.
+    is ``given_rate`` when the file gives one (checked against the timestamps), else estimated
+    over the longest gap-free segment, first to last sample in float64, rounded to 10 significant
+    digits. (The median step is used only to find the gaps: with float32 timestamps each step is
+    rounded to the float32 spacing, which can put the median tens of ppm or more off.)
     """
     if timestamps.ndim != 1 or timestamps.shape[0] != n:
         raise InvalidSeriesError(f"it has {timestamps.shape[0] if timestamps.ndim else 0} timestamps for {n} samples")
@@ -87,16 +111,11 @@ def timestamp_chunks(
     if steps.size == 0:
         if given_rate is None:
             raise InvalidSeriesError("it has a single sample with timestamps and no rate, so no sampling rate")
-        rate = given_rate
+        rough = given_rate
     else:
         median = float(np.median(steps))
-        if median > 0:
-            estimated = float(f"{1.0 / median:.{RATE_DIGITS}g}")
-            if given_rate is not None and abs(1.0 - given_rate / estimated) >= RATE_TOLERANCE:
-                raise InvalidSeriesError(f"its rate {given_rate:g} Hz disagrees with its timestamps ({estimated:g} Hz)")
-            rate = given_rate if given_rate is not None else estimated
-        else:
-            rate = given_rate or 0.0  # the ordering check below reports the real problem
+        rough = 1.0 / median if median > 0 else 0.0  # a step <= 0 is reported by the ordering check
+    rate = given_rate if given_rate is not None else rough
     gap_step = GAP_PERIODS / rate if rate > 0 else np.inf
 
     gap_starts: list[int] = []
@@ -125,11 +144,33 @@ def timestamp_chunks(
 
     bounds = [0, *gap_starts, n]
     segments = [Segment(start=a, stop=b) for a, b in pairwise(bounds)]
+    estimated = _span_rate(timestamps, segments, first_block)
+    if estimated is not None:
+        if given_rate is not None and abs(1.0 - given_rate / estimated) >= RATE_TOLERANCE:
+            raise InvalidSeriesError(f"its rate {given_rate:g} Hz disagrees with its timestamps ({estimated:g} Hz)")
+        if given_rate is None:
+            rate = estimated
 
     def times_of(k: np.ndarray) -> np.ndarray:
         return _round_us(_gather(timestamps, k, first_block))
 
-    return rate, segments, _chunks(segments, chunk_samples, session_us, times_of)
+    return rate, segments, _chunks(segments, chunk_samples, reference_us, times_of)
+
+
+def _span_rate(timestamps: h5py.Dataset, segments: list[Segment], first_block: np.ndarray) -> float | None:
+    """(samples - 1) / duration of the longest segment, rounded to 10 digits; None if no segment has 2 samples.
+
+    Each timestamp's own rounding (float32: up to half its spacing) is spread over the whole
+    segment instead of one step, so the estimate is as good as the segment is long.
+    """
+    longest = max(segments, key=lambda g: g.stop - g.start)
+    if longest.stop - longest.start < 2:
+        return None
+    first, last = _gather(timestamps, np.array([longest.start, longest.stop - 1]), first_block)
+    duration = float(last) - float(first)
+    if not (duration > 0 and np.isfinite(duration)):
+        return None
+    return float(f"{(longest.stop - longest.start - 1) / duration:.{RATE_DIGITS}g}")
 
 
 def _read(ds: h5py.Dataset, start: int, stop: int) -> np.ndarray:
