@@ -15,9 +15,9 @@ import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from nwb2pennsieve.cloud.imports import complete_import
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import CompleteImportInput
-from nwb2pennsieve.cloud.imports import complete_import
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

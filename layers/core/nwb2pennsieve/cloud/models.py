@@ -66,8 +66,6 @@ class Overrides(_Payload):
     package_id: str | None = Field(default=None, description="Pennsieve package id, with dataset_id")
 
 
-
-
 class PlanInput(_Payload):
     """The Plan function's input: the execution input, in either of its two shapes, normalized."""
 
