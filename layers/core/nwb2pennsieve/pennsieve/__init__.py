@@ -8,7 +8,6 @@ The public entry points: :func:`~.importer.import_store` (a whole import, rerun-
 
 from .cli import add_import_command, import_output
 from .client import PennsieveClient
-from .config import PennsieveSettings
 from .errors import (
     ChannelError,
     PennsieveAuthError,
@@ -45,7 +44,6 @@ __all__ = [
     "PennsieveClient",
     "PennsieveError",
     "PennsieveHTTPError",
-    "PennsieveSettings",
     "PreparedImport",
     "TargetNotFoundError",
     "TargetSpec",

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from ..config import Settings
 from .client import PennsieveClient
-from .config import PennsieveSettings
 from .errors import TargetNotFoundError
 
 log = logging.getLogger("nwb2pennsieve.pennsieve.target")
@@ -121,7 +121,7 @@ def resolve_target(client: PennsieveClient, spec: TargetSpec) -> ImportTarget:
     return target
 
 
-def import_preflight(settings: PennsieveSettings, *candidates: TargetSpec | None) -> TargetSpec | None:
+def import_preflight(settings: Settings, *candidates: TargetSpec | None) -> TargetSpec | None:
     """Before any conversion: ``None`` when the importer is disabled, else the chosen target spec.
 
     ``candidates`` in order of precedence (execution input or options, then S3 metadata);
