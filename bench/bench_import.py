@@ -21,8 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from nwb2pennsieve.config import Settings
 from nwb2pennsieve.models import ChannelMetadata, chunk_file_name, metadata_file_name
-from nwb2pennsieve.pennsieve import ImportTarget, PennsieveClient, PennsieveSettings, import_store
+from nwb2pennsieve.pennsieve import ImportTarget, PennsieveClient, import_store
 from nwb2pennsieve.storage import LocalStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,9 +60,9 @@ def make_output(directory: Path, files: int, channels: int) -> LocalStore:
 
 
 def run(store: LocalStore, fake: dict, package: str, workers: int) -> tuple[int, float]:
-    settings = PennsieveSettings(
-        api_host=fake["url"],
-        api_host2=fake["url"],
+    settings = Settings(
+        pennsieve_api_host=fake["url"],
+        pennsieve_api_host2=fake["url"],
         session_token=TOKEN,  # type: ignore[arg-type]
     )
     client = PennsieveClient.from_settings(settings, pool_size=workers)

@@ -11,11 +11,11 @@ import time
 import pytest
 from pydantic import SecretStr
 
+from nwb2pennsieve.config import Settings
 from nwb2pennsieve.pennsieve import (
     PennsieveAuthError,
     PennsieveClient,
     PennsieveError,
-    PennsieveSettings,
     TargetNotFoundError,
     TargetSpec,
     resolve_target,
@@ -190,11 +190,11 @@ def test_connection_refused_is_retried_then_reported(settings):
 
 
 def test_bad_secret_is_an_auth_error_without_the_secret(fake, api_key):
-    settings = PennsieveSettings(
-        api_host=fake.url,
-        api_host2=fake.url,
-        api_key=SecretStr(api_key.key),
-        api_secret=SecretStr("wrong-secret"),
+    settings = Settings(
+        pennsieve_api_host=fake.url,
+        pennsieve_api_host2=fake.url,
+        pennsieve_api_key=SecretStr(api_key.key),
+        pennsieve_api_secret=SecretStr("wrong-secret"),
     )
     client = PennsieveClient.from_settings(settings, retry=FAST_RETRY)
 
@@ -207,9 +207,9 @@ def test_bad_secret_is_an_auth_error_without_the_secret(fake, api_key):
 
 def test_session_token_is_refreshed_with_the_user_pool(fake, moto_cognito):
     access, refresh = moto_cognito.new_session()
-    settings = PennsieveSettings(
-        api_host=fake.url,
-        api_host2=fake.url,
+    settings = Settings(
+        pennsieve_api_host=fake.url,
+        pennsieve_api_host2=fake.url,
         session_token=SecretStr(access),
         refresh_token=SecretStr(refresh),
     )
@@ -226,7 +226,7 @@ def test_session_token_is_refreshed_with_the_user_pool(fake, moto_cognito):
 
 def test_expired_session_token_without_refresh_token_fails_clearly(fake, moto_cognito):
     access, _ = moto_cognito.new_session()
-    settings = PennsieveSettings(api_host=fake.url, api_host2=fake.url, session_token=SecretStr(access))
+    settings = Settings(pennsieve_api_host=fake.url, pennsieve_api_host2=fake.url, session_token=SecretStr(access))
     client = PennsieveClient.from_settings(settings, retry=FAST_RETRY)
     package = fake.add_package(fake.add_dataset())
     client.list_channels(package)
@@ -285,7 +285,7 @@ def test_the_fake_runs_standalone():
         http = HttpClient(retry=FAST_RETRY)
         answer = http.request("GET", f"{info['url']}/compute/workflows/runs/{info['env']['INTEGRATION_ID']}")
         assert answer.status_code == 401  # no token
-        client = PennsieveClient.from_settings(PennsieveSettings.from_env(info["env"]), retry=FAST_RETRY)
+        client = PennsieveClient.from_settings(Settings.from_env(info["env"]), retry=FAST_RETRY)
         run = client.get_workflow_run(info["env"]["INTEGRATION_ID"])
         assert run.package_ids() == info["package_ids"]
     finally:

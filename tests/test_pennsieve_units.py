@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nwb2pennsieve.config import Settings
 from nwb2pennsieve.errors import ConfigurationError, Nwb2PennsieveError
 from nwb2pennsieve.models import ChannelMetadata
 from nwb2pennsieve.pennsieve import (
-    PennsieveSettings,
     TargetNotFoundError,
     TargetSpec,
     UploadError,
@@ -29,33 +29,33 @@ from nwb2pennsieve.pennsieve.models import Channel, ImportCreate, ImportFile, Wo
 
 
 def test_settings_defaults_and_importer_switch():
-    local = PennsieveSettings.from_env({})
-    prod = PennsieveSettings.from_env({"ENVIRONMENT": "production"})
-    off = PennsieveSettings.from_env({"ENVIRONMENT": "production", "IMPORTER_ENABLED": "false"})
+    local = Settings.from_env({})
+    prod = Settings.from_env({"ENVIRONMENT": "production"})
+    off = Settings.from_env({"ENVIRONMENT": "production", "IMPORTER_ENABLED": "false"})
 
     assert (local.importer_enabled, prod.importer_enabled, off.importer_enabled) == (False, True, False)
-    assert local.api_host == "https://api.pennsieve.net"
-    assert local.api_host2 == "https://api2.pennsieve.net"
+    assert local.pennsieve_api_host == "https://api.pennsieve.net"
+    assert local.pennsieve_api_host2 == "https://api2.pennsieve.net"
     with pytest.raises(ConfigurationError, match="IMPORTER_ENABLED"):
-        PennsieveSettings.from_env({"IMPORTER_ENABLED": "maybe"})
+        Settings.from_env({"IMPORTER_ENABLED": "maybe"})
 
 
 def test_settings_never_show_secrets():
-    s = PennsieveSettings.from_env(
+    s = Settings.from_env(
         {"PENNSIEVE_API_KEY": "key-123", "PENNSIEVE_API_SECRET": "sec-456", "SESSION_TOKEN": "tok-789"}
     )
 
     shown = repr(s) + str(s) + s.model_dump_json()
     assert all(secret not in shown for secret in ("key-123", "sec-456", "tok-789"))
-    assert s.api_secret is not None
-    assert s.api_secret.get_secret_value() == "sec-456"
+    assert s.pennsieve_api_secret is not None
+    assert s.pennsieve_api_secret.get_secret_value() == "sec-456"
 
 
 def test_missing_credentials_are_a_configuration_error():
     with pytest.raises(ConfigurationError, match="no Pennsieve credentials"):
-        PennsieveSettings.from_env({}).require_credentials()
+        Settings.from_env({}).require_credentials()
     with pytest.raises(ConfigurationError, match="PENNSIEVE_API_SECRET"):
-        PennsieveSettings.from_env({"PENNSIEVE_API_KEY": "k"}).require_credentials()
+        Settings.from_env({"PENNSIEVE_API_KEY": "k"}).require_credentials()
 
 
 # -- target choice (no network) ----------------------------------------------------------------------
@@ -75,16 +75,16 @@ def test_target_precedence_and_s3_metadata():
 
 
 def test_preflight_fails_before_conversion_when_enabled_without_target():
-    enabled = PennsieveSettings.from_env({"IMPORTER_ENABLED": "true", "SESSION_TOKEN": "t"})
+    enabled = Settings.from_env({"IMPORTER_ENABLED": "true", "SESSION_TOKEN": "t"})
 
-    assert import_preflight(PennsieveSettings.from_env({})) is None  # disabled locally by default
+    assert import_preflight(Settings.from_env({})) is None  # disabled locally by default
     with pytest.raises(TargetNotFoundError, match="no import target"):
         import_preflight(enabled, None, TargetSpec())
     assert import_preflight(enabled, TargetSpec(integration_id="r")) == TargetSpec(integration_id="r")
-    with_env = PennsieveSettings.from_env({"IMPORTER_ENABLED": "1", "SESSION_TOKEN": "t", "INTEGRATION_ID": "e"})
+    with_env = Settings.from_env({"IMPORTER_ENABLED": "1", "SESSION_TOKEN": "t", "INTEGRATION_ID": "e"})
     assert import_preflight(with_env) == TargetSpec(integration_id="e")
     with pytest.raises(ConfigurationError):
-        import_preflight(PennsieveSettings.from_env({"IMPORTER_ENABLED": "1", "INTEGRATION_ID": "e"}))
+        import_preflight(Settings.from_env({"IMPORTER_ENABLED": "1", "INTEGRATION_ID": "e"}))
 
 
 # -- models: tolerant of the server's real shapes ------------------------------------------------------

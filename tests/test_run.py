@@ -68,4 +68,7 @@ def test_bad_environment_setting_exits_2(monkeypatch, capsys, tmp_path: Path) ->
     monkeypatch.setenv("INPUT_DIR", str(tmp_path))
     monkeypatch.setenv("CHUNK_SIZE_MB", "lots")
     assert main(["run"]) == 2
-    assert "CHUNK_SIZE_MB='lots' is not a number" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "error: CHUNK_SIZE_MB (--chunk-size-mb) must be a number, not 'lots'"
+    )

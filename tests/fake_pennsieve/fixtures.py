@@ -12,8 +12,9 @@ import boto3
 import numpy as np
 import pytest
 
+from nwb2pennsieve.config import Settings
 from nwb2pennsieve.models import ChannelMetadata, chunk_file_name, metadata_file_name
-from nwb2pennsieve.pennsieve import PennsieveClient, PennsieveSettings
+from nwb2pennsieve.pennsieve import PennsieveClient
 from nwb2pennsieve.pennsieve.http import RetryPolicy
 from nwb2pennsieve.storage import Store
 
@@ -82,8 +83,8 @@ def api_key(moto_cognito: MotoCognito) -> Any:
 
 
 @pytest.fixture
-def settings(fake: FakePennsieve, api_key: Any) -> PennsieveSettings:
-    return PennsieveSettings.from_env(
+def settings(fake: FakePennsieve, api_key: Any) -> Settings:
+    return Settings.from_env(
         {
             "PENNSIEVE_API_HOST": fake.url,
             "PENNSIEVE_API_HOST2": fake.url,
@@ -94,7 +95,7 @@ def settings(fake: FakePennsieve, api_key: Any) -> PennsieveSettings:
 
 
 @pytest.fixture
-def client(settings: PennsieveSettings) -> Iterator[PennsieveClient]:
+def client(settings: Settings) -> Iterator[PennsieveClient]:
     c = PennsieveClient.from_settings(settings, retry=FAST_RETRY)
     yield c
     c.close()

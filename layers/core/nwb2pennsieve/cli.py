@@ -16,10 +16,9 @@ from importlib import resources
 from pathlib import Path
 
 from . import __version__
-from .config import Settings, env_flag, env_number
+from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, Settings
 from .errors import ConfigurationError
 from .models import Plan
-from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
 from .runner import ConversionResult, Progress, convert_file, describe_error, plan_file
 from .storage import LocalStore
 
@@ -42,17 +41,17 @@ def _progress_bar(total: int, label: str) -> tuple[Progress | None, Callable[[],
     return bar.update, bar.close
 
 
-def _convert_one(path: Path, output: Path, args: argparse.Namespace) -> ConversionResult:
+def _convert_one(path: Path, output: Path, settings: Settings) -> ConversionResult:
     plan = plan_file(
         path,
-        chunk_size_mb=args.chunk_size_mb,
-        max_item_mb=args.max_item_mb,
-        skip_invalid_series=args.skip_invalid_series,
+        chunk_size_mb=settings.chunk_size_mb,
+        max_item_mb=settings.max_item_mb,
+        skip_invalid_series=settings.skip_invalid_series,
     )
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), path.name)
     try:
-        result = convert_file(path, output, plan=plan, workers=args.workers, progress=update)
+        result = convert_file(path, output, plan=plan, workers=settings.workers, progress=update)
     finally:
         close()
     print(result.summary_line())
@@ -69,16 +68,17 @@ def _report(plan: Plan) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    _convert_one(Path(args.file), Path(args.output), args)
+    _convert_one(Path(args.file), Path(args.output), args.settings)
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    settings: Settings = args.settings
     plan = plan_file(
         args.file,
-        chunk_size_mb=args.chunk_size_mb,
-        max_item_mb=args.max_item_mb,
-        skip_invalid_series=args.skip_invalid_series,
+        chunk_size_mb=settings.chunk_size_mb,
+        max_item_mb=settings.max_item_mb,
+        skip_invalid_series=settings.skip_invalid_series,
     )
     if args.full:
         print(plan.model_dump_json(indent=2))
@@ -90,16 +90,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Convert every ``*.nwb`` in INPUT_DIR into OUTPUT_DIR/<file stem>/ (the bundled sample if none)."""
-    settings = Settings.from_env()
-    args.chunk_size_mb = settings.chunk_size_mb
-    args.max_item_mb = settings.max_item_mb
-    args.workers = settings.workers
-    args.skip_invalid_series = settings.skip_invalid_series
+    settings: Settings = args.settings
     # With the importer on, fail before any conversion work when credentials or a target are missing.
-    from .pennsieve import PennsieveSettings, import_output, import_preflight
+    from .pennsieve import import_output, import_preflight
 
-    import_settings = PennsieveSettings.from_env()
-    target = import_preflight(import_settings)
+    target = import_preflight(settings)
     inputs = sorted(settings.input_dir.glob("*.nwb")) if settings.input_dir.is_dir() else []
     if not inputs:
         inputs = [sample_path()]
@@ -110,9 +105,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     failures = 0
     for path in inputs:
         try:
-            result = _convert_one(path, settings.output_dir / path.stem, args)
+            result = _convert_one(path, settings.output_dir / path.stem, settings)
             if target is not None:
-                imported = import_output(LocalStore(result.output_dir), import_settings, target)
+                imported = import_output(LocalStore(result.output_dir), settings, target)
                 print(f"{path.name}: {imported.summary_line()}")
         except Exception as exc:
             if args.debug:
@@ -123,17 +118,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _add_conversion_options(p: argparse.ArgumentParser) -> None:
-    # Defaults come from the environment when the command runs (see _apply_environment), so a
-    # bad variable is reported like any other error instead of breaking --help.
+    # Flags are kept as given (None: not given) and validated with the environment by
+    # Settings.from_env when the command runs: one parser, one message form, exit status 2.
     p.add_argument(
         "--chunk-size-mb",
-        type=float,
         default=None,
         help=f"MiB of float64 per channel per chunk file (env CHUNK_SIZE_MB; default {DEFAULT_CHUNK_SIZE_MB})",
     )
     p.add_argument(
         "--max-item-mb",
-        type=float,
         default=None,
         help=f"float64 MiB one work item writes at most (env MAX_ITEM_MB; default {DEFAULT_MAX_ITEM_MB}, "
         "sized for a 2 GB Lambda)",
@@ -146,13 +139,14 @@ def _add_conversion_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _apply_environment(args: argparse.Namespace) -> None:
-    if getattr(args, "chunk_size_mb", 0) is None:
-        args.chunk_size_mb = env_number("CHUNK_SIZE_MB", DEFAULT_CHUNK_SIZE_MB)
-    if getattr(args, "max_item_mb", 0) is None:
-        args.max_item_mb = env_number("MAX_ITEM_MB", DEFAULT_MAX_ITEM_MB)
-    if getattr(args, "skip_invalid_series", False) is None:
-        args.skip_invalid_series = env_flag("SKIP_INVALID_SERIES", False)
+# The commands that read Settings, and their options that set a field of it (same name).
+_SETTINGS_COMMANDS = ("convert", "plan", "run")
+_SETTING_OPTIONS = tuple(Settings.options)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings with this command's options laid over them."""
+    return Settings.from_env(**{name: getattr(args, name, None) for name in _SETTING_OPTIONS})
 
 
 # Commands that never import into Pennsieve: for them the importer's modules (boto3, requests:
@@ -175,7 +169,7 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert one NWB file into a directory of chunk files")
     p.add_argument("file", help="the .nwb file")
     p.add_argument("--output", "-o", required=True, help="output directory")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPUs)")
+    p.add_argument("--workers", default=None, help="worker processes (env WORKERS; default: CPUs)")
     _add_conversion_options(p)
     p.set_defaults(handler=cmd_convert)
 
@@ -205,7 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("h5py").setLevel(logging.WARNING)
     try:
-        _apply_environment(args)
+        # A bad setting names itself (variable and option), not a file: "error: <reason>", exit 2.
+        args.settings = _settings(args) if args.command in _SETTINGS_COMMANDS else None
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         return int(args.handler(args))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

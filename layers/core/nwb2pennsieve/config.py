@@ -1,70 +1,257 @@
-"""Settings from the environment, named like Pennsieve's reference processor."""
+"""Settings: one model per process kind, one parser, one message form.
+
+Environment variables are named like Pennsieve's reference processor (``ENVIRONMENT``,
+``INPUT_DIR``, ``OUTPUT_DIR``, ``CHUNK_SIZE_MB``, ``IMPORTER_ENABLED``, ``PENNSIEVE_API_KEY``, ...)
+plus ours (``MAX_ITEM_MB``, ``WORKERS``, ``SKIP_INVALID_SERIES``, ...): a field's variable is its
+name in upper case. :meth:`CommonSettings.from_env` is the only parser: it reads the environment
+(pydantic-settings' environment source), lays the command line's flags over it and validates
+both the same way, so ``--workers 0`` and ``WORKERS=0`` fail alike with
+``WORKERS (--workers) must be at least 1, not 0`` (a :class:`ConfigurationError`: exit status 2).
+
+:class:`Settings` is what the command line, the local pool and the importer read;
+:class:`~nwb2pennsieve.cloud.settings.CloudSettings` is the Lambda functions' environment.
+This module imports neither the planner nor h5py.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 from .errors import ConfigurationError
-from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
+
+DEFAULT_CHUNK_SIZE_MB = 1.0
+# A work item writes at most this many MiB of float64. When writing to S3 the writer holds one
+# chunk of each of the item's channels in memory (≤ this), so 512 fits a 2 GB Lambda with room
+# for the input slab and the runtime.
+DEFAULT_MAX_ITEM_MB = 512.0
+DEFAULT_API_HOST = "https://api.pennsieve.net"
+DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def env_flag(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
-    raw = (env if env is not None else os.environ).get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigurationError(f"{name}={raw!r} is not a boolean (use true or false)")
+def _invalid(requirement: str) -> PydanticCustomError:
+    return PydanticCustomError("setting", requirement)
 
 
-def env_number(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
-    raw = (env if env is not None else os.environ).get(name, "").strip()
-    if not raw:
-        return default
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise _invalid("a number")
     try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
-    if not value > 0:
-        raise ConfigurationError(f"{name}={raw!r} must be greater than 0")
-    return value
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise _invalid("a number") from None
+    if not math.isfinite(number):
+        raise _invalid("a finite number")
+    return number
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The local runner's settings (``make run``)."""
+def _positive_number(value: Any) -> float:
+    number = _number(value)
+    if not number > 0:
+        raise _invalid("greater than 0")
+    return number
 
-    environment: str
-    input_dir: Path
-    output_dir: Path
-    chunk_size_mb: float
-    max_item_mb: float
-    workers: int | None
-    skip_invalid_series: bool
-    importer_enabled: bool
+
+def _count(value: Any) -> int:
+    number = _number(value)
+    if number != int(number):
+        raise _invalid("a whole number")
+    if number < 1:
+        raise _invalid("at least 1")
+    return int(number)
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _invalid("true or false")
+
+
+def _text(value: Any) -> str:
+    return str(value).strip()
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value) or None
+
+
+def _host(value: Any) -> str:
+    return _text(value).rstrip("/")
+
+
+def _secret(value: Any) -> SecretStr | None:
+    if value is None:
+        return None
+    text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+    return SecretStr(text.strip()) if text.strip() else None
+
+
+MiB = Annotated[float, BeforeValidator(_positive_number)]
+"""A finite number of MiB greater than 0."""
+Count = Annotated[int, BeforeValidator(_count)]
+"""A whole number, at least 1."""
+Switch = Annotated[bool, BeforeValidator(_boolean)]
+"""``1/true/yes/on`` or ``0/false/no/off`` (any case; blank is false)."""
+Text = Annotated[str, BeforeValidator(_text)]
+Host = Annotated[str, BeforeValidator(_host)]
+Secret = Annotated[SecretStr | None, BeforeValidator(_secret)]
+"""Prints as ``**********``; the value only through ``get_secret_value()``."""
+
+
+class _EnvironmentSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return repr(value)
+        return value.strip()
+    return str(value)
+
+
+class CommonSettings(BaseSettings):
+    """What the local and the cloud settings share; :meth:`from_env` parses both."""
+
+    # validate_default (pydantic-settings' default): the defaults go through the same validators.
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", case_sensitive=False, validate_default=True)
+
+    # Blank variables are unset (the default applies), except these, where blank is a value.
+    _blank_is_a_value: ClassVar[frozenset[str]] = frozenset({"importer_enabled", "skip_invalid_series"})
+    # The command-line options that set a field, named in error messages beside the variable.
+    options: ClassVar[dict[str, str]] = {}
+
+    environment: str = "local"
+    chunk_size_mb: MiB = DEFAULT_CHUNK_SIZE_MB
+    max_item_mb: MiB = DEFAULT_MAX_ITEM_MB
+    skip_invalid_series: Switch = False
+    # Like the reference processor: the importer runs by default everywhere but ENVIRONMENT=local.
+    importer_enabled: Switch = Field(None)  # type: ignore[assignment]
+    pennsieve_api_host: Host = DEFAULT_API_HOST
+    pennsieve_api_host2: Host = DEFAULT_API_HOST2
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _environment(cls, value: Any) -> str:
+        return _text(value).lower() or "local"
+
+    @field_validator("importer_enabled", mode="before")
+    @classmethod
+    def _importer_default(cls, value: Any, info: ValidationInfo) -> Any:
+        return info.data.get("environment", "local") != "local" if value is None else value
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        e = env if env is not None else dict(os.environ)
-        environment = e.get("ENVIRONMENT", "local").strip() or "local"
-        workers = e.get("WORKERS", "").strip()
-        return cls(
-            environment=environment,
-            input_dir=Path(e.get("INPUT_DIR", "data/input")),
-            output_dir=Path(e.get("OUTPUT_DIR", "data/output")),
-            chunk_size_mb=env_number("CHUNK_SIZE_MB", DEFAULT_CHUNK_SIZE_MB, e),
-            max_item_mb=env_number("MAX_ITEM_MB", DEFAULT_MAX_ITEM_MB, e),
-            workers=int(env_number("WORKERS", 1, e)) if workers else None,
-            skip_invalid_series=env_flag("SKIP_INVALID_SERIES", False, e),
-            # Like the reference: the importer runs by default everywhere but local.
-            importer_enabled=env_flag("IMPORTER_ENABLED", environment != "local", e),
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Constructing the model directly takes only the values given: the environment is read by
+        # from_env, the one parser.
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, /, **flags: Any) -> Self:
+        """The settings from ``env`` (default ``os.environ``) with the command line's ``flags``
+        (field names; ``None`` = not given) laid over it.
+
+        Raises :class:`ConfigurationError` with one line per the module's message form.
+        """
+        environ = _EnvironmentSource(cls, os.environ if env is None else env)()
+        values = {
+            name: value
+            for name, value in environ.items()
+            if name in cls._blank_is_a_value or not (isinstance(value, str) and not value.strip())
+        }
+        values.update((name, value) for name, value in flags.items() if value is not None)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(cls._describe(exc)) from None
+
+    @classmethod
+    def _describe(cls, exc: ValidationError) -> str:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else ""
+            option = cls.options.get(name)
+            label = name.upper() + (f" ({option})" if option else "")
+            if error["type"] == "setting":
+                problems.append(f"{label} must be {error['msg']}, not {_shown(error['input'])}")
+            elif error["type"] == "missing":
+                problems.append(f"{label} is not set")
+            elif error["type"] == "extra_forbidden":
+                problems.append(f"{name} is not a setting")
+            else:
+                problems.append(f"{label}: {error['msg']}")
+        return "; ".join(problems)
+
+
+class Settings(CommonSettings):
+    """The command line's, the local pool's and the Pennsieve importer's settings.
+
+    ``ENVIRONMENT`` (local/production), ``INPUT_DIR``, ``OUTPUT_DIR``, ``CHUNK_SIZE_MB``,
+    ``MAX_ITEM_MB``, ``WORKERS`` (default: CPUs), ``SKIP_INVALID_SERIES``, ``IMPORTER_ENABLED``
+    (default true outside local), ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET`` or
+    ``SESSION_TOKEN`` (+``REFRESH_TOKEN``), ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``,
+    ``INTEGRATION_ID``. Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
+    """
+
+    options: ClassVar[dict[str, str]] = {
+        "chunk_size_mb": "--chunk-size-mb",
+        "max_item_mb": "--max-item-mb",
+        "skip_invalid_series": "--skip-invalid-series",
+        "workers": "--workers",
+    }
+
+    input_dir: Path = Path("data/input")
+    output_dir: Path = Path("data/output")
+    workers: Count | None = None
+    pennsieve_api_key: Secret = None
+    pennsieve_api_secret: Secret = None
+    session_token: Secret = None
+    refresh_token: Secret = None
+    integration_id: Annotated[str | None, BeforeValidator(_optional_text)] = None
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.session_token is not None or (
+            self.pennsieve_api_key is not None and self.pennsieve_api_secret is not None
         )
+
+    def require_credentials(self) -> None:
+        if self.pennsieve_api_key is not None and self.pennsieve_api_secret is None:
+            raise ConfigurationError("PENNSIEVE_API_KEY is set but PENNSIEVE_API_SECRET is not")
+        if not self.has_credentials:
+            raise ConfigurationError(
+                "no Pennsieve credentials: set SESSION_TOKEN (and REFRESH_TOKEN) or"
+                " PENNSIEVE_API_KEY and PENNSIEVE_API_SECRET"
+            )

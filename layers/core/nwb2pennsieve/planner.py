@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
 from .errors import ElectrodesError, InvalidFileError, InvalidSeriesError, NothingToConvertError, Nwb2PennsieveError
 from .models import SAMPLES_PER_MIB, ChannelPlan, Plan, SeriesPlan, SkippedSeries, WorkItem
 from .nwb import (
@@ -30,11 +31,6 @@ from .nwb import (
 )
 from .timing import check_rate, rate_chunks, timestamp_chunks
 
-DEFAULT_CHUNK_SIZE_MB = 1.0
-# A work item writes at most this many MiB of float64. When writing to S3 the writer holds one
-# chunk of each of the item's channels in memory (≤ this), so 512 fits a 2 GB Lambda with room
-# for the input slab and the runtime.
-DEFAULT_MAX_ITEM_MB = 512.0
 DEFAULT_UNIT = "volts"
 PLAUSIBLE_UV = (1e-3, 1e7)  # scaled values all below / all above these are implausible for a voltage
 SANITY_ROWS = 4096

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import h5py
 
+from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
 from .errors import Nwb2PennsieveError, StorageError
 from .models import ItemResult, Plan, WorkItem
 from .nwb import open_nwb
-from .planner import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, build_plan, work_items
+from .planner import build_plan, work_items
 from .storage import LocalStore
 from .writer import write_channel_metadata, write_work_item
 

@@ -82,11 +82,12 @@ def prepare_output(
     Returns the small, secret-free :class:`~nwb2pennsieve.pennsieve.PreparedImport` summary.
     Rerun-safe: the importer records what it did in the store.
     """
-    from ..pennsieve import PennsieveClient, PennsieveSettings, prepare_import, resolve_target
+    from ..config import Settings
+    from ..pennsieve import PennsieveClient, prepare_import, resolve_target
 
     if target is None:
         raise ConfigurationError("the importer is enabled but the plan has no import target", file=plan.source)
-    settings = PennsieveSettings.from_env({**env, "IMPORTER_ENABLED": "true"})
+    settings = Settings.from_env({**env, "IMPORTER_ENABLED": "true"})
     try:
         with closing(PennsieveClient.from_settings(settings, retry=retry, pool_size=16)) as client:
             resolved = resolve_target(client, target)
@@ -104,8 +105,9 @@ def upload_names(
     Returns the :class:`~nwb2pennsieve.pennsieve.UploadReport`; raises
     :class:`~nwb2pennsieve.pennsieve.UploadError` listing the files that failed.
     """
-    from ..pennsieve import PennsieveClient, PennsieveSettings, upload_files
+    from ..config import Settings
+    from ..pennsieve import PennsieveClient, upload_files
 
-    settings = PennsieveSettings.from_env({**env, "IMPORTER_ENABLED": "true"})
+    settings = Settings.from_env({**env, "IMPORTER_ENABLED": "true"})
     with closing(PennsieveClient.from_settings(settings, retry=retry, pool_size=max(workers, 16))) as client:
         return upload_files(store, client, names=names, workers=workers)

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from .channels import read_output
     from .cli import add_import_command, import_output
     from .client import PennsieveClient
-    from .config import PennsieveSettings
     from .errors import (
         ChannelError,
         PennsieveAuthError,
@@ -54,7 +53,6 @@ _MODULES = {
     "PennsieveClient": "client",
     "PennsieveError": "errors",
     "PennsieveHTTPError": "errors",
-    "PennsieveSettings": "config",
     "PreparedImport": "importer",
     "TargetNotFoundError": "errors",
     "TargetSpec": "target",
@@ -92,7 +90,6 @@ __all__ = [
     "PennsieveClient",
     "PennsieveError",
     "PennsieveHTTPError",
-    "PennsieveSettings",
     "PreparedImport",
     "TargetNotFoundError",
     "TargetSpec",

@@ -1,6 +1,6 @@
 """``nwb2pennsieve import DIR``: import a local output directory into Pennsieve.
 
-Configured like the reference processor (see :class:`~.config.PennsieveSettings`); the options
+Configured like the reference processor (see :class:`~nwb2pennsieve.config.Settings`); the options
 ``--integration-id``, ``--dataset-id``, ``--package-id`` win over ``INTEGRATION_ID``.
 """
 
@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..config import Settings
 from ..errors import ConfigurationError
 from ..storage import LocalStore, Store
 from .client import PennsieveClient
-from .config import PennsieveSettings
 from .importer import ImportResult, import_store
 from .target import ImportTarget, TargetSpec, choose_target_spec, resolve_target
 
@@ -49,7 +49,7 @@ def add_import_command(subparsers: Any) -> argparse.ArgumentParser:
 
 def import_output(
     store: Store,
-    settings: PennsieveSettings,
+    settings: Settings,
     spec: TargetSpec | None = None,
     *,
     workers: int = DEFAULT_WORKERS,
@@ -78,7 +78,7 @@ def run_import_command(args: argparse.Namespace, env: Mapping[str, str] | None =
         raise ConfigurationError(f"{directory} is not a directory")
     if args.workers < 1:
         raise ConfigurationError("--workers must be at least 1")
-    settings = PennsieveSettings.from_env(env)
+    settings = Settings.from_env(env)
     spec = choose_target_spec(
         TargetSpec(integration_id=args.integration_id, dataset_id=args.dataset_id, package_id=args.package_id),
         TargetSpec(integration_id=settings.integration_id),

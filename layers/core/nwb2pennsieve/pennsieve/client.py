@@ -11,8 +11,8 @@ from urllib.parse import quote
 import requests
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from ..config import Settings
 from .auth import CognitoConfig, CognitoTokenProvider, default_idp_client
-from .config import PennsieveSettings
 from .errors import PennsieveError, PennsieveHTTPError
 from .http import HttpClient, RetryPolicy, SizedReader, error_message
 from .models import (
@@ -62,7 +62,7 @@ class PennsieveClient:
     @classmethod
     def from_settings(
         cls,
-        settings: PennsieveSettings,
+        settings: Settings,
         *,
         retry: RetryPolicy | None = None,
         pool_size: int = 64,
@@ -72,13 +72,13 @@ class PennsieveClient:
         settings.require_credentials()
         quiet_credential_loggers()
         http = HttpClient(retry=retry, pool_size=pool_size)
-        client = cls(http, settings.api_host, settings.api_host2)
+        client = cls(http, settings.pennsieve_api_host, settings.pennsieve_api_host2)
         http.auth = CognitoTokenProvider(
             load_config=client.cognito_config,
             session_token=settings.session_token,
             refresh_token=settings.refresh_token,
-            api_key=settings.api_key,
-            api_secret=settings.api_secret,
+            api_key=settings.pennsieve_api_key,
+            api_secret=settings.pennsieve_api_secret,
             idp_client=idp_client,
         )
         return client

@@ -20,8 +20,8 @@ from .errors import TargetNotFoundError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from ..config import Settings
     from .client import PennsieveClient
-    from .config import PennsieveSettings
 
 log = logging.getLogger("nwb2pennsieve.pennsieve.target")
 
@@ -131,7 +131,7 @@ def resolve_target(client: PennsieveClient, spec: TargetSpec) -> ImportTarget:
     return target
 
 
-def import_preflight(settings: PennsieveSettings, *candidates: TargetSpec | None) -> TargetSpec | None:
+def import_preflight(settings: Settings, *candidates: TargetSpec | None) -> TargetSpec | None:
     """Before any conversion: ``None`` when the importer is disabled, else the chosen target spec.
 
     ``candidates`` in order of precedence (execution input or options, then S3 metadata);

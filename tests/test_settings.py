@@ -1,0 +1,153 @@
+"""One settings parser: the same checks and the same message whether a value comes from a flag
+or from the environment, exit status 2 on the command line, secrets never shown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from nwb2pennsieve.cli import main
+from nwb2pennsieve.cloud.settings import CloudSettings
+from nwb2pennsieve.config import Settings
+from nwb2pennsieve.errors import ConfigurationError
+
+ALL_VARIABLES = (
+    "ENVIRONMENT", "INPUT_DIR", "OUTPUT_DIR", "CHUNK_SIZE_MB", "MAX_ITEM_MB", "WORKERS", "SKIP_INVALID_SERIES",
+    "IMPORTER_ENABLED", "PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET", "SESSION_TOKEN", "REFRESH_TOKEN",
+    "PENNSIEVE_API_HOST", "PENNSIEVE_API_HOST2", "INTEGRATION_ID",
+)  # fmt: skip
+
+# (variable, option, bad value, the reason the message gives)
+BAD = [
+    ("WORKERS", "--workers", "0", "must be at least 1, not 0"),
+    ("WORKERS", "--workers", "2.5", "must be a whole number, not 2.5"),
+    ("WORKERS", "--workers", "many", "must be a number, not 'many'"),
+    ("CHUNK_SIZE_MB", "--chunk-size-mb", "0", "must be greater than 0, not 0"),
+    ("CHUNK_SIZE_MB", "--chunk-size-mb", "-1", "must be greater than 0, not -1"),
+    ("CHUNK_SIZE_MB", "--chunk-size-mb", "inf", "must be a finite number, not inf"),
+    ("CHUNK_SIZE_MB", "--chunk-size-mb", "nan", "must be a finite number, not nan"),
+    ("CHUNK_SIZE_MB", "--chunk-size-mb", "lots", "must be a number, not 'lots'"),
+    ("MAX_ITEM_MB", "--max-item-mb", "0", "must be greater than 0, not 0"),
+    ("MAX_ITEM_MB", "--max-item-mb", "big", "must be a number, not 'big'"),
+]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ALL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(("variable", "option", "value", "reason"), BAD)
+def test_a_bad_variable_exits_2_with_one_line(clean_env, capsys, variable, option, value, reason) -> None:
+    clean_env.setenv(variable, value)
+    assert main(["plan", "does-not-matter.nwb"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {variable} ({option}) {reason}"]
+
+
+@pytest.mark.parametrize(("variable", "option", "value", "reason"), BAD)
+def test_a_bad_option_exits_2_with_the_same_line(clean_env, capsys, tmp_path, variable, option, value, reason) -> None:
+    command = ["convert", "x.nwb", "-o", str(tmp_path)] if option == "--workers" else ["plan", "x.nwb"]
+    assert main([*command, option, value]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {variable} ({option}) {reason}"]
+
+
+def test_an_option_wins_over_its_variable(clean_env) -> None:
+    clean_env.setenv("WORKERS", "0")  # refused: the option replaces it before validation
+    assert Settings.from_env(workers="3").workers == 3
+    clean_env.setenv("WORKERS", "2")
+    clean_env.setenv("CHUNK_SIZE_MB", "5")
+    assert Settings.from_env(chunk_size_mb="0.5").chunk_size_mb == 0.5
+    given_none = Settings.from_env(chunk_size_mb=None, workers=None)  # None: option not given
+    assert (given_none.chunk_size_mb, given_none.workers) == (5.0, 2)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"IMPORTER_ENABLED": "maybe"}, "IMPORTER_ENABLED must be true or false, not 'maybe'"),
+        ({"SKIP_INVALID_SERIES": "2"}, "SKIP_INVALID_SERIES (--skip-invalid-series) must be true or false, not 2"),
+    ],
+)
+def test_booleans_have_the_same_message_form(clean_env, capsys, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError) as e:
+        Settings.from_env(env)
+    assert str(e.value) == message
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    assert main(["run"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"), [("1", True), ("TRUE", True), ("yes", True), ("on", True), ("0", False), ("Off", False)]
+)
+def test_boolean_spellings(value: str, enabled: bool) -> None:
+    assert Settings.from_env({"IMPORTER_ENABLED": value}).importer_enabled is enabled
+    assert Settings.from_env({"SKIP_INVALID_SERIES": value}).skip_invalid_series is enabled
+
+
+def test_one_importer_default_rule_for_every_model() -> None:
+    cloud = {"OUTPUT_BUCKET": "b"}
+    assert Settings.from_env({}).importer_enabled is False
+    assert Settings.from_env({"ENVIRONMENT": "production"}).importer_enabled is True
+    assert CloudSettings.from_env(cloud).importer_enabled is False
+    assert CloudSettings.from_env(cloud | {"ENVIRONMENT": "production"}).importer_enabled is True
+    assert (
+        CloudSettings.from_env(cloud | {"ENVIRONMENT": "production", "IMPORTER_ENABLED": "false"}).importer_enabled
+        is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "OUTPUT_BUCKET is not set"),
+        ({"OUTPUT_BUCKET": "  "}, "OUTPUT_BUCKET is not set"),
+        ({"OUTPUT_BUCKET": "b", "BATCH_MB": "0"}, "BATCH_MB must be greater than 0, not 0"),
+        ({"OUTPUT_BUCKET": "b", "UPLOAD_BATCH_FILES": "0"}, "UPLOAD_BATCH_FILES must be at least 1, not 0"),
+        ({"OUTPUT_BUCKET": "b", "UPLOAD_BATCH_FILES": "2.5"}, "UPLOAD_BATCH_FILES must be a whole number, not 2.5"),
+        ({"OUTPUT_BUCKET": "b", "MAX_ITEM_MB": "nan"}, "MAX_ITEM_MB must be a finite number, not nan"),
+    ],
+)
+def test_cloud_settings_use_the_same_checks(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError) as e:
+        CloudSettings.from_env(env)
+    assert str(e.value) == message
+
+
+def test_cloud_defaults_and_blanks() -> None:
+    s = CloudSettings.from_env({"OUTPUT_BUCKET": "b", "MAX_ITEM_MB": "100", "OUTPUT_PREFIX": "", "CHUNK_SIZE_MB": ""})
+    assert (s.batch_mb, s.output_prefix, s.runs_prefix, s.chunk_size_mb) == (100.0, "", "runs/", 1.0)
+    assert CloudSettings.from_env({"OUTPUT_BUCKET": "b", "BATCH_MB": "8"}).batch_mb == 8.0
+    assert (
+        CloudSettings.from_env({"OUTPUT_BUCKET": "b", "PENNSIEVE_API_HOST": "http://h/"}).pennsieve_api_host
+        == "http://h"
+    )
+
+
+def test_secrets_are_masked_everywhere(clean_env, capsys) -> None:
+    secrets = {"PENNSIEVE_API_KEY": "key-123", "PENNSIEVE_API_SECRET": "sec-456", "SESSION_TOKEN": "tok-789",
+               "REFRESH_TOKEN": "ref-000"}  # fmt: skip
+    s = Settings.from_env(secrets | {"WORKERS": "2"})
+    shown = repr(s) + str(s) + s.model_dump_json() + str(s.model_dump())
+    assert not any(value in shown for value in secrets.values())
+    assert s.refresh_token is not None and s.refresh_token.get_secret_value() == "ref-000"
+    # ...and in an error about another setting.
+    for name, value in (secrets | {"WORKERS": "0"}).items():
+        clean_env.setenv(name, value)
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "WORKERS (--workers)" in err and not any(value in err for value in secrets.values())
+
+
+def test_importing_the_settings_does_not_load_h5py() -> None:
+    code = (
+        "import sys, nwb2pennsieve.config, nwb2pennsieve.cloud.settings;"
+        " print(sorted(m for m in ('h5py', 'numpy', 'nwb2pennsieve.planner') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
