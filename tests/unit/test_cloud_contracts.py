@@ -24,7 +24,7 @@ from nwb2pennsieve.cloud.models import (
 )
 from nwb2pennsieve.cloud.settings import CloudSettings
 from statemachine.render import DEFINITION, load_template, placeholders, render, substitutions, template_refs
-from tests.cloud.conftest import EVENTS, ROOT, load_event
+from tests.cloud_fixtures import EVENTS, ROOT, load_event
 
 TEMPLATE = load_template()
 MAPS = {"WriteChunks": "MapConcurrency", "UploadFiles": "UploadConcurrency"}  # map state → its concurrency

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.cloud.conftest import REAL_AWS_ENV
+from tests.cloud_fixtures import REAL_AWS_ENV
 
 pytestmark = [
     pytest.mark.deployed,
