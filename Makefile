@@ -21,7 +21,7 @@ INPUT_DIR ?= data/input
 OUTPUT_DIR ?= data/output
 export INPUT_DIR OUTPUT_DIR
 
-.PHONY: help venv install pre-commit test test-cov lint run clean build validate deploy bench
+.PHONY: help venv install pre-commit test test-unit test-cov lint run clean build validate deploy bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -44,11 +44,14 @@ install: $(STAMP) ## install the package (editable) and the dev tools into .venv
 pre-commit: install ## install the git pre-commit hook (ruff, mypy)
 	$(VENV)/bin/pre-commit install
 
-test: install $(NODE_STAMP) ## lint, then every test (the template/ASL validations among them)
+test: install $(NODE_STAMP) ## lint, then every tier: unit, integration, e2e (slow ones and the validators included)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit tests/integration tests/e2e
+
+test-unit: install ## the unit tier only: no network, no slow test; runs in seconds
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow" tests/unit
 
 test-cov: install $(NODE_STAMP) ## tests with a coverage report
 	$(VENV)/bin/pytest -q -p no:cacheprovider --cov --cov-report=term-missing

@@ -8,7 +8,7 @@
 Byte-compiled with unchecked hashes: Lambda's file system is read-only, so modules that are not
 compiled ahead are compiled again at every cold start, and zip timestamps cannot be trusted.
 A layer is rebuilt only when its inputs changed (a stamp holds their hash). Prints each layer's
-unzipped size; ``tests/cloud/test_cloud_layers.py`` checks each function plus layers < 250 MB.
+unzipped size; ``tests/integration/test_cloud_layers.py`` (marked slow) checks each function plus layers < 250 MB.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""Shared fixtures. Sockets are not blocked globally, but nothing here talks beyond 127.0.0.1."""
+"""Fixtures every tier shares.
+
+The tiers: ``tests/unit`` (no network: sockets are disabled there), ``tests/integration`` (moto,
+the fake Pennsieve on 127.0.0.1, the shared corpus, the CLI in a subprocess) and ``tests/e2e``
+(the state machine executed end to end under moto). The cloud fixtures (moto, the stack, NWB
+files, event fixtures) live in ``tests/cloud_fixtures.py``, registered here for every tier.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["tests.cloud_fixtures"]
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 if not CORPUS.is_dir():  # a checkout that is not beside shared/: let the env say where it is

@@ -25,7 +25,7 @@ from nwb2pennsieve.planner import build_plan
 from nwb2pennsieve.slabs import H5SlabReader, SlabReader
 from nwb2pennsieve.storage import LocalStore
 from nwb2pennsieve.writer import write_work_item
-from tests.cloud.conftest import INPUT_BUCKET
+from tests.cloud_fixtures import INPUT_BUCKET
 
 Opener = Callable[[h5py.File, SeriesPlan, int, int], SlabReader]
 

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from layers.build_layers import LAMBDA_UNZIPPED_LIMIT, build_core, build_deps, size_of
-from tests.cloud.conftest import ROOT
+from tests.cloud_fixtures import ROOT
+
+# Builds both layers with pip (a minute on a cold cache): `make test` runs it, `make test-unit` does not.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from nwb2pennsieve.pennsieve import (
     upload_batches,
     upload_files,
 )
-from nwb2pennsieve.pennsieve.errors import ChannelError
+from nwb2pennsieve.pennsieve.errors import ChannelError, PennsieveHTTPError
 from nwb2pennsieve.pennsieve.manifest import remote_file_path
 from nwb2pennsieve.pennsieve.records import FAILED_NAME, STATE_NAME
 from nwb2pennsieve.storage import LocalStore, S3Store
@@ -266,7 +266,7 @@ def test_a_run_killed_after_the_channels_reruns_cleanly(fake, client, tmp_path):
     target = _target(fake)
     fake.add_fault(Fault("status", method="POST", path="^/import$", status=400, times=1))
 
-    with pytest.raises(Exception, match="HTTP 400"):
+    with pytest.raises(PennsieveHTTPError, match="HTTP 400"):
         import_store(store, target, client)
     assert len(fake.channels[target.package_id]) == 3
     assert not fake.imports

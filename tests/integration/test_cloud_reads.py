@@ -1,6 +1,5 @@
-"""What the functions read from S3: exactly the bytes they need, counted.
+"""What the functions read from S3 (moto): exactly the bytes they need, counted.
 
-- The Plan reads a few MB of a 1 GB file (its metadata and a small sanity slab).
 - All writers together read at most 1.1 x the series' stored bytes.
 - The direct chunk reader returns exactly what h5py returns.
 """
@@ -15,83 +14,15 @@ import h5py
 import numpy as np
 import pytest
 
-from nwb2pennsieve.cloud.chunkreader import S3ChunkSlabReader, direct_readable, unshuffle
+from nwb2pennsieve.cloud.chunkreader import S3ChunkSlabReader, direct_readable
 from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
 from nwb2pennsieve.cloud.s3reader import ReadStats, S3RangeReader
 from nwb2pennsieve.cloud.settings import CloudSettings
+from nwb2pennsieve.errors import InvalidInputError
 from nwb2pennsieve.nwb import open_nwb
 from nwb2pennsieve.planner import build_plan
-from tests.cloud.conftest import INPUT_BUCKET, OUTPUT_BUCKET, function_environment, make_nwb
-
-GB = 1024**3
-
-
-class FileBackedS3:
-    """A fake S3 client serving one big local file by byte range (moto would copy 1 GB around)."""
-
-    class exceptions:
-        ClientError = KeyError
-
-    def __init__(self, bucket: str, key: str, path: Path) -> None:
-        self.objects = {(bucket, key): path}
-        self.written: dict[tuple[str, str], bytes] = {}
-        self.bytes_served = 0
-
-    def head_object(self, Bucket: str, Key: str, **kw: Any) -> dict[str, Any]:
-        return {"ContentLength": self.objects[(Bucket, Key)].stat().st_size, "ETag": '"e"'}
-
-    def get_object(self, Bucket: str, Key: str, Range: str, **kw: Any) -> dict[str, Any]:
-        import io
-
-        start, end = (int(x) for x in Range.removeprefix("bytes=").split("-"))
-        with open(self.objects[(Bucket, Key)], "rb") as fh:
-            fh.seek(start)
-            data = fh.read(end - start + 1)
-        self.bytes_served += len(data)
-        return {"Body": io.BytesIO(data)}
-
-    def put_object(self, Bucket: str, Key: str, Body: bytes, **kw: Any) -> dict[str, Any]:
-        self.written[(Bucket, Key)] = Body
-        return {}
-
-
-@pytest.fixture(scope="module")
-def one_gb_nwb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real NWB file of 1 GB: a 384-channel int16 Neuropixels-like series, contiguous (sparse on disk)."""
-    path = make_nwb(
-        tmp_path_factory.mktemp("big") / "big.nwb",
-        channels=384,
-        samples=10,
-        chunks=None,
-        compression=None,
-        second_series=False,
-    )
-    rows = GB // (384 * 2)
-    with h5py.File(path, "a") as f:
-        old = f["/acquisition/ElectricalSeries/data"]
-        attrs = dict(old.attrs)
-        del f["/acquisition/ElectricalSeries/data"]
-        data = f.create_dataset("/acquisition/ElectricalSeries/data", shape=(rows, 384), dtype="<i2")
-        data[-1] = np.arange(384)  # allocates the whole contiguous extent
-        data[:4096] = np.random.default_rng(0).normal(0, 300, (4096, 384)).astype("<i2")
-        for k, v in attrs.items():
-            data.attrs[k] = v
-    assert path.stat().st_size > GB
-    return path
-
-
-def test_plan_reads_a_few_mb_of_a_1_gb_file(one_gb_nwb: Path) -> None:
-    fake = FileBackedS3(INPUT_BUCKET, "big.nwb", one_gb_nwb)
-    settings = CloudSettings.from_env(function_environment(output_bucket=OUTPUT_BUCKET))
-    stats = ReadStats()
-    out = plan_object(fake, PlanInput.parse({"bucket": INPUT_BUCKET, "key": "big.nwb"}), settings, stats=stats)
-    assert out.channels == 384 and out.output_bytes == (GB // 768) * 384 * 8
-    assert fake.bytes_served == stats.bytes
-    # Metadata plus the planner's 4,096-row sanity slab (3 MiB here): a few MB, never the file.
-    print(f"plan read {stats.bytes} bytes of {one_gb_nwb.stat().st_size} in {stats.requests} GETs")
-    assert stats.bytes < 6 * 1024 * 1024, stats.bytes
-    assert stats.requests < 40
+from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, function_environment, make_nwb
 
 
 def test_writers_together_read_at_most_1_1x_the_stored_bytes(s3: Any, tmp_path: Path) -> None:
@@ -166,13 +97,6 @@ def test_unwritten_chunks_read_as_the_fill_value(s3: Any, tmp_path: Path) -> Non
     assert np.all(out[3000:] == -7)
 
 
-def test_unshuffle_inverts_hdf5_shuffle() -> None:
-    values = np.arange(1000, dtype="<i4")
-    raw = values.tobytes()
-    shuffled = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 4).T.tobytes()
-    assert unshuffle(shuffled, 4) == raw
-
-
 def test_range_reader_fails_loudly_when_the_object_changes(s3: Any) -> None:
     s3.create_bucket(Bucket="plain-bucket")
     s3.put_object(Bucket="plain-bucket", Key="k", Body=b"a" * 100_000)
@@ -180,5 +104,5 @@ def test_range_reader_fails_loudly_when_the_object_changes(s3: Any) -> None:
     assert reader.read(10) == b"a" * 10
     s3.put_object(Bucket="plain-bucket", Key="k", Body=b"b" * 100_000)
     reader.seek(70_000)
-    with pytest.raises(Exception, match="changed"):
+    with pytest.raises(InvalidInputError, match="changed"):
         reader.read(10)

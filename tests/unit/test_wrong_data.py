@@ -17,9 +17,8 @@ import pytest
 from nwb2pennsieve.cli import main
 from nwb2pennsieve.nwb import damage_reason
 from nwb2pennsieve.runner import convert_file, plan_file
-
-from .expected import assert_matches, read_output
-from .factory import START, SeriesSpec, write_nwb
+from tests.expected import assert_matches, read_output
+from tests.factory import START, SeriesSpec, write_nwb
 
 SERIES = "series /acquisition/ElectricalSeries"
 

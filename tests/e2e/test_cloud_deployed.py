@@ -2,7 +2,7 @@
 
 Runs only with ``-m deployed`` style intent: it is skipped unless AWS credentials (keys or a
 profile) and ``AWS_SAM_STACK_NAME`` were set when pytest started, e.g.
-``AWS_PROFILE=dev AWS_SAM_STACK_NAME=nwb2pennsieve .venv/bin/pytest -m deployed tests/cloud``.
+``AWS_PROFILE=dev AWS_SAM_STACK_NAME=nwb2pennsieve .venv/bin/pytest -m deployed tests/e2e``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.cloud.conftest import REAL_AWS_ENV
+from tests.cloud_fixtures import REAL_AWS_ENV
 
 pytestmark = [
     pytest.mark.deployed,

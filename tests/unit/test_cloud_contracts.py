@@ -24,7 +24,7 @@ from nwb2pennsieve.cloud.models import (
 )
 from nwb2pennsieve.cloud.settings import CloudSettings
 from statemachine.render import DEFINITION, load_template, placeholders, render, substitutions, template_refs
-from tests.cloud.conftest import EVENTS, ROOT, load_event
+from tests.cloud_fixtures import EVENTS, ROOT, load_event
 
 TEMPLATE = load_template()
 MAPS = {"WriteChunks": "MapConcurrency", "UploadFiles": "UploadConcurrency"}  # map state → its concurrency
@@ -55,7 +55,7 @@ def test_every_lambda_task_calls_a_function_of_the_template() -> None:
 
 
 def test_every_function_of_the_template_runs_its_own_handler_under_moto() -> None:
-    from tests.cloud.conftest import FUNCTIONS
+    from tests.cloud_fixtures import FUNCTIONS
 
     functions = {k: v for k, v in TEMPLATE["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
     assert set(FUNCTIONS) == set(functions)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from nwb2pennsieve.runner import convert_file
-from tests.cloud.conftest import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, Stack, load_event, make_nwb
+from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, Stack, load_event, make_nwb
 
 # Small chunks and items, so the example file makes several batches for the map.
 SMALL = {"CHUNK_SIZE_MB": "0.05", "MAX_ITEM_MB": "0.2", "BATCH_MB": "0.4"}

@@ -14,7 +14,7 @@ from nwb2pennsieve.cloud import s3store
 from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
 from nwb2pennsieve.cloud.settings import CloudSettings
-from tests.cloud.conftest import make_nwb
+from tests.cloud_fixtures import make_nwb
 
 MIB = 1024 * 1024
 

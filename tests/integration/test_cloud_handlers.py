@@ -17,12 +17,13 @@ from functions.plan import app as plan_app
 from functions.upload_files import app as upload_app
 from functions.write_chunks import app as write_app
 from nwb2pennsieve.cloud import importer
+from nwb2pennsieve.cloud.conversion import IncompleteOutputError, SupersededError
 from nwb2pennsieve.cloud.importer import credentials_env
 from nwb2pennsieve.cloud.models import FinalizeOutput, PlanOutput, UploadFilesOutput, WriteChunksOutput
 from nwb2pennsieve.errors import ConfigurationError, InvalidInputError
 from nwb2pennsieve.models import Plan
-from nwb2pennsieve.pennsieve import UploadError
-from tests.cloud.conftest import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, REGION, FakeLambdaContext, load_event
+from nwb2pennsieve.pennsieve import TargetNotFoundError, UploadError
+from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, REGION, FakeLambdaContext, load_event
 
 
 @pytest.fixture
@@ -151,7 +152,7 @@ def test_finalize_fails_when_a_chunk_is_missing(apps: Any, example_nwb: Path) ->
     prefix = event["output"]["prefix"]
     victim = next(o["Key"] for o in apps.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=prefix)["Contents"])
     apps.delete_object(Bucket=OUTPUT_BUCKET, Key=victim)
-    with pytest.raises(Exception, match=r"1 of 14 chunk files are missing") as err:
+    with pytest.raises(IncompleteOutputError, match=r"1 of 14 chunk files are missing") as err:
         finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
     assert EXAMPLE_KEY in str(err.value)
 
@@ -178,12 +179,12 @@ def test_an_execution_of_a_replaced_version_stops_before_touching_the_output(app
     newer_file = prefix + "channel-00000_1_2.bin.gz"  # as if written by the newer version's execution
     apps.put_object(Bucket=OUTPUT_BUCKET, Key=newer_file, Body=b"newer")
     apps.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=b"newer upload")
-    with pytest.raises(Exception, match="was replaced by version") as err:
+    with pytest.raises(SupersededError, match="was replaced by version") as err:
         finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
     assert type(err.value).__name__ == "SupersededError"
     assert apps.get_object(Bucket=OUTPUT_BUCKET, Key=newer_file)["Body"].read() == b"newer"
     write_event = fixture_for("write_chunks.json", planned)
-    with pytest.raises(Exception, match="was replaced by version"):
+    with pytest.raises(SupersededError, match="was replaced by version"):
         write_app.lambda_handler(write_event, FakeLambdaContext("write"))
 
 
@@ -348,7 +349,7 @@ def test_plan_with_the_importer_on_and_no_target_fails_before_any_work(apps: Any
     put_example(apps, example_nwb)
     event = load_event("plan.json")
     event["importerEnabled"] = True
-    with pytest.raises(Exception, match=r"s3://.*sub-01_ses-01\.nwb: no import target"):
+    with pytest.raises(TargetNotFoundError, match=r"s3://.*sub-01_ses-01\.nwb: no import target"):
         run_plan(event)
     assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET)  # no plan, no manifest
 

@@ -10,8 +10,7 @@ import numpy as np
 from nwb2pennsieve.cli import main, sample_path
 from nwb2pennsieve.models import Plan
 from nwb2pennsieve.runner import plan_file
-
-from .factory import SeriesSpec, gappy_timestamps, write_nwb
+from tests.factory import SeriesSpec, gappy_timestamps, write_nwb
 
 
 def test_plan_round_trips_through_json() -> None:

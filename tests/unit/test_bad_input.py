@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import h5py
@@ -10,29 +9,10 @@ import numpy as np
 import pytest
 
 from nwb2pennsieve.cli import main
-from nwb2pennsieve.errors import InvalidFileError, InvalidInputError, NothingToConvertError
+from nwb2pennsieve.errors import InvalidFileError, InvalidInputError, InvalidSeriesError, NothingToConvertError
 from nwb2pennsieve.runner import convert_file, plan_file
-
-from .factory import SeriesSpec, write_nwb
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_fails_cleanly(capsys, nwb: Path, out: Path, *expected: str) -> str:
-    code, _, err = run_cli(capsys, "convert", str(nwb), "--output", str(out))
-    assert code == 1
-    last = err.strip().splitlines()[-1]
-    assert last.startswith(f"error: {nwb.name}: "), last
-    for text in expected:
-        assert text in last, last
-    assert "Traceback" not in err
-    leftovers = [p.name for p in out.rglob("*")] if out.exists() else []
-    assert not [n for n in leftovers if n.endswith(".bin.gz") or n.endswith(".json")], leftovers
-    return last
+from tests.cli_checks import assert_fails_cleanly, run_cli
+from tests.factory import SeriesSpec, write_nwb
 
 
 def patched(tmp_path: Path, name: str, fn, spec: SeriesSpec | None = None) -> Path:
@@ -52,35 +32,6 @@ def test_empty_file(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "empty.nwb"
     bad.touch()
     assert_fails_cleanly(capsys, bad, tmp_path / "out", "empty")
-
-
-def test_truncated_file(tmp_path: Path, capsys, corpus: Path) -> None:
-    whole = (corpus / "metricproof-nwb__synthetic_ecephys_session.nwb").read_bytes()
-    bad = tmp_path / "cut.nwb"
-    bad.write_bytes(whole[: len(whole) // 2])
-    assert_fails_cleanly(capsys, bad, tmp_path / "out", "truncated")
-
-
-def test_not_nwb(tmp_path: Path, capsys, corpus: Path) -> None:
-    bad = tmp_path / "foo.h5"
-    shutil.copy(corpus / "hdmf-backcompat__1.0.5.h5", bad)
-    assert_fails_cleanly(capsys, bad, tmp_path / "out", "not an NWB file")
-    with pytest.raises(InvalidInputError):
-        plan_file(bad)
-
-
-@pytest.mark.parametrize(
-    ("name", "holds"),
-    [
-        ("dandi-000009__sub_anm00239123_ses_20170627T093549_ecephys_and_ogen.nwb", "Units"),
-        ("pynapple-phy__A8604-211122.nwb", "ElectrodeGroup"),
-        ("pynwb-backcompat__1.0.2_nwbfile.nwb", "no neurodata objects"),
-    ],
-)
-def test_nothing_to_convert_says_what_the_file_holds(corpus: Path, tmp_path: Path, capsys, name, holds) -> None:
-    with pytest.raises(NothingToConvertError):
-        plan_file(corpus / name)
-    assert_fails_cleanly(capsys, corpus / name, tmp_path / "out", "no ElectricalSeries to convert", holds)
 
 
 SERIES = "series /acquisition/ElectricalSeries"
@@ -196,7 +147,7 @@ def test_failure_while_writing_leaves_no_final_chunk(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(slabs.H5SlabReader, "read", failing)
     out = tmp_path / "out"
-    with pytest.raises(Exception, match=r"w\.nwb: series /acquisition/ElectricalSeries: .*inflate"):
+    with pytest.raises(InvalidSeriesError, match=r"w\.nwb: series /acquisition/ElectricalSeries: .*inflate"):
         convert_file(nwb, out, chunk_size_mb=0.001, workers=1)
     assert list(out.iterdir()) == []  # nothing published, staging removed
 
