@@ -34,8 +34,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from nwb2pennsieve.local import plan_file
 from nwb2pennsieve.models import chunk_file_name
-from nwb2pennsieve.runner import plan_file
 
 HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 MAX_BLOCK = 65_535

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from nwb2pennsieve.runner import convert_file
+from nwb2pennsieve.local import convert_file
 from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, Stack, load_event, make_nwb
 
 # Small chunks and items, so the example file makes several batches for the map.
 SMALL = {"CHUNK_SIZE_MB": "0.05", "MAX_ITEM_MB": "0.2", "BATCH_MB": "0.4"}
 OUTPUT_PREFIX = "converted/incoming/sub-01_ses-01/"
-RUNS_PREFIX = "runs/incoming/sub-01_ses-01/"
+RECORDS_PREFIX = "records/incoming/sub-01_ses-01/"
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def local_output(path: Path, out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
 
 
-def test_execution_from_the_eventbridge_event_matches_the_local_runner(
+def test_execution_from_the_eventbridge_event_matches_the_local_pool(
     stack: Stack, small_items: None, example_nwb: Path, tmp_path: Path
 ) -> None:
     version = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())["VersionId"]
@@ -79,13 +79,13 @@ def test_a_rerun_leaves_identical_objects_and_nothing_extra(stack: Stack, small_
     first = stack.objects(OUTPUT_BUCKET)
     assert stack.run(eventbridge_event(version))["status"] == "SUCCEEDED"
     second = stack.objects(OUTPUT_BUCKET)
-    runs = "runs/map-runs/"
-    # Outside map-runs/ (one results folder per execution, by design) nothing changed or appeared.
-    assert {k: v for k, v in second.items() if not k.startswith(runs)} == {
-        k: v for k, v in first.items() if not k.startswith(runs)
+    results = "records/map-results/"
+    # Outside map-results/ (one results folder per execution, by design) nothing changed or appeared.
+    assert {k: v for k, v in second.items() if not k.startswith(results)} == {
+        k: v for k, v in first.items() if not k.startswith(results)
     }
-    assert sum(1 for k in first if k.startswith(runs)) == 1
-    assert sum(1 for k in second if k.startswith(runs)) == 2
+    assert sum(1 for k in first if k.startswith(results)) == 1
+    assert sum(1 for k in second if k.startswith(results)) == 2
 
 
 def test_a_bad_file_fails_the_execution_naming_file_and_reason(stack: Stack) -> None:
@@ -171,4 +171,4 @@ def test_a_failed_map_names_the_file(stack: Stack, example_nwb: Path, monkeypatc
     desc = stack.run(load_event("plan.json"))
     assert (desc["status"], desc["error"]) == ("FAILED", "WriteChunksError")
     assert desc["cause"].startswith(f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: writing the chunk files failed (")
-    assert f"s3://{OUTPUT_BUCKET}/runs/map-runs/" in desc["cause"]
+    assert f"s3://{OUTPUT_BUCKET}/records/map-results/" in desc["cause"]

@@ -210,7 +210,7 @@ def _import_secret(monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
 def upload_event(finalized: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
     """What the UploadFiles Map's ItemSelector builds (the contract tests check the same shape)."""
     upload = finalized["upload"]
-    return {"source": finalized["source"], "output": upload["output"], "runs": upload["runs"], "batch": item}
+    return {"source": finalized["source"], "output": upload["output"], "records": upload["records"], "batch": item}
 
 
 def run_upload_map(s3: Any, finalized: dict[str, Any]) -> list[UploadFilesOutput]:
@@ -254,7 +254,7 @@ def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_prep
     assert len(imp.files) == 14 and not pennsieve.uploaded_files(imp.id)
     assert len(pennsieve.channels[package]) == result.channels
     assert (result.upload.batches, result.upload.files, result.upload.files_total) == (4, 14, 14)
-    assert result.upload.runs.prefix == planned["plan"]["key"].rsplit("/", 1)[0] + "/"
+    assert result.upload.records.prefix == planned["plan"]["key"].rsplit("/", 1)[0] + "/"
 
     reports = run_upload_map(apps, finalized)
 
@@ -297,12 +297,12 @@ def test_upload_files_with_its_event_uploads_the_batch(
 ) -> None:
     _, finalized = _finalize_with_import(apps, example_nwb, pennsieve, monkeypatch)
     event = load_event("upload_files.json")
-    for field in ("output", "runs"):
+    for field in ("output", "records"):
         assert set(event[field]) == set(finalized["upload"][field])
         event[field] = finalized["upload"][field]
     event["batch"]["names"] = {
         **event["batch"]["names"],
-        "key": finalized["upload"]["runs"]["prefix"] + "upload-batch-00000.json",
+        "key": finalized["upload"]["records"]["prefix"] + "upload-batch-00000.json",
     }
     out = UploadFilesOutput.model_validate(upload_app.lambda_handler(event, FakeLambdaContext("upload")))
     assert (out.batch, out.files, out.uploaded, out.already_uploaded) == (0, 14, 14, 0)

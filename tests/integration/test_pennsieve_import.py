@@ -144,7 +144,7 @@ def test_large_manifest_is_batched_under_the_size_limit(fake, client, tmp_path):
 def test_imports_an_s3_output_streaming_from_s3(fake, client, s3):
     bucket = f"out-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
-    store = S3Store(bucket, "runs/rec1", s3)
+    store = S3Store(bucket, "records/rec1", s3)
     written = write_output(store, SPECS)
     target = _target(fake)
 

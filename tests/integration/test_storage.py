@@ -26,9 +26,9 @@ def store_and_settle(request, tmp_path: Path) -> Iterator[tuple[Store, Callable[
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket="out")
         if request.param == "s3":
-            yield S3Store("out", "runs/x/", client), lambda: None
+            yield S3Store("out", "records/x/", client), lambda: None
             return
-        parallel = ParallelS3Store("out", "runs/x/", client, threads=4, max_in_flight_bytes=2 * 1024 * 1024)
+        parallel = ParallelS3Store("out", "records/x/", client, threads=4, max_in_flight_bytes=2 * 1024 * 1024)
         try:
             yield parallel, parallel.flush
         finally:

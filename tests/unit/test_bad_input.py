@@ -10,7 +10,7 @@ import pytest
 
 from nwb2pennsieve.cli import main
 from nwb2pennsieve.errors import InvalidFileError, InvalidInputError, InvalidSeriesError, NothingToConvertError
-from nwb2pennsieve.runner import convert_file, plan_file
+from nwb2pennsieve.local import convert_file, plan_file
 from tests.cli_checks import assert_fails_cleanly, run_cli
 from tests.factory import SeriesSpec, write_nwb
 

@@ -27,7 +27,7 @@ from statemachine.render import DEFINITION, load_template, placeholders, render,
 from tests.cloud_fixtures import EVENTS, ROOT, load_event
 
 TEMPLATE = load_template()
-MAPS = {"WriteChunks": "MapConcurrency", "UploadFiles": "UploadConcurrency"}  # map state → its concurrency
+MAPS = {"WriteChunks": "WriteConcurrency", "UploadFiles": "UploadConcurrency"}  # map state → its concurrency
 ASL_TEXT = DEFINITION.read_text()
 
 
@@ -130,8 +130,8 @@ def item_selector(plan_output: dict[str, Any], item: dict[str, Any], map_name: s
 
 
 def _choice(state_input: dict[str, Any]) -> str:
-    """The ImportEnabled Choice's next state (the subset of Choice rules it uses)."""
-    choice = states()["ImportEnabled"]
+    """The NextImportStep Choice's next state (the subset of Choice rules it uses)."""
+    choice = states()["NextImportStep"]
     for rule in choice["Choices"]:
         try:
             value = _path(state_input, rule["Variable"])
@@ -149,7 +149,7 @@ def test_finalize_output_feeds_the_upload_map_and_complete_import() -> None:
     finalize_output = {k: v for k, v in complete.items() if k != "uploadFiles"}
     parsed = FinalizeOutput.model_validate(finalize_output)
     assert parsed.dump() == finalize_output  # the fixture is exactly what Finalize returns
-    assert states()["Finalize"]["Next"] == "ImportEnabled"
+    assert states()["Finalize"]["Next"] == "NextImportStep"
     assert _choice(finalize_output) == "UploadFiles"
     assert _choice({**finalize_output, "upload": {**finalize_output["upload"], "batches": 0}}) == "CompleteImport"
     no_import = FinalizeOutput.model_validate({**finalize_output, "upload": None}).dump()

@@ -93,7 +93,7 @@ def test_required_parameters_exist() -> None:
         "ImporterEnabled",
         "PennsieveApiHost",
         "PennsieveApiHost2",
-        "MapConcurrency",
+        "WriteConcurrency",
         "UploadConcurrency",
         "UploadBatchFiles",
         "PennsieveSecretArn",

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from nwb2pennsieve.cli import main, sample_path
+from nwb2pennsieve.local import plan_file
 from nwb2pennsieve.models import Plan
-from nwb2pennsieve.runner import plan_file
 from tests.factory import SeriesSpec, gappy_timestamps, write_nwb
 
 
@@ -73,13 +73,13 @@ def test_column_chunked_data_gets_narrow_items(tmp_path: Path, monkeypatch) -> N
 
 
 def test_the_local_pool_recuts_big_items_by_the_planners_rules(tmp_path: Path, monkeypatch) -> None:
-    import nwb2pennsieve.runner as runner
+    import nwb2pennsieve.local as local
 
     nwb = write_nwb(tmp_path / "big.nwb", [SeriesSpec(data=np.zeros((20000, 2)), chunks=(1000, 1))])
     plan = plan_file(nwb, chunk_size_mb=0.01)
     assert len(plan.work_items) == 1  # one item fits the default budget
-    monkeypatch.setattr(runner, "MIN_ITEM_BYTES", 1)
-    units = runner.split_items(plan, n_workers=2)
-    assert len(units) >= 8
-    assert sorted(n for u in units for n in plan.item_file_names(u)) == sorted(plan.file_names())
-    assert [u.output_bytes for u in units] == sorted((u.output_bytes for u in units), reverse=True)
+    monkeypatch.setattr(local, "MIN_ITEM_BYTES", 1)
+    items = local.split_items(plan, n_workers=2)
+    assert len(items) >= 8
+    assert sorted(n for u in items for n in plan.item_file_names(u)) == sorted(plan.file_names())
+    assert [u.output_bytes for u in items] == sorted((u.output_bytes for u in items), reverse=True)

@@ -121,7 +121,7 @@ def test_cloud_settings_use_the_same_checks(env: dict[str, str], message: str) -
 
 def test_cloud_defaults_and_blanks() -> None:
     s = CloudSettings.from_env({"OUTPUT_BUCKET": "b", "MAX_ITEM_MB": "100", "OUTPUT_PREFIX": "", "CHUNK_SIZE_MB": ""})
-    assert (s.batch_mb, s.output_prefix, s.runs_prefix, s.chunk_size_mb) == (100.0, "", "runs/", 1.0)
+    assert (s.batch_mb, s.output_prefix, s.records_prefix, s.chunk_size_mb) == (100.0, "", "records/", 1.0)
     assert CloudSettings.from_env({"OUTPUT_BUCKET": "b", "BATCH_MB": "8"}).batch_mb == 8.0
     assert (
         CloudSettings.from_env({"OUTPUT_BUCKET": "b", "PENNSIEVE_API_HOST": "http://h/"}).pennsieve_api_host

@@ -18,8 +18,8 @@ from pathlib import Path
 from . import __version__
 from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, Settings
 from .errors import ConfigurationError
+from .local import ConversionResult, Progress, convert_file, describe_error, plan_file
 from .models import Plan
-from .runner import ConversionResult, Progress, convert_file, describe_error, plan_file
 from .storage import LocalStore
 
 log = logging.getLogger("nwb2pennsieve")

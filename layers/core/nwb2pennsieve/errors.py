@@ -23,7 +23,7 @@ class Nwb2PennsieveError(Exception):
         super().__init__(self.one_line())
 
     def __reduce__(self) -> tuple[object, ...]:
-        # Errors cross process boundaries (the local runner's pool): keep file, series and reason.
+        # Errors cross process boundaries (the local pool's pool): keep file, series and reason.
         return (_restore, (type(self), self.args, dict(self.__dict__)))
 
     def one_line(self) -> str:

@@ -1,6 +1,6 @@
 """The plan and its parts: small typed models that round-trip through JSON.
 
-The plan is the contract between the planning step and the writers: the local runner's
+The plan is the contract between the planning step and the writers: the local pool's
 process pool and the cloud's Distributed Map execute the very same :class:`WorkItem` s.
 """
 

@@ -5,11 +5,11 @@ Each step takes a boto3 S3 client and a payload model and returns a payload mode
 handlers in ``functions/`` add only Powertools and event parsing.
 
 Layout in the output bucket, for an input object ``a/b.nwb``:
-- ``{OUTPUT_PREFIX}a/b/``: the chunk files and channel metadata, exactly what the local runner
+- ``{OUTPUT_PREFIX}a/b/``: the chunk files and channel metadata, exactly what the local pool
   writes into its output directory (and nothing else but the importer's import records);
-- ``{RUNS_PREFIX}a/b/{version id, or ETag}/``: ``plan.json`` and ``work-items.json`` (the Map's
+- ``{RECORDS_PREFIX}a/b/{version id, or ETag}/``: ``plan.json`` and ``write-batches.json`` (the Map's
   item manifest); with the importer on, the upload batches (:mod:`.imports`);
-- ``{RUNS_PREFIX}map-runs/``: the Map's ResultWriter output, one folder per map run.
+- ``{RECORDS_PREFIX}map-results/``: the Map's ResultWriter output, one folder per map run.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLAN_NAME = "plan.json"
-MANIFEST_NAME = "work-items.json"
-RESULTS_FOLDER = "map-runs"
+WRITE_BATCHES_NAME = "write-batches.json"
+RESULTS_FOLDER = "map-results"
 LIST_THREADS = 16
 MAX_ITEMS_PER_BATCH = 500
 H5_CACHE_BYTES = 4 * 1024 * 1024  # the writers read raw chunks themselves; h5py's cache holds metadata only
@@ -115,7 +115,7 @@ def plan_object(
     s3: S3Client, event: PlanInput, settings: CloudSettings, *, stats: ReadStats | None = None
 ) -> PlanOutput:
     """Plan the conversion of one S3 object, reading only its metadata; write plan and manifest."""
-    run = settings.run_settings(event.overrides)
+    run = settings.conversion_settings(event.overrides)
     src = event.source
     # With the importer on, a missing target fails here, before any conversion work.
     target = choose_import_target(s3, src, event.overrides) if run.importer_enabled else None
@@ -138,11 +138,11 @@ def plan_object(
     )
     # One folder per object version: two executions of one key (an object replaced while it
     # converts) never read each other's plan; a rerun of the same version rewrites the same keys.
-    runs_prefix = join_prefix(settings.runs_prefix, src.key) + (reader.version_id or reader.etag.strip('"')) + "/"
+    folder = join_prefix(settings.records_prefix, src.key) + (reader.version_id or reader.etag.strip('"')) + "/"
     batches = batch_items(plan.work_items, run.batch_mb)
-    runs = S3Store(settings.output_bucket, runs_prefix, s3)
-    runs.write_bytes(PLAN_NAME, plan.model_dump_json().encode())
-    runs.write_bytes(MANIFEST_NAME, _BATCHES.dump_json(batches, by_alias=True))
+    records = S3Store(settings.output_bucket, folder, s3)
+    records.write_bytes(PLAN_NAME, plan.model_dump_json().encode())
+    records.write_bytes(WRITE_BATCHES_NAME, _BATCHES.dump_json(batches, by_alias=True))
     summary = plan.summary()
     log.info(
         "planned %s: %d series, %d channels, %d chunk files in %d work items, %d output bytes",
@@ -156,9 +156,9 @@ def plan_object(
     return PlanOutput(
         source=source,
         output=S3Prefix(bucket=settings.output_bucket, prefix=out_prefix),
-        plan=S3Ref(bucket=settings.output_bucket, key=runs.key(PLAN_NAME)),
-        manifest=S3Ref(bucket=settings.output_bucket, key=runs.key(MANIFEST_NAME)),
-        results=S3Prefix(bucket=settings.output_bucket, prefix=results_prefix(settings.runs_prefix)),
+        plan=S3Ref(bucket=settings.output_bucket, key=records.key(PLAN_NAME)),
+        manifest=S3Ref(bucket=settings.output_bucket, key=records.key(WRITE_BATCHES_NAME)),
+        results=S3Prefix(bucket=settings.output_bucket, prefix=results_prefix(settings.records_prefix)),
         settings=run,
         work_items=len(plan.work_items),
         batches=len(batches),
@@ -171,9 +171,9 @@ def plan_object(
     )
 
 
-def results_prefix(runs_prefix: str) -> str:
+def results_prefix(records_prefix: str) -> str:
     """Where the Map's ResultWriter writes (one folder per map run); template.yaml says the same."""
-    return f"{runs_prefix}{RESULTS_FOLDER}"
+    return f"{records_prefix}{RESULTS_FOLDER}"
 
 
 def load_plan(s3: S3Client, ref: S3Ref) -> Plan:
@@ -248,7 +248,7 @@ def list_outputs(
     """Every object directly under ``prefix``, listed channel by channel in parallel.
 
     A 100 GB recording has ~380,000 chunk files: one listing is ~380 pages one after the other,
-    one listing per channel prefix (``channel-00000``...) runs them side by side. A last listing
+    one listing per channel prefix (``channel-00000``...) records them side by side. A last listing
     from past the highest channel finds files of channels an earlier version had and this one
     has not. (Names sorting before ``channel-00000`` are no chunk files and are not listed.)
     """

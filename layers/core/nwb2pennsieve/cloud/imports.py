@@ -62,7 +62,7 @@ class UploadFailedRecord(BaseModel):
     error: str = ""
 
 
-def run_folder(plan_ref: S3Ref) -> S3Prefix:
+def records_folder(plan_ref: S3Ref) -> S3Prefix:
     """The folder of ``plan.json``: this object version's records."""
     return S3Prefix(bucket=plan_ref.bucket, prefix=plan_ref.key.rsplit("/", 1)[0] + "/")
 
@@ -102,26 +102,28 @@ def plan_uploads(
     from ..pennsieve import upload_batches
     from ..pennsieve.records import remove_failed
 
-    folder = run_folder(plan_ref)
-    runs = S3Store(folder.bucket, folder.prefix, s3)
+    folder = records_folder(plan_ref)
+    records = S3Store(folder.bucket, folder.prefix, s3)
     # Records of an earlier execution of this version: this execution's Map writes its own.
-    for name in [*runs.list_names(UPLOAD_FAILED_PREFIX), *runs.list_names(UPLOAD_BATCH_PREFIX)]:
-        runs.delete(name)
+    for name in [*records.list_names(UPLOAD_FAILED_PREFIX), *records.list_names(UPLOAD_BATCH_PREFIX)]:
+        records.delete(name)
     remove_failed(store)
     batches = upload_batches(store, batch_size=batch_size)
     items = []
     for i, names in enumerate(batches):
-        runs.write_bytes(upload_batch_name(i), _NAMES.dump_json(names))
+        records.write_bytes(upload_batch_name(i), _NAMES.dump_json(names))
         items.append(
-            UploadBatch(batch=i, names=S3Ref(bucket=runs.bucket, key=runs.key(upload_batch_name(i))), files=len(names))
+            UploadBatch(
+                batch=i, names=S3Ref(bucket=records.bucket, key=records.key(upload_batch_name(i))), files=len(names)
+            )
         )
-    runs.write_bytes(UPLOAD_MANIFEST_NAME, _UPLOAD_BATCHES.dump_json(items, by_alias=True))
+    records.write_bytes(UPLOAD_MANIFEST_NAME, _UPLOAD_BATCHES.dump_json(items, by_alias=True))
     files = sum(b.files for b in items)
     log.info("%d chunk files to upload in %d batches", files, len(items))
     return UploadPlan(
         output=S3Prefix(bucket=store.bucket, prefix=store.key("")),
-        manifest=S3Ref(bucket=runs.bucket, key=runs.key(UPLOAD_MANIFEST_NAME)),
-        runs=folder,
+        manifest=S3Ref(bucket=records.bucket, key=records.key(UPLOAD_MANIFEST_NAME)),
+        records=folder,
         import_id=prepared.get("import_id"),
         batches=len(items),
         files=files,
@@ -152,9 +154,9 @@ def upload_batch(
         names = _read_names(s3, event.batch.names)
         report = (uploader or upload_names)(store, env, names)
     except UploadError as exc:
-        runs = S3Store(event.runs.bucket, event.runs.prefix, s3)
+        records = S3Store(event.records.bucket, event.records.prefix, s3)
         record = UploadFailedRecord(batch=event.batch.batch, failed=exc.failed, error=exc.first_reason)
-        runs.write_bytes(upload_failed_name(event.batch.batch), record.model_dump_json(indent=1).encode())
+        records.write_bytes(upload_failed_name(event.batch.batch), record.model_dump_json(indent=1).encode())
         raise exc.with_file(event.source) from None
     except Nwb2PennsieveError as exc:
         raise exc.with_file(event.source) from None
@@ -167,11 +169,11 @@ def upload_batch(
     )
 
 
-def _first_failure_reason(runs: S3Store) -> str:
+def _first_failure_reason(records: S3Store) -> str:
     """The first reason an upload batch of this execution recorded ("" when none did)."""
-    for name in sorted(runs.list_names(UPLOAD_FAILED_PREFIX)):
+    for name in sorted(records.list_names(UPLOAD_FAILED_PREFIX)):
         try:
-            reason = UploadFailedRecord.model_validate_json(runs.read_bytes(name)).error
+            reason = UploadFailedRecord.model_validate_json(records.read_bytes(name)).error
         except (ValidationError, StorageError):
             continue
         if reason:
@@ -195,7 +197,7 @@ def complete_import(s3: S3Client, event: CompleteImportInput) -> FinalizeOutput:
     store = S3Store(up.output.bucket, up.output.prefix, s3)
     missing = [name for batch in upload_batches(store, batch_size=1_000_000_000) for name in batch]
     if missing:
-        reason = _first_failure_reason(S3Store(up.runs.bucket, up.runs.prefix, s3))
+        reason = _first_failure_reason(S3Store(up.records.bucket, up.records.prefix, s3))
         if not reason and event.upload_error is not None:
             reason = f"{event.upload_error.error}: {event.upload_error.cause}"[:300]
         write_failed(store, up.import_id, sorted(missing), reason)

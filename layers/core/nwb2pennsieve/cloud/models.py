@@ -108,7 +108,7 @@ class PlanInput(_Payload):
             ) from None
 
 
-class RunSettings(_Payload):
+class ConversionSettings(_Payload):
     """The settings one execution runs with (the stack's defaults with the input's overrides)."""
 
     chunk_size_mb: float
@@ -126,7 +126,7 @@ class PlanOutput(_Payload):
     plan: S3Ref = Field(description="plan.json")
     manifest: S3Ref = Field(description="the work-item manifest the Map's ItemReader reads")
     results: S3Prefix = Field(description="where the Map's ResultWriter writes")
-    settings: RunSettings
+    settings: ConversionSettings
     work_items: int
     batches: int
     chunk_files: int
@@ -192,7 +192,7 @@ class UploadPlan(_Payload):
 
     output: S3Prefix = Field(description="the chunk files and the importer's records (import-state.json...)")
     manifest: S3Ref = Field(description="the upload-batch manifest the UploadFiles Map's ItemReader reads")
-    runs: S3Prefix = Field(description="this run's folder: the upload batches and failure records")
+    records: S3Prefix = Field(description="this conversion's records folder: the upload batches and failure records")
     import_id: str | None = None
     batches: int
     files: int = Field(description="chunk files not uploaded yet (0 on a rerun of a complete import)")
@@ -218,7 +218,7 @@ class UploadFilesInput(_Payload):
 
     source: str
     output: S3Prefix
-    runs: S3Prefix
+    records: S3Prefix
     batch: UploadBatch
 
 

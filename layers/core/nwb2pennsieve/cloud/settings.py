@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from ..config import DEFAULT_MAX_ITEM_MB, CommonSettings, Count, MiB, Text
-from .models import Overrides, RunSettings
+from .models import ConversionSettings, Overrides
 
 # Seconds of uploads at the rate one process reaches (bench/results-import.md); the batch's
 # names live in an S3 object (5,000 names are ~300 KB, over Step Functions' 256 KB payload limit).
@@ -22,8 +22,8 @@ class CloudSettings(CommonSettings):
     """Environment of the Plan, WriteChunks, Finalize and UploadFiles functions.
 
     ``OUTPUT_BUCKET`` (required), ``OUTPUT_PREFIX`` (chunk files of ``a/b.nwb`` go under
-    ``{OUTPUT_PREFIX}a/b/``), ``RUNS_PREFIX`` (plan and work-item manifest of ``a/b.nwb`` go
-    under ``{RUNS_PREFIX}a/b/{version}/``, map-run results under ``{RUNS_PREFIX}map-runs/``),
+    ``{OUTPUT_PREFIX}a/b/``), ``RECORDS_PREFIX`` (plan and work-item manifest of ``a/b.nwb`` go
+    under ``{RECORDS_PREFIX}a/b/{version}/``, map-run results under ``{RECORDS_PREFIX}map-results/``),
     ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``BATCH_MB`` (default ``MAX_ITEM_MB``), ``IMPORTER_ENABLED``,
     ``SKIP_INVALID_SERIES``, ``UPLOAD_BATCH_FILES`` (chunk files one UploadFiles invocation presigns
     and PUTs), ``PENNSIEVE_API_HOST``, ``PENNSIEVE_API_HOST2``, ``PENNSIEVE_SECRET_ARN`` (the ARN of
@@ -31,11 +31,11 @@ class CloudSettings(CommonSettings):
     """
 
     # A blank prefix is the bucket's root.
-    _blank_is_a_value: ClassVar[frozenset[str]] = CommonSettings._blank_is_a_value | {"output_prefix", "runs_prefix"}
+    _blank_is_a_value: ClassVar[frozenset[str]] = CommonSettings._blank_is_a_value | {"output_prefix", "records_prefix"}
 
     output_bucket: Annotated[str, BeforeValidator(_required), Field(min_length=1)]
     output_prefix: str = "converted/"
-    runs_prefix: str = "runs/"
+    records_prefix: str = "records/"
     batch_mb: MiB = Field(None)  # type: ignore[assignment]
     upload_batch_files: Count = DEFAULT_UPLOAD_BATCH_FILES
     pennsieve_secret_arn: Text = ""
@@ -46,11 +46,11 @@ class CloudSettings(CommonSettings):
         # (MAX_ITEM_MB's own error is reported when it is invalid.)
         return info.data.get("max_item_mb", DEFAULT_MAX_ITEM_MB) if value is None else value
 
-    def run_settings(self, overrides: Overrides) -> RunSettings:
+    def conversion_settings(self, overrides: Overrides) -> ConversionSettings:
         def pick[T](value: T | None, default: T) -> T:
             return default if value is None else value
 
-        return RunSettings(
+        return ConversionSettings(
             chunk_size_mb=pick(overrides.chunk_size_mb, self.chunk_size_mb),
             max_item_mb=pick(overrides.max_item_mb, self.max_item_mb),
             batch_mb=pick(overrides.batch_mb, self.batch_mb),

@@ -1,4 +1,4 @@
-"""The one-machine runner: a process pool over the very work items the cloud fans out.
+"""The local pool: a process pool over the very work items the cloud fans out.
 
 Output is staged in a hidden directory beside the final one and published (renamed into place)
 only when every work item and the channel metadata are written, so a failed conversion leaves
