@@ -12,9 +12,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 from .errors import StorageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 class PendingObject(Protocol):
@@ -167,7 +170,7 @@ class _S3Pending:
 class S3Store:
     """Objects under ``s3://bucket/prefix/``. ``client`` is a boto3 S3 client."""
 
-    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+    def __init__(self, bucket: str, prefix: str, client: S3Client) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client
@@ -186,8 +189,8 @@ class S3Store:
         return body
 
     def open_read(self, name: str) -> BinaryIO:
-        stream: BinaryIO = self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"]
-        return stream
+        # botocore's StreamingBody is a readable file object (read, close, iteration).
+        return cast(BinaryIO, self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"])
 
     def exists(self, name: str) -> bool:
         try:

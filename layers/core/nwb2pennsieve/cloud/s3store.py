@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..errors import StorageError
 from ..storage import PendingObject, S3Store
@@ -90,7 +90,8 @@ class ParallelS3Store(S3Store):
 
     def _put(self, name: str, body: bytes | bytearray, units: int) -> None:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=body)
+            # botocore sends a bytearray as it is (no copy); the stubs only name bytes.
+            self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=cast(bytes, body))
         finally:
             for _ in range(units):
                 self._budget.release()

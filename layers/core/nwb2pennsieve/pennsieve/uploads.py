@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from ..storage import S3Store, Store
 from .client import PennsieveClient
@@ -32,7 +32,7 @@ def _open_sized(store: Store, name: str) -> tuple[BinaryIO, int]:
     if isinstance(store, S3Store):
         # One GET gives both the stream and its length (no HEAD per file).
         answer = store.client.get_object(Bucket=store.bucket, Key=store.key(name))
-        return answer["Body"], int(answer["ContentLength"])
+        return cast(BinaryIO, answer["Body"]), int(answer["ContentLength"])
     return store.open_read(name), store.size(name)
 
 
