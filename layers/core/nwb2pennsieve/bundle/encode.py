@@ -86,6 +86,7 @@ class ArraySpec:
         """The array's ``zarr.json``."""
         tail = list(self.shape[1:])
         endian: dict[str, Any] = {"name": "bytes", "configuration": {"endian": "little"}}
+        zstd_codec = {"name": "zstd", "configuration": {"level": self.zstd_level, "checksum": False}}
         return {
             "shape": list(self.shape),
             "data_type": self.dtype,
@@ -97,7 +98,7 @@ class ArraySpec:
                     "name": "sharding_indexed",
                     "configuration": {
                         "chunk_shape": [self.chunk_rows, *tail],
-                        "codecs": [endian, {"name": "zstd", "configuration": {"level": self.zstd_level, "checksum": False}}],
+                        "codecs": [endian, zstd_codec],
                         "index_codecs": [endian, {"name": "crc32c"}],
                         "index_location": "end",
                     },

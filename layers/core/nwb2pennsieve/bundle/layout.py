@@ -136,9 +136,9 @@ def align_windows(n_bins0: int, proposed_bins: int, levels: list[LevelLayout]) -
     """Cut ``[0, n_bins0)`` into item windows of about ``proposed_bins``, aligned to level-0 shards.
 
     The window length is ``proposed_bins`` rounded to a whole number of level-0 shard spans (at
-    least one; also a whole number of coarsest-level bins). A level is written by the items when each of its shards falls inside one window;
-    the first level for which that fails, and every level above it, goes to the reduce step (a
-    level's shard span is a multiple of the one below's, so once a level fails all coarser fail).
+    least one; also a whole number of coarsest-level bins). A level is written by the items when
+    each of its shards falls inside one window; the first level for which that fails, and every
+    level above it, goes to the reduce step.
     """
     if n_bins0 <= 0:
         return WindowPlan(levels=levels, windows=[(0, 0)], reduce_from=len(levels))

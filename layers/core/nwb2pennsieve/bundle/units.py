@@ -16,13 +16,13 @@ numbers and their ``id`` is ``"<table>#<j>"``; a table of at most 256 units keep
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..storage import Store
-from .encode import ZSTD_LEVEL, ArraySpec, encode_shard
+from .encode import ZSTD_LEVEL, ArraySpec, DType, encode_shard, group_metadata
 from .layout import chunk_and_shard_bins
-from .encode import group_metadata
 from .metadata import ChannelInfo
 from .sink import put
 
@@ -74,18 +74,16 @@ def unit_channels(table: UnitsTable, *, first_index: int, rate_hz: float, start_
             ident, name = f"{table.name}#{j}", f"{table.name} (units {rows.start + 1}-{rows.stop})"
         info = ChannelInfo(index=first_index + j, id=ident, name=name, rate_hz=rate_hz, start_us=start_us, kind="unit")
         units = which[order]
-        out.append(
-            UnitChannel(info=info, events=all_times[order], units=units, waveforms=wave[units.astype(np.intp)])
-        )
+        out.append(UnitChannel(info=info, events=all_times[order], units=units, waveforms=wave[units.astype(np.intp)]))
     return out
 
 
-def _spec(data: np.ndarray, dtype: str, attributes: dict[str, float], zstd_level: int) -> ArraySpec:
+def _spec(data: np.ndarray, dtype: DType, attributes: dict[str, float], zstd_level: int) -> ArraySpec:
     row_bytes = data.dtype.itemsize * int(np.prod(data.shape[1:], dtype=np.int64))
     chunk, shard = chunk_and_shard_bins(data.shape[0], row_bytes)
     return ArraySpec(
         shape=data.shape,
-        dtype=dtype,  # type: ignore[arg-type]
+        dtype=dtype,
         chunk_rows=chunk,
         shard_rows=shard,
         attributes=attributes,
@@ -93,17 +91,19 @@ def _spec(data: np.ndarray, dtype: str, attributes: dict[str, float], zstd_level
     )
 
 
-def write_unit_channel(store: Store, channel: UnitChannel, *, zstd_level: int = ZSTD_LEVEL) -> dict[str, dict]:
+def write_unit_channel(
+    store: Store, channel: UnitChannel, *, zstd_level: int = ZSTD_LEVEL
+) -> dict[str, dict[str, Any]]:
     """Write a unit channel's three arrays; its ``{path: zarr.json document}`` for :func:`write_documents`."""
     i = channel.info.index
     period_us = 1e6 / channel.info.rate_hz
-    arrays = {
-        "events": (channel.events.astype(np.int64), "int64", {}),
-        "units": (channel.units.astype(np.uint8), "uint8", {}),
-        "waveforms": (channel.waveforms.astype(np.float32), "float32", {"period_us": float(period_us)}),
-    }
-    docs: dict[str, dict] = {str(i): group_metadata(channel.info.attributes())}
-    for name, (data, dtype, attrs) in arrays.items():
+    arrays: list[tuple[str, np.ndarray, DType, dict[str, float]]] = [
+        ("events", channel.events.astype(np.int64), "int64", {}),
+        ("units", channel.units.astype(np.uint8), "uint8", {}),
+        ("waveforms", channel.waveforms.astype(np.float32), "float32", {"period_us": float(period_us)}),
+    ]
+    docs: dict[str, dict[str, Any]] = {str(i): group_metadata(channel.info.attributes())}
+    for name, data, dtype, attrs in arrays:
         spec = _spec(data, dtype, attrs, zstd_level)
         for shard in range(spec.shard_count):
             a = shard * spec.shard_rows
@@ -112,4 +112,3 @@ def write_unit_channel(store: Store, channel: UnitChannel, *, zstd_level: int = 
                 put(store, f"{i}/{name}/{spec.shard_key(shard)}", parts)
         docs[f"{i}/{name}"] = spec.metadata()
     return docs
-
