@@ -1,0 +1,196 @@
+"""Continuous channels: a work item writes the shards of its window; the reduce writes the coarse levels.
+
+A work item covers one window of a series' level-0 grid (see :func:`~.layout.align_windows`) for
+a block of its channels. It is fed the window's level-0 bins in order, in slabs of any size
+(``(rows, channels)`` float32 µV, NaN where there is no data), writes every shard of the levels
+below ``plan.reduce_from`` as whole objects, and returns the level-``reduce_from`` bins of its
+window: an :class:`ItemPartial`, 1/4**reduce_from of the window's level-0 data, two values a bin.
+:func:`reduce_levels` assembles the partials of all windows and writes the remaining levels.
+Memory per item: per channel, one uncompressed inner chunk per level plus the compressed
+chunks of the shard being built (at most one level-0 shard, ~16 MiB raw, compressed).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..storage import Store
+from .encode import ZSTD_LEVEL, ShardBuilder, encode_shard
+from .fold import fold_level, fold_pairs
+from .layout import FOLD, WindowPlan
+from .metadata import level_spec
+from .sink import put
+
+_MAGIC = b"N2PBUNDLEPARTIAL"
+
+
+@dataclass(frozen=True)
+class ItemPartial:
+    """The level-``level`` bins ``[start_bin, start_bin + len(bins))`` of one window, all its channels.
+
+    ``bins`` is ``(n, channels, 2)`` float32 (min, max), channels in the item's order.
+    """
+
+    window: int
+    level: int
+    start_bin: int
+    bins: np.ndarray
+
+    def to_bytes(self) -> bytes:
+        """A small deterministic binary form (for records storage between the items and the reduce)."""
+        bins = np.ascontiguousarray(self.bins, dtype="<f4")
+        header = json.dumps(
+            {"window": self.window, "level": self.level, "start_bin": self.start_bin, "shape": list(bins.shape)}
+        ).encode()
+        return _MAGIC + struct.pack("<I", len(header)) + header + bins.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ItemPartial:
+        if not data.startswith(_MAGIC):
+            raise ValueError("not a bundle partial result")
+        at = len(_MAGIC)
+        (size,) = struct.unpack_from("<I", data, at)
+        header = json.loads(data[at + 4 : at + 4 + size])
+        bins = np.frombuffer(data, dtype="<f4", offset=at + 4 + size).reshape(header["shape"]).astype(np.float32)
+        return cls(window=header["window"], level=header["level"], start_bin=header["start_bin"], bins=bins)
+
+
+class ItemWriter:
+    """Writes one window of a series' channels: feed level-0 slabs in order, then :meth:`finish`.
+
+    ``channels`` are the bundle group indices of the slab's columns, in column order.
+    """
+
+    def __init__(
+        self, store: Store, plan: WindowPlan, window: int, channels: Sequence[int], *, zstd_level: int = ZSTD_LEVEL
+    ) -> None:
+        self.store = store
+        self.plan = plan
+        self.window = window
+        self.channels = list(channels)
+        self.start, self.stop = plan.windows[window]
+        self._fed = self.start
+        self._levels = plan.levels
+        self._r = plan.reduce_from
+        self._specs = [level_spec(layout, zstd_level=zstd_level) for layout in plan.item_levels]
+        self._pos = [self.start // FOLD**k for k in range(self._r)]
+        self._builders: list[list[ShardBuilder] | None] = [None] * self._r
+        self._carry: list[np.ndarray | None] = [None] * len(self._levels)
+        self._partial: list[np.ndarray] = []
+
+    def feed(self, slab: np.ndarray) -> None:
+        """The next ``(rows, channels)`` level-0 bins of the window."""
+        slab = np.asarray(slab, dtype=np.float32)
+        if slab.ndim != 2 or slab.shape[1] != len(self.channels):
+            raise ValueError(f"slab of shape {slab.shape} for {len(self.channels)} channels")
+        if self._fed + slab.shape[0] > self.stop:
+            raise ValueError(f"window {self.window} is [{self.start}, {self.stop}); fed past {self.stop}")
+        self._fed += slab.shape[0]
+        if slab.shape[0]:
+            self._push(0, slab)
+
+    def _push(self, k: int, rows: np.ndarray) -> None:
+        if k == self._r:
+            self._partial.append(rows)
+            return
+        self._write_rows(k, rows)
+        if k + 1 < len(self._levels):
+            carry = self._carry[k]
+            buf = rows if carry is None or not carry.shape[0] else np.concatenate([carry, rows])
+            whole = buf.shape[0] // FOLD * FOLD
+            self._carry[k] = buf[whole:]
+            if whole:
+                self._push(k + 1, fold_level(buf[:whole], k))
+
+    def _write_rows(self, k: int, rows: np.ndarray) -> None:
+        spec = self._specs[k]
+        done = 0
+        while done < rows.shape[0]:
+            pos = self._pos[k]
+            shard = pos // spec.shard_rows
+            builders = self._builders[k]
+            if builders is None:
+                builders = self._builders[k] = [ShardBuilder(spec, shard) for _ in self.channels]
+            shard_end = min((shard + 1) * spec.shard_rows, spec.rows)
+            take = min(rows.shape[0] - done, shard_end - pos)
+            piece = rows[done : done + take]
+            for c, builder in enumerate(builders):
+                builder.append(piece[:, c])
+            done += take
+            self._pos[k] = pos + take
+            if self._pos[k] == shard_end:
+                for channel, builder in zip(self.channels, builders, strict=True):
+                    parts = builder.finish()
+                    if parts is not None:
+                        put(self.store, f"{channel}/{k}/{spec.shard_key(shard)}", parts)
+                self._builders[k] = None
+
+    def finish(self) -> ItemPartial | None:
+        """Write the window's last shards; the partial result for the reduce (None: nothing to reduce)."""
+        if self._fed != self.stop:
+            raise ValueError(f"window {self.window} is [{self.start}, {self.stop}); only fed up to {self._fed}")
+        # Only the series' last window has a trailing partial block to fold.
+        for k in range(min(self._r, len(self._levels) - 1)):
+            carry = self._carry[k]
+            if carry is not None and carry.shape[0]:
+                self._carry[k] = None
+                self._push(k + 1, fold_level(carry, k))
+        for k, builders in enumerate(self._builders):
+            if builders is not None:
+                raise AssertionError(f"level {k} shard left open at bin {self._pos[k]}")
+        if self._r == len(self._levels):
+            return None
+        width = len(self.channels)
+        bins = np.concatenate(self._partial) if self._partial else np.empty((0, width, 2), dtype=np.float32)
+        return ItemPartial(window=self.window, level=self._r, start_bin=self.start // FOLD**self._r, bins=bins)
+
+
+def write_window(
+    store: Store, plan: WindowPlan, window: int, channels: Sequence[int], data: np.ndarray, **kw: int
+) -> ItemPartial | None:
+    """One window in one go: ``data`` is its ``(rows, channels)`` level-0 bins."""
+    writer = ItemWriter(store, plan, window, channels, **kw)
+    writer.feed(data)
+    return writer.finish()
+
+
+def reduce_levels(
+    store: Store,
+    plan: WindowPlan,
+    channels: Sequence[int],
+    partials: Sequence[ItemPartial],
+    *,
+    zstd_level: int = ZSTD_LEVEL,
+) -> None:
+    """Write levels ``plan.reduce_from`` and up of ``channels`` from the partials of every window.
+
+    ``partials`` (any order) must cover every window, with the channels in ``channels``' order.
+    """
+    levels = plan.reduce_levels
+    if not levels:
+        return
+    ordered = sorted(partials, key=lambda p: p.start_bin)
+    expected = 0
+    for p in ordered:
+        if p.level != plan.reduce_from or p.start_bin != expected or p.bins.shape[1:] != (len(channels), 2):
+            raise ValueError(f"partial of window {p.window} does not continue level {plan.reduce_from} at {expected}")
+        expected += p.bins.shape[0]
+    if expected != levels[0].bins:
+        raise ValueError(f"partials hold {expected} of the {levels[0].bins} bins of level {plan.reduce_from}")
+    data = np.concatenate([p.bins for p in ordered])
+    for i, layout in enumerate(levels):
+        spec = level_spec(layout, zstd_level=zstd_level)
+        for c, channel in enumerate(channels):
+            column = data[:, c]
+            for shard in range(spec.shard_count):
+                a = shard * spec.shard_rows
+                parts = encode_shard(spec, shard, column[a : a + spec.shard_rows])
+                if parts is not None:
+                    put(store, f"{channel}/{layout.level}/{spec.shard_key(shard)}", parts)
+        if i + 1 < len(levels):
+            data = fold_pairs(data)

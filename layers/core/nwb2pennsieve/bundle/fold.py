@@ -1,0 +1,56 @@
+"""The min/max fold: level k+1 from level k, exact, in blocks of 4 along time (axis 0).
+
+Plain ``min``/``max`` (not NaN-aware), so a NaN ("no data") in a block makes that bin NaN. A
+trailing partial block of 1-3 bins is still a bin. Works on one channel or many side by side:
+level 0 is ``(n,)`` or ``(n, channels)``; a folded level is ``(bins, 2)`` or ``(bins, channels, 2)``,
+the last axis holding (min, max). All float32, vectorised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layout import FOLD
+
+
+def _blocks(x: np.ndarray) -> np.ndarray:
+    """``x`` reshaped to (blocks, 4, ...), a trailing partial block padded with its own last row.
+
+    Repeating a row of the block does not change its min or max, and a NaN still propagates.
+    """
+    n = x.shape[0]
+    pad = -n % FOLD
+    if pad:
+        x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)], axis=0)
+    return x.reshape((x.shape[0] // FOLD, FOLD, *x.shape[1:]))
+
+
+def fold_samples(samples: np.ndarray) -> np.ndarray:
+    """Level 1 from level 0: (min, max) of each block of 4 samples; shape (ceil(n/4), ..., 2)."""
+    x = np.asarray(samples, dtype=np.float32)
+    if x.shape[0] == 0:
+        return np.empty((0, *x.shape[1:], 2), dtype=np.float32)
+    b = _blocks(x)
+    return np.stack([b.min(axis=1), b.max(axis=1)], axis=-1)
+
+
+def fold_pairs(pairs: np.ndarray) -> np.ndarray:
+    """Level k+1 from level k >= 1: min of the 4 mins, max of the 4 maxes."""
+    x = np.asarray(pairs, dtype=np.float32)
+    if x.shape[0] == 0:
+        return x.copy()
+    b = _blocks(x)
+    return np.stack([b[..., 0].min(axis=1), b[..., 1].max(axis=1)], axis=-1)
+
+
+def fold_level(data: np.ndarray, level: int) -> np.ndarray:
+    """Fold ``data``, which holds bins of ``level``, into bins of ``level + 1``."""
+    return fold_samples(data) if level == 0 else fold_pairs(data)
+
+
+def pyramid(samples: np.ndarray, levels: int) -> list[np.ndarray]:
+    """Levels 0..levels-1 of ``samples`` (level 0 is ``samples`` as float32)."""
+    out = [np.asarray(samples, dtype=np.float32)]
+    for k in range(1, levels):
+        out.append(fold_level(out[-1], k - 1))
+    return out
