@@ -162,7 +162,10 @@ _worker: dict[str, object] = {}
 
 def _init_worker(path: InputSource, plan_json: str, staging: str, atomic_names: bool = True) -> None:
     fix_mmap_threshold()
-    _worker["input"] = open_input(path)
+    try:
+        _worker["input"] = open_input(path)
+    except Exception as exc:  # raised by the first item: an initializer's error only breaks the pool
+        _worker["error"] = exc
     _worker["plan"] = Plan.model_validate_json(plan_json)
     _worker["store"] = LocalStore(staging, atomic_names=atomic_names)
 
@@ -170,6 +173,8 @@ def _init_worker(path: InputSource, plan_json: str, staging: str, atomic_names: 
 def _run_item(item: WorkItem) -> ItemResult:
     plan = _worker["plan"]
     assert isinstance(plan, Plan)
+    if "error" in _worker:
+        raise _worker["error"]  # type: ignore[misc]
     opened = _worker["input"]
     assert isinstance(opened, OpenedInput)
     return opened.write_item(plan, item, _worker["store"])  # type: ignore[arg-type]
