@@ -16,7 +16,7 @@ from nwb2pennsieve.errors import ConfigurationError
 ALL_VARIABLES = (
     "ENVIRONMENT", "INPUT_DIR", "OUTPUT_DIR", "CHUNK_SIZE_MB", "MAX_ITEM_MB", "WORKERS", "SKIP_INVALID_SERIES",
     "IMPORTER_ENABLED", "PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET", "SESSION_TOKEN", "REFRESH_TOKEN",
-    "PENNSIEVE_API_HOST", "PENNSIEVE_API_HOST2", "INTEGRATION_ID",
+    "PENNSIEVE_API_HOST", "PENNSIEVE_API_HOST2", "INTEGRATION_ID", "SERIES",
 )  # fmt: skip
 
 # (variable, option, bad value, the reason the message gives)
@@ -151,3 +151,16 @@ def test_importing_the_settings_does_not_load_h5py() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "expected"),
+    [
+        ({}, {}, ()),
+        ({"SERIES": ""}, {}, ()),
+        ({"SERIES": "/acquisition/A, acquisition/B/ ,,"}, {}, ("/acquisition/A", "/acquisition/B")),
+        ({"SERIES": "/acquisition/A"}, {"series": ["x/Y", "/x/Y"]}, ("/x/Y",)),  # the flag wins, de-duplicated
+    ],
+)
+def test_series_from_the_environment_or_the_flags(env: dict[str, str], flags: dict, expected: tuple) -> None:
+    assert Settings.from_env(env, **flags).series == expected

@@ -1,4 +1,4 @@
-"""The ``nwb2pennsieve`` command: convert, plan, run (what ``make run`` does) and import.
+"""The ``nwb2pennsieve`` command: convert, plan, inspect, run (what ``make run`` does) and import.
 
 Exit status 0 on success, 1 when the input or the conversion fails, 2 on a usage error. On failure
 the last line on stderr is one sentence naming the file, the series and what is wrong; a
@@ -20,6 +20,8 @@ from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, Settings
 from .errors import ConfigurationError
 from .local import ConversionResult, Progress, convert_file, describe_error, plan_file
 from .models import Plan
+from .planner import NOT_SELECTED
+from .sources import InputSource
 from .storage import LocalStore
 
 log = logging.getLogger("nwb2pennsieve")
@@ -41,17 +43,19 @@ def _progress_bar(total: int, label: str) -> tuple[Progress | None, Callable[[],
     return bar.update, bar.close
 
 
-def _convert_one(path: Path, output: Path, settings: Settings) -> ConversionResult:
+def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> ConversionResult:
+    source = InputSource.parse(path)
     plan = plan_file(
-        path,
+        source,
         chunk_size_mb=settings.chunk_size_mb,
         max_item_mb=settings.max_item_mb,
         skip_invalid_series=settings.skip_invalid_series,
+        series=settings.series,
     )
     _report(plan)
-    update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), path.name)
+    update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), source.stem)
     try:
-        result = convert_file(path, output, plan=plan, workers=settings.workers, progress=update)
+        result = convert_file(source, output, plan=plan, workers=settings.workers, progress=update)
     finally:
         close()
     print(result.summary_line())
@@ -60,6 +64,8 @@ def _convert_one(path: Path, output: Path, settings: Settings) -> ConversionResu
 
 def _report(plan: Plan) -> None:
     for skipped in plan.skipped:
+        if skipped.reason == NOT_SELECTED:  # asked for: not news
+            continue
         line = f"skipped {skipped.path}: {skipped.reason}"
         if line not in plan.warnings:  # invalid series skipped on request are warnings, below
             print(f"{plan.source}: {line}", file=sys.stderr)
@@ -68,7 +74,7 @@ def _report(plan: Plan) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    _convert_one(Path(args.file), Path(args.output), args.settings)
+    _convert_one(InputSource.parse(args.file), Path(args.output), args.settings)
     return 0
 
 
@@ -79,12 +85,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
         chunk_size_mb=settings.chunk_size_mb,
         max_item_mb=settings.max_item_mb,
         skip_invalid_series=settings.skip_invalid_series,
+        series=settings.series,
     )
     if args.full:
         print(plan.model_dump_json(indent=2))
         return 0
     # json.dumps of the plain dump, so the text is what it always was (ASCII-escaped, float repr).
     print(json.dumps(plan.summary().model_dump(), indent=2))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """What the file holds and what its conversion writes; exit 0 also when nothing converts."""
+    from .inspect import inspect_file, render
+
+    settings: Settings = args.settings
+    found = inspect_file(
+        args.file,
+        chunk_size_mb=settings.chunk_size_mb,
+        max_item_mb=settings.max_item_mb,
+        skip_invalid_series=settings.skip_invalid_series,
+        series=settings.series,
+    )
+    print(found.model_dump_json(indent=2) if args.json else render(found))
     return 0
 
 
@@ -137,10 +160,18 @@ def _add_conversion_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="convert the valid series and report the invalid ones (env SKIP_INVALID_SERIES=true)",
     )
+    p.add_argument(
+        "--series",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="convert only this series (HDF5 path, e.g. /acquisition/ElectricalSeries; repeatable; "
+        "env SERIES, comma-separated); its channels keep their whole-file indices and names",
+    )
 
 
 # The commands that read Settings, and their options that set a field of it (same name).
-_SETTINGS_COMMANDS = ("convert", "plan", "run")
+_SETTINGS_COMMANDS = ("convert", "plan", "inspect", "run")
 _SETTING_OPTIONS = tuple(Settings.options)
 
 
@@ -151,13 +182,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 # Commands that never import into Pennsieve: for them the importer's modules (boto3, requests:
 # start-up time and memory, inherited by every forked worker) are not loaded at all.
-_LOCAL_COMMANDS = ("convert", "plan")
+_LOCAL_COMMANDS = ("convert", "plan", "inspect")
 
 
 def _needs_importer(argv: Sequence[str] | None) -> bool:
     words = list(sys.argv[1:] if argv is None else argv)
     command = next((w for w in words if not w.startswith("-")), None)
     return command not in _LOCAL_COMMANDS
+
+
+_FILE_HELP = (
+    "the .nwb file: a path, an http(s):// URL (e.g. a DANDI asset URL) or s3://bucket/key, "
+    "read in place with ranged requests"
+)
 
 
 def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
@@ -167,17 +204,25 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="convert one NWB file into a directory of chunk files")
-    p.add_argument("file", help="the .nwb file")
+    p.add_argument("file", help=_FILE_HELP)
     p.add_argument("--output", "-o", required=True, help="output directory")
     p.add_argument("--workers", default=None, help="worker processes (env WORKERS; default: CPUs)")
     _add_conversion_options(p)
     p.set_defaults(handler=cmd_convert)
 
     p = sub.add_parser("plan", help="print the conversion plan of an NWB file as JSON")
-    p.add_argument("file", help="the .nwb file")
+    p.add_argument("file", help=_FILE_HELP)
     p.add_argument("--full", action="store_true", help="the whole plan (every chunk and work item)")
     _add_conversion_options(p)
     p.set_defaults(handler=cmd_plan)
+
+    p = sub.add_parser(
+        "inspect", help="what an NWB file holds, what will not be converted and why, and what the conversion writes"
+    )
+    p.add_argument("file", help=_FILE_HELP)
+    p.add_argument("--json", action="store_true", help="print the inspection as JSON (for scripts)")
+    _add_conversion_options(p)
+    p.set_defaults(handler=cmd_inspect)
 
     p = sub.add_parser("run", help="convert INPUT_DIR/*.nwb into OUTPUT_DIR (what `make run` does)")
     p.set_defaults(handler=cmd_run)
@@ -212,10 +257,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        source = Path(getattr(args, "file", "") or "nwb2pennsieve").name
+        source = _source_name(getattr(args, "file", "") or "nwb2pennsieve")
         code = 2 if isinstance(exc, ConfigurationError) else 1
         print(f"error: {describe_error(exc, source)}", file=sys.stderr)
         return code
+
+
+def _source_name(file: str) -> str:
+    try:
+        return InputSource.parse(file).name
+    except Exception:
+        return file
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
 from .errors import ConfigurationError
@@ -91,6 +91,20 @@ def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value) or None
 
 
+def _series_paths(value: Any) -> tuple[str, ...]:
+    """``SERIES=/a,/b`` or ``--series /a --series /b``: HDF5 paths of series groups, in the form
+    the plan has them (leading ``/``, no trailing ``/``); blank items are dropped."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    paths = []
+    for item in items:
+        if not isinstance(item, str):
+            raise _invalid("HDF5 paths of series")
+        text = item.strip().strip("/")
+        if text and "/" + text not in paths:
+            paths.append("/" + text)
+    return tuple(paths)
+
+
 def _host(value: Any) -> str:
     return _text(value).rstrip("/")
 
@@ -110,6 +124,8 @@ Switch = Annotated[bool, BeforeValidator(_boolean)]
 """``1/true/yes/on`` or ``0/false/no/off`` (any case; blank is false)."""
 Text = Annotated[str, BeforeValidator(_text)]
 Host = Annotated[str, BeforeValidator(_host)]
+SeriesPaths = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_series_paths)]
+"""Comma-separated HDF5 paths of series groups (``/acquisition/ElectricalSeries,...``); empty: all."""
 Secret = Annotated[SecretStr | None, BeforeValidator(_secret)]
 """Prints as ``**********``; the value only through ``get_secret_value()``."""
 
@@ -219,7 +235,8 @@ class Settings(CommonSettings):
     """The command line's, the local pool's and the Pennsieve importer's settings.
 
     ``ENVIRONMENT`` (local/production), ``INPUT_DIR``, ``OUTPUT_DIR``, ``CHUNK_SIZE_MB``,
-    ``MAX_ITEM_MB``, ``WORKERS`` (default: CPUs), ``SKIP_INVALID_SERIES``, ``IMPORTER_ENABLED``
+    ``MAX_ITEM_MB``, ``WORKERS`` (default: CPUs), ``SKIP_INVALID_SERIES``, ``SERIES`` (the series
+    to convert, comma-separated HDF5 paths; default all), ``IMPORTER_ENABLED``
     (default true outside local), ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET`` or
     ``SESSION_TOKEN`` (+``REFRESH_TOKEN``), ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``,
     ``INTEGRATION_ID``. Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
@@ -230,11 +247,13 @@ class Settings(CommonSettings):
         "max_item_mb": "--max-item-mb",
         "skip_invalid_series": "--skip-invalid-series",
         "workers": "--workers",
+        "series": "--series",
     }
 
     input_dir: Path = Path("data/input")
     output_dir: Path = Path("data/output")
     workers: Count | None = None
+    series: SeriesPaths = ()
     pennsieve_api_key: Secret = None
     pennsieve_api_secret: Secret = None
     session_token: Secret = None

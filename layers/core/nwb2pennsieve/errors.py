@@ -68,11 +68,32 @@ class InvalidFileError(Nwb2PennsieveError):
 
 
 class NothingToConvertError(Nwb2PennsieveError):
-    """The file holds no continuous ElectricalSeries."""
+    """The file holds no continuous ElectricalSeries.
+
+    ``skipped`` lists the (path, reason) of the series found but not converted; ``other_types``
+    the neurodata types the file holds besides.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: str | None = None,
+        series: str | None = None,
+        skipped: list[tuple[str, str]] | None = None,
+        other_types: list[str] | None = None,
+    ) -> None:
+        self.skipped = skipped or []
+        self.other_types = other_types or []
+        super().__init__(reason, file=file, series=series)
 
 
 class ConfigurationError(Nwb2PennsieveError):
     """A setting (environment variable or option) is missing or wrong."""
+
+
+class SeriesSelectionError(ConfigurationError):
+    """A selected series (``--series``, ``SERIES``) is not in the file or cannot be converted."""
 
 
 class StorageError(Nwb2PennsieveError):

@@ -25,10 +25,10 @@ import h5py
 from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
 from .errors import Nwb2PennsieveError, StorageError
 from .models import ItemResult, Plan, WorkItem
-from .nwb import open_nwb
 from .planner import build_plan, work_items
+from .sources import InputSource, OpenedInput, open_input
 from .storage import LocalStore
-from .writer import write_channel_metadata, write_work_item
+from .writer import write_channel_metadata
 
 Progress = Callable[[int], None]  # called with the float64 bytes of each finished work item
 
@@ -57,25 +57,27 @@ class ConversionResult:
 
 
 def plan_file(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | InputSource,
     *,
     chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     skip_invalid_series: bool = False,
+    series: tuple[str, ...] = (),
 ) -> Plan:
-    name = os.path.basename(os.fspath(path))
-    with open_nwb(path, name=name) as h5:
+    """Plan a local file, URL or S3 object (see :class:`~nwb2pennsieve.sources.InputSource`)."""
+    with open_input(path) as opened:
         return build_plan(
-            h5,
-            source=name,
+            opened.h5,
+            source=opened.source.name,
             chunk_size_mb=chunk_size_mb,
             max_item_mb=max_item_mb,
             skip_invalid_series=skip_invalid_series,
+            series=series,
         )
 
 
 def convert_file(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | InputSource,
     output_dir: str | os.PathLike[str],
     *,
     chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
@@ -91,7 +93,7 @@ def convert_file(
     those it was made with).
     """
     started = time.perf_counter()
-    path = Path(path)
+    path = InputSource.parse(path)
     output = Path(output_dir)
     if plan is None:
         plan = plan_file(
@@ -158,9 +160,12 @@ def _publish(staging: Path, output: Path) -> None:
 _worker: dict[str, object] = {}
 
 
-def _init_worker(path: str, plan_json: str, staging: str, atomic_names: bool = True) -> None:
+def _init_worker(path: InputSource, plan_json: str, staging: str, atomic_names: bool = True) -> None:
     fix_mmap_threshold()
-    _worker["h5"] = open_nwb(path)
+    try:
+        _worker["input"] = open_input(path)
+    except Exception as exc:  # raised by the first item: an initializer's error only breaks the pool
+        _worker["error"] = exc
     _worker["plan"] = Plan.model_validate_json(plan_json)
     _worker["store"] = LocalStore(staging, atomic_names=atomic_names)
 
@@ -168,9 +173,11 @@ def _init_worker(path: str, plan_json: str, staging: str, atomic_names: bool = T
 def _run_item(item: WorkItem) -> ItemResult:
     plan = _worker["plan"]
     assert isinstance(plan, Plan)
-    h5 = _worker["h5"]
-    assert isinstance(h5, h5py.File)
-    return write_work_item(h5, plan, item, _worker["store"])  # type: ignore[arg-type]
+    if "error" in _worker:
+        raise _worker["error"]  # type: ignore[misc]
+    opened = _worker["input"]
+    assert isinstance(opened, OpenedInput)
+    return opened.write_item(plan, item, _worker["store"])  # type: ignore[arg-type]
 
 
 # Local load balancing: a plan's items are sized for a Lambda's memory, so a small file may be one
@@ -217,7 +224,7 @@ def default_workers() -> int:
 
 
 def execute_items(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | InputSource,
     plan: Plan,
     out_dir: str | os.PathLike[str],
     *,
@@ -239,9 +246,9 @@ def execute_items(
     n_workers = min(requested, len(items))
     if n_workers <= 1:
         store = LocalStore(out_dir, atomic_names=atomic_names)
-        with open_nwb(path, name=plan.source) as h5:
+        with open_input(path, name=plan.source) as opened:
             for item in plan.work_items:
-                r = write_work_item(h5, plan, item, store)
+                r = opened.write_item(plan, item, store)
                 if progress:
                     progress(item.output_bytes)
                 yield r
@@ -250,7 +257,7 @@ def execute_items(
         max_workers=n_workers,
         mp_context=pool_context(),
         initializer=_init_worker,
-        initargs=(os.fspath(path), plan.model_dump_json(), os.fspath(out_dir), atomic_names),
+        initargs=(InputSource.parse(path), plan.model_dump_json(), os.fspath(out_dir), atomic_names),
     ) as pool:
         sizes = {}
         pending: set[Future[ItemResult]] = set()

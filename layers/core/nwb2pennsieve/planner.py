@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
 
 from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
-from .errors import ElectrodesError, InvalidFileError, InvalidSeriesError, NothingToConvertError, Nwb2PennsieveError
+from .errors import (
+    ElectrodesError,
+    InvalidFileError,
+    InvalidSeriesError,
+    NothingToConvertError,
+    Nwb2PennsieveError,
+    SeriesSelectionError,
+)
 from .models import SAMPLES_PER_MIB, ChannelPlan, Plan, SeriesPlan, SkippedSeries, WorkItem
 from .nwb import (
     SPIKE_EVENT_SERIES,
@@ -39,6 +47,8 @@ SANITY_ROWS = 4096
 CHUNK_ROW_BUDGET = 128 * 1024 * 1024
 # NWB puts metadata (devices, electrodes, subject) under /general and no TimeSeries.
 METADATA_GROUP = "/general/"
+# Why a series left out by a selection (``--series``) is not converted.
+NOT_SELECTED = "not selected (--series)"
 
 
 @dataclass
@@ -60,6 +70,28 @@ class _Draft:
     scaling_warning: str | None
 
 
+@dataclass
+class Survey:
+    """What planning found: the plan, or why there is nothing to convert, and what else the file holds."""
+
+    source: str
+    plan: Plan | None
+    skipped: list[SkippedSeries]
+    warnings: list[str]
+    other_types: list[str] = field(default_factory=list)
+    nothing_reason: str | None = None
+
+    def plan_or_raise(self) -> Plan:
+        if self.plan is None:
+            raise NothingToConvertError(
+                self.nothing_reason or "nothing to convert",
+                file=self.source,
+                skipped=[(s.path, s.reason) for s in self.skipped],
+                other_types=self.other_types,
+            )
+        return self.plan
+
+
 def build_plan(
     h5: h5py.File,
     *,
@@ -67,23 +99,61 @@ def build_plan(
     chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     skip_invalid_series: bool = False,
+    series: Sequence[str] = (),
 ) -> Plan:
-    """Plan the conversion of every continuous ElectricalSeries of ``h5``.
+    """Plan the conversion of every continuous ElectricalSeries of ``h5`` (or of ``series`` only).
 
     Strict by default: any invalid series fails the whole file with every problem listed
     (:class:`InvalidFileError`). With ``skip_invalid_series`` the rest is planned and the skipped
     series are listed in ``plan.skipped``. A file with nothing to convert raises
     :class:`NothingToConvertError`, saying what the file holds instead.
+
+    ``series`` (HDF5 paths of series groups) selects the series to convert. Their channels keep
+    the indices and names the whole file's conversion gives them (with invalid series skipped),
+    so the output is exactly that conversion's files of those channels: a later conversion of
+    the other series neither collides with it nor names a channel differently. Problems of the
+    series left out fail nothing; a path that names no convertible series raises
+    :class:`SeriesSelectionError` (a usage error).
     """
+    return survey(
+        h5,
+        source=source,
+        chunk_size_mb=chunk_size_mb,
+        max_item_mb=max_item_mb,
+        skip_invalid_series=skip_invalid_series,
+        series=series,
+    ).plan_or_raise()
+
+
+def survey(
+    h5: h5py.File,
+    *,
+    source: str,
+    chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
+    max_item_mb: float = DEFAULT_MAX_ITEM_MB,
+    skip_invalid_series: bool = False,
+    series: Sequence[str] = (),
+) -> Survey:
+    """:func:`build_plan`, but a file with nothing to convert is a :class:`Survey` without a plan."""
     try:
-        return _build_plan(h5, source, chunk_size_mb, max_item_mb, skip_invalid_series)
+        return _survey(h5, source, chunk_size_mb, max_item_mb, skip_invalid_series, series)
     except Nwb2PennsieveError as exc:
         raise exc.with_file(source) from None
 
 
-def _build_plan(
-    h5: h5py.File, source: str, chunk_size_mb: float, max_item_mb: float, skip_invalid_series: bool
-) -> Plan:
+def normalize_series_path(path: str) -> str:
+    """``acquisition/ES/`` → ``/acquisition/ES``: the form series paths have in the plan."""
+    return "/" + path.strip().strip("/")
+
+
+def _survey(
+    h5: h5py.File,
+    source: str,
+    chunk_size_mb: float,
+    max_item_mb: float,
+    skip_invalid_series: bool,
+    selection: Sequence[str],
+) -> Survey:
     if not (chunk_size_mb > 0 and math.isfinite(chunk_size_mb)):
         raise InvalidSeriesError(f"chunk size must be a positive number of MiB, not {chunk_size_mb}")
     chunk_samples = max(1, round(chunk_size_mb * SAMPLES_PER_MIB))
@@ -102,11 +172,22 @@ def _build_plan(
 
     contents = find_electrical_series(h5)
     found = contents.series
+    selected = {normalize_series_path(p) for p in selection}
+    unknown = sorted(selected - {s.path for s in found})
+    if unknown:
+        listed = ", ".join(s.path for s in found) or "none"
+        raise SeriesSelectionError(f"--series {unknown[0]} names no series in the file (its series: {listed})")
+
+    def chosen(path: str) -> bool:
+        return not selected or path in selected
+
     skipped: list[SkippedSeries] = []
     problems: list[InvalidSeriesError] = []
     for u in contents.unreadable:
         if u.path.startswith(METADATA_GROUP):  # the schema puts no series there: say so, but go on
             warnings.append(f"{u.path} cannot be read ({u.reason}); it is metadata, not a series")
+        elif selected:  # a selection names series that were found: this is none of them
+            warnings.append(f"{u.path} cannot be read ({u.reason}); it is not selected")
         else:
             problems.append(
                 InvalidSeriesError(
@@ -115,31 +196,62 @@ def _build_plan(
             )
     drafts: list[_Draft] = []
     for series in found:
+        wanted = chosen(series.path)
         # The series' error boundary: every read of it while planning happens in here.
         try:
             reason = _not_continuous(series)
             if reason:
+                if selected and wanted:
+                    raise SeriesSelectionError(f"--series {series.path} names no convertible series: {reason}")
                 skipped.append(SkippedSeries(path=series.path, reason=reason))
                 continue
-            drafts.append(_draft(series, reference_us, chunk_samples, warnings, strict=not skip_invalid_series))
+            # A series left out is planned too (its channels take their indices and names), but
+            # its problems fail nothing and its warnings are not this conversion's.
+            strict = wanted and not skip_invalid_series
+            drafts.append(_draft(series, reference_us, chunk_samples, warnings if wanted else [], strict=strict))
         except InvalidSeriesError as exc:
             exc.series = series.path
-            problems.append(exc)
+            if wanted:
+                problems.append(exc)
+            else:
+                skipped.append(SkippedSeries(path=series.path, reason=NOT_SELECTED))
         except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:  # h5py errors on damaged data
-            problems.append(InvalidSeriesError(f"cannot be read: {damage_reason(exc)}", series=series.path))
+            if wanted:
+                problems.append(InvalidSeriesError(f"cannot be read: {damage_reason(exc)}", series=series.path))
+            else:
+                skipped.append(SkippedSeries(path=series.path, reason=NOT_SELECTED))
     problems.sort(key=lambda p: p.series or "")
     if problems and not skip_invalid_series:
         raise InvalidFileError(source, problems)
+    if problems and selected:
+        first = problems[0]
+        raise SeriesSelectionError(f"--series {first.series} names no convertible series: {first.reason}")
     for p in problems:
         skipped.append(SkippedSeries(path=p.series or "", reason=p.reason))
         warnings.append(f"skipped {p.series}: {p.reason}")
     if not drafts:
-        raise NothingToConvertError(_nothing_reason(found, skipped, contents.other_types))
+        return Survey(
+            source=source,
+            plan=None,
+            skipped=skipped,
+            warnings=warnings,
+            other_types=contents.other_types,
+            nothing_reason=_nothing_reason(found, skipped, contents.other_types),
+        )
 
-    series_plans = _assign_channels(drafts)
-    warnings.extend(d.scaling_warning for d in drafts if d.scaling_warning)
+    every_series = _assign_channels(drafts)
+    series_plans: list[SeriesPlan] = []
+    for d, s in zip(drafts, every_series, strict=True):
+        if chosen(s.path):
+            series_plans.append(s.model_copy(update={"index": len(series_plans)}))
+            if d.scaling_warning:
+                warnings.append(d.scaling_warning)
+        else:
+            skipped.append(SkippedSeries(path=s.path, reason=NOT_SELECTED))
+    if selected:
+        skipped.sort(key=lambda s: s.path)
     items = [item for s in series_plans for item in work_items(s, chunk_samples, max_item_mb)]
-    return Plan(
+    plan = Plan(
         source=source,
         session_start=start_text,
         session_start_us=session_us,
@@ -153,6 +265,7 @@ def _build_plan(
         skipped=skipped,
         warnings=warnings,
     )
+    return Survey(source=source, plan=plan, skipped=skipped, warnings=warnings, other_types=contents.other_types)
 
 
 def _not_continuous(series: FoundSeries) -> str | None:

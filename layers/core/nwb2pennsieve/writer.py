@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import InvalidSeriesError, Nwb2PennsieveError, StorageError
 from .gzipstored import StoredGzipWriter
-from .models import ItemResult, Plan, SeriesPlan, WorkItem, chunk_file_name, metadata_file_name
+from .models import ChannelMetadata, ItemResult, Plan, SeriesPlan, WorkItem, chunk_file_name, metadata_file_name
 from .slabs import H5SlabReader, SlabReader, block_rows
 from .storage import PendingObject, Store
 
@@ -175,14 +175,18 @@ def _to_big_endian_uv(
         np.copyto(big, source)
 
 
+def metadata_body(metadata: ChannelMetadata) -> bytes:
+    """The bytes of one channel metadata file."""
+    return json.dumps(metadata.model_dump(by_alias=True), separators=(", ", ": ")).encode()
+
+
 def write_channel_metadata(plan: Plan, store: Store) -> list[str]:
     """Write ``channel-{index:05d}.metadata.json`` for every channel; return the names written."""
     names = []
     for index, metadata in plan.channel_metadata():
         name = metadata_file_name(index)
-        body = json.dumps(metadata.model_dump(by_alias=True), separators=(", ", ": "))
         try:
-            store.write_bytes(name, body.encode())
+            store.write_bytes(name, metadata_body(metadata))
         except OSError as exc:
             raise StorageError(f"cannot write {store.describe(name)} ({exc.strerror or exc})") from None
         names.append(name)

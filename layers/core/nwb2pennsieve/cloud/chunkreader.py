@@ -24,8 +24,8 @@ import h5py
 import numpy as np
 
 from ..models import SeriesPlan
+from ..rangereader import RangeReader
 from ..slabs import H5SlabReader, SlabReader, check_selection
-from .s3reader import S3RangeReader
 
 FILTER_DEFLATE = 1
 FILTER_SHUFFLE = 2
@@ -84,7 +84,7 @@ class S3ChunkSlabReader:
         series: SeriesPlan,
         column_start: int,
         column_stop: int,
-        source: S3RangeReader,
+        source: RangeReader,
         *,
         rows: tuple[int, int] | None = None,
         threads: int = FETCH_THREADS,
@@ -268,7 +268,7 @@ def slab_reader(
     series: SeriesPlan,
     column_start: int,
     column_stop: int,
-    source: S3RangeReader,
+    source: RangeReader,
     *,
     rows: tuple[int, int] | None = None,
 ) -> SlabReader:
