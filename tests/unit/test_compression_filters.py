@@ -95,8 +95,7 @@ def corrupt_chunk(path: Path, row: int) -> tuple[int, int]:
 
 LINE = re.compile(
     r"^f\.nwb: series /acquisition/ElectricalSeries: samples (\d+)-(\d+) \(channels 0-1\) cannot be read: "
-    r"a stored chunk does not decode \(a compressed chunk that does not decompress, or a checksum that does not "
-    r"match\): the file is damaged or truncated$"
+    r"a compressed chunk does not decompress or a chunk's checksum does not match: the file is damaged or truncated$"
 )
 
 

@@ -162,11 +162,7 @@ def timestamps_reference(h5: h5py.File) -> tuple[str, int, bool] | None:
 _DAMAGE = (
     ("unable to open external file", "it links to an external file that is missing"),
     ("external link", "it links to an external file that cannot be opened"),
-    (
-        "filter returned failure",
-        "a stored chunk does not decode "
-        "(a compressed chunk that does not decompress, or a checksum that does not match)",
-    ),
+    ("filter returned failure", "a compressed chunk does not decompress or a chunk's checksum does not match"),
     ("inflate", "a compressed chunk does not decompress"),
     ("ran off end of input buffer", "its data ends early"),
     ("truncated", "its data ends early"),
