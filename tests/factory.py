@@ -236,3 +236,21 @@ def filtered_series(filters: dict[str, Any], samples: int = 2000, channels: int 
     rng = np.random.default_rng(seed)
     data = rng.integers(-3000, 3000, size=(samples, channels), dtype=np.int16)
     return SeriesSpec(data=data, rate=1000.0, conversion=0.195e-6, hdf5_filters=filters)
+
+
+DATA = "/acquisition/ElectricalSeries/data"  # where write_nwb puts the default series' data
+
+
+def corrupt_chunk(path: Path, row: int, data: str = DATA) -> tuple[int, int]:
+    """Flip one byte in the stored HDF5 chunk holding ``row``; return that chunk's rows."""
+    with h5py.File(path) as f:
+        ds = f[data]
+        rows = ds.chunks[0]
+        first = row // rows * rows
+        info = ds.id.get_chunk_info_by_coord((first, 0))
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        byte = fh.read(1)
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(bytes([byte[0] ^ 0x5A]))
+    return first, first + rows

@@ -19,10 +19,9 @@ from nwb2pennsieve.cloud.chunkreader import fletcher32, fletcher32_matches
 from nwb2pennsieve.errors import InvalidSeriesError, Nwb2PennsieveError
 from nwb2pennsieve.local import convert_file
 from tests.expected import assert_matches
-from tests.factory import compression_filters, filtered_series, write_nwb
+from tests.factory import DATA, compression_filters, corrupt_chunk, filtered_series, write_nwb
 
 FILTERS = compression_filters()
-DATA = "/acquisition/ElectricalSeries/data"
 
 
 @pytest.mark.parametrize("name", sorted(FILTERS))
@@ -76,21 +75,6 @@ def test_fletcher32_of_all_ones_words() -> None:
     s1, s2 = (s1 & 0xFFFF) + (s1 >> 16), (s2 & 0xFFFF) + (s2 >> 16)
     s1, s2 = (s1 & 0xFFFF) + (s1 >> 16), (s2 & 0xFFFF) + (s2 >> 16)
     assert fletcher32(data) == (s2 << 16) | s1
-
-
-def corrupt_chunk(path: Path, row: int) -> tuple[int, int]:
-    """Flip one byte in the stored HDF5 chunk holding ``row``; return that chunk's rows."""
-    with h5py.File(path) as f:
-        ds = f[DATA]
-        rows = ds.chunks[0]
-        first = row // rows * rows
-        info = ds.id.get_chunk_info_by_coord((first, 0))
-    with open(path, "r+b") as fh:
-        fh.seek(info.byte_offset + info.size // 2)
-        byte = fh.read(1)
-        fh.seek(info.byte_offset + info.size // 2)
-        fh.write(bytes([byte[0] ^ 0x5A]))
-    return first, first + rows
 
 
 LINE = re.compile(
