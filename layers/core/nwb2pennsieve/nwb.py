@@ -183,7 +183,7 @@ _NO_FILTER = ("can't open directory", "required filter", "plugin")
 
 
 def damage_reason(exc: BaseException) -> str:
-    """One short clause for an h5py/HDF5 error: what is damaged, never the raw library text."""
+    """One short clause for an h5py/HDF5 error: what is damaged (or missing), never the raw library text."""
     msg = str(exc).lower()
     external = re.search(r"external link file name = '([^']*)'", str(exc))
     if external and "unable to open external file" in msg:
