@@ -27,13 +27,18 @@ BUILD = ROOT / "build" / "layers"
 REQUIREMENTS = ROOT / "layers" / "deps" / "requirements.txt"
 CORE = ROOT / "layers" / "core" / "nwb2pennsieve"
 PLATFORM = "manylinux2014_aarch64"
+# hdf5plugin has aarch64 wheels for glibc 2.28 only; the python3.12 runtime (Amazon Linux 2023) has glibc 2.34.
+NEWER_PLATFORM = "manylinux_2_28_aarch64"
 PYTHON_VERSION = "3.12"
 LAMBDA_UNZIPPED_LIMIT = 250 * 1000 * 1000  # bytes: function code plus all its layers, unzipped
 # In the Lambda runtime already (and large): never shipped.
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 TRIM_DIRS = {"tests", "test", "testing", "__pycache__", "benchmarks"}
 TRIM_SUFFIXES = (".pyi", ".pyx", ".pxd", ".c", ".h", ".cpp")
-BUILD_VERSION = "1"  # bump to force a rebuild when this script changes what it builds
+# hdf5plugin's lossy SZ and SZ3 filters (113 MB of its 187 MB; no ephys writer uses them) would take the
+# layer over Lambda's limit: left out, a file using them fails with a clear line.
+TRIM_FILES = ("hdf5plugin/plugins/libh5sz.so", "hdf5plugin/plugins/libh5sz3.so")
+BUILD_VERSION = "2"  # bump to force a rebuild when this script changes what it builds
 
 
 def _digest(*parts: bytes) -> str:
@@ -63,6 +68,8 @@ def _trim(site: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
         elif p.is_file() and p.suffix in TRIM_SUFFIXES:
             p.unlink()
+    for name in TRIM_FILES:
+        (site / name).unlink(missing_ok=True)
 
 
 def _compile(site: Path) -> None:
@@ -96,6 +103,8 @@ def build_deps(force: bool = False) -> Path:
             str(site),
             "--platform",
             PLATFORM,
+            "--platform",
+            NEWER_PLATFORM,
             "--implementation",
             "cp",
             "--python-version",

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers the plugin filters, so h5py reads every file neuroconv writes
 import numpy as np
 
 FACTOR = {

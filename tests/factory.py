@@ -11,9 +11,10 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import h5py
+import hdf5plugin
 import numpy as np
 from dateutil.tz import tzoffset
 from hdmf.backends.hdf5 import H5DataIO
@@ -39,6 +40,10 @@ class SeriesSpec:
     chunks: tuple[int, ...] | None = None
     compression: str | None = None
     shuffle: bool = False
+    # h5py create_dataset keywords the data is rewritten with after pynwb wrote it: any HDF5
+    # filter, e.g. {**hdf5plugin.Blosc(cname="zstd"), "chunks": (64, 2)}, {"scaleoffset": 0},
+    # {"compression": "lzf"}, {"fletcher32": True}.
+    hdf5_filters: dict[str, Any] | None = None
     # h5py patches after pynwb wrote the file
     unit: str | None = None  # overwrite data.attrs["unit"]
     drop_offset: bool = False  # delete data.attrs["offset"] (older schema)
@@ -130,6 +135,8 @@ def _patch(path: Path, series: list[SeriesSpec], fixed_length: bool, naive_start
                 g["data"].attrs["unit"] = spec.unit
             if spec.drop_offset and "offset" in g["data"].attrs:
                 del g["data"].attrs["offset"]
+            if spec.hdf5_filters is not None:
+                _refilter(g, spec.hdf5_filters)
             if spec.external:
                 _externalize(path, g, spec.name)
         table = f["general/extracellular_ephys/electrodes"]
@@ -147,6 +154,16 @@ def _patch(path: Path, series: list[SeriesSpec], fixed_length: bool, naive_start
             raw = f["session_start_time"][()].decode()
             del f["session_start_time"]
             f.create_dataset("session_start_time", data=raw[:26])  # drop the "+hh:mm"
+
+
+def _refilter(group: h5py.Group, filters: dict[str, Any]) -> None:
+    """Rewrite ``group/data`` with the same values and attributes, stored through ``filters``."""
+    src = group["data"]
+    values, attrs = src[()], dict(src.attrs)
+    del group["data"]
+    dst = group.create_dataset("data", data=values, **filters)
+    for k, v in attrs.items():
+        dst.attrs[k] = v
 
 
 def _externalize(path: Path, group: h5py.Group, name: str) -> None:
@@ -184,3 +201,56 @@ def gappy_timestamps(n: int, rate: float, gaps: dict[int, float], start: float =
     for i, jump in sorted(gaps.items()):
         t[i:] += jump
     return t
+
+
+def compression_filters() -> dict[str, dict[str, Any]]:
+    """Every lossless HDF5 filter neuroconv lets users write, as h5py ``create_dataset`` keywords.
+
+    h5py's own (gzip with shuffle, LZF, scale-offset, Fletcher-32) and hdf5plugin's (Blosc with
+    each inner compressor and shuffle mode, Blosc2, Zstd, LZ4, Bitshuffle, BZip2). Each holds its
+    ``chunks``: a chunk grid that does not divide the data's shape, so partial chunks are read too.
+    """
+    chunks = {"chunks": (300, 2)}
+    filters: dict[str, dict[str, Any]] = {
+        "gzip+shuffle": {"compression": "gzip", "shuffle": True},
+        "lzf": {"compression": "lzf"},
+        "scale-offset": {"scaleoffset": 0},
+        "fletcher32": {"fletcher32": True},
+        "gzip+shuffle+fletcher32": {"compression": "gzip", "shuffle": True, "fletcher32": True},
+        "zstd": dict(hdf5plugin.Zstd(clevel=5)),
+        "lz4": dict(hdf5plugin.LZ4()),
+        "bitshuffle": dict(hdf5plugin.Bitshuffle()),
+        "bitshuffle-zstd": dict(hdf5plugin.Bitshuffle(cname="zstd")),
+        "bzip2": dict(hdf5plugin.BZip2()),
+    }
+    for cname in ("blosclz", "lz4", "lz4hc", "zlib", "zstd"):
+        filters[f"blosc-{cname}"] = dict(hdf5plugin.Blosc(cname=cname, clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE))
+        filters[f"blosc2-{cname}"] = dict(hdf5plugin.Blosc2(cname=cname, clevel=5, filters=hdf5plugin.Blosc2.SHUFFLE))
+    filters["blosc-lz4-bitshuffle"] = dict(hdf5plugin.Blosc(cname="lz4", shuffle=hdf5plugin.Blosc.BITSHUFFLE))
+    filters["blosc-zstd-noshuffle"] = dict(hdf5plugin.Blosc(cname="zstd", shuffle=hdf5plugin.Blosc.NOSHUFFLE))
+    return {name: {**kw, **chunks} for name, kw in filters.items()}
+
+
+def filtered_series(filters: dict[str, Any], samples: int = 2000, channels: int = 3, seed: int = 1) -> SeriesSpec:
+    """An int16 series (with a conversion factor) stored through ``filters``."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(-3000, 3000, size=(samples, channels), dtype=np.int16)
+    return SeriesSpec(data=data, rate=1000.0, conversion=0.195e-6, hdf5_filters=filters)
+
+
+DATA = "/acquisition/ElectricalSeries/data"  # where write_nwb puts the default series' data
+
+
+def corrupt_chunk(path: Path, row: int, data: str = DATA) -> tuple[int, int]:
+    """Flip one byte in the stored HDF5 chunk holding ``row``; return that chunk's rows."""
+    with h5py.File(path) as f:
+        ds = f[data]
+        rows = ds.chunks[0]
+        first = row // rows * rows
+        info = ds.id.get_chunk_info_by_coord((first, 0))
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        byte = fh.read(1)
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(bytes([byte[0] ^ 0x5A]))
+    return first, first + rows

@@ -34,8 +34,12 @@ def test_each_function_with_its_layers_is_under_the_limit(layers: dict[str, Path
 
 def test_deps_layer_is_arm64_cpython312_trimmed_and_compiled(layers: dict[str, Path]) -> None:
     site = layers["deps"] / "python"
-    for package in ("numpy", "h5py", "pydantic", "pydantic_core", "aws_lambda_powertools", "requests"):
+    for package in ("numpy", "h5py", "hdf5plugin", "pydantic", "pydantic_core", "aws_lambda_powertools", "requests"):
         assert (site / package).is_dir(), package
+    # The compression filters neuroconv writes are shipped; the lossy SZ/SZ3 ones are trimmed.
+    plugins = {p.name for p in (site / "hdf5plugin" / "plugins").glob("libh5*.so")}
+    assert {"libh5blosc.so", "libh5blosc2.so", "libh5zstd.so", "libh5lz4.so", "libh5bshuf.so"} <= plugins
+    assert not plugins & {"libh5sz.so", "libh5sz3.so"}
     assert not (site / "boto3").exists() and not (site / "botocore").exists()  # the runtime has them
     binaries = list(site.rglob("*.so"))
     assert binaries and all("x86_64" not in b.name for b in binaries)

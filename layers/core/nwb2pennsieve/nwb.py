@@ -22,6 +22,26 @@ from .errors import ElectrodesError, InvalidInputError, InvalidSeriesError
 
 log = logging.getLogger(__name__)
 
+
+def _register_compression_filters() -> None:
+    """Register hdf5plugin's HDF5 filters (Blosc, Blosc2, Zstd, LZ4, Bitshuffle, BZip2, ...).
+
+    neuroconv writes them; without them HDF5 looks for a plugin directory and fails. Importing
+    ``hdf5plugin`` registers every filter it ships, for every file this process opens. A filter
+    left out of the Lambda layer (the lossy SZ/SZ3) makes hdf5plugin log an error on import: that
+    is not one here (a file using it fails with a clear line when read).
+    """
+    plugin_log = logging.getLogger("hdf5plugin")
+    level = plugin_log.level
+    plugin_log.setLevel(logging.CRITICAL)
+    try:
+        import hdf5plugin  # noqa: F401 - imported for its side effect: registering the filters
+    finally:
+        plugin_log.setLevel(level)
+
+
+_register_compression_filters()
+
 ELECTRICAL_SERIES = "ElectricalSeries"
 SPIKE_EVENT_SERIES = "SpikeEventSeries"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -142,7 +162,7 @@ def timestamps_reference(h5: h5py.File) -> tuple[str, int, bool] | None:
 _DAMAGE = (
     ("unable to open external file", "it links to an external file that is missing"),
     ("external link", "it links to an external file that cannot be opened"),
-    ("filter returned failure", "a compressed chunk does not decompress"),
+    ("filter returned failure", "a compressed chunk does not decompress or a chunk's checksum does not match"),
     ("inflate", "a compressed chunk does not decompress"),
     ("ran off end of input buffer", "its data ends early"),
     ("truncated", "its data ends early"),
@@ -158,12 +178,18 @@ _DAMAGE = (
 )
 
 
+# HDF5 looking for a filter it does not have: the file is fine, this build cannot decode it.
+_NO_FILTER = ("can't open directory", "required filter", "plugin")
+
+
 def damage_reason(exc: BaseException) -> str:
-    """One short clause for an h5py/HDF5 error: what is damaged, never the raw library text."""
+    """One short clause for an h5py/HDF5 error: what is damaged (or missing), never the raw library text."""
     msg = str(exc).lower()
     external = re.search(r"external link file name = '([^']*)'", str(exc))
     if external and "unable to open external file" in msg:
         return f"it links to the external file {external[1]!r}, which is missing or unreadable"
+    if any(phrase in msg for phrase in _NO_FILTER):
+        return "its data is stored with an HDF5 filter (compression plugin) that is not available here"
     for phrase, meaning in _DAMAGE:
         if phrase in msg:
             return f"{meaning}: the file is damaged or truncated"

@@ -24,6 +24,7 @@ import numpy as np
 from .errors import InvalidSeriesError, Nwb2PennsieveError, StorageError
 from .gzipstored import StoredGzipWriter
 from .models import ChannelMetadata, ItemResult, Plan, SeriesPlan, WorkItem, chunk_file_name, metadata_file_name
+from .nwb import damage_reason
 from .slabs import H5SlabReader, SlabReader, block_rows
 from .storage import PendingObject, Store
 
@@ -56,13 +57,20 @@ def write_work_item(
     """Write every chunk file of ``item`` into ``store``; return what was written.
 
     Each file appears under its final name only when complete; on any error the files of the
-    chunk being written are discarded and the error says which file, series and item failed.
+    chunk being written are discarded and the error says which file, series and item failed. A
+    read that fails (HDF5's "filter returned failure during read", "inflate() failed", a
+    Fletcher-32 mismatch) is one line naming the chunk's samples and saying the file is damaged or
+    truncated, never the library's text.
     """
     series = plan.series[item.series]
     try:
         if reader is not None:
             return _write(plan, series, item, store, reader)
-        with H5SlabReader(h5, series, item.column_start, item.column_stop) as own:
+        try:
+            own = H5SlabReader(h5, series, item.column_start, item.column_stop)
+        except _READ_ERRORS as exc:
+            raise InvalidSeriesError(f"its data cannot be opened: {damage_reason(exc)}") from None
+        with own:
             return _write(plan, series, item, store, own)
     except Nwb2PennsieveError as exc:
         if exc.series is None:
@@ -71,6 +79,22 @@ def write_work_item(
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InvalidSeriesError(
             f"reading or writing work item {item.id} failed ({exc})", file=plan.source, series=series.path
+        ) from None
+
+
+# What h5py (or the direct chunk reader) raises when stored data cannot be read.
+_READ_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError)
+
+
+def _read(reader: SlabReader, start: int, stop: int, out: np.ndarray, chunk: tuple[int, int], columns: str) -> None:
+    """``reader.read``, with a failure turned into one line naming the chunk (sample range)."""
+    try:
+        reader.read(start, stop, out)
+    except Nwb2PennsieveError:
+        raise
+    except _READ_ERRORS as exc:
+        raise InvalidSeriesError(
+            f"samples {chunk[0]}-{chunk[1] - 1} ({columns}) cannot be read: {damage_reason(exc)}"
         ) from None
 
 
@@ -103,6 +127,8 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
             channels = series.channels[c0:c1]
             width = c1 - c0
             reader.select(c0, c1)
+            first, last = channels[0].index, channels[-1].index
+            columns = f"channel {first}" if width == 1 else f"channels {first}-{last}"
             pending: list[PendingObject] = []
             try:
                 for ch in channels:
@@ -115,11 +141,11 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
                     m = stop - start
                     if two_d:
                         raw = raw_flat[: m * width].reshape(m, width)
-                        reader.read(start, stop, raw)
+                        _read(reader, start, stop, raw, (chunk.start, chunk.stop), columns)
                         source = raw.T
                     else:
                         raw = raw_flat[:m]
-                        reader.read(start, stop, raw)
+                        _read(reader, start, stop, raw, (chunk.start, chunk.stop), columns)
                         source = raw[None, :]
                     block = out_flat[: width * m].reshape(width, m)
                     _to_big_endian_uv(source, block, scale, offset, factor, scaled, shifted)

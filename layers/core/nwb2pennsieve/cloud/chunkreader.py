@@ -5,7 +5,14 @@ calls and one at a time. Here the dataset's chunk index tells where each stored 
 (``get_chunk_info_by_coord``); the chunks a block of rows needs are fetched in parallel ranged
 GETs (adjacent ones merged), decoded (deflate, shuffle, fletcher32 — the filters NWB writers use)
 and copied into the writer's buffer, while the next block's chunks are already being fetched.
-Contiguous data is one byte range per block. Any other filter falls back to h5py.
+Contiguous data is one byte range per block. Any other filter (hdf5plugin's Blosc, Zstd, LZ4,
+Bitshuffle, ..., LZF, scale-offset) falls back to h5py over the ranged S3 reader, with the filters
+hdf5plugin registers: the output is the same bytes either way.
+
+A damaged chunk fails as it does through HDF5: the Fletcher-32 checksum is verified (as HDF5 does,
+accepting the byte order of HDF5 before 1.6.3 too), and a chunk that does not inflate or decodes to
+the wrong size raises :class:`OSError` with HDF5's wording (so the same one line as through h5py:
+the writer turns it into one naming the file, series and chunk).
 
 Each stored chunk is fetched once per work item: the decoded chunks of the current band of
 rows are kept until the writer moves past them, so a chunk cut by a chunk-file boundary is not
@@ -14,6 +21,7 @@ fetched twice.
 
 from __future__ import annotations
 
+import sys
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +67,53 @@ def unshuffle(data: bytes, itemsize: int) -> bytes:
     body = np.frombuffer(data, dtype=np.uint8, count=n * itemsize)
     out = body.reshape(itemsize, n).T.tobytes()
     return out + data[n * itemsize :]
+
+
+def fletcher32(data: bytes) -> int:
+    """HDF5's Fletcher-32 checksum of ``data`` (``H5_checksum_fletcher32``), computed exactly.
+
+    Big-endian 16-bit words; both sums folded to 16 bits (plus carry) every 360 words, ``sum2``
+    kept modulo 2**32 as the C code does; an odd last byte counts as a word's high byte. A block's
+    360 steps are summed at once: ``sum1`` grows by the block's total, ``sum2`` by 360 times the
+    old ``sum1`` plus each word weighted by the steps left.
+    """
+    n = len(data) // 2
+    words = np.frombuffer(data, dtype=">u2", count=n).astype(np.int64)
+    sum1 = sum2 = 0
+    full = n - n % 360
+    steps: list[tuple[int, int, int]] = []  # (words, their total, their weighted total)
+    if full:
+        blocks = words[:full].reshape(-1, 360)
+        weights = np.arange(360, 0, -1, dtype=np.int64)
+        steps += [(360, t, w) for t, w in zip(blocks.sum(axis=1).tolist(), (blocks @ weights).tolist(), strict=True)]
+    if n > full:
+        rest = words[full:]
+        steps.append((rest.size, int(rest.sum()), int(rest @ np.arange(rest.size, 0, -1, dtype=np.int64))))
+    if len(data) % 2:
+        steps.append((1, data[-1] << 8, data[-1] << 8))
+    for count, total, weighted in steps:
+        sum2 = (sum2 + count * sum1 + weighted) & 0xFFFFFFFF
+        sum1 += total
+        sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+        sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
+    sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
+    return (sum2 << 16) | sum1
+
+
+def fletcher32_matches(data: bytes) -> bool:
+    """Whether a stored chunk's trailing 4 bytes (little-endian) are the Fletcher-32 of the rest.
+
+    HDF5 before 1.6.3 stored the checksum with its 16-bit halves byte-swapped on little-endian
+    machines; HDF5 accepts that form too, and so does this.
+    """
+    if len(data) < 4:
+        return False
+    stored = int.from_bytes(data[-4:], "little")
+    computed = fletcher32(data[:-4])
+    c = computed.to_bytes(4, sys.byteorder)
+    swapped = int.from_bytes(bytes((c[1], c[0], c[3], c[2])), sys.byteorder)
+    return stored in (computed, swapped)
 
 
 @dataclass(frozen=True)
@@ -150,18 +205,37 @@ class S3ChunkSlabReader:
             self._info[coord] = info
         return info
 
+    def _where(self, info: _Stored) -> str:
+        """The stored chunk's place, for errors: its sample (row) range and column range."""
+        r0 = info.coord[0] * self._chunk_shape[0]
+        place = f"samples {r0}-{min(r0 + self._chunk_shape[0], int(self.dataset.shape[0])) - 1}"
+        if self._two_d:
+            c0 = info.coord[1] * self._chunk_shape[1]
+            place += f", columns {c0}-{min(c0 + self._chunk_shape[1], int(self.dataset.shape[1])) - 1}"
+        return f"the HDF5 chunk at {place}"
+
     def _decode(self, raw: bytes, info: _Stored) -> np.ndarray:
+        """The chunk's values from its stored bytes; :class:`OSError` (HDF5's wording) if damaged."""
         data = raw
         for i in reversed(range(len(self._filters))):
             if info.filter_mask & (1 << i):
                 continue
             f = self._filters[i]
             if f == FILTER_FLETCHER32:
+                if not fletcher32_matches(data):
+                    raise OSError(f"filter returned failure during read (Fletcher-32 checksum, {self._where(info)})")
                 data = data[:-4]
             elif f == FILTER_DEFLATE:
-                data = zlib.decompress(data)
+                try:
+                    data = zlib.decompress(data)
+                except zlib.error:
+                    where = self._where(info)
+                    raise OSError(f"filter returned failure during read (inflate() failed, {where})") from None
             elif f == FILTER_SHUFFLE:
                 data = unshuffle(data, self._dtype.itemsize)
+        expected = int(np.prod(self._chunk_shape)) * self._dtype.itemsize
+        if len(data) != expected:
+            raise OSError(f"{self._where(info)} holds {len(data)} bytes, not {expected}: truncated")
         return np.frombuffer(data, dtype=self._dtype).reshape(self._chunk_shape)
 
     def _fill(self) -> np.ndarray:
