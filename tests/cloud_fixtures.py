@@ -241,6 +241,7 @@ FUNCTIONS = {
     "FinalizeFunction": "functions.finalize.app",
     "UploadFilesFunction": "functions.upload_files.app",
     "CompleteImportFunction": "functions.complete_import.app",
+    "StarterFunction": "functions.starter.app",
 }
 
 
