@@ -286,6 +286,9 @@ def test_the_rule_matches_the_example_event() -> None:
     assert not re.match(regex, "incoming/notes.txt")
 
 
+NUMBERS = ("_FILES", "_EXECUTIONS", "CONCURRENCY", "_SECONDS")
+
+
 def test_settings_read_only_variables_the_template_sets() -> None:
     variables = set(TEMPLATE["Globals"]["Function"]["Environment"]["Variables"])
     # A field's variable is its name in upper case. ENVIRONMENT only picks IMPORTER_ENABLED's
@@ -293,7 +296,7 @@ def test_settings_read_only_variables_the_template_sets() -> None:
     read = {name.upper() for name in CloudSettings.model_fields} - {"ENVIRONMENT"}
     assert read and read <= variables, read - variables
     CloudSettings.from_env(
-        {k: "1" if "MB" in k or k.endswith(("_FILES", "_EXECUTIONS", "CONCURRENCY", "_SECONDS")) else "x" for k in variables}
+        {k: "1" if "MB" in k or k.endswith(NUMBERS) else "x" for k in variables}
         | {"IMPORTER_ENABLED": "false", "SKIP_INVALID_SERIES": "false"}
     )
 
