@@ -114,7 +114,7 @@ class Admission:
                         "receiptHandle": m["ReceiptHandle"],
                         "body": m["Body"],
                         "eventSourceARN": self.arn,
-                    }  # fmt: skip
+                    }
                     for m in messages
                 ]
                 response = starter_app.lambda_handler({"Records": records}, FakeLambdaContext("StarterFunction"))
