@@ -43,7 +43,7 @@ class CloudSettings(CommonSettings):
     max_running_executions: Count = 5
     writers_reserved_concurrency: Count = 600
     write_concurrency: Count = 120
-    admission_retry_seconds: Count = 120
+    admission_retry_seconds: Count = 300
     dead_letter_queue_url: Text = ""
 
     @field_validator("batch_mb", mode="before")
