@@ -241,6 +241,7 @@ FUNCTIONS = {
     "FinalizeFunction": "functions.finalize.app",
     "UploadFilesFunction": "functions.upload_files.app",
     "CompleteImportFunction": "functions.complete_import.app",
+    "StarterFunction": "functions.starter.app",
 }
 
 
@@ -307,6 +308,8 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
     import boto3
     from moto.awslambda.models import LambdaFunction
 
+    from nwb2pennsieve.cloud.clients import aws_client, s3_client
+
     iam = boto3.client("iam", region_name=REGION)
     role = iam.create_role(RoleName="nwb2pennsieve-test", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     lam = boto3.client("lambda", region_name=REGION)
@@ -326,7 +329,13 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
         )
         refs[f"{resource}.Arn"] = fn["FunctionArn"]
         module = importlib.import_module(module_name)
-        monkeypatch.setattr(module, "s3", boto3.client("s3", region_name=REGION))
+        # Clients made under moto, configured as the handlers' own (adaptive retries, pool size).
+        if hasattr(module, "s3"):
+            pool = module.s3.meta.config.max_pool_connections
+            monkeypatch.setattr(module, "s3", s3_client(threads=pool))
+        for service in ("sfn", "sqs"):
+            if hasattr(module, service):
+                monkeypatch.setattr(module, service, aws_client({"sfn": "stepfunctions"}.get(service, service)))
         modules[resource] = module
     invocations: list[tuple[str, dict[str, Any]]] = []
     service_faults: dict[str, list[Exception]] = {}

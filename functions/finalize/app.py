@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from nwb2pennsieve.cloud.conversion import finalize
+from nwb2pennsieve.cloud.clients import s3_client
+from nwb2pennsieve.cloud.conversion import FINALIZE_THREADS, finalize
 from nwb2pennsieve.cloud.importer import credentials_env
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import FinalizeInput
@@ -23,7 +23,8 @@ from nwb2pennsieve.cloud.settings import CloudSettings
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-s3: S3Client = boto3.client("s3")
+# One connection per thread: the parallel listings, deletions and PUTs.
+s3: S3Client = s3_client(threads=FINALIZE_THREADS)
 
 
 @instrument()

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from nwb2pennsieve.cloud.clients import s3_client
 from nwb2pennsieve.cloud.conversion import plan_object
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import PlanInput
@@ -21,7 +21,7 @@ from nwb2pennsieve.cloud.settings import CloudSettings
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-s3: S3Client = boto3.client("s3")  # module scope: reused across warm invocations; tests replace it
+s3: S3Client = s3_client()  # module scope: reused across warm invocations; tests replace it
 
 
 @instrument(trace_aws_calls=True)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.config import Config
 
+from nwb2pennsieve.cloud.clients import s3_client
 from nwb2pennsieve.cloud.importer import UPLOAD_WORKERS, credentials_env
 from nwb2pennsieve.cloud.imports import upload_batch
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
@@ -25,9 +24,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 # One connection per upload thread: each streams its file's body from S3 to the presigned URL.
-s3: S3Client = boto3.client(
-    "s3", config=Config(max_pool_connections=UPLOAD_WORKERS, retries={"mode": "adaptive", "max_attempts": 8})
-)
+s3: S3Client = s3_client(threads=UPLOAD_WORKERS)
 uploader = None  # None: the Pennsieve importer of the core layer; tests put one with fast retries here
 
 

@@ -8,22 +8,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.config import Config
 
-from nwb2pennsieve.cloud.conversion import write_chunks
+from nwb2pennsieve.cloud.clients import s3_client
+from nwb2pennsieve.cloud.conversion import WRITE_THREADS, write_chunks
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import WriteChunksInput
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-# Enough connections for the parallel range GETs and PUTs of one invocation.
-s3: S3Client = boto3.client(
-    "s3", config=Config(max_pool_connections=64, retries={"mode": "adaptive", "max_attempts": 8})
-)
+# One connection per thread: the parallel range GETs and the parallel PUTs of one invocation.
+s3: S3Client = s3_client(threads=WRITE_THREADS)
 
 
 @instrument()

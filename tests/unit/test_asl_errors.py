@@ -51,6 +51,9 @@ LAMBDA_ERRORS = {
     "Lambda.TooManyRequestsException",
     "Lambda.Unknown",
 }
+# The errorType the Lambda runtime itself puts in the payload of an invocation it ended: a
+# timeout and running out of memory (older runtimes report both as Lambda.Unknown).
+LAMBDA_RUNTIME_ERRORS = {"Sandbox.Timedout", "Runtime.OutOfMemory"}
 
 
 def handler_error_names() -> set[str]:
@@ -72,7 +75,7 @@ HANDLER_ERRORS = handler_error_names()
 
 
 def is_known(name: str) -> bool:
-    return name in STATES_ERRORS or name in LAMBDA_ERRORS or name in HANDLER_ERRORS
+    return name in STATES_ERRORS or name in LAMBDA_ERRORS or name in LAMBDA_RUNTIME_ERRORS or name in HANDLER_ERRORS
 
 
 def retry_and_catch(node: Any, state: str = "") -> Iterator[tuple[str, list[str]]]:
@@ -109,7 +112,9 @@ def test_every_error_equals_names_an_error_that_can_happen() -> None:
     assert not unknown, f"ErrorEquals names no handler, Lambda or States error: {unknown}"
 
 
-@pytest.mark.parametrize("name", ["StorageError", "InvalidInputError", "UploadError", "ValidationError"])
+@pytest.mark.parametrize(
+    "name", ["StorageError", "InvalidInputError", "UploadError", "ValidationError", "ImportBusyError"]
+)
 def test_the_core_errors_are_known_by_their_class_name(name: str) -> None:
     assert is_known(name)
 

@@ -45,13 +45,40 @@ def test_every_placeholder_is_a_substitution_and_every_substitution_is_used() ->
 
 
 def test_every_lambda_task_calls_a_function_of_the_template() -> None:
-    arns = {v for k, v in template_refs(TEMPLATE).items() if k.endswith("Function.Arn")}
+    # Every function but the Starter, which the admission queue invokes.
+    arns = {v for k, v in template_refs(TEMPLATE).items() if k.endswith("Function.Arn") and "Starter" not in k}
     tasks = {name: s for name, s in states().items() if s.get("Resource") == "arn:aws:states:::lambda:invoke"}
     assert {t["Parameters"]["FunctionName"] for t in tasks.values()} == arns
     for name, task in tasks.items():
         retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
-        assert {"Lambda.TooManyRequestsException", "Lambda.ServiceException"} <= retried, name
+        assert {"Lambda.TooManyRequestsException", "Lambda.ServiceException", "StorageError"} <= retried, name
         assert all(r.get("BackoffRate", 1) > 1 for r in task["Retry"]), name
+
+
+def longest_wait(retrier: dict[str, Any]) -> float:
+    """Seconds a retrier waits in all before giving up (no jitter)."""
+    interval, rate = retrier.get("IntervalSeconds", 1), retrier.get("BackoffRate", 2.0)
+    cap = retrier.get("MaxDelaySeconds", float("inf"))
+    return sum(min(interval * rate**n, cap) for n in range(retrier.get("MaxAttempts", 3)))
+
+
+def test_throttling_waits_rather_than_fails_and_timeouts_are_retried_for_idempotent_workers() -> None:
+    """A burst may hold the account's concurrency for an hour: a throttled task waits (hours in
+    all, FULL jitter halves that on average), while service errors keep a short budget."""
+    tasks = {name: s for name, s in states().items() if s.get("Resource") == "arn:aws:states:::lambda:invoke"}
+    for name, task in tasks.items():
+        (throttled,) = [r for r in task["Retry"] if "Lambda.TooManyRequestsException" in r["ErrorEquals"]]
+        assert throttled["ErrorEquals"] == ["Lambda.TooManyRequestsException"], name
+        assert longest_wait(throttled) >= 2 * 3600 and throttled["JitterStrategy"] == "FULL", name
+        (storage,) = [r for r in task["Retry"] if "StorageError" in r["ErrorEquals"]]
+        assert longest_wait(storage) >= 5 * 60, name
+        ended = [r for r in task["Retry"] if "Lambda.Unknown" in r["ErrorEquals"]]
+        if name in ("WriteBatch", "UploadBatch"):  # idempotent: a timeout or OOM is tried again, once or twice
+            (retrier,) = ended
+            assert {"States.Timeout", "Lambda.Unknown"} <= set(retrier["ErrorEquals"])
+            assert 1 <= retrier["MaxAttempts"] <= 2
+        else:
+            assert not ended, name
 
 
 def test_every_function_of_the_template_runs_its_own_handler_under_moto() -> None:
@@ -248,8 +275,7 @@ def test_the_rule_matches_the_example_event() -> None:
     from statemachine.render import resolve
 
     refs = template_refs(TEMPLATE, InputBucket="nwb2pennsieve-input-example")
-    rule = TEMPLATE["Resources"]["ConversionStateMachine"]["Properties"]["Events"]["NwbObjectCreated"]["Properties"]
-    pattern = rule["Pattern"]
+    pattern = TEMPLATE["Resources"]["NwbObjectCreatedRule"]["Properties"]["EventPattern"]
     event = load_event("s3_object_created.json")
     assert event["source"] in pattern["source"] and event["detail-type"] in pattern["detail-type"]
     assert event["detail"]["bucket"]["name"] in [resolve(b, refs) for b in pattern["detail"]["bucket"]["name"]]
@@ -260,6 +286,9 @@ def test_the_rule_matches_the_example_event() -> None:
     assert not re.match(regex, "incoming/notes.txt")
 
 
+NUMBERS = ("_FILES", "_EXECUTIONS", "CONCURRENCY", "_SECONDS")
+
+
 def test_settings_read_only_variables_the_template_sets() -> None:
     variables = set(TEMPLATE["Globals"]["Function"]["Environment"]["Variables"])
     # A field's variable is its name in upper case. ENVIRONMENT only picks IMPORTER_ENABLED's
@@ -267,7 +296,7 @@ def test_settings_read_only_variables_the_template_sets() -> None:
     read = {name.upper() for name in CloudSettings.model_fields} - {"ENVIRONMENT"}
     assert read and read <= variables, read - variables
     CloudSettings.from_env(
-        {k: "1" if "MB" in k or k.endswith("_FILES") else "x" for k in variables}
+        {k: "1" if "MB" in k or k.endswith(NUMBERS) else "x" for k in variables}
         | {"IMPORTER_ENABLED": "false", "SKIP_INVALID_SERIES": "false"}
     )
 

@@ -46,6 +46,7 @@ def test_functions_are_python312_arm64_with_both_layers_and_log_retention() -> N
         "FinalizeFunction",
         "UploadFilesFunction",
         "CompleteImportFunction",
+        "StarterFunction",
     }
     groups = of_type("AWS::Logs::LogGroup")
     for name in functions:
@@ -104,12 +105,38 @@ def test_required_parameters_exist() -> None:
     } <= set(TEMPLATE["Parameters"])
 
 
-def test_state_machine_is_started_by_the_eventbridge_rule_and_logs() -> None:
+def test_state_machine_is_started_through_the_admission_queue_and_logs() -> None:
     sm = RESOURCES["ConversionStateMachine"]["Properties"]
     assert sm["DefinitionUri"] == "statemachine/nwb2pennsieve.asl.json"
-    (event,) = sm["Events"].values()
-    assert event["Type"] == "EventBridgeRule"
+    assert "Events" not in sm  # only the Starter starts executions
     assert sm["Logging"]["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"]
+    (target,) = RESOURCES["NwbObjectCreatedRule"]["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["AdmissionQueue", "Arn"]}
+    assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["AdmissionDeadLetterQueue", "Arn"]}
+    queue = RESOURCES["AdmissionQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["AdmissionDeadLetterQueue", "Arn"]}
+    (source,) = RESOURCES["StarterFunction"]["Properties"]["Events"].values()
+    props = source["Properties"]
+    assert source["Type"] == "SQS" and props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # Lambda's SQS event source needs the queue's visibility timeout to outlast the function.
+    assert queue["VisibilityTimeout"] >= RESOURCES["StarterFunction"]["Properties"]["Timeout"]
+    alarm = RESOURCES["AdmissionDeadLetterAlarm"]["Properties"]
+    assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["AdmissionDeadLetterQueue", "QueueName"]}
+    assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_the_writers_reserve_holds_the_admitted_maps() -> None:
+    """With the defaults, the running executions' maps fit in the writers' reserved concurrency,
+    and the account keeps 100 unreserved (of the default 1,000)."""
+    from nwb2pennsieve.cloud.admission import admission_cap
+
+    params = TEMPLATE["Parameters"]
+    reserved = params["WritersReservedConcurrency"]["Default"]
+    write = params["WriteConcurrency"]["Default"]
+    cap = admission_cap(params["MaxRunningExecutions"]["Default"], reserved, write)
+    assert cap * write <= reserved <= 1000 - 100
+    writer = RESOURCES["WriteChunksFunction"]["Properties"]
+    assert writer["ReservedConcurrentExecutions"] == {"Ref": "WritersReservedConcurrency"}
 
 
 def test_samconfig_has_a_default_environment() -> None:
@@ -151,4 +178,4 @@ def test_only_the_importing_functions_read_the_secret_and_uploaders_delete_nothi
 def test_the_state_machine_may_invoke_each_function_and_only_those() -> None:
     policies = RESOURCES["ConversionStateMachine"]["Properties"]["Policies"]
     invoked = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in policies if "LambdaInvokePolicy" in p}
-    assert invoked == set(of_type("AWS::Serverless::Function"))
+    assert invoked == set(of_type("AWS::Serverless::Function")) - {"StarterFunction"}  # the queue invokes it

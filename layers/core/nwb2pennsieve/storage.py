@@ -7,8 +7,10 @@ one ``PutObject`` on S3), so a failed run never leaves a half-written chunk unde
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,17 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 from .errors import StorageError
 
 if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
     from mypy_boto3_s3 import S3Client
+
+_LOCAL_SWAP = threading.Lock()
+
+
+def _conditional_failure(exc: ClientError) -> bool:
+    """A conditional PUT lost: the condition failed (412) or a concurrent one won (409)."""
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return error.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412)
 
 
 class PendingObject(Protocol):
@@ -41,6 +53,10 @@ class Store(Protocol):
     def list_names(self, prefix: str = "") -> Iterator[str]: ...
     def delete(self, name: str) -> None: ...
     def describe(self, name: str) -> str: ...
+    # Conditional writes (the import claim): create only if absent; replace only if unchanged.
+    def create(self, name: str, data: bytes) -> bool: ...
+    def read_tagged(self, name: str) -> tuple[bytes, str] | None: ...
+    def replace_tagged(self, name: str, data: bytes, tag: str) -> bool: ...
 
 
 class _LocalPending:
@@ -140,6 +156,33 @@ class LocalStore:
     def describe(self, name: str) -> str:
         return str(self._path(name))
 
+    def create(self, name: str, data: bytes) -> bool:
+        """Write ``name`` only if it does not exist (``O_EXCL``); False when it does."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(self._path(name), "xb") as f:
+                f.write(data)
+        except FileExistsError:
+            return False
+        return True
+
+    def read_tagged(self, name: str) -> tuple[bytes, str] | None:
+        """The object and a tag of its content (None when absent)."""
+        try:
+            data = self._path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def replace_tagged(self, name: str, data: bytes, tag: str) -> bool:
+        """Replace ``name`` only if its content still has ``tag`` (compare-and-swap, within one process)."""
+        with _LOCAL_SWAP:
+            current = self.read_tagged(name)
+            if current is None or current[1] != tag:
+                return False
+            self.write_bytes(name, data)
+            return True
+
 
 class _S3Pending:
     def __init__(self, store: S3Store, name: str) -> None:
@@ -216,6 +259,38 @@ class S3Store:
 
     def delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+
+    def create(self, name: str, data: bytes) -> bool:
+        """PUT with ``If-None-Match: *``: False when an object of that name exists (412) or another
+        conditional PUT of it is in flight (409)."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data, IfNoneMatch="*")
+        except self.client.exceptions.ClientError as exc:
+            if _conditional_failure(exc):
+                return False
+            raise
+        return True
+
+    def read_tagged(self, name: str) -> tuple[bytes, str] | None:
+        """The object and its ETag (None when absent)."""
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.key(name))
+        except self.client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return answer["Body"].read(), answer["ETag"]
+
+    def replace_tagged(self, name: str, data: bytes, tag: str) -> bool:
+        """PUT with ``If-Match: <ETag>``: False when the object changed or is gone since it was read."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data, IfMatch=tag)
+        except self.client.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if _conditional_failure(exc) or code in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
 
     def describe(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.key(name)}"

@@ -29,7 +29,7 @@ from ..nwb import open_nwb
 from ..planner import build_plan
 from ..storage import S3Store
 from ..writer import write_channel_metadata, write_work_item
-from .chunkreader import slab_reader
+from .chunkreader import FETCH_THREADS, slab_reader
 from .importer import choose_import_target
 from .imports import prepare_uploads
 from .models import (
@@ -44,7 +44,7 @@ from .models import (
     WriteChunksOutput,
 )
 from .s3reader import ReadStats, S3RangeReader
-from .s3store import ParallelS3Store
+from .s3store import PUT_THREADS, ParallelS3Store
 from .settings import DEFAULT_UPLOAD_BATCH_FILES, CloudSettings, join_prefix
 
 if TYPE_CHECKING:
@@ -56,6 +56,11 @@ PLAN_NAME = "plan.json"
 WRITE_BATCHES_NAME = "write-batches.json"
 RESULTS_FOLDER = "map-results"
 LIST_THREADS = 16
+DELETE_THREADS = 8
+DELETE_BATCH = 1_000  # DeleteObjects' most keys per request
+# Threads that share one S3 client (its pool holds one connection per thread: see .clients).
+WRITE_THREADS = PUT_THREADS + FETCH_THREADS + 1
+FINALIZE_THREADS = max(LIST_THREADS, DELETE_THREADS, PUT_THREADS)
 MAX_ITEMS_PER_BATCH = 500
 H5_CACHE_BYTES = 4 * 1024 * 1024  # the writers read raw chunks themselves; h5py's cache holds metadata only
 
@@ -259,6 +264,32 @@ def list_outputs(
     return out
 
 
+def delete_objects(s3: S3Client, bucket: str, keys: list[str], *, threads: int = DELETE_THREADS) -> None:
+    """Delete ``keys`` with DeleteObjects requests of 1,000 keys, ``threads`` requests at once.
+
+    One DeleteObject per key would take hours for 380,000 files (past Lambda's 15 minutes); this
+    is ~380 requests. DeleteObjects answers 200 even when some keys failed: each answer's
+    ``Errors`` is checked, and any failed key raises :class:`StorageError` naming the first.
+    """
+    batches = [keys[i : i + DELETE_BATCH] for i in range(0, len(keys), DELETE_BATCH)]
+
+    def delete(batch: list[str]) -> list[tuple[str, str]]:
+        answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+        return [(e.get("Key", "?"), f"{e.get('Code', '?')}: {e.get('Message', '')}") for e in answer.get("Errors", [])]
+
+    failed: list[tuple[str, str]] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(batches)))) as pool:
+        for errors in pool.map(delete, batches):
+            failed.extend(errors)
+    if failed:
+        key, reason = failed[0]
+        raise StorageError(
+            f"{len(failed)} of {len(keys)} objects were not deleted (first s3://{bucket}/{key}: {reason})"
+        )
+    if keys:
+        log.info("deleted %d objects in %d DeleteObjects requests", len(keys), len(batches))
+
+
 def finalize(
     s3: S3Client,
     event: FinalizeInput,
@@ -294,10 +325,10 @@ def finalize(
     check_current(s3, event.source)
     metadata = {metadata_file_name(i) for i, _ in plan.channel_metadata()}
     stale = sorted(n for n in present if n not in expected and n not in metadata and n.startswith("channel-"))
+    # Chunk files of an earlier version of the same object (380,000 after a chunk-size change).
+    delete_objects(s3, out.bucket, [out.prefix + name for name in stale])
     store = ParallelS3Store(out.bucket, out.prefix, s3)
     try:
-        for name in stale:  # chunk files of an earlier version of the same object
-            store.delete(name)
         written = write_channel_metadata(plan, store)
     except BaseException:
         store.abandon()

@@ -39,6 +39,12 @@ class CloudSettings(CommonSettings):
     batch_mb: MiB = Field(None)  # type: ignore[assignment]
     upload_batch_files: Count = DEFAULT_UPLOAD_BATCH_FILES
     pennsieve_secret_arn: Text = ""
+    state_machine_arn: Text = ""
+    max_running_executions: Count = 5
+    writers_reserved_concurrency: Count = 600
+    write_concurrency: Count = 120
+    admission_retry_seconds: Count = 300
+    dead_letter_queue_url: Text = ""
 
     @field_validator("batch_mb", mode="before")
     @classmethod

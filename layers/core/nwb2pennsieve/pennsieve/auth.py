@@ -66,7 +66,7 @@ def default_idp_client(region: str) -> Any:
     return boto3.client(
         "cognito-idp",
         region_name=region,
-        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 5, "mode": "standard"}),
+        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 5, "mode": "adaptive"}),
     )
 
 

@@ -54,6 +54,10 @@ class ChannelError(PennsieveError):
     """The output's channels cannot be matched to or created on the target package."""
 
 
+class ImportBusyError(PennsieveError):
+    """Another run holds the import's claim (it is preparing the same import): retry when it is done."""
+
+
 class UploadError(PennsieveError):
     """Some files were not uploaded; ``failed`` lists them all. A rerun uploads only those."""
 

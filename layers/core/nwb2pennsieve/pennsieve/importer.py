@@ -17,11 +17,19 @@ from collections.abc import Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..storage import Store
-from .channels import read_output, sync_channels
+from .channels import LocalChannel, read_output, sync_channels
 from .client import PennsieveClient
 from .errors import PennsieveError, UploadError
 from .manifest import MANIFEST_MAX_BYTES, MANIFEST_MAX_FILES, file_entries, named_entries, register_files
-from .records import UPLOADED_PREFIX, load_state, read_prepared_state, recorded_keys, remove_failed, write_failed
+from .records import (
+    UPLOADED_PREFIX,
+    import_claim,
+    load_state,
+    read_prepared_state,
+    recorded_keys,
+    remove_failed,
+    write_failed,
+)
 from .target import ImportTarget
 from .uploads import upload_all
 
@@ -81,10 +89,32 @@ def prepare_import(
     manifest_max_bytes: int = MANIFEST_MAX_BYTES,
     retry_sleep_s: float = 1.0,
 ) -> PreparedImport:
-    """Package properties, channels (matched or created) and the batched manifest; rerun-safe."""
+    """Package properties, channels (matched or created) and the batched manifest; rerun-safe.
+
+    Holds the import's claim (:func:`~.records.import_claim`) throughout: a second run preparing
+    the same output at the same time gets :class:`ImportBusyError` instead of creating channels
+    or registering files twice; once the first is done, it reuses what the first created.
+    """
     channels = read_output(store)
     if not channels:
         raise PennsieveError("nothing to import: no channel-*.metadata.json", file=store.describe(""))
+    with import_claim(store):
+        return _prepare_claimed(
+            store, target, client, channels, manifest_max_files=manifest_max_files,
+            manifest_max_bytes=manifest_max_bytes, retry_sleep_s=retry_sleep_s,
+        )  # fmt: skip
+
+
+def _prepare_claimed(
+    store: Store,
+    target: ImportTarget,
+    client: PennsieveClient,
+    channels: list[LocalChannel],
+    *,
+    manifest_max_files: int,
+    manifest_max_bytes: int,
+    retry_sleep_s: float,
+) -> PreparedImport:
     state = load_state(store, target)
     n_files = sum(len(c.files) for c in channels)
     log.info(

@@ -10,6 +10,10 @@
   re-PUT, harmless).
 - ``import-failed.json`` (:class:`FailedRecord`): the files of the last failed import (removed
   by a complete one).
+- ``import-claim.json`` (:class:`ImportClaim`): held while one run prepares the import (channels,
+  manifest), so two runs racing on one output (a duplicate event, a hand-started rerun) never
+  create channels or files twice: created with a conditional write (S3 ``If-None-Match: *``),
+  taken over when stale with a compare-and-swap (``If-Match: <ETag>``), deleted when done.
 
 No secret ever goes into a record.
 """
@@ -20,12 +24,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..storage import Store
-from .errors import PennsieveError
+from .errors import ImportBusyError, PennsieveError
 from .target import ImportTarget
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,9 @@ STATE_NAME = "import-state.json"
 MANIFEST_PREFIX = "import-manifest-"
 UPLOADED_PREFIX = "import-uploaded-"
 FAILED_NAME = "import-failed.json"
+CLAIM_NAME = "import-claim.json"
+# Longer than any run can hold it (a Lambda ends after 15 minutes): an older claim is abandoned.
+CLAIM_LEASE_SECONDS = 20 * 60
 STATE_FORMAT = 1
 
 
@@ -66,6 +74,52 @@ class FailedRecord(BaseModel):
     import_id: str | None
     failed: list[str]
     error: str
+
+
+class ImportClaim(BaseModel):
+    """``import-claim.json``: who prepares the import, since when (epoch seconds)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    owner: str
+    claimed_at: float
+
+
+@contextmanager
+def import_claim(
+    store: Store, *, lease_seconds: float = CLAIM_LEASE_SECONDS, clock: Callable[[], float] = time.time
+) -> Iterator[str]:
+    """Hold the import's claim for the ``with`` block; raise :class:`ImportBusyError` when another
+    run holds it. A claim older than ``lease_seconds`` (its run died) is taken over, by one run only."""
+    owner = uuid.uuid4().hex
+    body = ImportClaim(owner=owner, claimed_at=clock()).model_dump_json().encode()
+    if not store.create(CLAIM_NAME, body):
+        current = store.read_tagged(CLAIM_NAME)
+        if current is None:  # released in between: claim it now (or lose to a third run)
+            taken = store.create(CLAIM_NAME, body)
+        else:
+            data, tag = current
+            try:
+                age = clock() - ImportClaim.model_validate_json(data).claimed_at
+            except ValidationError:
+                age = float("inf")
+            if age < lease_seconds:
+                raise ImportBusyError(
+                    f"another run is preparing this import (claimed {max(0, age):.0f} s ago); "
+                    "it is retried when that run is done",
+                    file=store.describe(""),
+                )
+            taken = store.replace_tagged(CLAIM_NAME, body, tag)
+            if taken:
+                log.warning("took over an abandoned import claim %.0f s old at %s", age, store.describe(CLAIM_NAME))
+        if not taken:
+            raise ImportBusyError("another run claimed this import at the same moment", file=store.describe(""))
+    try:
+        yield owner
+    finally:
+        current = store.read_tagged(CLAIM_NAME)
+        if current is not None and ImportClaim.model_validate_json(current[0]).owner == owner:
+            store.delete(CLAIM_NAME)
 
 
 def load_state(store: Store, target: ImportTarget) -> ImportState:
