@@ -47,6 +47,7 @@ def _convert_one(path: Path, output: Path, settings: Settings) -> ConversionResu
         chunk_size_mb=settings.chunk_size_mb,
         max_item_mb=settings.max_item_mb,
         skip_invalid_series=settings.skip_invalid_series,
+        timeout_s=settings.plan_timeout_s,
     )
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), path.name)
@@ -65,6 +66,8 @@ def _report(plan: Plan) -> None:
             print(f"{plan.source}: {line}", file=sys.stderr)
     for warning in plan.warnings:
         print(f"warning: {plan.source}: {warning}", file=sys.stderr)
+    for other in plan.not_converted:
+        print(other.note(plan.source), file=sys.stderr)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -79,6 +82,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         chunk_size_mb=settings.chunk_size_mb,
         max_item_mb=settings.max_item_mb,
         skip_invalid_series=settings.skip_invalid_series,
+        timeout_s=settings.plan_timeout_s,
     )
     if args.full:
         print(plan.model_dump_json(indent=2))

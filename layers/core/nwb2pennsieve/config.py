@@ -33,6 +33,12 @@ DEFAULT_CHUNK_SIZE_MB = 1.0
 # chunk of each of the item's channels in memory (≤ this), so 512 fits a 2 GB Lambda with room
 # for the input slab and the runtime.
 DEFAULT_MAX_ITEM_MB = 512.0
+# Planning a file reads metadata and timestamps: seconds even for a big file. A damaged file can
+# send HDF5 into an endless loop, so the local pool plans in a child process given this long.
+DEFAULT_PLAN_TIMEOUT_S = 600.0
+# The cloud refuses a file whose planned output (chunk files) is bigger than this many GB (1e9 bytes):
+# a tiny damaged file can declare an absurd length, which would read as fill values.
+DEFAULT_MAX_OUTPUT_GB = 2000.0
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
 
@@ -104,6 +110,8 @@ def _secret(value: Any) -> SecretStr | None:
 
 MiB = Annotated[float, BeforeValidator(_positive_number)]
 """A finite number of MiB greater than 0."""
+Positive = Annotated[float, BeforeValidator(_positive_number)]
+"""A finite number greater than 0 (seconds, GB)."""
 Count = Annotated[int, BeforeValidator(_count)]
 """A whole number, at least 1."""
 Switch = Annotated[bool, BeforeValidator(_boolean)]
@@ -219,7 +227,9 @@ class Settings(CommonSettings):
     """The command line's, the local pool's and the Pennsieve importer's settings.
 
     ``ENVIRONMENT`` (local/production), ``INPUT_DIR``, ``OUTPUT_DIR``, ``CHUNK_SIZE_MB``,
-    ``MAX_ITEM_MB``, ``WORKERS`` (default: CPUs), ``SKIP_INVALID_SERIES``, ``IMPORTER_ENABLED``
+    ``MAX_ITEM_MB``, ``WORKERS`` (default: CPUs), ``SKIP_INVALID_SERIES``, ``PLAN_TIMEOUT_S`` (seconds
+    planning one file may take; it runs in a child process, so a damaged file cannot hang the
+    command), ``IMPORTER_ENABLED``
     (default true outside local), ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET`` or
     ``SESSION_TOKEN`` (+``REFRESH_TOKEN``), ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``,
     ``INTEGRATION_ID``. Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
@@ -235,6 +245,7 @@ class Settings(CommonSettings):
     input_dir: Path = Path("data/input")
     output_dir: Path = Path("data/output")
     workers: Count | None = None
+    plan_timeout_s: Positive = DEFAULT_PLAN_TIMEOUT_S
     pennsieve_api_key: Secret = None
     pennsieve_api_secret: Secret = None
     session_token: Secret = None

@@ -17,13 +17,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from pathlib import Path
+from typing import Any
 
 import h5py
 
 from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
-from .errors import Nwb2PennsieveError, StorageError
+from .errors import InvalidInputError, Nwb2PennsieveError, StorageError
 from .models import ItemResult, Plan, WorkItem
 from .nwb import open_nwb
 from .planner import build_plan, work_items
@@ -62,15 +64,79 @@ def plan_file(
     chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     skip_invalid_series: bool = False,
+    timeout_s: float | None = None,
 ) -> Plan:
-    name = os.path.basename(os.fspath(path))
+    """Plan ``path``; with ``timeout_s``, in a child process given that long (PLAN_TIMEOUT_S).
+
+    A damaged file can send HDF5 into an endless loop inside one call, which no Python code can
+    interrupt: the child is killed and one line names the file.
+    """
+    options = {"chunk_size_mb": chunk_size_mb, "max_item_mb": max_item_mb, "skip_invalid_series": skip_invalid_series}
+    if timeout_s is not None:
+        return _plan_in_child(os.fspath(path), options, timeout_s)
+    return _plan_here(os.fspath(path), options)
+
+
+def _plan_here(path: str, options: dict[str, Any]) -> Plan:
+    name = os.path.basename(path)
     with open_nwb(path, name=name) as h5:
-        return build_plan(
-            h5,
-            source=name,
-            chunk_size_mb=chunk_size_mb,
-            max_item_mb=max_item_mb,
-            skip_invalid_series=skip_invalid_series,
+        return build_plan(h5, source=name, **options)
+
+
+def _plan_child(conn: Connection, path: str, options: dict[str, Any]) -> None:
+    try:
+        message: tuple[str, object] = ("plan", _plan_here(path, options).model_dump_json())
+    except BaseException as exc:  # sent to the parent, which raises it
+        message = ("error", exc)
+    try:
+        conn.send(message)
+    except Exception as exc:  # an exception that does not pickle
+        conn.send(("error", RuntimeError(f"{type(exc).__name__}: {message[1]}")))
+    conn.close()
+
+
+def _plan_in_child(path: str, options: dict[str, Any], timeout_s: float) -> Plan:
+    name = os.path.basename(path)
+    context = pool_context()
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_plan_child, args=(send, path, options), daemon=True)
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(timeout_s):
+            raise InvalidInputError(
+                f"planning took longer than {timeout_s:g} s (PLAN_TIMEOUT_S) and was stopped: HDF5 may be "
+                "looping in a damaged part of the file (raise PLAN_TIMEOUT_S for a file that is just big)",
+                file=name,
+            )
+        try:
+            kind, body = receive.recv()
+        except (EOFError, OSError):
+            child.join()
+            raise InvalidInputError(
+                f"planning stopped with exit status {child.exitcode} (HDF5 crashed): the file is damaged",
+                file=name,
+            ) from None
+    finally:
+        receive.close()
+        if child.is_alive():
+            child.kill()
+        child.join()
+    if kind == "error":
+        assert isinstance(body, BaseException)
+        raise body
+    assert isinstance(body, str)
+    return Plan.model_validate_json(body)
+
+
+def check_free_space(plan: Plan, output: Path) -> None:
+    """Refuse, before writing, a conversion whose output would not fit the output file system."""
+    needed = plan.output_bytes()
+    free = shutil.disk_usage(output).free
+    if needed > free:
+        raise StorageError(
+            f"its output needs {needed / 1e9:,.3f} GB but the file system of {output} has {free / 1e9:,.3f} GB free",
+            file=plan.source,
         )
 
 
@@ -105,6 +171,7 @@ def convert_file(
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create the output directory {output} ({exc.strerror or exc})") from None
+    check_free_space(plan, output)
     staging = output / f".staging-{path.stem}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
