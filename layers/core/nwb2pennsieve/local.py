@@ -99,7 +99,7 @@ def _plan_in_child(path: str, options: dict[str, Any], timeout_s: float) -> Plan
     name = os.path.basename(path)
     context = pool_context()
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_plan_child, args=(send, path, options), daemon=True)
+    child = context.Process(target=_plan_child, args=(send, path, options), daemon=True)  # type: ignore[attr-defined]
     child.start()
     send.close()
     try:
@@ -113,10 +113,9 @@ def _plan_in_child(path: str, options: dict[str, Any], timeout_s: float) -> Plan
             kind, body = receive.recv()
         except (EOFError, OSError):
             child.join()
-            raise InvalidInputError(
-                f"planning stopped with exit status {child.exitcode} (HDF5 crashed): the file is damaged",
-                file=name,
-            ) from None
+            code = child.exitcode or 0
+            how = f"was killed by signal {-code}" if code < 0 else f"ended with exit status {code}"
+            raise InvalidInputError(f"planning {how} (HDF5 crashed): the file is damaged", file=name) from None
     finally:
         receive.close()
         if child.is_alive():
