@@ -179,7 +179,11 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="print the conversion plan of an NWB file as JSON")
     p.add_argument("file", help="the .nwb file")
-    p.add_argument("--full", action="store_true", help="the whole plan (every chunk and work item)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="the whole plan, as plan.json holds it (every work item; each series' chunks as their rule)",
+    )
     _add_conversion_options(p)
     p.set_defaults(handler=cmd_plan)
 
