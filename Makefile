@@ -21,7 +21,7 @@ INPUT_DIR ?= data/input
 OUTPUT_DIR ?= data/output
 export INPUT_DIR OUTPUT_DIR
 
-.PHONY: help venv install pre-commit test test-unit test-cov lint run clean build validate deploy bench
+.PHONY: help venv install pre-commit test test-unit test-cov lint run clean build validate deploy bench fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -66,6 +66,11 @@ run: install ## convert $(INPUT_DIR)/*.nwb into $(OUTPUT_DIR) (a bundled sample 
 
 bench: install ## run the benchmarks in bench/ (docs/benchmarks.md has each one's command)
 	$(PY) bench/bench_convert.py
+
+SEED ?= 1
+COUNT ?= 300
+fuzz: install ## a bigger corruption fuzz run than make test's (SEED=1 COUNT=300): bench/fuzz.py
+	$(PY) bench/fuzz.py --seed $(SEED) --count $(COUNT)
 
 clean: ## remove the venv, build output, caches and data/output
 	rm -rf $(VENV) build .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov data/output bench/out

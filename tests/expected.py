@@ -42,6 +42,46 @@ def _s(v) -> str:
     return (v.decode() if isinstance(v, bytes) else str(v)).strip()
 
 
+_H5_ERRORS = (KeyError, OSError, RuntimeError, ValueError)
+
+
+def _series_paths(f: h5py.File) -> list[str]:
+    """Paths of the ElectricalSeries groups. An object that cannot be opened is passed over only in
+    /general (metadata: NWB puts no series there) or /specifications (the cached schema); anywhere
+    else it raises, as it may be a series."""
+    paths: list[str] = []
+
+    def walk(group: h5py.Group, prefix: str) -> None:
+        metadata = prefix.startswith("/general")
+        try:
+            keys = list(group.keys())
+        except _H5_ERRORS:
+            if metadata:
+                return
+            raise
+        for key in keys:
+            path = f"{prefix}/{key}"
+            if path == "/specifications":
+                continue
+            try:
+                if isinstance(group.get(key, getlink=True), h5py.SoftLink):
+                    continue
+                obj = group[key]
+                ndt = _s(obj.attrs.get("neurodata_type", "")) if isinstance(obj, h5py.Group) else ""
+            except _H5_ERRORS:
+                if metadata or path == "/general":
+                    continue
+                raise
+            if isinstance(obj, h5py.Group):
+                if ndt == "ElectricalSeries":
+                    paths.append(path)
+                else:
+                    walk(obj, path)
+
+    walk(f, "")
+    return paths
+
+
 def expected_channels(path: str | Path) -> list[ExpectedChannel]:
     out: list[ExpectedChannel] = []
     with h5py.File(path, "r") as f:
@@ -52,13 +92,7 @@ def expected_channels(path: str | Path) -> list[ExpectedChannel]:
         if start.tzinfo is None:
             start = start.replace(tzinfo=UTC)
         epoch = start.timestamp()
-        paths: list[str] = []
-
-        def visit(name, obj):
-            if isinstance(obj, h5py.Group) and _s(obj.attrs.get("neurodata_type", "")) == "ElectricalSeries":
-                paths.append("/" + name)
-
-        f.visititems(visit)
+        paths = _series_paths(f)
         for p in sorted(paths):
             g = f[p]
             data = g["data"][()]

@@ -248,6 +248,7 @@ def test_an_s3_object_converts_in_place_like_the_local_file(
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sources, "_s3_client", counting_client)
+        patch.setenv("PLAN_TIMEOUT_S", "0")  # plan in this process too, so its reads are counted
         code, _, err = run_cli(
             capsys, "convert", "s3://recordings/sub-1/rec.nwb", "-o", str(tmp_path / "one"), "--workers", "1", *CONVERT
         )

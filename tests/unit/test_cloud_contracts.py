@@ -286,7 +286,7 @@ def test_the_rule_matches_the_example_event() -> None:
     assert not re.match(regex, "incoming/notes.txt")
 
 
-NUMBERS = ("_FILES", "_EXECUTIONS", "CONCURRENCY", "_SECONDS")
+NUMBERS = ("_FILES", "_EXECUTIONS", "CONCURRENCY", "_SECONDS", "_GB")
 
 
 def test_settings_read_only_variables_the_template_sets() -> None:

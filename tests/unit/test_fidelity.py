@@ -124,7 +124,9 @@ def test_spike_event_series_is_skipped(tmp_path: Path) -> None:
     nwb = write_nwb(tmp_path / "spk.nwb", [SeriesSpec(data=np.ones((10, 2))), spikes])
     plan = plan_file(nwb)
     assert [s.path for s in plan.series] == ["/acquisition/ElectricalSeries"]
-    assert plan.skipped[0].path == "/acquisition/spikes"
+    (spike,) = plan.not_converted  # a note, not a skipped invalid series
+    assert (spike.path, spike.neurodata_type) == ("/acquisition/spikes", "SpikeEventSeries")
+    assert "spike snippets" in spike.reason and not plan.skipped
 
 
 def test_fixed_length_byte_strings_and_channel_name_column(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from nwb2pennsieve.errors import ConfigurationError
 ALL_VARIABLES = (
     "ENVIRONMENT", "INPUT_DIR", "OUTPUT_DIR", "CHUNK_SIZE_MB", "MAX_ITEM_MB", "WORKERS", "SKIP_INVALID_SERIES",
     "IMPORTER_ENABLED", "PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET", "SESSION_TOKEN", "REFRESH_TOKEN",
-    "PENNSIEVE_API_HOST", "PENNSIEVE_API_HOST2", "INTEGRATION_ID", "SERIES",
+    "PENNSIEVE_API_HOST", "PENNSIEVE_API_HOST2", "INTEGRATION_ID", "SERIES", "PLAN_TIMEOUT_S",
 )  # fmt: skip
 
 # (variable, option, bad value, the reason the message gives)
@@ -111,6 +111,8 @@ def test_one_importer_default_rule_for_every_model() -> None:
         ({"OUTPUT_BUCKET": "b", "UPLOAD_BATCH_FILES": "0"}, "UPLOAD_BATCH_FILES must be at least 1, not 0"),
         ({"OUTPUT_BUCKET": "b", "UPLOAD_BATCH_FILES": "2.5"}, "UPLOAD_BATCH_FILES must be a whole number, not 2.5"),
         ({"OUTPUT_BUCKET": "b", "MAX_ITEM_MB": "nan"}, "MAX_ITEM_MB must be a finite number, not nan"),
+        ({"OUTPUT_BUCKET": "b", "MAX_OUTPUT_GB": "0"}, "MAX_OUTPUT_GB must be greater than 0, not 0"),
+        ({"OUTPUT_BUCKET": "b", "MAX_OUTPUT_GB": "lots"}, "MAX_OUTPUT_GB must be a number, not 'lots'"),
     ],
 )
 def test_cloud_settings_use_the_same_checks(env: dict[str, str], message: str) -> None:
@@ -164,3 +166,15 @@ def test_importing_the_settings_does_not_load_h5py() -> None:
 )
 def test_series_from_the_environment_or_the_flags(env: dict[str, str], flags: dict, expected: tuple) -> None:
     assert Settings.from_env(env, **flags).series == expected
+
+
+def test_plan_timeout_and_max_output_settings() -> None:
+    assert Settings.from_env({}).plan_timeout_s == 600.0
+    assert Settings.from_env({"PLAN_TIMEOUT_S": "2.5"}).plan_timeout_s == 2.5
+    assert Settings.from_env({"PLAN_TIMEOUT_S": "0"}).plan_timeout_s == 0.0  # plan in this process
+    for bad, reason in (("-1", "0 or more, not -1"), ("soon", "a number, not 'soon'")):
+        with pytest.raises(ConfigurationError) as e:
+            Settings.from_env({"PLAN_TIMEOUT_S": bad})
+        assert str(e.value) == f"PLAN_TIMEOUT_S must be {reason}"
+    assert CloudSettings.from_env({"OUTPUT_BUCKET": "b"}).max_output_gb == 2000.0
+    assert CloudSettings.from_env({"OUTPUT_BUCKET": "b", "MAX_OUTPUT_GB": "0.5"}).max_output_gb == 0.5

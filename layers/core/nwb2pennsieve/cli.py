@@ -51,6 +51,7 @@ def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> 
         max_item_mb=settings.max_item_mb,
         skip_invalid_series=settings.skip_invalid_series,
         series=settings.series,
+        timeout_s=settings.plan_timeout_s,
     )
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), source.stem)
@@ -71,6 +72,8 @@ def _report(plan: Plan) -> None:
             print(f"{plan.source}: {line}", file=sys.stderr)
     for warning in plan.warnings:
         print(f"warning: {plan.source}: {warning}", file=sys.stderr)
+    for other in plan.not_converted:
+        print(other.note(plan.source), file=sys.stderr)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -86,6 +89,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         max_item_mb=settings.max_item_mb,
         skip_invalid_series=settings.skip_invalid_series,
         series=settings.series,
+        timeout_s=settings.plan_timeout_s,
     )
     if args.full:
         print(plan.model_dump_json(indent=2))
@@ -212,7 +216,11 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="print the conversion plan of an NWB file as JSON")
     p.add_argument("file", help=_FILE_HELP)
-    p.add_argument("--full", action="store_true", help="the whole plan (every chunk and work item)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="the whole plan, as plan.json holds it (every work item; each series' chunks as their rule)",
+    )
     _add_conversion_options(p)
     p.set_defaults(handler=cmd_plan)
 

@@ -33,6 +33,12 @@ DEFAULT_CHUNK_SIZE_MB = 1.0
 # chunk of each of the item's channels in memory (≤ this), so 512 fits a 2 GB Lambda with room
 # for the input slab and the runtime.
 DEFAULT_MAX_ITEM_MB = 512.0
+# Planning a file reads metadata and timestamps: seconds even for a big file. A damaged file can
+# send HDF5 into an endless loop, so the local pool plans in a child process given this long.
+DEFAULT_PLAN_TIMEOUT_S = 600.0
+# The cloud refuses a file whose planned output (chunk files) is bigger than this many GB (1e9 bytes):
+# a tiny damaged file can declare an absurd length, which would read as fill values.
+DEFAULT_MAX_OUTPUT_GB = 2000.0
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
 
@@ -60,6 +66,13 @@ def _positive_number(value: Any) -> float:
     number = _number(value)
     if not number > 0:
         raise _invalid("greater than 0")
+    return number
+
+
+def _non_negative_number(value: Any) -> float:
+    number = _number(value)
+    if not number >= 0:
+        raise _invalid("0 or more")
     return number
 
 
@@ -118,6 +131,10 @@ def _secret(value: Any) -> SecretStr | None:
 
 MiB = Annotated[float, BeforeValidator(_positive_number)]
 """A finite number of MiB greater than 0."""
+Positive = Annotated[float, BeforeValidator(_positive_number)]
+"""A finite number greater than 0 (seconds, GB)."""
+NonNegative = Annotated[float, BeforeValidator(_non_negative_number)]
+"""A finite number, 0 or more (seconds: 0 turns a limit off)."""
 Count = Annotated[int, BeforeValidator(_count)]
 """A whole number, at least 1."""
 Switch = Annotated[bool, BeforeValidator(_boolean)]
@@ -236,7 +253,10 @@ class Settings(CommonSettings):
 
     ``ENVIRONMENT`` (local/production), ``INPUT_DIR``, ``OUTPUT_DIR``, ``CHUNK_SIZE_MB``,
     ``MAX_ITEM_MB``, ``WORKERS`` (default: CPUs), ``SKIP_INVALID_SERIES``, ``SERIES`` (the series
-    to convert, comma-separated HDF5 paths; default all), ``IMPORTER_ENABLED``
+    to convert, comma-separated HDF5 paths; default all), ``PLAN_TIMEOUT_S`` (seconds planning one
+    file may take; it runs in a child process, so a damaged file cannot hang the command; 0 plans in
+    this process, without a limit),
+    ``IMPORTER_ENABLED``
     (default true outside local), ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET`` or
     ``SESSION_TOKEN`` (+``REFRESH_TOKEN``), ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``,
     ``INTEGRATION_ID``. Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
@@ -254,6 +274,7 @@ class Settings(CommonSettings):
     output_dir: Path = Path("data/output")
     workers: Count | None = None
     series: SeriesPaths = ()
+    plan_timeout_s: NonNegative = DEFAULT_PLAN_TIMEOUT_S
     pennsieve_api_key: Secret = None
     pennsieve_api_secret: Secret = None
     session_token: Secret = None

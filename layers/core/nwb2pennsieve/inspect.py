@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
 from .gzipstored import framed_size
-from .models import Plan, SeriesPlan
+from .models import NotConverted, Plan, SeriesPlan
 from .planner import Survey, survey
 from .sources import InputSource, open_input
 from .writer import metadata_body
@@ -72,11 +72,6 @@ class SeriesInfo(_Model):
     output_bytes: int = Field(description="bytes of this series' chunk files on disk")
 
 
-class NotConverted(_Model):
-    path: str = Field(description="the series' HDF5 path")
-    reason: str
-
-
 class OutputInfo(_Model):
     """What the conversion writes (exactly: computed from the plan)."""
 
@@ -123,7 +118,12 @@ def inspect_file(
 def inspection(found: Survey, *, chunk_size_mb: float) -> Inspection:
     """The :class:`Inspection` of what the planner found."""
     plan = found.plan
-    not_converted = [NotConverted(path=s.path, reason=s.reason) for s in found.skipped]
+    # Series skipped (invalid, or not selected) and objects that are not continuous series.
+    not_converted = sorted(
+        [NotConverted(path=s.path, neurodata_type="ElectricalSeries", reason=s.reason) for s in found.skipped]
+        + list(found.not_converted),
+        key=lambda n: n.path,
+    )
     series = [_series(plan, s) for s in plan.series] if plan else []
     chunk_files = sum(s.chunk_files for s in series)
     metadata = [len(metadata_body(m)) for _, m in plan.channel_metadata()] if plan else []
@@ -264,7 +264,7 @@ def render(found: Inspection) -> str:
         lines.append(f"  output    {s.chunk_files} chunk files, {_size(s.output_bytes)}")
     if found.not_converted:
         lines += ["", "not converted:"]
-        lines += [f"  {n.path}: {n.reason}" for n in found.not_converted]
+        lines += [f"  {n.path} ({n.neurodata_type}): {n.reason}" for n in found.not_converted]
     if found.other_types:
         lines += ["", f"also in the file ({OTHER_TYPES_REASON}): {', '.join(found.other_types)}"]
     if found.convertible:

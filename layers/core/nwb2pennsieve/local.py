@@ -17,13 +17,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
+from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from pathlib import Path
+from typing import Any
 
 import h5py
 
 from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
-from .errors import Nwb2PennsieveError, StorageError
+from .errors import InvalidInputError, Nwb2PennsieveError, StorageError
 from .models import ItemResult, Plan, WorkItem
 from .planner import build_plan, work_items
 from .sources import InputSource, OpenedInput, open_input
@@ -63,16 +65,87 @@ def plan_file(
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     skip_invalid_series: bool = False,
     series: tuple[str, ...] = (),
+    timeout_s: float | None = None,
 ) -> Plan:
-    """Plan a local file, URL or S3 object (see :class:`~nwb2pennsieve.sources.InputSource`)."""
-    with open_input(path) as opened:
-        return build_plan(
-            opened.h5,
-            source=opened.source.name,
-            chunk_size_mb=chunk_size_mb,
-            max_item_mb=max_item_mb,
-            skip_invalid_series=skip_invalid_series,
-            series=series,
+    """Plan a local file, URL or S3 object (see :class:`~nwb2pennsieve.sources.InputSource`); with
+    ``timeout_s``, in a child process given that long (PLAN_TIMEOUT_S).
+
+    A damaged file can send HDF5 into an endless loop inside one call, which no Python code can
+    interrupt: the child is killed and one line names the file.
+    """
+    source = InputSource.parse(path)
+    options = {
+        "chunk_size_mb": chunk_size_mb,
+        "max_item_mb": max_item_mb,
+        "skip_invalid_series": skip_invalid_series,
+        "series": tuple(series),
+    }
+    if timeout_s:  # None or 0: in this process, without a limit
+        return _plan_in_child(source, options, timeout_s)
+    return _plan_here(source, options)
+
+
+def _plan_here(source: InputSource, options: dict[str, Any]) -> Plan:
+    with open_input(source) as opened:
+        return build_plan(opened.h5, source=opened.source.name, **options)
+
+
+def _plan_child(conn: Connection, source: InputSource, options: dict[str, Any], env: dict[str, str]) -> None:
+    # A forkserver child has the environment the server started with: take the caller's.
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        message: tuple[str, object] = ("plan", _plan_here(source, options).model_dump_json())
+    except BaseException as exc:  # sent to the parent, which raises it
+        message = ("error", exc)
+    try:
+        conn.send(message)
+    except Exception as exc:  # an exception that does not pickle
+        conn.send(("error", RuntimeError(f"{type(exc).__name__}: {message[1]}")))
+    conn.close()
+
+
+def _plan_in_child(source: InputSource, options: dict[str, Any], timeout_s: float) -> Plan:
+    name = source.name
+    context = pool_context()
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_plan_child, args=(send, source, options, dict(os.environ)), daemon=True)  # type: ignore[attr-defined]
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(timeout_s):
+            raise InvalidInputError(
+                f"planning took longer than {timeout_s:g} s (PLAN_TIMEOUT_S) and was stopped: HDF5 may be "
+                "looping in a damaged part of the file (raise PLAN_TIMEOUT_S for a file that is just big)",
+                file=name,
+            )
+        try:
+            kind, body = receive.recv()
+        except (EOFError, OSError):
+            child.join()
+            code = child.exitcode or 0
+            how = f"was killed by signal {-code}" if code < 0 else f"ended with exit status {code}"
+            raise InvalidInputError(f"planning {how} (HDF5 crashed): the file is damaged", file=name) from None
+    finally:
+        receive.close()
+        if child.is_alive():
+            child.kill()
+        child.join()
+    if kind == "error":
+        assert isinstance(body, BaseException)
+        raise body
+    assert isinstance(body, str)
+    return Plan.model_validate_json(body)
+
+
+def check_free_space(plan: Plan, output: Path) -> None:
+    """Refuse, before writing, a conversion whose output would not fit the output file system."""
+    needed = plan.output_bytes()
+    free = shutil.disk_usage(output).free
+    if needed > free:
+        raise StorageError(
+            f"its output needs {needed / 1e9:,.3f} GB but the file system of {output} has {free / 1e9:,.3f} GB free",
+            file=plan.source,
         )
 
 
@@ -107,6 +180,7 @@ def convert_file(
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create the output directory {output} ({exc.strerror or exc})") from None
+    check_free_space(plan, output)
     staging = output / f".staging-{path.stem}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:

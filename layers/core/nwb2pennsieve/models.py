@@ -6,9 +6,14 @@ process pool and the cloud's Distributed Map execute the very same :class:`WorkI
 
 from __future__ import annotations
 
-from typing import Literal
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from typing import Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from .gzipstored import framed_size
 
 PLAN_FORMAT = 1
 SAMPLES_PER_MIB = 131_072  # 1 MiB of float64
@@ -62,7 +67,13 @@ class Chunk(_Model):
 
 
 class SeriesPlan(_Model):
-    """One continuous ElectricalSeries and how it is cut up."""
+    """One continuous ElectricalSeries and how it is cut up.
+
+    Its chunks are not stored one by one (a tiny file may declare 10^12 samples): each segment is
+    cut every ``chunk_samples``, and a chunk's times are computed from ``starting_time`` and
+    ``rate`` (timing ``rate``) or listed in ``chunk_times`` (timing ``timestamps``, read from them).
+    ``chunks`` is the resulting sequence of :class:`Chunk`, made on demand.
+    """
 
     index: int
     path: str = Field(description="HDF5 path of the series group, e.g. /acquisition/ElectricalSeries")
@@ -79,7 +90,37 @@ class SeriesPlan(_Model):
     timing: Literal["rate", "timestamps"]
     channels: list[ChannelPlan]
     segments: list[Segment]
-    chunks: list[Chunk]
+    chunk_samples: int = Field(description="samples per chunk: each segment is cut every chunk_samples")
+    reference_us: int = Field(description="µs since the Unix epoch of the time the series' times are relative to")
+    starting_time: float | None = Field(
+        default=None, description="timing rate: seconds after reference_us of sample 0 (sample k at + k / rate)"
+    )
+    chunk_times: list[tuple[int, int]] | None = Field(
+        default=None, description="timing timestamps: (start_us, end_us) of every chunk, from the timestamps"
+    )
+
+    @cached_property
+    def chunks(self) -> Chunks:
+        return Chunks(self)
+
+    def chunk_us(self, index: int, start: int, stop: int) -> tuple[int, int]:
+        """(start_us, end_us) of chunk ``index``, samples [start, stop)."""
+        if self.chunk_times is not None:
+            return self.chunk_times[index]
+        return self.sample_us(start), self.sample_us(stop - 1)
+
+    def sample_us(self, k: int) -> int:
+        """Time of sample ``k`` of a rate-timed series (µs since the epoch; half to even)."""
+        assert self.starting_time is not None
+        return self.reference_us + round(self.starting_time * 1e6 + (float(k) * 1e6) / self.rate)
+
+    def output_bytes(self) -> int:
+        """Bytes of this series' chunk files (gzip framing included), without listing the chunks."""
+        total = 0
+        for seg in self.segments:
+            full, rest = divmod(seg.stop - seg.start, self.chunk_samples)
+            total += full * framed_size(self.chunk_samples * 8) + (framed_size(rest * 8) if rest else 0)
+        return total * len(self.channels)
 
     @property
     def n_samples(self) -> int:
@@ -88,6 +129,47 @@ class SeriesPlan(_Model):
     @property
     def n_columns(self) -> int:
         return self.shape[1] if len(self.shape) > 1 else 1
+
+
+class Chunks(Sequence[Chunk]):
+    """A series' chunks, computed when asked for: O(segments) memory whatever the length."""
+
+    def __init__(self, series: SeriesPlan) -> None:
+        self._series = series
+        self._firsts: list[int] = []  # index of each segment's first chunk
+        count = 0
+        for seg in series.segments:
+            self._firsts.append(count)
+            count += -(-(seg.stop - seg.start) // series.chunk_samples)
+        self._len = count
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, index: int) -> Chunk: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Chunk]: ...
+    def __getitem__(self, index: int | slice) -> Chunk | list[Chunk]:
+        if isinstance(index, slice):
+            return [self._chunk(i) for i in range(*index.indices(self._len))]
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError(index)
+        return self._chunk(index)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return (self._chunk(i) for i in range(self._len))
+
+    def _chunk(self, index: int) -> Chunk:
+        series = self._series
+        s = bisect_right(self._firsts, index) - 1
+        seg = series.segments[s]
+        start = seg.start + (index - self._firsts[s]) * series.chunk_samples
+        stop = min(start + series.chunk_samples, seg.stop)
+        start_us, end_us = series.chunk_us(index, start, stop)
+        return Chunk(segment=s, start=start, stop=stop, start_us=start_us, end_us=end_us)
 
 
 class WorkItem(_Model):
@@ -118,6 +200,18 @@ class ItemResult(_Model):
 class SkippedSeries(_Model):
     path: str
     reason: str
+
+
+class NotConverted(_Model):
+    """An object of the file that is not converted (not a continuous ElectricalSeries), and why."""
+
+    path: str
+    neurodata_type: str
+    reason: str
+
+    def note(self, source: str) -> str:
+        """``note: FILE: not converted: PATH (TYPE): why``, as the command line prints it."""
+        return f"note: {source}: not converted: {self.path} ({self.neurodata_type}): {self.reason}"
 
 
 class ChannelMetadata(_Model):
@@ -155,7 +249,14 @@ class Plan(_Model):
     series: list[SeriesPlan]
     work_items: list[WorkItem]
     skipped: list[SkippedSeries] = Field(default_factory=list)
+    not_converted: list[NotConverted] = Field(
+        default_factory=list, description="objects left out because they are not continuous ElectricalSeries"
+    )
     warnings: list[str] = Field(default_factory=list)
+
+    def output_bytes(self) -> int:
+        """Bytes of every chunk file (gzip framing included): what the output needs on disk or S3."""
+        return sum(s.output_bytes() for s in self.series)
 
     def channels(self) -> list[tuple[SeriesPlan, ChannelPlan]]:
         return [(s, c) for s in self.series for c in s.channels]
@@ -209,6 +310,7 @@ class Plan(_Model):
             work_items=len(self.work_items),
             output_bytes=sum(i.output_bytes for i in self.work_items),
             skipped=self.skipped,
+            not_converted=self.not_converted,
             warnings=self.warnings,
             session_start=self.session_start,
             chunk_samples=self.chunk_samples,
@@ -289,6 +391,7 @@ class PlanSummary(_Model):
     work_items: int
     output_bytes: int = Field(description="float64 bytes of all chunk files (before gzip framing)")
     skipped: list[SkippedSeries]
+    not_converted: list[NotConverted]
     warnings: list[str]
     session_start: str
     chunk_samples: int

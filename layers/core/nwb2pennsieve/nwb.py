@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
@@ -91,10 +92,7 @@ def open_nwb(
     """
     label = name or (os.path.basename(os.fspath(source)) if isinstance(source, str | os.PathLike) else "input")
     if isinstance(source, str | os.PathLike):
-        try:
-            size = os.path.getsize(source)
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read the file ({exc.strerror or exc})", file=label) from None
+        size = _regular_file_size(source, label)
         if size == 0:
             raise InvalidInputError("the file is empty (0 bytes)", file=label)
         try:
@@ -123,6 +121,39 @@ def open_nwb(
         h5.close()
         raise InvalidInputError(f"not an NWB file (the root is not an NWBFile; its data type is {found})", file=label)
     return h5
+
+
+def _regular_file_size(path: str | os.PathLike[str], label: str) -> int:
+    """The size of ``path``, a regular file, or :class:`InvalidInputError` saying what it is instead.
+
+    Never opens it first: reading a named pipe would block, a device would never end.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise InvalidInputError(
+                f"it is a symbolic link to {os.readlink(path)}, which does not exist", file=label
+            ) from None
+        raise InvalidInputError("there is no such file", file=label) from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read the file ({exc.strerror or exc})", file=label) from None
+    kind = (
+        "a named pipe (FIFO)"
+        if stat.S_ISFIFO(info.st_mode)
+        else "a character device"
+        if stat.S_ISCHR(info.st_mode)
+        else "a block device"
+        if stat.S_ISBLK(info.st_mode)
+        else "a socket"
+        if stat.S_ISSOCK(info.st_mode)
+        else "a directory"
+        if stat.S_ISDIR(info.st_mode)
+        else None
+    )
+    if kind is not None:
+        raise InvalidInputError(f"it is {kind}, not a file: give the NWB file itself", file=label)
+    return info.st_size
 
 
 def _iso_time(h5: h5py.File, key: str) -> tuple[str, int, bool]:
@@ -214,8 +245,13 @@ def link_reason(group: h5py.Group, key: str, exc: BaseException) -> str:
 
 def child(group: h5py.Group, key: str, what: str) -> h5py.Group | h5py.Dataset | None:
     """``group[key]``, None when there is no such link, or :class:`InvalidSeriesError` saying why it
-    cannot be opened (``group.get`` would return None for a damaged object too)."""
-    if key not in group:
+    cannot be opened (``group.get`` would return None for a damaged object too, and ``key in group``
+    is false for a dangling soft link or an external link to a missing file)."""
+    try:
+        link = group.get(key, getlink=True)
+    except _H5_ERRORS as exc:
+        raise InvalidSeriesError(f"its {what} cannot be read: {damage_reason(exc)}") from None
+    if link is None:
         return None
     try:
         obj = group[key]
@@ -257,8 +293,46 @@ def missing_virtual_sources(ds: h5py.Dataset) -> list[str]:
     return sorted(set(missing))
 
 
+# The core NWB types (and hdmf-common's) that are TimeSeries: none but ElectricalSeries and
+# SpikeEventSeries is one, so these are reported as not converted without reading the file's
+# cached schema (/specifications, which a damaged file can send HDF5 looping through).
+CORE_TIME_SERIES = frozenset(
+    {
+        "AbstractFeatureSeries", "AnnotationSeries", "CurrentClampSeries", "CurrentClampStimulusSeries",
+        "DecompositionSeries", "IZeroClampSeries", "ImageMaskSeries", "ImageSeries", "IndexSeries",
+        "IntervalSeries", "OnePhotonSeries", "OpticalSeries", "OptogeneticSeries", "PatchClampSeries",
+        "RoiResponseSeries", "SpatialSeries", "TimeSeries", "TwoPhotonSeries", "VoltageClampSeries",
+        "VoltageClampStimulusSeries",
+    }
+)  # fmt: skip
+# The other core NWB / hdmf-common / hdmf-experimental types (past names included): never a series.
+CORE_OTHER_TYPES = frozenset(
+    {
+        "AlignedDynamicTable", "BaseImage", "BehavioralEpochs", "BehavioralEvents", "BehavioralTimeSeries",
+        "CSRMatrix", "ClusterWaveforms", "Clustering", "CompassDirection", "Container", "CorrectedImageStack",
+        "Data", "Device", "DeviceModel", "DfOverF", "DurationVectorData", "DynamicTable", "DynamicTableRegion",
+        "ElectrodeGroup", "ElectrodesTable", "ElementIdentifiers", "EnumData", "EventDetection", "EventWaveform",
+        "EventsTable", "ExperimentalConditionsTable", "ExternalImage", "ExternalResources", "EyeTracking",
+        "FeatureExtraction", "FilteredEphys", "Fluorescence", "FrequencyBandsTable", "GrayscaleImage", "HERD",
+        "Image", "ImageReferences", "ImageSegmentation", "Images", "ImagingPlane", "ImagingRetinotopy", "Index",
+        "IntracellularElectrode", "IntracellularElectrodesTable", "IntracellularRecordingsTable",
+        "IntracellularResponsesTable", "IntracellularStimuliTable", "LFP", "LabMetaData", "MeaningsTable",
+        "MotionCorrection", "NWBContainer", "NWBData", "NWBDataInterface", "NWBFile", "OpticalChannel",
+        "OptogeneticStimulusSite", "PlaneSegmentation", "Position", "ProcessingModule", "PupilTracking",
+        "RGBAImage", "RGBImage", "RepetitionsTable", "ScratchData", "SequentialRecordingsTable",
+        "SimpleMultiContainer", "SimultaneousRecordingsTable", "Subject", "SweepTable", "TimeIntervals",
+        "TimeSeriesReferenceVectorData", "TimestampVectorData", "Units", "VectorData", "VectorIndex", "VocabData",
+    }
+)  # fmt: skip
+NOT_ELECTRICAL = "not an ElectricalSeries (only ElectricalSeries and types extending it are converted)"
+
+
 class _TypeTree:
-    """neurodata_type inheritance from the schema cached in ``/specifications`` (for extensions)."""
+    """neurodata_type inheritance, from the schema cached in ``/specifications`` for extension types.
+
+    Core types are known without reading the file; the cached schema is read only when the file
+    holds a type that is not a core type, and then once.
+    """
 
     def __init__(self, h5: h5py.File) -> None:
         self._h5 = h5
@@ -280,9 +354,12 @@ class _TypeTree:
                         _collect_types(doc, parents)
         return parents
 
-    def is_electrical_series(self, neurodata_type: str) -> bool:
+    def core_ancestor(self, neurodata_type: str) -> str | None:
+        """The nearest core type ``neurodata_type`` is or extends; None when the cached schema does not say."""
+        if neurodata_type in CORE_TIME_SERIES or neurodata_type in CORE_OTHER_TYPES:
+            return neurodata_type
         if neurodata_type in (ELECTRICAL_SERIES, SPIKE_EVENT_SERIES):
-            return True
+            return neurodata_type
         if self._parents is None:
             try:
                 self._parents = self._load()
@@ -296,9 +373,11 @@ class _TypeTree:
         while current in self._parents and current not in seen:
             seen.add(current)
             current = self._parents[current]
-            if current == ELECTRICAL_SERIES:
-                return True
-        return False
+            if current in (ELECTRICAL_SERIES, SPIKE_EVENT_SERIES) or current in CORE_TIME_SERIES:
+                return current
+            if current in CORE_OTHER_TYPES:
+                return current
+        return None
 
 
 def _collect_types(spec: Any, parents: dict[str, str]) -> None:
@@ -330,10 +409,20 @@ class UnreadableObject:
 
 
 @dataclass(frozen=True)
+class OtherObject:
+    """An object that may hold time series but is not an ElectricalSeries: reported, not converted."""
+
+    path: str
+    neurodata_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class FileContents:
     series: list[FoundSeries]
     other_types: list[str]
     unreadable: list[UnreadableObject]
+    others: list[OtherObject]
 
 
 def find_electrical_series(h5: h5py.File) -> FileContents:
@@ -342,12 +431,15 @@ def find_electrical_series(h5: h5py.File) -> FileContents:
     Hard links and external links are followed; soft links are not (their target is found at its
     own path, and following them would list a series twice). An object that cannot be opened (a
     damaged object header, an external link to a missing file) or a group whose links cannot be
-    listed is reported in ``unreadable``, never dropped.
+    listed is reported in ``unreadable``, never dropped. Other TimeSeries (and extension types the
+    file caches no schema for) are listed in ``others``. The cached schema is read only when a
+    type is not a core type.
     """
     types = _TypeTree(h5)
     found: list[FoundSeries] = []
     other_types: set[str] = set()
     unreadable: list[UnreadableObject] = []
+    others: list[OtherObject] = []
     seen: set[tuple[str, int]] = set()
 
     def walk(group: h5py.Group, path: str) -> None:
@@ -376,16 +468,31 @@ def find_electrical_series(h5: h5py.File) -> FileContents:
             if ident in seen:
                 continue
             seen.add(ident)
-            if ndt and types.is_electrical_series(ndt):
-                found.append(FoundSeries(child_path, ndt, obj))
-                continue
             if ndt:
+                ancestor = types.core_ancestor(ndt)
+                if ancestor in (ELECTRICAL_SERIES, SPIKE_EVENT_SERIES):
+                    found.append(FoundSeries(child_path, ndt, obj))
+                    continue
                 other_types.add(ndt)
+                if ancestor is None:
+                    others.append(
+                        OtherObject(
+                            child_path,
+                            ndt,
+                            "not a core NWB type and the file caches no schema for it, so it cannot be "
+                            "told whether it is an ElectricalSeries",
+                        )
+                    )
+                elif ancestor in CORE_TIME_SERIES:
+                    why = NOT_ELECTRICAL if ancestor == ndt else f"it extends {ancestor}; {NOT_ELECTRICAL}"
+                    others.append(OtherObject(child_path, ndt, why))
             walk(obj, child_path)
 
     walk(h5, "")
     found.sort(key=lambda s: s.path)
-    return FileContents(found, sorted(other_types), sorted(unreadable, key=lambda u: u.path))
+    return FileContents(
+        found, sorted(other_types), sorted(unreadable, key=lambda u: u.path), sorted(others, key=lambda o: o.path)
+    )
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,13 @@ from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
 from .errors import (
     ElectrodesError,
     InvalidFileError,
+    InvalidInputError,
     InvalidSeriesError,
     NothingToConvertError,
     Nwb2PennsieveError,
     SeriesSelectionError,
 )
-from .models import SAMPLES_PER_MIB, ChannelPlan, Plan, SeriesPlan, SkippedSeries, WorkItem
+from .models import SAMPLES_PER_MIB, ChannelPlan, NotConverted, Plan, Segment, SeriesPlan, SkippedSeries, WorkItem
 from .nwb import (
     SPIKE_EVENT_SERIES,
     FoundSeries,
@@ -37,7 +38,7 @@ from .nwb import (
     timestamps_reference,
     unit_factor,
 )
-from .timing import check_rate, rate_chunks, timestamp_chunks
+from .timing import check_rate, rate_segments, timestamp_chunks
 
 DEFAULT_UNIT = "volts"
 PLAUSIBLE_UV = (1e-3, 1e7)  # scaled values all below / all above these are implausible for a voltage
@@ -49,6 +50,12 @@ CHUNK_ROW_BUDGET = 128 * 1024 * 1024
 METADATA_GROUP = "/general/"
 # Why a series left out by a selection (``--series``) is not converted.
 NOT_SELECTED = "not selected (--series)"
+# Channel files are named with 5 digits (channel-{index:05d}), and listed by those prefixes.
+MAX_CHANNELS = 100_000
+# Chunks are computed, never stored, but work items are listed: a plan holds at most this many
+# (at the default 512 MiB per item, ~100 TiB of output), so a tiny file declaring an absurd length
+# is refused in bounded time and memory.
+MAX_WORK_ITEMS = 200_000
 
 
 @dataclass
@@ -65,8 +72,9 @@ class _Draft:
     groups: list[str]
     scales: np.ndarray
     offset: float
-    segments: list
-    chunks: list
+    segments: list[Segment]
+    starting_time: float | None
+    chunk_times: list[tuple[int, int]] | None
     scaling_warning: str | None
 
 
@@ -80,6 +88,7 @@ class Survey:
     warnings: list[str]
     other_types: list[str] = field(default_factory=list)
     nothing_reason: str | None = None
+    not_converted: list[NotConverted] = field(default_factory=list)
 
     def plan_or_raise(self) -> Plan:
         if self.plan is None:
@@ -182,6 +191,9 @@ def _survey(
         return not selected or path in selected
 
     skipped: list[SkippedSeries] = []
+    not_converted = [
+        NotConverted(path=o.path, neurodata_type=o.neurodata_type, reason=o.reason) for o in contents.others
+    ]
     problems: list[InvalidSeriesError] = []
     for u in contents.unreadable:
         if u.path.startswith(METADATA_GROUP):  # the schema puts no series there: say so, but go on
@@ -203,7 +215,9 @@ def _survey(
             if reason:
                 if selected and wanted:
                     raise SeriesSelectionError(f"--series {series.path} names no convertible series: {reason}")
-                skipped.append(SkippedSeries(path=series.path, reason=reason))
+                not_converted.append(
+                    NotConverted(path=series.path, neurodata_type=series.neurodata_type, reason=reason)
+                )
                 continue
             # A series left out is planned too (its channels take their indices and names), but
             # its problems fail nothing and its warnings are not this conversion's.
@@ -236,10 +250,11 @@ def _survey(
             skipped=skipped,
             warnings=warnings,
             other_types=contents.other_types,
-            nothing_reason=_nothing_reason(found, skipped, contents.other_types),
+            nothing_reason=_nothing_reason(found, skipped, not_converted, contents.other_types),
+            not_converted=sorted(not_converted, key=lambda o: o.path),
         )
 
-    every_series = _assign_channels(drafts)
+    every_series = _assign_channels(drafts, reference_us, chunk_samples)
     series_plans: list[SeriesPlan] = []
     for d, s in zip(drafts, every_series, strict=True):
         if chosen(s.path):
@@ -250,6 +265,7 @@ def _survey(
             skipped.append(SkippedSeries(path=s.path, reason=NOT_SELECTED))
     if selected:
         skipped.sort(key=lambda s: s.path)
+    _check_size(series_plans, chunk_samples, max_item_mb)
     items = [item for s in series_plans for item in work_items(s, chunk_samples, max_item_mb)]
     plan = Plan(
         source=source,
@@ -263,9 +279,36 @@ def _survey(
         series=series_plans,
         work_items=items,
         skipped=skipped,
+        not_converted=sorted(not_converted, key=lambda o: o.path),
         warnings=warnings,
     )
-    return Survey(source=source, plan=plan, skipped=skipped, warnings=warnings, other_types=contents.other_types)
+    return Survey(
+        source=source,
+        plan=plan,
+        skipped=skipped,
+        warnings=warnings,
+        other_types=contents.other_types,
+        not_converted=plan.not_converted,
+    )
+
+
+def _check_size(series_plans: list[SeriesPlan], chunk_samples: int, max_item_mb: float) -> None:
+    """Refuse a plan too big to list, before listing it (a tiny file may declare any length)."""
+    channels = sum(len(s.channels) for s in series_plans)
+    if channels > MAX_CHANNELS:
+        raise InvalidInputError(
+            f"its series have {channels:,} channels in all, more than the {MAX_CHANNELS:,} a conversion can name "
+            "(channel-00000 to channel-99999)"
+        )
+    count = sum(count_work_items(s, chunk_samples, max_item_mb) for s in series_plans)
+    if count > MAX_WORK_ITEMS:
+        declared = ", ".join(f"{s.path} {s.n_samples:,} samples x {s.n_columns:,} channels" for s in series_plans)
+        gb = sum(s.output_bytes() for s in series_plans) / 1e9
+        raise InvalidInputError(
+            f"its plan would have {count:,} work items ({gb:,.1f} GB of output), more than the "
+            f"{MAX_WORK_ITEMS:,} a plan may hold (it declares {declared}); a damaged file may declare "
+            "a length it does not hold, else raise MAX_ITEM_MB"
+        )
 
 
 def _not_continuous(series: FoundSeries) -> str | None:
@@ -277,9 +320,14 @@ def _not_continuous(series: FoundSeries) -> str | None:
     return None
 
 
-def _nothing_reason(found: list[FoundSeries], skipped: list[SkippedSeries], other_types: list[str]) -> str:
+def _nothing_reason(
+    found: list[FoundSeries], skipped: list[SkippedSeries], not_converted: list[NotConverted], other_types: list[str]
+) -> str:
     if found or skipped:
-        listed = "; ".join(f"{s.path}: {s.reason}" for s in skipped)
+        listed = "; ".join(
+            [f"{s.path}: {s.reason}" for s in skipped]
+            + [f"{o.path}: {o.reason}" for o in not_converted if o.path in {f.path for f in found}]
+        )
         return f"no continuous ElectricalSeries to convert (skipped: {listed})"
     holds = ", ".join(other_types) if other_types else "no neurodata objects"
     return f"no ElectricalSeries to convert (the file holds: {holds})"
@@ -301,6 +349,10 @@ def _draft(series: FoundSeries, reference_us: int, chunk_samples: int, warnings:
         raise InvalidSeriesError("it has zero samples")
     if n_columns == 0:
         raise InvalidSeriesError("its data has zero channels (columns)")
+    if n_columns > MAX_CHANNELS:
+        raise InvalidSeriesError(
+            f"its data declares {n_columns:,} channels (columns), more than the {MAX_CHANNELS:,} a conversion can name"
+        )
     _check_virtual(data, "data")
 
     unit = text(data.attrs.get("unit", DEFAULT_UNIT)) or DEFAULT_UNIT
@@ -325,16 +377,19 @@ def _draft(series: FoundSeries, reference_us: int, chunk_samples: int, warnings:
     has_ts = isinstance(timestamps, h5py.Dataset)
     start = child(group, "starting_time", "starting_time")
     given_rate = None
+    starting_time: float | None = None
+    chunk_times: list[tuple[int, int]] | None = None
     if isinstance(start, h5py.Dataset):
         if "rate" not in start.attrs:
             raise InvalidSeriesError("its starting_time has no rate")
         given_rate = check_rate(float(start.attrs["rate"]))
     if has_ts:
         _check_virtual(timestamps, "timestamps")
-        rate, segments, chunks = timestamp_chunks(timestamps, n, given_rate, reference_us, chunk_samples)
+        rate, segments, chunk_times = timestamp_chunks(timestamps, n, given_rate, reference_us, chunk_samples)
         timing = "timestamps"
     elif isinstance(start, h5py.Dataset) and given_rate is not None:
-        segments, chunks = rate_chunks(n, float(start[()]), given_rate, reference_us, chunk_samples)
+        starting_time = float(start[()])
+        segments = rate_segments(n, starting_time, given_rate, reference_us)
         rate, timing = given_rate, "rate"
     else:
         raise InvalidSeriesError("it has neither timestamps nor starting_time and rate")
@@ -352,7 +407,8 @@ def _draft(series: FoundSeries, reference_us: int, chunk_samples: int, warnings:
         scales=scales,
         offset=offset,
         segments=segments,
-        chunks=chunks,
+        starting_time=starting_time,
+        chunk_times=chunk_times,
         scaling_warning=_scaling_warning(series.path, data, n, scales, offset, factor),
     )
 
@@ -417,7 +473,7 @@ def _channel_names(
     return names, [g or "default" for g in electrodes.groups]
 
 
-def _assign_channels(drafts: list[_Draft]) -> list[SeriesPlan]:
+def _assign_channels(drafts: list[_Draft], reference_us: int, chunk_samples: int) -> list[SeriesPlan]:
     """File-wide channel indices (series in path order, then columns) and file-wide unique names.
 
     A name already taken by an earlier series is qualified as ``{name} ({series name})``; a name
@@ -472,19 +528,17 @@ def _assign_channels(drafts: list[_Draft]) -> list[SeriesPlan]:
                 timing="timestamps" if d.timing == "timestamps" else "rate",
                 channels=channels,
                 segments=d.segments,
-                chunks=d.chunks,
+                chunk_samples=chunk_samples,
+                reference_us=reference_us,
+                starting_time=d.starting_time,
+                chunk_times=d.chunk_times,
             )
         )
     return plans
 
 
-def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> list[WorkItem]:
-    """Cut the series into work items: channel blocks × runs of chunks inside one segment.
-
-    A channel block is as wide as the budget allows for one chunk of each channel, and a multiple
-    of the HDF5 chunk width when the data is chunked, so no stored chunk is read by two items of
-    the same time window. A run of chunks is as long as the budget allows.
-    """
+def _layout(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> tuple[int, int]:
+    """(channel block width, chunks per item) of the series' work items."""
     budget = max_item_mb * 1024 * 1024
     chunk_bytes = chunk_samples * 8
     n_columns = series.n_columns
@@ -500,15 +554,42 @@ def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> li
         if width < n_columns and max_width >= stored:
             width = (max_width // stored) * stored
     per_item = max(1, int(budget // (width * chunk_bytes)))
+    return width, per_item
+
+
+def _segment_chunk_ranges(series: SeriesPlan) -> list[range]:
+    """Indices of each segment's chunks (a segment's chunks are consecutive)."""
+    ranges = []
+    first = 0
+    for seg in series.segments:
+        count = -(-(seg.stop - seg.start) // series.chunk_samples)
+        ranges.append(range(first, first + count))
+        first += count
+    return ranges
+
+
+def count_work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> int:
+    """How many items :func:`work_items` makes, without making them."""
+    width, per_item = _layout(series, chunk_samples, max_item_mb)
+    blocks = -(-series.n_columns // width)
+    return sum(-(-len(r) // per_item) for r in _segment_chunk_ranges(series)) * blocks
+
+
+def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> list[WorkItem]:
+    """Cut the series into work items: channel blocks × runs of chunks inside one segment.
+
+    A channel block is as wide as the budget allows for one chunk of each channel, and a multiple
+    of the HDF5 chunk width when the data is chunked, so no stored chunk is read by two items of
+    the same time window. A run of chunks is as long as the budget allows.
+    """
+    width, per_item = _layout(series, chunk_samples, max_item_mb)
+    n_columns = series.n_columns
+    chunks = series.chunks
     items = []
-    by_segment: dict[int, list[int]] = {}
-    for i, chunk in enumerate(series.chunks):
-        by_segment.setdefault(chunk.segment, []).append(i)
-    for chunk_ids in by_segment.values():
-        for run_start in range(0, len(chunk_ids), per_item):
-            run = chunk_ids[run_start : run_start + per_item]
-            first, last = run[0], run[-1] + 1
-            samples = series.chunks[last - 1].stop - series.chunks[first].start
+    for chunk_ids in _segment_chunk_ranges(series):
+        for run_start in range(chunk_ids.start, chunk_ids.stop, per_item):
+            first, last = run_start, min(run_start + per_item, chunk_ids.stop)
+            samples = chunks[last - 1].stop - chunks[first].start
             for c0 in range(0, n_columns, width):
                 c1 = min(n_columns, c0 + width)
                 items.append(

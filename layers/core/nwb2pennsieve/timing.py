@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from .errors import InvalidSeriesError
-from .models import Chunk, Segment
+from .models import Segment
 
 TIMESTAMP_BLOCK = 1 << 22  # timestamps are streamed in blocks of 4 Mi samples (32 MiB)
 GAP_PERIODS = 2.0  # a step of more than 2 sample periods is a gap
@@ -42,10 +42,10 @@ def cut_chunks(segments: list[Segment], chunk_samples: int) -> list[tuple[int, i
     return out
 
 
-def _chunks(
+def _chunk_times(
     segments: list[Segment], chunk_samples: int, reference_us: int, times_of: Callable[[np.ndarray], np.ndarray]
-) -> list[Chunk]:
-    """Time every chunk; ``times_of`` gives sample times in µs after the reference, already rounded."""
+) -> list[tuple[int, int]]:
+    """(start_us, end_us) of every chunk; ``times_of`` gives sample times in µs after the reference, rounded."""
     cuts = cut_chunks(segments, chunk_samples)
     firsts = np.array([c[1] for c in cuts], dtype=np.int64)
     lasts = np.array([c[2] - 1 for c in cuts], dtype=np.int64)
@@ -53,10 +53,7 @@ def _chunks(
     ends = times_of(lasts)
     _check_range(firsts, starts, reference_us)
     _check_range(lasts, ends, reference_us)
-    return [
-        Chunk(segment=s, start=a, stop=b, start_us=reference_us + int(t0), end_us=reference_us + int(t1))
-        for (s, a, b), t0, t1 in zip(cuts, starts, ends, strict=True)
-    ]
+    return [(reference_us + int(t0), reference_us + int(t1)) for t0, t1 in zip(starts, ends, strict=True)]
 
 
 def _check_range(samples: np.ndarray, times_us: np.ndarray, reference_us: int) -> None:
@@ -78,25 +75,26 @@ def check_rate(rate: float) -> float:
     return float(rate)
 
 
-def rate_chunks(
-    n: int, starting_time: float, rate: float, reference_us: int, chunk_samples: int
-) -> tuple[list[Segment], list[Chunk]]:
-    """One segment: sample k is at ``starting_time + k / rate`` seconds after the reference time."""
+def rate_segments(n: int, starting_time: float, rate: float, reference_us: int) -> list[Segment]:
+    """One segment: sample k is at ``starting_time + k / rate`` seconds after the reference time.
+
+    Chunk times are computed when needed (:meth:`~nwb2pennsieve.models.SeriesPlan.sample_us`), so
+    this takes the same time for 10 samples as for 10^12; times grow with k, so checking the first
+    and the last sample checks them all.
+    """
     if not np.isfinite(starting_time):
         raise InvalidSeriesError(f"its starting_time is {starting_time}")
-    segments = [Segment(start=0, stop=n)]
-
-    def times_of(k: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore", invalid="ignore"):
-            return np.rint(starting_time * 1e6 + (k.astype(np.float64) * 1e6) / rate)
-
-    return segments, _chunks(segments, chunk_samples, reference_us, times_of)
+    ends = np.array([0, n - 1], dtype=np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        times = np.rint(starting_time * 1e6 + (ends.astype(np.float64) * 1e6) / rate)
+    _check_range(ends, times, reference_us)
+    return [Segment(start=0, stop=n)]
 
 
 def timestamp_chunks(
     timestamps: h5py.Dataset, n: int, given_rate: float | None, reference_us: int, chunk_samples: int
-) -> tuple[float, list[Segment], list[Chunk]]:
-    """Validate explicit timestamps, find the gaps, and time every chunk.
+) -> tuple[float, list[Segment], list[tuple[int, int]]]:
+    """Validate explicit timestamps, find the gaps, and time every chunk: (rate, segments, chunk times).
 
     Timestamps are streamed in blocks, so memory does not grow with the series' length. The rate
     is ``given_rate`` when the file gives one (checked against the timestamps), else estimated
@@ -154,7 +152,7 @@ def timestamp_chunks(
     def times_of(k: np.ndarray) -> np.ndarray:
         return _round_us(_gather(timestamps, k, first_block))
 
-    return rate, segments, _chunks(segments, chunk_samples, reference_us, times_of)
+    return rate, segments, _chunk_times(segments, chunk_samples, reference_us, times_of)
 
 
 def _span_rate(timestamps: h5py.Dataset, segments: list[Segment], first_block: np.ndarray) -> float | None:

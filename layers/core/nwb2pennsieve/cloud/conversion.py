@@ -135,6 +135,7 @@ def plan_object(
             max_item_mb=run.max_item_mb,
             skip_invalid_series=run.skip_invalid_series,
         )
+    check_output_size(plan, settings.max_output_gb)
     # Pin the version planned: every writer then reads the very same bytes.
     source = S3Ref(bucket=src.bucket, key=src.key, version_id=reader.version_id)
     out_prefix = join_prefix(
@@ -174,6 +175,21 @@ def plan_object(
         # Warnings are kept short: the full list is in plan.json.
         warnings=[w[:300] for w in plan.warnings[:10]],
     )
+
+
+class OutputTooLargeError(InvalidInputError):
+    """The planned output is bigger than MaxOutputGb allows."""
+
+
+def check_output_size(plan: Plan, max_output_gb: float) -> None:
+    """Refuse a file whose chunk files would take more than ``max_output_gb`` GB (MaxOutputGb)."""
+    needed = plan.output_bytes()
+    if needed > max_output_gb * 1e9:
+        raise OutputTooLargeError(
+            f"its planned output is {needed / 1e9:,.3f} GB, more than MaxOutputGb ({max_output_gb:g} GB); "
+            "raise MaxOutputGb (MAX_OUTPUT_GB) if the file really holds that much",
+            file=plan.source,
+        )
 
 
 def results_prefix(records_prefix: str) -> str:

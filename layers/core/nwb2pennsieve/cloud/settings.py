@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
-from ..config import DEFAULT_MAX_ITEM_MB, CommonSettings, Count, MiB, Text
+from ..config import DEFAULT_MAX_ITEM_MB, DEFAULT_MAX_OUTPUT_GB, CommonSettings, Count, MiB, Positive, Text
 from .models import ConversionSettings, Overrides
 
 # Seconds of uploads at the rate one process reaches (bench/results-import.md); the batch's
@@ -26,7 +26,8 @@ class CloudSettings(CommonSettings):
     under ``{RECORDS_PREFIX}a/b/{version}/``, map-run results under ``{RECORDS_PREFIX}map-results/``),
     ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``BATCH_MB`` (default ``MAX_ITEM_MB``), ``IMPORTER_ENABLED``,
     ``SKIP_INVALID_SERIES``, ``UPLOAD_BATCH_FILES`` (chunk files one UploadFiles invocation presigns
-    and PUTs), ``PENNSIEVE_API_HOST``, ``PENNSIEVE_API_HOST2``, ``PENNSIEVE_SECRET_ARN`` (the ARN of
+    and PUTs), ``MAX_OUTPUT_GB`` (the Plan refuses a file whose chunk files would take more),
+    ``PENNSIEVE_API_HOST``, ``PENNSIEVE_API_HOST2``, ``PENNSIEVE_SECRET_ARN`` (the ARN of
     the credentials secret, never the credentials). Parsed by :meth:`CommonSettings.from_env`.
     """
 
@@ -38,6 +39,7 @@ class CloudSettings(CommonSettings):
     records_prefix: str = "records/"
     batch_mb: MiB = Field(None)  # type: ignore[assignment]
     upload_batch_files: Count = DEFAULT_UPLOAD_BATCH_FILES
+    max_output_gb: Positive = DEFAULT_MAX_OUTPUT_GB
     pennsieve_secret_arn: Text = ""
     state_machine_arn: Text = ""
     max_running_executions: Count = 5
