@@ -311,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("h5py").setLevel(logging.WARNING)
     if not args.debug:
         quiet_warnings()
+    log.debug("nwb2pennsieve %s %s, pid %d", __version__, args.command, os.getpid())
     try:
         # A bad setting names itself (variable and option), not a file: "error: <reason>", exit 2.
         args.settings = _settings(args) if args.command in _SETTINGS_COMMANDS else None
