@@ -44,7 +44,7 @@ def test_a_wrong_input_dir_is_an_error_not_the_sample(
     monkeypatch.setenv("INPUT_DIR", str(given))
     monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "out"))
     assert main(["run"]) == 2
-    out, err = capsys.readouterr()
+    err = capsys.readouterr().err
     assert err.strip().splitlines() == [f"error: INPUT_DIR {given} {expected}"]
     assert not (tmp_path / "out").exists()
 

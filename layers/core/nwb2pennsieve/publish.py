@@ -53,7 +53,7 @@ LOCK_SUFFIX = ".nwb2pennsieve-lock"
 _OURS = re.compile(
     r"channel-\d{5}(_-?\d+_-?\d+\.bin\.gz|\.metadata\.json)"  # chunk files, channel metadata
     r"|import-[\w.-]+\.json"  # import records (nwb2pennsieve.pennsieve.records)
-    r"|\.[^/]+\.tmp"  # a LocalStore's temporary names
+    r"|\.(channel|import)-[^/]+\.tmp"  # a LocalStore's temporary names for those
 )
 _IMPORT_RECORD = re.compile(r"import-[\w.-]+\.json")
 
