@@ -301,3 +301,19 @@ def test_debug_before_or_after_the_subcommand_and_plain_help(slow_nwb: Path, tmp
     run_help = texts[3]
     for name in Settings.model_fields:
         assert name.upper() in run_help, name
+
+
+def test_numpy_warnings_are_one_line_not_source_lines(tmp_path: Path) -> None:
+    # 1e305 V is 1e311 µV: numpy overflows to inf while planning and while writing (two workers)
+    src = write_nwb(tmp_path / "over.nwb", [SeriesSpec(data=np.full((4000, 4), 1e305))])
+    done = subprocess.run(
+        [*FAST, "convert", str(src), "-o", str(tmp_path / "out"), "--workers", "2"],
+        env=env(CHUNK_SIZE_MB="0.001", MAX_ITEM_MB="0.01"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert "warning: RuntimeWarning: overflow encountered in multiply" in lines
+    assert all(line.startswith("warning: ") for line in lines), lines  # no "file.py:12:" nor its source line
