@@ -217,8 +217,9 @@ def _init_worker(
     written: Synchronized[int] | None = None,
 ) -> None:
     # Ctrl-C and a closing terminal reach the whole process group: the parent decides, and kills us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for name in ("SIGINT", "SIGHUP"):  # no SIGHUP on Windows
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     if parent_pid is not None:
         _die_with_parent(parent_pid)
     quiet_warnings()
