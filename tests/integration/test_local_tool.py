@@ -190,7 +190,7 @@ def test_a_second_run_into_the_same_output_fails_clearly(slow_nwb: Path, tmp_pat
     out = tmp_path / "out"
     first = subprocess.Popen(
         [*SLOW, "convert", str(slow_nwb), "-o", str(out)],
-        env=env(WORKERS="2", SLOW_BLOCK_SECONDS="0.05"),
+        env=env(WORKERS="2"),  # about 5 s: the second starts meanwhile
         cwd=ROOT,
         stderr=subprocess.PIPE,
         text=True,
