@@ -30,6 +30,7 @@ import pytest
 
 from nwb2pennsieve.inspect import Inspection
 from nwb2pennsieve.local import convert_file
+from nwb2pennsieve.publish import MARKER_NAME
 from tests.cli_checks import run_cli
 from tests.cloud_fixtures import make_nwb
 from tests.factory import SeriesSpec, write_nwb
@@ -142,7 +143,8 @@ def server(recording: Path) -> Iterator[RangeServer]:
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    """The conversion's files (chunk files and channel metadata; not the output marker)."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != MARKER_NAME}
 
 
 def test_a_url_converts_in_place_like_the_local_file(

@@ -26,7 +26,8 @@ def test_run_converts_every_input_and_reports_failures(tmp_path: Path, monkeypat
     monkeypatch.setenv("CHUNK_SIZE_MB", "0.01")
     assert main(["run"]) == 1
     err = capsys.readouterr().err
-    assert err.strip().splitlines()[-1].startswith("error: units.nwb: no ElectricalSeries to convert")
+    assert "error: units.nwb: no ElectricalSeries to convert" in err
+    assert err.strip().splitlines()[-1].startswith("2 converted, 1 failed (units.nwb: no ElectricalSeries to convert")
     assert_matches(inputs / "good.nwb", tmp_path / "out" / "good")
     assert_matches(inputs / "chunky.nwb", tmp_path / "out" / "chunky")
     assert len(list((tmp_path / "out" / "chunky").glob("channel-00000_*.bin.gz"))) == 3  # 1311 samples a chunk

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 from pathlib import Path
 
 import pytest
 
-from nwb2pennsieve.cli import main
+from nwb2pennsieve.cli import main, sample_path
 from tests.fake_pennsieve.fixtures import *  # noqa: F403  (the pytest fixtures)
 
 
 def _env(monkeypatch: pytest.MonkeyPatch, fake, tmp_path: Path, **extra: str) -> None:
     for name in ("INTEGRATION_ID", "SESSION_TOKEN", "REFRESH_TOKEN", "PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET"):
         monkeypatch.delenv(name, raising=False)
+    (tmp_path / "in").mkdir(exist_ok=True)
+    shutil.copy(sample_path(), tmp_path / "in" / "sample.nwb")
     monkeypatch.setenv("INPUT_DIR", str(tmp_path / "in"))
     monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "out"))
     monkeypatch.setenv("PENNSIEVE_API_HOST", fake.url)

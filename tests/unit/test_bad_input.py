@@ -111,7 +111,7 @@ def test_strict_lists_every_problem_and_skip_converts_the_rest(tmp_path: Path, c
     assert code == 0, err
     assert "1 channels" in out
     assert "skipped /acquisition/bad1" in err
-    assert sorted(p.name for p in (tmp_path / "out2").iterdir())[0].startswith("channel-00000")
+    assert sorted(p.name for p in (tmp_path / "out2").glob("channel-*"))[0].startswith("channel-00000")
 
 
 def test_skip_invalid_by_environment(tmp_path: Path, monkeypatch) -> None:
@@ -153,7 +153,8 @@ def test_failure_while_writing_leaves_no_final_chunk(tmp_path: Path, monkeypatch
     )
     with pytest.raises(InvalidSeriesError, match=line):
         convert_file(nwb, out, chunk_size_mb=0.001, workers=1)
-    assert list(out.iterdir()) == []  # nothing published, staging removed
+    assert not out.exists()  # nothing published
+    assert list(tmp_path.iterdir()) == [nwb]  # the staging folder and the lock file removed
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

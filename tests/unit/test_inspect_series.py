@@ -18,6 +18,7 @@ import pytest
 
 from nwb2pennsieve.cli import sample_path
 from nwb2pennsieve.inspect import Inspection
+from nwb2pennsieve.publish import MARKER_NAME
 from tests.cli_checks import run_cli
 from tests.factory import SeriesSpec, write_nwb
 
@@ -26,7 +27,8 @@ LFP = "/processing/ecephys/LFP/ElectricalSeriesLFP"
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    """The conversion's files (chunk files and channel metadata; not the output marker)."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != MARKER_NAME}
 
 
 @pytest.fixture(scope="module")
@@ -147,5 +149,5 @@ def test_series_env_selects_for_run(capsys, tmp_path: Path, monkeypatch: pytest.
         monkeypatch.delenv(name, raising=False)
     code, _, err = run_cli(capsys, "run")
     assert code == 0, err
-    names = {p.name for p in (tmp_path / "out" / "sample").iterdir()}
+    names = {p.name for p in (tmp_path / "out" / "sample").iterdir() if p.name.startswith("channel-")}
     assert names and all(8 <= int(n[len("channel-") : len("channel-") + 5]) <= 15 for n in names)

@@ -2,23 +2,68 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from nwb2pennsieve.cli import main
+from nwb2pennsieve.cli import main, sample_path
 from nwb2pennsieve.config import Settings
 from nwb2pennsieve.errors import ConfigurationError
 
 
-def test_run_converts_the_bundled_sample_when_input_is_empty(tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("INPUT_DIR", str(tmp_path / "in"))
+@pytest.mark.parametrize("default_input", ["absent", "empty"])
+def test_run_converts_the_bundled_sample_when_the_default_input_is_empty(
+    tmp_path: Path, monkeypatch, capsys, default_input: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("INPUT_DIR", raising=False)
     monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "out"))
+    if default_input == "empty":
+        (tmp_path / "data" / "input").mkdir(parents=True)
     assert main(["run"]) == 0
     out, err = capsys.readouterr()
-    assert "bundled sample" in err
+    assert f"no .nwb file in data/input: converting the bundled sample sample.nwb into {tmp_path}/out/sample" in err
     assert "sample.nwb: 16 channels" in out
+    assert out.strip().splitlines()[-1] == "1 converted"
     assert len(list((tmp_path / "out" / "sample").glob("*.metadata.json"))) == 16
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [("missing", "does not exist"), ("empty", "holds no .nwb file"), ("file", "is not a folder")],
+)
+def test_a_wrong_input_dir_is_an_error_not_the_sample(
+    tmp_path: Path, monkeypatch, capsys, setup: str, expected: str
+) -> None:
+    given = tmp_path / "inptu"
+    if setup == "empty":
+        given.mkdir()
+    elif setup == "file":
+        given.write_text("")
+    monkeypatch.setenv("INPUT_DIR", str(given))
+    monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "out"))
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"error: INPUT_DIR {given} {expected}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_takes_nwb_files_in_any_case_and_ends_with_a_tally(tmp_path: Path, monkeypatch, capsys) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(sample_path(), inputs / "UPPER.NWB")
+    shutil.copy(sample_path(), inputs / "mixed.Nwb")
+    (inputs / "broken.nwb").write_bytes(b"not hdf5")
+    (inputs / "notes.txt").write_text("not an input")
+    monkeypatch.setenv("INPUT_DIR", str(inputs))
+    monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "out"))
+    assert main(["run"]) == 1
+    out, err = capsys.readouterr()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["UPPER", "mixed"]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("2 converted, 1 failed (broken.nwb: "), last
+    assert "notes.txt" not in out + err
 
 
 def test_settings_defaults_follow_the_reference() -> None:

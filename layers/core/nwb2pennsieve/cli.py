@@ -1,4 +1,4 @@
-"""The ``nwb2pennsieve`` command: convert, plan, inspect, run (what ``make run`` does) and import.
+"""The nwb2pennsieve command: convert, plan, inspect, run (what make run does) and import.
 
 Exit status 0 on success, 1 when the input or the conversion fails, 2 on a usage error. On failure
 the last line on stderr is one sentence naming the file, the series and what is wrong; a
@@ -10,21 +10,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from types import FrameType
 
 from . import __version__
 from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, Settings
-from .errors import ConfigurationError
-from .local import ConversionResult, Progress, convert_file, describe_error, plan_file
+from .errors import ConfigurationError, Interrupted
+from .local import ConversionResult, Progress, convert_file, describe_error, plan_file, quiet_warnings
 from .models import Plan
 from .planner import NOT_SELECTED
 from .sources import InputSource
 from .storage import LocalStore
 
 log = logging.getLogger("nwb2pennsieve")
+
+DESCRIPTION = "Convert NWB files into Pennsieve time-series files (convert, plan, run) and import them (import)."
 
 
 def sample_path() -> Path:
@@ -39,8 +45,15 @@ def _progress_bar(total: int, label: str) -> tuple[Progress | None, Callable[[],
         from tqdm import tqdm
     except ImportError:
         return None, lambda: None
+    # No monitor thread: the pool forks its workers only from a single-threaded process (local.pool_context).
+    tqdm.monitor_interval = 0
     bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False, file=sys.stderr)
-    return bar.update, bar.close
+
+    def update(nbytes: int) -> None:
+        # chunk files are a few bytes of gzip framing bigger than their float64: never pass 100 %
+        bar.update(max(0, min(nbytes, total - bar.n)))
+
+    return update, bar.close
 
 
 def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> ConversionResult:
@@ -56,7 +69,14 @@ def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> 
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), source.stem)
     try:
-        result = convert_file(source, output, plan=plan, workers=settings.workers, progress=update)
+        result = convert_file(
+            source,
+            output,
+            plan=plan,
+            workers=settings.workers,
+            progress=update,
+            skip_invalid_series=settings.skip_invalid_series,
+        )
     finally:
         close()
     print(result.summary_line())
@@ -115,33 +135,78 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_INPUT_DIR = Settings.model_fields["input_dir"].default
+
+
+def _inputs(input_dir: Path) -> list[Path] | None:
+    """The ``*.nwb`` files (any case) in ``input_dir``; None when it is not a folder."""
+    if not input_dir.is_dir():
+        return None
+    return sorted(p for p in input_dir.iterdir() if p.suffix.lower() == ".nwb" and p.is_file())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """Convert every ``*.nwb`` in INPUT_DIR into OUTPUT_DIR/<file stem>/ (the bundled sample if none)."""
+    """Convert every ``*.nwb`` in INPUT_DIR into OUTPUT_DIR/<file stem>/; end with a tally."""
     settings: Settings = args.settings
+    inputs = _inputs(settings.input_dir)
+    if not inputs:
+        if settings.input_dir != DEFAULT_INPUT_DIR:
+            what = "holds no .nwb file" if inputs is not None else "is not a folder"
+            if not settings.input_dir.exists():
+                what = "does not exist"
+            raise ConfigurationError(f"INPUT_DIR {settings.input_dir} {what}")
+        inputs = [sample_path()]
+        print(
+            f"no .nwb file in {settings.input_dir}: converting the bundled sample {inputs[0].name}"
+            f" into {settings.output_dir / inputs[0].stem}",
+            file=sys.stderr,
+        )
     # With the importer on, fail before any conversion work when credentials or a target are missing.
     from .pennsieve import import_output, import_preflight
 
     target = import_preflight(settings)
-    inputs = sorted(settings.input_dir.glob("*.nwb")) if settings.input_dir.is_dir() else []
-    if not inputs:
-        inputs = [sample_path()]
-        print(
-            f"no .nwb file in {settings.input_dir}: converting the bundled sample {inputs[0].name}",
-            file=sys.stderr,
-        )
-    failures = 0
+    converted = 0
+    failures: list[str] = []
     for path in inputs:
         try:
             result = _convert_one(path, settings.output_dir / path.stem, settings)
             if target is not None:
                 imported = import_output(LocalStore(result.output_dir), settings, target)
                 print(f"{path.name}: {imported.summary_line()}")
+            converted += 1
         except Exception as exc:
             if args.debug:
                 raise
-            failures += 1
-            print(f"error: {describe_error(exc, path.name)}", file=sys.stderr)
-    return 1 if failures else 0
+            failures.append(describe_error(exc, path.name))
+            print(f"error: {failures[-1]}", file=sys.stderr)
+    if failures:
+        print(f"{converted} converted, {len(failures)} failed ({'; '.join(failures)})", file=sys.stderr)
+        return 1
+    print(f"{converted} converted")
+    return 0
+
+
+RUN_EPILOG = """\
+environment variables (an option, where there is one, wins over its variable):
+  INPUT_DIR             where the *.nwb files are (default data/input; when that default
+                        folder is empty or absent, the bundled sample is converted)
+  OUTPUT_DIR            where each file's output goes, as OUTPUT_DIR/<file stem>/ (default data/output)
+  CHUNK_SIZE_MB         MiB of float64 per channel per chunk file (default 1)
+  MAX_ITEM_MB           float64 MiB one work item writes at most (default 512)
+  WORKERS               worker processes (default: CPUs)
+  SKIP_INVALID_SERIES   true: convert the valid series and report the invalid ones
+  SERIES                the series to convert, comma-separated HDF5 paths (default: all)
+  PLAN_TIMEOUT_S        seconds planning one file may take (default 600; 0: no limit, in process)
+  ENVIRONMENT           local (default) or production
+  IMPORTER_ENABLED      import each output into Pennsieve (default: off when ENVIRONMENT=local)
+  INTEGRATION_ID        the workflow run to import for
+  SESSION_TOKEN (+REFRESH_TOKEN), or PENNSIEVE_API_KEY and PENNSIEVE_API_SECRET
+                        Pennsieve credentials
+  PENNSIEVE_API_HOST, PENNSIEVE_API_HOST2
+                        the Pennsieve API (default https://api.pennsieve.net, https://api2.pennsieve.net)
+
+exit status: 0 when every file converted, 1 when any failed, 2 for a bad setting or INPUT_DIR.
+"""
 
 
 def _add_conversion_options(p: argparse.ArgumentParser) -> None:
@@ -201,8 +266,14 @@ _FILE_HELP = (
 )
 
 
+def _add_common_options(p: argparse.ArgumentParser) -> None:
+    """Options every subcommand takes after its name too (``nwb2pennsieve run --debug``)."""
+    # SUPPRESS: not given after the subcommand leaves the main parser's value alone.
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs")
+
+
 def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nwb2pennsieve", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="nwb2pennsieve", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,14 +303,56 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
     _add_conversion_options(p)
     p.set_defaults(handler=cmd_inspect)
 
-    p = sub.add_parser("run", help="convert INPUT_DIR/*.nwb into OUTPUT_DIR (what `make run` does)")
+    p = sub.add_parser(
+        "run",
+        help="convert INPUT_DIR/*.nwb into OUTPUT_DIR (what make run does)",
+        description="Convert every INPUT_DIR/*.nwb (any case) into OUTPUT_DIR/<file stem>/, then import"
+        " each output when IMPORTER_ENABLED; end with a tally.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(handler=cmd_run)
 
     if with_import:
         from .pennsieve import add_import_command
 
         add_import_command(sub)
+    for command in sub.choices.values():
+        _add_common_options(command)
     return parser
+
+
+# Signals that stop a conversion like Ctrl-C does (what timeout, docker stop and systemd send).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGTERM,)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into :class:`Interrupted` (once: cleanup then runs undisturbed)."""
+    received: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not received:
+            received.append(signum)
+            raise Interrupted(signum)
+
+    try:
+        previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread: leave the signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _quiet_broken_pipe() -> int:
+    """``nwb2pennsieve plan ... | head``: the reader left; end quietly, as a killed writer would."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python's exit flush would hit the pipe again
+    return 128 + 13  # SIGPIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -251,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("h5py").setLevel(logging.WARNING)
+    if not args.debug:
+        quiet_warnings()
+    log.debug("nwb2pennsieve %s %s, pid %d", __version__, args.command, os.getpid())
     try:
         # A bad setting names itself (variable and option), not a file: "error: <reason>", exit 2.
         args.settings = _settings(args) if args.command in _SETTINGS_COMMANDS else None
@@ -258,17 +374,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        return int(args.handler(args))
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        with _stop_on_signals():
+            return int(args.handler(args))
+    except KeyboardInterrupt as exc:
+        # The workers are killed and the staging folder removed on the way out (local.py, publish.py).
+        how = signal.Signals(exc.signum).name if isinstance(exc, Interrupted) else "Ctrl-C"
+        print(f"error: interrupted ({how}): workers stopped, nothing published", file=sys.stderr)
+        return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except Exception as exc:
         if args.debug:
             raise
+        if isinstance(exc, ConfigurationError):  # a setting names itself (a selection names its file too)
+            print(f"error: {exc.one_line()}", file=sys.stderr)
+            return 2
         source = _source_name(getattr(args, "file", "") or "nwb2pennsieve")
-        code = 2 if isinstance(exc, ConfigurationError) else 1
         print(f"error: {describe_error(exc, source)}", file=sys.stderr)
-        return code
+        return 1
 
 
 def _source_name(file: str) -> str:

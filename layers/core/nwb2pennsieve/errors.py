@@ -98,3 +98,19 @@ class SeriesSelectionError(ConfigurationError):
 
 class StorageError(Nwb2PennsieveError):
     """Reading or writing output failed."""
+
+
+class OutputWriteError(StorageError):
+    """Writing a file of the output failed (disk full, read-only, ...); ``cause`` is the system's reason."""
+
+    def __init__(self, reason: str, *, cause: str) -> None:
+        self.cause = cause
+        super().__init__(reason)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGHUP) received: handled like Ctrl-C, exit status 128 + ``signum``."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signum)

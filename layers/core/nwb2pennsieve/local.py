@@ -1,8 +1,14 @@
 """The local pool: a process pool over the very work items the cloud fans out.
 
-Output is staged in a hidden directory beside the final one and published (renamed into place)
-only when every work item and the channel metadata are written, so a failed conversion leaves
-no chunk under a final name.
+Output is staged in a folder beside the final one and swapped in whole only when every work item
+and the channel metadata are written (:mod:`nwb2pennsieve.publish`), so a failed or interrupted
+conversion publishes nothing and a new one replaces the old output entirely.
+
+Workers take orders only from the parent: they ignore SIGINT and SIGHUP (a terminal sends those
+to the whole process group), and die with it (``PR_SET_PDEATHSIG`` on Linux, a watchdog thread
+elsewhere). When the parent stops (error, Ctrl-C, SIGTERM) it kills its workers at once rather
+than waiting for their work items to end. Progress is counted in bytes of finished chunk files,
+through a counter the workers share with the parent.
 """
 
 from __future__ import annotations
@@ -11,25 +17,31 @@ import contextlib
 import ctypes
 import os
 import shutil
+import signal
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import h5py
 
 from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
-from .errors import InvalidInputError, Nwb2PennsieveError, StorageError
+from .errors import InvalidInputError, Nwb2PennsieveError, OutputWriteError, StorageError
 from .models import ItemResult, Plan, WorkItem
 from .planner import build_plan, work_items
+from .publish import OutputFolder, OutputMarker
 from .sources import InputSource, OpenedInput, open_input
-from .storage import LocalStore
+from .storage import LocalStore, PendingObject
 from .writer import write_channel_metadata
 
 Progress = Callable[[int], None]  # called with the float64 bytes of each finished work item
@@ -177,24 +189,37 @@ def convert_file(
         )
     result = ConversionResult(source=plan.source, output_dir=output, plan=plan)
     try:
-        output.mkdir(parents=True, exist_ok=True)
+        # A local file's size and mtime tell the next run whether its source changed; a URL has none.
+        stat = os.stat(path.location) if path.kind == "file" else None
+        identity = (stat.st_size, stat.st_mtime_ns) if stat else None
     except OSError as exc:
-        raise StorageError(f"cannot create the output directory {output} ({exc.strerror or exc})") from None
-    check_free_space(plan, output)
-    staging = output / f".staging-{path.stem}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        # staging is private and published whole, so its files need no temporary names
-        store = LocalStore(staging, atomic_names=False)
-        for item_result in execute_items(path, plan, staging, workers=workers, progress=progress, atomic_names=False):
-            result.files += item_result.files
-            result.payload_bytes += item_result.payload_bytes
-        result.metadata_files = write_channel_metadata(plan, store)
-        _publish(staging, output)
-    except OSError as exc:
-        raise StorageError(f"writing {output} failed ({exc.strerror or exc})", file=plan.source) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        raise InvalidInputError(f"cannot read it ({exc.strerror or exc})", file=plan.source) from None
+    with OutputFolder(output) as folder:
+        check_free_space(plan, folder.staging)
+        try:
+            # staging is private and published whole, so its files need no temporary names
+            store = LocalStore(folder.staging, atomic_names=False)
+            for item_result in execute_items(
+                path, plan, folder.staging, workers=workers, progress=progress, atomic_names=False
+            ):
+                result.files += item_result.files
+                result.payload_bytes += item_result.payload_bytes
+            result.metadata_files = write_channel_metadata(plan, store)
+        except OutputWriteError as exc:
+            raise folder.error("cannot write it", exc.cause) from None
+        except OSError as exc:
+            raise folder.error("cannot write it", exc) from None
+        folder.publish(
+            OutputMarker(
+                source=plan.source,
+                source_bytes=identity[0] if identity else None,
+                source_mtime_ns=identity[1] if identity else None,
+                chunk_size_mb=plan.chunk_size_mb,
+                max_item_mb=plan.max_item_mb,
+                skip_invalid_series=skip_invalid_series,
+                files=sorted(LocalStore(folder.staging).list_names()),
+            )
+        )
     result.seconds = time.perf_counter() - started
     return result
 
@@ -224,24 +249,73 @@ def fix_mmap_threshold(nbytes: int = 4 * 1024 * 1024) -> None:
         ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, nbytes)
 
 
-def _publish(staging: Path, output: Path) -> None:
-    for entry in os.scandir(staging):
-        os.replace(entry.path, output / entry.name)
-
-
 # --- the pool -------------------------------------------------------------------------------
 
 _worker: dict[str, object] = {}
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
-def _init_worker(path: InputSource, plan_json: str, staging: str, atomic_names: bool = True) -> None:
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker end when the process that started the pool ends, even by ``kill -9``."""
+    try:
+        linked = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux
+        linked = False
+    parent = os.getppid()
+    if not _alive(parent_pid):  # it ended before the link was made
+        os._exit(1)
+    if not linked:
+        # Elsewhere: a thread that watches the parent (a forkserver's workers watch the forkserver,
+        # which itself ends with the parent).
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _init_worker(
+    path: InputSource,
+    plan_json: str,
+    staging: str,
+    atomic_names: bool = True,
+    parent_pid: int | None = None,
+    written: Synchronized[int] | None = None,
+) -> None:
+    # Ctrl-C and a closing terminal reach the whole process group: the parent decides, and kills us.
+    for name in ("SIGINT", "SIGHUP"):  # no SIGHUP on Windows
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
+    quiet_warnings()
     fix_mmap_threshold()
     try:
         _worker["input"] = open_input(path)
     except Exception as exc:  # raised by the first item: an initializer's error only breaks the pool
         _worker["error"] = exc
     _worker["plan"] = Plan.model_validate_json(plan_json)
-    _worker["store"] = LocalStore(staging, atomic_names=atomic_names)
+    if written is None:
+        _worker["store"] = LocalStore(staging, atomic_names=atomic_names)
+    else:
+        _worker["store"] = CountingStore(staging, partial(_add, written), atomic_names=atomic_names)
+
+
+def _add(counter: Synchronized[int], nbytes: int) -> None:
+    with counter.get_lock():
+        counter.value += nbytes
 
 
 def _run_item(item: WorkItem) -> ItemResult:
@@ -252,6 +326,57 @@ def _run_item(item: WorkItem) -> ItemResult:
     opened = _worker["input"]
     assert isinstance(opened, OpenedInput)
     return opened.write_item(plan, item, _worker["store"])  # type: ignore[arg-type]
+
+
+class CountingStore(LocalStore):
+    """A local directory that reports the bytes of each file it commits (for the progress bar)."""
+
+    def __init__(self, root: str | os.PathLike[str], report: Callable[[int], None], *, atomic_names: bool) -> None:
+        super().__init__(root, atomic_names=atomic_names)
+        self._report = report
+
+    def open_pending(self, name: str) -> PendingObject:
+        return _CountingPending(super().open_pending(name), self._report)
+
+
+class _CountingPending:
+    def __init__(self, pending: PendingObject, report: Callable[[int], None]) -> None:
+        self._pending = pending
+        self._report = report
+        self._bytes = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._pending.write(data)
+        self._bytes += memoryview(data).nbytes
+
+    def writev(self, parts: list[bytes | memoryview]) -> None:
+        self._pending.writev(parts)
+        self._bytes += sum(memoryview(p).nbytes for p in parts)
+
+    def commit(self) -> None:
+        self._pending.commit()
+        self._report(self._bytes)
+
+    def abort(self) -> None:
+        self._pending.abort()
+
+
+def quiet_warnings() -> None:
+    """Show Python warnings (numpy's RuntimeWarnings, ...) as one line, without the source line."""
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        text = " ".join(str(message).split())
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"warning: {category.__name__}: {text}\n")
+
+    warnings.showwarning = show
 
 
 # Local load balancing: a plan's items are sized for a Lambda's memory, so a small file may be one
@@ -309,9 +434,10 @@ def execute_items(
     """Write every work item of ``plan`` into ``out_dir``; yield each item's result as it finishes.
 
     One worker (or one item) runs in this process; more run in a process pool, each worker with
-    the file open once. The first failure cancels what has not started and is raised.
-    ``atomic_names=False`` writes files straight under their names (for a private staging
-    directory, see :class:`LocalStore`).
+    the file open once. ``progress`` is called with the bytes of chunk files written as they are
+    committed. The first failure, or an interruption (KeyboardInterrupt, or what a signal handler
+    raises), kills the workers at once and is raised. ``atomic_names=False`` writes files straight
+    under their names (for a private staging directory, see :class:`LocalStore`).
     """
     release_free_heap()
     fix_mmap_threshold()
@@ -319,40 +445,65 @@ def execute_items(
     items = split_items(plan, requested) if requested > 1 else plan.work_items
     n_workers = min(requested, len(items))
     if n_workers <= 1:
-        store = LocalStore(out_dir, atomic_names=atomic_names)
+        store = (
+            CountingStore(out_dir, progress, atomic_names=atomic_names)
+            if progress
+            else LocalStore(out_dir, atomic_names=atomic_names)
+        )
         with open_input(path, name=plan.source) as opened:
             for item in plan.work_items:
-                r = opened.write_item(plan, item, store)
-                if progress:
-                    progress(item.output_bytes)
-                yield r
+                yield opened.write_item(plan, item, store)
         return
-    with ProcessPoolExecutor(
+    context = pool_context()
+    written = context.Value("q", 0) if progress else None
+    pool = ProcessPoolExecutor(
         max_workers=n_workers,
-        mp_context=pool_context(),
+        mp_context=context,
         initializer=_init_worker,
-        initargs=(InputSource.parse(path), plan.model_dump_json(), os.fspath(out_dir), atomic_names),
-    ) as pool:
-        sizes = {}
-        pending: set[Future[ItemResult]] = set()
-        for item in items:
-            fut = pool.submit(_run_item, item)
-            sizes[fut] = item.output_bytes
-            pending.add(fut)
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in done:
-                    exc = fut.exception()
-                    if exc is not None:
-                        raise exc
-                    if progress:
-                        progress(sizes[fut])
-                    yield fut.result()
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
+        initargs=(
+            InputSource.parse(path),
+            plan.model_dump_json(),
+            os.fspath(out_dir),
+            atomic_names,
+            os.getpid(),
+            written,
+        ),
+    )
+    finished = False
+    try:
+        pending = {pool.submit(_run_item, item) for item in items}
+        shown = 0
+        while pending:
+            # A short timeout: the progress bar moves between items, and signals are handled at once.
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            if progress and written is not None:
+                now = written.value
+                if now > shown:
+                    progress(now - shown)
+                    shown = now
+            for fut in done:
+                exc = fut.exception()
+                if exc is not None:
+                    raise exc
+                yield fut.result()
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:
+            stop_pool(pool)
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's workers now (their output is in a staging folder that is thrown away)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):
+            process.kill()
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            process.join(timeout=2)
 
 
 def describe_error(exc: BaseException, source: str) -> str:

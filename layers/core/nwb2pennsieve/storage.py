@@ -7,6 +7,8 @@ one ``PutObject`` on S3), so a failed run never leaves a half-written chunk unde
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
-from .errors import StorageError
+from .errors import OutputWriteError, StorageError
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
@@ -59,24 +61,40 @@ class Store(Protocol):
     def replace_tagged(self, name: str, data: bytes, tag: str) -> bool: ...
 
 
+def _write_error(path: Path, exc: OSError) -> OutputWriteError:
+    cause = exc.strerror or str(exc)
+    return OutputWriteError(f"cannot write {path} ({cause})", cause=cause)
+
+
 class _LocalPending:
     def __init__(self, final: Path, direct: bool = False) -> None:
         self._final = final
         self._direct = direct
         self._tmp = final if direct else final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        # Unbuffered: callers hand over large pieces; a Python-level buffer would only copy them.
-        self._fh: BinaryIO | None = open(self._tmp, "wb", buffering=0)  # noqa: SIM115
+        try:
+            # Unbuffered: callers hand over large pieces; a Python-level buffer would only copy them.
+            self._fh: BinaryIO | None = open(self._tmp, "wb", buffering=0)  # noqa: SIM115
+        except OSError as exc:
+            raise _write_error(final, exc) from None
 
     def write(self, data: bytes | memoryview) -> None:
         self.writev([data])
 
     def writev(self, parts: list[bytes | memoryview]) -> None:
+        try:
+            self._writev(parts)
+        except OSError as exc:
+            raise _write_error(self._final, exc) from None
+
+    def _writev(self, parts: list[bytes | memoryview]) -> None:
         assert self._fh is not None
         fd = self._fh.fileno()
-        views = [memoryview(p).cast("B") for p in parts]
+        views = [v for v in (memoryview(p).cast("B") for p in parts) if v.nbytes]
         while views:
             # One system call for many pieces; a short write (rare on regular files) resumes.
             written = os.writev(fd, views[:1024])
+            if not written:  # a 0-byte write would loop forever
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             while views and written >= views[0].nbytes:
                 written -= views[0].nbytes
                 views.pop(0)
@@ -85,16 +103,21 @@ class _LocalPending:
 
     def commit(self) -> None:
         assert self._fh is not None
-        self._fh.close()
-        self._fh = None
-        if not self._direct:
-            os.replace(self._tmp, self._final)
+        try:
+            self._fh.close()
+            self._fh = None
+            if not self._direct:
+                os.replace(self._tmp, self._final)
+        except OSError as exc:
+            raise _write_error(self._final, exc) from None
 
     def abort(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            with contextlib.suppress(OSError):
+                self._fh.close()
             self._fh = None
-        self._tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self._tmp.unlink(missing_ok=True)
 
 
 class LocalStore:
@@ -115,7 +138,10 @@ class LocalStore:
         return self.root / name
 
     def open_pending(self, name: str) -> PendingObject:
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _write_error(self.root, exc) from None
         return _LocalPending(self._path(name), direct=not self.atomic_names)
 
     def write_bytes(self, name: str, data: bytes) -> None:

@@ -1,0 +1,260 @@
+"""Publishing a local conversion: the output folder is replaced whole, never mixed.
+
+A conversion into ``OUTPUT/`` writes everything into a staging folder beside it,
+``.OUTPUT.nwb2pennsieve-staging/``, and swaps that folder in only when every chunk file, the
+channel metadata and the marker (``.nwb2pennsieve.json``: source, settings, version, file list)
+are written:
+
+- Linux: one ``renameat2(RENAME_EXCHANGE)`` swaps the two folders atomically; macOS:
+  ``renamex_np(RENAME_SWAP)``. A reader, or a kill at any moment, sees the complete old output or
+  the complete new one. The old one, now under the staging name, is then deleted.
+- Elsewhere (or on a file system without the exchange): ``OUTPUT`` is renamed to
+  ``.OUTPUT.nwb2pennsieve-old``, the staging folder to ``OUTPUT``, and the old one deleted. Between
+  the two renames ``OUTPUT`` is briefly absent (never mixed); a run killed right there leaves the
+  old output under ``-old``, and the next run into ``OUTPUT`` puts it back first.
+
+The next run into the same output takes the same names, so it finds and removes a staging folder a
+killed run left. Two runs into one output are kept apart by a lock file,
+``.OUTPUT.nwb2pennsieve-lock`` (``flock``): the second fails at once, naming the first's pid.
+
+What is ours: the marker, the files it lists, names of the output's form (chunk files, channel
+metadata, the importer's records, our temporary names). A folder that holds anything else is
+never replaced: the conversion refuses before any work, naming those files. The import records
+of the old output move into the new one when it is the same output (same source file, settings
+and file list), so a rerun imports nothing twice; otherwise they describe another output and go
+with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from pydantic import BaseModel, ConfigDict
+
+from . import __version__
+from .errors import StorageError
+
+MARKER_NAME = ".nwb2pennsieve.json"
+MARKER_FORMAT = 1
+STAGING_SUFFIX = ".nwb2pennsieve-staging"
+BACKUP_SUFFIX = ".nwb2pennsieve-old"
+LOCK_SUFFIX = ".nwb2pennsieve-lock"
+
+# Names a conversion or the importer writes into an output (besides those a marker lists).
+_OURS = re.compile(
+    r"channel-\d{5}(_-?\d+_-?\d+\.bin\.gz|\.metadata\.json)"  # chunk files, channel metadata
+    r"|import-[\w.-]+\.json"  # import records (nwb2pennsieve.pennsieve.records)
+    r"|\.(channel|import)-[^/]+\.tmp"  # a LocalStore's temporary names for those
+)
+_IMPORT_RECORD = re.compile(r"import-[\w.-]+\.json")
+
+
+class OutputMarker(BaseModel):
+    """``.nwb2pennsieve.json``: what made this output, and its files (the next run's list of ours)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    format: int = MARKER_FORMAT
+    tool: str = "nwb2pennsieve"
+    version: str = __version__
+    source: str
+    source_bytes: int | None  # None: a URL input (no size or mtime known without a request)
+    source_mtime_ns: int | None
+    chunk_size_mb: float
+    max_item_mb: float
+    skip_invalid_series: bool
+    files: list[str]
+
+    def same_output(self, other: OutputMarker) -> bool:
+        """True when ``other`` describes the same output made from the same source file."""
+        ignore = {"version", "max_item_mb"}  # neither changes a byte of the output
+        if self.source_mtime_ns is None or other.source_mtime_ns is None:
+            return False  # a URL's content may have changed: never assume it has not
+        return self.model_dump(exclude=ignore) == other.model_dump(exclude=ignore)
+
+
+def read_marker(folder: Path) -> OutputMarker | None:
+    try:
+        return OutputMarker.model_validate_json((folder / MARKER_NAME).read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _cause(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+class OutputFolder:
+    """The lock, the staging folder and the swap of one output folder (a context manager).
+
+    ``with OutputFolder(path) as out:`` locks the output, clears what a killed run left, refuses
+    a folder holding files that are not ours and creates ``out.staging``; ``out.publish(marker)``
+    swaps the staging folder in. Leaving the block removes the staging folder (a conversion that
+    failed or was interrupted publishes nothing) and releases the lock.
+    """
+
+    def __init__(self, output: str | os.PathLike[str]) -> None:
+        self.shown = str(output)  # errors name the path as the user gave it
+        self.final = Path(output).resolve()
+        self.staging = self.final.with_name(f".{self.final.name}{STAGING_SUFFIX}")
+        self.backup = self.final.with_name(f".{self.final.name}{BACKUP_SUFFIX}")
+        self.lock_path = self.final.with_name(f".{self.final.name}{LOCK_SUFFIX}")
+        self._lock_fd: int | None = None
+
+    def error(self, what: str, cause: OSError | str | None = None) -> StorageError:
+        """A one-line error naming the output path, what failed and the system's reason."""
+        if isinstance(cause, OSError):
+            cause = _cause(cause)
+        return StorageError(f"output {self.shown}: {what}" + (f" ({cause})" if cause else ""))
+
+    # --- entering: lock, recover, check ----------------------------------------------------
+    def __enter__(self) -> OutputFolder:
+        if self.final.exists() and not self.final.is_dir():
+            raise self.error("is a file, not a folder")
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise self.error(f"{self.final.parent} is a file, not a folder") from None
+        except OSError as exc:
+            raise self.error(f"cannot create {self.final.parent}", exc) from None
+        self._lock_fd = self._lock()
+        try:
+            self._recover()
+            self._refuse_foreign_files()
+            self.staging.mkdir()
+        except OSError as exc:
+            self._unlock()
+            raise self.error("cannot prepare the staging folder", exc) from None
+        except BaseException:
+            self._unlock()
+            raise
+        return self
+
+    def _lock(self) -> int:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): unlocked, as before
+            return -1
+        while True:
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise self.error(f"cannot create the lock file {self.lock_path.name}", exc) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise self.error(
+                    f"another conversion (pid {holder}) is writing it; wait until it ends or choose another output"
+                ) from None
+            # The holder before us unlinks the file before releasing it: lock the file that is there now.
+            with contextlib.suppress(FileNotFoundError):
+                here, there = os.fstat(fd), os.stat(self.lock_path)
+                if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
+                    return fd
+            os.close(fd)
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is None or fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.lock_path)  # before releasing: a waiter then retries on a new file
+        os.close(fd)
+
+    def _recover(self) -> None:
+        """Undo what a killed run left: a staging folder, and the old output between two renames."""
+        if self.backup.exists():
+            if self.final.exists():
+                shutil.rmtree(self.backup)
+            else:
+                os.rename(self.backup, self.final)
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+
+    def _refuse_foreign_files(self) -> None:
+        if not self.final.is_dir():
+            return
+        marker = read_marker(self.final)
+        ours = {MARKER_NAME, *(marker.files if marker else ())}
+        foreign = sorted(
+            e.name + ("/" if e.is_dir(follow_symlinks=False) else "")
+            for e in os.scandir(self.final)
+            if not (e.is_file(follow_symlinks=False) and (e.name in ours or _OURS.fullmatch(e.name)))
+        )
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise self.error(f"holds files no conversion wrote ({shown}); move them away or choose another output")
+
+    # --- publishing -------------------------------------------------------------------------
+    def publish(self, marker: OutputMarker) -> None:
+        """Write the marker into the staging folder and swap the staging folder in."""
+        try:
+            (self.staging / MARKER_NAME).write_text(marker.model_dump_json(indent=2) + "\n")
+            self._keep_import_records(marker)
+            if not self.final.exists():
+                os.rename(self.staging, self.final)
+            elif _exchange(self.staging, self.final):
+                shutil.rmtree(self.staging)  # the old output, now under the staging name
+            else:
+                os.rename(self.final, self.backup)
+                os.rename(self.staging, self.final)
+                shutil.rmtree(self.backup)
+        except OSError as exc:
+            raise self.error("cannot publish the new output", exc) from None
+
+    def _keep_import_records(self, marker: OutputMarker) -> None:
+        old = read_marker(self.final) if self.final.is_dir() else None
+        if old is None or not old.same_output(marker):
+            return
+        for entry in os.scandir(self.final):
+            if entry.is_file(follow_symlinks=False) and _IMPORT_RECORD.fullmatch(entry.name):
+                shutil.copy2(entry.path, self.staging / entry.name)
+
+    # --- leaving ------------------------------------------------------------------------------
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        finally:
+            self._unlock()
+
+
+# --- the atomic exchange of two folders -----------------------------------------------------
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_RENAME_SWAP = 2  # macOS sys/stdio.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically; False where the system or the file system cannot."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        if sys.platform.startswith("linux"):
+            ok = libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+        elif sys.platform == "darwin":
+            ok = libc.renamex_np(os.fsencode(a), os.fsencode(b), _RENAME_SWAP) == 0
+        else:
+            return False
+    except (OSError, AttributeError):  # no such function in this C library
+        return False
+    if ok:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # a file system without the exchange: the two renames
+    raise OSError(code, os.strerror(code), os.fspath(b))
