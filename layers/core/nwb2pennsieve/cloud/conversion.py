@@ -75,18 +75,38 @@ def check_current(s3: S3Client, source: S3Ref) -> None:
 
     Two executions of one key (an object replaced while it converts) share an output prefix; the
     older one stops before it can overwrite the newer one's files or remove them as stale.
+
+    The latest version comes from a version listing of the key (``s3:ListBucketVersions`` scoped to
+    the input prefix): a HEAD of a deleted object answers 403, not 404, without ``s3:ListBucket``
+    on the whole bucket. Only a listing without the key, or with a delete marker on top, means the
+    object is gone (nothing newer to protect); any error (access denied, throttling) is raised as
+    a :class:`StorageError`, never taken for "gone".
     """
     if not source.version_id:
         return
     try:
-        latest = s3.head_object(Bucket=source.bucket, Key=source.key).get("VersionId")
-    except Exception:
-        latest = None  # deleted (or unreadable) since: nothing newer to protect
+        latest = latest_version(s3, source.bucket, source.key)
+    except Exception as exc:
+        raise StorageError(
+            f"cannot check that version {source.version_id} is still the latest ({exc})", file=source.uri
+        ) from None
     if latest and latest != source.version_id:
         raise SupersededError(
             f"version {source.version_id} was replaced by version {latest}, whose own execution writes the output",
             file=source.uri,
         )
+
+
+def latest_version(s3: S3Client, bucket: str, key: str) -> str | None:
+    """The version id of ``key``'s current version; None when the key is gone (none, or a delete marker on top)."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+        for marker in page.get("DeleteMarkers", []):
+            if marker.get("Key") == key and marker.get("IsLatest"):
+                return None
+        for version in page.get("Versions", []):
+            if version.get("Key") == key and version.get("IsLatest"):
+                return version.get("VersionId")
+    return None
 
 
 def batch_items(items: list[WorkItem], batch_mb: float, *, max_items: int = MAX_ITEMS_PER_BATCH) -> list[Batch]:
