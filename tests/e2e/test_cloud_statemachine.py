@@ -64,7 +64,13 @@ def test_execution_from_the_eventbridge_event_matches_the_local_pool(
 def test_hand_started_execution_with_overrides(stack: Stack, example_nwb: Path, tmp_path: Path) -> None:
     stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())
     desc = stack.run(
-        {"bucket": INPUT_BUCKET, "key": EXAMPLE_KEY, "chunkSizeMb": 0.05, "maxItemMb": 0.2, "outputPrefix": "converted/by-hand/"}
+        {
+            "bucket": INPUT_BUCKET,
+            "key": EXAMPLE_KEY,
+            "chunkSizeMb": 0.05,
+            "maxItemMb": 0.2,
+            "outputPrefix": "converted/by-hand/",  # under OutputPrefix: where the functions may write
+        }
     )
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
     cloud = {

@@ -152,10 +152,14 @@ def plan_object(
         )
     # Pin the version planned: every writer then reads the very same bytes.
     source = S3Ref(bucket=src.bucket, key=src.key, version_id=reader.version_id)
-    out_prefix = join_prefix(
-        event.overrides.output_prefix if event.overrides.output_prefix is not None else settings.output_prefix,
-        src.key,
-    )
+    override = event.overrides.output_prefix
+    if override is not None and not override.startswith(settings.output_prefix):
+        # The functions' IAM policies allow writes under the stack's OutputPrefix only.
+        raise InvalidInputError(
+            f"outputPrefix {override!r} must start with the stack's OutputPrefix {settings.output_prefix!r}",
+            file=src.uri,
+        )
+    out_prefix = join_prefix(settings.output_prefix if override is None else override, src.key)
     # One folder per object version: two executions of one key (an object replaced while it
     # converts) never read each other's plan; a rerun of the same version rewrites the same keys.
     folder = join_prefix(settings.records_prefix, src.key) + (reader.version_id or reader.etag.strip('"')) + "/"
