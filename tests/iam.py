@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import json
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,13 +36,9 @@ STATE_MACHINE = "ConversionStateMachine"
 
 def translated_template(template: dict[str, Any] | None = None) -> dict[str, Any]:
     """template.yaml through the SAM translator: the roles and inline policies ``sam deploy`` creates."""
-    import os
-
-    from samtranslator.translator.transform import transform
-
-    class NoManagedPolicies:
-        def load(self) -> dict[str, str]:
-            return {}
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
 
     source = copy.deepcopy(template or load_template())
     for resource in source["Resources"].values():
@@ -51,9 +46,9 @@ def translated_template(template: dict[str, Any] | None = None) -> dict[str, Any
         for uri in ("CodeUri", "ContentUri", "DefinitionUri"):
             if uri in props:
                 props[uri] = "s3://example-artifacts/code.zip"
-    region = os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    assert region
-    return dict(transform(source, {}, NoManagedPolicies()))
+    # No managed policy is named (only ARNs), so the translator needs no IAM look-up; nor a network.
+    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name="us-east-1"))
+    return dict(translator.translate(source, parameter_values={}, get_managed_policy_map=dict))
 
 
 _NO_VALUE = object()
@@ -343,8 +338,3 @@ def template_policies(refs: dict[str, Any], env: Callable[[], dict[str, str]]) -
         return cache[principal]
 
     return policies
-
-
-def dump(statements: list[dict[str, Any]]) -> Iterator[str]:
-    for s in statements:
-        yield json.dumps(s, sort_keys=True)
