@@ -37,6 +37,8 @@ def template_refs(template: dict[str, Any], region: str = "us-east-1", **values:
         {
             "CreateInputBucket": True,
             "HasSecret": False,
+            "HasInputKmsKey": False,
+            "HasNotificationEmail": False,
             "AWS::StackName": "nwb2pennsieve",
             "AWS::Region": region,
             "AWS::AccountId": "123456789012",
@@ -45,8 +47,15 @@ def template_refs(template: dict[str, Any], region: str = "us-east-1", **values:
     )
     for name, resource in template["Resources"].items():
         refs.setdefault(name, f"{name.lower()}-example")
+        if resource["Type"] == "AWS::S3::Bucket":
+            refs.setdefault(f"{name}.Arn", f"arn:aws:s3:::{values.get(name, refs[name])}")
         if resource["Type"] == "AWS::Serverless::Function":
             refs[f"{name}.Arn"] = f"arn:aws:lambda:{region}:123456789012:function:nwb2pennsieve-{name}"
+        if resource["Type"] == "AWS::SQS::Queue":
+            queue = values.get(f"{name}.QueueName", refs[name])
+            refs.setdefault(f"{name}.QueueName", queue)
+            refs.setdefault(f"{name}.Arn", f"arn:aws:sqs:{region}:123456789012:{queue}")
+            refs[name] = f"https://sqs.{region}.amazonaws.com/123456789012/{queue}"  # Ref: the queue URL
     refs.update(values)
     return refs
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from statemachine.render import load_template, render, resolve, substitutions, template_refs
+from tests.iam import Enforcer, template_policies
 
 # The caller's real AWS settings, kept for the deployed-stack test only (every other test uses moto).
 REAL_AWS_ENV = {
@@ -258,6 +259,8 @@ class Stack:
     template: dict[str, Any]
     refs: dict[str, Any]
     role: str
+    # Every AWS call of a handler or of the state machine, checked against its template policy.
+    iam: Enforcer
 
     def redeploy(self, **parameters: Any) -> None:
         """Replace the state machine by one rendered with other parameter values (e.g. a concurrency)."""
@@ -293,12 +296,17 @@ class Stack:
 
 
 @pytest.fixture
-def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Stack:
+def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """moto's Step Functions runs the real ASL; its Lambda invocations run our handlers in process.
 
     moto's Lambda would start a container for an invocation; here ``LambdaFunction._invoke_lambda``
     is replaced by a call of the handler the function's name maps to, returning what the Lambda
     runtime returns (the result, or the runtime's error payload when the handler raises).
+
+    IAM is enforced (tests/iam.py): each handler's clients sign with its own credentials, the state
+    machine's calls with moto's, and every call is checked against the policy template.yaml gives
+    that function or the state machine's role; a call it does not allow answers AccessDenied, and
+    any denial fails the test at teardown (a handler that swallowed it included).
     """
     import importlib
     import io
@@ -308,8 +316,9 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
     import boto3
     from moto.awslambda.models import LambdaFunction
 
-    from nwb2pennsieve.cloud.clients import aws_client, s3_client
-
+    template = load_template()
+    iam_refs: dict[str, Any] = {"AWS::StackName": "test"}  # the state machine below is "test-conversion"
+    enforcer = Enforcer(policies=lambda principal: policies(principal))
     iam = boto3.client("iam", region_name=REGION)
     role = iam.create_role(RoleName="nwb2pennsieve-test", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     lam = boto3.client("lambda", region_name=REGION)
@@ -328,14 +337,16 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
             Architectures=["arm64"],
         )
         refs[f"{resource}.Arn"] = fn["FunctionArn"]
+        iam_refs[resource] = resource
         module = importlib.import_module(module_name)
-        # Clients made under moto, configured as the handlers' own (adaptive retries, pool size).
+        # Clients signing with the function's own credentials (IAM enforced), configured as the
+        # handlers' own (adaptive retries, pool size).
         if hasattr(module, "s3"):
-            pool = module.s3.meta.config.max_pool_connections
-            monkeypatch.setattr(module, "s3", s3_client(threads=pool))
-        for service in ("sfn", "sqs"):
-            if hasattr(module, service):
-                monkeypatch.setattr(module, service, aws_client({"sfn": "stepfunctions"}.get(service, service)))
+            monkeypatch.setattr(module, "s3", enforcer.client(resource, "s3", config=module.s3.meta.config))
+        for attr, service in (("sfn", "stepfunctions"), ("sqs", "sqs")):
+            if hasattr(module, attr):
+                client = getattr(module, attr)
+                monkeypatch.setattr(module, attr, enforcer.client(resource, service, config=client.meta.config))
         modules[resource] = module
     invocations: list[tuple[str, dict[str, Any]]] = []
     service_faults: dict[str, list[Exception]] = {}
@@ -347,7 +358,8 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
         if faults:
             raise faults.pop(0)
         try:
-            result = modules[self.function_name].lambda_handler(payload, FakeLambdaContext(self.function_name))
+            with enforcer.acting_as(self.function_name):
+                result = modules[self.function_name].lambda_handler(payload, FakeLambdaContext(self.function_name))
         except Exception as exc:  # what the Python Lambda runtime returns for an unhandled error
             error = {
                 "errorMessage": str(exc),
@@ -360,13 +372,14 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(LambdaFunction, "_invoke_lambda", invoke)
 
-    template = load_template()
     all_refs = template_refs(template, OutputBucket=OUTPUT_BUCKET, InputBucket=INPUT_BUCKET, **refs)
+    policies = template_policies({**all_refs, **iam_refs}, lambda: dict(os.environ))
     sfn = boto3.client("stepfunctions", region_name=REGION)
     arn = sfn.create_state_machine(
         name="test-conversion", definition=render(substitutions(template, all_refs)), roleArn=role
     )["stateMachineArn"]
-    return Stack(
+    enforcer.install(monkeypatch)
+    yield Stack(
         s3=s3,
         sfn=sfn,
         state_machine_arn=arn,
@@ -375,4 +388,8 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
         template=template,
         refs=all_refs,
         role=role,
+        iam=enforcer,
+    )
+    assert not enforcer.denials, "calls the template's IAM policies do not allow:\n" + "\n".join(
+        str(d) for d in enforcer.denials
     )

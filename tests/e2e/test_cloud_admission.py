@@ -88,7 +88,9 @@ class Admission:
     def __init__(self, stack: Stack, monkeypatch: pytest.MonkeyPatch, *, max_running: int) -> None:
         self.stack = stack
         self.sqs = boto3.client("sqs", region_name=REGION)
-        self.url = self.sqs.create_queue(QueueName="admission", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+        self.url = self.sqs.create_queue(
+            QueueName=stack.refs["AdmissionQueue.QueueName"], Attributes={"VisibilityTimeout": "30"}
+        )["QueueUrl"]
         self.arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]

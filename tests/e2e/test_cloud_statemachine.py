@@ -66,11 +66,18 @@ def test_execution_from_the_eventbridge_event_matches_the_local_pool(
 def test_hand_started_execution_with_overrides(stack: Stack, example_nwb: Path, tmp_path: Path) -> None:
     stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())
     desc = stack.run(
-        {"bucket": INPUT_BUCKET, "key": EXAMPLE_KEY, "chunkSizeMb": 0.05, "maxItemMb": 0.2, "outputPrefix": "by-hand/"}
+        {
+            "bucket": INPUT_BUCKET,
+            "key": EXAMPLE_KEY,
+            "chunkSizeMb": 0.05,
+            "maxItemMb": 0.2,
+            "outputPrefix": "converted/by-hand/",  # under OutputPrefix: where the functions may write
+        }
     )
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
     cloud = {
-        k[len("by-hand/incoming/sub-01_ses-01/") :]: v for k, v in stack.objects(OUTPUT_BUCKET, "by-hand/").items()
+        k[len("converted/by-hand/incoming/sub-01_ses-01/") :]: v
+        for k, v in stack.objects(OUTPUT_BUCKET, "converted/by-hand/").items()
     }
     assert cloud == local_output(example_nwb, tmp_path / "local")
 
@@ -165,7 +172,8 @@ def test_a_failed_map_names_the_file(stack: Stack, example_nwb: Path, monkeypatc
 
     def plan_then_lose_the_manifest(s3: Any, event: Any, settings: Any, **kw: Any) -> Any:
         out = real(s3, event, settings, **kw)
-        s3.delete_object(Bucket=out.manifest.bucket, Key=out.manifest.key)
+        with stack.iam.acting_as(None):  # the test deletes it, not Plan (whose role may delete nothing)
+            stack.s3.delete_object(Bucket=out.manifest.bucket, Key=out.manifest.key)
         return out
 
     monkeypatch.setattr(plan_app, "plan_object", plan_then_lose_the_manifest)

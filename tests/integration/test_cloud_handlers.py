@@ -117,6 +117,22 @@ def test_plan_of_a_missing_object(apps: Any) -> None:
         run_plan(load_event("plan.json"))
 
 
+def test_plan_refuses_an_output_prefix_outside_the_stacks(apps: Any, example_nwb: Path) -> None:
+    """The functions may write under OutputPrefix only (their IAM policies): say so before any work."""
+    put_example(apps, example_nwb)
+    event = {"bucket": INPUT_BUCKET, "key": EXAMPLE_KEY, "outputPrefix": "elsewhere/"}
+    with pytest.raises(InvalidInputError) as err:
+        run_plan(event)
+    assert str(err.value) == (
+        f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: "
+        "outputPrefix 'elsewhere/' must start with the stack's OutputPrefix 'converted/'"
+    )
+    assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET)
+    assert run_plan({**event, "outputPrefix": "converted/by-hand/"})["output"]["prefix"] == (
+        "converted/by-hand/incoming/sub-01_ses-01/"
+    )
+
+
 def test_write_chunks_with_its_event_writes_the_batch(apps: Any, example_nwb: Path) -> None:
     put_example(apps, example_nwb)
     event = fixture_for("write_chunks.json", run_plan(load_event("plan.json")))

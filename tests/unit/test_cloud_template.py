@@ -60,9 +60,6 @@ def test_least_privilege() -> None:
     text = (ROOT / "template.yaml").read_text()
     assert "FullAccess" not in text
     allowed = {
-        "S3ReadPolicy",
-        "S3WritePolicy",
-        "S3CrudPolicy",
         "LambdaInvokePolicy",
         "AWSSecretsManagerGetSecretValuePolicy",
         "Statement",
@@ -153,7 +150,7 @@ def test_rendered_definition_is_small() -> None:
     assert len(json.dumps(json.loads(text))) < 16_000
 
 
-def test_only_the_importing_functions_read_the_secret_and_uploaders_delete_nothing() -> None:
+def test_only_the_importing_functions_read_the_secret_and_only_finalize_deletes() -> None:
     def policy_names(function: str) -> list[str]:
         names = []
         for policy in RESOURCES[function]["Properties"]["Policies"]:
@@ -165,17 +162,76 @@ def test_only_the_importing_functions_read_the_secret_and_uploaders_delete_nothi
     for function in of_type("AWS::Serverless::Function"):
         reads_secret = "AWSSecretsManagerGetSecretValuePolicy" in policy_names(function)
         assert reads_secret == (function in ("FinalizeFunction", "UploadFilesFunction")), function
-    # UploadFiles reads chunk files and writes records; only Finalize may delete (stale files, old records).
-    assert sorted(policy_names("UploadFilesFunction")) == [
-        "AWSSecretsManagerGetSecretValuePolicy",
-        "S3ReadPolicy",
-        "S3WritePolicy",
-    ]
-    # CompleteImport only reads the records and writes the list of files not uploaded.
-    assert sorted(policy_names("CompleteImportFunction")) == ["S3ReadPolicy", "S3WritePolicy"]
+        # Explicit statements only: SAM's S3 policy templates grant lifecycle and ACL changes too.
+        assert not any(n.startswith("S3") for n in policy_names(function)), function
+    # Only Finalize deletes (stale chunk files, an earlier run's upload records).
+    for function in of_type("AWS::Serverless::Function"):
+        text = json.dumps(RESOURCES[function]["Properties"]["Policies"])
+        assert ("s3:DeleteObject" in text) == (function == "FinalizeFunction"), function
 
 
 def test_the_state_machine_may_invoke_each_function_and_only_those() -> None:
     policies = RESOURCES["ConversionStateMachine"]["Properties"]["Policies"]
     invoked = {p["LambdaInvokePolicy"]["FunctionName"]["Ref"] for p in policies if "LambdaInvokePolicy" in p}
     assert invoked == set(of_type("AWS::Serverless::Function")) - {"StarterFunction"}  # the queue invokes it
+
+
+def test_records_prefix_can_never_be_blank_or_the_output() -> None:
+    """The records expire after RecordsDays: a blank RecordsPrefix would expire the chunk output too."""
+    import re
+
+    param = TEMPLATE["Parameters"]["RecordsPrefix"]
+    pattern = re.compile(param["AllowedPattern"])
+    for bad in ("", "/", "records", "/records/"):
+        assert not pattern.fullmatch(bad), bad
+    for good in (param["Default"], "records/", "nwb2pennsieve/records/"):
+        assert pattern.fullmatch(good), good
+    (assertion,) = TEMPLATE["Rules"]["RecordsApartFromOutput"]["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "RecordsPrefix"}, {"Ref": "OutputPrefix"}]}]}
+    rules = {r["Id"]: r for r in RESOURCES["OutputBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert rules["ExpireRecords"]["Prefix"] == {"Ref": "RecordsPrefix"}
+
+
+def test_replaced_input_versions_expire() -> None:
+    rules = {r["Id"]: r for r in RESOURCES["InputBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    noncurrent = rules["ExpireNoncurrentInputVersions"]
+    assert noncurrent["NoncurrentVersionExpiration"]["NoncurrentDays"] == {"Ref": "NoncurrentInputDays"}
+    assert "Prefix" not in noncurrent and "ExpirationInDays" not in noncurrent  # current versions stay
+
+
+def test_the_outcome_of_each_conversion_is_published_with_file_status_and_cause() -> None:
+    rule = RESOURCES["ConversionOutcomeRule"]["Properties"]
+    detail = rule["EventPattern"]["detail"]
+    assert sorted(detail["status"]) == ["ABORTED", "FAILED", "SUCCEEDED", "TIMED_OUT"]
+    assert detail["stateMachineArn"] == [{"Ref": "ConversionStateMachine"}]
+    # Conversions only: a Distributed Map child execution's ARN has "<name>/<label>:", not "<name>:".
+    (prefix,) = detail["executionArn"]
+    assert prefix["prefix"]["Fn::Sub"].endswith(":execution:${AWS::StackName}-conversion:")
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Ref": "NotificationTopic"}
+    paths = target["InputTransformer"]["InputPathsMap"]
+    assert {"status", "input", "cause", "output"} <= set(paths)
+    template = target["InputTransformer"]["InputTemplate"]
+    assert all(f"<{name}>" in template for name in paths)
+    subscription = RESOURCES["NotificationEmailSubscription"]
+    assert subscription["Condition"] == "HasNotificationEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "NotificationEmail"}
+    statements = RESOURCES["NotificationTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    publishers = {s["Principal"]["Service"] for s in statements}
+    assert publishers == {"events.amazonaws.com", "cloudwatch.amazonaws.com"}
+
+
+def test_alarms_watch_failures_throttles_and_errors_and_tell_the_topic() -> None:
+    alarms = of_type("AWS::CloudWatch::Alarm")
+    assert {"FailedConversionsAlarm", "LambdaThrottlesAlarm", "LambdaErrorsAlarm", "AdmissionDeadLetterAlarm"} <= set(
+        alarms
+    )
+    functions = set(of_type("AWS::Serverless::Function"))
+    for name, alarm in alarms.items():
+        props = alarm["Properties"]
+        assert props["AlarmActions"] == [{"Ref": "NotificationTopic"}], name
+        metrics = [m["MetricStat"]["Metric"] for m in props.get("Metrics", []) if "MetricStat" in m]
+        if name.startswith("Lambda"):
+            watched = {d["Value"]["Ref"] for m in metrics for d in m["Dimensions"]}
+            assert watched == functions, name  # every function, and only ours
+    assert "OperationsDashboard" in of_type("AWS::CloudWatch::Dashboard")

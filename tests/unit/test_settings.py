@@ -121,6 +121,13 @@ def test_cloud_settings_use_the_same_checks(env: dict[str, str], message: str) -
     assert str(e.value) == message
 
 
+def test_a_blank_records_prefix_is_refused() -> None:
+    # RecordsPrefix's expiry rule would then delete the chunk output too.
+    with pytest.raises(ConfigurationError) as e:
+        CloudSettings.from_env({"OUTPUT_BUCKET": "b", "RECORDS_PREFIX": ""})
+    assert str(e.value).startswith("RECORDS_PREFIX must ")
+
+
 def test_cloud_defaults_and_blanks() -> None:
     s = CloudSettings.from_env({"OUTPUT_BUCKET": "b", "MAX_ITEM_MB": "100", "OUTPUT_PREFIX": "", "CHUNK_SIZE_MB": ""})
     assert (s.batch_mb, s.output_prefix, s.records_prefix, s.chunk_size_mb) == (100.0, "", "records/", 1.0)

@@ -100,6 +100,22 @@ class StorageError(Nwb2PennsieveError):
     """Reading or writing output failed."""
 
 
+class AccessDeniedError(StorageError):
+    """A storage call was refused for lack of permission (S3 403 AccessDenied): not transient, so
+    the state machine's StorageError retries (meant for 503 Slow Down) do not wait on it."""
+
+
+_DENIED_CODES = frozenset({"AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"})
+
+
+def storage_error(message: str, exc: BaseException, *, file: str | None = None) -> StorageError:
+    """``message`` as :class:`AccessDeniedError` when ``exc`` is a refusal, else :class:`StorageError`."""
+    response = getattr(exc, "response", None)
+    code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+    cls = AccessDeniedError if code in _DENIED_CODES else StorageError
+    return cls(message, file=file)
+
+
 class OutputWriteError(StorageError):
     """Writing a file of the output failed (disk full, read-only, ...); ``cause`` is the system's reason."""
 

@@ -262,13 +262,11 @@ class S3Store:
         return cast(BinaryIO, self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"])
 
     def exists(self, name: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self.key(name))
-        except self.client.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
+        # A listing of the key, not a HEAD: S3 answers a HEAD of a missing key 403 (not 404) to a
+        # role without s3:ListBucket on the whole bucket, and the functions may list their prefixes only.
+        key = self.key(name)
+        page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        return any(obj["Key"] == key for obj in page.get("Contents", []))
 
     def size(self, name: str) -> int:
         length: int = self.client.head_object(Bucket=self.bucket, Key=self.key(name))["ContentLength"]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pydantic import TypeAdapter
 
-from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError
+from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError, storage_error
 from ..gzipstored import framed_size
 from ..models import Plan, WorkItem, chunk_file_name, metadata_file_name
 from ..nwb import open_nwb
@@ -80,18 +80,38 @@ def check_current(s3: S3Client, source: S3Ref) -> None:
 
     Two executions of one key (an object replaced while it converts) share an output prefix; the
     older one stops before it can overwrite the newer one's files or remove them as stale.
+
+    The latest version comes from a version listing of the key (``s3:ListBucketVersions`` scoped to
+    the input prefix): a HEAD of a deleted object answers 403, not 404, without ``s3:ListBucket``
+    on the whole bucket. Only a listing without the key, or with a delete marker on top, means the
+    object is gone (nothing newer to protect); any error (access denied, throttling) is raised as
+    a :class:`StorageError`, never taken for "gone".
     """
     if not source.version_id:
         return
     try:
-        latest = s3.head_object(Bucket=source.bucket, Key=source.key).get("VersionId")
-    except Exception:
-        latest = None  # deleted (or unreadable) since: nothing newer to protect
+        latest = latest_version(s3, source.bucket, source.key)
+    except Exception as exc:
+        raise storage_error(
+            f"cannot check that version {source.version_id} is still the latest ({exc})", exc, file=source.uri
+        ) from None
     if latest and latest != source.version_id:
         raise SupersededError(
             f"version {source.version_id} was replaced by version {latest}, whose own execution writes the output",
             file=source.uri,
         )
+
+
+def latest_version(s3: S3Client, bucket: str, key: str) -> str | None:
+    """The version id of ``key``'s current version; None when the key is gone (none, or a delete marker on top)."""
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+        for marker in page.get("DeleteMarkers", []):
+            if marker.get("Key") == key and marker.get("IsLatest"):
+                return None
+        for version in page.get("Versions", []):
+            if version.get("Key") == key and version.get("IsLatest"):
+                return version.get("VersionId")
+    return None
 
 
 def batch_items(items: list[WorkItem], batch_mb: float, *, max_items: int = MAX_ITEMS_PER_BATCH) -> list[Batch]:
@@ -138,10 +158,14 @@ def plan_object(
     check_output_size(plan, settings.max_output_gb)
     # Pin the version planned: every writer then reads the very same bytes.
     source = S3Ref(bucket=src.bucket, key=src.key, version_id=reader.version_id)
-    out_prefix = join_prefix(
-        event.overrides.output_prefix if event.overrides.output_prefix is not None else settings.output_prefix,
-        src.key,
-    )
+    override = event.overrides.output_prefix
+    if override is not None and not override.startswith(settings.output_prefix):
+        # The functions' IAM policies allow writes under the stack's OutputPrefix only.
+        raise InvalidInputError(
+            f"outputPrefix {override!r} must start with the stack's OutputPrefix {settings.output_prefix!r}",
+            file=src.uri,
+        )
+    out_prefix = join_prefix(settings.output_prefix if override is None else override, src.key)
     # One folder per object version: two executions of one key (an object replaced while it
     # converts) never read each other's plan; a rerun of the same version rewrites the same keys.
     folder = join_prefix(settings.records_prefix, src.key) + (reader.version_id or reader.etag.strip('"')) + "/"

@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, cast
 
-from ..errors import StorageError
+from ..errors import storage_error
 from ..storage import PendingObject, S3Store
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ class ParallelS3Store(S3Store):
         for f in done:
             exc = f.exception()
             if exc is not None:
-                raise StorageError(f"putting an object under {self.describe('')} failed ({exc})") from exc
+                raise storage_error(f"putting an object under {self.describe('')} failed ({exc})", exc) from exc
 
     def flush(self) -> None:
         """Wait for every pending PUT; raise the first that failed."""

@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
-from ..config import DEFAULT_MAX_ITEM_MB, DEFAULT_MAX_OUTPUT_GB, CommonSettings, Count, MiB, Positive, Text
+from ..config import DEFAULT_MAX_ITEM_MB, DEFAULT_MAX_OUTPUT_GB, CommonSettings, Count, MiB, Positive, Text, _invalid
 from .models import ConversionSettings, Overrides
 
 # Seconds of uploads at the rate one process reaches (bench/results-import.md); the batch's
@@ -31,7 +31,8 @@ class CloudSettings(CommonSettings):
     the credentials secret, never the credentials). Parsed by :meth:`CommonSettings.from_env`.
     """
 
-    # A blank prefix is the bucket's root.
+    # A blank output prefix is the bucket's root; a blank records prefix is refused (RecordsPrefix's
+    # expiry rule would delete the output).
     _blank_is_a_value: ClassVar[frozenset[str]] = CommonSettings._blank_is_a_value | {"output_prefix", "records_prefix"}
 
     output_bucket: Annotated[str, BeforeValidator(_required), Field(min_length=1)]
@@ -47,6 +48,13 @@ class CloudSettings(CommonSettings):
     write_concurrency: Count = 120
     admission_retry_seconds: Count = 300
     dead_letter_queue_url: Text = ""
+
+    @field_validator("records_prefix")
+    @classmethod
+    def _records_prefix_not_blank(cls, value: str) -> str:
+        if not value.strip("/"):
+            raise _invalid("a folder such as records/ (the records expire; a blank prefix would expire the output)")
+        return value
 
     @field_validator("batch_mb", mode="before")
     @classmethod

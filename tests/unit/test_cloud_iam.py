@@ -1,0 +1,145 @@
+"""The IAM policies template.yaml gives each function and the state machine (as the SAM translator
+deploys them), probed with the test evaluator of tests/iam.py: what each may do, what it may not,
+and that no S3 grant is wider than the prefix the function uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from statemachine.render import load_template, template_refs
+from tests.iam import Request, allowed, role_statements, translated_template
+
+TEMPLATE = load_template()
+TRANSLATED = translated_template(TEMPLATE)
+FUNCTIONS = [n for n, r in TEMPLATE["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
+PRINCIPALS = [*FUNCTIONS, "ConversionStateMachine"]
+KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pennsieve-AbCdEf"
+IN, OUT = "arn:aws:s3:::in-bucket", "arn:aws:s3:::out-bucket"
+SM = "arn:aws:states:us-east-1:123456789012"
+FN = "arn:aws:lambda:us-east-1:123456789012:function"
+
+
+def statements(principal: str, **values: Any) -> list[dict[str, Any]]:
+    refs = template_refs(TEMPLATE, InputBucket="in-bucket", OutputBucket="out-bucket", InputPrefix="incoming/")
+    refs.update({f: f for f in FUNCTIONS})
+    refs.update({"AWS::StackName": "stack", "PennsieveSecretArn": SECRET, "HasSecret": True, **values})
+    return role_statements(TRANSLATED, principal, refs)
+
+
+def may(principal: str, action: str, resource: str, prefix: str | None = None, **values: Any) -> bool:
+    context = () if prefix is None else (("s3:prefix", prefix),)
+    return allowed(statements(principal, **values), Request(action, resource, context))
+
+
+@pytest.mark.parametrize("principal", PRINCIPALS)
+def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str) -> None:
+    """No `*` where a prefix would do: objects under the input, output or records prefix only;
+    bucket-level grants are listings with an s3:prefix condition."""
+    prefixes = (f"{IN}/incoming/", f"{OUT}/converted/", f"{OUT}/records/")
+    for statement in statements(principal):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert "*" not in actions and not any(a.endswith(":*") for a in actions), statement
+        if resources == ["*"]:
+            assert all(a.startswith("logs:") for a in actions), statement  # log delivery has no resource ARNs
+            continue
+        if not any(a.startswith("s3:") for a in actions):
+            continue
+        for resource in resources:
+            if resource in (IN, OUT):
+                assert set(actions) <= {"s3:ListBucket", "s3:ListBucketVersions"}, statement
+                wanted = statement["Condition"]["StringLike"]["s3:prefix"]
+                assert wanted in ("incoming/*", "converted/*", "records/*"), statement
+            else:
+                assert resource.endswith("*") and resource.startswith(prefixes), statement
+
+
+@pytest.mark.parametrize(
+    ("principal", "action", "resource", "prefix", "expected"),
+    [
+        # Plan: reads the input (pinned version), writes records; nothing else.
+        ("PlanFunction", "s3:GetObjectVersion", f"{IN}/incoming/a.nwb", None, True),
+        ("PlanFunction", "s3:GetObject", f"{IN}/elsewhere/a.nwb", None, False),
+        ("PlanFunction", "s3:PutObject", f"{OUT}/records/a/v/plan.json", None, True),
+        ("PlanFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
+        ("PlanFunction", "s3:PutObject", f"{IN}/incoming/a.nwb", None, False),
+        # WriteChunks: reads input and plan, writes chunk files; never deletes, never writes records.
+        ("WriteChunksFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, True),
+        ("WriteChunksFunction", "s3:GetObject", f"{OUT}/records/a/v/plan.json", None, True),
+        ("WriteChunksFunction", "s3:PutObject", f"{OUT}/records/a/v/plan.json", None, False),
+        ("WriteChunksFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
+        ("WriteChunksFunction", "s3:ListBucketVersions", IN, "incoming/a.nwb", True),
+        ("WriteChunksFunction", "s3:ListBucketVersions", IN, "", False),
+        # Finalize: lists the versions of the input key (check_current), manages the output.
+        ("FinalizeFunction", "s3:ListBucketVersions", IN, "incoming/a.nwb", True),
+        ("FinalizeFunction", "s3:GetObject", f"{IN}/incoming/a.nwb", None, False),
+        ("FinalizeFunction", "s3:ListBucket", OUT, "converted/a/channel-00003", True),
+        ("FinalizeFunction", "s3:ListBucket", OUT, "", False),
+        ("FinalizeFunction", "s3:ListBucket", OUT, None, False),
+        ("FinalizeFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, True),
+        ("FinalizeFunction", "s3:DeleteObject", f"{OUT}/elsewhere/x", None, False),
+        ("FinalizeFunction", "secretsmanager:GetSecretValue", SECRET, None, True),
+        # The uploaders read and record; they delete nothing.
+        ("UploadFilesFunction", "s3:GetObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, True),
+        ("UploadFilesFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
+        ("UploadFilesFunction", "secretsmanager:GetSecretValue", SECRET, None, True),
+        ("CompleteImportFunction", "s3:PutObject", f"{OUT}/converted/a/import-failed.json", None, True),
+        ("CompleteImportFunction", "secretsmanager:GetSecretValue", SECRET, None, False),
+        # The state machine: its manifests, its map results (multipart), its child executions.
+        ("ConversionStateMachine", "s3:GetObject", f"{OUT}/records/a/v/write-batches.json", None, True),
+        ("ConversionStateMachine", "s3:PutObject", f"{OUT}/records/map-results/run/SUCCEEDED_0.json", None, True),
+        ("ConversionStateMachine", "s3:ListMultipartUploadParts", f"{OUT}/records/map-results/r/x.json", None, True),
+        ("ConversionStateMachine", "s3:AbortMultipartUpload", f"{OUT}/records/map-results/r/x.json", None, True),
+        ("ConversionStateMachine", "s3:PutObject", f"{OUT}/records/a/v/plan.json", None, False),
+        ("ConversionStateMachine", "s3:PutObject", f"{OUT}/converted/a/x", None, False),
+        ("ConversionStateMachine", "states:StartExecution", f"{SM}:stateMachine:stack-conversion", None, True),
+        ("ConversionStateMachine", "states:StartExecution", f"{SM}:stateMachine:another", None, False),
+        ("ConversionStateMachine", "states:DescribeExecution", f"{SM}:execution:stack-conversion:e1", None, True),
+        ("ConversionStateMachine", "states:StopExecution", f"{SM}:execution:stack-conversion/Map:c1", None, True),
+        ("ConversionStateMachine", "states:DescribeExecution", f"{SM}:execution:another:e1", None, False),
+        ("ConversionStateMachine", "lambda:InvokeFunction", f"{FN}:PlanFunction", None, True),
+        ("ConversionStateMachine", "lambda:InvokeFunction", f"{FN}:Other", None, False),
+    ],
+)  # fmt: skip
+def test_what_each_principal_may_and_may_not_do(
+    principal: str, action: str, resource: str, prefix: str | None, expected: bool
+) -> None:
+    assert may(principal, action, resource, prefix) is expected
+
+
+@pytest.mark.parametrize("principal", PRINCIPALS)
+@pytest.mark.parametrize(
+    "action", ["s3:PutLifecycleConfiguration", "s3:PutObjectAcl", "s3:PutBucketPolicy", "s3:DeleteBucket"]
+)
+def test_no_one_changes_buckets_or_acls(principal: str, action: str) -> None:
+    for resource in (IN, OUT, f"{OUT}/converted/a/x", f"{OUT}/records/a/x", f"{IN}/incoming/a.nwb"):
+        assert not may(principal, action, resource), (principal, action, resource)
+
+
+def test_an_sse_kms_input_bucket_is_decrypted_through_s3_only() -> None:
+    kms = {"HasInputKmsKey": True, "InputKmsKeyArn": KMS_KEY}
+    through_s3 = Request("kms:Decrypt", KMS_KEY, (("kms:ViaService", "s3.us-east-1.amazonaws.com"),))
+    directly = Request("kms:Decrypt", KMS_KEY)
+    for function in ("PlanFunction", "WriteChunksFunction"):
+        assert allowed(statements(function, **kms), through_s3)
+        assert not allowed(statements(function, **kms), directly)
+        assert not allowed(statements(function), through_s3)  # no key given: no grant
+    assert not allowed(statements("UploadFilesFunction", **kms), through_s3)
+
+
+def test_redrive_is_not_granted_until_it_is_supported() -> None:
+    """The spot for states:RedriveExecution is marked in template.yaml (REDRIVE)."""
+    child = f"{SM}:execution:stack-conversion/WriteChunks:c1"
+    assert not may("ConversionStateMachine", "states:RedriveExecution", child)
+
+
+def test_the_evaluator_can_deny() -> None:
+    allow = {"Effect": "Allow", "Action": ["s3:Get*"], "Resource": f"{OUT}/records/*"}
+    deny = {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"{OUT}/records/secret*"}
+    assert allowed([allow], Request("s3:GetObject", f"{OUT}/records/a"))
+    assert not allowed([allow, deny], Request("s3:GetObject", f"{OUT}/records/secret.json"))
+    assert not allowed([allow], Request("s3:PutObject", f"{OUT}/records/a"))
+    assert not allowed([], Request("s3:GetObject", f"{OUT}/records/a"))
