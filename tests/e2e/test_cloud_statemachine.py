@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from nwb2pennsieve.config import COMPRESSED_GZIP_LEVEL
 from nwb2pennsieve.local import convert_file
 from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, Stack, load_event, make_nwb
 
@@ -37,9 +38,15 @@ def eventbridge_event(version: str) -> dict[str, Any]:
     return event
 
 
-def local_output(path: Path, out: Path) -> dict[str, bytes]:
+def local_output(path: Path, out: Path, gzip_level: int = COMPRESSED_GZIP_LEVEL) -> dict[str, bytes]:
+    """The local pool's output (by default at the cloud's default gzip level), one worker, other items."""
     convert_file(
-        path, out, chunk_size_mb=float(SMALL["CHUNK_SIZE_MB"]), max_item_mb=float(SMALL["MAX_ITEM_MB"]), workers=1
+        path,
+        out,
+        chunk_size_mb=float(SMALL["CHUNK_SIZE_MB"]),
+        max_item_mb=float(SMALL["MAX_ITEM_MB"]),
+        workers=1,
+        gzip_level=gzip_level,
     )
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
 
@@ -64,13 +71,20 @@ def test_execution_from_the_eventbridge_event_matches_the_local_pool(
 def test_hand_started_execution_with_overrides(stack: Stack, example_nwb: Path, tmp_path: Path) -> None:
     stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())
     desc = stack.run(
-        {"bucket": INPUT_BUCKET, "key": EXAMPLE_KEY, "chunkSizeMb": 0.05, "maxItemMb": 0.2, "outputPrefix": "by-hand/"}
+        {
+            "bucket": INPUT_BUCKET,
+            "key": EXAMPLE_KEY,
+            "chunkSizeMb": 0.05,
+            "maxItemMb": 0.2,
+            "outputPrefix": "by-hand/",
+            "gzipLevel": 0,
+        }
     )
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
     cloud = {
         k[len("by-hand/incoming/sub-01_ses-01/") :]: v for k, v in stack.objects(OUTPUT_BUCKET, "by-hand/").items()
     }
-    assert cloud == local_output(example_nwb, tmp_path / "local")
+    assert cloud == local_output(example_nwb, tmp_path / "local", gzip_level=0)
 
 
 def test_a_rerun_leaves_identical_objects_and_nothing_extra(stack: Stack, small_items: None, example_nwb: Path) -> None:

@@ -40,6 +40,7 @@ class ConversionResult:
     plan: Plan
     files: int = 0
     payload_bytes: int = 0
+    stored_bytes: int = 0
     seconds: float = 0.0
     metadata_files: list[str] = field(default_factory=list)
 
@@ -62,16 +63,18 @@ def plan_file(
     chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     skip_invalid_series: bool = False,
+    gzip_level: int = 0,
 ) -> Plan:
     name = os.path.basename(os.fspath(path))
     with open_nwb(path, name=name) as h5:
-        return build_plan(
+        plan = build_plan(
             h5,
             source=name,
             chunk_size_mb=chunk_size_mb,
             max_item_mb=max_item_mb,
             skip_invalid_series=skip_invalid_series,
         )
+    return plan.model_copy(update={"gzip_level": gzip_level}) if gzip_level else plan
 
 
 def convert_file(
@@ -82,6 +85,7 @@ def convert_file(
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     workers: int | None = None,
     skip_invalid_series: bool = False,
+    gzip_level: int = 0,
     progress: Progress | None = None,
     plan: Plan | None = None,
 ) -> ConversionResult:
@@ -99,6 +103,7 @@ def convert_file(
             chunk_size_mb=chunk_size_mb,
             max_item_mb=max_item_mb,
             skip_invalid_series=skip_invalid_series,
+            gzip_level=gzip_level,
         )
     result = ConversionResult(source=plan.source, output_dir=output, plan=plan)
     try:
@@ -113,6 +118,7 @@ def convert_file(
         for item_result in execute_items(path, plan, staging, workers=workers, progress=progress, atomic_names=False):
             result.files += item_result.files
             result.payload_bytes += item_result.payload_bytes
+            result.stored_bytes += item_result.stored_bytes
         result.metadata_files = write_channel_metadata(plan, store)
         _publish(staging, output)
     except OSError as exc:
