@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
-
-from nwb2pennsieve.cli import main
 from pydantic import ValidationError
 
+from nwb2pennsieve.cli import main
 from nwb2pennsieve.cloud.models import Overrides
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.config import COMPRESSED_GZIP_LEVEL, LOCAL_GZIP_LEVEL, Settings

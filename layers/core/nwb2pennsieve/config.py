@@ -244,11 +244,11 @@ class Settings(CommonSettings):
     """The command line's, the local pool's and the Pennsieve importer's settings.
 
     ``ENVIRONMENT`` (local/production), ``INPUT_DIR``, ``OUTPUT_DIR``, ``CHUNK_SIZE_MB``,
-    ``MAX_ITEM_MB``, ``GZIP_LEVEL`` (default: compressed when importing), ``WORKERS`` (default: CPUs), ``SKIP_INVALID_SERIES``, ``IMPORTER_ENABLED``
-    (default true outside local), ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET`` or
-    ``SESSION_TOKEN`` (+``REFRESH_TOKEN``), ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``,
-    ``INTEGRATION_ID``. Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
-    """
+    ``MAX_ITEM_MB``, ``GZIP_LEVEL`` (default: compressed when importing), ``WORKERS`` (default:
+    CPUs), ``SKIP_INVALID_SERIES``, ``IMPORTER_ENABLED`` (default true outside local),
+    ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET`` or ``SESSION_TOKEN`` (+``REFRESH_TOKEN``),
+    ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``, ``INTEGRATION_ID``. Secrets are
+    :class:`~pydantic.SecretStr`: they print as ``**********``."""
 
     options: ClassVar[dict[str, str]] = {
         "chunk_size_mb": "--chunk-size-mb",

@@ -9,8 +9,9 @@ with no chunk cache; compressed data gets a cache of two chunks of the group, so
 block boundary is decompressed once. Memory is a few tens of MiB for the buffers, whatever the
 item's size when writing files; an S3 store holds one chunk file of each of the group's channels
 until it is put (compressed, at a compressed ``plan.gzip_level``), and each open file of a
-compressed level one ISA-L compressor (:mod:`nwb2pennsieve.compression`). Reading (the :class:`~nwb2pennsieve.slabs.SlabReader` protocol, the h5py reader and the
-block sizing) is in :mod:`nwb2pennsieve.slabs`.
+compressed level one ISA-L compressor of ~0.1 MiB (:mod:`nwb2pennsieve.compression`). Reading
+(the :class:`~nwb2pennsieve.slabs.SlabReader` protocol, the h5py reader and the block sizing) is
+in :mod:`nwb2pennsieve.slabs`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import threading
 import h5py
 import numpy as np
 
-from .errors import InvalidSeriesError, Nwb2PennsieveError, StorageError
 from .compression import open_chunk_writer
+from .errors import InvalidSeriesError, Nwb2PennsieveError, StorageError
 from .models import ChunkRecord, ItemResult, Plan, SeriesPlan, WorkItem, chunk_file_name, metadata_file_name
 from .slabs import H5SlabReader, SlabReader, block_rows
 from .storage import PendingObject, Store
@@ -131,7 +132,8 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
                 for writer in writers:
                     writer.close()
                 records.extend(
-                    ChunkRecord(name=name, size=w.stored_bytes, crc32=w.crc) for name, w in zip(names, writers, strict=True)
+                    ChunkRecord(name=name, size=w.stored_bytes, crc32=w.crc)
+                    for name, w in zip(names, writers, strict=True)
                 )
                 for p in pending:
                     p.commit()

@@ -23,8 +23,9 @@ class CloudSettings(CommonSettings):
 
     ``OUTPUT_BUCKET`` (required), ``OUTPUT_PREFIX`` (chunk files of ``a/b.nwb`` go under
     ``{OUTPUT_PREFIX}a/b/``), ``RECORDS_PREFIX`` (plan and work-item manifest of ``a/b.nwb`` go
-    under ``{RECORDS_PREFIX}a/b/{version}/``, map-run results under ``{RECORDS_PREFIX}map-results/``),
-    ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``GZIP_LEVEL`` (default 1: compressed), ``BATCH_MB`` (default ``MAX_ITEM_MB``), ``IMPORTER_ENABLED``,
+    under ``{RECORDS_PREFIX}a/b/{version}/``, map-run results under
+    ``{RECORDS_PREFIX}map-results/``), ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``GZIP_LEVEL`` (default
+    1: compressed), ``BATCH_MB`` (default ``MAX_ITEM_MB``), ``IMPORTER_ENABLED``,
     ``SKIP_INVALID_SERIES``, ``UPLOAD_BATCH_FILES`` (chunk files one UploadFiles invocation presigns
     and PUTs), ``PENNSIEVE_API_HOST``, ``PENNSIEVE_API_HOST2``, ``PENNSIEVE_SECRET_ARN`` (the ARN of
     the credentials secret, never the credentials). Parsed by :meth:`CommonSettings.from_env`.
