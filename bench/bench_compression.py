@@ -205,7 +205,7 @@ def main() -> int:
     p.add_argument("--results", default=str(HERE / "results-compression.md"), help="'' for nowhere")
     args = p.parse_args()
     args.levels = [int(x) for x in args.levels.split(",")]
-    out_root = Path(args.out)
+    out_root = Path(args.out).resolve()  # the reference runs in its own folder
     out_root.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
     sections = []
