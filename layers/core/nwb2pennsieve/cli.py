@@ -137,7 +137,7 @@ def _add_conversion_options(p: argparse.ArgumentParser) -> None:
         "--gzip-level",
         default=None,
         help="0: stored gzip blocks (no compression CPU, ~4x the int16 input); 1-3: ISA-L deflate "
-        "(~3.4x smaller) (env GZIP_LEVEL; default: compressed when importing, else "
+        "(~4x smaller on Neuropixels) (env GZIP_LEVEL; default: compressed when importing, else "
         f"{LOCAL_GZIP_LEVEL})",
     )
     p.add_argument(

@@ -1,9 +1,9 @@
 """Chunk files at a gzip level: 0 is the stored framing (:mod:`.gzipstored`), 1-3 is ISA-L deflate.
 
 ``GZIP_LEVEL`` 0 writes what the reference writes (stored blocks, 4× the int16 input); levels 1,
-2 and 3 are ISA-L's igzip levels (the ``isal`` package), which shrink scaled float64 samples about
-3.4× at several hundred MB/s per core (bench/results-compression.md). Pennsieve gunzips what it
-is given, so any level gives the same samples.
+2 and 3 are ISA-L's igzip levels (the ``isal`` package), which shrink scaled Neuropixels samples
+4.3× at a few hundred MB/s per core (bench/results-compression.md). Pennsieve gunzips what it is
+given, so any level gives the same samples.
 
 Determinism. A compressed file is the same 10-byte header as level 0 (mtime 0), one raw deflate
 stream, then the CRC-32 and the size. The deflate stream is fed in pieces of exactly
