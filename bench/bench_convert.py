@@ -169,9 +169,13 @@ class Case:
     identical: str = "not checked"
 
 
-def run_measured(cmd: list[str]) -> tuple[float, tuple[int, int]]:
+def run_measured(
+    cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, tuple[int, int]]:
+    """Run ``cmd`` (``env`` added to this environment, in ``cwd``, default the repository)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    environ = {**os.environ, **env} if env else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd or ROOT, env=environ)
     sampler = PeakRss(proc.pid)
     out, err = proc.communicate()
     seconds = time.perf_counter() - started
@@ -225,6 +229,8 @@ def bench_case(case: Case, out_root: Path, reps: int, workers: int, verify: bool
         str(ours_dir),
         "--workers",
         str(workers),
+        "--gzip-level",
+        "0",  # the floor writes the stored framing
     ]
     floor_cmd = [
         sys.executable,

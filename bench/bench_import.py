@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/bench_import.py                 # 100,000 files, 64 uploaders
     .venv/bin/python bench/bench_import.py --files 5000    # a quick run
+    .venv/bin/python bench/bench_import.py --nwb bench/data/np-384ch-30k-int16-60s.nwb --levels 0,1 --files 2000
+
+With ``--nwb``, the files uploaded are a real conversion's instead: FILE is converted at each of
+``--levels`` (GZIP_LEVEL) and the first ``--files`` chunk files (by name: whole channels first)
+with their channel metadata are imported, one level after the other, at ``--workers``; the
+bytes and the time are compared (no baseline).
 
 The fake runs in its own process (so its CPU does not share the client's GIL) and adds
 ``--latency-ms`` to every request, standing in for the network round trip and the service time
@@ -16,6 +22,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -77,6 +85,54 @@ def run(store: LocalStore, fake: dict, package: str, workers: int) -> tuple[int,
     return result.files, seconds
 
 
+def converted_subset(nwb: Path, level: int, files: int, work: Path) -> tuple[LocalStore, int]:
+    """The first ``files`` chunk files of ``nwb`` converted at ``level`` (+ their channels' metadata)."""
+    full = work / f"{nwb.stem}-level{level}"
+    if not (full / ".complete").exists():
+        shutil.rmtree(full, ignore_errors=True)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "nwb2pennsieve"), "convert", str(nwb), "-o", str(full),
+             "--gzip-level", str(level)],
+            check=True, cwd=ROOT,
+        )  # fmt: skip
+        (full / ".complete").write_text("")
+    subset = work / f"{nwb.stem}-level{level}-{files}"
+    shutil.rmtree(subset, ignore_errors=True)
+    subset.mkdir(parents=True)
+    names = sorted(n for n in os.listdir(full) if n.endswith(".bin.gz"))[:files]
+    channels = {n.split("_", 1)[0] for n in names}
+    size = 0
+    for name in names + [f"{c}.metadata.json" for c in sorted(channels)]:
+        os.link(full / name, subset / name)
+        size += (full / name).stat().st_size if name.endswith(".bin.gz") else 0
+    return LocalStore(subset), size
+
+
+def main_levels(args: argparse.Namespace) -> int:
+    work = ROOT / "bench" / "out" / "import"
+    stores = {level: converted_subset(Path(args.nwb), level, args.files, work) for level in args.levels}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_pennsieve", "--static-token", TOKEN, "--json", "--packages",
+         str(len(stores)), "--latency-ms", str(args.latency_ms)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    rows = []
+    try:
+        assert server.stdout is not None
+        fake = json.loads(server.stdout.readline())
+        for package, (level, (store, size)) in zip(fake["package_ids"], stores.items(), strict=True):
+            n, s = run(store, fake, package, args.workers)
+            rows.append((level, n, size, s))
+            print(f"level {level}: {n} files, {size / 1e6:.0f} MB in {s:.1f}s ({size / 1e6 / s:.0f} MB/s)", flush=True)
+    finally:
+        server.terminate()
+        server.wait()
+    print("\n| GZIP_LEVEL | files | MB uploaded | seconds | MB/s |\n|---:|---:|---:|---:|---:|")
+    for level, n, size, s in rows:
+        print(f"| {level} | {n} | {size / 1e6:.0f} | {s:.1f} | {size / 1e6 / s:.0f} |")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=100_000)
@@ -85,7 +141,12 @@ def main() -> int:
     parser.add_argument("--baseline-workers", type=int, default=4)
     parser.add_argument("--baseline-files", type=int, default=2_000)
     parser.add_argument("--latency-ms", type=float, default=50.0, help="added by the fake to every request")
+    parser.add_argument("--nwb", help="import a real conversion of this NWB file instead (see above)")
+    parser.add_argument("--levels", default="0,1", help="with --nwb: the GZIP_LEVELs to compare (default 0,1)")
     args = parser.parse_args()
+    if args.nwb:
+        args.levels = [int(x) for x in args.levels.split(",")]
+        return main_levels(args)
 
     data = ROOT / "bench" / "data"
     t = time.perf_counter()

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from nwb2pennsieve.config import COMPRESSED_GZIP_LEVEL
 from nwb2pennsieve.local import convert_file
 from nwb2pennsieve.publish import MARKER_NAME
 from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, Stack, load_event, make_nwb
@@ -38,9 +39,15 @@ def eventbridge_event(version: str) -> dict[str, Any]:
     return event
 
 
-def local_output(path: Path, out: Path) -> dict[str, bytes]:
+def local_output(path: Path, out: Path, gzip_level: int = COMPRESSED_GZIP_LEVEL) -> dict[str, bytes]:
+    """The local pool's output (by default at the cloud's default gzip level), one worker, other items."""
     convert_file(
-        path, out, chunk_size_mb=float(SMALL["CHUNK_SIZE_MB"]), max_item_mb=float(SMALL["MAX_ITEM_MB"]), workers=1
+        path,
+        out,
+        chunk_size_mb=float(SMALL["CHUNK_SIZE_MB"]),
+        max_item_mb=float(SMALL["MAX_ITEM_MB"]),
+        workers=1,
+        gzip_level=gzip_level,
     )
     # every file but the local output's marker (.nwb2pennsieve.json), which the cloud does not write
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and p.name != MARKER_NAME}
@@ -72,6 +79,7 @@ def test_hand_started_execution_with_overrides(stack: Stack, example_nwb: Path, 
             "chunkSizeMb": 0.05,
             "maxItemMb": 0.2,
             "outputPrefix": "converted/by-hand/",  # under OutputPrefix: where the functions may write
+            "gzipLevel": 0,
         }
     )
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
@@ -79,7 +87,7 @@ def test_hand_started_execution_with_overrides(stack: Stack, example_nwb: Path, 
         k[len("converted/by-hand/incoming/sub-01_ses-01/") :]: v
         for k, v in stack.objects(OUTPUT_BUCKET, "converted/by-hand/").items()
     }
-    assert cloud == local_output(example_nwb, tmp_path / "local")
+    assert cloud == local_output(example_nwb, tmp_path / "local", gzip_level=0)
 
 
 def test_a_rerun_leaves_identical_objects_and_nothing_extra(stack: Stack, small_items: None, example_nwb: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from functions.write_chunks import app as write_app
 from nwb2pennsieve.cloud import importer
 from nwb2pennsieve.cloud.conversion import IncompleteOutputError, SupersededError
 from nwb2pennsieve.cloud.importer import credentials_env
-from nwb2pennsieve.cloud.models import FinalizeOutput, PlanOutput, UploadFilesOutput, WriteChunksOutput
+from nwb2pennsieve.cloud.models import FinalizeOutput, PlanOutput, UploadFilesOutput, WriteChunksOutput, WrittenBatch
 from nwb2pennsieve.errors import ConfigurationError, InvalidInputError
 from nwb2pennsieve.models import Plan
 from nwb2pennsieve.pennsieve import TargetNotFoundError, UploadError
@@ -171,6 +172,50 @@ def test_finalize_fails_when_a_chunk_is_missing(apps: Any, example_nwb: Path) ->
     with pytest.raises(IncompleteOutputError, match=r"1 of 14 chunk files are missing") as err:
         finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
     assert EXAMPLE_KEY in str(err.value)
+
+
+def written_record(s3: Any, planned: dict[str, Any], batch: int = 0) -> tuple[str, WrittenBatch]:
+    folder = planned["plan"]["key"].rsplit("/", 1)[0]
+    key = f"{folder}/written/batch-{batch:05d}.json"
+    return key, WrittenBatch.model_validate_json(s3.get_object(Bucket=OUTPUT_BUCKET, Key=key)["Body"].read())
+
+
+def test_write_chunks_records_each_file_size_and_the_crc_of_its_samples(apps: Any, example_nwb: Path) -> None:
+    planned = plan_and_write(apps, example_nwb)
+    assert planned["settings"]["gzipLevel"] == 1  # the cloud compresses by default
+    _, written = written_record(apps, planned)
+    assert written.gzip_level == 1 and len(written.files) == 14
+    prefix = planned["output"]["prefix"]
+    for record in written.files:
+        body = apps.get_object(Bucket=OUTPUT_BUCKET, Key=prefix + record.name)["Body"].read()
+        samples = gzip.decompress(body)
+        assert (len(body), zlib.crc32(samples)) == (record.size, record.crc32)
+        assert len(body) < len(samples)  # compressed, not stored
+
+
+def test_finalize_fails_when_a_file_differs_from_its_record(apps: Any, example_nwb: Path) -> None:
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
+    _, written = written_record(apps, planned)
+    victim = planned["output"]["prefix"] + written.files[3].name
+    body = apps.get_object(Bucket=OUTPUT_BUCKET, Key=victim)["Body"].read()
+    # The same samples, stored instead of compressed (what another writer could have left).
+    apps.put_object(Bucket=OUTPUT_BUCKET, Key=victim, Body=gzip.compress(gzip.decompress(body), 0, mtime=0))
+    with pytest.raises(IncompleteOutputError, match=rf"1 have the wrong size \(first {written.files[3].name}\)"):
+        finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
+
+
+def test_finalize_fails_when_a_batch_left_no_record_of_this_plan(apps: Any, example_nwb: Path) -> None:
+    planned = plan_and_write(apps, example_nwb)
+    event = fixture_for("finalize.json", planned)
+    key, written = written_record(apps, planned)
+    stale = written.model_copy(update={"gzip_level": 2})  # a record of an earlier plan with other settings
+    apps.put_object(Bucket=OUTPUT_BUCKET, Key=key, Body=stale.model_dump_json(by_alias=True).encode())
+    with pytest.raises(IncompleteOutputError, match=r"14 have no write record of this plan"):
+        finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
+    apps.delete_object(Bucket=OUTPUT_BUCKET, Key=key)
+    with pytest.raises(IncompleteOutputError, match=r"14 have no write record of this plan"):
+        finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
 
 
 def test_finalize_removes_chunk_files_of_an_older_version(apps: Any, example_nwb: Path) -> None:

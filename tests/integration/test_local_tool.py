@@ -270,7 +270,7 @@ def test_a_read_only_folder_and_an_output_that_is_a_file_name_the_output(slow_nw
 def test_plan_into_head_ends_quietly(slow_nwb: Path) -> None:
     proc = subprocess.Popen(
         [*FAST, "plan", "--full", str(slow_nwb)],
-        env=env(CHUNK_SIZE_MB="0.001"),
+        env=env(CHUNK_SIZE_MB="0.001", MAX_ITEM_MB="0.001"),  # many work items: more than a pipe holds
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -7,16 +7,18 @@ import subprocess
 import sys
 
 import pytest
+from pydantic import ValidationError
 
 from nwb2pennsieve.cli import main
+from nwb2pennsieve.cloud.models import Overrides
 from nwb2pennsieve.cloud.settings import CloudSettings
-from nwb2pennsieve.config import Settings
+from nwb2pennsieve.config import COMPRESSED_GZIP_LEVEL, LOCAL_GZIP_LEVEL, Settings
 from nwb2pennsieve.errors import ConfigurationError
 
 ALL_VARIABLES = (
     "ENVIRONMENT", "INPUT_DIR", "OUTPUT_DIR", "CHUNK_SIZE_MB", "MAX_ITEM_MB", "WORKERS", "SKIP_INVALID_SERIES",
     "IMPORTER_ENABLED", "PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET", "SESSION_TOKEN", "REFRESH_TOKEN",
-    "PENNSIEVE_API_HOST", "PENNSIEVE_API_HOST2", "INTEGRATION_ID", "SERIES", "PLAN_TIMEOUT_S",
+    "PENNSIEVE_API_HOST", "PENNSIEVE_API_HOST2", "INTEGRATION_ID", "SERIES", "PLAN_TIMEOUT_S", "GZIP_LEVEL",
 )  # fmt: skip
 
 # (variable, option, bad value, the reason the message gives)
@@ -31,6 +33,10 @@ BAD = [
     ("CHUNK_SIZE_MB", "--chunk-size-mb", "lots", "must be a number, not 'lots'"),
     ("MAX_ITEM_MB", "--max-item-mb", "0", "must be greater than 0, not 0"),
     ("MAX_ITEM_MB", "--max-item-mb", "big", "must be a number, not 'big'"),
+    ("GZIP_LEVEL", "--gzip-level", "4", "must be a whole number from 0 to 3, not 4"),
+    ("GZIP_LEVEL", "--gzip-level", "-1", "must be a whole number from 0 to 3, not -1"),
+    ("GZIP_LEVEL", "--gzip-level", "1.5", "must be a whole number from 0 to 3, not 1.5"),
+    ("GZIP_LEVEL", "--gzip-level", "fast", "must be a number, not 'fast'"),
 ]
 
 
@@ -100,6 +106,24 @@ def test_one_importer_default_rule_for_every_model() -> None:
         CloudSettings.from_env(cloud | {"ENVIRONMENT": "production", "IMPORTER_ENABLED": "false"}).importer_enabled
         is False
     )
+
+
+def test_gzip_level_defaults_compress_where_the_output_is_uploaded() -> None:
+    assert Settings.from_env({}).gzip_level == LOCAL_GZIP_LEVEL
+    assert Settings.from_env({"IMPORTER_ENABLED": "true"}).gzip_level == COMPRESSED_GZIP_LEVEL
+    assert Settings.from_env({"ENVIRONMENT": "production"}).gzip_level == COMPRESSED_GZIP_LEVEL
+    assert Settings.from_env({"ENVIRONMENT": "production", "GZIP_LEVEL": "0"}).gzip_level == 0
+    assert Settings.from_env({"GZIP_LEVEL": "3"}, gzip_level="2").gzip_level == 2
+    assert CloudSettings.from_env({"OUTPUT_BUCKET": "b"}).gzip_level == COMPRESSED_GZIP_LEVEL
+    assert CloudSettings.from_env({"OUTPUT_BUCKET": "b", "GZIP_LEVEL": "0"}).gzip_level == 0
+
+
+def test_an_execution_input_overrides_the_gzip_level() -> None:
+    cloud = CloudSettings.from_env({"OUTPUT_BUCKET": "b", "GZIP_LEVEL": "2"})
+    assert cloud.conversion_settings(Overrides()).gzip_level == 2
+    assert cloud.conversion_settings(Overrides(gzip_level=0)).gzip_level == 0
+    with pytest.raises(ValidationError):
+        Overrides(gzip_level=4)
 
 
 @pytest.mark.parametrize(

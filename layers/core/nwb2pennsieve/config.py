@@ -39,6 +39,11 @@ DEFAULT_PLAN_TIMEOUT_S = 600.0
 # The cloud refuses a file whose planned output (chunk files) is bigger than this many GB (1e9 bytes):
 # a tiny damaged file can declare an absurd length, which would read as fill values.
 DEFAULT_MAX_OUTPUT_GB = 2000.0
+# GZIP_LEVEL: 0 = stored gzip blocks (the reference's framing), 1-3 = ISA-L deflate. Uploads are
+# the cost wherever the output leaves the machine (an import, the cloud), so those compress; plain
+# local conversion uses what bench/results-compression.md measured fastest here.
+COMPRESSED_GZIP_LEVEL = 1
+LOCAL_GZIP_LEVEL = 0
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
 
@@ -82,6 +87,13 @@ def _count(value: Any) -> int:
         raise _invalid("a whole number")
     if number < 1:
         raise _invalid("at least 1")
+    return int(number)
+
+
+def _gzip_level(value: Any) -> int:
+    number = _number(value)
+    if number != int(number) or not 0 <= number <= 3:
+        raise _invalid("a whole number from 0 to 3")
     return int(number)
 
 
@@ -137,6 +149,8 @@ NonNegative = Annotated[float, BeforeValidator(_non_negative_number)]
 """A finite number, 0 or more (seconds: 0 turns a limit off)."""
 Count = Annotated[int, BeforeValidator(_count)]
 """A whole number, at least 1."""
+GzipLevel = Annotated[int, BeforeValidator(_gzip_level)]
+"""0 (stored gzip blocks) to 3 (ISA-L deflate levels)."""
 Switch = Annotated[bool, BeforeValidator(_boolean)]
 """``1/true/yes/on`` or ``0/false/no/off`` (any case; blank is false)."""
 Text = Annotated[str, BeforeValidator(_text)]
@@ -185,6 +199,8 @@ class CommonSettings(BaseSettings):
     skip_invalid_series: Switch = False
     # Like the reference processor: the importer runs by default everywhere but ENVIRONMENT=local.
     importer_enabled: Switch = Field(None)  # type: ignore[assignment]
+    # Default: compressed when importing (the upload is the cost), else LOCAL_GZIP_LEVEL.
+    gzip_level: GzipLevel = Field(None)  # type: ignore[assignment]
     pennsieve_api_host: Host = DEFAULT_API_HOST
     pennsieve_api_host2: Host = DEFAULT_API_HOST2
 
@@ -197,6 +213,15 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _importer_default(cls, value: Any, info: ValidationInfo) -> Any:
         return info.data.get("environment", "local") != "local" if value is None else value
+
+    @field_validator("gzip_level", mode="before")
+    @classmethod
+    def _gzip_default(cls, value: Any, info: ValidationInfo) -> Any:
+        return cls.default_gzip_level(bool(info.data.get("importer_enabled"))) if value is None else value
+
+    @classmethod
+    def default_gzip_level(cls, importing: bool) -> int:
+        return COMPRESSED_GZIP_LEVEL if importing else LOCAL_GZIP_LEVEL
 
     @classmethod
     def settings_customise_sources(
@@ -252,19 +277,19 @@ class Settings(CommonSettings):
     """The command line's, the local pool's and the Pennsieve importer's settings.
 
     ``ENVIRONMENT`` (local/production), ``INPUT_DIR``, ``OUTPUT_DIR``, ``CHUNK_SIZE_MB``,
-    ``MAX_ITEM_MB``, ``WORKERS`` (default: CPUs), ``SKIP_INVALID_SERIES``, ``SERIES`` (the series
-    to convert, comma-separated HDF5 paths; default all), ``PLAN_TIMEOUT_S`` (seconds planning one
-    file may take; it runs in a child process, so a damaged file cannot hang the command; 0 plans in
-    this process, without a limit),
-    ``IMPORTER_ENABLED``
-    (default true outside local), ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET`` or
-    ``SESSION_TOKEN`` (+``REFRESH_TOKEN``), ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``,
+    ``MAX_ITEM_MB``, ``GZIP_LEVEL`` (default: compressed when importing), ``WORKERS`` (default:
+    CPUs), ``SKIP_INVALID_SERIES``, ``SERIES`` (the series to convert, comma-separated HDF5 paths;
+    default all), ``PLAN_TIMEOUT_S`` (seconds planning one file may take; it runs in a child
+    process, so a damaged file cannot hang the command; 0 plans in this process, without a limit),
+    ``IMPORTER_ENABLED`` (default true outside local), ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET``
+    or ``SESSION_TOKEN`` (+``REFRESH_TOKEN``), ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``,
     ``INTEGRATION_ID``. Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
     """
 
     options: ClassVar[dict[str, str]] = {
         "chunk_size_mb": "--chunk-size-mb",
         "max_item_mb": "--max-item-mb",
+        "gzip_level": "--gzip-level",
         "skip_invalid_series": "--skip-invalid-series",
         "workers": "--workers",
         "series": "--series",

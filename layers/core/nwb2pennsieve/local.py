@@ -54,6 +54,7 @@ class ConversionResult:
     plan: Plan
     files: int = 0
     payload_bytes: int = 0
+    stored_bytes: int = 0
     seconds: float = 0.0
     metadata_files: list[str] = field(default_factory=list)
 
@@ -78,6 +79,7 @@ def plan_file(
     skip_invalid_series: bool = False,
     series: tuple[str, ...] = (),
     timeout_s: float | None = None,
+    gzip_level: int = 0,
 ) -> Plan:
     """Plan a local file, URL or S3 object (see :class:`~nwb2pennsieve.sources.InputSource`); with
     ``timeout_s``, in a child process given that long (PLAN_TIMEOUT_S).
@@ -92,9 +94,9 @@ def plan_file(
         "skip_invalid_series": skip_invalid_series,
         "series": tuple(series),
     }
-    if timeout_s:  # None or 0: in this process, without a limit
-        return _plan_in_child(source, options, timeout_s)
-    return _plan_here(source, options)
+    # timeout_s None or 0: in this process, without a limit
+    plan = _plan_in_child(source, options, timeout_s) if timeout_s else _plan_here(source, options)
+    return plan.model_copy(update={"gzip_level": gzip_level}) if gzip_level else plan
 
 
 def _plan_here(source: InputSource, options: dict[str, Any]) -> Plan:
@@ -169,6 +171,7 @@ def convert_file(
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     workers: int | None = None,
     skip_invalid_series: bool = False,
+    gzip_level: int = 0,
     progress: Progress | None = None,
     plan: Plan | None = None,
 ) -> ConversionResult:
@@ -186,6 +189,7 @@ def convert_file(
             chunk_size_mb=chunk_size_mb,
             max_item_mb=max_item_mb,
             skip_invalid_series=skip_invalid_series,
+            gzip_level=gzip_level,
         )
     result = ConversionResult(source=plan.source, output_dir=output, plan=plan)
     try:
@@ -204,6 +208,7 @@ def convert_file(
             ):
                 result.files += item_result.files
                 result.payload_bytes += item_result.payload_bytes
+                result.stored_bytes += item_result.stored_bytes
             result.metadata_files = write_channel_metadata(plan, store)
         except OutputWriteError as exc:
             raise folder.error("cannot write it", exc.cause) from None
@@ -215,6 +220,7 @@ def convert_file(
                 source_bytes=identity[0] if identity else None,
                 source_mtime_ns=identity[1] if identity else None,
                 chunk_size_mb=plan.chunk_size_mb,
+                gzip_level=plan.gzip_level,
                 max_item_mb=plan.max_item_mb,
                 skip_invalid_series=skip_invalid_series,
                 files=sorted(LocalStore(folder.staging).list_names()),

@@ -189,12 +189,26 @@ class WorkItem(_Model):
     output_bytes: int = Field(description="float64 bytes this item writes (before gzip framing)")
 
 
+class ChunkRecord(_Model):
+    """One chunk file as written: its stored (gzip) size and the CRC-32 of its decompressed bytes.
+
+    The compressed bytes of a level above 0 may differ between CPUs (:mod:`.compression`); the
+    CRC-32 of the samples does not.
+    """
+
+    name: str
+    size: int = Field(description="bytes of the gzip file")
+    crc32: int = Field(description="CRC-32 of the decompressed bytes (the gzip trailer's)")
+
+
 class ItemResult(_Model):
     """What writing one work item produced."""
 
     id: str
     files: int
-    payload_bytes: int = Field(description="float64 bytes written (before gzip framing)")
+    payload_bytes: int = Field(description="float64 bytes written (before gzip)")
+    stored_bytes: int = Field(default=0, description="bytes of the chunk files (after gzip)")
+    records: list[ChunkRecord] = Field(default_factory=list, description="every chunk file written, in order")
 
 
 class SkippedSeries(_Model):
@@ -246,6 +260,7 @@ class Plan(_Model):
     chunk_size_mb: float
     chunk_samples: int
     max_item_mb: float
+    gzip_level: int = Field(default=0, ge=0, le=3, description="0: stored gzip blocks; 1-3: ISA-L deflate level")
     series: list[SeriesPlan]
     work_items: list[WorkItem]
     skipped: list[SkippedSeries] = Field(default_factory=list)

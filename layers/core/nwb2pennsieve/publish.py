@@ -70,6 +70,7 @@ class OutputMarker(BaseModel):
     source_bytes: int | None  # None: a URL input (no size or mtime known without a request)
     source_mtime_ns: int | None
     chunk_size_mb: float
+    gzip_level: int = 0
     max_item_mb: float
     skip_invalid_series: bool
     files: list[str]

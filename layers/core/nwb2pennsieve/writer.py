@@ -1,4 +1,4 @@
-"""Executing work items: read a slab, scale it to µV, write big-endian float64 in stored gzip.
+"""Executing work items: read a slab, scale it to µV, write big-endian float64 gzip chunk files.
 
 An item is processed one chunk at a time; a chunk one column group at a time (the columns of one
 HDF5 chunk, or all the item's columns when the data is contiguous); a column group in blocks of
@@ -7,9 +7,11 @@ big-endian float64 buffer, and appended to each of the group's channel files. Re
 chunk columns into a contiguous buffer lets HDF5 copy uncompressed chunks straight from the file
 with no chunk cache; compressed data gets a cache of two chunks of the group, so a chunk cut by a
 block boundary is decompressed once. Memory is a few tens of MiB for the buffers, whatever the
-item's size when writing files; an S3 store holds one chunk of each of the group's channels until
-it is put. Reading (the :class:`~nwb2pennsieve.slabs.SlabReader` protocol, the h5py reader and the
-block sizing) is in :mod:`nwb2pennsieve.slabs`.
+item's size when writing files; an S3 store holds one chunk file of each of the group's channels
+until it is put (compressed, at a compressed ``plan.gzip_level``), and each open file of a
+compressed level one ISA-L compressor of ~0.1 MiB (:mod:`nwb2pennsieve.compression`). Reading
+(the :class:`~nwb2pennsieve.slabs.SlabReader` protocol, the h5py reader and the block sizing) is
+in :mod:`nwb2pennsieve.slabs`.
 """
 
 from __future__ import annotations
@@ -21,9 +23,18 @@ import threading
 import h5py
 import numpy as np
 
+from .compression import open_chunk_writer
 from .errors import InvalidSeriesError, Nwb2PennsieveError, StorageError
-from .gzipstored import StoredGzipWriter
-from .models import ChannelMetadata, ItemResult, Plan, SeriesPlan, WorkItem, chunk_file_name, metadata_file_name
+from .models import (
+    ChannelMetadata,
+    ChunkRecord,
+    ItemResult,
+    Plan,
+    SeriesPlan,
+    WorkItem,
+    chunk_file_name,
+    metadata_file_name,
+)
 from .nwb import damage_reason
 from .slabs import H5SlabReader, SlabReader, block_rows
 from .storage import PendingObject, Store
@@ -121,6 +132,7 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
 
     files = 0
     payload = 0
+    records: list[ChunkRecord] = []
     for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
         n = chunk.samples
         for (c0, c1), (scale, offset, scaled, shifted) in zip(groups, scaling, strict=True):
@@ -130,11 +142,11 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
             first, last = channels[0].index, channels[-1].index
             columns = f"channel {first}" if width == 1 else f"channels {first}-{last}"
             pending: list[PendingObject] = []
+            names = [chunk_file_name(ch.index, chunk.start_us, chunk.end_us) for ch in channels]
             try:
-                for ch in channels:
-                    name = chunk_file_name(ch.index, chunk.start_us, chunk.end_us)
+                for name in names:
                     pending.append(store.open_pending(name))
-                writers = [StoredGzipWriter(p, n * 8) for p in pending]
+                writers = [open_chunk_writer(p, n * 8, plan.gzip_level) for p in pending]
                 start = chunk.start
                 while start < chunk.stop:
                     stop = min(chunk.stop, (start // rows + 1) * rows)
@@ -154,6 +166,10 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
                     start = stop
                 for writer in writers:
                     writer.close()
+                records.extend(
+                    ChunkRecord(name=name, size=w.stored_bytes, crc32=w.crc)
+                    for name, w in zip(names, writers, strict=True)
+                )
                 for p in pending:
                     p.commit()
             except BaseException:
@@ -162,7 +178,9 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
                 raise
             files += width
             payload += n * 8 * width
-    return ItemResult(id=item.id, files=files, payload_bytes=payload)
+    return ItemResult(
+        id=item.id, files=files, payload_bytes=payload, stored_bytes=sum(r.size for r in records), records=records
+    )
 
 
 def _to_big_endian_uv(

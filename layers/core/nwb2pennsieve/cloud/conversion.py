@@ -8,7 +8,9 @@ Layout in the output bucket, for an input object ``a/b.nwb``:
 - ``{OUTPUT_PREFIX}a/b/``: the chunk files and channel metadata, exactly what the local pool
   writes into its output directory (and nothing else but the importer's import records);
 - ``{RECORDS_PREFIX}a/b/{version id, or ETag}/``: ``plan.json`` and ``write-batches.json`` (the Map's
-  item manifest); with the importer on, the upload batches (:mod:`.imports`);
+  item manifest), ``written/batch-{n:05d}.json`` (what each write batch put: every chunk file's
+  size and the CRC-32 of its samples, which Finalize checks the listing against); with the
+  importer on, the upload batches (:mod:`.imports`);
 - ``{RECORDS_PREFIX}map-results/``: the Map's ResultWriter output, one folder per map run.
 """
 
@@ -24,7 +26,7 @@ from pydantic import TypeAdapter
 
 from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError, storage_error
 from ..gzipstored import framed_size
-from ..models import Plan, WorkItem, chunk_file_name, metadata_file_name
+from ..models import ChunkRecord, Plan, WorkItem, chunk_file_name, metadata_file_name
 from ..nwb import open_nwb
 from ..planner import build_plan
 from ..storage import S3Store
@@ -42,6 +44,7 @@ from .models import (
     S3Ref,
     WriteChunksInput,
     WriteChunksOutput,
+    WrittenBatch,
 )
 from .s3reader import ReadStats, S3RangeReader
 from .s3store import PUT_THREADS, ParallelS3Store
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 
 PLAN_NAME = "plan.json"
 WRITE_BATCHES_NAME = "write-batches.json"
+WRITTEN_FOLDER = "written"
 RESULTS_FOLDER = "map-results"
 LIST_THREADS = 16
 DELETE_THREADS = 8
@@ -68,7 +72,7 @@ _BATCHES = TypeAdapter(list[Batch])
 
 
 class IncompleteOutputError(Nwb2PennsieveError):
-    """Finalize found chunk files missing or of the wrong size."""
+    """Finalize found chunk files missing, unrecorded or of the wrong size."""
 
 
 class SupersededError(Nwb2PennsieveError):
@@ -154,7 +158,7 @@ def plan_object(
             chunk_size_mb=run.chunk_size_mb,
             max_item_mb=run.max_item_mb,
             skip_invalid_series=run.skip_invalid_series,
-        )
+        ).model_copy(update={"gzip_level": run.gzip_level})
     check_output_size(plan, settings.max_output_gb)
     # Pin the version planned: every writer then reads the very same bytes.
     source = S3Ref(bucket=src.bucket, key=src.key, version_id=reader.version_id)
@@ -229,8 +233,19 @@ def load_plan(s3: S3Client, ref: S3Ref) -> Plan:
     return Plan.model_validate_json(body)
 
 
+def _folder(plan: S3Ref) -> str:
+    """The conversion's records folder: where its plan.json is."""
+    return plan.key.rsplit("/", 1)[0] if "/" in plan.key else ""
+
+
+def written_name(batch: int) -> str:
+    """Where a write batch's :class:`WrittenBatch` goes, in the records folder."""
+    return f"{WRITTEN_FOLDER}/batch-{batch:05d}.json"
+
+
 def write_chunks(s3: S3Client, event: WriteChunksInput, *, stats: ReadStats | None = None) -> WriteChunksOutput:
-    """Execute the batch's work items: read their slabs from S3, put their chunk files."""
+    """Execute the batch's work items: read their slabs from S3, put their chunk files, then record
+    what was put (``written/batch-{n:05d}.json``: each file's size and CRC-32) for Finalize."""
     started = time.perf_counter()
     check_current(s3, event.source)
     plan = load_plan(s3, event.plan)
@@ -238,7 +253,8 @@ def write_chunks(s3: S3Client, event: WriteChunksInput, *, stats: ReadStats | No
     stats = stats or ReadStats()
     reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, stats=stats)
     store = ParallelS3Store(event.output.bucket, event.output.prefix, s3)
-    files = payload = 0
+    files = payload = stored = 0
+    records: list[ChunkRecord] = []
     try:
         with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
             for item_id in event.batch.items:
@@ -253,16 +269,24 @@ def write_chunks(s3: S3Client, event: WriteChunksInput, *, stats: ReadStats | No
                 store.flush()
                 files += result.files
                 payload += result.payload_bytes
+                stored += result.stored_bytes
+                records.extend(result.records)
                 log.info("wrote work item %s: %d files", item_id, result.files)
     except BaseException:
         store.abandon()  # the first error is the one to report, not a PUT cancelled by it
         raise
     store.close()
+    # Written last: a record names only files that are all in place.
+    written = WrittenBatch(batch=event.batch.batch, items=event.batch.items, gzip_level=plan.gzip_level, files=records)
+    S3Store(event.plan.bucket, _folder(event.plan), s3).write_bytes(
+        written_name(event.batch.batch), written.model_dump_json(by_alias=True).encode()
+    )
     return WriteChunksOutput(
         batch=event.batch.batch,
         items=len(event.batch.items),
         files=files,
         payload_bytes=payload,
+        stored_bytes=stored,
         bytes_read=stats.bytes,
         requests=stats.requests,
         seconds=round(time.perf_counter() - started, 3),
@@ -330,6 +354,32 @@ def delete_objects(s3: S3Client, bucket: str, keys: list[str], *, threads: int =
         log.info("deleted %d objects in %d DeleteObjects requests", len(keys), len(batches))
 
 
+def load_written(s3: S3Client, plan: S3Ref, manifest: S3Ref, gzip_level: int) -> dict[str, ChunkRecord]:
+    """name -> record, from the write records of every batch of ``manifest``.
+
+    A record counts only when it is this plan's: its batch's items and gzip level are the
+    manifest's and the plan's (a rerun of the same object version with other settings shares the
+    records folder). A batch with no such record contributes nothing: its files are unrecorded.
+    """
+    records = S3Store(plan.bucket, _folder(plan), s3)
+    batches = _BATCHES.validate_json(S3Store(manifest.bucket, "", s3).read_bytes(manifest.key))
+
+    def load(batch: Batch) -> list[ChunkRecord]:
+        try:
+            written = WrittenBatch.model_validate_json(records.read_bytes(written_name(batch.batch)))
+        except Exception:  # not written (the batch did not finish) or unreadable
+            return []
+        if written.items != batch.items or written.gzip_level != gzip_level:
+            return []
+        return written.files
+
+    out: dict[str, ChunkRecord] = {}
+    with ThreadPoolExecutor(max_workers=LIST_THREADS) as pool:
+        for files in pool.map(load, batches):
+            out.update((r.name, r) for r in files)
+    return out
+
+
 def finalize(
     s3: S3Client,
     event: FinalizeInput,
@@ -341,21 +391,29 @@ def finalize(
     prepare the import (channels, import manifest) and write the upload batches for the Map."""
     plan = load_plan(s3, event.plan)
     out = event.output
-    expected = {}
+    # name -> the exact size the file must have: computed for the stored framing; for compressed
+    # levels, what its writer recorded (None: no record of this plan's batch names it).
+    expected: dict[str, int | None] = {}
     for item in plan.work_items:
         series = plan.series[item.series]
         for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
             size = framed_size(chunk.samples * 8)
             for ch in series.channels[item.column_start : item.column_stop]:
                 expected[chunk_file_name(ch.index, chunk.start_us, chunk.end_us)] = size
+    if plan.gzip_level:
+        recorded = load_written(s3, event.plan, event.manifest, plan.gzip_level)
+        expected = {name: (r.size if (r := recorded.get(name)) else None) for name in expected}
     n_channels = sum(len(s.channels) for s in plan.series)
     present = list_outputs(s3, out.bucket, out.prefix, n_channels)
     missing = sorted(n for n in expected if n not in present)
-    wrong = sorted(n for n in expected if n in present and present[n] != expected[n])
-    if missing or wrong:
+    unrecorded = sorted(n for n in expected if n in present and expected[n] is None)
+    wrong = sorted(n for n in expected if n in present and expected[n] is not None and present[n] != expected[n])
+    if missing or unrecorded or wrong:
         parts = []
         if missing:
             parts.append(f"{len(missing)} of {len(expected)} chunk files are missing (first {missing[0]})")
+        if unrecorded:
+            parts.append(f"{len(unrecorded)} have no write record of this plan (first {unrecorded[0]})")
         if wrong:
             parts.append(f"{len(wrong)} have the wrong size (first {wrong[0]})")
         raise IncompleteOutputError(
@@ -388,6 +446,7 @@ def finalize(
         chunk_files=len(expected),
         metadata_files=len(written),
         output_bytes=sum(i.output_bytes for i in plan.work_items),
+        stored_bytes=sum(present[n] for n in expected),
         stale_removed=len(stale),
         imported=False,
         import_summary=summary,

@@ -9,7 +9,7 @@ An execution starts from either
   with Powertools' ``S3EventNotificationEventBridgeModel``), or
 - a hand-written input (console "Start execution" or a rerun):
   ``{"bucket": ..., "key": ..., "versionId": ..., "chunkSizeMb": 2, "outputPrefix": "...",
-  "importerEnabled": false, "skipInvalidSeries": true, "maxItemMb": 256, "integrationId": "...",
+  "importerEnabled": false, "skipInvalidSeries": true, "maxItemMb": 256, "gzipLevel": 0, "integrationId": "...",
   "datasetId": "...", "packageId": "..."}`` (all but bucket and key optional).
 """
 
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from ..errors import InvalidInputError
+from ..models import ChunkRecord
 from ..pennsieve.target import TargetSpec
 
 
@@ -58,6 +59,7 @@ class Overrides(_Payload):
     chunk_size_mb: float | None = Field(default=None, gt=0)
     max_item_mb: float | None = Field(default=None, gt=0)
     batch_mb: float | None = Field(default=None, gt=0)
+    gzip_level: int | None = Field(default=None, ge=0, le=3, description="0: stored gzip blocks; 1-3: ISA-L deflate")
     output_prefix: str | None = None
     importer_enabled: bool | None = None
     skip_invalid_series: bool | None = None
@@ -114,6 +116,7 @@ class ConversionSettings(_Payload):
     chunk_size_mb: float
     max_item_mb: float
     batch_mb: float
+    gzip_level: int = 0
     importer_enabled: bool
     skip_invalid_series: bool
 
@@ -158,9 +161,24 @@ class WriteChunksOutput(_Payload):
     items: int
     files: int
     payload_bytes: int
+    stored_bytes: int = Field(default=0, description="bytes of the chunk files put (after gzip)")
     bytes_read: int
     requests: int
     seconds: float
+
+
+class WrittenBatch(_Payload):
+    """``written/batch-{n:05d}.json`` in the records folder: what one WriteChunks invocation put.
+
+    Written after every PUT of the batch succeeded. Finalize checks each chunk file's listed size
+    against ``files`` (a compressed file's size is known only once written), and the CRC-32 of the
+    decompressed bytes identifies the content whatever CPU compressed it.
+    """
+
+    batch: int
+    items: list[str]
+    gzip_level: int
+    files: list[ChunkRecord]
 
 
 class MapRunResult(_Payload):
@@ -206,6 +224,7 @@ class FinalizeOutput(_Payload):
     chunk_files: int
     metadata_files: int
     output_bytes: int
+    stored_bytes: int = Field(default=0, description="bytes of the chunk files (after gzip)")
     stale_removed: int
     imported: bool
     import_summary: dict[str, Any] | None = None

@@ -6,7 +6,17 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
-from ..config import DEFAULT_MAX_ITEM_MB, DEFAULT_MAX_OUTPUT_GB, CommonSettings, Count, MiB, Positive, Text, _invalid
+from ..config import (
+    COMPRESSED_GZIP_LEVEL,
+    DEFAULT_MAX_ITEM_MB,
+    DEFAULT_MAX_OUTPUT_GB,
+    CommonSettings,
+    Count,
+    MiB,
+    Positive,
+    Text,
+    _invalid,
+)
 from .models import ConversionSettings, Overrides
 
 # Seconds of uploads at the rate one process reaches (bench/results-import.md); the batch's
@@ -23,8 +33,9 @@ class CloudSettings(CommonSettings):
 
     ``OUTPUT_BUCKET`` (required), ``OUTPUT_PREFIX`` (chunk files of ``a/b.nwb`` go under
     ``{OUTPUT_PREFIX}a/b/``), ``RECORDS_PREFIX`` (plan and work-item manifest of ``a/b.nwb`` go
-    under ``{RECORDS_PREFIX}a/b/{version}/``, map-run results under ``{RECORDS_PREFIX}map-results/``),
-    ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``BATCH_MB`` (default ``MAX_ITEM_MB``), ``IMPORTER_ENABLED``,
+    under ``{RECORDS_PREFIX}a/b/{version}/``, map-run results under
+    ``{RECORDS_PREFIX}map-results/``), ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``GZIP_LEVEL`` (default
+    1: compressed), ``BATCH_MB`` (default ``MAX_ITEM_MB``), ``IMPORTER_ENABLED``,
     ``SKIP_INVALID_SERIES``, ``UPLOAD_BATCH_FILES`` (chunk files one UploadFiles invocation presigns
     and PUTs), ``MAX_OUTPUT_GB`` (the Plan refuses a file whose chunk files would take more),
     ``PENNSIEVE_API_HOST``, ``PENNSIEVE_API_HOST2``, ``PENNSIEVE_SECRET_ARN`` (the ARN of
@@ -62,6 +73,11 @@ class CloudSettings(CommonSettings):
         # (MAX_ITEM_MB's own error is reported when it is invalid.)
         return info.data.get("max_item_mb", DEFAULT_MAX_ITEM_MB) if value is None else value
 
+    @classmethod
+    def default_gzip_level(cls, importing: bool) -> int:
+        # The cloud's output is stored in S3 and usually uploaded: compressed either way.
+        return COMPRESSED_GZIP_LEVEL
+
     def conversion_settings(self, overrides: Overrides) -> ConversionSettings:
         def pick[T](value: T | None, default: T) -> T:
             return default if value is None else value
@@ -70,6 +86,7 @@ class CloudSettings(CommonSettings):
             chunk_size_mb=pick(overrides.chunk_size_mb, self.chunk_size_mb),
             max_item_mb=pick(overrides.max_item_mb, self.max_item_mb),
             batch_mb=pick(overrides.batch_mb, self.batch_mb),
+            gzip_level=pick(overrides.gzip_level, self.gzip_level),
             importer_enabled=pick(overrides.importer_enabled, self.importer_enabled),
             skip_invalid_series=pick(overrides.skip_invalid_series, self.skip_invalid_series),
         )
