@@ -82,7 +82,22 @@ def check_selection(item: tuple[int, int], column_start: int, column_stop: int) 
         raise ValueError(f"columns [{column_start}, {column_stop}) are not inside the item's [{item[0]}, {item[1]})")
 
 
-class H5SlabReader:
+class ClosedOnExit:
+    """``with x:`` closes ``x``: for the readers and inputs that hold files, pools or sessions."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class H5SlabReader(ClosedOnExit):
     """Reads through h5py, one column group (the columns of one HDF5 chunk) at a time.
 
     An uncompressed chunk read whole-width into a contiguous buffer is copied by HDF5 straight from
@@ -134,11 +149,3 @@ class H5SlabReader:
         """Close this open of the dataset (and free its chunk cache); the file stays open."""
         if self.dataset.id.valid:
             self.dataset.id.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, Literal, Self, cast
+from typing import TYPE_CHECKING, BinaryIO, Literal, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import h5py
@@ -23,7 +22,7 @@ from .errors import InvalidInputError, StorageError
 from .models import ItemResult, Plan, WorkItem
 from .nwb import open_nwb
 from .rangereader import BLOCK_BYTES, CACHE_BLOCKS, RangeReader, ReadStats
-from .slabs import H5SlabReader, SlabReader
+from .slabs import ClosedOnExit, H5SlabReader, SlabReader
 from .writer import write_work_item
 
 if TYPE_CHECKING:
@@ -252,7 +251,7 @@ def range_reader(source: InputSource, *, stats: ReadStats | None = None) -> Rang
 
 
 @dataclass
-class OpenedInput:
+class OpenedInput(ClosedOnExit):
     """An open input: the HDF5 file and, for a URL or S3 input, the range reader under it."""
 
     source: InputSource
@@ -280,14 +279,6 @@ class OpenedInput:
         self.h5.close()
         if self.reader is not None:
             self.reader.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def open_input(

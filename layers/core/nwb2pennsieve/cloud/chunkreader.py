@@ -25,15 +25,13 @@ import sys
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import h5py
 import numpy as np
 
 from ..models import SeriesPlan
 from ..rangereader import RangeReader
-from ..slabs import H5SlabReader, SlabReader, check_selection
+from ..slabs import ClosedOnExit, H5SlabReader, SlabReader, check_selection
 
 FILTER_DEFLATE = 1
 FILTER_SHUFFLE = 2
@@ -124,7 +122,7 @@ class _Stored:
     filter_mask: int
 
 
-class S3ChunkSlabReader:
+class S3ChunkSlabReader(ClosedOnExit):
     """Reads rows of columns [column_start, column_stop) of a series from its S3 object.
 
     ``rows`` is the row range the work item will read (for read-ahead); blocks must be read in
@@ -178,14 +176,6 @@ class S3ChunkSlabReader:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._bands.clear()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # --- chunked data ---------------------------------------------------------------------------
 
