@@ -47,6 +47,7 @@ def _convert_one(path: Path, output: Path, settings: Settings) -> ConversionResu
         chunk_size_mb=settings.chunk_size_mb,
         max_item_mb=settings.max_item_mb,
         skip_invalid_series=settings.skip_invalid_series,
+        output_formats=settings.output_formats,
     )
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), path.name)
@@ -79,6 +80,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         chunk_size_mb=settings.chunk_size_mb,
         max_item_mb=settings.max_item_mb,
         skip_invalid_series=settings.skip_invalid_series,
+        output_formats=settings.output_formats,
     )
     if args.full:
         print(plan.model_dump_json(indent=2))
@@ -130,6 +132,13 @@ def _add_conversion_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"float64 MiB one work item writes at most (env MAX_ITEM_MB; default {DEFAULT_MAX_ITEM_MB}, "
         "sized for a 2 GB Lambda)",
+    )
+    p.add_argument(
+        "--formats",
+        dest="output_formats",
+        default=None,
+        help="what to write: chunks (the chunk files, default), bundle (Pennsieve's viewer bundle, "
+        "<stem>.zarr) or chunks,bundle (env OUTPUT_FORMATS)",
     )
     p.add_argument(
         "--skip-invalid-series",

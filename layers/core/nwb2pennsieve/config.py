@@ -33,6 +33,10 @@ DEFAULT_CHUNK_SIZE_MB = 1.0
 # chunk of each of the item's channels in memory (≤ this), so 512 fits a 2 GB Lambda with room
 # for the input slab and the runtime.
 DEFAULT_MAX_ITEM_MB = 512.0
+# What a conversion writes: the chunk files (and channel metadata) the importer uploads, and/or
+# Pennsieve's viewer bundle (docs/bundle.md). Both come from one read of each slab.
+OUTPUT_FORMATS = ("chunks", "bundle")
+DEFAULT_OUTPUT_FORMATS = "chunks"
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
 
@@ -91,6 +95,19 @@ def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value) or None
 
 
+def _formats(value: Any) -> str:
+    """``chunks``, ``bundle`` or both, comma-separated (any order, any case): kept in canonical order."""
+    words = {w.strip().lower() for w in str(value).split(",") if w.strip()}
+    if not words or not words <= set(OUTPUT_FORMATS):
+        raise _invalid("chunks, bundle or chunks,bundle")
+    return ",".join(f for f in OUTPUT_FORMATS if f in words)
+
+
+def output_formats(value: str) -> tuple[str, ...]:
+    """The formats named by a validated ``OUTPUT_FORMATS`` value."""
+    return tuple(value.split(","))
+
+
 def _host(value: Any) -> str:
     return _text(value).rstrip("/")
 
@@ -110,6 +127,8 @@ Switch = Annotated[bool, BeforeValidator(_boolean)]
 """``1/true/yes/on`` or ``0/false/no/off`` (any case; blank is false)."""
 Text = Annotated[str, BeforeValidator(_text)]
 Host = Annotated[str, BeforeValidator(_host)]
+Formats = Annotated[str, BeforeValidator(_formats)]
+"""``chunks``, ``bundle`` or ``chunks,bundle`` (the canonical form of what was given)."""
 Secret = Annotated[SecretStr | None, BeforeValidator(_secret)]
 """Prints as ``**********``; the value only through ``get_secret_value()``."""
 
@@ -150,6 +169,7 @@ class CommonSettings(BaseSettings):
     chunk_size_mb: MiB = DEFAULT_CHUNK_SIZE_MB
     max_item_mb: MiB = DEFAULT_MAX_ITEM_MB
     skip_invalid_series: Switch = False
+    output_formats: Formats = DEFAULT_OUTPUT_FORMATS
     # Like the reference processor: the importer runs by default everywhere but ENVIRONMENT=local.
     importer_enabled: Switch = Field(None)  # type: ignore[assignment]
     pennsieve_api_host: Host = DEFAULT_API_HOST
@@ -163,7 +183,16 @@ class CommonSettings(BaseSettings):
     @field_validator("importer_enabled", mode="before")
     @classmethod
     def _importer_default(cls, value: Any, info: ValidationInfo) -> Any:
-        return info.data.get("environment", "local") != "local" if value is None else value
+        chunks = "chunks" in output_formats(info.data.get("output_formats", DEFAULT_OUTPUT_FORMATS))
+        if value is None:
+            return info.data.get("environment", "local") != "local" and chunks
+        if not chunks and _boolean(value):  # the importer uploads chunk files: none are written
+            raise _invalid("false when OUTPUT_FORMATS has no chunks (the importer uploads chunk files)")
+        return value
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return output_formats(self.output_formats)
 
     @classmethod
     def settings_customise_sources(
@@ -219,7 +248,7 @@ class Settings(CommonSettings):
     """The command line's, the local pool's and the Pennsieve importer's settings.
 
     ``ENVIRONMENT`` (local/production), ``INPUT_DIR``, ``OUTPUT_DIR``, ``CHUNK_SIZE_MB``,
-    ``MAX_ITEM_MB``, ``WORKERS`` (default: CPUs), ``SKIP_INVALID_SERIES``, ``IMPORTER_ENABLED``
+    ``MAX_ITEM_MB``, ``WORKERS`` (default: CPUs), ``SKIP_INVALID_SERIES``, ``OUTPUT_FORMATS``, ``IMPORTER_ENABLED``
     (default true outside local), ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET`` or
     ``SESSION_TOKEN`` (+``REFRESH_TOKEN``), ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``,
     ``INTEGRATION_ID``. Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
@@ -230,6 +259,7 @@ class Settings(CommonSettings):
         "max_item_mb": "--max-item-mb",
         "skip_invalid_series": "--skip-invalid-series",
         "workers": "--workers",
+        "output_formats": "--formats",
     }
 
     input_dir: Path = Path("data/input")

@@ -22,13 +22,16 @@ from pathlib import Path
 
 import h5py
 
-from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
+from .bundle.finish import finish_bundle
+from .bundle.series import unpack_partials
+from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS
 from .errors import Nwb2PennsieveError, StorageError
+from .items import execute_item
 from .models import ItemResult, Plan, WorkItem
 from .nwb import open_nwb
 from .planner import build_plan, work_items
 from .storage import LocalStore
-from .writer import write_channel_metadata, write_work_item
+from .writer import write_channel_metadata
 
 Progress = Callable[[int], None]  # called with the float64 bytes of each finished work item
 
@@ -62,6 +65,7 @@ def plan_file(
     chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     skip_invalid_series: bool = False,
+    output_formats: str = DEFAULT_OUTPUT_FORMATS,
 ) -> Plan:
     name = os.path.basename(os.fspath(path))
     with open_nwb(path, name=name) as h5:
@@ -71,6 +75,7 @@ def plan_file(
             chunk_size_mb=chunk_size_mb,
             max_item_mb=max_item_mb,
             skip_invalid_series=skip_invalid_series,
+            output_formats=output_formats,
         )
 
 
@@ -84,8 +89,10 @@ def convert_file(
     skip_invalid_series: bool = False,
     progress: Progress | None = None,
     plan: Plan | None = None,
+    output_formats: str = DEFAULT_OUTPUT_FORMATS,
 ) -> ConversionResult:
-    """Convert one NWB file into ``output_dir`` (chunk files + channel metadata).
+    """Convert one NWB file into ``output_dir`` (chunk files + channel metadata, and/or the viewer
+    bundle ``<stem>.zarr`` with ``asset-properties.json``, per ``output_formats``).
 
     ``plan`` is the file's plan when the caller has made it already (the other options are then
     those it was made with).
@@ -99,6 +106,7 @@ def convert_file(
             chunk_size_mb=chunk_size_mb,
             max_item_mb=max_item_mb,
             skip_invalid_series=skip_invalid_series,
+            output_formats=output_formats,
         )
     result = ConversionResult(source=plan.source, output_dir=output, plan=plan)
     try:
@@ -110,10 +118,18 @@ def convert_file(
     try:
         # staging is private and published whole, so its files need no temporary names
         store = LocalStore(staging, atomic_names=False)
+        partials = []
         for item_result in execute_items(path, plan, staging, workers=workers, progress=progress, atomic_names=False):
             result.files += item_result.files
             result.payload_bytes += item_result.payload_bytes
-        result.metadata_files = write_channel_metadata(plan, store)
+            if item_result.partials:
+                partials.extend(unpack_partials(item_result.partials))
+        if plan.writes_chunks:
+            result.metadata_files = write_channel_metadata(plan, store)
+        if plan.writes_bundle:
+            # The reduce and the bundle's metadata, inside the staged output: published with it.
+            with open_nwb(path, name=plan.source) as h5:
+                finish_bundle(store, plan, h5, partials)
         _publish(staging, output)
     except OSError as exc:
         raise StorageError(f"writing {output} failed ({exc.strerror or exc})", file=plan.source) from None
@@ -150,7 +166,10 @@ def fix_mmap_threshold(nbytes: int = 4 * 1024 * 1024) -> None:
 
 def _publish(staging: Path, output: Path) -> None:
     for entry in os.scandir(staging):
-        os.replace(entry.path, output / entry.name)
+        target = output / entry.name
+        if entry.is_dir() and target.is_dir():  # a bundle of an earlier conversion
+            shutil.rmtree(target)
+        os.replace(entry.path, target)
 
 
 # --- the pool -------------------------------------------------------------------------------
@@ -170,7 +189,7 @@ def _run_item(item: WorkItem) -> ItemResult:
     assert isinstance(plan, Plan)
     h5 = _worker["h5"]
     assert isinstance(h5, h5py.File)
-    return write_work_item(h5, plan, item, _worker["store"])  # type: ignore[arg-type]
+    return execute_item(h5, plan, item, _worker["store"])  # type: ignore[arg-type]
 
 
 # Local load balancing: a plan's items are sized for a Lambda's memory, so a small file may be one
@@ -188,7 +207,8 @@ def split_items(plan: Plan, n_workers: int) -> list[WorkItem]:
     if budget_mb >= plan.max_item_mb:
         items = list(plan.work_items)
     else:
-        items = [i for s in plan.series for i in work_items(s, plan.chunk_samples, budget_mb)]
+        bundle = plan.writes_bundle  # the re-cut items keep to the bundle's shard windows
+        items = [i for s in plan.series for i in work_items(s, plan.chunk_samples, budget_mb, bundle=bundle)]
     # biggest first, so the last items to finish are small ones (stable: equal sizes keep plan order)
     items.sort(key=lambda i: -i.output_bytes)
     return items
@@ -241,7 +261,7 @@ def execute_items(
         store = LocalStore(out_dir, atomic_names=atomic_names)
         with open_nwb(path, name=plan.source) as h5:
             for item in plan.work_items:
-                r = write_work_item(h5, plan, item, store)
+                r = execute_item(h5, plan, item, store)
                 if progress:
                     progress(item.output_bytes)
                 yield r

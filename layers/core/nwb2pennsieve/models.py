@@ -105,6 +105,10 @@ class WorkItem(_Model):
     chunk_stop: int
     samples: int
     output_bytes: int = Field(description="float64 bytes this item writes (before gzip framing)")
+    window: int | None = Field(
+        default=None, description="with the viewer bundle: the series' bundle window this item writes (docs/bundle.md)"
+    )
+    window_bins: int | None = Field(default=None, description="the length of the series' bundle windows (grid bins)")
 
 
 class ItemResult(_Model):
@@ -113,6 +117,9 @@ class ItemResult(_Model):
     id: str
     files: int
     payload_bytes: int = Field(description="float64 bytes written (before gzip framing)")
+    partials: bytes | None = Field(
+        default=None, exclude=True, description="with the viewer bundle: the item's partial results for the reduce"
+    )
 
 
 class SkippedSeries(_Model):
@@ -152,10 +159,23 @@ class Plan(_Model):
     chunk_size_mb: float
     chunk_samples: int
     max_item_mb: float
+    output_formats: str = Field(default="chunks", description="chunks, bundle or chunks,bundle")
     series: list[SeriesPlan]
     work_items: list[WorkItem]
     skipped: list[SkippedSeries] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(self.output_formats.split(","))
+
+    @property
+    def writes_chunks(self) -> bool:
+        return "chunks" in self.formats
+
+    @property
+    def writes_bundle(self) -> bool:
+        return "bundle" in self.formats
 
     def channels(self) -> list[tuple[SeriesPlan, ChannelPlan]]:
         return [(s, c) for s in self.series for c in s.channels]
@@ -168,6 +188,8 @@ class Plan(_Model):
 
     def item_file_names(self, item: WorkItem) -> list[str]:
         """Every chunk file ``item`` writes, chunk by chunk then channel by channel."""
+        if not self.writes_chunks:
+            return []
         series = self.series[item.series]
         channels = series.channels[item.column_start : item.column_stop]
         return [

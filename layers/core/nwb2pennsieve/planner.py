@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
+from .bundle.layout import align_windows, plan_levels
+from .bundle.series import series_grid, window_chunks
+from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS, output_formats
 from .errors import ElectrodesError, InvalidFileError, InvalidSeriesError, NothingToConvertError, Nwb2PennsieveError
 from .models import SAMPLES_PER_MIB, ChannelPlan, Plan, SeriesPlan, SkippedSeries, WorkItem
 from .nwb import (
@@ -67,6 +69,7 @@ def build_plan(
     chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     skip_invalid_series: bool = False,
+    output_formats: str = DEFAULT_OUTPUT_FORMATS,
 ) -> Plan:
     """Plan the conversion of every continuous ElectricalSeries of ``h5``.
 
@@ -76,13 +79,13 @@ def build_plan(
     :class:`NothingToConvertError`, saying what the file holds instead.
     """
     try:
-        return _build_plan(h5, source, chunk_size_mb, max_item_mb, skip_invalid_series)
+        return _build_plan(h5, source, chunk_size_mb, max_item_mb, skip_invalid_series, output_formats)
     except Nwb2PennsieveError as exc:
         raise exc.with_file(source) from None
 
 
 def _build_plan(
-    h5: h5py.File, source: str, chunk_size_mb: float, max_item_mb: float, skip_invalid_series: bool
+    h5: h5py.File, source: str, chunk_size_mb: float, max_item_mb: float, skip_invalid_series: bool, formats: str
 ) -> Plan:
     if not (chunk_size_mb > 0 and math.isfinite(chunk_size_mb)):
         raise InvalidSeriesError(f"chunk size must be a positive number of MiB, not {chunk_size_mb}")
@@ -138,7 +141,8 @@ def _build_plan(
 
     series_plans = _assign_channels(drafts)
     warnings.extend(d.scaling_warning for d in drafts if d.scaling_warning)
-    items = [item for s in series_plans for item in work_items(s, chunk_samples, max_item_mb)]
+    bundle = "bundle" in output_formats(formats)
+    items = [item for s in series_plans for item in work_items(s, chunk_samples, max_item_mb, bundle=bundle)]
     return Plan(
         source=source,
         session_start=start_text,
@@ -148,6 +152,7 @@ def _build_plan(
         chunk_size_mb=chunk_size_mb,
         chunk_samples=chunk_samples,
         max_item_mb=max_item_mb,
+        output_formats=formats,
         series=series_plans,
         work_items=items,
         skipped=skipped,
@@ -365,12 +370,13 @@ def _assign_channels(drafts: list[_Draft]) -> list[SeriesPlan]:
     return plans
 
 
-def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> list[WorkItem]:
+def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float, *, bundle: bool = False) -> list[WorkItem]:
     """Cut the series into work items: channel blocks × runs of chunks inside one segment.
 
     A channel block is as wide as the budget allows for one chunk of each channel, and a multiple
     of the HDF5 chunk width when the data is chunked, so no stored chunk is read by two items of
-    the same time window. A run of chunks is as long as the budget allows.
+    the same time window. A run of chunks is as long as the budget allows. With the viewer
+    bundle, the time windows are the bundle's instead (:func:`bundle_work_items`).
     """
     budget = max_item_mb * 1024 * 1024
     chunk_bytes = chunk_samples * 8
@@ -387,6 +393,9 @@ def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> li
         if width < n_columns and max_width >= stored:
             width = (max_width // stored) * stored
     per_item = max(1, int(budget // (width * chunk_bytes)))
+    if bundle:
+        stored = series.hdf5_chunks[1] if series.hdf5_chunks and len(series.hdf5_chunks) == 2 else 1
+        return bundle_work_items(series, per_item * chunk_samples, width, stored, budget)
     items = []
     by_segment: dict[int, list[int]] = {}
     for i, chunk in enumerate(series.chunks):
@@ -410,6 +419,42 @@ def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> li
                         output_bytes=samples * (c1 - c0) * 8,
                     )
                 )
+    return items
+
+
+def bundle_work_items(series: SeriesPlan, proposed_bins: int, width: int, stored: int, budget: float) -> list[WorkItem]:
+    """Work items on the viewer bundle's windows: whole level-0 shards of the series' grid, so no
+    two items ever write one shard (docs/bundle.md). An item owns the chunk files of the chunks
+    whose first sample lies in its window. A channel block is narrowed until a window of float64
+    (an upper bound of the bundle shards it holds, compressed, until they are complete) fits the budget.
+    """
+    grid = series_grid(series)
+    plan = align_windows(grid.n_bins, proposed_bins, plan_levels(grid.n_bins, series.rate))
+    per_channel = plan.length * 8
+    if width * per_channel > budget:
+        fit = max(1, int(budget // per_channel))
+        width = (fit // stored) * stored if fit >= stored else fit
+    n_columns = series.n_columns
+    items = []
+    for w, window in enumerate(plan.windows):
+        first, last = window_chunks(series, grid, window)
+        samples = sum(c.samples for c in series.chunks[first:last])
+        for c0 in range(0, n_columns, width):
+            c1 = min(n_columns, c0 + width)
+            items.append(
+                WorkItem(
+                    id=f"{series.index:03d}-w{w:06d}-{c0:05d}",
+                    series=series.index,
+                    column_start=c0,
+                    column_stop=c1,
+                    chunk_start=first,
+                    chunk_stop=last,
+                    samples=samples,
+                    output_bytes=samples * (c1 - c0) * 8,
+                    window=w,
+                    window_bins=plan.length,
+                )
+            )
     return items
 
 

@@ -17,13 +17,15 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Sequence
+from typing import Protocol
 
 import h5py
 import numpy as np
 
 from .errors import InvalidSeriesError, Nwb2PennsieveError, StorageError
 from .gzipstored import StoredGzipWriter
-from .models import ItemResult, Plan, SeriesPlan, WorkItem, chunk_file_name, metadata_file_name
+from .models import Chunk, ItemResult, Plan, SeriesPlan, WorkItem, chunk_file_name, metadata_file_name
 from .slabs import H5SlabReader, SlabReader, block_rows
 from .storage import PendingObject, Store
 
@@ -32,6 +34,19 @@ _BIG_F8 = np.dtype(">f8")
 
 
 _scratch = threading.local()
+
+
+class SlabConsumer(Protocol):
+    """Takes the µV of every block the writer reads (the viewer bundle's writer is one): both
+    outputs come from one read. Blocks of one column group arrive in row order."""
+
+    def begin(self, column_groups: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
+        """Called once before reading; returns rows it also needs read before the item's chunks (or None)."""
+        ...
+
+    def consume(self, start: int, c0: int, values: np.ndarray) -> None:
+        """Rows ``[start, start + m)`` of the columns from ``c0``: ``values`` is ``(width, m)`` float64 µV."""
+        ...
 
 
 def _buffer(name: str, size: int, dtype: np.dtype) -> np.ndarray:
@@ -51,9 +66,16 @@ def _buffer(name: str, size: int, dtype: np.dtype) -> np.ndarray:
 
 
 def write_work_item(
-    h5: h5py.File, plan: Plan, item: WorkItem, store: Store, *, reader: SlabReader | None = None
+    h5: h5py.File,
+    plan: Plan,
+    item: WorkItem,
+    store: Store,
+    *,
+    reader: SlabReader | None = None,
+    consumers: Sequence[SlabConsumer] = (),
 ) -> ItemResult:
-    """Write every chunk file of ``item`` into ``store``; return what was written.
+    """Write every chunk file of ``item`` into ``store`` (when the plan writes chunk files) and hand
+    every block read to ``consumers``; return what was written.
 
     Each file appears under its final name only when complete; on any error the files of the
     chunk being written are discarded and the error says which file, series and item failed.
@@ -61,9 +83,9 @@ def write_work_item(
     series = plan.series[item.series]
     try:
         if reader is not None:
-            return _write(plan, series, item, store, reader)
+            return _write(plan, series, item, store, reader, consumers)
         with H5SlabReader(h5, series, item.column_start, item.column_stop) as own:
-            return _write(plan, series, item, store, own)
+            return _write(plan, series, item, store, own, consumers)
     except Nwb2PennsieveError as exc:
         if exc.series is None:
             exc.series = series.path
@@ -74,9 +96,19 @@ def write_work_item(
         ) from None
 
 
-def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader: SlabReader) -> ItemResult:
+def _write(
+    plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader: SlabReader, consumers: Sequence[SlabConsumer]
+) -> ItemResult:
     two_d = len(series.shape) == 2
     groups = reader.column_groups
+    # (start, stop, chunk or None): rows a consumer needs before the item's chunks come first, no file.
+    spans: list[tuple[int, int, Chunk | None]] = []
+    for consumer in consumers:
+        lead = consumer.begin(groups)
+        if lead is not None:
+            spans.append((lead[0], lead[1], None))
+    spans += [(c.start, c.stop, c) for c in series.chunks[item.chunk_start : item.chunk_stop]]
+    chunk_files = plan.writes_chunks
     widest = max(c1 - c0 for c0, c1 in groups)
     rows = block_rows(series, widest, plan.chunk_samples)
     native = np.dtype(series.dtype).newbyteorder("=")
@@ -97,21 +129,22 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
 
     files = 0
     payload = 0
-    for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
-        n = chunk.samples
+    for first, last, chunk in spans:
+        n = last - first
         for (c0, c1), (scale, offset, scaled, shifted) in zip(groups, scaling, strict=True):
             channels = series.channels[c0:c1]
             width = c1 - c0
             reader.select(c0, c1)
             pending: list[PendingObject] = []
             try:
-                for ch in channels:
-                    name = chunk_file_name(ch.index, chunk.start_us, chunk.end_us)
-                    pending.append(store.open_pending(name))
+                if chunk is not None and chunk_files:
+                    for ch in channels:
+                        name = chunk_file_name(ch.index, chunk.start_us, chunk.end_us)
+                        pending.append(store.open_pending(name))
                 writers = [StoredGzipWriter(p, n * 8) for p in pending]
-                start = chunk.start
-                while start < chunk.stop:
-                    stop = min(chunk.stop, (start // rows + 1) * rows)
+                start = first
+                while start < last:
+                    stop = min(last, (start // rows + 1) * rows)
                     m = stop - start
                     if two_d:
                         raw = raw_flat[: m * width].reshape(m, width)
@@ -125,6 +158,8 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
                     _to_big_endian_uv(source, block, scale, offset, factor, scaled, shifted)
                     for j, writer in enumerate(writers):
                         writer.write(block[j])
+                    for consumer in consumers:
+                        consumer.consume(start, c0, block.view(_BIG_F8))
                     start = stop
                 for writer in writers:
                     writer.close()
@@ -134,8 +169,9 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
                 for p in pending:
                     p.abort()
                 raise
-            files += width
-            payload += n * 8 * width
+            if writers:
+                files += width
+                payload += n * 8 * width
     return ItemResult(id=item.id, files=files, payload_bytes=payload)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 
+from ..errors import InvalidInputError
 from ..config import DEFAULT_MAX_ITEM_MB, CommonSettings, Count, MiB, Text
 from .models import ConversionSettings, Overrides
 
@@ -25,7 +26,7 @@ class CloudSettings(CommonSettings):
     ``{OUTPUT_PREFIX}a/b/``), ``RECORDS_PREFIX`` (plan and work-item manifest of ``a/b.nwb`` go
     under ``{RECORDS_PREFIX}a/b/{version}/``, map-run results under ``{RECORDS_PREFIX}map-results/``),
     ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``BATCH_MB`` (default ``MAX_ITEM_MB``), ``IMPORTER_ENABLED``,
-    ``SKIP_INVALID_SERIES``, ``UPLOAD_BATCH_FILES`` (chunk files one UploadFiles invocation presigns
+    ``SKIP_INVALID_SERIES``, ``OUTPUT_FORMATS`` (``chunks``, ``bundle`` or both), ``UPLOAD_BATCH_FILES`` (chunk files one UploadFiles invocation presigns
     and PUTs), ``PENNSIEVE_API_HOST``, ``PENNSIEVE_API_HOST2``, ``PENNSIEVE_SECRET_ARN`` (the ARN of
     the credentials secret, never the credentials). Parsed by :meth:`CommonSettings.from_env`.
     """
@@ -47,15 +48,29 @@ class CloudSettings(CommonSettings):
         return info.data.get("max_item_mb", DEFAULT_MAX_ITEM_MB) if value is None else value
 
     def conversion_settings(self, overrides: Overrides) -> ConversionSettings:
-        def pick[T](value: T | None, default: T) -> T:
-            return default if value is None else value
-
+        """The stack's settings with the execution input's overrides, checked by the same rules."""
+        given = {
+            "chunk_size_mb": overrides.chunk_size_mb,
+            "max_item_mb": overrides.max_item_mb,
+            "batch_mb": overrides.batch_mb,
+            "importer_enabled": overrides.importer_enabled,
+            "skip_invalid_series": overrides.skip_invalid_series,
+            "output_formats": overrides.output_formats,
+        }
+        given = {name: value for name, value in given.items() if value is not None}
+        if "output_formats" in given and "importer_enabled" not in given and "chunks" not in given["output_formats"]:
+            given["importer_enabled"] = False  # no chunk files: nothing to import
+        try:
+            effective = type(self).model_validate({**self.model_dump(), **given})
+        except ValidationError as exc:
+            raise InvalidInputError(f"the execution input's settings are invalid: {self._describe(exc)}") from None
         return ConversionSettings(
-            chunk_size_mb=pick(overrides.chunk_size_mb, self.chunk_size_mb),
-            max_item_mb=pick(overrides.max_item_mb, self.max_item_mb),
-            batch_mb=pick(overrides.batch_mb, self.batch_mb),
-            importer_enabled=pick(overrides.importer_enabled, self.importer_enabled),
-            skip_invalid_series=pick(overrides.skip_invalid_series, self.skip_invalid_series),
+            chunk_size_mb=effective.chunk_size_mb,
+            max_item_mb=effective.max_item_mb,
+            batch_mb=effective.batch_mb,
+            importer_enabled=effective.importer_enabled,
+            skip_invalid_series=effective.skip_invalid_series,
+            output_formats=effective.output_formats,
         )
 
 
