@@ -208,3 +208,14 @@ def unpack_partials(data: bytes) -> list[ItemPartial]:
         out.append(ItemPartial.from_bytes(data[at + 8 : at + 8 + size]))
         at += 8 + size
     return out
+
+
+def item_rows(series: SeriesPlan, item: WorkItem) -> tuple[int, int]:
+    """The sample rows ``item`` reads: its chunks', and with the bundle its window's."""
+    chunks = series.chunks[item.chunk_start : item.chunk_stop]
+    a, b = (chunks[0].start, chunks[-1].stop) if chunks else (series.n_samples, 0)
+    if item.window is not None and item.window_bins is not None:
+        grid = series_grid(series)
+        lo, hi = series_windows(series, item.window_bins).windows[item.window]
+        a, b = min(a, grid.first_sample_from(lo)), max(b, grid.first_sample_from(hi))
+    return (a, max(a, b))

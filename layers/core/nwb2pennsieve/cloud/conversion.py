@@ -7,8 +7,12 @@ handlers in ``functions/`` add only Powertools and event parsing.
 Layout in the output bucket, for an input object ``a/b.nwb``:
 - ``{OUTPUT_PREFIX}a/b/``: the chunk files and channel metadata, exactly what the local pool
   writes into its output directory (and nothing else but the importer's import records);
+- ``{OUTPUT_PREFIX}a/b/b.zarr/`` and ``{OUTPUT_PREFIX}a/b/asset-properties.json``: the viewer bundle
+  (``OUTPUT_FORMATS`` with ``bundle``): WriteChunks writes the shards of its items' windows, Finalize
+  the reduce, the unit channels and every ``zarr.json``, the root's last (the commit point);
 - ``{RECORDS_PREFIX}a/b/{version id, or ETag}/``: ``plan.json`` and ``write-batches.json`` (the Map's
-  item manifest); with the importer on, the upload batches (:mod:`.imports`);
+  item manifest); with the bundle, ``bundle-partials/<item id>.bin`` (each item's partial results
+  for the reduce); with the importer on, the upload batches (:mod:`.imports`);
 - ``{RECORDS_PREFIX}map-results/``: the Map's ResultWriter output, one folder per map run.
 """
 
@@ -22,13 +26,16 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pydantic import TypeAdapter
 
+from ..bundle.finish import finish_bundle
+from ..bundle.series import bundle_name, item_rows, unpack_partials
 from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError
+from ..items import execute_item
 from ..gzipstored import framed_size
 from ..models import Plan, WorkItem, chunk_file_name, metadata_file_name
 from ..nwb import open_nwb
 from ..planner import build_plan
 from ..storage import S3Store
-from ..writer import write_channel_metadata, write_work_item
+from ..writer import write_channel_metadata
 from .chunkreader import slab_reader
 from .importer import choose_import_target
 from .imports import prepare_uploads
@@ -54,6 +61,7 @@ log = logging.getLogger(__name__)
 
 PLAN_NAME = "plan.json"
 WRITE_BATCHES_NAME = "write-batches.json"
+PARTIALS_FOLDER = "bundle-partials"
 RESULTS_FOLDER = "map-results"
 LIST_THREADS = 16
 MAX_ITEMS_PER_BATCH = 500
@@ -129,6 +137,7 @@ def plan_object(
             chunk_size_mb=run.chunk_size_mb,
             max_item_mb=run.max_item_mb,
             skip_invalid_series=run.skip_invalid_series,
+            output_formats=run.output_formats,
         )
     # Pin the version planned: every writer then reads the very same bytes.
     source = S3Ref(bucket=src.bucket, key=src.key, version_id=reader.version_id)
@@ -139,6 +148,10 @@ def plan_object(
     # One folder per object version: two executions of one key (an object replaced while it
     # converts) never read each other's plan; a rerun of the same version rewrites the same keys.
     folder = join_prefix(settings.records_prefix, src.key) + (reader.version_id or reader.etag.strip('"')) + "/"
+    if plan.writes_bundle:
+        # Un-publish an earlier bundle of this key before any item writes: its root goes first,
+        # so a reader never sees a bundle of mixed versions, and no stale shard survives.
+        delete_tree(s3, settings.output_bucket, out_prefix + bundle_name(plan) + "/")
     batches = batch_items(plan.work_items, run.batch_mb)
     records = S3Store(settings.output_bucket, folder, s3)
     records.write_bytes(PLAN_NAME, plan.model_dump_json().encode())
@@ -176,6 +189,26 @@ def results_prefix(records_prefix: str) -> str:
     return f"{records_prefix}{RESULTS_FOLDER}"
 
 
+def delete_tree(s3: S3Client, bucket: str, prefix: str) -> int:
+    """Delete every object under ``prefix``, its root ``zarr.json`` first; return how many."""
+    root = prefix + "zarr.json"
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for o in page.get("Contents", [])
+    ]
+    keys.sort(key=lambda k: k != root)
+    for i in range(0, len(keys), 1000):
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]], "Quiet": True})
+    return len(keys)
+
+
+def partials_key(plan_ref: S3Ref, item_id: str) -> str:
+    """Where a work item's bundle partial results are kept: beside plan.json, in the records."""
+    folder = plan_ref.key.rsplit("/", 1)[0]
+    return f"{folder}/{PARTIALS_FOLDER}/{item_id}.bin"
+
+
 def load_plan(s3: S3Client, ref: S3Ref) -> Plan:
     try:
         body = s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
@@ -202,10 +235,13 @@ def write_chunks(s3: S3Client, event: WriteChunksInput, *, stats: ReadStats | No
                 except KeyError:
                     raise InvalidInputError(f"work item {item_id} is not in the plan", file=src.uri) from None
                 series = plan.series[item.series]
-                rows = (series.chunks[item.chunk_start].start, series.chunks[item.chunk_stop - 1].stop)
+                rows = item_rows(series, item)
                 with slab_reader(h5, series, item.column_start, item.column_stop, reader, rows=rows) as slab:
-                    result = write_work_item(h5, plan, item, store, reader=slab)
+                    result = execute_item(h5, plan, item, store, reader=slab)
                 store.flush()
+                if result.partials is not None:
+                    key = partials_key(event.plan, item.id)
+                    s3.put_object(Bucket=event.plan.bucket, Key=key, Body=result.partials)
                 files += result.files
                 payload += result.payload_bytes
                 log.info("wrote work item %s: %d files", item_id, result.files)
@@ -259,6 +295,32 @@ def list_outputs(
     return out
 
 
+def finalize_bundle(s3: S3Client, event: FinalizeInput, plan: Plan) -> int:
+    """The bundle's reduce (from every item's partial results in the records), its unit channels
+    and metadata, the root ``zarr.json`` last; then ``asset-properties.json``. Returns its channel groups.
+
+    The partial results are small (level ``reduce_from`` of each window: a 4**-level fraction of
+    the level-0 data); a file so long that they outgrow a Finalize invocation would take a Map of
+    its own over channel blocks (docs/bundle.md).
+    """
+    partials = []
+    for item in plan.work_items:
+        key = partials_key(event.plan, item.id)
+        try:
+            body = s3.get_object(Bucket=event.plan.bucket, Key=key)["Body"].read()
+        except Exception:
+            raise IncompleteOutputError(
+                f"the bundle's partial results of work item {item.id} are missing (s3://{event.plan.bucket}/{key}); "
+                "a WriteChunks work item did not finish",
+                file=event.source.uri,
+            ) from None
+        partials.extend(unpack_partials(body))
+    src = event.source
+    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id)
+    with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
+        return finish_bundle(S3Store(event.output.bucket, event.output.prefix, s3), plan, h5, partials)
+
+
 def finalize(
     s3: S3Client,
     event: FinalizeInput,
@@ -271,14 +333,14 @@ def finalize(
     plan = load_plan(s3, event.plan)
     out = event.output
     expected = {}
-    for item in plan.work_items:
+    for item in plan.work_items if plan.writes_chunks else []:
         series = plan.series[item.series]
         for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
             size = framed_size(chunk.samples * 8)
             for ch in series.channels[item.column_start : item.column_stop]:
                 expected[chunk_file_name(ch.index, chunk.start_us, chunk.end_us)] = size
-    n_channels = sum(len(s.channels) for s in plan.series)
-    present = list_outputs(s3, out.bucket, out.prefix, n_channels)
+    n_channels = sum(len(s.channels) for s in plan.series) if plan.writes_chunks else 0
+    present = list_outputs(s3, out.bucket, out.prefix, n_channels) if plan.writes_chunks else {}
     missing = sorted(n for n in expected if n not in present)
     wrong = sorted(n for n in expected if n in present and present[n] != expected[n])
     if missing or wrong:
@@ -298,11 +360,13 @@ def finalize(
     try:
         for name in stale:  # chunk files of an earlier version of the same object
             store.delete(name)
-        written = write_channel_metadata(plan, store)
+        written = write_channel_metadata(plan, store) if plan.writes_chunks else []
     except BaseException:
         store.abandon()
         raise
     store.close()
+    if plan.writes_bundle:
+        finalize_bundle(s3, event, plan)
     summary = None
     upload = None
     if event.settings.importer_enabled:
