@@ -7,6 +7,7 @@ streaming, no plan) and reads the output directory as Pennsieve would (gunzip, b
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -175,12 +176,12 @@ def expected_bundle(path: str | Path, *, min_bins: int = 1024, max_levels: int =
         steps = np.diff(ch.times_us)
         cuts = [0, *(np.flatnonzero(steps > 2 * period) + 1).tolist(), times.size]
         offsets, end = [], 0
-        for s, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        for s, (a, b) in enumerate(itertools.pairwise(cuts)):
             at = 0 if s == 0 else max(end + 1, int(np.floor((times[a] - times[0]) / period + 0.5)))
             offsets.append(at)
             end = at + b - a
         grid = np.full(end, np.nan, dtype=np.float32)
-        for (a, b), at in zip(zip(cuts[:-1], cuts[1:], strict=True), offsets, strict=True):
+        for (a, b), at in zip(itertools.pairwise(cuts), offsets, strict=True):
             grid[at : at + b - a] = ch.values[a:b].astype(np.float32)
         count = 1
         while count < max_levels and end // 4**count >= min_bins:

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import zarr
 
-from nwb2pennsieve.bundle import layout
 from nwb2pennsieve import local
+from nwb2pennsieve.bundle import layout
 from nwb2pennsieve.local import convert_file
 from tests.expected import assert_matches, expected_bundle, read_output
 from tests.factory import START, SeriesSpec, gappy_timestamps, write_nwb

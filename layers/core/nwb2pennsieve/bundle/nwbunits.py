@@ -87,4 +87,6 @@ def _read_table(path: str, group: h5py.Group, reference_us: int) -> FoundUnits:
             rate = float(np.asarray(ds.attrs["sampling_rate"]).reshape(-1)[0])
             rate = rate if np.isfinite(rate) and rate > 0 else None
     name = path.rsplit("/", 1)[-1] if path == "/units" else path.removeprefix("/processing/")
-    return FoundUnits(path=path, table=UnitsTable(name=name, spike_times_us=spikes, waveform_means=means), waveform_rate=rate)
+    return FoundUnits(
+        path=path, table=UnitsTable(name=name, spike_times_us=spikes, waveform_means=means), waveform_rate=rate
+    )

@@ -27,7 +27,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from ..models import Plan, SeriesPlan, WorkItem
+from ..models import Chunk, Plan, SeriesPlan, WorkItem
 from ..storage import Store
 from .continuous import ItemPartial, ItemWriter
 from .encode import ZSTD_LEVEL
@@ -83,7 +83,7 @@ class SeriesGrid:
 def series_grid(series: SeriesPlan) -> SeriesGrid:
     """The series' grid, from its plan alone (segments and chunk times), so every process agrees."""
     period_us = 1e6 / series.rate
-    first_chunk = {}
+    first_chunk: dict[int, Chunk] = {}
     for chunk in series.chunks:
         first_chunk.setdefault(chunk.segment, chunk)
     t0 = series.chunks[0].start_us
@@ -143,7 +143,9 @@ class BundleFeeder:
         """One writer per column group; the rows of the window before the item's first chunk."""
         for c0, c1 in column_groups:
             channels = [ch.index for ch in self.series.channels[c0:c1]]
-            self._writers[c0] = ItemWriter(self.store, self.plan, self.item.window or 0, channels, zstd_level=self.zstd_level)
+            self._writers[c0] = ItemWriter(
+                self.store, self.plan, self.item.window or 0, channels, zstd_level=self.zstd_level
+            )
             self._next[c0] = self.window[0]
         a = self.grid.first_sample_from(self.window[0])
         b = self.grid.first_sample_from(self.window[1])

@@ -29,8 +29,8 @@ from pydantic import TypeAdapter
 from ..bundle.finish import finish_bundle
 from ..bundle.series import bundle_name, item_rows, unpack_partials
 from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError
-from ..items import execute_item
 from ..gzipstored import framed_size
+from ..items import execute_item
 from ..models import Plan, WorkItem, chunk_file_name, metadata_file_name
 from ..nwb import open_nwb
 from ..planner import build_plan

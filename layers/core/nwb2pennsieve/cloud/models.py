@@ -9,7 +9,8 @@ An execution starts from either
   with Powertools' ``S3EventNotificationEventBridgeModel``), or
 - a hand-written input (console "Start execution" or a rerun):
   ``{"bucket": ..., "key": ..., "versionId": ..., "chunkSizeMb": 2, "outputPrefix": "...",
-  "importerEnabled": false, "skipInvalidSeries": true, "maxItemMb": 256, "outputFormats": "chunks,bundle", "integrationId": "...",
+  "importerEnabled": false, "skipInvalidSeries": true, "maxItemMb": 256,
+  "outputFormats": "chunks,bundle", "integrationId": "...",
   "datasetId": "...", "packageId": "..."}`` (all but bucket and key optional).
 """
 

@@ -6,8 +6,8 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 
-from ..errors import InvalidInputError
 from ..config import DEFAULT_MAX_ITEM_MB, CommonSettings, Count, MiB, Text
+from ..errors import InvalidInputError
 from .models import ConversionSettings, Overrides
 
 # Seconds of uploads at the rate one process reaches (bench/results-import.md); the batch's
@@ -26,7 +26,8 @@ class CloudSettings(CommonSettings):
     ``{OUTPUT_PREFIX}a/b/``), ``RECORDS_PREFIX`` (plan and work-item manifest of ``a/b.nwb`` go
     under ``{RECORDS_PREFIX}a/b/{version}/``, map-run results under ``{RECORDS_PREFIX}map-results/``),
     ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``BATCH_MB`` (default ``MAX_ITEM_MB``), ``IMPORTER_ENABLED``,
-    ``SKIP_INVALID_SERIES``, ``OUTPUT_FORMATS`` (``chunks``, ``bundle`` or both), ``UPLOAD_BATCH_FILES`` (chunk files one UploadFiles invocation presigns
+    ``SKIP_INVALID_SERIES``, ``OUTPUT_FORMATS`` (``chunks``, ``bundle`` or both),
+    ``UPLOAD_BATCH_FILES`` (chunk files one UploadFiles invocation presigns
     and PUTs), ``PENNSIEVE_API_HOST``, ``PENNSIEVE_API_HOST2``, ``PENNSIEVE_SECRET_ARN`` (the ARN of
     the credentials secret, never the credentials). Parsed by :meth:`CommonSettings.from_env`.
     """
@@ -58,7 +59,8 @@ class CloudSettings(CommonSettings):
             "output_formats": overrides.output_formats,
         }
         given = {name: value for name, value in given.items() if value is not None}
-        if "output_formats" in given and "importer_enabled" not in given and "chunks" not in given["output_formats"]:
+        formats = overrides.output_formats
+        if formats is not None and "importer_enabled" not in given and "chunks" not in formats.lower():
             given["importer_enabled"] = False  # no chunk files: nothing to import
         try:
             effective = type(self).model_validate({**self.model_dump(), **given})
