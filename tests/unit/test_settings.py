@@ -151,3 +151,16 @@ def test_importing_the_settings_does_not_load_h5py() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_output_formats_in_any_order_and_case(clean_env: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env({"OUTPUT_FORMATS": " Bundle,chunks "}).formats == ("chunks", "bundle")
+    assert Settings.from_env({}, output_formats="bundle").formats == ("bundle",)
+    with pytest.raises(ConfigurationError, match=r"OUTPUT_FORMATS \(--formats\) must be chunks, bundle or"):
+        Settings.from_env({"OUTPUT_FORMATS": "zarr"})
+
+
+def test_importer_needs_chunk_files(clean_env: pytest.MonkeyPatch) -> None:
+    assert not Settings.from_env({"OUTPUT_FORMATS": "bundle", "ENVIRONMENT": "production"}).importer_enabled
+    with pytest.raises(ConfigurationError, match="IMPORTER_ENABLED must be false when OUTPUT_FORMATS has no chunks"):
+        Settings.from_env({"OUTPUT_FORMATS": "bundle", "IMPORTER_ENABLED": "true"})
