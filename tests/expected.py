@@ -7,6 +7,7 @@ streaming, no plan) and reads the output directory as Pennsieve would (gunzip, b
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -175,3 +176,50 @@ def assert_matches(nwb_path: str | Path, out_dir: str | Path, ulps: int = 4, us:
         assert m["start"] == chunks[0].start_us and m["end"] == chunks[-1].end_us
         assert m["unit"] == "uV" and m["type"] == "CONTINUOUS" and m["name"].strip()
     return checked
+
+
+# --- the viewer bundle, computed independently (numpy folds with ±inf padding, not the code's) ---
+
+
+@dataclass
+class ExpectedBundleChannel:
+    series: str
+    start_us: int
+    rate: float
+    levels: list[np.ndarray]  # level 0 (n,), then (bins, 2) (min, max)
+
+
+def _fold(level0: np.ndarray, count: int) -> list[np.ndarray]:
+    out = [level0.astype(np.float32)]
+    lo = hi = level0.astype(np.float32)
+    for _ in range(1, count):
+        pad = -lo.shape[0] % 4
+        lo_b = np.concatenate([lo, np.full(pad, np.inf, np.float32)]).reshape(-1, 4)
+        hi_b = np.concatenate([hi, np.full(pad, -np.inf, np.float32)]).reshape(-1, 4)
+        lo, hi = lo_b.min(axis=1), hi_b.max(axis=1)  # plain min/max: a NaN propagates
+        out.append(np.stack([lo, hi], axis=1))
+    return out
+
+
+def expected_bundle(path: str | Path, *, min_bins: int = 1024, max_levels: int = 8) -> list[ExpectedBundleChannel]:
+    """Every continuous channel's levels: samples on the grid (a segment at round((t0 - start) / period)
+    bins, at least one bin after the previous one), NaN in between, folded by 4."""
+    out = []
+    for ch in expected_channels(path):
+        times = np.rint(ch.times_us).astype(np.int64)
+        period = 1e6 / ch.rate
+        steps = np.diff(ch.times_us)
+        cuts = [0, *(np.flatnonzero(steps > 2 * period) + 1).tolist(), times.size]
+        offsets, end = [], 0
+        for s, (a, b) in enumerate(itertools.pairwise(cuts)):
+            at = 0 if s == 0 else max(end + 1, int(np.floor((times[a] - times[0]) / period + 0.5)))
+            offsets.append(at)
+            end = at + b - a
+        grid = np.full(end, np.nan, dtype=np.float32)
+        for (a, b), at in zip(itertools.pairwise(cuts), offsets, strict=True):
+            grid[at : at + b - a] = ch.values[a:b].astype(np.float32)
+        count = 1
+        while count < max_levels and end // 4**count >= min_bins:
+            count += 1
+        out.append(ExpectedBundleChannel(ch.series, int(times[0]), ch.rate, _fold(grid, count)))
+    return out

@@ -62,6 +62,8 @@ def write_nwb(
     naive_start: bool = False,
     session_start: datetime = START,
     timestamps_reference: datetime | None = None,
+    units: list[np.ndarray] | None = None,
+    waveform_means: np.ndarray | None = None,
 ) -> Path:
     path = Path(path)
     n = n_electrodes or max(
@@ -117,6 +119,11 @@ def write_nwb(
             ecephys["LFP"].add_electrical_series(obj)
         else:
             nwb.add_acquisition(obj)
+    for u, spikes in enumerate(units or []):  # a root Units table: spike times in seconds
+        kw_unit: dict = {"spike_times": spikes}
+        if waveform_means is not None:
+            kw_unit["waveform_mean"] = waveform_means[u]
+        nwb.add_unit(**kw_unit)
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
     _patch(path, series, fixed_length_strings, naive_start)

@@ -190,3 +190,38 @@ def test_a_failed_map_names_the_file(stack: Stack, example_nwb: Path, monkeypatc
     assert (desc["status"], desc["error"]) == ("FAILED", "WriteChunksError")
     assert desc["cause"].startswith(f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: writing the chunk files failed (")
     assert f"s3://{OUTPUT_BUCKET}/records/map-results/" in desc["cause"]
+
+
+def test_the_bundle_from_the_state_machine_equals_the_local_pools(
+    stack: Stack, small_items: None, example_nwb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OUTPUT_FORMATS=chunks,bundle: every object (chunk files, shards, zarr.json) byte for byte."""
+    from nwb2pennsieve.bundle import layout
+
+    for name, value in {"INNER_CHUNK_BINS": 64, "TARGET_SHARD_BYTES": 2048, "MIN_BINS": 16}.items():
+        monkeypatch.setattr(layout, name, value)  # many shards, windows and a reduce from a small file
+    monkeypatch.setenv("OUTPUT_FORMATS", "chunks,bundle")
+    version = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())["VersionId"]
+    desc = stack.run(eventbridge_event(version))
+    assert desc["status"] == "SUCCEEDED", desc.get("cause")
+    cloud = {k[len(OUTPUT_PREFIX) :]: v for k, v in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX).items()}
+    out = tmp_path / "local"
+    convert_file(
+        example_nwb,
+        out,
+        chunk_size_mb=float(SMALL["CHUNK_SIZE_MB"]),
+        max_item_mb=float(SMALL["MAX_ITEM_MB"]),
+        workers=1,
+        output_formats="chunks,bundle",
+        gzip_level=COMPRESSED_GZIP_LEVEL,  # the cloud's default level
+    )
+    local = {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != MARKER_NAME  # the local output's marker is the local pool's own
+    }
+    assert any(name.startswith("sub-01_ses-01.zarr/0/1/c/") for name in local)
+    assert sorted(cloud) == sorted(local)
+    assert all(cloud[name] == local[name] for name in local)
+    partials = stack.objects(OUTPUT_BUCKET, RECORDS_PREFIX)
+    assert any("/bundle-partials/" in key for key in partials)

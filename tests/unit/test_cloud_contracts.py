@@ -297,7 +297,12 @@ def test_settings_read_only_variables_the_template_sets() -> None:
     assert read and read <= variables, read - variables
     CloudSettings.from_env(
         {k: "1" if "MB" in k or k.endswith(NUMBERS) else "x" for k in variables}
-        | {"IMPORTER_ENABLED": "false", "SKIP_INVALID_SERIES": "false", "GZIP_LEVEL": "1"}
+        | {
+            "IMPORTER_ENABLED": "false",
+            "SKIP_INVALID_SERIES": "false",
+            "GZIP_LEVEL": "1",
+            "OUTPUT_FORMATS": "chunks,bundle",
+        }
     )
 
 

@@ -52,7 +52,8 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
             if resource in (IN, OUT):
                 assert set(actions) <= {"s3:ListBucket", "s3:ListBucketVersions"}, statement
                 wanted = statement["Condition"]["StringLike"]["s3:prefix"]
-                assert wanted in ("incoming/*", "converted/*", "records/*"), statement
+                # a prefix, or a narrower pattern under one (an earlier viewer bundle: converted/*.zarr/*)
+                assert wanted.startswith(("incoming/", "converted/", "records/")) and wanted.endswith("*"), statement
             else:
                 assert resource.endswith("*") and resource.startswith(prefixes), statement
 
@@ -66,16 +67,23 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
         ("PlanFunction", "s3:PutObject", f"{OUT}/records/a/v/plan.json", None, True),
         ("PlanFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
         ("PlanFunction", "s3:PutObject", f"{IN}/incoming/a.nwb", None, False),
+        # ... and with the viewer bundle lists and deletes an earlier bundle of the key, nothing else of the output.
+        ("PlanFunction", "s3:ListBucket", OUT, "converted/a/a.zarr/", True),
+        ("PlanFunction", "s3:ListBucket", OUT, "converted/a/", False),
+        ("PlanFunction", "s3:DeleteObject", f"{OUT}/converted/a/a.zarr/0/0/c/0", None, True),
+        ("PlanFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
         # WriteChunks: reads input and plan, writes chunk files; never deletes, never writes records.
         ("WriteChunksFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, True),
         ("WriteChunksFunction", "s3:GetObject", f"{OUT}/records/a/v/plan.json", None, True),
         ("WriteChunksFunction", "s3:PutObject", f"{OUT}/records/a/v/plan.json", None, False),
+        ("WriteChunksFunction", "s3:PutObject", f"{OUT}/records/a/v/bundle-partials/000-w000000-00000.bin", None, True),
         ("WriteChunksFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
         ("WriteChunksFunction", "s3:ListBucketVersions", IN, "incoming/a.nwb", True),
         ("WriteChunksFunction", "s3:ListBucketVersions", IN, "", False),
         # Finalize: lists the versions of the input key (check_current), manages the output.
         ("FinalizeFunction", "s3:ListBucketVersions", IN, "incoming/a.nwb", True),
-        ("FinalizeFunction", "s3:GetObject", f"{IN}/incoming/a.nwb", None, False),
+        ("FinalizeFunction", "s3:GetObjectVersion", f"{IN}/incoming/a.nwb", None, True),  # the bundle's units
+        ("FinalizeFunction", "s3:GetObject", f"{IN}/elsewhere/a.nwb", None, False),
         ("FinalizeFunction", "s3:ListBucket", OUT, "converted/a/channel-00003", True),
         ("FinalizeFunction", "s3:ListBucket", OUT, "", False),
         ("FinalizeFunction", "s3:ListBucket", OUT, None, False),

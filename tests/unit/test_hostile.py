@@ -18,7 +18,7 @@ import nwb2pennsieve.local as local
 from nwb2pennsieve.cloud.conversion import OutputTooLargeError, check_output_size
 from nwb2pennsieve.errors import InvalidFileError, InvalidInputError
 from nwb2pennsieve.local import plan_file
-from nwb2pennsieve.planner import MAX_WORK_ITEMS
+from nwb2pennsieve.planner import MAX_WORK_ITEMS, count_work_items
 from tests.cli_checks import assert_fails_cleanly, run_cli
 from tests.factory import SeriesSpec, write_nwb
 
@@ -70,6 +70,22 @@ def test_a_declared_length_too_big_to_list_is_refused_before_listing(tmp_path: P
     assert code == 1 and not out
     assert err.strip().splitlines()[-1].startswith("error: wide.nwb: its plan would have ")
     assert "1,000,000,000,000 samples x 64 channels" in err
+
+
+def test_with_the_bundle_too_the_count_is_the_items_and_a_huge_length_is_refused(tmp_path: Path) -> None:
+    """With the bundle, work items follow its windows: counted without listing them (as many as
+    planned), and a declared length too big to list is refused as fast as without it."""
+    plan = plan_file(declared(tmp_path, "long.nwb", 10**8, 4), output_formats="chunks,bundle", max_item_mb=64)
+    (series,) = plan.series
+    assert all(i.window is not None for i in plan.work_items)
+    assert count_work_items(series, plan.chunk_samples, plan.max_item_mb, bundle=True) == len(plan.work_items) > 1
+    # the bundle's levels count in the output's size, beside the chunk files
+    chunks_only = plan_file(declared(tmp_path, "long2.nwb", 10**8, 4), max_item_mb=64)
+    assert plan.output_bytes() > chunks_only.output_bytes() > 0
+    started = time.perf_counter()
+    with pytest.raises(InvalidInputError, match=f"more than the {MAX_WORK_ITEMS:,} a plan may hold"):
+        plan_file(declared(tmp_path, "wide.nwb", 10**12, 64), output_formats="bundle")
+    assert time.perf_counter() - started < 20
 
 
 def test_the_cloud_refuses_an_output_above_max_output_gb(tmp_path: Path) -> None:

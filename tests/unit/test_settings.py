@@ -209,3 +209,16 @@ def test_plan_timeout_and_max_output_settings() -> None:
         assert str(e.value) == f"PLAN_TIMEOUT_S must be {reason}"
     assert CloudSettings.from_env({"OUTPUT_BUCKET": "b"}).max_output_gb == 2000.0
     assert CloudSettings.from_env({"OUTPUT_BUCKET": "b", "MAX_OUTPUT_GB": "0.5"}).max_output_gb == 0.5
+
+
+def test_output_formats_in_any_order_and_case(clean_env: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env({"OUTPUT_FORMATS": " Bundle,chunks "}).formats == ("chunks", "bundle")
+    assert Settings.from_env({}, output_formats="bundle").formats == ("bundle",)
+    with pytest.raises(ConfigurationError, match=r"OUTPUT_FORMATS \(--formats\) must be chunks, bundle or"):
+        Settings.from_env({"OUTPUT_FORMATS": "zarr"})
+
+
+def test_importer_needs_chunk_files(clean_env: pytest.MonkeyPatch) -> None:
+    assert not Settings.from_env({"OUTPUT_FORMATS": "bundle", "ENVIRONMENT": "production"}).importer_enabled
+    with pytest.raises(ConfigurationError, match="IMPORTER_ENABLED must be false when OUTPUT_FORMATS has no chunks"):
+        Settings.from_env({"OUTPUT_FORMATS": "bundle", "IMPORTER_ENABLED": "true"})

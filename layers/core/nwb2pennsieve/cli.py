@@ -66,6 +66,7 @@ def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> 
         series=settings.series,
         timeout_s=settings.plan_timeout_s,
         gzip_level=settings.gzip_level,
+        output_formats=settings.output_formats,
     )
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), source.stem)
@@ -112,6 +113,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         series=settings.series,
         timeout_s=settings.plan_timeout_s,
         gzip_level=settings.gzip_level,
+        output_formats=settings.output_formats,
     )
     if args.full:
         print(plan.model_dump_json(indent=2))
@@ -199,6 +201,7 @@ environment variables (an option, where there is one, wins over its variable):
   WORKERS               worker processes (default: CPUs)
   SKIP_INVALID_SERIES   true: convert the valid series and report the invalid ones
   SERIES                the series to convert, comma-separated HDF5 paths (default: all)
+  OUTPUT_FORMATS        chunks (default), bundle (Pennsieve's viewer bundle) or chunks,bundle
   PLAN_TIMEOUT_S        seconds planning one file may take (default 600; 0: no limit, in process)
   ENVIRONMENT           local (default) or production
   IMPORTER_ENABLED      import each output into Pennsieve (default: off when ENVIRONMENT=local)
@@ -232,6 +235,13 @@ def _add_conversion_options(p: argparse.ArgumentParser) -> None:
         help="0: stored gzip blocks (no compression CPU, ~4x the int16 input); 1-3: ISA-L deflate "
         "(~4x smaller on Neuropixels) (env GZIP_LEVEL; default: compressed when importing, else "
         f"{LOCAL_GZIP_LEVEL})",
+    )
+    p.add_argument(
+        "--formats",
+        dest="output_formats",
+        default=None,
+        help="what to write: chunks (the chunk files, default), bundle (Pennsieve's viewer bundle, "
+        "<stem>.zarr) or chunks,bundle (env OUTPUT_FORMATS)",
     )
     p.add_argument(
         "--skip-invalid-series",

@@ -44,6 +44,10 @@ DEFAULT_MAX_OUTPUT_GB = 2000.0
 # local conversion uses what bench/results-compression.md measured fastest here.
 COMPRESSED_GZIP_LEVEL = 1
 LOCAL_GZIP_LEVEL = 0
+# What a conversion writes: the chunk files (and channel metadata) the importer uploads, and/or
+# Pennsieve's viewer bundle (docs/bundle.md). Both come from one read of each slab.
+OUTPUT_FORMATS = ("chunks", "bundle")
+DEFAULT_OUTPUT_FORMATS = "chunks"
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
 
@@ -130,6 +134,19 @@ def _series_paths(value: Any) -> tuple[str, ...]:
     return tuple(paths)
 
 
+def _formats(value: Any) -> str:
+    """``chunks``, ``bundle`` or both, comma-separated (any order, any case): kept in canonical order."""
+    words = {w.strip().lower() for w in str(value).split(",") if w.strip()}
+    if not words or not words <= set(OUTPUT_FORMATS):
+        raise _invalid("chunks, bundle or chunks,bundle")
+    return ",".join(f for f in OUTPUT_FORMATS if f in words)
+
+
+def output_formats(value: str) -> tuple[str, ...]:
+    """The formats named by a validated ``OUTPUT_FORMATS`` value."""
+    return tuple(value.split(","))
+
+
 def _host(value: Any) -> str:
     return _text(value).rstrip("/")
 
@@ -157,6 +174,8 @@ Text = Annotated[str, BeforeValidator(_text)]
 Host = Annotated[str, BeforeValidator(_host)]
 SeriesPaths = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_series_paths)]
 """Comma-separated HDF5 paths of series groups (``/acquisition/ElectricalSeries,...``); empty: all."""
+Formats = Annotated[str, BeforeValidator(_formats)]
+"""``chunks``, ``bundle`` or ``chunks,bundle`` (the canonical form of what was given)."""
 Secret = Annotated[SecretStr | None, BeforeValidator(_secret)]
 """Prints as ``**********``; the value only through ``get_secret_value()``."""
 
@@ -197,6 +216,7 @@ class CommonSettings(BaseSettings):
     chunk_size_mb: MiB = DEFAULT_CHUNK_SIZE_MB
     max_item_mb: MiB = DEFAULT_MAX_ITEM_MB
     skip_invalid_series: Switch = False
+    output_formats: Formats = DEFAULT_OUTPUT_FORMATS
     # Like the reference processor: the importer runs by default everywhere but ENVIRONMENT=local.
     importer_enabled: Switch = Field(None)  # type: ignore[assignment]
     # Default: compressed when importing (the upload is the cost), else LOCAL_GZIP_LEVEL.
@@ -212,7 +232,16 @@ class CommonSettings(BaseSettings):
     @field_validator("importer_enabled", mode="before")
     @classmethod
     def _importer_default(cls, value: Any, info: ValidationInfo) -> Any:
-        return info.data.get("environment", "local") != "local" if value is None else value
+        chunks = "chunks" in output_formats(info.data.get("output_formats", DEFAULT_OUTPUT_FORMATS))
+        if value is None:
+            return info.data.get("environment", "local") != "local" and chunks
+        if not chunks and _boolean(value):  # the importer uploads chunk files: none are written
+            raise _invalid("false when OUTPUT_FORMATS has no chunks (the importer uploads chunk files)")
+        return value
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return output_formats(self.output_formats)
 
     @field_validator("gzip_level", mode="before")
     @classmethod
@@ -278,9 +307,10 @@ class Settings(CommonSettings):
 
     ``ENVIRONMENT`` (local/production), ``INPUT_DIR``, ``OUTPUT_DIR``, ``CHUNK_SIZE_MB``,
     ``MAX_ITEM_MB``, ``GZIP_LEVEL`` (default: compressed when importing), ``WORKERS`` (default:
-    CPUs), ``SKIP_INVALID_SERIES``, ``SERIES`` (the series to convert, comma-separated HDF5 paths;
-    default all), ``PLAN_TIMEOUT_S`` (seconds planning one file may take; it runs in a child
-    process, so a damaged file cannot hang the command; 0 plans in this process, without a limit),
+    CPUs), ``SKIP_INVALID_SERIES``, ``OUTPUT_FORMATS`` (chunks, bundle or both), ``SERIES`` (the
+    series to convert, comma-separated HDF5 paths; default all), ``PLAN_TIMEOUT_S`` (seconds
+    planning one file may take; it runs in a child process, so a damaged file cannot hang the
+    command; 0 plans in this process, without a limit),
     ``IMPORTER_ENABLED`` (default true outside local), ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET``
     or ``SESSION_TOKEN`` (+``REFRESH_TOKEN``), ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``,
     ``INTEGRATION_ID``. Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
@@ -293,6 +323,7 @@ class Settings(CommonSettings):
         "skip_invalid_series": "--skip-invalid-series",
         "workers": "--workers",
         "series": "--series",
+        "output_formats": "--formats",
     }
 
     input_dir: Path = Path("data/input")

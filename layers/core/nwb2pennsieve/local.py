@@ -35,7 +35,10 @@ from typing import Any, TextIO
 
 import h5py
 
-from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
+from .bundle.continuous import ItemPartial
+from .bundle.finish import finish_bundle
+from .bundle.series import bundle_name, unpack_partials
+from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS
 from .errors import InvalidInputError, Nwb2PennsieveError, OutputWriteError, StorageError
 from .models import ItemResult, Plan, WorkItem
 from .planner import build_plan, work_items
@@ -80,6 +83,7 @@ def plan_file(
     series: tuple[str, ...] = (),
     timeout_s: float | None = None,
     gzip_level: int = 0,
+    output_formats: str = DEFAULT_OUTPUT_FORMATS,
 ) -> Plan:
     """Plan a local file, URL or S3 object (see :class:`~nwb2pennsieve.sources.InputSource`); with
     ``timeout_s``, in a child process given that long (PLAN_TIMEOUT_S).
@@ -93,6 +97,7 @@ def plan_file(
         "max_item_mb": max_item_mb,
         "skip_invalid_series": skip_invalid_series,
         "series": tuple(series),
+        "output_formats": output_formats,
     }
     # timeout_s None or 0: in this process, without a limit
     plan = _plan_in_child(source, options, timeout_s) if timeout_s else _plan_here(source, options)
@@ -174,8 +179,10 @@ def convert_file(
     gzip_level: int = 0,
     progress: Progress | None = None,
     plan: Plan | None = None,
+    output_formats: str = DEFAULT_OUTPUT_FORMATS,
 ) -> ConversionResult:
-    """Convert one NWB file into ``output_dir`` (chunk files + channel metadata).
+    """Convert one NWB file into ``output_dir`` (chunk files + channel metadata, and/or the viewer
+    bundle ``<stem>.zarr`` with ``asset-properties.json``, per ``output_formats``).
 
     ``plan`` is the file's plan when the caller has made it already (the other options are then
     those it was made with).
@@ -190,6 +197,7 @@ def convert_file(
             max_item_mb=max_item_mb,
             skip_invalid_series=skip_invalid_series,
             gzip_level=gzip_level,
+            output_formats=output_formats,
         )
     result = ConversionResult(source=plan.source, output_dir=output, plan=plan)
     try:
@@ -203,13 +211,21 @@ def convert_file(
         try:
             # staging is private and published whole, so its files need no temporary names
             store = LocalStore(folder.staging, atomic_names=False)
+            partials: list[ItemPartial] = []
             for item_result in execute_items(
                 path, plan, folder.staging, workers=workers, progress=progress, atomic_names=False
             ):
                 result.files += item_result.files
                 result.payload_bytes += item_result.payload_bytes
                 result.stored_bytes += item_result.stored_bytes
-            result.metadata_files = write_channel_metadata(plan, store)
+                if item_result.partials:
+                    partials.extend(unpack_partials(item_result.partials))
+            if plan.writes_chunks:
+                result.metadata_files = write_channel_metadata(plan, store)
+            if plan.writes_bundle:
+                # The reduce and the bundle's metadata, inside the staging folder: published with it.
+                with open_input(path, name=plan.source) as opened:
+                    finish_bundle(store, plan, opened.h5, partials)
         except OutputWriteError as exc:
             raise folder.error("cannot write it", exc.cause) from None
         except OSError as exc:
@@ -223,7 +239,9 @@ def convert_file(
                 gzip_level=plan.gzip_level,
                 max_item_mb=plan.max_item_mb,
                 skip_invalid_series=skip_invalid_series,
-                files=sorted(LocalStore(folder.staging).list_names()),
+                output_formats=plan.output_formats,
+                files=sorted(LocalStore(folder.staging).list_names())
+                + ([bundle_name(plan) + "/"] if plan.writes_bundle else []),
             )
         )
     result.seconds = time.perf_counter() - started
@@ -400,7 +418,8 @@ def split_items(plan: Plan, n_workers: int) -> list[WorkItem]:
     if budget_mb >= plan.max_item_mb:
         items = list(plan.work_items)
     else:
-        items = [i for s in plan.series for i in work_items(s, plan.chunk_samples, budget_mb)]
+        bundle = plan.writes_bundle  # the re-cut items keep to the bundle's shard windows
+        items = [i for s in plan.series for i in work_items(s, plan.chunk_samples, budget_mb, bundle=bundle)]
     # biggest first, so the last items to finish are small ones (stable: equal sizes keep plan order)
     items.sort(key=lambda i: -i.output_bytes)
     return items
@@ -458,7 +477,10 @@ def execute_items(
         )
         with open_input(path, name=plan.source) as opened:
             for item in plan.work_items:
-                yield opened.write_item(plan, item, store)
+                r = opened.write_item(plan, item, store)
+                if progress and not plan.writes_chunks:  # no chunk file to count: the item's share
+                    progress(item.output_bytes)
+                yield r
         return
     context = pool_context()
     written = context.Value("q", 0) if progress else None
@@ -477,7 +499,8 @@ def execute_items(
     )
     finished = False
     try:
-        pending = {pool.submit(_run_item, item) for item in items}
+        sizes = {pool.submit(_run_item, item): item.output_bytes for item in items}
+        pending = set(sizes)
         shown = 0
         while pending:
             # A short timeout: the progress bar moves between items, and signals are handled at once.
@@ -491,6 +514,8 @@ def execute_items(
                 exc = fut.exception()
                 if exc is not None:
                     raise exc
+                if progress and not plan.writes_chunks:  # no chunk file to count: the item's share
+                    progress(sizes[fut])
                 yield fut.result()
         finished = True
     finally:

@@ -187,6 +187,10 @@ class WorkItem(_Model):
     chunk_stop: int
     samples: int
     output_bytes: int = Field(description="float64 bytes this item writes (before gzip framing)")
+    window: int | None = Field(
+        default=None, description="with the viewer bundle: the series' bundle window this item writes (docs/bundle.md)"
+    )
+    window_bins: int | None = Field(default=None, description="the length of the series' bundle windows (grid bins)")
 
 
 class ChunkRecord(_Model):
@@ -209,6 +213,9 @@ class ItemResult(_Model):
     payload_bytes: int = Field(description="float64 bytes written (before gzip)")
     stored_bytes: int = Field(default=0, description="bytes of the chunk files (after gzip)")
     records: list[ChunkRecord] = Field(default_factory=list, description="every chunk file written, in order")
+    partials: bytes | None = Field(
+        default=None, exclude=True, description="with the viewer bundle: the item's partial results for the reduce"
+    )
 
 
 class SkippedSeries(_Model):
@@ -261,6 +268,7 @@ class Plan(_Model):
     chunk_samples: int
     max_item_mb: float
     gzip_level: int = Field(default=0, ge=0, le=3, description="0: stored gzip blocks; 1-3: ISA-L deflate level")
+    output_formats: str = Field(default="chunks", description="chunks, bundle or chunks,bundle")
     series: list[SeriesPlan]
     work_items: list[WorkItem]
     skipped: list[SkippedSeries] = Field(default_factory=list)
@@ -270,8 +278,24 @@ class Plan(_Model):
     warnings: list[str] = Field(default_factory=list)
 
     def output_bytes(self) -> int:
-        """Bytes of every chunk file (gzip framing included): what the output needs on disk or S3."""
-        return sum(s.output_bytes() for s in self.series)
+        """Bytes the output needs on disk or S3, at most: every chunk file (gzip framing included),
+        and with the viewer bundle its float32 levels uncompressed (level 0, then (min, max) pairs
+        of 4-bin blocks: under 4 + 8/3 bytes a sample)."""
+        chunk_files = sum(s.output_bytes() for s in self.series) if self.writes_chunks else 0
+        bundle = sum(s.n_samples * len(s.channels) * 20 // 3 for s in self.series) if self.writes_bundle else 0
+        return chunk_files + bundle
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(self.output_formats.split(","))
+
+    @property
+    def writes_chunks(self) -> bool:
+        return "chunks" in self.formats
+
+    @property
+    def writes_bundle(self) -> bool:
+        return "bundle" in self.formats
 
     def channels(self) -> list[tuple[SeriesPlan, ChannelPlan]]:
         return [(s, c) for s in self.series for c in s.channels]
@@ -284,6 +308,8 @@ class Plan(_Model):
 
     def item_file_names(self, item: WorkItem) -> list[str]:
         """Every chunk file ``item`` writes, chunk by chunk then channel by channel."""
+        if not self.writes_chunks:
+            return []
         series = self.series[item.series]
         channels = series.channels[item.column_start : item.column_stop]
         return [

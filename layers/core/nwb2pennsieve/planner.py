@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
+from .bundle.layout import align_windows, plan_levels, window_length
+from .bundle.series import series_grid, window_chunks
+from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS, output_formats
 from .errors import (
     ElectrodesError,
     InvalidFileError,
@@ -109,6 +111,7 @@ def build_plan(
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     skip_invalid_series: bool = False,
     series: Sequence[str] = (),
+    output_formats: str = DEFAULT_OUTPUT_FORMATS,
 ) -> Plan:
     """Plan the conversion of every continuous ElectricalSeries of ``h5`` (or of ``series`` only).
 
@@ -131,6 +134,7 @@ def build_plan(
         max_item_mb=max_item_mb,
         skip_invalid_series=skip_invalid_series,
         series=series,
+        output_formats=output_formats,
     ).plan_or_raise()
 
 
@@ -142,10 +146,11 @@ def survey(
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     skip_invalid_series: bool = False,
     series: Sequence[str] = (),
+    output_formats: str = DEFAULT_OUTPUT_FORMATS,
 ) -> Survey:
     """:func:`build_plan`, but a file with nothing to convert is a :class:`Survey` without a plan."""
     try:
-        return _survey(h5, source, chunk_size_mb, max_item_mb, skip_invalid_series, series)
+        return _survey(h5, source, chunk_size_mb, max_item_mb, skip_invalid_series, series, output_formats)
     except Nwb2PennsieveError as exc:
         raise exc.with_file(source) from None
 
@@ -162,6 +167,7 @@ def _survey(
     max_item_mb: float,
     skip_invalid_series: bool,
     selection: Sequence[str],
+    formats: str,
 ) -> Survey:
     if not (chunk_size_mb > 0 and math.isfinite(chunk_size_mb)):
         raise InvalidSeriesError(f"chunk size must be a positive number of MiB, not {chunk_size_mb}")
@@ -265,8 +271,9 @@ def _survey(
             skipped.append(SkippedSeries(path=s.path, reason=NOT_SELECTED))
     if selected:
         skipped.sort(key=lambda s: s.path)
-    _check_size(series_plans, chunk_samples, max_item_mb)
-    items = [item for s in series_plans for item in work_items(s, chunk_samples, max_item_mb)]
+    bundle = "bundle" in output_formats(formats)
+    _check_size(series_plans, chunk_samples, max_item_mb, bundle=bundle)
+    items = [item for s in series_plans for item in work_items(s, chunk_samples, max_item_mb, bundle=bundle)]
     plan = Plan(
         source=source,
         session_start=start_text,
@@ -276,6 +283,7 @@ def _survey(
         chunk_size_mb=chunk_size_mb,
         chunk_samples=chunk_samples,
         max_item_mb=max_item_mb,
+        output_formats=formats,
         series=series_plans,
         work_items=items,
         skipped=skipped,
@@ -292,7 +300,7 @@ def _survey(
     )
 
 
-def _check_size(series_plans: list[SeriesPlan], chunk_samples: int, max_item_mb: float) -> None:
+def _check_size(series_plans: list[SeriesPlan], chunk_samples: int, max_item_mb: float, *, bundle: bool) -> None:
     """Refuse a plan too big to list, before listing it (a tiny file may declare any length)."""
     channels = sum(len(s.channels) for s in series_plans)
     if channels > MAX_CHANNELS:
@@ -300,7 +308,7 @@ def _check_size(series_plans: list[SeriesPlan], chunk_samples: int, max_item_mb:
             f"its series have {channels:,} channels in all, more than the {MAX_CHANNELS:,} a conversion can name "
             "(channel-00000 to channel-99999)"
         )
-    count = sum(count_work_items(s, chunk_samples, max_item_mb) for s in series_plans)
+    count = sum(count_work_items(s, chunk_samples, max_item_mb, bundle=bundle) for s in series_plans)
     if count > MAX_WORK_ITEMS:
         declared = ", ".join(f"{s.path} {s.n_samples:,} samples x {s.n_columns:,} channels" for s in series_plans)
         gb = sum(s.output_bytes() for s in series_plans) / 1e9
@@ -568,20 +576,26 @@ def _segment_chunk_ranges(series: SeriesPlan) -> list[range]:
     return ranges
 
 
-def count_work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> int:
+def count_work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float, *, bundle: bool = False) -> int:
     """How many items :func:`work_items` makes, without making them."""
+    if bundle:
+        length, width = _bundle_layout(series, chunk_samples, max_item_mb)
+        return -(-series_grid(series).n_bins // length) * -(-series.n_columns // width)
     width, per_item = _layout(series, chunk_samples, max_item_mb)
     blocks = -(-series.n_columns // width)
     return sum(-(-len(r) // per_item) for r in _segment_chunk_ranges(series)) * blocks
 
 
-def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> list[WorkItem]:
+def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float, *, bundle: bool = False) -> list[WorkItem]:
     """Cut the series into work items: channel blocks × runs of chunks inside one segment.
 
     A channel block is as wide as the budget allows for one chunk of each channel, and a multiple
     of the HDF5 chunk width when the data is chunked, so no stored chunk is read by two items of
-    the same time window. A run of chunks is as long as the budget allows.
+    the same time window. A run of chunks is as long as the budget allows. With the viewer
+    bundle, the time windows are the bundle's instead (:func:`bundle_work_items`).
     """
+    if bundle:
+        return bundle_work_items(series, chunk_samples, max_item_mb)
     width, per_item = _layout(series, chunk_samples, max_item_mb)
     n_columns = series.n_columns
     chunks = series.chunks
@@ -604,6 +618,57 @@ def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> li
                         output_bytes=samples * (c1 - c0) * 8,
                     )
                 )
+    return items
+
+
+def _bundle_layout(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> tuple[int, int]:
+    """(window length in grid bins, channel block width) of the series' bundle work items.
+
+    A window proposes as many bins as the chunk runs of :func:`work_items` have samples; a channel
+    block is narrowed until a window of float64 (an upper bound of the bundle shards it holds,
+    compressed, until they are complete) fits the budget.
+    """
+    width, per_item = _layout(series, chunk_samples, max_item_mb)
+    budget = max_item_mb * 1024 * 1024
+    stored = series.hdf5_chunks[1] if series.hdf5_chunks and len(series.hdf5_chunks) == 2 else 1
+    n_bins = series_grid(series).n_bins
+    length = window_length(n_bins, per_item * chunk_samples, plan_levels(n_bins, series.rate))
+    per_channel = length * 8
+    if width * per_channel > budget:
+        fit = max(1, int(budget // per_channel))
+        width = (fit // stored) * stored if fit >= stored else fit
+    return length, width
+
+
+def bundle_work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> list[WorkItem]:
+    """Work items on the viewer bundle's windows: whole level-0 shards of the series' grid, so no
+    two items ever write one shard (docs/bundle.md). An item owns the chunk files of the chunks
+    whose first sample lies in its window.
+    """
+    length, width = _bundle_layout(series, chunk_samples, max_item_mb)
+    grid = series_grid(series)
+    plan = align_windows(grid.n_bins, length, plan_levels(grid.n_bins, series.rate))
+    n_columns = series.n_columns
+    items = []
+    for w, window in enumerate(plan.windows):
+        first, last = window_chunks(series, grid, window)
+        samples = sum(c.samples for c in series.chunks[first:last])
+        for c0 in range(0, n_columns, width):
+            c1 = min(n_columns, c0 + width)
+            items.append(
+                WorkItem(
+                    id=f"{series.index:03d}-w{w:06d}-{c0:05d}",
+                    series=series.index,
+                    column_start=c0,
+                    column_stop=c1,
+                    chunk_start=first,
+                    chunk_stop=last,
+                    samples=samples,
+                    output_bytes=samples * (c1 - c0) * 8,
+                    window=w,
+                    window_bins=plan.length,
+                )
+            )
     return items
 
 

@@ -59,7 +59,8 @@ _IMPORT_RECORD = re.compile(r"import-[\w.-]+\.json")
 
 
 class OutputMarker(BaseModel):
-    """``.nwb2pennsieve.json``: what made this output, and its files (the next run's list of ours)."""
+    """``.nwb2pennsieve.json``: what made this output, and its files (the next run's list of ours;
+    a folder, the viewer bundle ``<stem>.zarr/``, ends in ``/``)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -71,6 +72,7 @@ class OutputMarker(BaseModel):
     source_mtime_ns: int | None
     chunk_size_mb: float
     gzip_level: int = 0
+    output_formats: str = "chunks"
     max_item_mb: float
     skip_invalid_series: bool
     files: list[str]
@@ -194,6 +196,7 @@ class OutputFolder:
             e.name + ("/" if e.is_dir(follow_symlinks=False) else "")
             for e in os.scandir(self.final)
             if not (e.is_file(follow_symlinks=False) and (e.name in ours or _OURS.fullmatch(e.name)))
+            and not (e.is_dir(follow_symlinks=False) and e.name + "/" in ours)  # the viewer bundle
         )
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")

@@ -18,12 +18,13 @@ from urllib.parse import urlsplit, urlunsplit
 import h5py
 from pydantic import BaseModel, ConfigDict
 
+from .bundle.series import item_rows
 from .errors import InvalidInputError, StorageError
+from .items import execute_item
 from .models import ItemResult, Plan, WorkItem
 from .nwb import open_nwb
 from .rangereader import BLOCK_BYTES, CACHE_BLOCKS, RangeReader, ReadStats
 from .slabs import ClosedOnExit, H5SlabReader, SlabReader
-from .writer import write_work_item
 
 if TYPE_CHECKING:
     import requests
@@ -265,15 +266,15 @@ class OpenedInput(ClosedOnExit):
             return H5SlabReader(self.h5, series, item.column_start, item.column_stop)
         from .cloud.chunkreader import slab_reader
 
-        rows = (series.chunks[item.chunk_start].start, series.chunks[item.chunk_stop - 1].stop)
+        rows = item_rows(series, item)  # with the bundle, the window's rows too
         return slab_reader(self.h5, series, item.column_start, item.column_stop, self.reader, rows=rows)
 
     def write_item(self, plan: Plan, item: WorkItem, store: Store) -> ItemResult:
-        """Write ``item``'s chunk files into ``store`` (:func:`~nwb2pennsieve.writer.write_work_item`)."""
+        """Write ``item``'s outputs into ``store`` (:func:`~nwb2pennsieve.items.execute_item`)."""
         if self.reader is None:
-            return write_work_item(self.h5, plan, item, store)
+            return execute_item(self.h5, plan, item, store)
         with self.slab_reader(plan, item) as slab:
-            return write_work_item(self.h5, plan, item, store, reader=slab)
+            return execute_item(self.h5, plan, item, store, reader=slab)
 
     def close(self) -> None:
         self.h5.close()

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Sequence
+from typing import Protocol
 
 import h5py
 import numpy as np
@@ -27,6 +29,7 @@ from .compression import open_chunk_writer
 from .errors import InvalidSeriesError, Nwb2PennsieveError, StorageError
 from .models import (
     ChannelMetadata,
+    Chunk,
     ChunkRecord,
     ItemResult,
     Plan,
@@ -46,6 +49,19 @@ _BIG_F8 = np.dtype(">f8")
 _scratch = threading.local()
 
 
+class SlabConsumer(Protocol):
+    """Takes the µV of every block the writer reads (the viewer bundle's writer is one): both
+    outputs come from one read. Blocks of one column group arrive in row order."""
+
+    def begin(self, column_groups: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
+        """Called once before reading; returns rows it also needs read before the item's chunks (or None)."""
+        ...
+
+    def consume(self, start: int, c0: int, values: np.ndarray) -> None:
+        """Rows ``[start, start + m)`` of the columns from ``c0``: ``values`` is ``(width, m)`` float64 µV."""
+        ...
+
+
 def _buffer(name: str, size: int, dtype: np.dtype) -> np.ndarray:
     """A flat buffer of ``size`` items, kept per thread and reused by the next work items.
 
@@ -63,9 +79,16 @@ def _buffer(name: str, size: int, dtype: np.dtype) -> np.ndarray:
 
 
 def write_work_item(
-    h5: h5py.File, plan: Plan, item: WorkItem, store: Store, *, reader: SlabReader | None = None
+    h5: h5py.File,
+    plan: Plan,
+    item: WorkItem,
+    store: Store,
+    *,
+    reader: SlabReader | None = None,
+    consumers: Sequence[SlabConsumer] = (),
 ) -> ItemResult:
-    """Write every chunk file of ``item`` into ``store``; return what was written.
+    """Write every chunk file of ``item`` into ``store`` (when the plan writes chunk files) and hand
+    every block read to ``consumers``; return what was written.
 
     Each file appears under its final name only when complete; on any error the files of the
     chunk being written are discarded and the error says which file, series and item failed. A
@@ -76,13 +99,13 @@ def write_work_item(
     series = plan.series[item.series]
     try:
         if reader is not None:
-            return _write(plan, series, item, store, reader)
+            return _write(plan, series, item, store, reader, consumers)
         try:
             own = H5SlabReader(h5, series, item.column_start, item.column_stop)
         except _READ_ERRORS as exc:
             raise InvalidSeriesError(f"its data cannot be opened: {damage_reason(exc)}") from None
         with own:
-            return _write(plan, series, item, store, own)
+            return _write(plan, series, item, store, own, consumers)
     except Nwb2PennsieveError as exc:
         if exc.series is None:
             exc.series = series.path
@@ -109,9 +132,19 @@ def _read(reader: SlabReader, start: int, stop: int, out: np.ndarray, chunk: tup
         ) from None
 
 
-def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader: SlabReader) -> ItemResult:
+def _write(
+    plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader: SlabReader, consumers: Sequence[SlabConsumer]
+) -> ItemResult:
     two_d = len(series.shape) == 2
     groups = reader.column_groups
+    # (start, stop, chunk or None): rows a consumer needs before the item's chunks come first, no file.
+    spans: list[tuple[int, int, Chunk | None]] = []
+    for consumer in consumers:
+        lead = consumer.begin(groups)
+        if lead is not None:
+            spans.append((lead[0], lead[1], None))
+    spans += [(c.start, c.stop, c) for c in series.chunks[item.chunk_start : item.chunk_stop]]
+    chunk_files = plan.writes_chunks
     widest = max(c1 - c0 for c0, c1 in groups)
     rows = block_rows(series, widest, plan.chunk_samples)
     native = np.dtype(series.dtype).newbyteorder("=")
@@ -133,8 +166,8 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
     files = 0
     payload = 0
     records: list[ChunkRecord] = []
-    for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
-        n = chunk.samples
+    for span_start, span_stop, chunk in spans:
+        n = span_stop - span_start
         for (c0, c1), (scale, offset, scaled, shifted) in zip(groups, scaling, strict=True):
             channels = series.channels[c0:c1]
             width = c1 - c0
@@ -142,27 +175,34 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
             first, last = channels[0].index, channels[-1].index
             columns = f"channel {first}" if width == 1 else f"channels {first}-{last}"
             pending: list[PendingObject] = []
-            names = [chunk_file_name(ch.index, chunk.start_us, chunk.end_us) for ch in channels]
+            # rows a consumer needs before the item's chunks (chunk None) and a plan without chunk files: no file
+            names = (
+                []
+                if chunk is None or not chunk_files
+                else [chunk_file_name(ch.index, chunk.start_us, chunk.end_us) for ch in channels]
+            )
             try:
                 for name in names:
                     pending.append(store.open_pending(name))
                 writers = [open_chunk_writer(p, n * 8, plan.gzip_level) for p in pending]
-                start = chunk.start
-                while start < chunk.stop:
-                    stop = min(chunk.stop, (start // rows + 1) * rows)
+                start = span_start
+                while start < span_stop:
+                    stop = min(span_stop, (start // rows + 1) * rows)
                     m = stop - start
                     if two_d:
                         raw = raw_flat[: m * width].reshape(m, width)
-                        _read(reader, start, stop, raw, (chunk.start, chunk.stop), columns)
+                        _read(reader, start, stop, raw, (span_start, span_stop), columns)
                         source = raw.T
                     else:
                         raw = raw_flat[:m]
-                        _read(reader, start, stop, raw, (chunk.start, chunk.stop), columns)
+                        _read(reader, start, stop, raw, (span_start, span_stop), columns)
                         source = raw[None, :]
                     block = out_flat[: width * m].reshape(width, m)
                     _to_big_endian_uv(source, block, scale, offset, factor, scaled, shifted)
                     for j, writer in enumerate(writers):
                         writer.write(block[j])
+                    for consumer in consumers:
+                        consumer.consume(start, c0, block.view(_BIG_F8))
                     start = stop
                 for writer in writers:
                     writer.close()
@@ -176,8 +216,9 @@ def _write(plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader:
                 for p in pending:
                     p.abort()
                 raise
-            files += width
-            payload += n * 8 * width
+            if writers:
+                files += width
+                payload += n * 8 * width
     return ItemResult(
         id=item.id, files=files, payload_bytes=payload, stored_bytes=sum(r.size for r in records), records=records
     )

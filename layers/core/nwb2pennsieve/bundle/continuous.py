@@ -40,12 +40,19 @@ class ItemPartial:
     level: int
     start_bin: int
     bins: np.ndarray
+    channels: tuple[int, ...] = ()  # the bundle group index of each column of ``bins``
 
     def to_bytes(self) -> bytes:
         """A small deterministic binary form (for records storage between the items and the reduce)."""
         bins = np.ascontiguousarray(self.bins, dtype="<f4")
         header = json.dumps(
-            {"window": self.window, "level": self.level, "start_bin": self.start_bin, "shape": list(bins.shape)}
+            {
+                "window": self.window,
+                "level": self.level,
+                "start_bin": self.start_bin,
+                "shape": list(bins.shape),
+                "channels": list(self.channels),
+            }
         ).encode()
         return _MAGIC + struct.pack("<I", len(header)) + header + bins.tobytes()
 
@@ -57,7 +64,13 @@ class ItemPartial:
         (size,) = struct.unpack_from("<I", data, at)
         header = json.loads(data[at + 4 : at + 4 + size])
         bins = np.frombuffer(data, dtype="<f4", offset=at + 4 + size).reshape(header["shape"]).astype(np.float32)
-        return cls(window=header["window"], level=header["level"], start_bin=header["start_bin"], bins=bins)
+        return cls(
+            window=header["window"],
+            level=header["level"],
+            start_bin=header["start_bin"],
+            bins=bins,
+            channels=tuple(header.get("channels", ())),
+        )
 
 
 class ItemWriter:
@@ -147,7 +160,13 @@ class ItemWriter:
             return None
         width = len(self.channels)
         bins = np.concatenate(self._partial) if self._partial else np.empty((0, width, 2), dtype=np.float32)
-        return ItemPartial(window=self.window, level=self._r, start_bin=self.start // FOLD**self._r, bins=bins)
+        return ItemPartial(
+            window=self.window,
+            level=self._r,
+            start_bin=self.start // FOLD**self._r,
+            bins=bins,
+            channels=tuple(self.channels),
+        )
 
 
 def write_window(

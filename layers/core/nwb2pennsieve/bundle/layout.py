@@ -83,12 +83,20 @@ def plan_levels(
     n_bins0: int,
     rate_hz: float,
     *,
-    max_levels: int = MAX_LEVELS,
-    min_bins: int = MIN_BINS,
-    inner_chunk_bins: int = INNER_CHUNK_BINS,
-    target_shard_bytes: int = TARGET_SHARD_BYTES,
+    max_levels: int | None = None,
+    min_bins: int | None = None,
+    inner_chunk_bins: int | None = None,
+    target_shard_bytes: int | None = None,
 ) -> list[LevelLayout]:
-    """The level arrays of a continuous channel of ``n_bins0`` grid bins sampled at ``rate_hz``."""
+    """The level arrays of a continuous channel of ``n_bins0`` grid bins sampled at ``rate_hz``.
+
+    Unset sizes are the module's constants, read at call time (tests shrink them to get many
+    shards and windows from a small file).
+    """
+    max_levels = MAX_LEVELS if max_levels is None else max_levels
+    min_bins = MIN_BINS if min_bins is None else min_bins
+    inner_chunk_bins = INNER_CHUNK_BINS if inner_chunk_bins is None else inner_chunk_bins
+    target_shard_bytes = TARGET_SHARD_BYTES if target_shard_bytes is None else target_shard_bytes
     period0 = 1e6 / rate_hz
     out = []
     for k in range(level_count(n_bins0, max_levels=max_levels, min_bins=min_bins)):
@@ -117,6 +125,7 @@ class WindowPlan:
     levels: list[LevelLayout]
     windows: list[tuple[int, int]]
     reduce_from: int
+    length: int = 0  # the window length (the last window may be shorter): align_windows(n, length) is this plan
 
     @property
     def item_levels(self) -> list[LevelLayout]:
@@ -132,6 +141,16 @@ def _level_fits(layout: LevelLayout, windows: list[tuple[int, int]]) -> bool:
     return all(b % layout.shard_span == 0 for _, b in windows[:-1])
 
 
+def window_length(n_bins0: int, proposed_bins: int, levels: list[LevelLayout]) -> int:
+    """The length of :func:`align_windows`' windows (without listing them: the planner counts them first)."""
+    if n_bins0 <= 0:
+        return 1
+    # A window is whole level-0 shards and whole bins of the coarsest level, so every bin an item
+    # folds is complete (only the series' last bin of each level may be partial).
+    unit = math.lcm(levels[0].shard_span, FOLD ** (len(levels) - 1))
+    return max(1, round(max(proposed_bins, 1) / unit)) * unit
+
+
 def align_windows(n_bins0: int, proposed_bins: int, levels: list[LevelLayout]) -> WindowPlan:
     """Cut ``[0, n_bins0)`` into item windows of about ``proposed_bins``, aligned to level-0 shards.
 
@@ -141,15 +160,12 @@ def align_windows(n_bins0: int, proposed_bins: int, levels: list[LevelLayout]) -
     level above it, goes to the reduce step.
     """
     if n_bins0 <= 0:
-        return WindowPlan(levels=levels, windows=[(0, 0)], reduce_from=len(levels))
-    # A window is whole level-0 shards and whole bins of the coarsest level, so every bin an item
-    # folds is complete (only the series' last bin of each level may be partial).
-    unit = math.lcm(levels[0].shard_span, FOLD ** (len(levels) - 1))
-    length = max(1, round(max(proposed_bins, 1) / unit)) * unit
+        return WindowPlan(levels=levels, windows=[(0, 0)], reduce_from=len(levels), length=1)
+    length = window_length(n_bins0, proposed_bins, levels)
     windows = [(a, min(a + length, n_bins0)) for a in range(0, n_bins0, length)]
     reduce_from = len(levels)
     for layout in levels:
         if not _level_fits(layout, windows):
             reduce_from = layout.level
             break
-    return WindowPlan(levels=levels, windows=windows, reduce_from=reduce_from)
+    return WindowPlan(levels=levels, windows=windows, reduce_from=reduce_from, length=length)

@@ -7,9 +7,13 @@ handlers in ``functions/`` add only Powertools and event parsing.
 Layout in the output bucket, for an input object ``a/b.nwb``:
 - ``{OUTPUT_PREFIX}a/b/``: the chunk files and channel metadata, exactly what the local pool
   writes into its output directory (and nothing else but the importer's import records);
+- ``{OUTPUT_PREFIX}a/b/b.zarr/`` and ``{OUTPUT_PREFIX}a/b/asset-properties.json``: the viewer bundle
+  (``OUTPUT_FORMATS`` with ``bundle``): WriteChunks writes the shards of its items' windows, Finalize
+  the reduce, the unit channels and every ``zarr.json``, the root's last (the commit point);
 - ``{RECORDS_PREFIX}a/b/{version id, or ETag}/``: ``plan.json`` and ``write-batches.json`` (the Map's
   item manifest), ``written/batch-{n:05d}.json`` (what each write batch put: every chunk file's
   size and the CRC-32 of its samples, which Finalize checks the listing against); with the
+  bundle, ``bundle-partials/<item id>.bin`` (each item's partial results for the reduce); with the
   importer on, the upload batches (:mod:`.imports`);
 - ``{RECORDS_PREFIX}map-results/``: the Map's ResultWriter output, one folder per map run.
 """
@@ -24,13 +28,16 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pydantic import TypeAdapter
 
+from ..bundle.finish import finish_bundle
+from ..bundle.series import bundle_name, item_rows, unpack_partials
 from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError, storage_error
 from ..gzipstored import framed_size
+from ..items import execute_item
 from ..models import ChunkRecord, Plan, WorkItem, chunk_file_name, metadata_file_name
 from ..nwb import open_nwb
 from ..planner import build_plan
 from ..storage import S3Store
-from ..writer import write_channel_metadata, write_work_item
+from ..writer import write_channel_metadata
 from .chunkreader import FETCH_THREADS, slab_reader
 from .importer import choose_import_target
 from .imports import prepare_uploads
@@ -58,6 +65,7 @@ log = logging.getLogger(__name__)
 PLAN_NAME = "plan.json"
 WRITE_BATCHES_NAME = "write-batches.json"
 WRITTEN_FOLDER = "written"
+PARTIALS_FOLDER = "bundle-partials"
 RESULTS_FOLDER = "map-results"
 LIST_THREADS = 16
 DELETE_THREADS = 8
@@ -158,6 +166,7 @@ def plan_object(
             chunk_size_mb=run.chunk_size_mb,
             max_item_mb=run.max_item_mb,
             skip_invalid_series=run.skip_invalid_series,
+            output_formats=run.output_formats,
         ).model_copy(update={"gzip_level": run.gzip_level})
     check_output_size(plan, settings.max_output_gb)
     # Pin the version planned: every writer then reads the very same bytes.
@@ -173,6 +182,10 @@ def plan_object(
     # One folder per object version: two executions of one key (an object replaced while it
     # converts) never read each other's plan; a rerun of the same version rewrites the same keys.
     folder = join_prefix(settings.records_prefix, src.key) + (reader.version_id or reader.etag.strip('"')) + "/"
+    if plan.writes_bundle:
+        # Un-publish an earlier bundle of this key before any item writes: its root goes first,
+        # so a reader never sees a bundle of mixed versions, and no stale shard survives.
+        delete_tree(s3, settings.output_bucket, out_prefix + bundle_name(plan) + "/")
     batches = batch_items(plan.work_items, run.batch_mb)
     records = S3Store(settings.output_bucket, folder, s3)
     records.write_bytes(PLAN_NAME, plan.model_dump_json().encode())
@@ -210,7 +223,7 @@ class OutputTooLargeError(InvalidInputError):
 
 
 def check_output_size(plan: Plan, max_output_gb: float) -> None:
-    """Refuse a file whose chunk files would take more than ``max_output_gb`` GB (MaxOutputGb)."""
+    """Refuse a file whose output (chunk files, bundle) would take more than ``max_output_gb`` GB (MaxOutputGb)."""
     needed = plan.output_bytes()
     if needed > max_output_gb * 1e9:
         raise OutputTooLargeError(
@@ -223,6 +236,26 @@ def check_output_size(plan: Plan, max_output_gb: float) -> None:
 def results_prefix(records_prefix: str) -> str:
     """Where the Map's ResultWriter writes (one folder per map run); template.yaml says the same."""
     return f"{records_prefix}{RESULTS_FOLDER}"
+
+
+def delete_tree(s3: S3Client, bucket: str, prefix: str) -> int:
+    """Delete every object under ``prefix``, its root ``zarr.json`` first; return how many."""
+    root = prefix + "zarr.json"
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for o in page.get("Contents", [])
+    ]
+    if root in keys:  # the root first, alone: the bundle is un-published before any shard goes
+        delete_objects(s3, bucket, [root])
+    delete_objects(s3, bucket, [k for k in keys if k != root])
+    return len(keys)
+
+
+def partials_key(plan_ref: S3Ref, item_id: str) -> str:
+    """Where a work item's bundle partial results are kept: beside plan.json, in the records."""
+    folder = plan_ref.key.rsplit("/", 1)[0]
+    return f"{folder}/{PARTIALS_FOLDER}/{item_id}.bin"
 
 
 def load_plan(s3: S3Client, ref: S3Ref) -> Plan:
@@ -263,10 +296,13 @@ def write_chunks(s3: S3Client, event: WriteChunksInput, *, stats: ReadStats | No
                 except KeyError:
                     raise InvalidInputError(f"work item {item_id} is not in the plan", file=src.uri) from None
                 series = plan.series[item.series]
-                rows = (series.chunks[item.chunk_start].start, series.chunks[item.chunk_stop - 1].stop)
+                rows = item_rows(series, item)
                 with slab_reader(h5, series, item.column_start, item.column_stop, reader, rows=rows) as slab:
-                    result = write_work_item(h5, plan, item, store, reader=slab)
+                    result = execute_item(h5, plan, item, store, reader=slab)
                 store.flush()
+                if result.partials is not None:
+                    key = partials_key(event.plan, item.id)
+                    s3.put_object(Bucket=event.plan.bucket, Key=key, Body=result.partials)
                 files += result.files
                 payload += result.payload_bytes
                 stored += result.stored_bytes
@@ -380,6 +416,32 @@ def load_written(s3: S3Client, plan: S3Ref, manifest: S3Ref, gzip_level: int) ->
     return out
 
 
+def finalize_bundle(s3: S3Client, event: FinalizeInput, plan: Plan) -> int:
+    """The bundle's reduce (from every item's partial results in the records), its unit channels
+    and metadata, the root ``zarr.json`` last; then ``asset-properties.json``. Returns its channel groups.
+
+    The partial results are small (level ``reduce_from`` of each window: a 4**-level fraction of
+    the level-0 data); a file so long that they outgrow a Finalize invocation would take a Map of
+    its own over channel blocks (docs/bundle.md).
+    """
+    partials = []
+    for item in plan.work_items:
+        key = partials_key(event.plan, item.id)
+        try:
+            body = s3.get_object(Bucket=event.plan.bucket, Key=key)["Body"].read()
+        except Exception:
+            raise IncompleteOutputError(
+                f"the bundle's partial results of work item {item.id} are missing (s3://{event.plan.bucket}/{key}); "
+                "a WriteChunks work item did not finish",
+                file=event.source.uri,
+            ) from None
+        partials.extend(unpack_partials(body))
+    src = event.source
+    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id)
+    with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
+        return finish_bundle(S3Store(event.output.bucket, event.output.prefix, s3), plan, h5, partials)
+
+
 def finalize(
     s3: S3Client,
     event: FinalizeInput,
@@ -394,17 +456,17 @@ def finalize(
     # name -> the exact size the file must have: computed for the stored framing; for compressed
     # levels, what its writer recorded (None: no record of this plan's batch names it).
     expected: dict[str, int | None] = {}
-    for item in plan.work_items:
+    for item in plan.work_items if plan.writes_chunks else []:
         series = plan.series[item.series]
         for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
             size = framed_size(chunk.samples * 8)
             for ch in series.channels[item.column_start : item.column_stop]:
                 expected[chunk_file_name(ch.index, chunk.start_us, chunk.end_us)] = size
-    if plan.gzip_level:
+    if plan.gzip_level and plan.writes_chunks:
         recorded = load_written(s3, event.plan, event.manifest, plan.gzip_level)
         expected = {name: (r.size if (r := recorded.get(name)) else None) for name in expected}
-    n_channels = sum(len(s.channels) for s in plan.series)
-    present = list_outputs(s3, out.bucket, out.prefix, n_channels)
+    n_channels = sum(len(s.channels) for s in plan.series) if plan.writes_chunks else 0
+    present = list_outputs(s3, out.bucket, out.prefix, n_channels) if plan.writes_chunks else {}
     missing = sorted(n for n in expected if n not in present)
     unrecorded = sorted(n for n in expected if n in present and expected[n] is None)
     wrong = sorted(n for n in expected if n in present and expected[n] is not None and present[n] != expected[n])
@@ -427,11 +489,13 @@ def finalize(
     delete_objects(s3, out.bucket, [out.prefix + name for name in stale])
     store = ParallelS3Store(out.bucket, out.prefix, s3)
     try:
-        written = write_channel_metadata(plan, store)
+        written = write_channel_metadata(plan, store) if plan.writes_chunks else []
     except BaseException:
         store.abandon()
         raise
     store.close()
+    if plan.writes_bundle:
+        finalize_bundle(s3, event, plan)
     summary = None
     upload = None
     if event.settings.importer_enabled:

@@ -9,7 +9,8 @@ An execution starts from either
   with Powertools' ``S3EventNotificationEventBridgeModel``), or
 - a hand-written input (console "Start execution" or a rerun):
   ``{"bucket": ..., "key": ..., "versionId": ..., "chunkSizeMb": 2, "outputPrefix": "...",
-  "importerEnabled": false, "skipInvalidSeries": true, "maxItemMb": 256, "gzipLevel": 0, "integrationId": "...",
+  "importerEnabled": false, "skipInvalidSeries": true, "maxItemMb": 256, "gzipLevel": 0,
+  "outputFormats": "chunks,bundle", "integrationId": "...",
   "datasetId": "...", "packageId": "..."}`` (all but bucket and key optional).
 """
 
@@ -63,6 +64,7 @@ class Overrides(_Payload):
     output_prefix: str | None = None
     importer_enabled: bool | None = None
     skip_invalid_series: bool | None = None
+    output_formats: str | None = Field(default=None, description="chunks, bundle or chunks,bundle")
     integration_id: str | None = Field(default=None, description="Pennsieve workflow run id (not a secret)")
     dataset_id: str | None = Field(default=None, description="Pennsieve dataset id, with package_id")
     package_id: str | None = Field(default=None, description="Pennsieve package id, with dataset_id")
@@ -119,6 +121,11 @@ class ConversionSettings(_Payload):
     gzip_level: int = 0
     importer_enabled: bool
     skip_invalid_series: bool
+    output_formats: str = "chunks"
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(self.output_formats.split(","))
 
 
 class PlanOutput(_Payload):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 
 from ..config import (
     COMPRESSED_GZIP_LEVEL,
@@ -17,6 +17,7 @@ from ..config import (
     Text,
     _invalid,
 )
+from ..errors import InvalidInputError
 from .models import ConversionSettings, Overrides
 
 # Seconds of uploads at the rate one process reaches (bench/results-import.md); the batch's
@@ -36,8 +37,9 @@ class CloudSettings(CommonSettings):
     under ``{RECORDS_PREFIX}a/b/{version}/``, map-run results under
     ``{RECORDS_PREFIX}map-results/``), ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``GZIP_LEVEL`` (default
     1: compressed), ``BATCH_MB`` (default ``MAX_ITEM_MB``), ``IMPORTER_ENABLED``,
-    ``SKIP_INVALID_SERIES``, ``UPLOAD_BATCH_FILES`` (chunk files one UploadFiles invocation presigns
-    and PUTs), ``MAX_OUTPUT_GB`` (the Plan refuses a file whose chunk files would take more),
+    ``SKIP_INVALID_SERIES``, ``OUTPUT_FORMATS`` (``chunks``, ``bundle`` or both),
+    ``UPLOAD_BATCH_FILES`` (chunk files one UploadFiles invocation presigns
+    and PUTs), ``MAX_OUTPUT_GB`` (the Plan refuses a file whose output would take more),
     ``PENNSIEVE_API_HOST``, ``PENNSIEVE_API_HOST2``, ``PENNSIEVE_SECRET_ARN`` (the ARN of
     the credentials secret, never the credentials). Parsed by :meth:`CommonSettings.from_env`.
     """
@@ -79,16 +81,32 @@ class CloudSettings(CommonSettings):
         return COMPRESSED_GZIP_LEVEL
 
     def conversion_settings(self, overrides: Overrides) -> ConversionSettings:
-        def pick[T](value: T | None, default: T) -> T:
-            return default if value is None else value
-
+        """The stack's settings with the execution input's overrides, checked by the same rules."""
+        given = {
+            "chunk_size_mb": overrides.chunk_size_mb,
+            "max_item_mb": overrides.max_item_mb,
+            "batch_mb": overrides.batch_mb,
+            "gzip_level": overrides.gzip_level,
+            "importer_enabled": overrides.importer_enabled,
+            "skip_invalid_series": overrides.skip_invalid_series,
+            "output_formats": overrides.output_formats,
+        }
+        given = {name: value for name, value in given.items() if value is not None}
+        formats = overrides.output_formats
+        if formats is not None and "importer_enabled" not in given and "chunks" not in formats.lower():
+            given["importer_enabled"] = False  # no chunk files: nothing to import
+        try:
+            effective = type(self).model_validate({**self.model_dump(), **given})
+        except ValidationError as exc:
+            raise InvalidInputError(f"the execution input's settings are invalid: {self._describe(exc)}") from None
         return ConversionSettings(
-            chunk_size_mb=pick(overrides.chunk_size_mb, self.chunk_size_mb),
-            max_item_mb=pick(overrides.max_item_mb, self.max_item_mb),
-            batch_mb=pick(overrides.batch_mb, self.batch_mb),
-            gzip_level=pick(overrides.gzip_level, self.gzip_level),
-            importer_enabled=pick(overrides.importer_enabled, self.importer_enabled),
-            skip_invalid_series=pick(overrides.skip_invalid_series, self.skip_invalid_series),
+            chunk_size_mb=effective.chunk_size_mb,
+            max_item_mb=effective.max_item_mb,
+            batch_mb=effective.batch_mb,
+            gzip_level=effective.gzip_level,
+            importer_enabled=effective.importer_enabled,
+            skip_invalid_series=effective.skip_invalid_series,
+            output_formats=effective.output_formats,
         )
 
 

@@ -1,0 +1,109 @@
+"""The viewer bundle, side by side in one run: ours (bundle only, and chunks + bundle) vs ts-zarr-py.
+
+For each Neuropixels file (bench/generate.py), runs each contender as its own process under
+``/usr/bin/time -v`` (wall seconds; peak RSS of the largest process of the tree), ``--repeat``
+times (the anchor once on files longer than ``--anchor-once-over`` seconds), and prints a
+Markdown table of medians with the speed ratio against the anchor and the bundle's size. The
+anchor runs in a virtual environment of its own (bench/compare_bundle_anchor.py builds it).
+
+    .venv/bin/python -m bench.bench_bundle --anchor PATH/TO/ts-zarr-py FILE.nwb [FILE.nwb ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.compare_bundle_anchor import anchor_venv
+
+RSS = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
+
+
+def measure(command: list[str], cwd: Path | None = None) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one run."""
+    started = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-v", *command], cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"{command[:3]} failed: {done.stderr[-2000:]}")
+    found = RSS.search(done.stderr)
+    return wall, int(found[1]) / 1024 if found else 0.0
+
+
+def size_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("files", type=Path, nargs="+")
+    parser.add_argument("--anchor", type=Path, required=True, help="the ts-zarr-py source folder (read only)")
+    parser.add_argument("--venv", type=Path, default=Path(tempfile.gettempdir()) / "ts-zarr-anchor-venv")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--anchor-once-over", type=float, default=30.0, help="run the anchor once on longer files (s)")
+    parser.add_argument("--workers", default="2")
+    args = parser.parse_args()
+    python = anchor_venv(args.venv)
+    ours = [str(Path(sys.executable).parent / "nwb2pennsieve"), "convert"]
+    rows = [
+        "| file | contender | wall s (median) | runs | peak RSS MB (median) | bundle MB | speed vs anchor |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        shutil.copytree(args.anchor / "ts_zarr", work / "anchor" / "ts_zarr")
+        for nwb in args.files:
+            found = re.search(r"-(\d+(?:\.\d+)?)s", nwb.name)
+            seconds = float(found[1]) if found else 0.0
+            contenders: dict[str, tuple[list[str], Path | None, Path]] = {
+                "ts-zarr-py": (
+                    [str(python), "-m", "ts_zarr.main", str(nwb.resolve()), str(work / "a" / "rec.zarr")],
+                    work / "anchor",
+                    work / "a",
+                ),
+                "ours, bundle": (
+                    [*ours, str(nwb), "-o", str(work / "b"), "--formats", "bundle", "--workers", args.workers],
+                    None,
+                    work / "b",
+                ),
+                "ours, chunks+bundle": (
+                    [*ours, str(nwb), "-o", str(work / "c"), "--formats", "chunks,bundle", "--workers", args.workers],
+                    None,
+                    work / "c",
+                ),
+            }
+            results = {}
+            for name, (command, cwd, out) in contenders.items():
+                runs = 1 if name == "ts-zarr-py" and seconds > args.anchor_once_over else args.repeat
+                walls, rss = [], []
+                size = 0.0
+                for _ in range(runs):
+                    shutil.rmtree(out, ignore_errors=True)
+                    wall, peak = measure(command, cwd)
+                    walls.append(wall)
+                    rss.append(peak)
+                    bundle = next(iter(out.rglob("*.zarr")), None)
+                    size = size_mb(bundle) if bundle else 0.0
+                    shutil.rmtree(out, ignore_errors=True)
+                results[name] = (statistics.median(walls), runs, statistics.median(rss), size)
+                print(
+                    name, nwb.name, [round(w, 2) for w in walls], [round(r) for r in rss], f"{size:.0f} MB", flush=True
+                )
+            anchor = results["ts-zarr-py"][0]
+            for name, (wall, runs, peak, size) in results.items():
+                rows.append(
+                    f"| {nwb.name} | {name} | {wall:.2f} | {runs} | {peak:.0f} | {size:.0f} | {anchor / wall:.1f}x |"
+                )
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""The bundle's last step (the local pool's parent, or Finalize in the cloud): the reduce, the unit
+channels, then the metadata with the root ``zarr.json`` last (the commit point), then
+``asset-properties.json`` beside the bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import h5py
+
+from ..models import Plan
+from ..storage import Store
+from .continuous import ItemPartial, reduce_levels
+from .encode import ZSTD_LEVEL
+from .layout import WindowPlan, plan_levels
+from .metadata import ASSET_PROPERTIES, asset_properties, continuous_documents, write_documents
+from .nwbunits import read_units
+from .series import bundle_name, bundle_store, channel_infos, first_group, series_grid
+from .sink import put
+from .units import unit_channels, write_unit_channel
+
+
+def reduce_partials(store: Store, plan: Plan, partials: Sequence[ItemPartial], *, zstd_level: int = ZSTD_LEVEL) -> None:
+    """Write the coarse levels of every channel from the items' partial results.
+
+    A partial says which level it holds (the first level the items did not write), so the reduce
+    needs no knowledge of how the items were cut; it checks that they cover every bin.
+    """
+    by_channel: dict[int, list[ItemPartial]] = {}
+    for p in partials:
+        for j, channel in enumerate(p.channels):
+            part = ItemPartial(
+                window=p.window, level=p.level, start_bin=p.start_bin, bins=p.bins[:, j : j + 1], channels=(channel,)
+            )
+            by_channel.setdefault(channel, []).append(part)
+    for series in plan.series:
+        first = first_group(plan, series)
+        groups = range(first, first + len(series.channels))
+        have = [g for g in groups if g in by_channel]
+        if not have:
+            continue  # the items wrote every level of this series
+        if len(have) != len(series.channels):
+            raise ValueError(f"{series.path}: partial results for {len(have)} of its {len(series.channels)} channels")
+        grid = series_grid(series)
+        levels = plan_levels(grid.n_bins, series.rate)
+        for g in groups:
+            parts = by_channel[g]
+            windows = WindowPlan(levels=levels, windows=[], reduce_from=parts[0].level)
+            reduce_levels(store, windows, [g], parts, zstd_level=zstd_level)
+
+
+def finish_bundle(
+    output: Store,
+    plan: Plan,
+    h5: h5py.File,
+    partials: Sequence[ItemPartial],
+    *,
+    zstd_level: int = ZSTD_LEVEL,
+) -> int:
+    """Reduce, write the unit channels and every ``zarr.json`` (root last), then ``asset-properties.json``
+    into ``output`` (the conversion's output folder). Returns the number of channel groups."""
+    store = bundle_store(output, plan)
+    reduce_partials(store, plan, partials, zstd_level=zstd_level)
+    docs: dict[str, dict[str, Any]] = {}
+    infos = channel_infos(plan)
+    for series, info in infos:
+        grid = series_grid(series)
+        docs |= continuous_documents(info, plan_levels(grid.n_bins, series.rate), zstd_level=zstd_level)
+    reference_us = plan.timestamps_reference_us if plan.timestamps_reference_us is not None else plan.session_start_us
+    recording_start = min(info.start_us for _, info in infos)
+    index = len(infos)
+    for found in read_units(h5, reference_us):
+        rate = found.waveform_rate or plan.series[0].rate
+        for channel in unit_channels(found.table, first_index=index, rate_hz=rate, start_us=recording_start):
+            docs |= write_unit_channel(store, channel, zstd_level=zstd_level)
+            index += 1
+    write_documents(store, docs)
+    put(output, ASSET_PROPERTIES, asset_properties(bundle_name(plan)))
+    return index

@@ -1,0 +1,92 @@
+"""Reading every NWB ``Units`` table with h5py (``/units`` and each processing module's), for unit channels.
+
+A table's ragged ``spike_times`` (seconds after ``timestamps_reference_time``) are split per unit by
+``spike_times_index``; each time becomes integer µs since the epoch by the chunk files' rule
+(reference µs + the time rounded to whole µs, half to even). ``waveform_mean`` is ``(units,
+points)``, or ``(units, points, electrodes)``, of which each unit keeps the electrode with the
+largest peak-to-peak mean (the format has one waveform per event). Its ``sampling_rate``
+attribute, when present, is the waveforms' rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from ..errors import InvalidSeriesError
+from ..nwb import text
+from .units import UnitsTable
+
+UNITS_TYPE = "Units"
+
+
+@dataclass(frozen=True)
+class FoundUnits:
+    path: str
+    table: UnitsTable
+    waveform_rate: float | None
+
+
+def _is_units(obj: object) -> bool:
+    return isinstance(obj, h5py.Group) and text(obj.attrs.get("neurodata_type", "")) == UNITS_TYPE
+
+
+def units_paths(h5: h5py.File) -> list[str]:
+    """``/units`` (when it is a Units table), then every Units table directly inside a processing module."""
+    paths = []
+    if "units" in h5 and _is_units(h5["units"]):
+        paths.append("/units")
+    processing = h5.get("processing")
+    if isinstance(processing, h5py.Group):
+        for module in sorted(processing):
+            group = processing[module]
+            if isinstance(group, h5py.Group):
+                paths.extend(f"/processing/{module}/{name}" for name in sorted(group) if _is_units(group[name]))
+    return paths
+
+
+def read_units(h5: h5py.File, reference_us: int) -> list[FoundUnits]:
+    """Every Units table with spike times; a damaged table is an :class:`InvalidSeriesError` naming it."""
+    out = []
+    for path in units_paths(h5):
+        group = h5[path]
+        if "spike_times" not in group:
+            continue
+        try:
+            out.append(_read_table(path, group, reference_us))
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise InvalidSeriesError(f"its spike times cannot be read ({exc})", series=path) from None
+    return out
+
+
+def _read_table(path: str, group: h5py.Group, reference_us: int) -> FoundUnits:
+    times = np.asarray(group["spike_times"][()], dtype=np.float64).reshape(-1)
+    if "spike_times_index" in group:
+        ends = np.asarray(group["spike_times_index"][()], dtype=np.int64).reshape(-1)
+    else:
+        ends = np.array([times.shape[0]], dtype=np.int64)
+    if ends.size and (np.any(np.diff(ends) < 0) or ends[-1] > times.shape[0] or ends[0] < 0):
+        raise InvalidSeriesError("its spike_times_index is not ascending within spike_times", series=path)
+    if not np.all(np.isfinite(times)):
+        raise InvalidSeriesError("its spike_times hold a non-finite time", series=path)
+    us = reference_us + np.rint(times * 1e6).astype(np.int64)
+    starts = np.concatenate([[0], ends[:-1]]) if ends.size else ends
+    spikes = [us[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    means = None
+    rate = None
+    if "waveform_mean" in group:
+        ds = group["waveform_mean"]
+        raw = np.asarray(ds[()], dtype=np.float32)
+        if raw.ndim == 3:
+            best = np.argmax(np.nanmax(raw, axis=1) - np.nanmin(raw, axis=1), axis=1)
+            raw = raw[np.arange(raw.shape[0]), :, best]
+        means = raw.reshape(raw.shape[0], -1) if raw.shape[0] == len(spikes) else None
+        if "sampling_rate" in ds.attrs:
+            rate = float(np.asarray(ds.attrs["sampling_rate"]).reshape(-1)[0])
+            rate = rate if np.isfinite(rate) and rate > 0 else None
+    name = path.rsplit("/", 1)[-1] if path == "/units" else path.removeprefix("/processing/")
+    return FoundUnits(
+        path=path, table=UnitsTable(name=name, spike_times_us=spikes, waveform_means=means), waveform_rate=rate
+    )
