@@ -39,9 +39,13 @@ def test_the_cap_keeps_the_maps_inside_the_writers_reserve() -> None:
 
 
 def race(store: Store) -> tuple[int, list[Exception]]:
-    """Two threads claim the import at the same moment; returns (how many got in, the errors)."""
+    """Two threads claim the import at the same moment; returns (how many got in, the errors).
+
+    A thread that gets in holds the claim until both threads have tried (not for a fixed time: on
+    a loaded machine the other may try late), or 30 s when both got in (the bug this catches).
+    """
     barrier = threading.Barrier(2)
-    inside = threading.Event()
+    tried = threading.Semaphore(0)
     entered: list[str] = []
     errors: list[Exception] = []
 
@@ -50,10 +54,15 @@ def race(store: Store) -> tuple[int, list[Exception]]:
         try:
             with import_claim(store) as owner:
                 entered.append(owner)
-                inside.wait(2)  # hold it while the other tries
+                tried.release()
+                for _ in range(2):  # both attempts, this one included
+                    if not tried.acquire(timeout=30):
+                        break
+                tried.release()
+                tried.release()
         except ImportBusyError as exc:
             errors.append(exc)
-            inside.set()
+            tried.release()
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for t in threads:
