@@ -35,14 +35,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import Nwb2PennsieveError
 from .models import (
-    Batch,
     CompleteImportInput,
     FinalizeInput,
     FinalizeOutput,
     PlanInput,
     PlanOutput,
     S3Ref,
-    UploadBatch,
     UploadFilesInput,
     WriteChunksInput,
 )
@@ -74,9 +72,14 @@ class WalkthroughError(Nwb2PennsieveError):
 # --- the events, derived as the definition derives them ------------------------------------------
 
 
-def write_chunks_events(planned: PlanOutput, batches: list[Batch]) -> list[WriteChunksInput]:
-    """The WriteChunks map's ItemSelector: source, output and plan of Plan's output, one batch each."""
-    return [WriteChunksInput(source=planned.source, output=planned.output, plan=planned.plan, batch=b) for b in batches]
+def write_chunks_events(planned: PlanOutput, items: list[Any]) -> list[dict[str, Any]]:
+    """The WriteChunks map's ItemSelector: source, output and plan of Plan's output, and one item
+    of write-batches.json as it is; each event is checked against WriteChunksInput."""
+    common = {"source": planned.source.dump(), "output": planned.output.dump(), "plan": planned.plan.dump()}
+    events = [common | {"batch": item} for item in items]
+    for event in events:
+        WriteChunksInput.model_validate(event)
+    return events
 
 
 def finalize_event(planned: PlanOutput) -> FinalizeInput:
@@ -92,15 +95,17 @@ def next_import_step(finalized: FinalizeOutput) -> Literal["Converted", "Complet
     return "CompleteImport" if finalized.upload.batches == 0 else "UploadFiles"
 
 
-def upload_files_events(finalized: FinalizeOutput, batches: list[UploadBatch]) -> list[UploadFilesInput]:
-    """The UploadFiles map's ItemSelector: source, the upload plan's output and records, one batch each."""
+def upload_files_events(finalized: FinalizeOutput, items: list[Any]) -> list[dict[str, Any]]:
+    """The UploadFiles map's ItemSelector: source, the upload plan's output and records, and one
+    item of the upload-batch manifest as it is; each event is checked against UploadFilesInput."""
     upload = finalized.upload
     if upload is None:
         return []
-    return [
-        UploadFilesInput(source=finalized.source, output=upload.output, records=upload.records, batch=b)
-        for b in batches
-    ]
+    common = {"source": finalized.source, "output": upload.output.dump(), "records": upload.records.dump()}
+    events = [common | {"batch": item} for item in items]
+    for event in events:
+        UploadFilesInput.model_validate(event)
+    return events
 
 
 def complete_import_event(finalized: FinalizeOutput) -> CompleteImportInput:
@@ -133,17 +138,15 @@ def walk(invoke: Invoke, s3: S3Client, execution_input: dict[str, Any]) -> list[
 
     PlanInput.parse(execution_input)  # a malformed input fails here, as Plan would
     planned = PlanOutput.model_validate(call("PlanFunction", execution_input))
-    batches = [Batch.model_validate(b) for b in read_json(s3, planned.manifest)]
-    for event in write_chunks_events(planned, batches):
-        call("WriteChunksFunction", event.dump())
+    for event in write_chunks_events(planned, read_json(s3, planned.manifest)):
+        call("WriteChunksFunction", event)
     finalized = FinalizeOutput.model_validate(call("FinalizeFunction", finalize_event(planned).dump()))
     step = next_import_step(finalized)
     if step == "Converted":
         return steps
     if step == "UploadFiles" and finalized.upload is not None:
-        uploads = [UploadBatch.model_validate(b) for b in read_json(s3, finalized.upload.manifest)]
-        for upload in upload_files_events(finalized, uploads):
-            call("UploadFilesFunction", upload.dump())
+        for event in upload_files_events(finalized, read_json(s3, finalized.upload.manifest)):
+            call("UploadFilesFunction", event)
     call("CompleteImportFunction", complete_import_event(finalized).dump())
     return steps
 
@@ -325,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-bucket", help="an output bucket you own (with --local-s3: a local one)")
     parser.add_argument("--local-s3", action="store_true", help="start a moto server as S3 (no AWS account)")
     parser.add_argument("--endpoint-url", default="", help="an S3 endpoint of your own (AWS_ENDPOINT_URL)")
+    parser.add_argument(
+        "--integration-id",
+        help="import into Pennsieve (this workflow run): UploadFiles and CompleteImport follow Finalize; "
+        "the credentials are the secret PENNSIEVE_SECRET_ARN names",
+    )
     parser.add_argument("--invoke", choices=("sam", "process"), default="sam", help="sam local invoke, or in process")
     parser.add_argument("--template", type=Path, default=Path("template.yaml"))
     parser.add_argument("--arch", choices=("arm64", "x86_64"), default="arm64", help="the functions' architecture")
@@ -353,8 +361,15 @@ def _run(args: argparse.Namespace, endpoint: str, input_bucket: str, output_buck
     import boto3
 
     env = {"OUTPUT_BUCKET": output_bucket, "AWS_ENDPOINT_URL": endpoint}
+    env |= {
+        k: os.environ[k]
+        for k in ("PENNSIEVE_SECRET_ARN", "PENNSIEVE_API_HOST", "PENNSIEVE_API_HOST2")
+        if k in os.environ
+    }
     s3 = boto3.client("s3", endpoint_url=endpoint or None)
     execution_input = upload_example(s3, args.file, input_bucket, args.key)
+    if args.integration_id:
+        execution_input |= {"importerEnabled": True, "integrationId": args.integration_id}
     print(f"uploaded {args.file} to s3://{input_bucket}/{args.key}", file=sys.stderr)  # noqa: T201
     if args.invoke == "process":
         # The template's environment, as a deployed function has it; no X-Ray daemon here.
