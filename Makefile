@@ -21,7 +21,7 @@ INPUT_DIR ?= data/input
 OUTPUT_DIR ?= data/output
 export INPUT_DIR OUTPUT_DIR
 
-.PHONY: help venv install pre-commit test test-unit test-cov lint run clean build validate deploy bench fuzz
+.PHONY: help venv install pre-commit test test-unit test-cov lint run clean build validate deploy bench fuzz local-invoke
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -95,3 +95,13 @@ build: install ## build the Lambda layers (arm64, CPython 3.12, no Docker) into 
 
 deploy: build validate ## sam deploy with samconfig.toml's default environment (needs AWS credentials)
 	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam deploy
+
+# The walkthrough (docs/cloud.md): INPUT_BUCKET and OUTPUT_BUCKET you own, or LOCAL_S3=1 (a moto server).
+# LOCAL_ARCH=x86_64 for a machine that cannot run arm64 images; INVOKE=process runs the handlers without Docker.
+LOCAL_ARCH ?= arm64
+LOCAL_LAYERS := $(if $(filter x86_64,$(LOCAL_ARCH)),build/layers-x86_64,build/layers)
+local-invoke: install ## upload the sample, sam local invoke Plan, then WriteChunks, Finalize... on events derived from it
+	$(if $(filter process,$(INVOKE)),,$(PY) layers/build_layers.py --arch $(LOCAL_ARCH))
+	SAM_CLI_TELEMETRY=0 $(PY) -m nwb2pennsieve.cloud.walkthrough --arch $(LOCAL_ARCH) --layers $(LOCAL_LAYERS) \
+	  $(if $(LOCAL_S3),--local-s3,--input-bucket "$(INPUT_BUCKET)" --output-bucket "$(OUTPUT_BUCKET)") \
+	  $(if $(INVOKE),--invoke $(INVOKE))

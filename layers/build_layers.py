@@ -5,6 +5,9 @@
   and the boto3/botocore that the Lambda runtime already has) and byte-compiled for 3.12.
 - ``build/layers/core/python``: the ``nwb2pennsieve`` package, byte-compiled.
 
+``--arch x86_64`` builds the same for x86_64 into ``build/layers-x86_64`` (for ``sam local invoke``
+on an x86_64 machine without arm64 emulation: docs/cloud.md, walkthrough); the stack is arm64.
+
 Byte-compiled with unchecked hashes: Lambda's file system is read-only, so modules that are not
 compiled ahead are compiled again at every cold start, and zip timestamps cannot be trusted.
 A layer is rebuilt only when its inputs changed (a stamp holds their hash). Prints each layer's
@@ -26,9 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "layers"
 REQUIREMENTS = ROOT / "layers" / "deps" / "requirements.txt"
 CORE = ROOT / "layers" / "core" / "nwb2pennsieve"
-PLATFORM = "manylinux2014_aarch64"
-# hdf5plugin has aarch64 wheels for glibc 2.28 only; the python3.12 runtime (Amazon Linux 2023) has glibc 2.34.
-NEWER_PLATFORM = "manylinux_2_28_aarch64"
+# Per architecture: the output folder and the wheel platforms. hdf5plugin has aarch64 wheels for
+# glibc 2.28 only; the python3.12 runtime (Amazon Linux 2023) has glibc 2.34.
+ARCHES = {
+    "arm64": (BUILD, ("manylinux2014_aarch64", "manylinux_2_28_aarch64")),
+    "x86_64": (ROOT / "build" / "layers-x86_64", ("manylinux2014_x86_64", "manylinux_2_28_x86_64")),
+}
 PYTHON_VERSION = "3.12"
 LAMBDA_UNZIPPED_LIMIT = 250 * 1000 * 1000  # bytes: function code plus all its layers, unzipped
 # In the Lambda runtime already (and large): never shipped.
@@ -80,8 +86,9 @@ def _compile(site: Path) -> None:
         raise SystemExit(f"byte-compiling {site} failed")
 
 
-def build_deps(force: bool = False) -> Path:
-    out = BUILD / "deps"
+def build_deps(force: bool = False, arch: str = "arm64") -> Path:
+    build, platforms = ARCHES[arch]
+    out = build / "deps"
     stamp = out / ".stamp"
     digest = _digest(REQUIREMENTS.read_bytes())
     if not force and stamp.is_file() and stamp.read_text() == digest:
@@ -101,10 +108,7 @@ def build_deps(force: bool = False) -> Path:
             "--no-compile",
             "--target",
             str(site),
-            "--platform",
-            PLATFORM,
-            "--platform",
-            NEWER_PLATFORM,
+            *(arg for platform in platforms for arg in ("--platform", platform)),
             "--implementation",
             "cp",
             "--python-version",
@@ -122,8 +126,8 @@ def build_deps(force: bool = False) -> Path:
     return out
 
 
-def build_core(force: bool = False) -> Path:
-    out = BUILD / "core"
+def build_core(force: bool = False, arch: str = "arm64") -> Path:
+    out = ARCHES[arch][0] / "core"
     stamp = out / ".stamp"
     digest = _digest(_tree_bytes(CORE))
     if not force and stamp.is_file() and stamp.read_text() == digest:
@@ -140,8 +144,9 @@ def build_core(force: bool = False) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rebuild even if the inputs did not change")
+    parser.add_argument("--arch", choices=sorted(ARCHES), default="arm64", help="the functions' architecture")
     args = parser.parse_args(argv)
-    layers = {"deps": build_deps(args.force), "core": build_core(args.force)}
+    layers = {"deps": build_deps(args.force, args.arch), "core": build_core(args.force, args.arch)}
     sizes = {name: size_of(path) for name, path in layers.items()}
     functions = {p.name: size_of(p) for p in sorted((ROOT / "functions").iterdir()) if p.is_dir()}
     print(  # noqa: T201 - the build reports the layer sizes

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from statemachine.render import load_template, render, substitutions, template_refs
 from tests.cloud_fixtures import ROOT
 
@@ -236,3 +238,19 @@ def test_alarms_watch_failures_throttles_and_errors_and_tell_the_topic() -> None
             watched = {d["Value"]["Ref"] for m in metrics for d in m["Dimensions"]}
             assert watched == functions, name  # every function, and only ours
     assert "OperationsDashboard" in of_type("AWS::CloudWatch::Dashboard")
+
+
+def test_functions_take_aws_endpoint_url_from_a_parameter_that_is_empty_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`sam local invoke` sets only declared variables: AWS_ENDPOINT_URL is one, empty on AWS."""
+    from nwb2pennsieve.cloud.clients import s3_client
+
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["AWS_ENDPOINT_URL"] == {"Ref": "AwsEndpointUrl"}
+    assert TEMPLATE["Parameters"]["AwsEndpointUrl"]["Default"] == ""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "")  # the deployed default: botocore keeps AWS's endpoint
+    assert s3_client().meta.endpoint_url == "https://s3.amazonaws.com"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://172.17.0.1:5000")  # a local S3 (botocore >= 1.31 reads it)
+    assert s3_client(threads=16).meta.endpoint_url == "http://172.17.0.1:5000"
