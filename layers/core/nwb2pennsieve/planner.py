@@ -547,9 +547,9 @@ def _assign_channels(drafts: list[_Draft], reference_us: int, chunk_samples: int
 
 def _layout(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> tuple[int, int]:
     """(channel block width, chunks per item) of the series' work items."""
+    n_columns = series.n_columns
     budget = max_item_mb * 1024 * 1024
     chunk_bytes = chunk_samples * 8
-    n_columns = series.n_columns
     max_width = max(1, int(budget // chunk_bytes))
     width = min(n_columns, max_width)
     if series.hdf5_chunks and len(series.hdf5_chunks) == 2:
@@ -597,28 +597,34 @@ def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float, *, bu
     if bundle:
         return bundle_work_items(series, chunk_samples, max_item_mb)
     width, per_item = _layout(series, chunk_samples, max_item_mb)
-    n_columns = series.n_columns
     chunks = series.chunks
-    items = []
+    items: list[WorkItem] = []
     for chunk_ids in _segment_chunk_ranges(series):
         for run_start in range(chunk_ids.start, chunk_ids.stop, per_item):
             first, last = run_start, min(run_start + per_item, chunk_ids.stop)
             samples = chunks[last - 1].stop - chunks[first].start
-            for c0 in range(0, n_columns, width):
-                c1 = min(n_columns, c0 + width)
-                items.append(
-                    WorkItem(
-                        id=f"{series.index:03d}-{first:07d}-{c0:05d}",
-                        series=series.index,
-                        column_start=c0,
-                        column_stop=c1,
-                        chunk_start=first,
-                        chunk_stop=last,
-                        samples=samples,
-                        output_bytes=samples * (c1 - c0) * 8,
-                    )
-                )
+            items += _channel_blocks(series, width, f"{first:07d}", first, last, samples)
     return items
+
+
+def _channel_blocks(
+    series: SeriesPlan, width: int, label: str, first: int, last: int, samples: int, **window: int
+) -> list[WorkItem]:
+    """The work items of one run of chunks (``first``..``last``): one per block of ``width`` channels."""
+    return [
+        WorkItem(
+            id=f"{series.index:03d}-{label}-{c0:05d}",
+            series=series.index,
+            column_start=c0,
+            column_stop=min(series.n_columns, c0 + width),
+            chunk_start=first,
+            chunk_stop=last,
+            samples=samples,
+            output_bytes=samples * (min(series.n_columns, c0 + width) - c0) * 8,
+            **window,
+        )
+        for c0 in range(0, series.n_columns, width)
+    ]
 
 
 def _bundle_layout(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> tuple[int, int]:
@@ -648,27 +654,11 @@ def bundle_work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float
     length, width = _bundle_layout(series, chunk_samples, max_item_mb)
     grid = series_grid(series)
     plan = align_windows(grid.n_bins, length, plan_levels(grid.n_bins, series.rate))
-    n_columns = series.n_columns
-    items = []
+    items: list[WorkItem] = []
     for w, window in enumerate(plan.windows):
         first, last = window_chunks(series, grid, window)
         samples = sum(c.samples for c in series.chunks[first:last])
-        for c0 in range(0, n_columns, width):
-            c1 = min(n_columns, c0 + width)
-            items.append(
-                WorkItem(
-                    id=f"{series.index:03d}-w{w:06d}-{c0:05d}",
-                    series=series.index,
-                    column_start=c0,
-                    column_stop=c1,
-                    chunk_start=first,
-                    chunk_stop=last,
-                    samples=samples,
-                    output_bytes=samples * (c1 - c0) * 8,
-                    window=w,
-                    window_bins=plan.length,
-                )
-            )
+        items += _channel_blocks(series, width, f"w{w:06d}", first, last, samples, window=w, window_bins=plan.length)
     return items
 
 
