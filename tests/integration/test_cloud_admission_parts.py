@@ -4,6 +4,7 @@ the clients' retry mode and pool size."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,30 @@ def test_every_handler_client_retries_adaptively_with_a_connection_per_thread() 
             assert config.max_pool_connections >= threads.get(module_name, 1), module_name
             checked += 1
     assert checked == len(FUNCTIONS) + 1  # the Starter has two
+
+
+def test_a_created_local_object_is_never_seen_empty(tmp_path: Path) -> None:
+    """LocalStore.create publishes the whole content at once: a claim read while it is being
+    created is absent or complete, never empty (an empty claim read as abandoned let two runs in)."""
+    store = LocalStore(tmp_path / "out")
+    body = b'{"owner": "x", "claimed_at": 1.0}'
+    seen: set[bytes] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        path = tmp_path / "out" / CLAIM_NAME
+        while not stop.is_set():
+            with contextlib.suppress(FileNotFoundError):
+                seen.add(path.read_bytes())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(300):
+            assert store.create(CLAIM_NAME, body)
+            assert not store.create(CLAIM_NAME, b"other")
+            store.delete(CLAIM_NAME)
+    finally:
+        stop.set()
+        watcher.join()
+    assert seen <= {body}

@@ -183,13 +183,23 @@ class LocalStore:
         return str(self._path(name))
 
     def create(self, name: str, data: bytes) -> bool:
-        """Write ``name`` only if it does not exist (``O_EXCL``); False when it does."""
+        """Write ``name`` only if it does not exist; False when it does.
+
+        The content is written to a private file first and then hard-linked to ``name`` (which
+        fails if ``name`` exists): a reader never sees the file empty or half written, as it could
+        between an ``O_EXCL`` open and its write (a run would then take an empty claim for an
+        abandoned one).
+        """
         self.root.mkdir(parents=True, exist_ok=True)
+        final = self._path(name)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_bytes(data)
         try:
-            with open(self._path(name), "xb") as f:
-                f.write(data)
+            os.link(tmp, final)
         except FileExistsError:
             return False
+        finally:
+            tmp.unlink(missing_ok=True)
         return True
 
     def read_tagged(self, name: str) -> tuple[bytes, str] | None:
