@@ -64,7 +64,7 @@ def _nwb_skeleton(h5: h5py.File, n_channels: int, series_name: str) -> h5py.Grou
     for s in shanks:
         eg = ecephys.require_group(f"shank{s}")
         neurodata(eg, "ElectrodeGroup", description=f"shank {s}", location="unknown")
-        eg["device"] = device
+        eg["device"] = h5py.SoftLink(device.name)  # a link, as NWB readers (pynwb) expect
     table = ecephys.require_group("electrodes")
     neurodata(
         table,

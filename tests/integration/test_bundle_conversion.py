@@ -140,3 +140,21 @@ def test_shard_index_by_suffix_range(small_shards: None, tmp_path: Path) -> None
     assert google_crc32c.value(tail[:-4]) == int.from_bytes(tail[-4:], "little")
     entries = np.frombuffer(tail[:-4], dtype="<u8").reshape(chunks, 2)
     assert (entries[:, 0] + entries[:, 1] <= shard.stat().st_size - len(tail)).all()
+
+
+def test_the_zstd_level_setting_reaches_every_array(small_shards: None, tmp_path: Path) -> None:
+    nwb = make_file(tmp_path / "rec.nwb")
+    result = convert_file(nwb, tmp_path / "out", output_formats="bundle", workers=1, bundle_zstd_level=7)
+    assert result.plan.bundle_zstd_level == 7
+    root = json.loads((tmp_path / "out" / "rec.zarr" / "zarr.json").read_text())
+    levels = {
+        codec["configuration"]["level"]
+        for meta in root["consolidated_metadata"]["metadata"].values()
+        if meta["node_type"] == "array"
+        for sharding in meta["codecs"]
+        for codec in sharding["configuration"]["codecs"]
+        if codec["name"] == "zstd"
+    }
+    assert levels == {7}
+    view = reader_view(tmp_path / "out" / "rec.zarr", tmp_path / "view")
+    assert np.isfinite(view["3"]["0"][:100]).all()

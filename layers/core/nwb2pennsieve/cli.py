@@ -48,6 +48,7 @@ def _convert_one(path: Path, output: Path, settings: Settings) -> ConversionResu
         max_item_mb=settings.max_item_mb,
         skip_invalid_series=settings.skip_invalid_series,
         output_formats=settings.output_formats,
+        bundle_zstd_level=settings.bundle_zstd_level,
     )
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), path.name)
@@ -81,6 +82,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         max_item_mb=settings.max_item_mb,
         skip_invalid_series=settings.skip_invalid_series,
         output_formats=settings.output_formats,
+        bundle_zstd_level=settings.bundle_zstd_level,
     )
     if args.full:
         print(plan.model_dump_json(indent=2))

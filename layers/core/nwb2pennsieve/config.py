@@ -37,6 +37,9 @@ DEFAULT_MAX_ITEM_MB = 512.0
 # Pennsieve's viewer bundle (docs/bundle.md). Both come from one read of each slab.
 OUTPUT_FORMATS = ("chunks", "bundle")
 DEFAULT_OUTPUT_FORMATS = "chunks"
+# The viewer bundle's Zstd level (1-22). Pennsieve's producer uses 5; a lower level compresses
+# several times faster for a slightly larger bundle (bench/results-bundle.md).
+DEFAULT_BUNDLE_ZSTD_LEVEL = 1
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
 
@@ -73,6 +76,13 @@ def _count(value: Any) -> int:
         raise _invalid("a whole number")
     if number < 1:
         raise _invalid("at least 1")
+    return int(number)
+
+
+def _zstd_level(value: Any) -> int:
+    number = _number(value)
+    if number != int(number) or not 1 <= number <= 22:
+        raise _invalid("a whole number from 1 to 22")
     return int(number)
 
 
@@ -123,6 +133,8 @@ MiB = Annotated[float, BeforeValidator(_positive_number)]
 """A finite number of MiB greater than 0."""
 Count = Annotated[int, BeforeValidator(_count)]
 """A whole number, at least 1."""
+ZstdLevel = Annotated[int, BeforeValidator(_zstd_level)]
+"""A Zstd compression level, 1 to 22."""
 Switch = Annotated[bool, BeforeValidator(_boolean)]
 """``1/true/yes/on`` or ``0/false/no/off`` (any case; blank is false)."""
 Text = Annotated[str, BeforeValidator(_text)]
@@ -170,6 +182,7 @@ class CommonSettings(BaseSettings):
     max_item_mb: MiB = DEFAULT_MAX_ITEM_MB
     skip_invalid_series: Switch = False
     output_formats: Formats = DEFAULT_OUTPUT_FORMATS
+    bundle_zstd_level: ZstdLevel = DEFAULT_BUNDLE_ZSTD_LEVEL
     # Like the reference processor: the importer runs by default everywhere but ENVIRONMENT=local.
     importer_enabled: Switch = Field(None)  # type: ignore[assignment]
     pennsieve_api_host: Host = DEFAULT_API_HOST

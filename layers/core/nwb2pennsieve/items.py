@@ -20,7 +20,9 @@ def execute_item(
     feeder = None
     consumers: list[SlabConsumer] = []
     if plan.writes_bundle:
-        feeder = BundleFeeder(bundle_store(store, plan), plan.series[item.series], item)
+        feeder = BundleFeeder(
+            bundle_store(store, plan), plan.series[item.series], item, zstd_level=plan.bundle_zstd_level
+        )
         consumers.append(feeder)
     result = write_work_item(h5, plan, item, store, reader=reader, consumers=consumers)
     if feeder is None:

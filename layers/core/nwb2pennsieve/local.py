@@ -24,7 +24,7 @@ import h5py
 
 from .bundle.finish import finish_bundle
 from .bundle.series import unpack_partials
-from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS
+from .config import DEFAULT_BUNDLE_ZSTD_LEVEL, DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS
 from .errors import Nwb2PennsieveError, StorageError
 from .items import execute_item
 from .models import ItemResult, Plan, WorkItem
@@ -66,6 +66,7 @@ def plan_file(
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     skip_invalid_series: bool = False,
     output_formats: str = DEFAULT_OUTPUT_FORMATS,
+    bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL,
 ) -> Plan:
     name = os.path.basename(os.fspath(path))
     with open_nwb(path, name=name) as h5:
@@ -76,6 +77,7 @@ def plan_file(
             max_item_mb=max_item_mb,
             skip_invalid_series=skip_invalid_series,
             output_formats=output_formats,
+            bundle_zstd_level=bundle_zstd_level,
         )
 
 
@@ -90,6 +92,7 @@ def convert_file(
     progress: Progress | None = None,
     plan: Plan | None = None,
     output_formats: str = DEFAULT_OUTPUT_FORMATS,
+    bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL,
 ) -> ConversionResult:
     """Convert one NWB file into ``output_dir`` (chunk files + channel metadata, and/or the viewer
     bundle ``<stem>.zarr`` with ``asset-properties.json``, per ``output_formats``).
@@ -107,6 +110,7 @@ def convert_file(
             max_item_mb=max_item_mb,
             skip_invalid_series=skip_invalid_series,
             output_formats=output_formats,
+            bundle_zstd_level=bundle_zstd_level,
         )
     result = ConversionResult(source=plan.source, output_dir=output, plan=plan)
     try:
@@ -129,7 +133,7 @@ def convert_file(
         if plan.writes_bundle:
             # The reduce and the bundle's metadata, inside the staged output: published with it.
             with open_nwb(path, name=plan.source) as h5:
-                finish_bundle(store, plan, h5, partials)
+                finish_bundle(store, plan, h5, partials, zstd_level=plan.bundle_zstd_level)
         _publish(staging, output)
     except OSError as exc:
         raise StorageError(f"writing {output} failed ({exc.strerror or exc})", file=plan.source) from None

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .config import DEFAULT_BUNDLE_ZSTD_LEVEL
+
 PLAN_FORMAT = 1
 SAMPLES_PER_MIB = 131_072  # 1 MiB of float64
 CHANNEL_UNIT = "uV"
@@ -160,6 +162,7 @@ class Plan(_Model):
     chunk_samples: int
     max_item_mb: float
     output_formats: str = Field(default="chunks", description="chunks, bundle or chunks,bundle")
+    bundle_zstd_level: int = Field(default=DEFAULT_BUNDLE_ZSTD_LEVEL, description="the viewer bundle's Zstd level")
     series: list[SeriesPlan]
     work_items: list[WorkItem]
     skipped: list[SkippedSeries] = Field(default_factory=list)

@@ -15,7 +15,13 @@ import numpy as np
 
 from .bundle.layout import align_windows, plan_levels
 from .bundle.series import series_grid, window_chunks
-from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS, output_formats
+from .config import (
+    DEFAULT_BUNDLE_ZSTD_LEVEL,
+    DEFAULT_CHUNK_SIZE_MB,
+    DEFAULT_MAX_ITEM_MB,
+    DEFAULT_OUTPUT_FORMATS,
+    output_formats,
+)
 from .errors import ElectrodesError, InvalidFileError, InvalidSeriesError, NothingToConvertError, Nwb2PennsieveError
 from .models import SAMPLES_PER_MIB, ChannelPlan, Plan, SeriesPlan, SkippedSeries, WorkItem
 from .nwb import (
@@ -70,6 +76,7 @@ def build_plan(
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     skip_invalid_series: bool = False,
     output_formats: str = DEFAULT_OUTPUT_FORMATS,
+    bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL,
 ) -> Plan:
     """Plan the conversion of every continuous ElectricalSeries of ``h5``.
 
@@ -79,9 +86,10 @@ def build_plan(
     :class:`NothingToConvertError`, saying what the file holds instead.
     """
     try:
-        return _build_plan(h5, source, chunk_size_mb, max_item_mb, skip_invalid_series, output_formats)
+        plan = _build_plan(h5, source, chunk_size_mb, max_item_mb, skip_invalid_series, output_formats)
     except Nwb2PennsieveError as exc:
         raise exc.with_file(source) from None
+    return plan.model_copy(update={"bundle_zstd_level": bundle_zstd_level})
 
 
 def _build_plan(

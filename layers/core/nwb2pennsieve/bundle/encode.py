@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,16 +27,35 @@ import google_crc32c
 import numpy as np
 from backports import zstd
 
+from ..config import DEFAULT_BUNDLE_ZSTD_LEVEL
+
 DType = Literal["float32", "int64", "uint8"]
-ZSTD_LEVEL = 5  # Pennsieve's producer's default
+ZSTD_LEVEL = DEFAULT_BUNDLE_ZSTD_LEVEL
 EMPTY = np.uint64(2**64 - 1)
 INDEX_ENTRY_BYTES = 16
 CRC_BYTES = 4
 
 
 def dumps(document: dict[str, Any]) -> bytes:
-    """A metadata document as deterministic JSON bytes (``NaN`` is written as the string Zarr uses)."""
-    return (json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n").encode()
+    """A metadata document as deterministic, compact JSON bytes (``NaN`` is written as the string Zarr uses).
+
+    Compact: the consolidated root inlines every array's metadata and is the reader's first
+    fetch, and only compact output takes the standard library's C encoder.
+    """
+    return (json.dumps(document, separators=(",", ":"), sort_keys=False, allow_nan=False) + "\n").encode()
+
+
+_compressors = threading.local()
+
+
+def compress(data: bytes | memoryview, level: int) -> bytes:
+    """One Zstd frame of ``data``: the same bytes as ``zstd.compress``, with this thread's compressor
+    for ``level`` reused (a new compression context per 32 KiB chunk is a measurable share of the time)."""
+    cache: dict[int, zstd.ZstdCompressor] = _compressors.__dict__.setdefault("by_level", {})
+    compressor = cache.get(level)
+    if compressor is None:
+        compressor = cache[level] = zstd.ZstdCompressor(level=level)
+    return compressor.compress(data, mode=zstd.ZstdCompressor.FLUSH_FRAME)
 
 
 def group_metadata(attributes: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -170,7 +190,7 @@ class ShardBuilder:
         if self._in_buf < self.spec.chunk_rows:
             self._buf[self._in_buf :] = self.spec.fill_value  # edge chunk: pad with the fill value
         if not (self.spec.is_float and np.isnan(self._buf).all()):
-            data = zstd.compress(self._buf.astype(self.spec.dtype, copy=False).tobytes(), level=self.spec.zstd_level)
+            data = compress(memoryview(self._buf).cast("B"), self.spec.zstd_level)
             self._entries[self._chunk] = (self._offset, len(data))
             self._parts.append(data)
             self._offset += len(data)
