@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 from backports import zstd
 
-from nwb2pennsieve.bundle.encode import ArraySpec, compress, encode_shard
+from nwb2pennsieve.bundle.encode import ArraySpec, ShardBuilder, compress, encode_shard
+from nwb2pennsieve.storage import LocalStore
 
 
 @pytest.mark.parametrize("level", [1, 3, 5])
@@ -37,3 +39,28 @@ def test_the_level_is_declared_in_the_array_metadata() -> None:
     spec = ArraySpec(shape=(10,), dtype="float32", chunk_rows=5, shard_rows=10, zstd_level=2)
     (sharding,) = spec.metadata()["codecs"]
     assert sharding["configuration"]["codecs"][1] == {"name": "zstd", "configuration": {"level": 2, "checksum": False}}
+
+
+def test_a_streamed_shard_is_the_held_shard_byte_for_byte(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    spec = ArraySpec(shape=(1000,), dtype="float32", chunk_rows=64, shard_rows=512)
+    data = np.random.default_rng(3).normal(size=1000).astype(np.float32)
+    data[64:192] = np.nan  # two all-NaN chunks: not stored either way
+    for shard in range(2):
+        streamed = ShardBuilder(spec, shard, lambda shard=shard: store.open_pending(f"s{shard}"))
+        for piece in np.array_split(data[shard * 512 : (shard + 1) * 512], 7):
+            streamed.append(piece)
+        assert streamed.commit()
+        assert store.read_bytes(f"s{shard}") == b"".join(encode_shard(spec, shard, data[shard * 512 :][:512]) or [])
+
+
+def test_an_empty_streamed_shard_is_no_object_and_abort_leaves_nothing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    spec = ArraySpec(shape=(128,), dtype="float32", chunk_rows=64, shard_rows=128)
+    empty = ShardBuilder(spec, 0, lambda: store.open_pending("empty"))
+    empty.append(np.full(128, np.nan, dtype=np.float32))
+    assert not empty.commit() and not list(store.list_names())
+    half = ShardBuilder(spec, 0, lambda: store.open_pending("half"))
+    half.append(np.ones(64, dtype=np.float32))  # one chunk written, the shard not complete
+    half.abort()
+    assert not list(tmp_path.iterdir())

@@ -39,7 +39,7 @@ OUTPUT_FORMATS = ("chunks", "bundle")
 DEFAULT_OUTPUT_FORMATS = "chunks"
 # The viewer bundle's Zstd level (1-22). Pennsieve's producer uses 5; a lower level compresses
 # several times faster for a slightly larger bundle (bench/results-bundle.md).
-DEFAULT_BUNDLE_ZSTD_LEVEL = 1
+DEFAULT_BUNDLE_ZSTD_LEVEL = 4
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
 

@@ -24,10 +24,15 @@ def execute_item(
             bundle_store(store, plan), plan.series[item.series], item, zstd_level=plan.bundle_zstd_level
         )
         consumers.append(feeder)
-    result = write_work_item(h5, plan, item, store, reader=reader, consumers=consumers)
-    if feeder is None:
-        return result
-    return result.model_copy(update={"partials": pack_partials(feeder.finish())})
+    try:
+        result = write_work_item(h5, plan, item, store, reader=reader, consumers=consumers)
+        if feeder is None:
+            return result
+        return result.model_copy(update={"partials": pack_partials(feeder.finish())})
+    except BaseException:
+        if feeder is not None:
+            feeder.abort()
+        raise
 
 
 __all__ = ["execute_item"]
