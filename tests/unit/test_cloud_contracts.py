@@ -267,7 +267,7 @@ def test_settings_read_only_variables_the_template_sets() -> None:
     read = {name.upper() for name in CloudSettings.model_fields} - {"ENVIRONMENT"}
     assert read and read <= variables, read - variables
     CloudSettings.from_env(
-        {k: "1" if "MB" in k or k.endswith("_FILES") else "x" for k in variables}
+        {k: "1" if "MB" in k or k.endswith("_FILES") or k.endswith("_LEVEL") else "x" for k in variables}
         | {"IMPORTER_ENABLED": "false", "SKIP_INVALID_SERIES": "false", "OUTPUT_FORMATS": "chunks,bundle"}
     )
 

@@ -6,8 +6,9 @@ a block of its channels. It is fed the window's level-0 bins in order, in slabs 
 below ``plan.reduce_from`` as whole objects, and returns the level-``reduce_from`` bins of its
 window: an :class:`ItemPartial`, 1/4**reduce_from of the window's level-0 data, two values a bin.
 :func:`reduce_levels` assembles the partials of all windows and writes the remaining levels.
-Memory per item: per channel, one uncompressed inner chunk per level plus the compressed
-chunks of the shard being built (at most one level-0 shard, ~16 MiB raw, compressed).
+Memory per item: per channel, one uncompressed inner chunk per level, plus the compressed
+chunks of the coarse levels' shards being built (the two finest levels are streamed to their
+objects, :data:`STREAMED_LEVELS`).
 """
 
 from __future__ import annotations
