@@ -179,3 +179,21 @@ def test_a_second_conversion_replaces_the_bundle_whole(small_shards: None, tmp_p
     convert_file(nwb, out, output_formats="bundle", workers=1)
     assert not planted.exists()
     assert (out / "rec.zarr" / "zarr.json").is_file()
+
+
+def test_the_zstd_level_setting_reaches_every_array(small_shards: None, tmp_path: Path) -> None:
+    nwb = make_file(tmp_path / "rec.nwb")
+    result = convert_file(nwb, tmp_path / "out", output_formats="bundle", workers=1, bundle_zstd_level=7)
+    assert result.plan.bundle_zstd_level == 7
+    root = json.loads((tmp_path / "out" / "rec.zarr" / "zarr.json").read_text())
+    levels = {
+        codec["configuration"]["level"]
+        for meta in root["consolidated_metadata"]["metadata"].values()
+        if meta["node_type"] == "array"
+        for sharding in meta["codecs"]
+        for codec in sharding["configuration"]["codecs"]
+        if codec["name"] == "zstd"
+    }
+    assert levels == {7}
+    view = reader_view(tmp_path / "out" / "rec.zarr", tmp_path / "view")
+    assert np.isfinite(view["3"]["0"][:100]).all()

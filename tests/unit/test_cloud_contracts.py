@@ -301,6 +301,7 @@ def test_settings_read_only_variables_the_template_sets() -> None:
             "IMPORTER_ENABLED": "false",
             "SKIP_INVALID_SERIES": "false",
             "GZIP_LEVEL": "1",
+            "BUNDLE_ZSTD_LEVEL": "3",
             "OUTPUT_FORMATS": "chunks,bundle",
         }
     )

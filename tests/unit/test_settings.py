@@ -12,13 +12,15 @@ from pydantic import ValidationError
 from nwb2pennsieve.cli import main
 from nwb2pennsieve.cloud.models import Overrides
 from nwb2pennsieve.cloud.settings import CloudSettings
-from nwb2pennsieve.config import COMPRESSED_GZIP_LEVEL, LOCAL_GZIP_LEVEL, Settings
+from nwb2pennsieve.config import COMPRESSED_GZIP_LEVEL, DEFAULT_BUNDLE_ZSTD_LEVEL, LOCAL_GZIP_LEVEL, Settings
 from nwb2pennsieve.errors import ConfigurationError
 
 ALL_VARIABLES = (
     "ENVIRONMENT", "INPUT_DIR", "OUTPUT_DIR", "CHUNK_SIZE_MB", "MAX_ITEM_MB", "WORKERS", "SKIP_INVALID_SERIES",
     "IMPORTER_ENABLED", "PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET", "SESSION_TOKEN", "REFRESH_TOKEN",
     "PENNSIEVE_API_HOST", "PENNSIEVE_API_HOST2", "INTEGRATION_ID", "SERIES", "PLAN_TIMEOUT_S", "GZIP_LEVEL",
+    "OUTPUT_FORMATS",
+    "BUNDLE_ZSTD_LEVEL",
 )  # fmt: skip
 
 # (variable, option, bad value, the reason the message gives)
@@ -222,3 +224,11 @@ def test_importer_needs_chunk_files(clean_env: pytest.MonkeyPatch) -> None:
     assert not Settings.from_env({"OUTPUT_FORMATS": "bundle", "ENVIRONMENT": "production"}).importer_enabled
     with pytest.raises(ConfigurationError, match="IMPORTER_ENABLED must be false when OUTPUT_FORMATS has no chunks"):
         Settings.from_env({"OUTPUT_FORMATS": "bundle", "IMPORTER_ENABLED": "true"})
+
+
+def test_bundle_zstd_level(clean_env: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env({}).bundle_zstd_level == DEFAULT_BUNDLE_ZSTD_LEVEL
+    assert Settings.from_env({"BUNDLE_ZSTD_LEVEL": " 5 "}).bundle_zstd_level == 5
+    for bad in ("0", "23", "2.5", "fast"):
+        with pytest.raises(ConfigurationError, match=r"BUNDLE_ZSTD_LEVEL must be a"):
+            Settings.from_env({"BUNDLE_ZSTD_LEVEL": bad})

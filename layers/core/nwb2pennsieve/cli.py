@@ -67,6 +67,7 @@ def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> 
         timeout_s=settings.plan_timeout_s,
         gzip_level=settings.gzip_level,
         output_formats=settings.output_formats,
+        bundle_zstd_level=settings.bundle_zstd_level,
     )
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), source.stem)
@@ -114,6 +115,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         timeout_s=settings.plan_timeout_s,
         gzip_level=settings.gzip_level,
         output_formats=settings.output_formats,
+        bundle_zstd_level=settings.bundle_zstd_level,
     )
     if args.full:
         print(plan.model_dump_json(indent=2))
@@ -202,6 +204,7 @@ environment variables (an option, where there is one, wins over its variable):
   SKIP_INVALID_SERIES   true: convert the valid series and report the invalid ones
   SERIES                the series to convert, comma-separated HDF5 paths (default: all)
   OUTPUT_FORMATS        chunks (default), bundle (Pennsieve's viewer bundle) or chunks,bundle
+  BUNDLE_ZSTD_LEVEL     the viewer bundle's Zstd level, 1-22 (default 4)
   PLAN_TIMEOUT_S        seconds planning one file may take (default 600; 0: no limit, in process)
   ENVIRONMENT           local (default) or production
   IMPORTER_ENABLED      import each output into Pennsieve (default: off when ENVIRONMENT=local)

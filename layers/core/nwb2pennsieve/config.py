@@ -48,6 +48,9 @@ LOCAL_GZIP_LEVEL = 0
 # Pennsieve's viewer bundle (docs/bundle.md). Both come from one read of each slab.
 OUTPUT_FORMATS = ("chunks", "bundle")
 DEFAULT_OUTPUT_FORMATS = "chunks"
+# The viewer bundle's Zstd level (1-22). Pennsieve's producer uses 5; a lower level compresses
+# several times faster for a slightly larger bundle (bench/results-bundle.md).
+DEFAULT_BUNDLE_ZSTD_LEVEL = 4
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
 
@@ -98,6 +101,13 @@ def _gzip_level(value: Any) -> int:
     number = _number(value)
     if number != int(number) or not 0 <= number <= 3:
         raise _invalid("a whole number from 0 to 3")
+    return int(number)
+
+
+def _zstd_level(value: Any) -> int:
+    number = _number(value)
+    if number != int(number) or not 1 <= number <= 22:
+        raise _invalid("a whole number from 1 to 22")
     return int(number)
 
 
@@ -168,6 +178,8 @@ Count = Annotated[int, BeforeValidator(_count)]
 """A whole number, at least 1."""
 GzipLevel = Annotated[int, BeforeValidator(_gzip_level)]
 """0 (stored gzip blocks) to 3 (ISA-L deflate levels)."""
+ZstdLevel = Annotated[int, BeforeValidator(_zstd_level)]
+"""A Zstd compression level, 1 to 22."""
 Switch = Annotated[bool, BeforeValidator(_boolean)]
 """``1/true/yes/on`` or ``0/false/no/off`` (any case; blank is false)."""
 Text = Annotated[str, BeforeValidator(_text)]
@@ -217,6 +229,7 @@ class CommonSettings(BaseSettings):
     max_item_mb: MiB = DEFAULT_MAX_ITEM_MB
     skip_invalid_series: Switch = False
     output_formats: Formats = DEFAULT_OUTPUT_FORMATS
+    bundle_zstd_level: ZstdLevel = DEFAULT_BUNDLE_ZSTD_LEVEL
     # Like the reference processor: the importer runs by default everywhere but ENVIRONMENT=local.
     importer_enabled: Switch = Field(None)  # type: ignore[assignment]
     # Default: compressed when importing (the upload is the cost), else LOCAL_GZIP_LEVEL.

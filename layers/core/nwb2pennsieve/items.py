@@ -21,12 +21,23 @@ def execute_item(
     consumers: list[SlabConsumer] = []
     if plan.writes_bundle:
         series = plan.series[item.series]
-        feeder = BundleFeeder(bundle_store(store, plan), series, item, first_group=first_group(plan, series))
+        feeder = BundleFeeder(
+            bundle_store(store, plan),
+            series,
+            item,
+            first_group=first_group(plan, series),
+            zstd_level=plan.bundle_zstd_level,
+        )
         consumers.append(feeder)
-    result = write_work_item(h5, plan, item, store, reader=reader, consumers=consumers)
-    if feeder is None:
-        return result
-    return result.model_copy(update={"partials": pack_partials(feeder.finish())})
+    try:
+        result = write_work_item(h5, plan, item, store, reader=reader, consumers=consumers)
+        if feeder is None:
+            return result
+        return result.model_copy(update={"partials": pack_partials(feeder.finish())})
+    except BaseException:
+        if feeder is not None:
+            feeder.abort()
+        raise
 
 
 __all__ = ["execute_item"]

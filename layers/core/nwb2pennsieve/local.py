@@ -38,7 +38,7 @@ import h5py
 from .bundle.continuous import ItemPartial
 from .bundle.finish import finish_bundle
 from .bundle.series import bundle_name, unpack_partials
-from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS
+from .config import DEFAULT_BUNDLE_ZSTD_LEVEL, DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS
 from .errors import InvalidInputError, Nwb2PennsieveError, OutputWriteError, StorageError
 from .models import ItemResult, Plan, WorkItem
 from .planner import build_plan, work_items
@@ -84,6 +84,7 @@ def plan_file(
     timeout_s: float | None = None,
     gzip_level: int = 0,
     output_formats: str = DEFAULT_OUTPUT_FORMATS,
+    bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL,
 ) -> Plan:
     """Plan a local file, URL or S3 object (see :class:`~nwb2pennsieve.sources.InputSource`); with
     ``timeout_s``, in a child process given that long (PLAN_TIMEOUT_S).
@@ -98,6 +99,7 @@ def plan_file(
         "skip_invalid_series": skip_invalid_series,
         "series": tuple(series),
         "output_formats": output_formats,
+        "bundle_zstd_level": bundle_zstd_level,
     }
     # timeout_s None or 0: in this process, without a limit
     plan = _plan_in_child(source, options, timeout_s) if timeout_s else _plan_here(source, options)
@@ -180,6 +182,7 @@ def convert_file(
     progress: Progress | None = None,
     plan: Plan | None = None,
     output_formats: str = DEFAULT_OUTPUT_FORMATS,
+    bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL,
 ) -> ConversionResult:
     """Convert one NWB file into ``output_dir`` (chunk files + channel metadata, and/or the viewer
     bundle ``<stem>.zarr`` with ``asset-properties.json``, per ``output_formats``).
@@ -198,6 +201,7 @@ def convert_file(
             skip_invalid_series=skip_invalid_series,
             gzip_level=gzip_level,
             output_formats=output_formats,
+            bundle_zstd_level=bundle_zstd_level,
         )
     result = ConversionResult(source=plan.source, output_dir=output, plan=plan)
     try:
@@ -225,7 +229,7 @@ def convert_file(
             if plan.writes_bundle:
                 # The reduce and the bundle's metadata, inside the staging folder: published with it.
                 with open_input(path, name=plan.source) as opened:
-                    finish_bundle(store, plan, opened.h5, partials)
+                    finish_bundle(store, plan, opened.h5, partials, zstd_level=plan.bundle_zstd_level)
         except OutputWriteError as exc:
             raise folder.error("cannot write it", exc.cause) from None
         except OSError as exc:

@@ -13,6 +13,7 @@ from typing import Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .config import DEFAULT_BUNDLE_ZSTD_LEVEL
 from .gzipstored import framed_size
 
 PLAN_FORMAT = 1
@@ -269,6 +270,7 @@ class Plan(_Model):
     max_item_mb: float
     gzip_level: int = Field(default=0, ge=0, le=3, description="0: stored gzip blocks; 1-3: ISA-L deflate level")
     output_formats: str = Field(default="chunks", description="chunks, bundle or chunks,bundle")
+    bundle_zstd_level: int = Field(default=DEFAULT_BUNDLE_ZSTD_LEVEL, description="the viewer bundle's Zstd level")
     series: list[SeriesPlan]
     work_items: list[WorkItem]
     skipped: list[SkippedSeries] = Field(default_factory=list)

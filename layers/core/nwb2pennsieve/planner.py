@@ -16,7 +16,13 @@ import numpy as np
 
 from .bundle.layout import align_windows, plan_levels, window_length
 from .bundle.series import series_grid, window_chunks
-from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS, output_formats
+from .config import (
+    DEFAULT_BUNDLE_ZSTD_LEVEL,
+    DEFAULT_CHUNK_SIZE_MB,
+    DEFAULT_MAX_ITEM_MB,
+    DEFAULT_OUTPUT_FORMATS,
+    output_formats,
+)
 from .errors import (
     ElectrodesError,
     InvalidFileError,
@@ -112,6 +118,7 @@ def build_plan(
     skip_invalid_series: bool = False,
     series: Sequence[str] = (),
     output_formats: str = DEFAULT_OUTPUT_FORMATS,
+    bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL,
 ) -> Plan:
     """Plan the conversion of every continuous ElectricalSeries of ``h5`` (or of ``series`` only).
 
@@ -127,15 +134,19 @@ def build_plan(
     series left out fail nothing; a path that names no convertible series raises
     :class:`SeriesSelectionError` (a usage error).
     """
-    return survey(
-        h5,
-        source=source,
-        chunk_size_mb=chunk_size_mb,
-        max_item_mb=max_item_mb,
-        skip_invalid_series=skip_invalid_series,
-        series=series,
-        output_formats=output_formats,
-    ).plan_or_raise()
+    return (
+        survey(
+            h5,
+            source=source,
+            chunk_size_mb=chunk_size_mb,
+            max_item_mb=max_item_mb,
+            skip_invalid_series=skip_invalid_series,
+            series=series,
+            output_formats=output_formats,
+        )
+        .plan_or_raise()
+        .model_copy(update={"bundle_zstd_level": bundle_zstd_level})
+    )
 
 
 def survey(

@@ -6,27 +6,33 @@ a block of its channels. It is fed the window's level-0 bins in order, in slabs 
 below ``plan.reduce_from`` as whole objects, and returns the level-``reduce_from`` bins of its
 window: an :class:`ItemPartial`, 1/4**reduce_from of the window's level-0 data, two values a bin.
 :func:`reduce_levels` assembles the partials of all windows and writes the remaining levels.
-Memory per item: per channel, one uncompressed inner chunk per level plus the compressed
-chunks of the shard being built (at most one level-0 shard, ~16 MiB raw, compressed).
+Memory per item: per channel, one uncompressed inner chunk per level, plus the compressed
+chunks of the coarse levels' shards being built (the two finest levels are streamed to their
+objects, :data:`STREAMED_LEVELS`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..storage import Store
+from ..storage import PendingObject, Store
 from .encode import ZSTD_LEVEL, ShardBuilder, encode_shard
 from .fold import fold_level, fold_pairs
 from .layout import FOLD, WindowPlan
 from .metadata import level_spec
-from .sink import put
+from .sink import open_pending, put
 
 _MAGIC = b"N2PBUNDLEPARTIAL"
+# Shards of levels below this are written as their chunks are compressed, not held: the finest
+# levels hold nearly all the bytes. Each open shard object is an open file in a local store,
+# so the coarser levels (a small share of the bytes) are held and written whole.
+STREAMED_LEVELS = 2
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,10 @@ class ItemWriter:
             shard = pos // spec.shard_rows
             builders = self._builders[k]
             if builders is None:
-                builders = self._builders[k] = [ShardBuilder(spec, shard) for _ in self.channels]
+                builders = self._builders[k] = [
+                    ShardBuilder(spec, shard, self._streamed(k, f"{channel}/{k}/{spec.shard_key(shard)}"))
+                    for channel in self.channels
+                ]
             shard_end = min((shard + 1) * spec.shard_rows, spec.rows)
             take = min(rows.shape[0] - done, shard_end - pos)
             piece = rows[done : done + take]
@@ -138,10 +147,24 @@ class ItemWriter:
             self._pos[k] = pos + take
             if self._pos[k] == shard_end:
                 for channel, builder in zip(self.channels, builders, strict=True):
-                    parts = builder.finish()
-                    if parts is not None:
+                    if k < STREAMED_LEVELS:
+                        builder.commit()
+                    elif (parts := builder.finish()) is not None:
                         put(self.store, f"{channel}/{k}/{spec.shard_key(shard)}", parts)
                 self._builders[k] = None
+
+    def _streamed(self, k: int, path: str) -> Callable[[], PendingObject] | None:
+        """How a level-``k`` shard opens its object when it is streamed (the finest levels)."""
+        if k >= STREAMED_LEVELS:
+            return None
+        return functools.partial(open_pending, self.store, path)
+
+    def abort(self) -> None:
+        """Drop the partly written shard objects of a window that will not be finished."""
+        for builders in self._builders:
+            for builder in builders or ():
+                builder.abort()
+        self._builders = [None] * self._r
 
     def finish(self) -> ItemPartial | None:
         """Write the window's last shards; the partial result for the reduce (None: nothing to reduce)."""

@@ -25,13 +25,31 @@ def _blocks(x: np.ndarray) -> np.ndarray:
     return x.reshape((x.shape[0] // FOLD, FOLD, *x.shape[1:]))
 
 
+def _min4(b: np.ndarray) -> np.ndarray:
+    """The minimum over axis 1 (4 long) as three element-wise minimums.
+
+    Same values as ``b.min(axis=1)`` (NaN propagates either way), and fast whatever the memory
+    order: the writer's slabs are channel-major, where a reduction over a short middle axis is slow.
+    """
+    out = np.minimum(b[:, 0], b[:, 1])
+    np.minimum(out, b[:, 2], out=out)
+    return np.minimum(out, b[:, 3], out=out)
+
+
+def _max4(b: np.ndarray) -> np.ndarray:
+    """The maximum over axis 1 (4 long), as :func:`_min4`."""
+    out = np.maximum(b[:, 0], b[:, 1])
+    np.maximum(out, b[:, 2], out=out)
+    return np.maximum(out, b[:, 3], out=out)
+
+
 def fold_samples(samples: np.ndarray) -> np.ndarray:
     """Level 1 from level 0: (min, max) of each block of 4 samples; shape (ceil(n/4), ..., 2)."""
     x = np.asarray(samples, dtype=np.float32)
     if x.shape[0] == 0:
         return np.empty((0, *x.shape[1:], 2), dtype=np.float32)
     b = _blocks(x)
-    return np.stack([b.min(axis=1), b.max(axis=1)], axis=-1)
+    return np.stack([_min4(b), _max4(b)], axis=-1)
 
 
 def fold_pairs(pairs: np.ndarray) -> np.ndarray:
@@ -40,7 +58,7 @@ def fold_pairs(pairs: np.ndarray) -> np.ndarray:
     if x.shape[0] == 0:
         return x.copy()
     b = _blocks(x)
-    return np.stack([b[..., 0].min(axis=1), b[..., 1].max(axis=1)], axis=-1)
+    return np.stack([_min4(b[..., 0]), _max4(b[..., 1])], axis=-1)
 
 
 def fold_level(data: np.ndarray, level: int) -> np.ndarray:

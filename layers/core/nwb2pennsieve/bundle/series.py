@@ -207,6 +207,11 @@ class BundleFeeder:
                 self._next[c0] = b
             k = run_end
 
+    def abort(self) -> None:
+        """Drop the partly written shard objects (the item failed)."""
+        for writer in self._writers.values():
+            writer.abort()
+
     def finish(self) -> list[ItemPartial]:
         """Close the window (NaN to its end); the partial results for the reduce."""
         partials = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..storage import LocalStore, S3Store, Store
+from ..storage import LocalStore, PendingObject, S3Store, Store
 
 
 def child_store(store: Store, path: str) -> Store:
@@ -41,6 +41,12 @@ def put(store: Store, path: str, parts: list[bytes] | bytes) -> None:
     except BaseException:
         pending.abort()
         raise
+
+
+def open_pending(store: Store, path: str) -> PendingObject:
+    """An object being written at the nested ``path`` of ``store`` (commit publishes it whole)."""
+    folder, _, name = path.rpartition("/")
+    return child_store(store, folder).open_pending(name)
 
 
 def get(store: Store, path: str) -> bytes:

@@ -167,6 +167,7 @@ def plan_object(
             max_item_mb=run.max_item_mb,
             skip_invalid_series=run.skip_invalid_series,
             output_formats=run.output_formats,
+            bundle_zstd_level=run.bundle_zstd_level,
         ).model_copy(update={"gzip_level": run.gzip_level})
     check_output_size(plan, settings.max_output_gb)
     # Pin the version planned: every writer then reads the very same bytes.
@@ -439,7 +440,9 @@ def finalize_bundle(s3: S3Client, event: FinalizeInput, plan: Plan) -> int:
     src = event.source
     reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id)
     with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
-        return finish_bundle(S3Store(event.output.bucket, event.output.prefix, s3), plan, h5, partials)
+        return finish_bundle(
+            S3Store(event.output.bucket, event.output.prefix, s3), plan, h5, partials, zstd_level=plan.bundle_zstd_level
+        )
 
 
 def finalize(

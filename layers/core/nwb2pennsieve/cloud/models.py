@@ -22,6 +22,7 @@ from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEve
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from ..config import DEFAULT_BUNDLE_ZSTD_LEVEL
 from ..errors import InvalidInputError
 from ..models import ChunkRecord
 from ..pennsieve.target import TargetSpec
@@ -122,6 +123,7 @@ class ConversionSettings(_Payload):
     importer_enabled: bool
     skip_invalid_series: bool
     output_formats: str = "chunks"
+    bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL
 
     @property
     def formats(self) -> tuple[str, ...]:

@@ -107,6 +107,7 @@ class CloudSettings(CommonSettings):
             importer_enabled=effective.importer_enabled,
             skip_invalid_series=effective.skip_invalid_series,
             output_formats=effective.output_formats,
+            bundle_zstd_level=effective.bundle_zstd_level,
         )
 
 
