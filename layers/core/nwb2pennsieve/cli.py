@@ -56,10 +56,10 @@ def _progress_bar(total: int, label: str) -> tuple[Progress | None, Callable[[],
     return update, bar.close
 
 
-def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> ConversionResult:
-    source = InputSource.parse(path)
-    plan = plan_file(
-        source,
+def _plan(file: str | InputSource, settings: Settings) -> Plan:
+    """The file's plan with every planning setting (``convert`` and ``plan`` alike)."""
+    return plan_file(
+        file,
         chunk_size_mb=settings.chunk_size_mb,
         max_item_mb=settings.max_item_mb,
         skip_invalid_series=settings.skip_invalid_series,
@@ -69,6 +69,11 @@ def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> 
         output_formats=settings.output_formats,
         bundle_zstd_level=settings.bundle_zstd_level,
     )
+
+
+def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> ConversionResult:
+    source = InputSource.parse(path)
+    plan = _plan(source, settings)
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), source.stem)
     try:
@@ -106,17 +111,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
-    plan = plan_file(
-        args.file,
-        chunk_size_mb=settings.chunk_size_mb,
-        max_item_mb=settings.max_item_mb,
-        skip_invalid_series=settings.skip_invalid_series,
-        series=settings.series,
-        timeout_s=settings.plan_timeout_s,
-        gzip_level=settings.gzip_level,
-        output_formats=settings.output_formats,
-        bundle_zstd_level=settings.bundle_zstd_level,
-    )
+    plan = _plan(args.file, settings)
     if args.full:
         print(plan.model_dump_json(indent=2))
         return 0
