@@ -97,7 +97,24 @@ class ClosedOnExit:
         self.close()
 
 
-class H5SlabReader(ClosedOnExit):
+class ItemColumns(ClosedOnExit):
+    """The columns a slab reader holds (its work item's) and the range it reads now (``select``)."""
+
+    def __init__(self, column_start: int, column_stop: int) -> None:
+        self._item = (column_start, column_stop)
+        self._columns = self._item
+
+    @property
+    def columns(self) -> tuple[int, int]:
+        return self._columns
+
+    def select(self, column_start: int, column_stop: int) -> None:
+        """Narrow the following reads to these (absolute) columns, e.g. one column group."""
+        check_selection(self._item, column_start, column_stop)
+        self._columns = (column_start, column_stop)
+
+
+class H5SlabReader(ItemColumns):
     """Reads through h5py, one column group (the columns of one HDF5 chunk) at a time.
 
     An uncompressed chunk read whole-width into a contiguous buffer is copied by HDF5 straight from
@@ -107,8 +124,7 @@ class H5SlabReader(ClosedOnExit):
     """
 
     def __init__(self, h5: h5py.File, series: SeriesPlan, column_start: int, column_stop: int) -> None:
-        self._item = (column_start, column_stop)
-        self._columns = self._item
+        super().__init__(column_start, column_stop)
         self._two_d = len(series.shape) == 2
         self._groups = column_groups(series, column_start, column_stop)
         dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
@@ -129,15 +145,6 @@ class H5SlabReader(ClosedOnExit):
     @property
     def column_groups(self) -> list[tuple[int, int]]:
         return list(self._groups)
-
-    @property
-    def columns(self) -> tuple[int, int]:
-        return self._columns
-
-    def select(self, column_start: int, column_stop: int) -> None:
-        """Narrow the following reads to these (absolute) columns, e.g. one column group."""
-        check_selection(self._item, column_start, column_stop)
-        self._columns = (column_start, column_stop)
 
     def read(self, start: int, stop: int, out: np.ndarray) -> None:
         if self._two_d:

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..models import SeriesPlan
 from ..rangereader import RangeReader
-from ..slabs import ClosedOnExit, H5SlabReader, SlabReader, check_selection
+from ..slabs import H5SlabReader, ItemColumns, SlabReader
 
 FILTER_DEFLATE = 1
 FILTER_SHUFFLE = 2
@@ -122,7 +122,7 @@ class _Stored:
     filter_mask: int
 
 
-class S3ChunkSlabReader(ClosedOnExit):
+class S3ChunkSlabReader(ItemColumns):
     """Reads rows of columns [column_start, column_stop) of a series from its S3 object.
 
     ``rows`` is the row range the work item will read (for read-ahead); blocks must be read in
@@ -144,8 +144,7 @@ class S3ChunkSlabReader(ClosedOnExit):
     ) -> None:
         self.dataset: h5py.Dataset = h5[series.data_path]
         self.source = source
-        self._item = (column_start, column_stop)
-        self._columns = self._item
+        super().__init__(column_start, column_stop)
         self._rows = rows or (0, int(self.dataset.shape[0]))
         self._two_d = self.dataset.ndim == 2
         self._dtype = self.dataset.dtype
@@ -163,15 +162,6 @@ class S3ChunkSlabReader(ClosedOnExit):
     @property
     def column_groups(self) -> list[tuple[int, int]]:
         return [self._item]
-
-    @property
-    def columns(self) -> tuple[int, int]:
-        return self._columns
-
-    def select(self, column_start: int, column_stop: int) -> None:
-        """Narrow the following reads to these (absolute) columns, inside the item's."""
-        check_selection(self._item, column_start, column_stop)
-        self._columns = (column_start, column_stop)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
