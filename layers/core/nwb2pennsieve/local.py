@@ -100,10 +100,10 @@ def plan_file(
         "series": tuple(series),
         "output_formats": output_formats,
         "bundle_zstd_level": bundle_zstd_level,
+        "gzip_level": gzip_level,
     }
     # timeout_s None or 0: in this process, without a limit
-    plan = _plan_in_child(source, options, timeout_s) if timeout_s else _plan_here(source, options)
-    return plan.model_copy(update={"gzip_level": gzip_level}) if gzip_level else plan
+    return _plan_in_child(source, options, timeout_s) if timeout_s else _plan_here(source, options)
 
 
 def _plan_here(source: InputSource, options: dict[str, Any]) -> Plan:

@@ -119,6 +119,7 @@ def build_plan(
     series: Sequence[str] = (),
     output_formats: str = DEFAULT_OUTPUT_FORMATS,
     bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL,
+    gzip_level: int = 0,
 ) -> Plan:
     """Plan the conversion of every continuous ElectricalSeries of ``h5`` (or of ``series`` only).
 
@@ -145,7 +146,7 @@ def build_plan(
             output_formats=output_formats,
         )
         .plan_or_raise()
-        .model_copy(update={"bundle_zstd_level": bundle_zstd_level})
+        .model_copy(update={"bundle_zstd_level": bundle_zstd_level, "gzip_level": gzip_level})
     )
 
 

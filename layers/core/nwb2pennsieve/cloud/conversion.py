@@ -168,7 +168,8 @@ def plan_object(
             skip_invalid_series=run.skip_invalid_series,
             output_formats=run.output_formats,
             bundle_zstd_level=run.bundle_zstd_level,
-        ).model_copy(update={"gzip_level": run.gzip_level})
+            gzip_level=run.gzip_level,
+        )
     check_output_size(plan, settings.max_output_gb)
     # Pin the version planned: every writer then reads the very same bytes.
     source = S3Ref(bucket=src.bucket, key=src.key, version_id=reader.version_id)
