@@ -11,17 +11,23 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import google_crc32c
+import h5py
 import numpy as np
 import pytest
 import zarr
 
 from nwb2pennsieve import local
 from nwb2pennsieve.bundle import layout
+from nwb2pennsieve.bundle.continuous import ItemPartial
+from nwb2pennsieve.bundle.finish import reduce_partials
 from nwb2pennsieve.local import convert_file
+from nwb2pennsieve.models import Plan
+from nwb2pennsieve.storage import LocalStore
 from tests.expected import assert_matches, expected_bundle, read_output
 from tests.factory import START, SeriesSpec, gappy_timestamps, write_nwb
 
@@ -197,3 +203,36 @@ def test_the_zstd_level_setting_reaches_every_array(small_shards: None, tmp_path
     assert levels == {7}
     view = reader_view(tmp_path / "out" / "rec.zarr", tmp_path / "view")
     assert np.isfinite(view["3"]["0"][:100]).all()
+
+
+def test_the_reduce_takes_the_partial_results_a_channel_block_at_a_time(
+    small_shards: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks: list[list[ItemPartial]] = []
+    real = local.finish_bundle
+
+    def watching(store: LocalStore, plan: Plan, h5: h5py.File, partials: Iterable[list[ItemPartial]], **kw: int) -> int:
+        def each() -> Iterator[list[ItemPartial]]:
+            for block in partials:
+                blocks.append(block)
+                yield block
+
+        return real(store, plan, h5, each(), **kw)
+
+    monkeypatch.setattr(local, "finish_bundle", watching)
+    nwb = make_file(tmp_path / "rec.nwb")
+    result = convert_file(
+        nwb, tmp_path / "out", output_formats="bundle", chunk_size_mb=0.01, max_item_mb=0.05, workers=1
+    )
+    plan = result.plan
+    windows = [len({i.window for i in plan.work_items if i.series == s}) for s in (0, 0, 1)]
+    # one block per column group: the gappy series' (HDF5 chunks 2 wide), then the LFP's
+    assert [sorted({c for p in b for c in p.channels}) for b in blocks] == [[0, 1], [2], [3, 4]]
+    assert [len(b) for b in blocks] == windows  # every window's partial result of the block
+    store = LocalStore(tmp_path / "again")
+    with pytest.raises(ValueError, match="partial results for 2 of its 3 channels"):
+        reduce_partials(store, plan, [blocks[0]])
+    with pytest.raises(ValueError, match="in two blocks"):
+        reduce_partials(store, plan, [blocks[0], blocks[0]])
+    with pytest.raises(ValueError, match="does not continue level"):
+        reduce_partials(store, plan, [blocks[0][1:], blocks[1]])  # a window missing

@@ -68,9 +68,40 @@ def test_one_window_writes_every_level() -> None:
     assert plan.windows == [(0, 1_800_000)] and plan.reduce_levels == []
 
 
-def test_an_hour_of_neuropixels_cuts_into_shard_windows_and_reduces_the_coarse_levels() -> None:
+def test_an_hour_of_neuropixels_cuts_into_shard_windows_and_reduces_only_the_coarse_levels() -> None:
     n = 30_000 * 3600
     levels = plan_levels(n, 30_000.0)
     plan = align_windows(n, 2 * 4 * 2**20, levels)
     assert plan.windows[1][0] == 8 * 2**20  # two level-0 shards of 4 Mi samples
-    assert plan.reduce_from == 2  # level 1 shards span 8 Mi samples; level 2 shards 32 Mi
+    # levels 1-4: one shard per level-0 shard (8, 2, 0.5, 0.125 MiB), so the items write them
+    assert [lv.shard_bins for lv in levels[:5]] == [4 * 2**20, 2**20, 2**18, 2**16, 2**14]
+    assert all(lv.shard_span == 4 * 2**20 for lv in levels[:5])
+    assert plan.reduce_from == 5  # a level-5 shard of one level-0 shard would be 4,096 bins: under one chunk
+    # the reduce reads level-5 bins: 1/512 of the level-0 bytes (2 float32 per 1,024 samples)
+    assert levels[5].bins * levels[5].bin_bytes * 512 == pytest.approx(n * 4, rel=1e-3)
+
+
+def test_shards_follow_the_producers_rule_when_level_0_has_one_shard() -> None:
+    # 2 min of Neuropixels: one level-0 shard, so every level is written by one window anyway
+    levels = plan_levels(30_000 * 120, 30_000.0)
+    assert [lv.shard_bins for lv in levels] == [chunk_and_shard_bins(lv.bins, lv.bin_bytes)[1] for lv in levels]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(1, 300_000),
+    proposed=st.integers(1, 4_000_000),
+    chunk=st.sampled_from([16, 64, 256]),
+    target=st.sampled_from([1024, 8192, 65536]),
+)
+def test_the_reduce_starts_at_the_first_level_a_level_0_shard_cannot_hold_a_chunk_of(
+    n: int, proposed: int, chunk: int, target: int
+) -> None:
+    levels = plan_levels(n, 1000.0, inner_chunk_bins=chunk, target_shard_bytes=target)
+    plan = align_windows(n, proposed, levels)
+    if len(plan.windows) < 2:
+        assert plan.reduce_levels == []
+        return
+    aligned = [k for k in range(1, len(levels)) if levels[k].shard_span == levels[0].shard_span]
+    assert aligned == list(range(1, len(aligned) + 1))  # the finest levels, in a run
+    assert plan.reduce_from >= 1 + len(aligned)

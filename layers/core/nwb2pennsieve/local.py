@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -35,9 +36,8 @@ from typing import Any, TextIO
 
 import h5py
 
-from .bundle.continuous import ItemPartial
 from .bundle.finish import finish_bundle
-from .bundle.series import bundle_name, unpack_partials
+from .bundle.series import PartialSpill, bundle_name
 from .config import DEFAULT_BUNDLE_ZSTD_LEVEL, DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS
 from .errors import InvalidInputError, Nwb2PennsieveError, OutputWriteError, StorageError
 from .models import ItemResult, Plan, WorkItem
@@ -210,12 +210,13 @@ def convert_file(
         identity = (stat.st_size, stat.st_mtime_ns) if stat else None
     except OSError as exc:
         raise InvalidInputError(f"cannot read it ({exc.strerror or exc})", file=plan.source) from None
-    with OutputFolder(output) as folder:
+    # The bundle's partial results wait on disk for the reduce (:class:`PartialSpill`), outside the output.
+    with OutputFolder(output) as folder, tempfile.TemporaryDirectory(prefix="nwb2pennsieve-partials-") as spilled:
         check_free_space(plan, folder.staging)
         try:
             # staging is private and published whole, so its files need no temporary names
             store = LocalStore(folder.staging, atomic_names=False)
-            partials: list[ItemPartial] = []
+            spill = PartialSpill(spilled)
             for item_result in execute_items(
                 path, plan, folder.staging, workers=workers, progress=progress, atomic_names=False
             ):
@@ -223,13 +224,13 @@ def convert_file(
                 result.payload_bytes += item_result.payload_bytes
                 result.stored_bytes += item_result.stored_bytes
                 if item_result.partials:
-                    partials.extend(unpack_partials(item_result.partials))
+                    spill.add(item_result.partials)
             if plan.writes_chunks:
                 result.metadata_files = write_channel_metadata(plan, store)
             if plan.writes_bundle:
                 # The reduce and the bundle's metadata, inside the staging folder: published with it.
                 with open_input(path, name=plan.source) as opened:
-                    finish_bundle(store, plan, opened.h5, partials, zstd_level=plan.bundle_zstd_level)
+                    finish_bundle(store, plan, opened.h5, spill.blocks(), zstd_level=plan.bundle_zstd_level)
         except OutputWriteError as exc:
             raise folder.error("cannot write it", exc.cause) from None
         except OSError as exc:

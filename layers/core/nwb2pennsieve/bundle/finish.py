@@ -4,12 +4,12 @@ channels, then the metadata with the root ``zarr.json`` last (the commit point),
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import h5py
 
-from ..models import Plan
+from ..models import Plan, SeriesPlan
 from ..storage import Store
 from .continuous import ItemPartial, reduce_levels
 from .encode import ZSTD_LEVEL
@@ -21,45 +21,62 @@ from .sink import put
 from .units import unit_channels, write_unit_channel
 
 
-def reduce_partials(store: Store, plan: Plan, partials: Sequence[ItemPartial], *, zstd_level: int = ZSTD_LEVEL) -> None:
-    """Write the coarse levels of every channel from the items' partial results.
+def reduce_partials(
+    store: Store, plan: Plan, blocks: Iterable[Sequence[ItemPartial]], *, zstd_level: int = ZSTD_LEVEL
+) -> None:
+    """Write the coarse levels of every channel from the items' partial results, a block at a time.
 
-    A partial says which level it holds (the first level the items did not write), so the reduce
-    needs no knowledge of how the items were cut; it checks that they cover every bin.
+    Each element of ``blocks`` holds every window's partial results of some channels (one channel
+    block of the work items), so only one block is held at once: with the default sizes a block of
+    37 Neuropixels channels is 1.2 MB per 140 s of recording. A partial says which level it holds
+    (the first level the items did not write), so the reduce needs no knowledge of how the items
+    were cut; it checks that they cover every bin of every channel they name, and every channel
+    of a series that has any.
     """
-    by_channel: dict[int, list[ItemPartial]] = {}
-    for p in partials:
-        for j, channel in enumerate(p.channels):
-            part = ItemPartial(
-                window=p.window, level=p.level, start_bin=p.start_bin, bins=p.bins[:, j : j + 1], channels=(channel,)
-            )
-            by_channel.setdefault(channel, []).append(part)
-    for series in plan.series:
-        first = first_group(plan, series)
-        groups = range(first, first + len(series.channels))
-        have = [g for g in groups if g in by_channel]
-        if not have:
-            continue  # the items wrote every level of this series
-        if len(have) != len(series.channels):
-            raise ValueError(f"{series.path}: partial results for {len(have)} of its {len(series.channels)} channels")
-        grid = series_grid(series)
-        levels = plan_levels(grid.n_bins, series.rate)
-        for g in groups:
-            parts = by_channel[g]
+    done: set[int] = set()
+    for block in blocks:
+        by_channel: dict[int, list[ItemPartial]] = {}
+        for p in block:
+            for j, channel in enumerate(p.channels):
+                bins = p.bins[:, j : j + 1]
+                one = ItemPartial(window=p.window, level=p.level, start_bin=p.start_bin, bins=bins, channels=(channel,))
+                by_channel.setdefault(channel, []).append(one)
+        for g, parts in by_channel.items():
+            if g in done:
+                raise ValueError(f"partial results of channel group {g} in two blocks")
+            series = _series_of(plan, g)
+            levels = plan_levels(series_grid(series).n_bins, series.rate)
             windows = WindowPlan(levels=levels, windows=[], reduce_from=parts[0].level)
             reduce_levels(store, windows, [g], parts, zstd_level=zstd_level)
+            done.add(g)
+    for series in plan.series:
+        first = first_group(plan, series)
+        have = [g for g in range(first, first + len(series.channels)) if g in done]
+        if have and len(have) != len(series.channels):  # none: the items wrote every level
+            raise ValueError(f"{series.path}: partial results for {len(have)} of its {len(series.channels)} channels")
+
+
+def _series_of(plan: Plan, group: int) -> SeriesPlan:
+    """The series whose channels include bundle group ``group``."""
+    for series in plan.series:
+        first = first_group(plan, series)
+        if first <= group < first + len(series.channels):
+            return series
+    raise ValueError(f"partial results of channel group {group}, which the plan does not have")
 
 
 def finish_bundle(
     output: Store,
     plan: Plan,
     h5: h5py.File,
-    partials: Sequence[ItemPartial],
+    partials: Iterable[Sequence[ItemPartial]],
     *,
     zstd_level: int = ZSTD_LEVEL,
 ) -> int:
-    """Reduce, write the unit channels and every ``zarr.json`` (root last), then ``asset-properties.json``
-    into ``output`` (the conversion's output folder). Returns the number of channel groups."""
+    """Reduce (``partials``: the items' partial results, a channel block at a time; see
+    :func:`reduce_partials`), write the unit channels and every ``zarr.json`` (root last), then
+    ``asset-properties.json`` into ``output`` (the conversion's output folder). Returns the number
+    of channel groups."""
     store = bundle_store(output, plan)
     reduce_partials(store, plan, partials, zstd_level=zstd_level)
     docs: dict[str, dict[str, Any]] = {}

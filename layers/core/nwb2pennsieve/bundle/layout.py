@@ -79,6 +79,19 @@ def chunk_and_shard_bins(
     return chunk, chunk * min(per_shard, chunks_in_array)
 
 
+def aligned_shard_bins(level0: LevelLayout, level: int, chunk_bins: int) -> int | None:
+    """The shard length of ``level`` that spans exactly one level-0 shard, when there is one.
+
+    Only when level 0 has several shards (else one window holds everything) and ``4**level``
+    level-0 bins divide its shard into a whole number of this level's inner chunks: then every
+    item window (whole level-0 shards) holds whole shards of this level, and the item writes it.
+    """
+    if level0.shard_count < 2 or level0.shard_bins % FOLD**level:
+        return None
+    bins = level0.shard_bins // FOLD**level
+    return bins if bins >= chunk_bins and bins % chunk_bins == 0 else None
+
+
 def plan_levels(
     n_bins0: int,
     rate_hz: float,
@@ -90,6 +103,13 @@ def plan_levels(
 ) -> list[LevelLayout]:
     """The level arrays of a continuous channel of ``n_bins0`` grid bins sampled at ``rate_hz``.
 
+    Level 0's shards, and those of any level too short to be cut, follow
+    :func:`chunk_and_shard_bins` (Pennsieve's producer's rule, ~16 MiB). When level 0 has several
+    shards, a finer level whose shard can span exactly one level-0 shard in whole inner chunks
+    gets that shard (:func:`aligned_shard_bins`: 8, 2, 0.5 and 0.125 MiB for levels 1-4 at the
+    default sizes), so the work items write it; only the coarser levels go to the reduce, from
+    partial results 1/512 the size of the level-0 data (docs/bundle.md).
+
     Unset sizes are the module's constants, read at call time (tests shrink them to get many
     shards and windows from a small file).
     """
@@ -98,7 +118,7 @@ def plan_levels(
     inner_chunk_bins = INNER_CHUNK_BINS if inner_chunk_bins is None else inner_chunk_bins
     target_shard_bytes = TARGET_SHARD_BYTES if target_shard_bytes is None else target_shard_bytes
     period0 = 1e6 / rate_hz
-    out = []
+    out: list[LevelLayout] = []
     for k in range(level_count(n_bins0, max_levels=max_levels, min_bins=min_bins)):
         bins = level_bins(n_bins0, k)
         chunk, shard = chunk_and_shard_bins(
@@ -107,6 +127,8 @@ def plan_levels(
             inner_chunk_bins=inner_chunk_bins,
             target_shard_bytes=target_shard_bytes,
         )
+        if k:
+            shard = aligned_shard_bins(out[0], k, chunk) or shard
         out.append(LevelLayout(level=k, bins=bins, chunk_bins=chunk, shard_bins=shard, period_us=period0 * FOLD**k))
     return out
 

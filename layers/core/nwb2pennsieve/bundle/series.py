@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -243,6 +244,35 @@ def unpack_partials(data: bytes) -> list[ItemPartial]:
         out.append(ItemPartial.from_bytes(data[at + 8 : at + 8 + size]))
         at += 8 + size
     return out
+
+
+class PartialSpill:
+    """The items' partial results kept on disk, one file per channel block, until the reduce.
+
+    The local pool's parent receives every item's partial results; holding them all until the end
+    would cost 1/512 of the level-0 data in memory (300 MB for an hour of 384 channels). Each is
+    appended to its block's file under ``folder`` as it arrives, and :meth:`blocks` gives them
+    back a block at a time (:func:`~.finish.reduce_partials`).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self._files: dict[tuple[int, ...], Path] = {}
+
+    def add(self, packed: bytes) -> None:
+        """One item's partial results (:func:`pack_partials`)."""
+        for partial in unpack_partials(packed):
+            path = self._files.get(partial.channels)
+            if path is None:
+                path = self._files[partial.channels] = self.folder / f"block-{len(self._files):06d}.bin"
+                path.write_bytes(_MAGIC)
+            body = partial.to_bytes()
+            with path.open("ab") as fh:
+                fh.write(len(body).to_bytes(8, "little") + body)
+
+    def blocks(self) -> Iterator[list[ItemPartial]]:
+        for path in self._files.values():
+            yield unpack_partials(path.read_bytes())
 
 
 def item_rows(series: SeriesPlan, item: WorkItem) -> tuple[int, int]:

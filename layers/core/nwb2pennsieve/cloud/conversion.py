@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pydantic import TypeAdapter
 
+from ..bundle.continuous import ItemPartial
 from ..bundle.finish import finish_bundle
 from ..bundle.series import bundle_name, item_rows, unpack_partials
 from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError, storage_error
@@ -422,12 +423,29 @@ def finalize_bundle(s3: S3Client, event: FinalizeInput, plan: Plan) -> int:
     """The bundle's reduce (from every item's partial results in the records), its unit channels
     and metadata, the root ``zarr.json`` last; then ``asset-properties.json``. Returns its channel groups.
 
-    The partial results are small (level ``reduce_from`` of each window: a 4**-level fraction of
-    the level-0 data); a file so long that they outgrow a Finalize invocation would take a Map of
-    its own over channel blocks (docs/bundle.md).
+    The partial results are 1/512 of the level-0 data (the level-5 bins of each window, with the
+    default sizes: docs/bundle.md) and are read a channel block at a time, so Finalize holds one
+    block's: 37 Neuropixels channels of an hour of recording are 32 MB.
     """
-    partials = []
+    src = event.source
+    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id)
+    with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
+        return finish_bundle(
+            S3Store(event.output.bucket, event.output.prefix, s3),
+            plan,
+            h5,
+            _partial_blocks(s3, event, plan),
+            zstd_level=plan.bundle_zstd_level,
+        )
+
+
+def _partial_blocks(s3: S3Client, event: FinalizeInput, plan: Plan) -> Iterator[list[ItemPartial]]:
+    """Every work item's partial results, a channel block (the items of one column range) at a time."""
+    blocks: dict[tuple[int, int, int], list[WorkItem]] = {}
     for item in plan.work_items:
+        blocks.setdefault((item.series, item.column_start, item.column_stop), []).append(item)
+
+    def load(item: WorkItem) -> list[ItemPartial]:
         key = partials_key(event.plan, item.id)
         try:
             body = s3.get_object(Bucket=event.plan.bucket, Key=key)["Body"].read()
@@ -437,13 +455,11 @@ def finalize_bundle(s3: S3Client, event: FinalizeInput, plan: Plan) -> int:
                 "a WriteChunks work item did not finish",
                 file=event.source.uri,
             ) from None
-        partials.extend(unpack_partials(body))
-    src = event.source
-    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id)
-    with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
-        return finish_bundle(
-            S3Store(event.output.bucket, event.output.prefix, s3), plan, h5, partials, zstd_level=plan.bundle_zstd_level
-        )
+        return unpack_partials(body)
+
+    with ThreadPoolExecutor(max_workers=LIST_THREADS) as pool:
+        for items in blocks.values():
+            yield [p for partials in pool.map(load, items) for p in partials]
 
 
 def finalize(
