@@ -112,7 +112,10 @@ def test_every_level_of_every_channel_matches_an_independent_fold(
 
 def test_units_table_becomes_a_unit_channel(small_shards: None, tmp_path: Path) -> None:
     nwb = make_file(tmp_path / "rec.nwb")
-    convert_file(nwb, tmp_path / "out", output_formats="bundle", workers=1)
+    result = convert_file(nwb, tmp_path / "out", output_formats="bundle", workers=1)
+    size = sum(f.stat().st_size for f in (tmp_path / "out" / "rec.zarr").rglob("*") if f.is_file())
+    assert result.bundle_bytes == size > 0
+    assert result.summary_line().startswith(f"rec.nwb: 5 channels, bundle {size / 1e6:.1f} MB in ")
     root = reader_view(tmp_path / "out" / "rec.zarr", tmp_path / "view")
     unit = root["5"]
     assert unit.attrs["kind"] == "unit" and unit.attrs["id"] == "units" and unit.attrs["unit"] == "uV"

@@ -60,18 +60,24 @@ class ConversionResult:
     stored_bytes: int = 0
     seconds: float = 0.0
     metadata_files: list[str] = field(default_factory=list)
+    bundle_bytes: int = 0  # the viewer bundle's files, with OUTPUT_FORMATS=bundle
 
     @property
     def channels(self) -> int:
         return sum(len(s.channels) for s in self.plan.series)
 
     def summary_line(self) -> str:
-        mb = self.payload_bytes / 1e6
-        rate = mb / self.seconds if self.seconds > 0 else 0.0
-        return (
-            f"{self.source}: {self.channels} channels, {self.files} files, {mb:.1f} MB "
-            f"in {self.seconds:.2f} s ({rate:.1f} MB/s) -> {self.output_dir}"
-        )
+        """``FILE: 16 channels, 24 files, 1.4 MB in 0.31 s (4.6 MB/s) -> OUT``; with the bundle,
+        ``, bundle 3.1 MB`` after the chunk files (or in their place without them)."""
+        parts = []
+        if self.plan.writes_chunks:
+            parts.append(f"{self.files} files, {self.payload_bytes / 1e6:.1f} MB")
+        if self.plan.writes_bundle:
+            parts.append(f"bundle {self.bundle_bytes / 1e6:.1f} MB")
+        took = f"in {self.seconds:.2f} s"
+        if self.plan.writes_chunks and self.seconds > 0:
+            took += f" ({self.payload_bytes / 1e6 / self.seconds:.1f} MB/s)"
+        return f"{self.source}: {self.channels} channels, {', '.join(parts)} {took} -> {self.output_dir}"
 
 
 def plan_file(
@@ -231,6 +237,7 @@ def convert_file(
                 # The reduce and the bundle's metadata, inside the staging folder: published with it.
                 with open_input(path, name=plan.source) as opened:
                     finish_bundle(store, plan, opened.h5, spill.blocks(), zstd_level=plan.bundle_zstd_level)
+                result.bundle_bytes = tree_bytes(folder.staging / bundle_name(plan))
         except OutputWriteError as exc:
             raise folder.error("cannot write it", exc.cause) from None
         except OSError as exc:
@@ -251,6 +258,20 @@ def convert_file(
         )
     result.seconds = time.perf_counter() - started
     return result
+
+
+def tree_bytes(root: Path) -> int:
+    """The bytes of the files under ``root``."""
+    total = 0
+    stack = [os.fspath(root)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    total += entry.stat(follow_symlinks=False).st_size
+    return total
 
 
 def release_free_heap() -> None:
