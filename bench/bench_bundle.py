@@ -1,7 +1,8 @@
 """The viewer bundle, side by side in one run: ours (bundle only, and chunks + bundle) vs ts-zarr-py.
 
 For each Neuropixels file (bench/generate.py), runs each contender as its own process under
-``/usr/bin/time -v`` (wall seconds; peak RSS of the largest process of the tree), ``--repeat``
+``/usr/bin/time -v`` (wall seconds; CPU seconds, user + system, of the whole process tree: the
+work, whatever the cores; peak RSS of the largest process of the tree), ``--repeat``
 times (the anchor once on files longer than ``--anchor-once-over`` seconds), and prints a
 Markdown table of medians with the speed ratio against the anchor and the bundle's size. The
 anchor runs in a virtual environment of its own (bench/compare_bundle_anchor.py builds it).
@@ -24,17 +25,19 @@ from pathlib import Path
 from bench.compare_bundle_anchor import anchor_venv
 
 RSS = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
+CPU = re.compile(r"(?:User|System) time \(seconds\): ([\d.]+)")
 
 
-def measure(command: list[str], cwd: Path | None = None) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one run."""
+def measure(command: list[str], cwd: Path | None = None) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MB) of one run."""
     started = time.perf_counter()
     done = subprocess.run(["/usr/bin/time", "-v", *command], cwd=cwd, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"{command[:3]} failed: {done.stderr[-2000:]}")
     found = RSS.search(done.stderr)
-    return wall, int(found[1]) / 1024 if found else 0.0
+    cpu = sum(float(x) for x in CPU.findall(done.stderr))
+    return wall, cpu, int(found[1]) / 1024 if found else 0.0
 
 
 def size_mb(path: Path) -> float:
@@ -53,8 +56,9 @@ def main() -> int:
     python = anchor_venv(args.venv)
     ours = [str(Path(sys.executable).parent / "nwb2pennsieve"), "convert"]
     rows = [
-        "| file | contender | wall s (median) | runs | peak RSS MB (median) | bundle MB | speed vs anchor |",
-        "|---|---|---|---|---|---|---|",
+        "| file | contender | wall s (median) | CPU s (median) | runs | peak RSS MB (median) | bundle MB "
+        "| speed vs anchor | CPU vs anchor |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -82,24 +86,25 @@ def main() -> int:
             results = {}
             for name, (command, cwd, out) in contenders.items():
                 runs = 1 if name == "ts-zarr-py" and seconds > args.anchor_once_over else args.repeat
-                walls, rss = [], []
+                walls, cpus, rss = [], [], []
                 size = 0.0
                 for _ in range(runs):
                     shutil.rmtree(out, ignore_errors=True)
-                    wall, peak = measure(command, cwd)
+                    wall, cpu, peak = measure(command, cwd)
                     walls.append(wall)
+                    cpus.append(cpu)
                     rss.append(peak)
                     bundle = next(iter(out.rglob("*.zarr")), None)
                     size = size_mb(bundle) if bundle else 0.0
                     shutil.rmtree(out, ignore_errors=True)
-                results[name] = (statistics.median(walls), runs, statistics.median(rss), size)
-                print(
-                    name, nwb.name, [round(w, 2) for w in walls], [round(r) for r in rss], f"{size:.0f} MB", flush=True
-                )
-            anchor = results["ts-zarr-py"][0]
-            for name, (wall, runs, peak, size) in results.items():
+                results[name] = (statistics.median(walls), statistics.median(cpus), runs, statistics.median(rss), size)
+                print(name, nwb.name, "wall", [round(w, 2) for w in walls], "cpu", [round(c, 2) for c in cpus], end=" ")
+                print("rss", [round(r) for r in rss], f"{size:.0f} MB", flush=True)
+            anchor_wall, anchor_cpu = results["ts-zarr-py"][:2]
+            for name, (wall, cpu, runs, peak, size) in results.items():
                 rows.append(
-                    f"| {nwb.name} | {name} | {wall:.2f} | {runs} | {peak:.0f} | {size:.0f} | {anchor / wall:.1f}x |"
+                    f"| {nwb.name} | {name} | {wall:.2f} | {cpu:.2f} | {runs} | {peak:.0f} | {size:.0f} "
+                    f"| {anchor_wall / wall:.1f}x | {anchor_cpu / cpu:.1f}x |"
                 )
     print("\n".join(rows))
     return 0
