@@ -153,7 +153,8 @@ def _write(
     raw_flat = _buffer("raw", rows * widest, native)
     # The float64 block only when chunk files are written; the float32 one only for consumers.
     out_flat = _buffer("out", rows * widest, np.dtype(np.float64)) if chunk_files else None
-    uv32_flat = _buffer("uv32", rows * widest, np.dtype(np.float32)) if consumers else None
+    piece = max(_consumer_rows(c1 - c0) * (c1 - c0) for c0, c1 in groups)
+    uv32_flat = _buffer("uv32", piece, np.dtype(np.float32)) if consumers else None
     factor = series.unit_factor
 
     # µV = (data × conversion × channel_conversion + offset) × unit factor. Without an offset the
@@ -206,11 +207,16 @@ def _write(
                         for j, writer in enumerate(writers):
                             writer.write(block[j])
                     if consumers:
+                        # In pieces of about 1 MiB: a consumer's passes over a piece (a fold, a
+                        # transposing copy) then read it from the cache, not from memory.
                         assert uv32_flat is not None
-                        uv = uv32_flat[: m * width].reshape(m, width)
-                        to_float32_uv(raw, uv, scale.T, offset.T, factor, shifted)
-                        for consumer in consumers:
-                            consumer.consume(start, c0, uv)
+                        step = _consumer_rows(width)
+                        for a in range(0, m, step):
+                            b = min(m, a + step)
+                            uv = uv32_flat[: (b - a) * width].reshape(b - a, width)
+                            to_float32_uv(raw[a:b], uv, scale.T, offset.T, factor, shifted)
+                            for consumer in consumers:
+                                consumer.consume(start + a, c0, uv)
                     start = stop
                 for writer in writers:
                     writer.close()
@@ -266,6 +272,14 @@ def _to_big_endian_uv(
         np.multiply(source, scale, out=big)
     else:
         np.copyto(big, source)
+
+
+CONSUMER_BYTES = 1 << 20  # float32 bytes of µV a consumer is handed at a time
+
+
+def _consumer_rows(width: int) -> int:
+    """Rows of a piece handed to the consumers: about CONSUMER_BYTES, a multiple of 64 rows."""
+    return max(64, CONSUMER_BYTES // (4 * width) // 64 * 64)
 
 
 _F32_STEP = 1 << 15  # values per pass of the float64 detour (a shifted series): 256 KiB of scratch

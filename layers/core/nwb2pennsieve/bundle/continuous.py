@@ -100,6 +100,7 @@ class ItemWriter:
         self._pos = [self.start // FOLD**k for k in range(self._r)]
         self._builders: list[list[ShardBuilder] | None] = [None] * self._r
         self._chunks: list[np.ndarray | None] = [None] * self._r  # each level's inner chunks, all channels
+        self._held = [0] * self._r
         # Per level, the last 1-3 bins of a block of 4 not yet folded: (mins, maxes), copies.
         self._carry: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self._levels)
         self._partial: list[np.ndarray] = []
@@ -168,16 +169,23 @@ class ItemWriter:
                     )
                     for c, channel in enumerate(self.channels)
                 ]
-            at, take = builders[0].filled, min(low.shape[0] - done, builders[0].room)
+            # Rows copied in but not yet handed to the builders (they are told once the chunk is full).
+            held = self._held[k]
+            room = builders[0].room
+            at, take = builders[0].filled + held, min(low.shape[0] - done, room - held)
             if k == 0:
                 _transpose_into(chunks[:, at : at + take], low[done : done + take])
             else:
                 _transpose_into(chunks[:, at : at + take, 0], low[done : done + take])
                 _transpose_into(chunks[:, at : at + take, 1], high[done : done + take])
-            for builder in builders:
-                builder.advance(take)
             done += take
             self._pos[k] = pos + take
+            self._held[k] = held + take
+            if held + take < room:
+                continue
+            self._held[k] = 0
+            for builder in builders:
+                builder.advance(room)
             if builders[0].complete:
                 for channel, builder in zip(self.channels, builders, strict=True):
                     if k < STREAMED_LEVELS:
