@@ -185,7 +185,7 @@ class ShardBuilder:
         self._buf = buffer
         self._in_buf = 0
         self._parts: list[bytes] = []
-        self._entries = np.full((spec.chunks_per_shard, 2), EMPTY, dtype=np.uint64)
+        self._entries: list[tuple[int, int, int]] = []  # (chunk, offset, nbytes) of each stored chunk
         self._offset = 0
         self._chunk = 0
         self._open_pending = open_pending
@@ -229,9 +229,9 @@ class ShardBuilder:
         if self._in_buf < self.spec.chunk_rows:
             self._buf[self._in_buf :] = self.spec.fill_value  # edge chunk: pad with the fill value
         # All NaN (not stored) is checked in full only when the first value is NaN: data rarely is.
-        if not (self.spec.is_float and np.isnan(self._buf.flat[0]) and np.isnan(self._buf).all()):
+        if not (self.spec.is_float and math.isnan(self._buf.item(0)) and np.isnan(self._buf).all()):
             data = compress(memoryview(self._buf).cast("B"), self.spec.zstd_level)
-            self._entries[self._chunk] = (self._offset, len(data))
+            self._entries.append((self._chunk, self._offset, len(data)))
             if self._open_pending is None:
                 self._parts.append(data)
             else:
@@ -250,7 +250,7 @@ class ShardBuilder:
             raise ValueError("a streamed shard is published with commit()")
         if not self._parts:
             return None
-        return [*self._parts, index_bytes(self._entries)]
+        return [*self._parts, index_bytes(self._index())]
 
     def commit(self) -> bool:
         """A streamed shard: write its index and publish it; False when no chunk was stored (no object)."""
@@ -260,12 +260,19 @@ class ShardBuilder:
         if pending is None:
             return False
         try:
-            pending.write(index_bytes(self._entries))
+            pending.write(index_bytes(self._index()))
             pending.commit()
         except BaseException:
             pending.abort()
             raise
         return True
+
+    def _index(self) -> np.ndarray:
+        """The (chunks, 2) (offset, nbytes) table: EMPTY for a chunk not stored."""
+        entries = np.full((self.spec.chunks_per_shard, 2), EMPTY, dtype=np.uint64)
+        for chunk, offset, nbytes in self._entries:
+            entries[chunk] = (offset, nbytes)
+        return entries
 
     def abort(self) -> None:
         """Drop a streamed shard's partly written object."""
