@@ -3,7 +3,9 @@
 An item is processed one chunk at a time; a chunk one column group at a time (the columns of one
 HDF5 chunk, or all the item's columns when the data is contiguous); a column group in blocks of
 rows. A block is read into a contiguous buffer, transposed and scaled straight into a reused
-big-endian float64 buffer, and appended to each of the group's channel files. Reading whole HDF5
+big-endian float64 buffer, and appended to each of the group's channel files. The slab consumers
+(the viewer bundle) get the same µV as float32, converted straight from the block in pieces of
+about a MiB (:func:`to_float32_uv`; no float64 pass when no chunk file is written). Reading whole HDF5
 chunk columns into a contiguous buffer lets HDF5 copy uncompressed chunks straight from the file
 with no chunk cache; compressed data gets a cache of two chunks of the group, so a chunk cut by a
 block boundary is decompressed once. Memory is a few tens of MiB for the buffers, whatever the
