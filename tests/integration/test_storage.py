@@ -6,6 +6,7 @@ The parallel S3 store puts committed objects in the background; ``settle`` waits
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -95,3 +96,19 @@ def test_many_commits_larger_than_the_in_flight_budget_all_arrive(store: Store, 
     for name, data in written.items():
         assert store.size(name) == len(data)
         assert store.read_bytes(name) == data
+
+
+@pytest.mark.parametrize("atomic_names", [True, False])
+def test_a_local_folder_removed_after_a_write_is_made_again(tmp_path: Path, atomic_names: bool) -> None:
+    # A local store remembers the folders it made (a bundle writes into thousands): one removed
+    # behind its back is made again on the next write, not a failure.
+    root = LocalStore(tmp_path / "out", atomic_names=atomic_names)
+    leaf = root.child("3/0/c")
+    leaf.write_bytes("1", b"one")
+    assert (tmp_path / "out" / "3" / "0" / "c" / "1").read_bytes() == b"one"
+    shutil.rmtree(tmp_path / "out")
+    again = root.child("3/0/c")  # a new child of the same store: it shares what the store made
+    again.write_bytes("2", b"two")
+    leaf.write_bytes("3", b"three")
+    assert sorted(again.list_names()) == ["2", "3"]
+    assert [p.name for p in (tmp_path / "out" / "3" / "0" / "c").iterdir() if p.name.startswith(".")] == []

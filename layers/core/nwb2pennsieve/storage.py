@@ -14,7 +14,7 @@ import io
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
@@ -61,19 +61,32 @@ class Store(Protocol):
     def replace_tagged(self, name: str, data: bytes, tag: str) -> bool: ...
 
 
-def _write_error(path: Path, exc: OSError) -> OutputWriteError:
+def _write_error(path: str | os.PathLike[str], exc: OSError) -> OutputWriteError:
     cause = exc.strerror or str(exc)
-    return OutputWriteError(f"cannot write {path} ({cause})", cause=cause)
+    return OutputWriteError(f"cannot write {os.fspath(path)} ({cause})", cause=cause)
 
 
 class _LocalPending:
-    def __init__(self, final: Path, direct: bool = False) -> None:
+    """``final`` (a path string) written in place (``direct``) or under a temporary name renamed on commit.
+
+    ``make_folder`` is called when the folder is missing (removed since the store last made it).
+    """
+
+    def __init__(self, final: str, direct: bool, make_folder: Callable[[], None]) -> None:
         self._final = final
         self._direct = direct
-        self._tmp = final if direct else final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        if direct:
+            self._tmp = final
+        else:
+            folder, name = os.path.split(final)
+            self._tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            # Unbuffered: callers hand over large pieces; a Python-level buffer would only copy them.
-            self._fh: BinaryIO | None = open(self._tmp, "wb", buffering=0)  # noqa: SIM115
+            try:
+                # Unbuffered: callers hand over large pieces; a Python-level buffer would only copy them.
+                self._fh: BinaryIO | None = open(self._tmp, "wb", buffering=0)  # noqa: SIM115
+            except FileNotFoundError:
+                make_folder()
+                self._fh = open(self._tmp, "wb", buffering=0)  # noqa: SIM115
         except OSError as exc:
             raise _write_error(final, exc) from None
 
@@ -117,7 +130,7 @@ class _LocalPending:
                 self._fh.close()
             self._fh = None
         with contextlib.suppress(OSError):
-            self._tmp.unlink(missing_ok=True)
+            os.unlink(self._tmp)
 
 
 class LocalStore:
@@ -128,21 +141,45 @@ class LocalStore:
     here that is ~50-90 µs a file, and a Neuropixels hour is ~300,000 files) and removed on abort.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, atomic_names: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, atomic_names: bool = True, _made: set[str] | None = None
+    ) -> None:
         self.root = Path(root)
         self.atomic_names = atomic_names
+        self._folder = os.fspath(self.root)
+        # Folders this store and its children have made: a bundle writes thousands of objects into
+        # thousands of folders, and a mkdir (of every parent) before each was a share of its time.
+        self._made = set() if _made is None else _made
 
-    def _path(self, name: str) -> Path:
+    def _check(self, name: str) -> str:
         if "/" in name or name.startswith("."):
             raise StorageError(f"invalid object name {name!r}")
-        return self.root / name
+        return name
+
+    def _path(self, name: str) -> Path:
+        return self.root / self._check(name)
+
+    def child(self, path: str) -> LocalStore:
+        """The store of the folder ``path`` (``a/b``, already checked by the caller) inside this one."""
+        return LocalStore(os.path.join(self._folder, path), atomic_names=self.atomic_names, _made=self._made)
+
+    def _make_folder(self) -> None:
+        try:
+            try:
+                os.mkdir(self._folder)  # its parent usually exists: one call, not a stat of each parent
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                os.makedirs(self._folder, exist_ok=True)
+        except OSError as exc:
+            raise _write_error(self._folder, exc) from None
+        self._made.add(self._folder)
 
     def open_pending(self, name: str) -> PendingObject:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _write_error(self.root, exc) from None
-        return _LocalPending(self._path(name), direct=not self.atomic_names)
+        final = os.path.join(self._folder, self._check(name))
+        if self._folder not in self._made:
+            self._make_folder()
+        return _LocalPending(final, not self.atomic_names, self._make_folder)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         pending = self.open_pending(name)

@@ -3,7 +3,9 @@
 An item is processed one chunk at a time; a chunk one column group at a time (the columns of one
 HDF5 chunk, or all the item's columns when the data is contiguous); a column group in blocks of
 rows. A block is read into a contiguous buffer, transposed and scaled straight into a reused
-big-endian float64 buffer, and appended to each of the group's channel files. Reading whole HDF5
+big-endian float64 buffer, and appended to each of the group's channel files. The slab consumers
+(the viewer bundle) get the same µV as float32, converted straight from the block in pieces of
+about a MiB (:func:`to_float32_uv`; no float64 pass when no chunk file is written). Reading whole HDF5
 chunk columns into a contiguous buffer lets HDF5 copy uncompressed chunks straight from the file
 with no chunk cache; compressed data gets a cache of two chunks of the group, so a chunk cut by a
 block boundary is decompressed once. Memory is a few tens of MiB for the buffers, whatever the
@@ -58,7 +60,9 @@ class SlabConsumer(Protocol):
         ...
 
     def consume(self, start: int, c0: int, values: np.ndarray) -> None:
-        """Rows ``[start, start + m)`` of the columns from ``c0``: ``values`` is ``(width, m)`` float64 µV."""
+        """Rows ``[start, start + m)`` of the columns from ``c0``: ``values`` is ``(m, width)`` float32 µV
+        (row-major: one row per sample), each the float64 µV of the chunk files rounded once. The
+        array is the writer's reused buffer: a consumer copies what it keeps past the call."""
         ...
 
 
@@ -149,7 +153,10 @@ def _write(
     rows = block_rows(series, widest, plan.chunk_samples)
     native = np.dtype(series.dtype).newbyteorder("=")
     raw_flat = _buffer("raw", rows * widest, native)
-    out_flat = _buffer("out", rows * widest, np.dtype(np.float64))
+    # The float64 block only when chunk files are written; the float32 one only for consumers.
+    out_flat = _buffer("out", rows * widest, np.dtype(np.float64)) if chunk_files else None
+    piece = max(_consumer_rows(c1 - c0) * (c1 - c0) for c0, c1 in groups)
+    uv32_flat = _buffer("uv32", piece, np.dtype(np.float32)) if consumers else None
     factor = series.unit_factor
 
     # µV = (data × conversion × channel_conversion + offset) × unit factor. Without an offset the
@@ -192,17 +199,26 @@ def _write(
                     if two_d:
                         raw = raw_flat[: m * width].reshape(m, width)
                         _read(reader, start, stop, raw, (span_start, span_stop), columns)
-                        source = raw.T
                     else:
-                        raw = raw_flat[:m]
-                        _read(reader, start, stop, raw, (span_start, span_stop), columns)
-                        source = raw[None, :]
-                    block = out_flat[: width * m].reshape(width, m)
-                    _to_big_endian_uv(source, block, scale, offset, factor, scaled, shifted)
-                    for j, writer in enumerate(writers):
-                        writer.write(block[j])
-                    for consumer in consumers:
-                        consumer.consume(start, c0, block.view(_BIG_F8))
+                        raw = raw_flat[:m].reshape(m, 1)
+                        _read(reader, start, stop, raw_flat[:m], (span_start, span_stop), columns)
+                    if writers:
+                        assert out_flat is not None
+                        block = out_flat[: width * m].reshape(width, m)
+                        _to_big_endian_uv(raw.T, block, scale, offset, factor, scaled, shifted)
+                        for j, writer in enumerate(writers):
+                            writer.write(block[j])
+                    if consumers:
+                        # In pieces of about 1 MiB: a consumer's passes over a piece (a fold, a
+                        # transposing copy) then read it from the cache, not from memory.
+                        assert uv32_flat is not None
+                        step = _consumer_rows(width)
+                        for a in range(0, m, step):
+                            b = min(m, a + step)
+                            uv = uv32_flat[: (b - a) * width].reshape(b - a, width)
+                            to_float32_uv(raw[a:b], uv, scale.T, offset.T, factor, shifted)
+                            for consumer in consumers:
+                                consumer.consume(start + a, c0, uv)
                     start = stop
                 for writer in writers:
                     writer.close()
@@ -258,6 +274,46 @@ def _to_big_endian_uv(
         np.multiply(source, scale, out=big)
     else:
         np.copyto(big, source)
+
+
+CONSUMER_BYTES = 1 << 20  # float32 bytes of µV a consumer is handed at a time
+
+
+def _consumer_rows(width: int) -> int:
+    """Rows of a piece handed to the consumers: about CONSUMER_BYTES, a multiple of 64 rows."""
+    return max(64, CONSUMER_BYTES // (4 * width) // 64 * 64)
+
+
+_F32_STEP = 1 << 15  # values per pass of the float64 detour (a shifted series): 256 KiB of scratch
+
+
+def to_float32_uv(
+    source: np.ndarray, out: np.ndarray, scale: np.ndarray, offset: np.ndarray, factor: float, shifted: bool
+) -> None:
+    """``out`` (float32, ``(m, width)``) ← the µV of ``source`` (``(m, width)``), each the float64
+    value :func:`_to_big_endian_uv` computes for the chunk files, rounded once to float32.
+
+    ``scale`` and ``offset`` are ``(1, width)`` (the writer's per-channel columns, transposed).
+    Without an offset the float64 product ``source × scale`` is rounded as numpy stores it (the
+    ufunc's float64 loop, cast on output): one pass over the data, no float64 block. With one,
+    (source × scale + offset) × factor is computed in float64, in the same order, a few rows at a
+    time, and then rounded.
+    """
+    if not shifted:
+        # A scale of 1 still goes through the float64 loop: float32(float64(x)), as the chunk files
+        # hold float64(x) (an int64 rounded straight to float32 could round differently).
+        np.multiply(source, scale, out=out, casting="unsafe")
+        return
+    step = max(1, _F32_STEP // max(1, source.shape[1]))
+    scratch = _buffer("uv64", step * source.shape[1], np.dtype(np.float64))
+    for a in range(0, source.shape[0], step):
+        b = min(source.shape[0], a + step)
+        part = scratch[: (b - a) * source.shape[1]].reshape(b - a, source.shape[1])
+        np.multiply(source[a:b], scale, out=part)
+        np.add(part, offset, out=part)
+        if factor != 1.0:
+            np.multiply(part, factor, out=part)
+        np.copyto(out[a:b], part, casting="unsafe")
 
 
 def metadata_body(metadata: ChannelMetadata) -> bytes:

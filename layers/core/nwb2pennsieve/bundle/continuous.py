@@ -23,7 +23,7 @@ import numpy as np
 
 from ..storage import PendingObject, Store
 from .encode import ZSTD_LEVEL, ShardBuilder, encode_shard
-from .fold import fold_level, fold_pairs
+from .fold import fold4, fold_pairs
 from .layout import FOLD, WindowPlan
 from .metadata import level_spec
 from .sink import open_pending, put
@@ -99,11 +99,14 @@ class ItemWriter:
         self._specs = [level_spec(layout, zstd_level=zstd_level) for layout in plan.item_levels]
         self._pos = [self.start // FOLD**k for k in range(self._r)]
         self._builders: list[list[ShardBuilder] | None] = [None] * self._r
-        self._carry: list[np.ndarray | None] = [None] * len(self._levels)
+        self._chunks: list[np.ndarray | None] = [None] * self._r  # each level's inner chunks, all channels
+        self._held = [0] * self._r
+        # Per level, the last 1-3 bins of a block of 4 not yet folded: (mins, maxes), copies.
+        self._carry: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self._levels)
         self._partial: list[np.ndarray] = []
 
     def feed(self, slab: np.ndarray) -> None:
-        """The next ``(rows, channels)`` level-0 bins of the window."""
+        """The next ``(rows, channels)`` level-0 bins of the window (read during the call only)."""
         slab = np.asarray(slab, dtype=np.float32)
         if slab.ndim != 2 or slab.shape[1] != len(self.channels):
             raise ValueError(f"slab of shape {slab.shape} for {len(self.channels)} channels")
@@ -111,41 +114,79 @@ class ItemWriter:
             raise ValueError(f"window {self.window} is [{self.start}, {self.stop}); fed past {self.stop}")
         self._fed += slab.shape[0]
         if slab.shape[0]:
-            self._push(0, slab)
+            # A level-0 bin is its own min and max.
+            self._push(0, slab, slab)
 
-    def _push(self, k: int, rows: np.ndarray) -> None:
+    def _push(self, k: int, low: np.ndarray, high: np.ndarray) -> None:
+        """Bins of level ``k`` (``(rows, channels)`` mins and maxes; the same array at level 0)."""
         if k == self._r:
-            self._partial.append(rows)
+            self._partial.append(np.stack([low, high], axis=-1))
             return
-        self._write_rows(k, rows)
-        if k + 1 < len(self._levels):
-            carry = self._carry[k]
-            buf = rows if carry is None or not carry.shape[0] else np.concatenate([carry, rows])
-            whole = buf.shape[0] // FOLD * FOLD
-            self._carry[k] = buf[whole:]
-            if whole:
-                self._push(k + 1, fold_level(buf[:whole], k))
+        self._write_rows(k, low, high)
+        if k + 1 == len(self._levels):
+            return
+        n = low.shape[0]
+        carry = self._carry[k]
+        c = 0 if carry is None else carry[0].shape[0]
+        if c + n < FOLD:
+            if carry is not None:
+                low, high = np.concatenate([carry[0], low]), np.concatenate([carry[1], high])
+            self._carry[k] = _copies(low, high)
+            return
+        # The carry's bin is completed by the first ``head`` rows; the rest fold in place, not
+        # concatenated to the carry (a copy of the whole slab at every level).
+        head = (FOLD - c) % FOLD
+        whole = (n - head) // FOLD * FOLD
+        bins = (1 if c else 0) + whole // FOLD
+        shape = (bins, *low.shape[1:])
+        lows, highs = np.empty(shape, dtype=np.float32), np.empty(shape, dtype=np.float32)
+        if carry is not None:
+            fold4(np.minimum, np.concatenate([carry[0], low[:head]]), lows[:1])
+            fold4(np.maximum, np.concatenate([carry[1], high[:head]]), highs[:1])
+        if whole:
+            fold4(np.minimum, low[head : head + whole], lows[bins - whole // FOLD :])
+            fold4(np.maximum, high[head : head + whole], highs[bins - whole // FOLD :])
+        self._carry[k] = _copies(low[head + whole :], high[head + whole :]) if head + whole < n else None
+        self._push(k + 1, lows, highs)
 
-    def _write_rows(self, k: int, rows: np.ndarray) -> None:
+    def _write_rows(self, k: int, low: np.ndarray, high: np.ndarray) -> None:
+        """Bins of level ``k`` into its shards: the builders of all channels advance in step, so their
+        inner chunks are the rows of one ``(channels, chunk rows, ...)`` array, filled by a
+        transposing copy of each piece (one copy for all channels, not one a channel)."""
         spec = self._specs[k]
+        chunks = self._chunks[k]
+        if chunks is None:
+            chunks = self._chunks[k] = np.empty((len(self.channels), spec.chunk_rows, *spec.shape[1:]), np.float32)
         done = 0
-        while done < rows.shape[0]:
+        while done < low.shape[0]:
             pos = self._pos[k]
             shard = pos // spec.shard_rows
             builders = self._builders[k]
             if builders is None:
                 builders = self._builders[k] = [
-                    ShardBuilder(spec, shard, self._streamed(k, f"{channel}/{k}/{spec.shard_key(shard)}"))
-                    for channel in self.channels
+                    ShardBuilder(
+                        spec, shard, self._streamed(k, f"{channel}/{k}/{spec.shard_key(shard)}"), buffer=chunks[c]
+                    )
+                    for c, channel in enumerate(self.channels)
                 ]
-            shard_end = min((shard + 1) * spec.shard_rows, spec.rows)
-            take = min(rows.shape[0] - done, shard_end - pos)
-            piece = rows[done : done + take]
-            for c, builder in enumerate(builders):
-                builder.append(piece[:, c])
+            # Rows copied in but not yet handed to the builders (they are told once the chunk is full).
+            held = self._held[k]
+            room = builders[0].room
+            at, take = builders[0].filled + held, min(low.shape[0] - done, room - held)
+            if k == 0:
+                _transpose_into(chunks[:, at : at + take], low[done : done + take])
+            else:
+                _transpose_into(chunks[:, at : at + take, 0], low[done : done + take])
+                _transpose_into(chunks[:, at : at + take, 1], high[done : done + take])
             done += take
             self._pos[k] = pos + take
-            if self._pos[k] == shard_end:
+            self._held[k] = held + take
+            if held + take < room:
+                continue
+            self._held[k] = 0
+            for builder in builders:
+                builder.advance(room)
+            if builders[0].complete:
                 for channel, builder in zip(self.channels, builders, strict=True):
                     if k < STREAMED_LEVELS:
                         builder.commit()
@@ -173,9 +214,12 @@ class ItemWriter:
         # Only the series' last window has a trailing partial block to fold.
         for k in range(min(self._r, len(self._levels) - 1)):
             carry = self._carry[k]
-            if carry is not None and carry.shape[0]:
+            if carry is not None:
                 self._carry[k] = None
-                self._push(k + 1, fold_level(carry, k))
+                lows, highs = (np.empty((1, *carry[0].shape[1:]), dtype=np.float32) for _ in range(2))
+                fold4(np.minimum, _padded(carry[0]), lows)
+                fold4(np.maximum, _padded(carry[1]), highs)
+                self._push(k + 1, lows, highs)
         for k, builders in enumerate(self._builders):
             if builders is not None:
                 raise AssertionError(f"level {k} shard left open at bin {self._pos[k]}")
@@ -190,6 +234,26 @@ class ItemWriter:
             bins=bins,
             channels=tuple(self.channels),
         )
+
+
+_TRANSPOSE_ROWS = 256  # rows per step of a transposing copy: the source rows stay in cache
+
+
+def _transpose_into(out: np.ndarray, rows: np.ndarray) -> None:
+    """``out`` (``(channels, n)``) ← ``rows.T`` (``rows`` is ``(n, channels)``), a few rows at a time."""
+    for a in range(0, rows.shape[0], _TRANSPOSE_ROWS):
+        np.copyto(out[:, a : a + _TRANSPOSE_ROWS], rows[a : a + _TRANSPOSE_ROWS].T)
+
+
+def _copies(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of a carry (a slab may be its producer's reused buffer); one copy when it is level 0's."""
+    kept = low.copy()
+    return (kept, kept) if high is low else (kept, high.copy())
+
+
+def _padded(rows: np.ndarray) -> np.ndarray:
+    """A trailing partial block of 1-3 bins padded to 4 with its last row (as :func:`~.fold.fold_samples`)."""
+    return np.concatenate([rows, np.repeat(rows[-1:], FOLD - rows.shape[0], axis=0)])
 
 
 def write_window(

@@ -160,7 +160,14 @@ class ShardBuilder:
     it): the same bytes either way, and a streamed shard holds no more than one chunk in memory.
     """
 
-    def __init__(self, spec: ArraySpec, shard: int, open_pending: Callable[[], PendingObject] | None = None) -> None:
+    def __init__(
+        self,
+        spec: ArraySpec,
+        shard: int,
+        open_pending: Callable[[], PendingObject] | None = None,
+        *,
+        buffer: np.ndarray | None = None,
+    ) -> None:
         self.spec = spec
         self.shard = shard
         first = shard * spec.shard_rows
@@ -168,10 +175,17 @@ class ShardBuilder:
         if self.rows <= 0:
             raise ValueError(f"shard {shard} is beyond the array's {spec.rows} rows")
         self._filled = 0  # rows appended so far
-        self._buf = np.full((spec.chunk_rows, *spec.shape[1:]), spec.fill_value, dtype=spec.dtype)
+        shape = (spec.chunk_rows, *spec.shape[1:])
+        if buffer is None:
+            buffer = np.empty(shape, dtype=spec.dtype)
+        elif buffer.shape != shape or buffer.dtype != spec.dtype or not buffer.flags.c_contiguous:
+            raise ValueError(f"a chunk buffer of {buffer.dtype} {buffer.shape} for {spec.dtype} chunks of {shape}")
+        # The current inner chunk (a flushed chunk is padded with the fill value first). Given a
+        # ``buffer``, a caller may fill it in place (:attr:`chunk`, then :meth:`advance`).
+        self._buf = buffer
         self._in_buf = 0
         self._parts: list[bytes] = []
-        self._entries = np.full((spec.chunks_per_shard, 2), EMPTY, dtype=np.uint64)
+        self._entries: list[tuple[int, int, int]] = []  # (chunk, offset, nbytes) of each stored chunk
         self._offset = 0
         self._chunk = 0
         self._open_pending = open_pending
@@ -181,26 +195,43 @@ class ShardBuilder:
     def complete(self) -> bool:
         return self._filled == self.rows
 
+    @property
+    def filled(self) -> int:
+        """Rows of the current inner chunk filled so far."""
+        return self._in_buf
+
+    @property
+    def room(self) -> int:
+        """Rows that still fit in the current inner chunk (before it is compressed)."""
+        return min(self.spec.chunk_rows - self._in_buf, self.rows - self._filled)
+
     def append(self, rows: np.ndarray) -> None:
         n = rows.shape[0]
         if self._filled + n > self.rows:
             raise ValueError(f"{self._filled + n} rows for a shard of {self.rows}")
         done = 0
         while done < n:
-            take = min(n - done, self.spec.chunk_rows - self._in_buf)
+            take = min(n - done, self.room)
             self._buf[self._in_buf : self._in_buf + take] = rows[done : done + take]
-            self._in_buf += take
+            self.advance(take)
             done += take
-            self._filled += take
-            if self._in_buf == self.spec.chunk_rows or self._filled == self.rows:
-                self._flush_chunk()
+
+    def advance(self, n: int) -> None:
+        """``n`` more rows (at most :attr:`room`) were written into the chunk buffer after :attr:`filled`."""
+        if not 0 <= n <= self.room:
+            raise ValueError(f"{n} rows for a chunk with room for {self.room}")
+        self._in_buf += n
+        self._filled += n
+        if self._in_buf == self.spec.chunk_rows or self._filled == self.rows:
+            self._flush_chunk()
 
     def _flush_chunk(self) -> None:
         if self._in_buf < self.spec.chunk_rows:
             self._buf[self._in_buf :] = self.spec.fill_value  # edge chunk: pad with the fill value
-        if not (self.spec.is_float and np.isnan(self._buf).all()):
+        # All NaN (not stored) is checked in full only when the first value is NaN: data rarely is.
+        if not (self.spec.is_float and math.isnan(self._buf.item(0)) and np.isnan(self._buf).all()):
             data = compress(memoryview(self._buf).cast("B"), self.spec.zstd_level)
-            self._entries[self._chunk] = (self._offset, len(data))
+            self._entries.append((self._chunk, self._offset, len(data)))
             if self._open_pending is None:
                 self._parts.append(data)
             else:
@@ -219,7 +250,7 @@ class ShardBuilder:
             raise ValueError("a streamed shard is published with commit()")
         if not self._parts:
             return None
-        return [*self._parts, index_bytes(self._entries)]
+        return [*self._parts, index_bytes(self._index())]
 
     def commit(self) -> bool:
         """A streamed shard: write its index and publish it; False when no chunk was stored (no object)."""
@@ -229,12 +260,19 @@ class ShardBuilder:
         if pending is None:
             return False
         try:
-            pending.write(index_bytes(self._entries))
+            pending.write(index_bytes(self._index()))
             pending.commit()
         except BaseException:
             pending.abort()
             raise
         return True
+
+    def _index(self) -> np.ndarray:
+        """The (chunks, 2) (offset, nbytes) table: EMPTY for a chunk not stored."""
+        entries = np.full((self.spec.chunks_per_shard, 2), EMPTY, dtype=np.uint64)
+        for chunk, offset, nbytes in self._entries:
+            entries[chunk] = (offset, nbytes)
+        return entries
 
     def abort(self) -> None:
         """Drop a streamed shard's partly written object."""

@@ -43,6 +43,20 @@ def _max4(b: np.ndarray) -> np.ndarray:
     return np.maximum(out, b[:, 3], out=out)
 
 
+def fold4(ufunc: np.ufunc, x: np.ndarray, out: np.ndarray) -> None:
+    """``out`` ← ``ufunc`` (``np.minimum`` or ``np.maximum``) over each block of 4 rows of ``x``
+    (``4 × len(out)`` rows), as three element-wise passes: :func:`_min4`'s values, written in place.
+
+    On row-major ``(bins, channels)`` data every pass runs over contiguous rows of channels: the
+    item writer folds its levels this way, min and max kept apart (a level ``k >= 1`` is a pair
+    of such arrays), so no pass strides and no (min, max) pairs are stacked.
+    """
+    b = x.reshape(out.shape[0], FOLD, *x.shape[1:])
+    ufunc(b[:, 0], b[:, 1], out=out)
+    ufunc(out, b[:, 2], out=out)
+    ufunc(out, b[:, 3], out=out)
+
+
 def fold_samples(samples: np.ndarray) -> np.ndarray:
     """Level 1 from level 0: (min, max) of each block of 4 samples; shape (ceil(n/4), ..., 2)."""
     x = np.asarray(samples, dtype=np.float32)

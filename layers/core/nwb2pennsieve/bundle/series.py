@@ -191,8 +191,8 @@ class BundleFeeder:
             self._next[c0] += n
 
     def consume(self, start: int, c0: int, values: np.ndarray) -> None:
-        """Rows ``[start, start + m)`` of the columns from ``c0``: ``values`` is ``(width, m)`` µV."""
-        m = values.shape[1]
+        """Rows ``[start, start + m)`` of the columns from ``c0``: ``values`` is ``(m, width)`` float32 µV."""
+        m = values.shape[0]
         lo, hi = self.window
         k = start
         while k < start + m:
@@ -203,8 +203,7 @@ class BundleFeeder:
             b = min(first_bin + run_end - k, hi)
             if a < b:
                 self._fill(c0, a)
-                rows = values[:, k - start + a - first_bin : k - start + b - first_bin]
-                self._writers[c0].feed(rows.T.astype(np.float32))
+                self._writers[c0].feed(values[k - start + a - first_bin : k - start + b - first_bin])
                 self._next[c0] = b
             k = run_end
 

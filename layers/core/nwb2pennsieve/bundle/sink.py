@@ -1,15 +1,15 @@
 """Writing bundle objects (nested paths) through the project's flat :class:`~nwb2pennsieve.storage.Store`.
 
 A store holds flat names; a bundle is a tree (``3/0/c/12``). Each directory of the tree is
-reached as a store of its own: a sub-directory of a :class:`LocalStore`, a longer prefix of an
-:class:`S3Store`, or whatever a store's own ``child(path)`` returns (for stores added later).
+reached as a store of its own: whatever a store's own ``child(path)`` returns (a sub-directory of
+a :class:`~nwb2pennsieve.storage.LocalStore`), or a longer prefix of an :class:`S3Store`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..storage import LocalStore, PendingObject, S3Store, Store
+from ..storage import PendingObject, S3Store, Store
 
 
 def child_store(store: Store, path: str) -> Store:
@@ -23,8 +23,6 @@ def child_store(store: Store, path: str) -> Store:
     if callable(child):
         sub: Store = child(path)
         return sub
-    if isinstance(store, LocalStore):
-        return LocalStore(store.root / path, atomic_names=store.atomic_names)
     if isinstance(store, S3Store):
         return S3Store(store.bucket, store.key(path), store.client)
     raise TypeError(f"cannot write nested bundle paths to a {type(store).__name__}")
