@@ -7,7 +7,7 @@ times (the anchor once on files longer than ``--anchor-once-over`` seconds), and
 Markdown table of medians with the speed ratio against the anchor and the bundle's size. The
 anchor runs in a virtual environment of its own (bench/compare_bundle_anchor.py builds it).
 
-    .venv/bin/python -m bench.bench_bundle --anchor PATH/TO/ts-zarr-py FILE.nwb [FILE.nwb ...]
+    .venv/bin/python -m bench.bench_bundle --anchor PATH/TO/ts-zarr-py [--work /dev/shm] FILE.nwb [FILE.nwb ...]
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--anchor-once-over", type=float, default=30.0, help="run the anchor once on longer files (s)")
     parser.add_argument("--workers", default="2")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="where every contender writes its output (default: the system's temporary folder); "
+        "/dev/shm keeps a slow or busy disk's writeback out of both contenders' times",
+    )
     args = parser.parse_args()
     python = anchor_venv(args.venv)
     ours = [str(Path(sys.executable).parent / "nwb2pennsieve"), "convert"]
@@ -60,7 +66,7 @@ def main() -> int:
         "| speed vs anchor | CPU vs anchor |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
         shutil.copytree(args.anchor / "ts_zarr", work / "anchor" / "ts_zarr")
         for nwb in args.files:
