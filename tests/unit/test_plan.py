@@ -83,3 +83,18 @@ def test_the_local_pool_recuts_big_items_by_the_planners_rules(tmp_path: Path, m
     assert len(items) >= 8
     assert sorted(n for u in items for n in plan.item_file_names(u)) == sorted(plan.file_names())
     assert [u.output_bytes for u in items] == sorted((u.output_bytes for u in items), reverse=True)
+
+
+def test_bundle_items_of_compressed_data_are_never_narrower_than_an_hdf5_chunk(tmp_path: Path) -> None:
+    """A bundle window cannot be shorter than a level-0 shard, so the budget narrows the channel
+    block instead; below one HDF5 chunk's width, each chunk would be decompressed by several items."""
+    data = np.arange(20000 * 16, dtype=np.int16).reshape(20000, 16)
+    widths = {}
+    for compression in ("gzip", None):
+        nwb = write_nwb(
+            tmp_path / f"{compression}.nwb", [SeriesSpec(data=data, chunks=(1000, 8), compression=compression)]
+        )
+        plan = plan_file(nwb, chunk_size_mb=0.01, max_item_mb=0.5, output_formats="bundle")
+        widths[compression] = {i.column_stop - i.column_start for i in plan.work_items}
+    assert widths["gzip"] == {8}  # one HDF5 chunk wide, over the budget
+    assert max(widths[None]) < 8  # uncompressed: the budget narrows the block (no chunk to decompress)

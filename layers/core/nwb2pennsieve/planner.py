@@ -644,7 +644,10 @@ def _bundle_layout(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -
 
     A window proposes as many bins as the chunk runs of :func:`work_items` have samples; a channel
     block is narrowed until a window of float64 (an upper bound of the bundle shards it holds,
-    compressed, until they are complete) fits the budget.
+    compressed, until they are complete) fits the budget, but never below one HDF5 chunk's width
+    for compressed data: a window cannot be shorter than a level-0 shard, and a narrower block
+    would decompress each chunk once per block (twice the decompression for 35-channel blocks of
+    neuroconv's 64-channel chunks).
     """
     width, per_item = _layout(series, chunk_samples, max_item_mb)
     budget = max_item_mb * 1024 * 1024
@@ -654,7 +657,10 @@ def _bundle_layout(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -
     per_channel = length * 8
     if width * per_channel > budget:
         fit = max(1, int(budget // per_channel))
-        width = (fit // stored) * stored if fit >= stored else fit
+        if fit >= stored:
+            width = (fit // stored) * stored
+        else:
+            width = min(series.n_columns, stored) if series.compression else fit
     return length, width
 
 
