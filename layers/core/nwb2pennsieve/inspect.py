@@ -273,7 +273,7 @@ def _series(plan: Plan, s: SeriesPlan, *, writes_chunks: bool, writes_bundle: bo
         GapInfo(after_sample=s.segments[k].stop - 1, seconds=(starts[k + 1] - ends[k]) / 1e6)
         for k in range(len(s.segments) - 1)
     ]
-    # Stored gzip blocks: exact at GZIP_LEVEL 0; deflate (1-3) only ever writes fewer bytes.
+    # Stored gzip blocks: exact at GZIP_LEVEL 0; deflate (1-3) shrinks scaled samples, by how much only writing tells.
     chunk_bytes = sum(framed_size(c.samples * 8) for c in s.chunks) if writes_chunks else 0
     levels = [list(level.shape) for level in plan_levels(series_grid(s).n_bins, s.rate)] if writes_bundle else []
     level_bytes = sum(math.prod(shape) for shape in levels) * FLOAT32_BYTES
