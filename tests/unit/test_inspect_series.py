@@ -65,7 +65,7 @@ def test_inspect_text_names_series_channels_gaps_and_output(capsys) -> None:
     assert len(lfp.segments) == 2 and len(lfp.gaps) == 1
     assert lfp.gaps[0].after_sample == lfp.segments[0].stop_sample - 1
     assert lfp.gaps[0].seconds > 1 / lfp.rate
-    for text in (RAW, LFP, "int16 (20000, 8)", "10000 Hz", "gaps: ", "group shank0: CH1", "output: 40 files"):
+    for text in (RAW, LFP, "int16 (20000, 8)", "10000 Hz", "gaps: ", "group shank0: CH1", "\n  40 files ("):
         assert text in out, text
     assert out.splitlines()[0] == f"sample.nwb: {found.summary}"
 

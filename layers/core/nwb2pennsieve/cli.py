@@ -131,6 +131,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         max_item_mb=settings.max_item_mb,
         skip_invalid_series=settings.skip_invalid_series,
         series=settings.series,
+        output_formats=settings.output_formats,
+        gzip_level=settings.gzip_level,
     )
     print(found.model_dump_json(indent=2) if args.json else render(found))
     return 0

@@ -2,18 +2,27 @@
 
 Everything here is read off the planner's own results (:func:`~nwb2pennsieve.planner.survey`):
 the series it would convert with their channels, segments and gaps, the series it would not
-convert and why, and the exact number and size of the files the conversion writes. A file with
-nothing to convert is inspected too (it says so). :class:`Inspection` is what ``--json`` prints.
+convert and why, and the number and size of the files the conversion writes with the given
+``OUTPUT_FORMATS`` and ``GZIP_LEVEL``: the chunk files exactly at gzip level 0 (stored blocks),
+at most that size at levels 1-3; the viewer bundle's level arrays by shape, with their float32
+size before Zstd. A file with nothing to convert is inspected too (it says so).
+:class:`Inspection` is what ``--json`` prints.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import UTC, datetime, timedelta
 
+import h5py
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB
+from .bundle.layout import FLOAT32_BYTES, plan_levels
+from .bundle.nwbunits import units_paths
+from .bundle.series import bundle_name, series_grid
+from .bundle.units import MAX_UNITS_PER_CHANNEL
+from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS, LOCAL_GZIP_LEVEL, output_formats
 from .gzipstored import framed_size
 from .models import NotConverted, Plan, SeriesPlan
 from .planner import Survey, survey
@@ -68,18 +77,47 @@ class SeriesInfo(_Model):
     segments: list[SegmentInfo]
     gaps: list[GapInfo]
     channels: list[ChannelInfo]
-    chunk_files: int
-    output_bytes: int = Field(description="bytes of this series' chunk files on disk")
+    chunk_files: int = Field(description="chunk files of this series (0 when OUTPUT_FORMATS has no chunks)")
+    output_bytes: int = Field(
+        description="bytes of this series' chunk files on disk: exact at GZIP_LEVEL 0, at most this at 1-3"
+    )
+    bundle_levels: list[list[int]] = Field(
+        description="with the viewer bundle: the shape of each level array of each of this series' channels "
+        "(level 0 (N,), level k (ceil(N/4^k), 2), N the series' grid bins); empty without it"
+    )
+    bundle_float32_bytes: int = Field(
+        description="with the viewer bundle: this series' level arrays as float32, before Zstd (0 without it)"
+    )
+
+
+class BundleInfo(_Model):
+    """The viewer bundle the conversion writes (``OUTPUT_FORMATS`` with ``bundle``; docs/bundle.md)."""
+
+    name: str = Field(description="its folder in the output, <stem>.zarr (beside asset-properties.json)")
+    continuous_channels: int = Field(description="channels of the converted series, one group each")
+    level_arrays: int = Field(description="the continuous channels' level arrays (float32), all channels together")
+    unit_channels: int = Field(description="unit (spike) channels from the file's Units tables (<= 256 units each)")
+    float32_bytes: int = Field(
+        description="the level arrays' values as uncompressed float32: an upper bound of their data, which "
+        "Zstd makes smaller (not counted: zarr.json metadata, shard indexes and the unit channels)"
+    )
 
 
 class OutputInfo(_Model):
-    """What the conversion writes (exactly: computed from the plan)."""
+    """What the conversion writes, computed from the plan and the output settings."""
 
-    files: int
-    chunk_files: int
-    metadata_files: int
-    bytes: int = Field(description="total size of the files on disk")
+    formats: str = Field(description="OUTPUT_FORMATS: chunks, bundle or chunks,bundle")
+    gzip_level: int = Field(description="GZIP_LEVEL of the chunk files: 0 stored blocks, 1-3 deflate")
+    files: int = Field(description="chunk files + channel metadata files (the bundle's files are not counted)")
+    chunk_files: int = Field(description="0 when OUTPUT_FORMATS has no chunks")
+    metadata_files: int = Field(description="channel metadata files (written with the chunk files only)")
+    bytes: int = Field(description="size of the chunk files and channel metadata on disk (see bytes_exact)")
+    bytes_exact: bool = Field(
+        description="true: bytes is exact (GZIP_LEVEL 0, or no chunk files); false: GZIP_LEVEL 1-3 compresses "
+        "the chunk files, so bytes is an upper bound (their size with stored blocks)"
+    )
     chunk_size_mb: float
+    bundle: BundleInfo | None = Field(description="the viewer bundle, when OUTPUT_FORMATS has it")
 
 
 class Inspection(_Model):
@@ -101,8 +139,15 @@ def inspect_file(
     max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     skip_invalid_series: bool = False,
     series: tuple[str, ...] = (),
+    output_formats: str = DEFAULT_OUTPUT_FORMATS,
+    gzip_level: int = LOCAL_GZIP_LEVEL,
 ) -> Inspection:
-    """Inspect a local file, URL or S3 object (reads its metadata only, like planning)."""
+    """Inspect a local file, URL or S3 object (reads its metadata only, like planning).
+
+    ``output_formats`` and ``gzip_level`` are the conversion's (``Settings.output_formats``,
+    ``Settings.gzip_level``): what it writes follows from them. The defaults are
+    :func:`~nwb2pennsieve.local.convert_file`'s.
+    """
     with open_input(source) as opened:
         found = survey(
             opened.h5,
@@ -111,34 +156,73 @@ def inspect_file(
             max_item_mb=max_item_mb,
             skip_invalid_series=skip_invalid_series,
             series=series,
+            output_formats=output_formats,
         )
-    return inspection(found, chunk_size_mb=chunk_size_mb)
+        bundle = found.plan is not None and found.plan.writes_bundle
+        unit_channels = count_unit_channels(opened.h5) if bundle else 0
+    return inspection(
+        found,
+        chunk_size_mb=chunk_size_mb,
+        output_formats=output_formats,
+        gzip_level=gzip_level,
+        unit_channels=unit_channels,
+    )
 
 
-def inspection(found: Survey, *, chunk_size_mb: float) -> Inspection:
-    """The :class:`Inspection` of what the planner found."""
+def count_unit_channels(h5: h5py.File) -> int:
+    """The bundle's unit channels: per Units table with spike times, one per 256 units (at least
+    one), as :func:`~nwb2pennsieve.bundle.units.unit_channels` splits them. Reads shapes only."""
+    count = 0
+    for path in units_paths(h5):
+        group = h5[path]
+        if "spike_times" not in group:
+            continue
+        index = group.get("spike_times_index")
+        units = index.shape[0] if isinstance(index, h5py.Dataset) and index.shape else 1
+        count += max(1, -(-units // MAX_UNITS_PER_CHANNEL))
+    return count
+
+
+def inspection(
+    found: Survey,
+    *,
+    chunk_size_mb: float,
+    output_formats: str = DEFAULT_OUTPUT_FORMATS,
+    gzip_level: int = LOCAL_GZIP_LEVEL,
+    unit_channels: int = 0,
+) -> Inspection:
+    """The :class:`Inspection` of what the planner found, for a conversion writing ``output_formats``
+    with chunk files at ``gzip_level`` (``unit_channels``: the file's, when it writes the bundle)."""
     plan = found.plan
+    formats = output_formats_of(plan, output_formats)
+    chunks, bundle = "chunks" in formats, "bundle" in formats
     # Series skipped (invalid, or not selected) and objects that are not continuous series.
     not_converted = sorted(
         [NotConverted(path=s.path, neurodata_type="ElectricalSeries", reason=s.reason) for s in found.skipped]
         + list(found.not_converted),
         key=lambda n: n.path,
     )
-    series = [_series(plan, s) for s in plan.series] if plan else []
+    series = [_series(plan, s, writes_chunks=chunks, writes_bundle=bundle) for s in plan.series] if plan else []
     chunk_files = sum(s.chunk_files for s in series)
-    metadata = [len(metadata_body(m)) for _, m in plan.channel_metadata()] if plan else []
+    metadata = [len(metadata_body(m)) for _, m in plan.channel_metadata()] if plan and chunks else []
     output = OutputInfo(
+        formats=",".join(formats),
+        gzip_level=gzip_level,
         files=chunk_files + len(metadata),
         chunk_files=chunk_files,
         metadata_files=len(metadata),
         bytes=sum(s.output_bytes for s in series) + sum(metadata),
+        bytes_exact=gzip_level == 0 or chunk_files == 0,
         chunk_size_mb=plan.chunk_size_mb if plan else chunk_size_mb,
+        bundle=_bundle(plan, series, unit_channels) if plan and bundle else None,
     )
     if plan is None:
         summary = f"nothing to convert: {found.nothing_reason}"
     else:
         channels = sum(len(s.channels) for s in series)
-        summary = f"{len(series)} series, {channels} channels to convert: {output.files} files, {_size(output.bytes)}"
+        summary = f"{len(series)} series, {channels} channels to convert: " + "; ".join(
+            _output_words(output, short=True)
+        )
     return Inspection(
         source=found.source,
         convertible=plan is not None,
@@ -152,7 +236,22 @@ def inspection(found: Survey, *, chunk_size_mb: float) -> Inspection:
     )
 
 
-def _series(plan: Plan, s: SeriesPlan) -> SeriesInfo:
+def output_formats_of(plan: Plan | None, given: str) -> tuple[str, ...]:
+    """The formats written: the plan's (the survey was asked for ``given``), else ``given``'s."""
+    return plan.formats if plan else output_formats(given)
+
+
+def _bundle(plan: Plan, series: list[SeriesInfo], unit_channels: int) -> BundleInfo:
+    return BundleInfo(
+        name=bundle_name(plan),
+        continuous_channels=sum(len(s.channels) for s in series),
+        level_arrays=sum(len(s.bundle_levels) * len(s.channels) for s in series),
+        unit_channels=unit_channels,
+        float32_bytes=sum(s.bundle_float32_bytes for s in series),
+    )
+
+
+def _series(plan: Plan, s: SeriesPlan, *, writes_chunks: bool, writes_bundle: bool) -> SeriesInfo:
     segments = []
     for k, segment in enumerate(s.segments):
         chunks = [c for c in s.chunks if c.segment == k]
@@ -174,7 +273,10 @@ def _series(plan: Plan, s: SeriesPlan) -> SeriesInfo:
         GapInfo(after_sample=s.segments[k].stop - 1, seconds=(starts[k + 1] - ends[k]) / 1e6)
         for k in range(len(s.segments) - 1)
     ]
-    chunk_bytes = sum(framed_size(c.samples * 8) for c in s.chunks)
+    # Stored gzip blocks: exact at GZIP_LEVEL 0; deflate (1-3) shrinks scaled samples, by how much only writing tells.
+    chunk_bytes = sum(framed_size(c.samples * 8) for c in s.chunks) if writes_chunks else 0
+    levels = [list(level.shape) for level in plan_levels(series_grid(s).n_bins, s.rate)] if writes_bundle else []
+    level_bytes = sum(math.prod(shape) for shape in levels) * FLOAT32_BYTES
     return SeriesInfo(
         path=s.path,
         type=s.neurodata_type,
@@ -191,8 +293,10 @@ def _series(plan: Plan, s: SeriesPlan) -> SeriesInfo:
         segments=segments,
         gaps=gaps,
         channels=[ChannelInfo(index=c.index, name=c.name, group=c.group) for c in s.channels],
-        chunk_files=len(s.chunks) * len(s.channels),
+        chunk_files=len(s.chunks) * len(s.channels) if writes_chunks else 0,
         output_bytes=chunk_bytes * len(s.channels),
+        bundle_levels=levels,
+        bundle_float32_bytes=level_bytes * len(s.channels),
     )
 
 
@@ -220,6 +324,31 @@ def _seconds(value: float) -> str:
         m, rest = divmod(value, 60)
         return f"{int(m)} min {rest:.1f} s"
     return f"{value:.3f} s".replace(".000 s", " s")
+
+
+def _output_words(o: OutputInfo, *, short: bool = False) -> list[str]:
+    """What the conversion writes, in words: the chunk files, then the viewer bundle."""
+    words = []
+    if o.chunk_files:
+        size = _size(o.bytes) if o.bytes_exact else f"at most {_size(o.bytes)}"
+        if short:
+            words.append(f"{o.files} files, {size}")
+        else:
+            compressed = "" if o.bytes_exact else f" (GZIP_LEVEL {o.gzip_level} compresses them)"
+            files = f"{o.files} files ({o.chunk_files} chunk files + {o.metadata_files} channel metadata)"
+            words.append(f"{files}, {size}{compressed}")
+    if o.bundle:
+        b = o.bundle
+        units = f" + {b.unit_channels} unit channels" if b.unit_channels else ""
+        float32 = f"{_size(b.float32_bytes)} as float32"
+        if short:
+            words.append(f"viewer bundle of {b.level_arrays} level arrays, {float32}")
+        else:
+            words.append(
+                f"viewer bundle {b.name}: {b.continuous_channels} channels{units}, {b.level_arrays} level arrays, "
+                f"{float32} before Zstd (an upper bound of the arrays' data: Zstd makes it smaller)"
+            )
+    return words
 
 
 def _channel_list(s: SeriesInfo, limit: int = 8) -> list[str]:
@@ -261,7 +390,14 @@ def render(found: Inspection) -> str:
             lines.append("  segments  1 (no gap)")
         lines.append(f"  channels  {n_channels} (output channels {first}-{last}):")
         lines += _channel_list(s)
-        lines.append(f"  output    {s.chunk_files} chunk files, {_size(s.output_bytes)}")
+        if s.chunk_files:
+            lines.append(f"  output    {s.chunk_files} chunk files, {_size(s.output_bytes)}")
+        if s.bundle_levels:
+            shapes = ", ".join(str(tuple(shape)) for shape in s.bundle_levels)
+            lines.append(
+                f"  bundle    {len(s.bundle_levels)} levels per channel, {shapes}; "
+                f"{_size(s.bundle_float32_bytes)} float32"
+            )
     if found.not_converted:
         lines += ["", "not converted:"]
         lines += [f"  {n.path} ({n.neurodata_type}): {n.reason}" for n in found.not_converted]
@@ -269,11 +405,8 @@ def render(found: Inspection) -> str:
         lines += ["", f"also in the file ({OTHER_TYPES_REASON}): {', '.join(found.other_types)}"]
     if found.convertible:
         o = found.output
-        lines += [
-            "",
-            f"output: {o.files} files ({o.chunk_files} chunk files + {o.metadata_files} channel metadata), "
-            f"{_size(o.bytes)} (CHUNK_SIZE_MB {o.chunk_size_mb:g})",
-        ]
+        settings = f"OUTPUT_FORMATS {o.formats}, CHUNK_SIZE_MB {o.chunk_size_mb:g}, GZIP_LEVEL {o.gzip_level}"
+        lines += ["", f"output ({settings}):", *(f"  {words}" for words in _output_words(o))]
     if found.warnings:
         lines += ["", *(f"warning: {w}" for w in found.warnings)]
     return "\n".join(lines)
