@@ -225,3 +225,34 @@ def test_the_bundle_from_the_state_machine_equals_the_local_pools(
     assert all(cloud[name] == local[name] for name in local)
     partials = stack.objects(OUTPUT_BUCKET, RECORDS_PREFIX)
     assert any("/bundle-partials/" in key for key in partials)
+
+
+def test_a_lost_bundle_partial_result_fails_the_execution_naming_the_item(
+    stack: Stack, small_items: None, example_nwb: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finalize's reduce needs every item's partial results: one missing is one line, not a bundle with a hole."""
+    from functions.finalize import app as finalize_app
+    from nwb2pennsieve.bundle import layout
+
+    for name, value in {"INNER_CHUNK_BINS": 64, "TARGET_SHARD_BYTES": 2048, "MIN_BINS": 16}.items():
+        monkeypatch.setattr(layout, name, value)
+    monkeypatch.setenv("OUTPUT_FORMATS", "bundle")
+    real = finalize_app.finalize
+    lost: list[str] = []
+
+    def lose_one_then_finalize(s3: Any, request: Any, **kw: Any) -> Any:
+        keys = sorted(k for k in stack.objects(OUTPUT_BUCKET, RECORDS_PREFIX) if "/bundle-partials/" in k)
+        lost.append(keys[len(keys) // 2])
+        with stack.iam.acting_as(None):  # the test deletes it, not Finalize
+            stack.s3.delete_object(Bucket=OUTPUT_BUCKET, Key=lost[0])
+        return real(s3, request, **kw)
+
+    monkeypatch.setattr(finalize_app, "finalize", lose_one_then_finalize)
+    version = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())["VersionId"]
+    desc = stack.run(eventbridge_event(version))
+    assert desc["status"] == "FAILED"
+    item = lost[0].rsplit("/", 1)[1].removesuffix(".bin")
+    assert f"the bundle's partial results of work item {item} are missing" in desc["cause"]
+    assert f"s3://{OUTPUT_BUCKET}/{lost[0]}" in desc["cause"]
+    # the root zarr.json (the bundle's commit point) was never written
+    assert not [k for k in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX) if k.endswith(".zarr/zarr.json")]
