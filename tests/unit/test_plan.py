@@ -85,16 +85,25 @@ def test_the_local_pool_recuts_big_items_by_the_planners_rules(tmp_path: Path, m
     assert [u.output_bytes for u in items] == sorted((u.output_bytes for u in items), reverse=True)
 
 
-def test_bundle_items_of_compressed_data_are_never_narrower_than_an_hdf5_chunk(tmp_path: Path) -> None:
-    """A bundle window cannot be shorter than a level-0 shard, so the budget narrows the channel
-    block instead; below one HDF5 chunk's width, each chunk would be decompressed by several items."""
+def test_local_bundle_items_of_compressed_data_are_never_narrower_than_an_hdf5_chunk(tmp_path: Path) -> None:
+    """A bundle window cannot be shorter than a level-0 shard, so a budget narrows the channel block
+    instead. In the plan (the cloud: an S3 store holds a shard until it is put) the budget bounds
+    memory and wins; the local pool streams shards to files, so it keeps compressed data in whole
+    HDF5 chunks, which narrower blocks would each decompress again."""
+    import nwb2pennsieve.local as local
+
     data = np.arange(20000 * 16, dtype=np.int16).reshape(20000, 16)
-    widths = {}
+    planned, recut = {}, {}
     for compression in ("gzip", None):
         nwb = write_nwb(
             tmp_path / f"{compression}.nwb", [SeriesSpec(data=data, chunks=(1000, 8), compression=compression)]
         )
         plan = plan_file(nwb, chunk_size_mb=0.01, max_item_mb=0.5, output_formats="bundle")
-        widths[compression] = {i.column_stop - i.column_start for i in plan.work_items}
-    assert widths["gzip"] == {8}  # one HDF5 chunk wide, over the budget
-    assert max(widths[None]) < 8  # uncompressed: the budget narrows the block (no chunk to decompress)
+        planned[compression] = {i.column_stop - i.column_start for i in plan.work_items}
+        items = local.split_items(plan, n_workers=2)
+        recut[compression] = {i.column_stop - i.column_start for i in items}
+        assert sorted((i.window, c) for i in items for c in range(i.column_start, i.column_stop)) == sorted(
+            (i.window, c) for i in plan.work_items for c in range(i.column_start, i.column_stop)
+        )  # the same windows, every channel once
+    assert max(planned["gzip"]) < 8 and max(planned[None]) < 8  # the budget (memory) narrows both
+    assert recut == {"gzip": {8}, None: planned[None]}

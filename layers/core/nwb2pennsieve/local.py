@@ -441,11 +441,17 @@ def split_items(plan: Plan, n_workers: int) -> list[WorkItem]:
     """The plan's work, cut into items of about 1 / (ITEMS_PER_WORKER × n_workers) of it, biggest first."""
     total = sum(i.output_bytes for i in plan.work_items)
     budget_mb = max(MIN_ITEM_BYTES, total // max(1, ITEMS_PER_WORKER * n_workers)) / 2**20
-    if budget_mb >= plan.max_item_mb:
+    if plan.writes_bundle:
+        # The re-cut items keep to the bundle's shard windows; a local store streams the shards to
+        # files, so compressed data is cut in whole HDF5 chunks (planner._bundle_layout).
+        budget_mb = min(budget_mb, plan.max_item_mb)
+        items = [
+            i for s in plan.series for i in work_items(s, plan.chunk_samples, budget_mb, bundle=True, streamed=True)
+        ]
+    elif budget_mb >= plan.max_item_mb:
         items = list(plan.work_items)
     else:
-        bundle = plan.writes_bundle  # the re-cut items keep to the bundle's shard windows
-        items = [i for s in plan.series for i in work_items(s, plan.chunk_samples, budget_mb, bundle=bundle)]
+        items = [i for s in plan.series for i in work_items(s, plan.chunk_samples, budget_mb)]
     # biggest first, so the last items to finish are small ones (stable: equal sizes keep plan order)
     items.sort(key=lambda i: -i.output_bytes)
     return items
@@ -493,7 +499,7 @@ def execute_items(
     release_free_heap()
     fix_mmap_threshold()
     requested = workers or default_workers()
-    items = split_items(plan, requested) if requested > 1 else plan.work_items
+    items = split_items(plan, requested) if requested > 1 or plan.writes_bundle else plan.work_items
     n_workers = min(requested, len(items))
     if n_workers <= 1:
         store = (
@@ -502,7 +508,7 @@ def execute_items(
             else LocalStore(out_dir, atomic_names=atomic_names)
         )
         with open_input(path, name=plan.source) as opened:
-            for item in plan.work_items:
+            for item in items:
                 r = opened.write_item(plan, item, store)
                 if progress and not plan.writes_chunks:  # no chunk file to count: the item's share
                     progress(item.output_bytes)

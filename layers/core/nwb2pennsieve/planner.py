@@ -598,16 +598,19 @@ def count_work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float,
     return sum(-(-len(r) // per_item) for r in _segment_chunk_ranges(series)) * blocks
 
 
-def work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float, *, bundle: bool = False) -> list[WorkItem]:
+def work_items(
+    series: SeriesPlan, chunk_samples: int, max_item_mb: float, *, bundle: bool = False, streamed: bool = False
+) -> list[WorkItem]:
     """Cut the series into work items: channel blocks × runs of chunks inside one segment.
 
     A channel block is as wide as the budget allows for one chunk of each channel, and a multiple
     of the HDF5 chunk width when the data is chunked, so no stored chunk is read by two items of
     the same time window. A run of chunks is as long as the budget allows. With the viewer
-    bundle, the time windows are the bundle's instead (:func:`bundle_work_items`).
+    bundle, the time windows are the bundle's instead (:func:`bundle_work_items`; ``streamed``:
+    see :func:`_bundle_layout`).
     """
     if bundle:
-        return bundle_work_items(series, chunk_samples, max_item_mb)
+        return bundle_work_items(series, chunk_samples, max_item_mb, streamed=streamed)
     width, per_item = _layout(series, chunk_samples, max_item_mb)
     chunks = series.chunks
     items: list[WorkItem] = []
@@ -639,15 +642,19 @@ def _channel_blocks(
     ]
 
 
-def _bundle_layout(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> tuple[int, int]:
+def _bundle_layout(
+    series: SeriesPlan, chunk_samples: int, max_item_mb: float, *, streamed: bool = False
+) -> tuple[int, int]:
     """(window length in grid bins, channel block width) of the series' bundle work items.
 
     A window proposes as many bins as the chunk runs of :func:`work_items` have samples; a channel
     block is narrowed until a window of float64 (an upper bound of the bundle shards it holds,
-    compressed, until they are complete) fits the budget, but never below one HDF5 chunk's width
-    for compressed data: a window cannot be shorter than a level-0 shard, and a narrower block
-    would decompress each chunk once per block (twice the decompression for 35-channel blocks of
-    neuroconv's 64-channel chunks).
+    compressed, until they are complete: an S3 store keeps a shard in memory until it is put)
+    fits the budget. ``streamed``: the store writes shards to files as they are made (the local
+    pool), so the budget balances load and bounds no memory; then compressed data is never cut
+    narrower than one HDF5 chunk, since a window cannot be shorter than a level-0 shard and a
+    narrower block decompresses the same chunks again (47- and 8-channel blocks of 64-channel
+    gzip chunks: 10.1 s of CPU on the 10 s Neuropixels bundle, whole chunks 7.9 s).
     """
     width, per_item = _layout(series, chunk_samples, max_item_mb)
     budget = max_item_mb * 1024 * 1024
@@ -660,16 +667,18 @@ def _bundle_layout(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -
         if fit >= stored:
             width = (fit // stored) * stored
         else:
-            width = min(series.n_columns, stored) if series.compression else fit
+            width = min(series.n_columns, stored) if streamed and series.compression else fit
     return length, width
 
 
-def bundle_work_items(series: SeriesPlan, chunk_samples: int, max_item_mb: float) -> list[WorkItem]:
+def bundle_work_items(
+    series: SeriesPlan, chunk_samples: int, max_item_mb: float, *, streamed: bool = False
+) -> list[WorkItem]:
     """Work items on the viewer bundle's windows: whole level-0 shards of the series' grid, so no
     two items ever write one shard (docs/bundle.md). An item owns the chunk files of the chunks
     whose first sample lies in its window.
     """
-    length, width = _bundle_layout(series, chunk_samples, max_item_mb)
+    length, width = _bundle_layout(series, chunk_samples, max_item_mb, streamed=streamed)
     grid = series_grid(series)
     plan = align_windows(grid.n_bins, length, plan_levels(grid.n_bins, series.rate))
     items: list[WorkItem] = []
