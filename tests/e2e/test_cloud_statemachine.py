@@ -20,6 +20,7 @@ from nwb2pennsieve.config import COMPRESSED_GZIP_LEVEL
 from nwb2pennsieve.local import convert_file
 from nwb2pennsieve.publish import MARKER_NAME
 from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, Stack, load_event, make_nwb
+from tests.expected import differing_objects
 
 # Small chunks and items, so the example file makes several batches for the map.
 SMALL = {"CHUNK_SIZE_MB": "0.05", "MAX_ITEM_MB": "0.2", "BATCH_MB": "0.4"}
@@ -62,8 +63,7 @@ def test_execution_from_the_eventbridge_event_matches_the_local_pool(
     summary = json.loads(desc["output"])
     cloud = {k[len(OUTPUT_PREFIX) :]: v for k, v in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX).items()}
     local = local_output(example_nwb, tmp_path / "local")
-    assert sorted(cloud) == sorted(local)
-    assert all(cloud[name] == local[name] for name in local)
+    assert differing_objects(cloud, local) == []
     assert summary["chunkFiles"] == sum(1 for n in local if n.endswith(".bin.gz"))
     writes = [p for f, p in stack.invocations if f == "WriteChunksFunction"]
     assert len(writes) > 3  # the map really fanned out
@@ -98,9 +98,13 @@ def test_a_rerun_leaves_identical_objects_and_nothing_extra(stack: Stack, small_
     second = stack.objects(OUTPUT_BUCKET)
     results = "records/map-results/"
     # Outside map-results/ (one results folder per execution, by design) nothing changed or appeared.
-    assert {k: v for k, v in second.items() if not k.startswith(results)} == {
-        k: v for k, v in first.items() if not k.startswith(results)
-    }
+    assert (
+        differing_objects(
+            {k: v for k, v in second.items() if not k.startswith(results)},
+            {k: v for k, v in first.items() if not k.startswith(results)},
+        )
+        == []
+    )
     assert sum(1 for k in first if k.startswith(results)) == 1
     assert sum(1 for k in second if k.startswith(results)) == 2
 
@@ -221,8 +225,7 @@ def test_the_bundle_from_the_state_machine_equals_the_local_pools(
         if p.is_file() and p.name != MARKER_NAME  # the local output's marker is the local pool's own
     }
     assert any(name.startswith("sub-01_ses-01.zarr/0/1/c/") for name in local)
-    assert sorted(cloud) == sorted(local)
-    assert all(cloud[name] == local[name] for name in local)
+    assert differing_objects(cloud, local) == []  # the bundle's objects byte for byte
     partials = stack.objects(OUTPUT_BUCKET, RECORDS_PREFIX)
     assert any("/bundle-partials/" in key for key in partials)
 

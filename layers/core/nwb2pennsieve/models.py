@@ -197,8 +197,8 @@ class WorkItem(_Model):
 class ChunkRecord(_Model):
     """One chunk file as written: its stored (gzip) size and the CRC-32 of its decompressed bytes.
 
-    The compressed bytes of a level above 0 may differ between CPUs (:mod:`.compression`); the
-    CRC-32 of the samples does not.
+    The compressed bytes of a level above 0 may differ between runs and CPUs (:mod:`.compression`);
+    the CRC-32 of the samples does not.
     """
 
     name: str
