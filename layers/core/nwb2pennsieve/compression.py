@@ -9,8 +9,9 @@ Determinism. A compressed file is the same 10-byte header as level 0 (mtime 0), 
 stream, then the CRC-32 and the size. The deflate stream is fed in pieces of exactly
 :data:`FEED_BYTES` counted from the file's start, whatever pieces the writer hands over (their
 split depends on the work item's width and block rows). Even so the compressed bytes are not a
-function of the payload alone: ISA-L apparently reads memory it did not initialise, and now and then one
-file of a conversion comes out a byte longer or shorter (docs/architecture.md, measured). They
+function of the payload alone: ISA-L's stream varies with the process's memory layout (never
+with address-space randomisation off), and now and then one file of a conversion comes out a
+byte longer or shorter (docs/architecture.md, measured). They
 also differ between CPUs: ISA-L picks
 its deflate body at run time (x86: SSE4.2 / AVX2 / AVX-512 versions in assembly, aarch64 its own,
 a C fallback with another hash below SSE4.2) and promises no identical output across them. So
