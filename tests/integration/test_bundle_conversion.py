@@ -228,6 +228,7 @@ def test_the_reduce_takes_the_partial_results_a_channel_block_at_a_time(
         nwb, tmp_path / "out", output_formats="bundle", chunk_size_mb=0.01, max_item_mb=0.05, workers=1
     )
     plan = result.plan
+    assert not list((tmp_path / "out").glob(".*partials*"))  # the spilled partial results are gone
     blocks.sort(key=lambda b: min(b[0].channels))
     # one block per column group: the gappy series' (HDF5 chunks 2 wide), then the LFP's
     assert [sorted({c for p in b for c in p.channels}) for b in blocks] == [[0, 1], [2], [3, 4]]

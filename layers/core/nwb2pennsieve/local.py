@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -216,12 +215,15 @@ def convert_file(
         identity = (stat.st_size, stat.st_mtime_ns) if stat else None
     except OSError as exc:
         raise InvalidInputError(f"cannot read it ({exc.strerror or exc})", file=plan.source) from None
-    # The bundle's partial results wait on disk for the reduce (:class:`PartialSpill`), outside the output.
-    with OutputFolder(output) as folder, tempfile.TemporaryDirectory(prefix="nwb2pennsieve-partials-") as spilled:
+    with OutputFolder(output) as folder:
         check_free_space(plan, folder.staging)
         try:
             # staging is private and published whole, so its files need no temporary names
             store = LocalStore(folder.staging, atomic_names=False)
+            # The bundle's partial results wait on disk for the reduce (:class:`PartialSpill`): in a
+            # hidden folder of the staging folder (the output's disk; a killed run's is cleared with
+            # it), removed before the output is published.
+            spilled = folder.staging / PARTIALS_FOLDER
             spill = PartialSpill(spilled)
             for item_result in execute_items(
                 path, plan, folder.staging, workers=workers, progress=progress, atomic_names=False
@@ -238,6 +240,7 @@ def convert_file(
                 with open_input(path, name=plan.source) as opened:
                     finish_bundle(store, plan, opened.h5, spill.blocks(), zstd_level=plan.bundle_zstd_level)
                 result.bundle_bytes = tree_bytes(folder.staging / bundle_name(plan))
+            shutil.rmtree(spilled, ignore_errors=True)
         except OutputWriteError as exc:
             raise folder.error("cannot write it", exc.cause) from None
         except OSError as exc:
@@ -258,6 +261,9 @@ def convert_file(
         )
     result.seconds = time.perf_counter() - started
     return result
+
+
+PARTIALS_FOLDER = ".bundle-partials"
 
 
 def tree_bytes(root: Path) -> int:

@@ -250,12 +250,12 @@ class PartialSpill:
 
     The local pool's parent receives every item's partial results; holding them all until the end
     would cost 1/512 of the level-0 data in memory (300 MB for an hour of 384 channels). Each is
-    appended to its block's file under ``folder`` as it arrives, and :meth:`blocks` gives them
-    back a block at a time (:func:`~.finish.reduce_partials`).
+    appended to its block's file under ``folder`` (made when the first arrives) as it arrives,
+    and :meth:`blocks` gives them back a block at a time (:func:`~.finish.reduce_partials`).
     """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
-        self.folder = Path(folder)
+        self.folder = Path(folder)  # made on the first partial result
         self._files: dict[tuple[int, ...], Path] = {}
 
     def add(self, packed: bytes) -> None:
@@ -263,6 +263,7 @@ class PartialSpill:
         for partial in unpack_partials(packed):
             path = self._files.get(partial.channels)
             if path is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
                 path = self._files[partial.channels] = self.folder / f"block-{len(self._files):06d}.bin"
                 path.write_bytes(_MAGIC)
             body = partial.to_bytes()
