@@ -23,7 +23,7 @@ import numpy as np
 
 from ..storage import PendingObject, Store
 from .encode import ZSTD_LEVEL, ShardBuilder, encode_shard
-from .fold import fold4, fold_pairs
+from .fold import fold4, fold_pairs, padded
 from .layout import FOLD, WindowPlan
 from .metadata import level_spec
 from .sink import open_pending, put
@@ -217,8 +217,8 @@ class ItemWriter:
             if carry is not None:
                 self._carry[k] = None
                 lows, highs = (np.empty((1, *carry[0].shape[1:]), dtype=np.float32) for _ in range(2))
-                fold4(np.minimum, _padded(carry[0]), lows)
-                fold4(np.maximum, _padded(carry[1]), highs)
+                fold4(np.minimum, padded(carry[0]), lows)
+                fold4(np.maximum, padded(carry[1]), highs)
                 self._push(k + 1, lows, highs)
         for k, builders in enumerate(self._builders):
             if builders is not None:
@@ -249,11 +249,6 @@ def _copies(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Copies of a carry (a slab may be its producer's reused buffer); one copy when it is level 0's."""
     kept = low.copy()
     return (kept, kept) if high is low else (kept, high.copy())
-
-
-def _padded(rows: np.ndarray) -> np.ndarray:
-    """A trailing partial block of 1-3 bins padded to 4 with its last row (as :func:`~.fold.fold_samples`)."""
-    return np.concatenate([rows, np.repeat(rows[-1:], FOLD - rows.shape[0], axis=0)])
 
 
 def write_window(

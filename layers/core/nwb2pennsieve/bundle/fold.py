@@ -13,48 +13,51 @@ import numpy as np
 from .layout import FOLD
 
 
-def _blocks(x: np.ndarray) -> np.ndarray:
-    """``x`` reshaped to (blocks, 4, ...), a trailing partial block padded with its own last row.
+def padded(x: np.ndarray) -> np.ndarray:
+    """``x`` with a trailing partial block of 4 rows completed by repeating its own last row.
 
     Repeating a row of the block does not change its min or max, and a NaN still propagates.
     """
-    n = x.shape[0]
-    pad = -n % FOLD
-    if pad:
-        x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)], axis=0)
+    pad = -x.shape[0] % FOLD
+    return np.concatenate([x, np.repeat(x[-1:], pad, axis=0)], axis=0) if pad else x
+
+
+def _blocks(x: np.ndarray) -> np.ndarray:
+    """``x`` reshaped to (blocks, 4, ...), a trailing partial block :func:`padded`."""
+    x = padded(x)
     return x.reshape((x.shape[0] // FOLD, FOLD, *x.shape[1:]))
 
 
-def _min4(b: np.ndarray) -> np.ndarray:
-    """The minimum over axis 1 (4 long) as three element-wise minimums.
+def _reduce4(ufunc: np.ufunc, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``ufunc`` (``np.minimum`` or ``np.maximum``) over axis 1 (4 long) of ``b``, as three
+    element-wise passes (into ``out`` when given).
 
-    Same values as ``b.min(axis=1)`` (NaN propagates either way), and fast whatever the memory
-    order: the writer's slabs are channel-major, where a reduction over a short middle axis is slow.
+    Same values as ``b.min(axis=1)`` / ``b.max(axis=1)`` (NaN propagates either way), and fast
+    whatever the memory order: the writer's slabs are channel-major, where a reduction over a
+    short middle axis is slow.
     """
-    out = np.minimum(b[:, 0], b[:, 1])
-    np.minimum(out, b[:, 2], out=out)
-    return np.minimum(out, b[:, 3], out=out)
+    out = ufunc(b[:, 0], b[:, 1], out=out)
+    ufunc(out, b[:, 2], out=out)
+    return ufunc(out, b[:, 3], out=out)
+
+
+def _min4(b: np.ndarray) -> np.ndarray:
+    return _reduce4(np.minimum, b)
 
 
 def _max4(b: np.ndarray) -> np.ndarray:
-    """The maximum over axis 1 (4 long), as :func:`_min4`."""
-    out = np.maximum(b[:, 0], b[:, 1])
-    np.maximum(out, b[:, 2], out=out)
-    return np.maximum(out, b[:, 3], out=out)
+    return _reduce4(np.maximum, b)
 
 
 def fold4(ufunc: np.ufunc, x: np.ndarray, out: np.ndarray) -> None:
     """``out`` ← ``ufunc`` (``np.minimum`` or ``np.maximum``) over each block of 4 rows of ``x``
-    (``4 × len(out)`` rows), as three element-wise passes: :func:`_min4`'s values, written in place.
+    (``4 × len(out)`` rows), written in place (:func:`_reduce4`).
 
     On row-major ``(bins, channels)`` data every pass runs over contiguous rows of channels: the
     item writer folds its levels this way, min and max kept apart (a level ``k >= 1`` is a pair
     of such arrays), so no pass strides and no (min, max) pairs are stacked.
     """
-    b = x.reshape(out.shape[0], FOLD, *x.shape[1:])
-    ufunc(b[:, 0], b[:, 1], out=out)
-    ufunc(out, b[:, 2], out=out)
-    ufunc(out, b[:, 3], out=out)
+    _reduce4(ufunc, x.reshape(out.shape[0], FOLD, *x.shape[1:]), out)
 
 
 def fold_samples(samples: np.ndarray) -> np.ndarray:
