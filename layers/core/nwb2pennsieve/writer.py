@@ -259,13 +259,7 @@ def _to_big_endian_uv(
     same float64 products either way.
     """
     if shifted:
-        if scaled:
-            np.multiply(source, scale, out=block)
-        else:
-            np.copyto(block, source)
-        np.add(block, offset, out=block)
-        if factor != 1.0:
-            np.multiply(block, factor, out=block)
+        _shifted_uv(source, block, scale, offset, factor, scaled)
         if _LITTLE_ENDIAN:
             block.byteswap(inplace=True)
         return
@@ -274,6 +268,19 @@ def _to_big_endian_uv(
         np.multiply(source, scale, out=big)
     else:
         np.copyto(big, source)
+
+
+def _shifted_uv(
+    source: np.ndarray, out: np.ndarray, scale: np.ndarray, offset: np.ndarray, factor: float, scaled: bool
+) -> None:
+    """``out`` (float64) ← (source × scale + offset) × factor, in that NWB order (a series with an offset)."""
+    if scaled:
+        np.multiply(source, scale, out=out)
+    else:
+        np.copyto(out, source)
+    np.add(out, offset, out=out)
+    if factor != 1.0:
+        np.multiply(out, factor, out=out)
 
 
 CONSUMER_BYTES = 1 << 20  # float32 bytes of µV a consumer is handed at a time
@@ -309,10 +316,7 @@ def to_float32_uv(
     for a in range(0, source.shape[0], step):
         b = min(source.shape[0], a + step)
         part = scratch[: (b - a) * source.shape[1]].reshape(b - a, source.shape[1])
-        np.multiply(source[a:b], scale, out=part)
-        np.add(part, offset, out=part)
-        if factor != 1.0:
-            np.multiply(part, factor, out=part)
+        _shifted_uv(source[a:b], part, scale, offset, factor, scaled=True)
         np.copyto(out[a:b], part, casting="unsafe")
 
 
