@@ -9,11 +9,11 @@ from typing import Any
 
 import h5py
 
-from ..models import Plan, SeriesPlan
+from ..models import Plan
 from ..storage import Store
 from .continuous import ItemPartial, reduce_levels
 from .encode import ZSTD_LEVEL
-from .layout import WindowPlan, plan_levels
+from .layout import LevelLayout, WindowPlan, plan_levels
 from .metadata import ASSET_PROPERTIES, asset_properties, continuous_documents, write_documents
 from .nwbunits import read_units
 from .series import bundle_name, bundle_store, channel_infos, first_group, series_grid
@@ -33,6 +33,12 @@ def reduce_partials(
     were cut; it checks that they cover every bin of every channel they name, and every channel
     of a series that has any.
     """
+    # Each channel group's levels, from its series' grid (computed once a series, not once a channel).
+    levels_of: dict[int, list[LevelLayout]] = {}
+    for series in plan.series:
+        first = first_group(plan, series)
+        levels = plan_levels(series_grid(series).n_bins, series.rate)
+        levels_of.update((g, levels) for g in range(first, first + len(series.channels)))
     done: set[int] = set()
     for block in blocks:
         by_channel: dict[int, list[ItemPartial]] = {}
@@ -44,9 +50,9 @@ def reduce_partials(
         for g, parts in by_channel.items():
             if g in done:
                 raise ValueError(f"partial results of channel group {g} in two blocks")
-            series = _series_of(plan, g)
-            levels = plan_levels(series_grid(series).n_bins, series.rate)
-            windows = WindowPlan(levels=levels, windows=[], reduce_from=parts[0].level)
+            if g not in levels_of:
+                raise ValueError(f"partial results of channel group {g}, which the plan does not have")
+            windows = WindowPlan(levels=levels_of[g], windows=[], reduce_from=parts[0].level)
             reduce_levels(store, windows, [g], parts, zstd_level=zstd_level)
             done.add(g)
     for series in plan.series:
@@ -54,15 +60,6 @@ def reduce_partials(
         have = [g for g in range(first, first + len(series.channels)) if g in done]
         if have and len(have) != len(series.channels):  # none: the items wrote every level
             raise ValueError(f"{series.path}: partial results for {len(have)} of its {len(series.channels)} channels")
-
-
-def _series_of(plan: Plan, group: int) -> SeriesPlan:
-    """The series whose channels include bundle group ``group``."""
-    for series in plan.series:
-        first = first_group(plan, series)
-        if first <= group < first + len(series.channels):
-            return series
-    raise ValueError(f"partial results of channel group {group}, which the plan does not have")
 
 
 def finish_bundle(
