@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .bundle.layout import FLOAT32_BYTES, plan_levels
 from .bundle.nwbunits import units_paths
 from .bundle.series import bundle_name, series_grid
-from .bundle.units import MAX_UNITS_PER_CHANNEL
+from .bundle.units import unit_channel_count
 from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS, LOCAL_GZIP_LEVEL, output_formats
 from .gzipstored import framed_size
 from .models import NotConverted, Plan, SeriesPlan
@@ -170,8 +170,8 @@ def inspect_file(
 
 
 def count_unit_channels(h5: h5py.File) -> int:
-    """The bundle's unit channels: per Units table with spike times, one per 256 units (at least
-    one), as :func:`~nwb2pennsieve.bundle.units.unit_channels` splits them. Reads shapes only."""
+    """The bundle's unit channels: per Units table with spike times, as
+    :func:`~nwb2pennsieve.bundle.units.unit_channels` splits them (:func:`unit_channel_count`). Reads shapes only."""
     count = 0
     for path in units_paths(h5):
         group = h5[path]
@@ -179,7 +179,7 @@ def count_unit_channels(h5: h5py.File) -> int:
             continue
         index = group.get("spike_times_index")
         units = index.shape[0] if isinstance(index, h5py.Dataset) and index.shape else 1
-        count += max(1, -(-units // MAX_UNITS_PER_CHANNEL))
+        count += unit_channel_count(units)
     return count
 
 

@@ -46,6 +46,11 @@ class UnitChannel:
     waveforms: np.ndarray  # float32 (n, points)
 
 
+def unit_channel_count(n_units: int) -> int:
+    """How many unit channels a table of ``n_units`` units becomes: one per 256, at least one."""
+    return max(1, -(-n_units // MAX_UNITS_PER_CHANNEL))
+
+
 def unit_channels(table: UnitsTable, *, first_index: int, rate_hz: float, start_us: int) -> list[UnitChannel]:
     """The unit channels of ``table`` (split by 256 units), group indices from ``first_index``.
 
@@ -55,7 +60,7 @@ def unit_channels(table: UnitsTable, *, first_index: int, rate_hz: float, start_
     means = table.waveform_means
     if means is not None and means.shape[0] != n_units:
         raise ValueError(f"Units table {table.name!r}: {means.shape[0]} waveform means for {n_units} units")
-    parts = max(1, -(-n_units // MAX_UNITS_PER_CHANNEL))
+    parts = unit_channel_count(n_units)
     out = []
     for j in range(parts):
         rows = range(j * MAX_UNITS_PER_CHANNEL, min(n_units, (j + 1) * MAX_UNITS_PER_CHANNEL))
