@@ -40,8 +40,11 @@ def eventbridge_event(version: str) -> dict[str, Any]:
     return event
 
 
-def local_output(path: Path, out: Path, gzip_level: int = COMPRESSED_GZIP_LEVEL) -> dict[str, bytes]:
-    """The local pool's output (by default at the cloud's default gzip level), one worker, other items."""
+def local_output(
+    path: Path, out: Path, gzip_level: int = COMPRESSED_GZIP_LEVEL, output_formats: str = "chunks"
+) -> dict[str, bytes]:
+    """The local pool's output (by default at the cloud's default gzip level), one worker, other
+    items: every file by its path in the output folder."""
     convert_file(
         path,
         out,
@@ -49,9 +52,14 @@ def local_output(path: Path, out: Path, gzip_level: int = COMPRESSED_GZIP_LEVEL)
         max_item_mb=float(SMALL["MAX_ITEM_MB"]),
         workers=1,
         gzip_level=gzip_level,
+        output_formats=output_formats,
     )
     # every file but the local output's marker (.nwb2pennsieve.json), which the cloud does not write
-    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and p.name != MARKER_NAME}
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != MARKER_NAME
+    }
 
 
 def test_execution_from_the_eventbridge_event_matches_the_local_pool(
@@ -209,21 +217,7 @@ def test_the_bundle_from_the_state_machine_equals_the_local_pools(
     desc = stack.run(eventbridge_event(version))
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
     cloud = {k[len(OUTPUT_PREFIX) :]: v for k, v in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX).items()}
-    out = tmp_path / "local"
-    convert_file(
-        example_nwb,
-        out,
-        chunk_size_mb=float(SMALL["CHUNK_SIZE_MB"]),
-        max_item_mb=float(SMALL["MAX_ITEM_MB"]),
-        workers=1,
-        output_formats="chunks,bundle",
-        gzip_level=COMPRESSED_GZIP_LEVEL,  # the cloud's default level
-    )
-    local = {
-        p.relative_to(out).as_posix(): p.read_bytes()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and p.name != MARKER_NAME  # the local output's marker is the local pool's own
-    }
+    local = local_output(example_nwb, tmp_path / "local", output_formats="chunks,bundle")
     assert any(name.startswith("sub-01_ses-01.zarr/0/1/c/") for name in local)
     assert differing_objects(cloud, local) == []  # the bundle's objects byte for byte
     partials = stack.objects(OUTPUT_BUCKET, RECORDS_PREFIX)
