@@ -393,3 +393,16 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
     assert not enforcer.denials, "calls the template's IAM policies do not allow:\n" + "\n".join(
         str(d) for d in enforcer.denials
     )
+
+
+def use_import_secret(monkeypatch: pytest.MonkeyPatch, pennsieve_url: str) -> None:
+    """A Pennsieve secret in moto's Secrets Manager and the environment that points the importer at
+    it and at the fake Pennsieve server (``pennsieve_url``)."""
+    import boto3
+
+    secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name="pennsieve", SecretString=json.dumps({"SESSION_TOKEN": "session-token-789"})
+    )["ARN"]
+    monkeypatch.setenv("PENNSIEVE_SECRET_ARN", secret)
+    monkeypatch.setenv("PENNSIEVE_API_HOST", pennsieve_url)
+    monkeypatch.setenv("PENNSIEVE_API_HOST2", pennsieve_url)

@@ -24,7 +24,15 @@ from nwb2pennsieve.cloud.models import FinalizeOutput, PlanOutput, UploadFilesOu
 from nwb2pennsieve.errors import ConfigurationError, InvalidInputError
 from nwb2pennsieve.models import Plan
 from nwb2pennsieve.pennsieve import TargetNotFoundError, UploadError
-from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, REGION, FakeLambdaContext, load_event
+from tests.cloud_fixtures import (
+    EXAMPLE_KEY,
+    INPUT_BUCKET,
+    OUTPUT_BUCKET,
+    REGION,
+    FakeLambdaContext,
+    load_event,
+    use_import_secret,
+)
 
 
 @pytest.fixture
@@ -259,15 +267,6 @@ def pennsieve() -> Any:
     server.stop()
 
 
-def _import_secret(monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
-    secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
-        Name="pennsieve", SecretString=json.dumps({"SESSION_TOKEN": "session-token-789"})
-    )["ARN"]
-    monkeypatch.setenv("PENNSIEVE_SECRET_ARN", secret)
-    monkeypatch.setenv("PENNSIEVE_API_HOST", fake.url)
-    monkeypatch.setenv("PENNSIEVE_API_HOST2", fake.url)
-
-
 def upload_event(finalized: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
     """What the UploadFiles Map's ItemSelector builds (the contract tests check the same shape)."""
     upload = finalized["upload"]
@@ -289,7 +288,7 @@ def run_upload_map(s3: Any, finalized: dict[str, Any]) -> list[UploadFilesOutput
 def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_prepares_the_upload(
     apps: Any, example_nwb: Path, pennsieve: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _import_secret(monkeypatch, pennsieve)
+    use_import_secret(monkeypatch, pennsieve.url)
     monkeypatch.setenv("UPLOAD_BATCH_FILES", "4")
     dataset = pennsieve.add_dataset()
     package = pennsieve.add_package(dataset)
@@ -341,7 +340,7 @@ def _finalize_with_import(
     """Plan, write and finalize ``example_nwb`` with the importer on, into a new dataset + package.
 
     Returns Finalize's event (for a rerun) and its output."""
-    _import_secret(monkeypatch, pennsieve)
+    use_import_secret(monkeypatch, pennsieve.url)
     dataset = pennsieve.add_dataset()
     package = pennsieve.add_package(dataset)
     planned = plan_and_write(apps, example_nwb)

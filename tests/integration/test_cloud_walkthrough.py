@@ -32,7 +32,7 @@ from nwb2pennsieve.cloud.models import (
 )
 from nwb2pennsieve.models import Plan
 from statemachine.render import load_template, render, substitutions, template_refs
-from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, REGION, ROOT
+from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, REGION, ROOT, use_import_secret
 
 MODULES = {
     "PlanFunction": plan_app,
@@ -120,14 +120,7 @@ def pennsieve() -> Any:
 def test_the_walkthrough_imports_with_upload_and_complete_import_events_derived_from_finalize(
     s3: Any, invoke: walkthrough.Invoke, pennsieve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import boto3
-
-    secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
-        Name="pennsieve", SecretString=json.dumps({"SESSION_TOKEN": "session-token-789"})
-    )["ARN"]
-    monkeypatch.setenv("PENNSIEVE_SECRET_ARN", secret)
-    monkeypatch.setenv("PENNSIEVE_API_HOST", pennsieve.url)
-    monkeypatch.setenv("PENNSIEVE_API_HOST2", pennsieve.url)
+    use_import_secret(monkeypatch, pennsieve.url)
     monkeypatch.setenv("UPLOAD_BATCH_FILES", "10")
     dataset = pennsieve.add_dataset()
     run = pennsieve.add_run(dataset, [pennsieve.add_package(dataset)])
