@@ -102,6 +102,6 @@ LOCAL_ARCH ?= arm64
 LOCAL_LAYERS := $(if $(filter x86_64,$(LOCAL_ARCH)),build/layers-x86_64,build/layers)
 local-invoke: install ## upload the sample, sam local invoke Plan, then WriteChunks, Finalize... on events derived from it
 	$(if $(filter process,$(INVOKE)),,$(PY) layers/build_layers.py --arch $(LOCAL_ARCH))
-	SAM_CLI_TELEMETRY=0 $(PY) -m nwb2pennsieve.cloud.walkthrough --arch $(LOCAL_ARCH) --layers $(LOCAL_LAYERS) \
+	SAM_CLI_TELEMETRY=0 $(PY) -m statemachine.walkthrough --arch $(LOCAL_ARCH) --layers $(LOCAL_LAYERS) \
 	  $(if $(LOCAL_S3),--local-s3,--input-bucket "$(INPUT_BUCKET)" --output-bucket "$(OUTPUT_BUCKET)") \
 	  $(if $(INVOKE),--invoke $(INVOKE))

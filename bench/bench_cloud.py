@@ -27,8 +27,8 @@ import numpy as np
 
 from nwb2pennsieve.cloud import conversion
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
-from nwb2pennsieve.cloud.s3reader import ReadStats
 from nwb2pennsieve.cloud.settings import CloudSettings
+from nwb2pennsieve.source.s3 import ReadStats
 
 OUT = Path(__file__).resolve().parent / "data"
 CHANNELS = 384
@@ -134,7 +134,7 @@ def run(samples: int) -> dict[str, Any]:
     for label, direct in runs:
         original = conversion.slab_reader
         if not direct:
-            from nwb2pennsieve.slabs import H5SlabReader
+            from nwb2pennsieve.source.slabs import H5SlabReader
 
             conversion.slab_reader = lambda h5, series, c0, c1, source, rows=None: H5SlabReader(h5, series, c0, c1)  # type: ignore[assignment]
         try:

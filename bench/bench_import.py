@@ -29,10 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-from nwb2pennsieve.config import Settings
-from nwb2pennsieve.models import ChannelMetadata, chunk_file_name, metadata_file_name
+from nwb2pennsieve.output.storage import LocalStore
 from nwb2pennsieve.pennsieve import ImportTarget, PennsieveClient, import_store
-from nwb2pennsieve.storage import LocalStore
+from nwb2pennsieve.plan.models import ChannelMetadata, chunk_file_name, metadata_file_name
+from nwb2pennsieve.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-static-token"

@@ -31,8 +31,8 @@ import zarr
 
 from nwb2pennsieve.bundle import ChannelInfo, align_windows, continuous_documents, plan_levels, write_series
 from nwb2pennsieve.bundle.metadata import write_documents
-from nwb2pennsieve.nwb import session_start
-from nwb2pennsieve.storage import LocalStore
+from nwb2pennsieve.output.storage import LocalStore
+from nwb2pennsieve.source.nwb import session_start
 from tests.factory import SeriesSpec, write_nwb
 
 ANCHOR_PACKAGES = ["zarr", "numcodecs", "numpy", "pynwb", "h5py"]
@@ -169,7 +169,7 @@ def compare_files(python: Path, anchor: Path, files: list[Path]) -> int:
                 cwd=work / "anchor",
                 capture_output=True,
             )
-            command = [sys.executable, "-m", "nwb2pennsieve.cli", "convert", str(nwb), "-o", str(work / "ours")]
+            command = [sys.executable, "-m", "nwb2pennsieve.local.cli", "convert", str(nwb), "-o", str(work / "ours")]
             subprocess.run([*command, "--formats", "bundle"], check=True, capture_output=True)
             print(f"{nwb.name}:")
             problems = compare(work / "anchor-out" / "rec.zarr", work / "ours" / f"{nwb.stem}.zarr", whole_file=True)

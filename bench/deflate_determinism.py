@@ -20,12 +20,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nwb2pennsieve.cli import sample_path
+from nwb2pennsieve.local.cli import sample_path
 
 
 def convert(nwb: Path, out: Path, level: int, workers: int) -> dict[str, tuple[str, str]]:
     """name -> (digest of the compressed bytes, digest of the samples) of every chunk file."""
-    command = [sys.executable, "-m", "nwb2pennsieve.cli", "convert", str(nwb), "-o", str(out)]
+    command = [sys.executable, "-m", "nwb2pennsieve.local.cli", "convert", str(nwb), "-o", str(out)]
     options = ["--chunk-size-mb", "0.01", "--gzip-level", str(level), "--workers", str(workers)]
     subprocess.run([*command, *options], check=True, capture_output=True)
     return {

@@ -24,7 +24,7 @@ import struct
 import sys
 import time
 
-try:  # the same CRC-32 function as nwb2pennsieve.gzipstored picks
+try:  # the same CRC-32 function as nwb2pennsieve.output.gzipstored picks
     from isal.isal_zlib import crc32
 except ImportError:
     from zlib import crc32
@@ -34,8 +34,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from nwb2pennsieve.local import plan_file
-from nwb2pennsieve.models import chunk_file_name
+from nwb2pennsieve.local.pool import plan_file
+from nwb2pennsieve.plan.models import chunk_file_name
 
 HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 MAX_BLOCK = 65_535
@@ -73,7 +73,7 @@ def _buffer(cache: dict, tag: str, shape: tuple[int], dtype: np.dtype) -> np.nda
 
 def _work(args: tuple[str, str, str, list[tuple[int, int, int, int]], bool]) -> int:
     path, plan_json, out_dir, units, whole = args
-    from nwb2pennsieve.models import Plan
+    from nwb2pennsieve.plan.models import Plan
 
     plan = Plan.model_validate_json(plan_json)
     written = 0

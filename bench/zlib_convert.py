@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 import zlib
 
-from nwb2pennsieve import compression
-from nwb2pennsieve.cli import main
+from nwb2pennsieve.local.cli import main
+from nwb2pennsieve.output import compression
 
 compression.deflate = zlib
 

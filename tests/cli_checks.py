@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nwb2pennsieve.cli import main
+from nwb2pennsieve.local.cli import main
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

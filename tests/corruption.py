@@ -40,7 +40,7 @@ class Layout:
 
 def base_files(directory: Path) -> list[Path]:
     """Small files covering both timings, chunked gzip and contiguous data, and a gap."""
-    from nwb2pennsieve.cli import sample_path
+    from nwb2pennsieve.local.cli import sample_path
 
     directory.mkdir(parents=True, exist_ok=True)
     sample = directory / "sample.nwb"
@@ -125,7 +125,7 @@ def run_variant(nwb: Path, out: Path, what: str, *, time_limit: float = 60.0) ->
     """Convert ``nwb`` with the command line in a subprocess and classify what happened."""
     env = dict(os.environ, WORKERS="1", PLAN_TIMEOUT_S=str(time_limit / 2))
     env.pop("SKIP_INVALID_SERIES", None)
-    command = [sys.executable, "-m", "nwb2pennsieve.cli", "convert", str(nwb), "-o", str(out)]
+    command = [sys.executable, "-m", "nwb2pennsieve.local.cli", "convert", str(nwb), "-o", str(out)]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=time_limit, env=env)
     except subprocess.TimeoutExpired:

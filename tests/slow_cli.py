@@ -11,8 +11,8 @@ import os
 import sys
 import time
 
-from nwb2pennsieve import writer
-from nwb2pennsieve.cli import main
+from nwb2pennsieve.local.cli import main
+from nwb2pennsieve.write import chunks as writer
 
 _real = writer._to_big_endian_uv
 _delay = float(os.environ.get("SLOW_BLOCK_SECONDS", "0.05"))

@@ -15,8 +15,8 @@ from nwb2pennsieve.cloud.clients import s3_client
 from nwb2pennsieve.cloud.conversion import plan_object
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import PlanInput
-from nwb2pennsieve.cloud.s3reader import ReadStats
 from nwb2pennsieve.cloud.settings import CloudSettings
+from nwb2pennsieve.source.s3 import ReadStats
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

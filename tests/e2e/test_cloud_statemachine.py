@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from nwb2pennsieve.config import COMPRESSED_GZIP_LEVEL
-from nwb2pennsieve.local import convert_file
-from nwb2pennsieve.publish import MARKER_NAME
+from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.output.publish import MARKER_NAME
+from nwb2pennsieve.settings import COMPRESSED_GZIP_LEVEL
 from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, Stack, load_event, make_nwb
 from tests.expected import differing_objects
 
@@ -208,7 +208,7 @@ def test_the_bundle_from_the_state_machine_equals_the_local_pools(
     stack: Stack, small_items: None, example_nwb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OUTPUT_FORMATS=chunks,bundle: every object (chunk files, shards, zarr.json) byte for byte."""
-    from nwb2pennsieve.bundle import layout
+    from nwb2pennsieve.plan import bundle_layout as layout
 
     for name, value in {"INNER_CHUNK_BINS": 64, "TARGET_SHARD_BYTES": 2048, "MIN_BINS": 16}.items():
         monkeypatch.setattr(layout, name, value)  # many shards, windows and a reduce from a small file
@@ -229,7 +229,7 @@ def test_a_lost_bundle_partial_result_fails_the_execution_naming_the_item(
 ) -> None:
     """Finalize's reduce needs every item's partial results: one missing is one line, not a bundle with a hole."""
     from functions.finalize import app as finalize_app
-    from nwb2pennsieve.bundle import layout
+    from nwb2pennsieve.plan import bundle_layout as layout
 
     for name, value in {"INNER_CHUNK_BINS": 64, "TARGET_SHARD_BYTES": 2048, "MIN_BINS": 16}.items():
         monkeypatch.setattr(layout, name, value)

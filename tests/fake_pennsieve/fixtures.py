@@ -12,11 +12,11 @@ import boto3
 import numpy as np
 import pytest
 
-from nwb2pennsieve.config import Settings
-from nwb2pennsieve.models import ChannelMetadata, chunk_file_name, metadata_file_name
+from nwb2pennsieve.output.storage import Store
 from nwb2pennsieve.pennsieve import PennsieveClient
 from nwb2pennsieve.pennsieve.http import RetryPolicy
-from nwb2pennsieve.storage import Store
+from nwb2pennsieve.plan.models import ChannelMetadata, chunk_file_name, metadata_file_name
+from nwb2pennsieve.settings import Settings
 
 from .cognito import REGION, MotoCognito
 from .server import FakePennsieve

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 import zarr
 
-from nwb2pennsieve import local
-from nwb2pennsieve.bundle import layout
 from nwb2pennsieve.bundle.continuous import ItemPartial
 from nwb2pennsieve.bundle.finish import reduce_partials
-from nwb2pennsieve.local import convert_file
-from nwb2pennsieve.models import Plan
-from nwb2pennsieve.storage import LocalStore
+from nwb2pennsieve.local import pool as local
+from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.output.storage import LocalStore
+from nwb2pennsieve.plan import bundle_layout as layout
+from nwb2pennsieve.plan.models import Plan
 from tests.expected import assert_matches, expected_bundle, read_output
 from tests.factory import START, SeriesSpec, gappy_timestamps, write_nwb
 

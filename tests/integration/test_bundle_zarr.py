@@ -30,7 +30,7 @@ from nwb2pennsieve.bundle import (
     write_series,
     write_unit_channel,
 )
-from nwb2pennsieve.storage import LocalStore, S3Store, Store
+from nwb2pennsieve.output.storage import LocalStore, S3Store, Store
 
 RATE = 1000.0
 N = 20_000

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from nwb2pennsieve.cloud.admission import NAME_MAX, admission_cap, execution_name
+from nwb2pennsieve.output.storage import LocalStore, S3Store, Store
 from nwb2pennsieve.pennsieve.errors import ImportBusyError
 from nwb2pennsieve.pennsieve.records import CLAIM_NAME, import_claim
-from nwb2pennsieve.storage import LocalStore, S3Store, Store
 from tests.cloud_fixtures import OUTPUT_BUCKET
 
 
@@ -131,10 +131,10 @@ def test_stale_files_go_in_batches_of_1000_and_errors_are_not_ignored(s3: Any) -
 def test_every_handler_client_retries_adaptively_with_a_connection_per_thread() -> None:
     import importlib
 
-    from nwb2pennsieve.cloud.chunkreader import FETCH_THREADS
     from nwb2pennsieve.cloud.conversion import DELETE_THREADS, LIST_THREADS
     from nwb2pennsieve.cloud.importer import UPLOAD_WORKERS
-    from nwb2pennsieve.cloud.s3store import PUT_THREADS
+    from nwb2pennsieve.output.s3store import PUT_THREADS
+    from nwb2pennsieve.source.direct import FETCH_THREADS
     from tests.cloud_fixtures import FUNCTIONS
 
     threads = {

@@ -15,12 +15,12 @@ from typing import Any
 import h5py
 import pytest
 
-from nwb2pennsieve.cloud.chunkreader import direct_readable
 from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.errors import InvalidSeriesError
-from nwb2pennsieve.local import convert_file
+from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.source.direct import direct_readable
 from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, function_environment
 from tests.expected import differing_objects
 from tests.factory import DATA, compression_filters, corrupt_chunk, filtered_series, write_nwb

@@ -22,8 +22,8 @@ from nwb2pennsieve.cloud.conversion import IncompleteOutputError, SupersededErro
 from nwb2pennsieve.cloud.importer import credentials_env
 from nwb2pennsieve.cloud.models import FinalizeOutput, PlanOutput, UploadFilesOutput, WriteChunksOutput, WrittenBatch
 from nwb2pennsieve.errors import ConfigurationError, InvalidInputError
-from nwb2pennsieve.models import Plan
 from nwb2pennsieve.pennsieve import TargetNotFoundError, UploadError
+from nwb2pennsieve.plan.models import Plan
 from tests.cloud_fixtures import (
     EXAMPLE_KEY,
     INPUT_BUCKET,

@@ -14,14 +14,14 @@ import h5py
 import numpy as np
 import pytest
 
-from nwb2pennsieve.cloud.chunkreader import S3ChunkSlabReader, direct_readable
 from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
-from nwb2pennsieve.cloud.s3reader import ReadStats, S3RangeReader
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.errors import InvalidInputError
-from nwb2pennsieve.nwb import open_nwb
-from nwb2pennsieve.planner import build_plan
+from nwb2pennsieve.plan.planner import build_plan
+from nwb2pennsieve.source.direct import S3ChunkSlabReader, direct_readable
+from nwb2pennsieve.source.nwb import open_nwb
+from nwb2pennsieve.source.s3 import ReadStats, S3RangeReader
 from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, function_environment, make_nwb
 
 

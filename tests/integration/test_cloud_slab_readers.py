@@ -1,4 +1,4 @@
-"""Both slab readers keep the :class:`~nwb2pennsieve.slabs.SlabReader` contract.
+"""Both slab readers keep the :class:`~nwb2pennsieve.source.slabs.SlabReader` contract.
 
 The h5py reader (local files, and the cloud's fallback) and the direct S3 chunk reader must be
 interchangeable for the writer: the same column groups covering the item, ``select`` narrowing
@@ -17,14 +17,14 @@ import h5py
 import numpy as np
 import pytest
 
-from nwb2pennsieve.cloud.chunkreader import S3ChunkSlabReader, slab_reader
-from nwb2pennsieve.cloud.s3reader import S3RangeReader
-from nwb2pennsieve.models import SeriesPlan
-from nwb2pennsieve.nwb import open_nwb
-from nwb2pennsieve.planner import build_plan
-from nwb2pennsieve.slabs import H5SlabReader, SlabReader
-from nwb2pennsieve.storage import LocalStore
-from nwb2pennsieve.writer import write_work_item
+from nwb2pennsieve.output.storage import LocalStore
+from nwb2pennsieve.plan.models import SeriesPlan
+from nwb2pennsieve.plan.planner import build_plan
+from nwb2pennsieve.source.direct import S3ChunkSlabReader, slab_reader
+from nwb2pennsieve.source.nwb import open_nwb
+from nwb2pennsieve.source.s3 import S3RangeReader
+from nwb2pennsieve.source.slabs import H5SlabReader, SlabReader
+from nwb2pennsieve.write.chunks import write_work_item
 from tests.cloud_fixtures import INPUT_BUCKET
 
 Opener = Callable[[h5py.File, SeriesPlan, int, int], SlabReader]

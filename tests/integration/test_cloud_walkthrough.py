@@ -20,7 +20,6 @@ from functions.finalize import app as finalize_app
 from functions.plan import app as plan_app
 from functions.upload_files import app as upload_app
 from functions.write_chunks import app as write_app
-from nwb2pennsieve.cloud import walkthrough
 from nwb2pennsieve.cloud.models import (
     CompleteImportInput,
     FinalizeInput,
@@ -30,7 +29,8 @@ from nwb2pennsieve.cloud.models import (
     UploadFilesInput,
     WriteChunksInput,
 )
-from nwb2pennsieve.models import Plan
+from nwb2pennsieve.plan.models import Plan
+from statemachine import walkthrough
 from statemachine.render import load_template, render, substitutions, template_refs
 from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, REGION, ROOT, use_import_secret
 
@@ -154,7 +154,7 @@ def test_make_local_invoke_without_docker_converts_the_sample_on_a_local_s3(tmp_
     """The command ``make local-invoke LOCAL_S3=1 INVOKE=process`` runs: a moto server on 127.0.0.1."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PENNSIEVE_"))}
     env |= {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
-    command = [sys.executable, "-m", "nwb2pennsieve.cloud.walkthrough", "--local-s3", "--invoke", "process"]
+    command = [sys.executable, "-m", "statemachine.walkthrough", "--local-s3", "--invoke", "process"]
     done = subprocess.run(
         [*command, "--workdir", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nwb2pennsieve.config import Settings
+from nwb2pennsieve.settings import Settings
 from tests.factory import SeriesSpec, write_nwb
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW = [sys.executable, "-m", "tests.slow_cli"]
-FAST = [sys.executable, "-m", "nwb2pennsieve.cli"]
+FAST = [sys.executable, "-m", "nwb2pennsieve.local.cli"]
 
 
 @pytest.fixture(scope="module")

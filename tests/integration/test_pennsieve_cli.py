@@ -8,11 +8,11 @@ import logging
 import pytest
 
 from nwb2pennsieve.errors import ConfigurationError
+from nwb2pennsieve.output.storage import LocalStore
 from nwb2pennsieve.pennsieve import TargetNotFoundError, UploadError
 from nwb2pennsieve.pennsieve.cli import add_import_command
 from nwb2pennsieve.pennsieve.http import RetryPolicy
 from nwb2pennsieve.pennsieve.records import STATE_NAME
-from nwb2pennsieve.storage import LocalStore
 from tests.fake_pennsieve import Fault
 from tests.fake_pennsieve.fixtures import *  # noqa: F403  (the pytest fixtures)
 from tests.fake_pennsieve.fixtures import LocalSpec, write_output

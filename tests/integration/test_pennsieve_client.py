@@ -11,7 +11,6 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from nwb2pennsieve.config import Settings
 from nwb2pennsieve.pennsieve import (
     PennsieveAuthError,
     PennsieveClient,
@@ -23,6 +22,7 @@ from nwb2pennsieve.pennsieve import (
 from nwb2pennsieve.pennsieve.errors import PennsieveHTTPError
 from nwb2pennsieve.pennsieve.http import HttpClient, RetryPolicy
 from nwb2pennsieve.pennsieve.models import NewChannel
+from nwb2pennsieve.settings import Settings
 from tests.fake_pennsieve import Fault
 from tests.fake_pennsieve.fixtures import *  # noqa: F403  (the pytest fixtures)
 from tests.fake_pennsieve.fixtures import FAST_RETRY

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from nwb2pennsieve.output.storage import LocalStore, S3Store
 from nwb2pennsieve.pennsieve import (
     ImportTarget,
     PennsieveClient,
@@ -26,7 +27,6 @@ from nwb2pennsieve.pennsieve import (
 from nwb2pennsieve.pennsieve.errors import ChannelError, PennsieveHTTPError
 from nwb2pennsieve.pennsieve.manifest import remote_file_path
 from nwb2pennsieve.pennsieve.records import FAILED_NAME, STATE_NAME
-from nwb2pennsieve.storage import LocalStore, S3Store
 from tests.fake_pennsieve import FakePennsieve, Fault
 from tests.fake_pennsieve.fixtures import *  # noqa: F403  (the pytest fixtures)
 from tests.fake_pennsieve.fixtures import FAST_RETRY, LocalSpec, read_json, write_output

@@ -28,9 +28,9 @@ import h5py
 import numpy as np
 import pytest
 
-from nwb2pennsieve.inspect import Inspection
-from nwb2pennsieve.local import convert_file
-from nwb2pennsieve.publish import MARKER_NAME
+from nwb2pennsieve.local.inspect import Inspection
+from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.output.publish import MARKER_NAME
 from tests.cli_checks import run_cli
 from tests.cloud_fixtures import make_nwb
 from tests.factory import SeriesSpec, write_nwb
@@ -230,7 +230,7 @@ def test_an_s3_object_converts_in_place_like_the_local_file(
     moto_s3.put_object(Bucket="recordings", Key="sub-1/rec.nwb", Body=recording.read_bytes())
     # In a process of its own (as a user runs it): the pool's workers see AWS_ENDPOINT_URL.
     done = subprocess.run(
-        [sys.executable, "-m", "nwb2pennsieve.cli", "convert", "s3://recordings/sub-1/rec.nwb", "-o",
+        [sys.executable, "-m", "nwb2pennsieve.local.cli", "convert", "s3://recordings/sub-1/rec.nwb", "-o",
          str(tmp_path / "pool"), "--workers", "2", *CONVERT],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
@@ -246,7 +246,7 @@ def test_an_s3_object_converts_in_place_like_the_local_file(
         )
         return client
 
-    import nwb2pennsieve.sources as sources
+    import nwb2pennsieve.source.inputs as sources
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sources, "_s3_client", counting_client)

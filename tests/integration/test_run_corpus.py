@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nwb2pennsieve.cli import main
+from nwb2pennsieve.local.cli import main
 from tests.expected import assert_matches
 from tests.factory import SeriesSpec, write_nwb
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nwb2pennsieve.cli import main, sample_path
+from nwb2pennsieve.local.cli import main, sample_path
 from tests.fake_pennsieve.fixtures import *  # noqa: F403  (the pytest fixtures)
 
 

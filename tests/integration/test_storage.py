@@ -14,8 +14,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from nwb2pennsieve.cloud.s3store import ParallelS3Store
-from nwb2pennsieve.storage import LocalStore, S3Store, Store
+from nwb2pennsieve.output.s3store import ParallelS3Store
+from nwb2pennsieve.output.storage import LocalStore, S3Store, Store
 
 
 @pytest.fixture(params=["local", "s3", "parallel-s3"])

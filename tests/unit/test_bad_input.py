@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from nwb2pennsieve.cli import main
 from nwb2pennsieve.errors import InvalidFileError, InvalidInputError, InvalidSeriesError, NothingToConvertError
-from nwb2pennsieve.local import convert_file, plan_file
+from nwb2pennsieve.local.cli import main
+from nwb2pennsieve.local.pool import convert_file, plan_file
 from tests.cli_checks import assert_fails_cleanly, run_cli
 from tests.factory import SeriesSpec, write_nwb
 
@@ -135,7 +135,7 @@ def test_all_series_invalid_with_skip_is_nothing_to_convert(tmp_path: Path) -> N
 def test_failure_while_writing_leaves_no_final_chunk(tmp_path: Path, monkeypatch) -> None:
     nwb = write_nwb(tmp_path / "w.nwb", [SeriesSpec(data=np.ones((2000, 2)))])
     calls = {"n": 0}
-    import nwb2pennsieve.slabs as slabs
+    import nwb2pennsieve.source.slabs as slabs
 
     real = slabs.H5SlabReader.read
 

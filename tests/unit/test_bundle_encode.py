@@ -10,7 +10,7 @@ import pytest
 from backports import zstd
 
 from nwb2pennsieve.bundle.encode import ArraySpec, ShardBuilder, compress, encode_shard
-from nwb2pennsieve.storage import LocalStore
+from nwb2pennsieve.output.storage import LocalStore
 
 
 @pytest.mark.parametrize("level", [1, 3, 5])

@@ -16,7 +16,7 @@ from backports import zstd
 from nwb2pennsieve.bundle import ItemWriter, align_windows, decode_index, plan_levels, pyramid, write_window
 from nwb2pennsieve.bundle.encode import ArraySpec
 from nwb2pennsieve.bundle.metadata import level_spec
-from nwb2pennsieve.storage import LocalStore
+from nwb2pennsieve.output.storage import LocalStore
 
 N_BINS = 5000
 CHANNELS = (3, 4, 5)

@@ -328,7 +328,7 @@ def test_handlers_import_only_the_core_powertools_and_boto() -> None:
 
 
 def make_items(sizes: list[int]) -> list[Any]:
-    from nwb2pennsieve.models import WorkItem
+    from nwb2pennsieve.plan.models import WorkItem
 
     return [
         WorkItem(id=f"000-{i:07d}-00000", series=0, column_start=0, column_stop=1, chunk_start=i, chunk_stop=i + 1,

@@ -12,11 +12,11 @@ import h5py
 import numpy as np
 import pytest
 
-from nwb2pennsieve.cloud.chunkreader import unshuffle
 from nwb2pennsieve.cloud.conversion import plan_object
 from nwb2pennsieve.cloud.models import PlanInput
-from nwb2pennsieve.cloud.s3reader import ReadStats
 from nwb2pennsieve.cloud.settings import CloudSettings
+from nwb2pennsieve.source.direct import unshuffle
+from nwb2pennsieve.source.s3 import ReadStats
 from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, function_environment, make_nwb
 
 GB = 1024**3

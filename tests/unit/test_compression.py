@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nwb2pennsieve.cli import sample_path
-from nwb2pennsieve.compression import FEED_BYTES, LEVELS, DeflateGzipWriter, open_chunk_writer
-from nwb2pennsieve.gzipstored import HEADER, StoredGzipWriter
-from nwb2pennsieve.local import convert_file
+from nwb2pennsieve.local.cli import sample_path
+from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.output.compression import FEED_BYTES, LEVELS, DeflateGzipWriter, open_chunk_writer
+from nwb2pennsieve.output.gzipstored import HEADER, StoredGzipWriter
 from tests.expected import differing_objects
 from tests.unit.test_gzipstored import Collect
 

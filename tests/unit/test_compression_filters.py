@@ -15,9 +15,9 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-from nwb2pennsieve.cloud.chunkreader import fletcher32, fletcher32_matches
 from nwb2pennsieve.errors import InvalidSeriesError, Nwb2PennsieveError
-from nwb2pennsieve.local import convert_file
+from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.source.direct import fletcher32, fletcher32_matches
 from tests.expected import assert_matches
 from tests.factory import DATA, compression_filters, corrupt_chunk, filtered_series, write_nwb
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nwb2pennsieve.gzipstored import HEADER, MAX_BLOCK, StoredGzipWriter, framed_size
+from nwb2pennsieve.output.gzipstored import HEADER, MAX_BLOCK, StoredGzipWriter, framed_size
 
 
 class Collect:

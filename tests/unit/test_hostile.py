@@ -14,11 +14,11 @@ import h5py
 import numpy as np
 import pytest
 
-import nwb2pennsieve.local as local
+import nwb2pennsieve.local.pool as local
 from nwb2pennsieve.cloud.conversion import OutputTooLargeError, check_output_size
 from nwb2pennsieve.errors import InvalidFileError, InvalidInputError
-from nwb2pennsieve.local import plan_file
-from nwb2pennsieve.planner import MAX_WORK_ITEMS, count_work_items
+from nwb2pennsieve.local.pool import plan_file
+from nwb2pennsieve.plan.planner import MAX_WORK_ITEMS, count_work_items
 from tests.cli_checks import assert_fails_cleanly, run_cli
 from tests.factory import SeriesSpec, write_nwb
 
@@ -161,7 +161,7 @@ def test_timestamps_linked_to_a_missing_file_are_named(tmp_path: Path, capsys) -
 
 
 def test_the_cached_schema_is_read_only_for_a_type_that_is_not_core(tmp_path: Path, monkeypatch) -> None:
-    import nwb2pennsieve.nwb as nwb_module
+    import nwb2pennsieve.source.nwb as nwb_module
 
     def looping(self: object) -> dict[str, str]:  # stands for HDF5 looping in a damaged /specifications
         raise RuntimeError("the cached schema was read")

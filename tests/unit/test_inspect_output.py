@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nwb2pennsieve.config import COMPRESSED_GZIP_LEVEL
-from nwb2pennsieve.inspect import Inspection
-from nwb2pennsieve.publish import MARKER_NAME
+from nwb2pennsieve.local.inspect import Inspection
+from nwb2pennsieve.output.publish import MARKER_NAME
+from nwb2pennsieve.settings import COMPRESSED_GZIP_LEVEL
 from tests.cli_checks import run_cli
 from tests.factory import SeriesSpec, write_nwb
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nwb2pennsieve.cli import sample_path
-from nwb2pennsieve.inspect import Inspection
-from nwb2pennsieve.publish import MARKER_NAME
+from nwb2pennsieve.local.cli import sample_path
+from nwb2pennsieve.local.inspect import Inspection
+from nwb2pennsieve.output.publish import MARKER_NAME
 from tests.cli_checks import run_cli
 from tests.factory import SeriesSpec, write_nwb
 
@@ -34,7 +34,7 @@ def files(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """The sample's whole conversion."""
-    from nwb2pennsieve.local import convert_file
+    from nwb2pennsieve.local.pool import convert_file
 
     out = tmp_path_factory.mktemp("whole")
     convert_file(sample_path(), out, workers=1)

@@ -8,9 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nwb2pennsieve.config import Settings
 from nwb2pennsieve.errors import ConfigurationError, Nwb2PennsieveError
-from nwb2pennsieve.models import ChannelMetadata
 from nwb2pennsieve.pennsieve import (
     TargetNotFoundError,
     TargetSpec,
@@ -24,6 +22,8 @@ from nwb2pennsieve.pennsieve.channels import LocalChannel, match_channels
 from nwb2pennsieve.pennsieve.http import parse_retry_after
 from nwb2pennsieve.pennsieve.manifest import manifest_batches, remote_file_path, upload_key
 from nwb2pennsieve.pennsieve.models import Channel, ImportCreate, ImportFile, WorkflowRun
+from nwb2pennsieve.plan.models import ChannelMetadata
+from nwb2pennsieve.settings import Settings
 
 # -- settings -----------------------------------------------------------------------------------------
 

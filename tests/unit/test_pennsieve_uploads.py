@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from nwb2pennsieve.output.storage import LocalStore
 from nwb2pennsieve.pennsieve.errors import PennsieveAuthError
 from nwb2pennsieve.pennsieve.manifest import FileEntry
 from nwb2pennsieve.pennsieve.records import UPLOADED_PREFIX, recorded_keys
 from nwb2pennsieve.pennsieve.target import ImportTarget
 from nwb2pennsieve.pennsieve.uploads import QUEUED_PER_THREAD, upload_all
-from nwb2pennsieve.storage import LocalStore
 
 TARGET = ImportTarget(dataset_id="N:dataset:1", package_id="N:package:1")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nwb2pennsieve.cli import main, sample_path
-from nwb2pennsieve.local import plan_file
-from nwb2pennsieve.models import Plan
+from nwb2pennsieve.local.cli import main, sample_path
+from nwb2pennsieve.local.pool import plan_file
+from nwb2pennsieve.plan.models import Plan
 from tests.factory import SeriesSpec, gappy_timestamps, write_nwb
 
 
@@ -62,7 +62,7 @@ def test_plan_full_is_the_plan(capsys) -> None:
 
 def test_column_chunked_data_gets_narrow_items(tmp_path: Path, monkeypatch) -> None:
     """Data chunked one tall chunk per channel: a channel block's chunk row must fit the cache budget."""
-    import nwb2pennsieve.planner as planner
+    import nwb2pennsieve.plan.planner as planner
 
     data = np.zeros((4000, 12), dtype=np.int16)
     nwb = write_nwb(tmp_path / "cols.nwb", [SeriesSpec(data=data, chunks=(4000, 1))])
@@ -73,7 +73,7 @@ def test_column_chunked_data_gets_narrow_items(tmp_path: Path, monkeypatch) -> N
 
 
 def test_the_local_pool_recuts_big_items_by_the_planners_rules(tmp_path: Path, monkeypatch) -> None:
-    import nwb2pennsieve.local as local
+    import nwb2pennsieve.local.pool as local
 
     nwb = write_nwb(tmp_path / "big.nwb", [SeriesSpec(data=np.zeros((20000, 2)), chunks=(1000, 1))])
     plan = plan_file(nwb, chunk_size_mb=0.01)
@@ -90,7 +90,7 @@ def test_local_bundle_items_of_compressed_data_are_never_narrower_than_an_hdf5_c
     instead. In the plan (the cloud: an S3 store holds a shard until it is put) the budget bounds
     memory and wins; the local pool streams shards to files, so it keeps compressed data in whole
     HDF5 chunks, which narrower blocks would each decompress again."""
-    import nwb2pennsieve.local as local
+    import nwb2pennsieve.local.pool as local
 
     data = np.arange(20000 * 16, dtype=np.int16).reshape(20000, 16)
     planned, recut = {}, {}

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nwb2pennsieve import publish
 from nwb2pennsieve.errors import StorageError
-from nwb2pennsieve.local import convert_file, plan_file
-from nwb2pennsieve.publish import MARKER_NAME, OutputFolder, read_marker
+from nwb2pennsieve.local.pool import convert_file, plan_file
+from nwb2pennsieve.output import publish
+from nwb2pennsieve.output.publish import MARKER_NAME, OutputFolder, read_marker
 from tests.factory import SeriesSpec, write_nwb
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nwb2pennsieve.cli import main, sample_path
-from nwb2pennsieve.config import Settings
 from nwb2pennsieve.errors import ConfigurationError
+from nwb2pennsieve.local.cli import main, sample_path
+from nwb2pennsieve.settings import Settings
 
 
 @pytest.mark.parametrize("default_input", ["absent", "empty"])

@@ -9,11 +9,11 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from nwb2pennsieve.cli import main
 from nwb2pennsieve.cloud.models import Overrides
 from nwb2pennsieve.cloud.settings import CloudSettings
-from nwb2pennsieve.config import COMPRESSED_GZIP_LEVEL, DEFAULT_BUNDLE_ZSTD_LEVEL, LOCAL_GZIP_LEVEL, Settings
 from nwb2pennsieve.errors import ConfigurationError
+from nwb2pennsieve.local.cli import main
+from nwb2pennsieve.settings import COMPRESSED_GZIP_LEVEL, DEFAULT_BUNDLE_ZSTD_LEVEL, LOCAL_GZIP_LEVEL, Settings
 
 ALL_VARIABLES = (
     "ENVIRONMENT", "INPUT_DIR", "OUTPUT_DIR", "CHUNK_SIZE_MB", "MAX_ITEM_MB", "WORKERS", "SKIP_INVALID_SERIES",
@@ -181,8 +181,8 @@ def test_secrets_are_masked_everywhere(clean_env, capsys) -> None:
 
 def test_importing_the_settings_does_not_load_h5py() -> None:
     code = (
-        "import sys, nwb2pennsieve.config, nwb2pennsieve.cloud.settings;"
-        " print(sorted(m for m in ('h5py', 'numpy', 'nwb2pennsieve.planner') if m in sys.modules))"
+        "import sys, nwb2pennsieve.settings, nwb2pennsieve.cloud.settings;"
+        " print(sorted(m for m in ('h5py', 'numpy', 'nwb2pennsieve.plan.planner') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

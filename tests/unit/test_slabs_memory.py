@@ -10,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from nwb2pennsieve.planner import build_plan
-from nwb2pennsieve.slabs import H5SlabReader
+from nwb2pennsieve.plan.planner import build_plan
+from nwb2pennsieve.source.slabs import H5SlabReader
 from tests.cloud_fixtures import make_nwb
 
 MIB = 1024 * 1024

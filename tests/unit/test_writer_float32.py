@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nwb2pennsieve.writer import _to_big_endian_uv, to_float32_uv
+from nwb2pennsieve.write.chunks import _to_big_endian_uv, to_float32_uv
 
 
 def _source(dtype: str, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:

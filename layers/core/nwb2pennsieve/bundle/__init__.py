@@ -1,6 +1,6 @@
 """Pennsieve's viewer bundle: pyramid Zarr v3 (float32 µV levels 0..7, min/max folds, Zstd, sharded,
 consolidated metadata) and unit channels, written by us so every writer emits whole, deterministic
-shard objects through the project's :class:`~nwb2pennsieve.storage.Store`.
+shard objects through the project's :class:`~nwb2pennsieve.output.storage.Store`.
 
 Flow for one series (the writer, the local pool and the cloud all use the same pieces):
 
@@ -22,11 +22,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..storage import Store
+from ..output.storage import Store
+from ..plan.bundle_layout import LevelLayout, WindowPlan, align_windows, chunk_and_shard_bins, level_count, plan_levels
 from .continuous import ItemPartial, ItemWriter, reduce_levels, write_window
 from .encode import ZSTD_LEVEL, ArraySpec, decode_index
 from .fold import fold_level, fold_pairs, fold_samples, pyramid
-from .layout import LevelLayout, WindowPlan, align_windows, chunk_and_shard_bins, level_count, plan_levels
 from .metadata import ASSET_PROPERTIES, ChannelInfo, asset_properties, continuous_documents, write_documents
 from .units import MAX_UNITS_PER_CHANNEL, UnitChannel, UnitsTable, unit_channels, write_unit_channel
 

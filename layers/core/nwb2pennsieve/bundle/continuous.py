@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..storage import PendingObject, Store
+from ..output.storage import PendingObject, Store
+from ..plan.bundle_layout import FOLD, WindowPlan
 from .encode import ZSTD_LEVEL, ShardBuilder, encode_shard
 from .fold import fold4, fold_pairs, padded
-from .layout import FOLD, WindowPlan
 from .metadata import level_spec
 from .sink import open_pending, put
 

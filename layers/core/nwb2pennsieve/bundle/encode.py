@@ -28,10 +28,10 @@ import google_crc32c
 import numpy as np
 from backports import zstd
 
-from ..config import DEFAULT_BUNDLE_ZSTD_LEVEL
+from ..settings import DEFAULT_BUNDLE_ZSTD_LEVEL
 
 if TYPE_CHECKING:
-    from ..storage import PendingObject
+    from ..output.storage import PendingObject
 
 DType = Literal["float32", "int64", "uint8"]
 ZSTD_LEVEL = DEFAULT_BUNDLE_ZSTD_LEVEL

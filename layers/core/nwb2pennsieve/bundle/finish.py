@@ -9,13 +9,13 @@ from typing import Any
 
 import h5py
 
-from ..models import Plan
-from ..storage import Store
+from ..output.storage import Store
+from ..plan.bundle_layout import LevelLayout, WindowPlan, plan_levels
+from ..plan.models import Plan
+from ..source.units import read_units
 from .continuous import ItemPartial, reduce_levels
 from .encode import ZSTD_LEVEL
-from .layout import LevelLayout, WindowPlan, plan_levels
 from .metadata import ASSET_PROPERTIES, asset_properties, continuous_documents, write_documents
-from .nwbunits import read_units
 from .series import bundle_name, bundle_store, channel_infos, first_group, series_grid
 from .sink import put
 from .units import unit_channels, write_unit_channel

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import FOLD
+from ..plan.bundle_layout import FOLD
 
 
 def padded(x: np.ndarray) -> np.ndarray:

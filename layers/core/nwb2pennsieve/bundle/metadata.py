@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..storage import Store
+from ..output.storage import Store
+from ..plan.bundle_layout import LevelLayout
 from .encode import ZSTD_LEVEL, ArraySpec, consolidated_root, dumps, group_metadata
-from .layout import LevelLayout
 from .sink import put
 
 UNIT = "uV"

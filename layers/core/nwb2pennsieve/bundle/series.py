@@ -28,11 +28,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ..models import Chunk, Plan, SeriesPlan, WorkItem
-from ..storage import Store
+from ..output.storage import Store
+from ..plan.bundle_layout import WindowPlan, align_windows, plan_levels
+from ..plan.models import Chunk, Plan, SeriesPlan, WorkItem
 from .continuous import ItemPartial, ItemWriter
 from .encode import ZSTD_LEVEL
-from .layout import WindowPlan, align_windows, plan_levels
 from .metadata import ChannelInfo
 from .sink import child_store
 

@@ -1,15 +1,15 @@
-"""Writing bundle objects (nested paths) through the project's flat :class:`~nwb2pennsieve.storage.Store`.
+"""Writing bundle objects (nested paths) through the project's flat :class:`~nwb2pennsieve.output.storage.Store`.
 
 A store holds flat names; a bundle is a tree (``3/0/c/12``). Each directory of the tree is
 reached as a store of its own: whatever a store's own ``child(path)`` returns (a sub-directory of
-a :class:`~nwb2pennsieve.storage.LocalStore`), or a longer prefix of an :class:`S3Store`.
+a :class:`~nwb2pennsieve.output.storage.LocalStore`), or a longer prefix of an :class:`S3Store`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..storage import PendingObject, S3Store, Store
+from ..output.storage import PendingObject, S3Store, Store
 
 
 def child_store(store: Store, path: str) -> Store:

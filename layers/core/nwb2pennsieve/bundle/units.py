@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..storage import Store
+from ..output.storage import Store
+from ..plan.bundle_layout import chunk_and_shard_bins
 from .encode import ZSTD_LEVEL, ArraySpec, DType, encode_shard, group_metadata
-from .layout import chunk_and_shard_bins
 from .metadata import ChannelInfo
 from .sink import put
 

@@ -32,14 +32,16 @@ from ..bundle.continuous import ItemPartial
 from ..bundle.finish import finish_bundle
 from ..bundle.series import bundle_name, item_rows, unpack_partials
 from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError, storage_error
-from ..gzipstored import framed_size
-from ..items import execute_item
-from ..models import ChunkRecord, Plan, WorkItem, chunk_file_name, metadata_file_name
-from ..nwb import open_nwb
-from ..planner import build_plan
-from ..storage import S3Store
-from ..writer import write_channel_metadata
-from .chunkreader import FETCH_THREADS, slab_reader
+from ..output.gzipstored import framed_size
+from ..output.s3store import PUT_THREADS, ParallelS3Store
+from ..output.storage import S3Store
+from ..plan.models import ChunkRecord, Plan, WorkItem, chunk_file_name, metadata_file_name
+from ..plan.planner import build_plan
+from ..source.direct import FETCH_THREADS, slab_reader
+from ..source.nwb import open_nwb
+from ..source.s3 import ReadStats, S3RangeReader
+from ..write.chunks import write_channel_metadata
+from ..write.execute import execute_item
 from .importer import choose_import_target
 from .imports import prepare_uploads
 from .models import (
@@ -54,8 +56,6 @@ from .models import (
     WriteChunksOutput,
     WrittenBatch,
 )
-from .s3reader import ReadStats, S3RangeReader
-from .s3store import PUT_THREADS, ParallelS3Store
 from .settings import DEFAULT_UPLOAD_BATCH_FILES, CloudSettings, join_prefix
 
 if TYPE_CHECKING:

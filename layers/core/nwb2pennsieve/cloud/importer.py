@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.utilities import parameters
 
 from ..errors import ConfigurationError, Nwb2PennsieveError
-from ..models import Plan
+from ..output.storage import Store
 from ..pennsieve.target import TargetSpec
-from ..storage import Store
+from ..plan.models import Plan
 from .models import Overrides, S3Ref
 
 if TYPE_CHECKING:
@@ -82,8 +82,8 @@ def prepare_output(
     Returns the small, secret-free :class:`~nwb2pennsieve.pennsieve.PreparedImport` summary.
     Rerun-safe: the importer records what it did in the store.
     """
-    from ..config import Settings
     from ..pennsieve import PennsieveClient, prepare_import, resolve_target
+    from ..settings import Settings
 
     if target is None:
         raise ConfigurationError("the importer is enabled but the plan has no import target", file=plan.source)
@@ -105,8 +105,8 @@ def upload_names(
     Returns the :class:`~nwb2pennsieve.pennsieve.UploadReport`; raises
     :class:`~nwb2pennsieve.pennsieve.UploadError` listing the files that failed.
     """
-    from ..config import Settings
     from ..pennsieve import PennsieveClient, upload_files
+    from ..settings import Settings
 
     settings = Settings.from_env({**env, "IMPORTER_ENABLED": "true"})
     with closing(PennsieveClient.from_settings(settings, retry=retry, pool_size=max(workers, 16))) as client:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from ..errors import Nwb2PennsieveError, StorageError
-from ..models import Plan
-from ..storage import S3Store, Store
+from ..output.storage import S3Store, Store
+from ..plan.models import Plan
 from .importer import prepare_output, upload_names
 from .models import (
     CompleteImportInput,

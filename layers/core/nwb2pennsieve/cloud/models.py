@@ -22,10 +22,10 @@ from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEve
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from ..config import DEFAULT_BUNDLE_ZSTD_LEVEL
 from ..errors import InvalidInputError
-from ..models import ChunkRecord
 from ..pennsieve.target import TargetSpec
+from ..plan.models import ChunkRecord
+from ..settings import DEFAULT_BUNDLE_ZSTD_LEVEL
 
 
 class _Payload(BaseModel):

@@ -6,7 +6,8 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 
-from ..config import (
+from ..errors import InvalidInputError
+from ..settings import (
     COMPRESSED_GZIP_LEVEL,
     DEFAULT_MAX_ITEM_MB,
     DEFAULT_MAX_OUTPUT_GB,
@@ -17,7 +18,6 @@ from ..config import (
     Text,
     _invalid,
 )
-from ..errors import InvalidInputError
 from .models import ConversionSettings, Overrides
 
 # Seconds of uploads at the rate one process reaches (bench/results-import.md); the batch's

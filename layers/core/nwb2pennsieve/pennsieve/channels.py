@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from ..models import ChannelMetadata
-from ..storage import Store
+from ..output.storage import Store
+from ..plan.models import ChannelMetadata
 from .client import PennsieveClient
 from .errors import ChannelError, PennsieveHTTPError
 from .models import Channel, NewChannel

@@ -1,6 +1,6 @@
 """``nwb2pennsieve import DIR``: import a local output directory into Pennsieve.
 
-Configured like the reference processor (see :class:`~nwb2pennsieve.config.Settings`); the options
+Configured like the reference processor (see :class:`~nwb2pennsieve.settings.Settings`); the options
 ``--integration-id``, ``--dataset-id``, ``--package-id`` win over ``INTEGRATION_ID``.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings
 from ..errors import ConfigurationError
-from ..storage import LocalStore, Store
+from ..output.storage import LocalStore, Store
+from ..settings import Settings
 from .client import PennsieveClient
 from .importer import ImportResult, import_store
 from .target import ImportTarget, TargetSpec, choose_target_spec, resolve_target

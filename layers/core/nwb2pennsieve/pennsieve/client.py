@@ -11,7 +11,7 @@ from urllib.parse import quote
 import requests
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ..config import Settings
+from ..settings import Settings
 from .auth import CognitoConfig, CognitoTokenProvider, default_idp_client
 from .errors import PennsieveError, PennsieveHTTPError
 from .http import HttpClient, RetryPolicy, SizedReader, error_message

@@ -1,4 +1,4 @@
-"""Import a converter output (a :class:`~nwb2pennsieve.storage.Store`) into Pennsieve, rerun-safely.
+"""Import a converter output (a :class:`~nwb2pennsieve.output.storage.Store`) into Pennsieve, rerun-safely.
 
 Order (pennsieve-api.md §4): package properties → existing channels → match or create each
 channel (:mod:`.channels`) → batched import manifest (:mod:`.manifest`) → presign + PUT of every
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..storage import Store
+from ..output.storage import Store
 from .channels import LocalChannel, read_output, sync_channels
 from .client import PennsieveClient
 from .errors import PennsieveError, UploadError

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from ..storage import Store
+from ..output.storage import Store
 from .channels import LocalChannel, chunk_channel_index
 from .client import PennsieveClient
 from .errors import PennsieveError

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..storage import Store
+from ..output.storage import Store
 from .errors import ImportBusyError, PennsieveError
 from .target import ImportTarget
 

@@ -20,7 +20,7 @@ from .errors import TargetNotFoundError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from ..config import Settings
+    from ..settings import Settings
     from .client import PennsieveClient
 
 log = logging.getLogger("nwb2pennsieve.pennsieve.target")

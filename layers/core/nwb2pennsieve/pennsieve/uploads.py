@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
 from typing import BinaryIO, cast
 
-from ..storage import S3Store, Store
+from ..output.storage import S3Store, Store
 from .client import PennsieveClient
 from .errors import PennsieveAuthError, PennsieveError, PennsieveHTTPError, redact
 from .http import SizedReader

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import h5py
 
-from .bundle.series import BundleFeeder, bundle_store, first_group, pack_partials
-from .models import ItemResult, Plan, WorkItem
-from .slabs import SlabReader
-from .storage import Store
-from .writer import SlabConsumer, write_work_item
+from ..bundle.series import BundleFeeder, bundle_store, first_group, pack_partials
+from ..output.storage import Store
+from ..plan.models import ItemResult, Plan, WorkItem
+from ..source.slabs import SlabReader
+from .chunks import SlabConsumer, write_work_item
 
 
 def execute_item(

@@ -1,7 +1,7 @@
 """Where an input file is: a local path, an ``http(s)://`` URL or an ``s3://bucket/key`` object.
 
 A URL or an S3 object is read in place with ranged requests (a
-:class:`~nwb2pennsieve.rangereader.RangeReader`), never downloaded: planning reads the file's
+:class:`~nwb2pennsieve.source.ranges.RangeReader`), never downloaded: planning reads the file's
 metadata, and each work item reads its series' stored chunks by their byte ranges (the cloud's
 direct chunk reader). :class:`InputSource` is small and picklable, so each worker of the local
 pool opens the input itself (:func:`open_input`).
@@ -18,18 +18,18 @@ from urllib.parse import urlsplit, urlunsplit
 import h5py
 from pydantic import BaseModel, ConfigDict
 
-from .bundle.series import item_rows
-from .errors import InvalidInputError, StorageError
-from .items import execute_item
-from .models import ItemResult, Plan, WorkItem
+from ..bundle.series import item_rows
+from ..errors import InvalidInputError, StorageError
+from ..plan.models import ItemResult, Plan, WorkItem
+from ..write.execute import execute_item
 from .nwb import open_nwb
-from .rangereader import BLOCK_BYTES, CACHE_BLOCKS, RangeReader, ReadStats
+from .ranges import BLOCK_BYTES, CACHE_BLOCKS, RangeReader, ReadStats
 from .slabs import ClosedOnExit, H5SlabReader, SlabReader
 
 if TYPE_CHECKING:
     import requests
 
-    from .storage import Store
+    from ..output.storage import Store
 
 # Over a range reader h5py's chunk cache holds metadata only: the work items' data is read by
 # byte range (the direct chunk reader), not through h5py.
@@ -241,7 +241,7 @@ def range_reader(source: InputSource, *, stats: ReadStats | None = None) -> Rang
     if source.kind == "http":
         return HTTPRangeReader(source.location, name=source.name, stats=stats)
     if source.kind == "s3":
-        from .cloud.s3reader import S3RangeReader
+        from .s3 import S3RangeReader
 
         bucket, key = source.s3_location()
         reader = S3RangeReader(_s3_client(), bucket, key, stats=stats)  # type: ignore[arg-type]
@@ -264,13 +264,13 @@ class OpenedInput(ClosedOnExit):
         series = plan.series[item.series]
         if self.reader is None:
             return H5SlabReader(self.h5, series, item.column_start, item.column_stop)
-        from .cloud.chunkreader import slab_reader
+        from .direct import slab_reader
 
         rows = item_rows(series, item)  # with the bundle, the window's rows too
         return slab_reader(self.h5, series, item.column_start, item.column_stop, self.reader, rows=rows)
 
     def write_item(self, plan: Plan, item: WorkItem, store: Store) -> ItemResult:
-        """Write ``item``'s outputs into ``store`` (:func:`~nwb2pennsieve.items.execute_item`)."""
+        """Write ``item``'s outputs into ``store`` (:func:`~nwb2pennsieve.write.execute.execute_item`)."""
         if self.reader is None:
             return execute_item(self.h5, plan, item, store)
         with self.slab_reader(plan, item) as slab:
@@ -285,7 +285,7 @@ class OpenedInput(ClosedOnExit):
 def open_input(
     source: str | os.PathLike[str] | InputSource, *, name: str | None = None, stats: ReadStats | None = None
 ) -> OpenedInput:
-    """Open a local path, URL or S3 object as an NWB file (see :func:`~nwb2pennsieve.nwb.open_nwb`).
+    """Open a local path, URL or S3 object as an NWB file (see :func:`~nwb2pennsieve.source.nwb.open_nwb`).
 
     ``name`` is what errors call the file (default: :attr:`InputSource.name`).
     """

@@ -1,7 +1,7 @@
 """A read-only, seekable file object over one S3 object version, made of ranged GETs.
 
 The block cache, the file protocol and the read counting are
-:class:`~nwb2pennsieve.rangereader.RangeReader`'s; here is how S3 answers one range, pinned to
+:class:`~nwb2pennsieve.source.ranges.RangeReader`'s; here is how S3 answers one range, pinned to
 one object version.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from ..errors import InvalidInputError, StorageError
-from ..rangereader import BLOCK_BYTES, CACHE_BLOCKS, DIRECT_BYTES, RangeReader, ReadStats
+from .ranges import BLOCK_BYTES, CACHE_BLOCKS, DIRECT_BYTES, RangeReader, ReadStats
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
-from .errors import OutputWriteError, StorageError
+from ..errors import OutputWriteError, StorageError
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError

@@ -16,7 +16,7 @@ from itertools import pairwise
 import h5py
 import numpy as np
 
-from .errors import InvalidSeriesError
+from ..errors import InvalidSeriesError
 from .models import Segment
 
 TIMESTAMP_BLOCK = 1 << 22  # timestamps are streamed in blocks of 4 Mi samples (32 MiB)
@@ -78,7 +78,7 @@ def check_rate(rate: float) -> float:
 def rate_segments(n: int, starting_time: float, rate: float, reference_us: int) -> list[Segment]:
     """One segment: sample k is at ``starting_time + k / rate`` seconds after the reference time.
 
-    Chunk times are computed when needed (:meth:`~nwb2pennsieve.models.SeriesPlan.sample_us`), so
+    Chunk times are computed when needed (:meth:`~nwb2pennsieve.plan.models.SeriesPlan.sample_us`), so
     this takes the same time for 10 samples as for 10^12; times grow with k, so checking the first
     and the last sample checks them all.
     """

@@ -13,8 +13,8 @@ from typing import Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config import DEFAULT_BUNDLE_ZSTD_LEVEL
-from .gzipstored import framed_size
+from ..output.gzipstored import framed_size
+from ..settings import DEFAULT_BUNDLE_ZSTD_LEVEL
 
 PLAN_FORMAT = 1
 SAMPLES_PER_MIB = 131_072  # 1 MiB of float64

@@ -19,14 +19,14 @@ from importlib import resources
 from pathlib import Path
 from types import FrameType
 
-from . import __version__
-from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, LOCAL_GZIP_LEVEL, Settings
-from .errors import ConfigurationError, Interrupted
-from .local import ConversionResult, Progress, convert_file, describe_error, plan_file, quiet_warnings
-from .models import Plan
-from .planner import NOT_SELECTED
-from .sources import InputSource
-from .storage import LocalStore
+from .. import __version__
+from ..errors import ConfigurationError, Interrupted
+from ..output.storage import LocalStore
+from ..plan.models import Plan
+from ..plan.planner import NOT_SELECTED
+from ..settings import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, LOCAL_GZIP_LEVEL, Settings
+from ..source.inputs import InputSource
+from .pool import ConversionResult, Progress, convert_file, describe_error, plan_file, quiet_warnings
 
 log = logging.getLogger("nwb2pennsieve")
 
@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     # With the importer on, fail before any conversion work when credentials or a target are missing.
-    from .pennsieve import import_output, import_preflight
+    from ..pennsieve import import_output, import_preflight
 
     target = import_preflight(settings)
     converted = 0
@@ -334,7 +334,7 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_run)
 
     if with_import:
-        from .pennsieve import add_import_command
+        from ..pennsieve import add_import_command
 
         add_import_command(sub)
     for command in sub.choices.values():

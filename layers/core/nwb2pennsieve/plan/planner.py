@@ -14,16 +14,8 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from .bundle.layout import align_windows, plan_levels, window_length
-from .bundle.series import series_grid, window_chunks
-from .config import (
-    DEFAULT_BUNDLE_ZSTD_LEVEL,
-    DEFAULT_CHUNK_SIZE_MB,
-    DEFAULT_MAX_ITEM_MB,
-    DEFAULT_OUTPUT_FORMATS,
-    output_formats,
-)
-from .errors import (
+from ..bundle.series import series_grid, window_chunks
+from ..errors import (
     ElectrodesError,
     InvalidFileError,
     InvalidInputError,
@@ -32,8 +24,14 @@ from .errors import (
     Nwb2PennsieveError,
     SeriesSelectionError,
 )
-from .models import SAMPLES_PER_MIB, ChannelPlan, NotConverted, Plan, Segment, SeriesPlan, SkippedSeries, WorkItem
-from .nwb import (
+from ..settings import (
+    DEFAULT_BUNDLE_ZSTD_LEVEL,
+    DEFAULT_CHUNK_SIZE_MB,
+    DEFAULT_MAX_ITEM_MB,
+    DEFAULT_OUTPUT_FORMATS,
+    output_formats,
+)
+from ..source.nwb import (
     SPIKE_EVENT_SERIES,
     FoundSeries,
     child,
@@ -46,6 +44,8 @@ from .nwb import (
     timestamps_reference,
     unit_factor,
 )
+from .bundle_layout import align_windows, plan_levels, window_length
+from .models import SAMPLES_PER_MIB, ChannelPlan, NotConverted, Plan, Segment, SeriesPlan, SkippedSeries, WorkItem
 from .timing import check_rate, rate_segments, timestamp_chunks
 
 DEFAULT_UNIT = "volts"

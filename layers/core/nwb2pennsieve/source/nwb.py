@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import h5py
 import numpy as np
 
-from .errors import ElectrodesError, InvalidInputError, InvalidSeriesError
+from ..errors import ElectrodesError, InvalidInputError, InvalidSeriesError
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ from types import TracebackType
 
 from pydantic import BaseModel, ConfigDict
 
-from . import __version__
-from .errors import StorageError
+from .. import __version__
+from ..errors import StorageError
 
 MARKER_NAME = ".nwb2pennsieve.json"
 MARKER_FORMAT = 1

@@ -4,7 +4,7 @@ The writer reads an item one column group at a time (the columns of one HDF5 chu
 item's columns when the data is contiguous or 1-D) and a column group in blocks of rows. Any
 reader that satisfies :class:`SlabReader` can feed it: :class:`H5SlabReader` here (local files,
 or h5py over an S3 range reader) and the cloud's direct chunk reader
-(:class:`~nwb2pennsieve.cloud.chunkreader.S3ChunkSlabReader`).
+(:class:`~nwb2pennsieve.source.direct.S3ChunkSlabReader`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Protocol, Self, runtime_checkable
 import h5py
 import numpy as np
 
-from .models import SeriesPlan
+from ..plan.models import SeriesPlan
 
 BLOCK_BYTES = 32 * 1024 * 1024  # float64 bytes per block of rows
 # Compressed data also holds HDF5's decompression buffers and a chunk cache: smaller blocks there.

@@ -8,8 +8,8 @@ bucket. This module uploads an NWB file to an input bucket, invokes Plan on it, 
 later event from the real output and records (``write-batches.json``, the upload batches) as the
 definition does, then invokes the functions in the state machine's order.
 
-    python -m nwb2pennsieve.cloud.walkthrough --input-bucket IN --output-bucket OUT   # real S3
-    python -m nwb2pennsieve.cloud.walkthrough --local-s3                              # a moto server
+    python -m statemachine.walkthrough --input-bucket IN --output-bucket OUT   # real S3
+    python -m statemachine.walkthrough --local-s3                              # a moto server
 
 An invocation goes through an :data:`Invoke`: ``sam local invoke`` (:func:`sam_invoker`, Docker)
 or the handlers in this process (:func:`process_invoker`, no Docker). docs/cloud.md has the walkthrough.
@@ -18,7 +18,6 @@ or the handlers in this process (:func:`process_invoker`, no Docker). docs/cloud
 from __future__ import annotations
 
 import argparse
-import importlib
 import ipaddress
 import json
 import logging
@@ -30,11 +29,11 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import Nwb2PennsieveError
-from .models import (
+from nwb2pennsieve.cloud.models import (
     CompleteImportInput,
     FinalizeInput,
     FinalizeOutput,
@@ -44,6 +43,7 @@ from .models import (
     UploadFilesInput,
     WriteChunksInput,
 )
+from nwb2pennsieve.errors import Nwb2PennsieveError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -59,7 +59,7 @@ HANDLERS = {
     "UploadFilesFunction": "upload_files",
     "CompleteImportFunction": "complete_import",
 }
-SAMPLE = Path(__file__).resolve().parents[1] / "sample" / "sample.nwb"
+SAMPLE = Path(str(resources.files("nwb2pennsieve") / "sample" / "sample.nwb"))
 DEFAULT_KEY = "incoming/sample.nwb"
 LOCAL_INPUT_BUCKET = "nwb2pennsieve-input-local"
 LOCAL_OUTPUT_BUCKET = "nwb2pennsieve-output-local"
@@ -212,14 +212,29 @@ class _Context:
         return 900_000
 
 
+def handler_modules() -> dict[str, Any]:
+    """The ``app`` module of every function, by its logical id (imported here: they read their
+    environment when imported)."""
+    from functions.complete_import import app as complete_import
+    from functions.finalize import app as finalize
+    from functions.plan import app as plan
+    from functions.upload_files import app as upload_files
+    from functions.write_chunks import app as write_chunks
+
+    modules = {"plan": plan, "write_chunks": write_chunks, "finalize": finalize}
+    modules |= {"upload_files": upload_files, "complete_import": complete_import}
+    return {function: modules[name] for function, name in HANDLERS.items()}
+
+
 def process_invoker(handlers: dict[str, Any] | None = None) -> Invoke:
     """The handlers of ``functions/`` in this process (run from the project root; no Docker).
 
-    ``handlers`` maps a function's logical id to its ``app`` module (default: imported by name).
+    ``handlers`` maps a function's logical id to its ``app`` module (default: :func:`handler_modules`).
     """
+    modules = handlers or handler_modules()
 
     def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
-        module = (handlers or {}).get(function) or importlib.import_module(f"functions.{HANDLERS[function]}.app")
+        module = modules[function]
         try:
             response = module.lambda_handler(json.loads(json.dumps(event)), _Context())
         except Nwb2PennsieveError as exc:

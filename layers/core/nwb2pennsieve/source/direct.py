@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from ..models import SeriesPlan
-from ..rangereader import RangeReader
-from ..slabs import H5SlabReader, ItemColumns, SlabReader
+from ..plan.models import SeriesPlan
+from .ranges import RangeReader
+from .slabs import H5SlabReader, ItemColumns, SlabReader
 
 FILTER_DEFLATE = 1
 FILTER_SHUFFLE = 2
@@ -128,7 +128,7 @@ class S3ChunkSlabReader(ItemColumns):
     ``rows`` is the row range the work item will read (for read-ahead); blocks must be read in
     increasing row order for the band cache and read-ahead to pay off (the writer does). The
     item's columns are one column group: a band of rows is fetched for all of them at once, and
-    the chunks are fetched in parallel anyway. A :class:`~nwb2pennsieve.slabs.SlabReader`.
+    the chunks are fetched in parallel anyway. A :class:`~nwb2pennsieve.source.slabs.SlabReader`.
     """
 
     def __init__(

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, cast
 
 from ..errors import storage_error
-from ..storage import PendingObject, S3Store
+from .storage import PendingObject, S3Store
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -49,7 +49,7 @@ class _Pending:
 
 
 class ParallelS3Store(S3Store):
-    """:class:`~nwb2pennsieve.storage.S3Store` with asynchronous, bounded, parallel commits."""
+    """:class:`~nwb2pennsieve.output.storage.S3Store` with asynchronous, bounded, parallel commits."""
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """The local pool: a process pool over the very work items the cloud fans out.
 
 Output is staged in a folder beside the final one and swapped in whole only when every work item
-and the channel metadata are written (:mod:`nwb2pennsieve.publish`), so a failed or interrupted
+and the channel metadata are written (:mod:`nwb2pennsieve.output.publish`), so a failed or interrupted
 conversion publishes nothing and a new one replaces the old output entirely.
 
 Workers take orders only from the parent: they ignore SIGINT and SIGHUP (a terminal sends those
@@ -35,16 +35,16 @@ from typing import Any, TextIO
 
 import h5py
 
-from .bundle.finish import finish_bundle
-from .bundle.series import PartialSpill, bundle_name
-from .config import DEFAULT_BUNDLE_ZSTD_LEVEL, DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS
-from .errors import InvalidInputError, Nwb2PennsieveError, OutputWriteError, StorageError
-from .models import ItemResult, Plan, WorkItem
-from .planner import build_plan, work_items
-from .publish import OutputFolder, OutputMarker
-from .sources import InputSource, OpenedInput, open_input
-from .storage import LocalStore, PendingObject
-from .writer import write_channel_metadata
+from ..bundle.finish import finish_bundle
+from ..bundle.series import PartialSpill, bundle_name
+from ..errors import InvalidInputError, Nwb2PennsieveError, OutputWriteError, StorageError
+from ..output.publish import OutputFolder, OutputMarker
+from ..output.storage import LocalStore, PendingObject
+from ..plan.models import ItemResult, Plan, WorkItem
+from ..plan.planner import build_plan, work_items
+from ..settings import DEFAULT_BUNDLE_ZSTD_LEVEL, DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS
+from ..source.inputs import InputSource, OpenedInput, open_input
+from ..write.chunks import write_channel_metadata
 
 Progress = Callable[[int], None]  # called with the float64 bytes of each finished work item
 
@@ -91,7 +91,7 @@ def plan_file(
     output_formats: str = DEFAULT_OUTPUT_FORMATS,
     bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL,
 ) -> Plan:
-    """Plan a local file, URL or S3 object (see :class:`~nwb2pennsieve.sources.InputSource`); with
+    """Plan a local file, URL or S3 object (see :class:`~nwb2pennsieve.source.inputs.InputSource`); with
     ``timeout_s``, in a child process given that long (PLAN_TIMEOUT_S).
 
     A damaged file can send HDF5 into an endless loop inside one call, which no Python code can

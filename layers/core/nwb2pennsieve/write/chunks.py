@@ -11,9 +11,9 @@ with no chunk cache; compressed data gets a cache of two chunks of the group, so
 block boundary is decompressed once. Memory is a few tens of MiB for the buffers, whatever the
 item's size when writing files; an S3 store holds one chunk file of each of the group's channels
 until it is put (compressed, at a compressed ``plan.gzip_level``), and each open file of a
-compressed level one ISA-L compressor of ~0.1 MiB (:mod:`nwb2pennsieve.compression`). Reading
-(the :class:`~nwb2pennsieve.slabs.SlabReader` protocol, the h5py reader and the block sizing) is
-in :mod:`nwb2pennsieve.slabs`.
+compressed level one ISA-L compressor of ~0.1 MiB (:mod:`nwb2pennsieve.output.compression`). Reading
+(the :class:`~nwb2pennsieve.source.slabs.SlabReader` protocol, the h5py reader and the block sizing) is
+in :mod:`nwb2pennsieve.source.slabs`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from typing import Protocol
 import h5py
 import numpy as np
 
-from .compression import open_chunk_writer
-from .errors import InvalidSeriesError, Nwb2PennsieveError, StorageError
-from .models import (
+from ..errors import InvalidSeriesError, Nwb2PennsieveError, StorageError
+from ..output.compression import open_chunk_writer
+from ..output.storage import PendingObject, Store
+from ..plan.models import (
     ChannelMetadata,
     Chunk,
     ChunkRecord,
@@ -40,9 +41,8 @@ from .models import (
     chunk_file_name,
     metadata_file_name,
 )
-from .nwb import damage_reason
-from .slabs import H5SlabReader, SlabReader, block_rows
-from .storage import PendingObject, Store
+from ..source.nwb import damage_reason
+from ..source.slabs import H5SlabReader, SlabReader, block_rows
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _BIG_F8 = np.dtype(">f8")

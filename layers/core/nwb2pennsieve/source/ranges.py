@@ -7,8 +7,8 @@ reader never holds more than its block cache. Every request is counted: the test
 benchmark check how many bytes a conversion really read.
 
 Subclasses say how one range is fetched: the cloud's
-:class:`~nwb2pennsieve.cloud.s3reader.S3RangeReader` (S3 GETs) and
-:class:`~nwb2pennsieve.sources.HTTPRangeReader` (HTTP ``Range`` requests).
+:class:`~nwb2pennsieve.source.s3.S3RangeReader` (S3 GETs) and
+:class:`~nwb2pennsieve.source.inputs.HTTPRangeReader` (HTTP ``Range`` requests).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from .errors import StorageError
+from ..errors import StorageError
 
 BLOCK_BYTES = 64 * 1024  # HDF5 metadata is scattered in small pieces; 64 KiB blocks fetch a few at once
 CACHE_BLOCKS = 512  # 32 MiB of cached blocks at most

@@ -1,6 +1,6 @@
 """``nwb2pennsieve inspect``: what a file holds and what its conversion will write, in human terms.
 
-Everything here is read off the planner's own results (:func:`~nwb2pennsieve.planner.survey`):
+Everything here is read off the planner's own results (:func:`~nwb2pennsieve.plan.planner.survey`):
 the series it would convert with their channels, segments and gaps, the series it would not
 convert and why, and the number and size of the files the conversion writes with the given
 ``OUTPUT_FORMATS`` and ``GZIP_LEVEL``: the chunk files exactly at gzip level 0 (stored blocks),
@@ -18,16 +18,22 @@ from datetime import UTC, datetime, timedelta
 import h5py
 from pydantic import BaseModel, ConfigDict, Field
 
-from .bundle.layout import FLOAT32_BYTES, plan_levels
-from .bundle.nwbunits import units_paths
-from .bundle.series import bundle_name, series_grid
-from .bundle.units import unit_channel_count
-from .config import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS, LOCAL_GZIP_LEVEL, output_formats
-from .gzipstored import framed_size
-from .models import NotConverted, Plan, SeriesPlan
-from .planner import Survey, survey
-from .sources import InputSource, open_input
-from .writer import metadata_body
+from ..bundle.series import bundle_name, series_grid
+from ..bundle.units import unit_channel_count
+from ..output.gzipstored import framed_size
+from ..plan.bundle_layout import FLOAT32_BYTES, plan_levels
+from ..plan.models import NotConverted, Plan, SeriesPlan
+from ..plan.planner import Survey, survey
+from ..settings import (
+    DEFAULT_CHUNK_SIZE_MB,
+    DEFAULT_MAX_ITEM_MB,
+    DEFAULT_OUTPUT_FORMATS,
+    LOCAL_GZIP_LEVEL,
+    output_formats,
+)
+from ..source.inputs import InputSource, open_input
+from ..source.units import units_paths
+from ..write.chunks import metadata_body
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OTHER_TYPES_REASON = "only ElectricalSeries are converted"
@@ -146,7 +152,7 @@ def inspect_file(
 
     ``output_formats`` and ``gzip_level`` are the conversion's (``Settings.output_formats``,
     ``Settings.gzip_level``): what it writes follows from them. The defaults are
-    :func:`~nwb2pennsieve.local.convert_file`'s.
+    :func:`~nwb2pennsieve.local.pool.convert_file`'s.
     """
     with open_input(source) as opened:
         found = survey(

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from ..bundle.units import UnitsTable
 from ..errors import InvalidSeriesError
-from ..nwb import text
-from .units import UnitsTable
+from .nwb import text
 
 UNITS_TYPE = "Units"
 
