@@ -156,8 +156,9 @@ def _input_bytes(path: Path) -> int:
     import numpy as np
 
     from nwb2pennsieve.local.pool import plan_file
+    from nwb2pennsieve.options import ConversionOptions
 
-    plan = plan_file(path)
+    plan = plan_file(path, ConversionOptions())
     return sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in plan.series)
 
 

@@ -211,8 +211,9 @@ def plan_sizes(case: Case) -> None:
     import numpy as np
 
     from nwb2pennsieve.local.pool import plan_file
+    from nwb2pennsieve.options import ConversionOptions
 
-    plan = plan_file(case.path)
+    plan = plan_file(case.path, ConversionOptions())
     case.input_bytes = sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in plan.series)
     case.output_bytes = sum(i.output_bytes for i in plan.work_items)
     case.files = plan.summary().chunk_files

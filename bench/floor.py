@@ -35,6 +35,7 @@ import h5py
 import numpy as np
 
 from nwb2pennsieve.local.pool import plan_file
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.plan.models import chunk_file_name
 
 HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
@@ -161,7 +162,7 @@ def _open(h5: h5py.File, series) -> h5py.Dataset:  # type: ignore[no-untyped-def
 
 def run(path: str, out_dir: str, workers: int, whole: bool = False) -> tuple[int, float]:
     started = time.perf_counter()
-    plan = plan_file(path)
+    plan = plan_file(path, ConversionOptions())
     units = [
         (item.series, c, item.column_start, item.column_stop)
         for item in plan.work_items

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.publish import MARKER_NAME
 from nwb2pennsieve.settings import COMPRESSED_GZIP_LEVEL
 from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, Stack, load_event, make_nwb
@@ -48,11 +49,13 @@ def local_output(
     convert_file(
         path,
         out,
-        chunk_size_mb=float(SMALL["CHUNK_SIZE_MB"]),
-        max_item_mb=float(SMALL["MAX_ITEM_MB"]),
+        ConversionOptions(
+            chunk_size_mb=float(SMALL["CHUNK_SIZE_MB"]),
+            max_item_mb=float(SMALL["MAX_ITEM_MB"]),
+            gzip_level=gzip_level,
+            formats=output_formats,
+        ),
         workers=1,
-        gzip_level=gzip_level,
-        output_formats=output_formats,
     )
     # every file but the local output's marker (.nwb2pennsieve.json), which the cloud does not write
     return {

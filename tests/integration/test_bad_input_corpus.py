@@ -9,6 +9,7 @@ import pytest
 
 from nwb2pennsieve.errors import InvalidInputError, NothingToConvertError
 from nwb2pennsieve.local.pool import plan_file
+from nwb2pennsieve.options import ConversionOptions
 from tests.cli_checks import assert_fails_cleanly
 
 
@@ -24,7 +25,7 @@ def test_not_nwb(tmp_path: Path, capsys, corpus: Path) -> None:
     shutil.copy(corpus / "hdmf-backcompat__1.0.5.h5", bad)
     assert_fails_cleanly(capsys, bad, tmp_path / "out", "not an NWB file")
     with pytest.raises(InvalidInputError):
-        plan_file(bad)
+        plan_file(bad, ConversionOptions())
 
 
 @pytest.mark.parametrize(
@@ -37,5 +38,5 @@ def test_not_nwb(tmp_path: Path, capsys, corpus: Path) -> None:
 )
 def test_nothing_to_convert_says_what_the_file_holds(corpus: Path, tmp_path: Path, capsys, name, holds) -> None:
     with pytest.raises(NothingToConvertError):
-        plan_file(corpus / name)
+        plan_file(corpus / name, ConversionOptions())
     assert_fails_cleanly(capsys, corpus / name, tmp_path / "out", "no ElectricalSeries to convert", holds)

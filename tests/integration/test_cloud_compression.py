@@ -20,6 +20,7 @@ from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.errors import InvalidSeriesError
 from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.source.direct import direct_readable
 from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, function_environment
 from tests.expected import differing_objects
@@ -48,7 +49,7 @@ def convert_in_the_cloud(s3: Any, path: Path) -> dict[str, bytes]:
 
 def convert_locally(path: Path, out: Path) -> dict[str, bytes]:
     # The cloud compresses at level 1 by default: the local conversion at the same level.
-    convert_file(path, out, chunk_size_mb=float(CHUNK_MB), workers=1, gzip_level=1)
+    convert_file(path, out, ConversionOptions(chunk_size_mb=float(CHUNK_MB), gzip_level=1), workers=1)
     return {p.name: p.read_bytes() for p in out.iterdir() if p.name.endswith(".bin.gz")}
 
 

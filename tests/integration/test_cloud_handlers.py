@@ -190,7 +190,8 @@ def written_record(s3: Any, planned: dict[str, Any], batch: int = 0) -> tuple[st
 
 def test_write_chunks_records_each_file_size_and_the_crc_of_its_samples(apps: Any, example_nwb: Path) -> None:
     planned = plan_and_write(apps, example_nwb)
-    assert planned["settings"]["gzipLevel"] == 1  # the cloud compresses by default
+    plan = json.loads(apps.get_object(Bucket=OUTPUT_BUCKET, Key=planned["plan"]["key"])["Body"].read())
+    assert plan["options"]["gzip_level"] == 1  # the cloud compresses by default
     _, written = written_record(apps, planned)
     assert written.gzip_level == 1 and len(written.files) == 14
     prefix = planned["output"]["prefix"]
@@ -303,7 +304,7 @@ def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_prep
     write_app.lambda_handler(fixture_for("write_chunks.json", planned), FakeLambdaContext("write"))
     finalize_event = {
         **fixture_for("finalize.json", planned),
-        "settings": planned["settings"],
+        "importerEnabled": planned["importerEnabled"],
         "target": planned["target"],
     }
     finalized = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))
@@ -346,7 +347,7 @@ def _finalize_with_import(
     planned = plan_and_write(apps, example_nwb)
     finalize_event = {
         **fixture_for("finalize.json", planned),
-        "settings": {**planned["settings"], "importerEnabled": True},
+        "importerEnabled": True,
         "target": {"datasetId": dataset, "packageId": package},
     }
     return finalize_event, finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))
@@ -425,7 +426,7 @@ def test_plan_takes_the_target_from_the_execution_input_first(apps: Any, example
 def test_finalize_import_without_a_secret_is_a_clear_error(apps: Any, example_nwb: Path) -> None:
     planned = plan_and_write(apps, example_nwb)
     event = fixture_for("finalize.json", planned)
-    event["settings"]["importerEnabled"] = True
+    event["importerEnabled"] = True
     with pytest.raises(ConfigurationError, match="PENNSIEVE_SECRET_ARN"):
         finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
 

@@ -18,6 +18,7 @@ from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.errors import InvalidInputError
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.plan.planner import build_plan
 from nwb2pennsieve.source.direct import S3ChunkSlabReader, direct_readable
 from nwb2pennsieve.source.nwb import open_nwb
@@ -48,7 +49,7 @@ def test_direct_chunk_reads_equal_h5py(s3: Any, fixture: str, request: pytest.Fi
     s3.put_object(Bucket=INPUT_BUCKET, Key="x.nwb", Body=path.read_bytes())
     source = S3RangeReader(s3, INPUT_BUCKET, "x.nwb")
     with open_nwb(source, name="x") as h5, h5py.File(path) as local:
-        plan = build_plan(h5, source="x", chunk_size_mb=0.03)
+        plan = build_plan(h5, source="x", options=ConversionOptions(chunk_size_mb=0.03))
         for series in plan.series:
             expected = local[series.data_path][()]
             assert direct_readable(h5[series.data_path])
@@ -89,7 +90,7 @@ def test_unwritten_chunks_read_as_the_fill_value(s3: Any, tmp_path: Path) -> Non
     s3.put_object(Bucket=INPUT_BUCKET, Key="holes.nwb", Body=path.read_bytes())
     source = S3RangeReader(s3, INPUT_BUCKET, "holes.nwb")
     with open_nwb(source, name="holes") as h5:
-        series = build_plan(h5, source="holes").series[0]
+        series = build_plan(h5, source="holes", options=ConversionOptions()).series[0]
         out = np.empty((10_000, 4), dtype="<i2")
         with S3ChunkSlabReader(h5, series, 0, 4, source) as reader:
             reader.read(0, 10_000, out)

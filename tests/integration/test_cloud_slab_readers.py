@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.storage import LocalStore
 from nwb2pennsieve.plan.models import SeriesPlan
 from nwb2pennsieve.plan.planner import build_plan
@@ -36,7 +37,7 @@ def opened(s3: Any, path: Path) -> Iterator[tuple[h5py.File, S3RangeReader, np.n
     s3.put_object(Bucket=INPUT_BUCKET, Key="x.nwb", Body=path.read_bytes())
     source = S3RangeReader(s3, INPUT_BUCKET, "x.nwb")
     with open_nwb(source, name="x") as h5, h5py.File(path) as local:
-        series = build_plan(h5, source="x", chunk_size_mb=0.03).series[0]
+        series = build_plan(h5, source="x", options=ConversionOptions(chunk_size_mb=0.03)).series[0]
         yield h5, source, local[series.data_path][()], series
 
 
@@ -100,7 +101,7 @@ def test_the_reader_the_cloud_picks_writes_what_the_h5py_reader_writes(
     s3: Any, example_nwb: Path, tmp_path: Path
 ) -> None:
     with opened(s3, example_nwb) as (h5, source, _, _):
-        plan = build_plan(h5, source="x", chunk_size_mb=0.03)
+        plan = build_plan(h5, source="x", options=ConversionOptions(chunk_size_mb=0.03))
         for item in plan.work_items:
             series = plan.series[item.series]
             with slab_reader(h5, series, item.column_start, item.column_stop, source) as reader:

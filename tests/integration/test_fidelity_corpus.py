@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.options import ConversionOptions
 from tests.expected import assert_matches, read_output
 
 SMALL_CHUNK = 0.001  # as in tests/unit/test_fidelity.py
 
 
 def convert(nwb: Path, out: Path, **kw) -> Path:
-    convert_file(nwb, out, **{"chunk_size_mb": SMALL_CHUNK, "workers": 1, **kw})
+    convert_file(nwb, out, ConversionOptions(**{"chunk_size_mb": SMALL_CHUNK, **kw}), workers=1)
     return out
 
 

@@ -30,6 +30,7 @@ import pytest
 
 from nwb2pennsieve.local.inspect import Inspection
 from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.publish import MARKER_NAME
 from tests.cli_checks import run_cli
 from tests.cloud_fixtures import make_nwb
@@ -128,7 +129,7 @@ def stored_bytes(recording: Path) -> int:
 @pytest.fixture(scope="module")
 def local_output(recording: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     out = tmp_path_factory.mktemp("local")
-    convert_file(recording, out, workers=1, chunk_size_mb=CHUNK_SIZE_MB)
+    convert_file(recording, out, ConversionOptions(chunk_size_mb=CHUNK_SIZE_MB), workers=1)
     return files(out)
 
 

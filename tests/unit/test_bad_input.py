@@ -11,6 +11,7 @@ import pytest
 from nwb2pennsieve.errors import InvalidFileError, InvalidInputError, InvalidSeriesError, NothingToConvertError
 from nwb2pennsieve.local.cli import main
 from nwb2pennsieve.local.pool import convert_file, plan_file
+from nwb2pennsieve.options import ConversionOptions
 from tests.cli_checks import assert_fails_cleanly, run_cli
 from tests.factory import SeriesSpec, write_nwb
 
@@ -88,7 +89,7 @@ def test_rate_agreeing_within_two_percent_is_used(tmp_path: Path) -> None:
         g.create_dataset("starting_time", data=0.0).attrs["rate"] = 1010.0
 
     spec = SeriesSpec(data=np.ones((50, 1)), timestamps=np.arange(50) / 1000.0)
-    assert plan_file(patched(tmp_path, "rate3.nwb", add_rate, spec)).series[0].rate == 1010.0
+    assert plan_file(patched(tmp_path, "rate3.nwb", add_rate, spec), ConversionOptions()).series[0].rate == 1010.0
 
 
 def test_unknown_unit(tmp_path: Path, capsys) -> None:
@@ -102,7 +103,7 @@ def test_strict_lists_every_problem_and_skip_converts_the_rest(tmp_path: Path, c
     bad2 = SeriesSpec(name="bad2", data=np.ones((3, 1)), timestamps=np.array([0.0, 0.2, 0.1]), electrodes=[2])
     nwb = write_nwb(tmp_path / "mixed.nwb", [good, bad1, bad2])
     with pytest.raises(InvalidFileError) as info:
-        plan_file(nwb)
+        plan_file(nwb, ConversionOptions())
     assert [p.series for p in info.value.problems] == ["/acquisition/bad1", "/acquisition/bad2"]
     last = assert_fails_cleanly(capsys, nwb, tmp_path / "out", "2 invalid series", "/acquisition/bad1", "bad2")
     assert "furlongs" in last and "go backwards" in last
@@ -129,7 +130,7 @@ def test_skip_invalid_by_environment(tmp_path: Path, monkeypatch) -> None:
 def test_all_series_invalid_with_skip_is_nothing_to_convert(tmp_path: Path) -> None:
     nwb = write_nwb(tmp_path / "allbad.nwb", [SeriesSpec(data=np.ones((5, 1)), unit="x")])
     with pytest.raises(NothingToConvertError, match="skipped: /acquisition/ElectricalSeries"):
-        plan_file(nwb, skip_invalid_series=True)
+        plan_file(nwb, ConversionOptions(skip_invalid_series=True))
 
 
 def test_failure_while_writing_leaves_no_final_chunk(tmp_path: Path, monkeypatch) -> None:
@@ -152,7 +153,7 @@ def test_failure_while_writing_leaves_no_final_chunk(tmp_path: Path, monkeypatch
         r"a compressed chunk does not decompress: the file is damaged or truncated$"
     )
     with pytest.raises(InvalidSeriesError, match=line):
-        convert_file(nwb, out, chunk_size_mb=0.001, workers=1)
+        convert_file(nwb, out, ConversionOptions(chunk_size_mb=0.001), workers=1)
     assert not out.exists()  # nothing published
     assert list(tmp_path.iterdir()) == [nwb]  # the staging folder and the lock file removed
 

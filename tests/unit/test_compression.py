@@ -8,6 +8,7 @@ import itertools
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from nwb2pennsieve.local.cli import sample_path
 from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.compression import FEED_BYTES, LEVELS, DeflateGzipWriter, open_chunk_writer
 from nwb2pennsieve.output.gzipstored import HEADER, StoredGzipWriter
 from tests.expected import differing_objects
@@ -88,8 +90,8 @@ def test_a_writer_refuses_more_or_fewer_bytes_than_declared() -> None:
         DeflateGzipWriter(Collect(), 8, 0)
 
 
-def converted(out: Path, **options: object) -> dict[str, bytes]:
-    convert_file(sample_path(), out, chunk_size_mb=0.01, **options)  # type: ignore[arg-type]
+def converted(out: Path, *, workers: int = 1, **options: Any) -> dict[str, bytes]:
+    convert_file(sample_path(), out, ConversionOptions(**{"chunk_size_mb": 0.01, **options}), workers=workers)
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name.endswith(".bin.gz")}
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from nwb2pennsieve.errors import InvalidSeriesError, Nwb2PennsieveError
 from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.source.direct import fletcher32, fletcher32_matches
 from tests.expected import assert_matches
 from tests.factory import DATA, compression_filters, corrupt_chunk, filtered_series, write_nwb
@@ -29,7 +30,7 @@ def test_every_filter_converts_exactly(tmp_path: Path, name: str) -> None:
     nwb = write_nwb(tmp_path / "f.nwb", [filtered_series(FILTERS[name])])
     with h5py.File(nwb) as f:
         assert f[DATA]._filters, "the data must really be stored through the filter"
-    convert_file(nwb, tmp_path / "out", chunk_size_mb=0.004, workers=1)
+    convert_file(nwb, tmp_path / "out", ConversionOptions(chunk_size_mb=0.004), workers=1)
     assert assert_matches(nwb, tmp_path / "out") >= 3 * 3
 
 
@@ -97,7 +98,7 @@ def test_a_corrupted_chunk_fails_naming_file_series_and_samples(tmp_path: Path, 
     first, stop = corrupt_chunk(nwb, 6000)  # past the rows planning reads
     out = tmp_path / "out"
     with pytest.raises(InvalidSeriesError) as caught:
-        convert_file(nwb, out, chunk_size_mb=0.004, workers=1)
+        convert_file(nwb, out, ConversionOptions(chunk_size_mb=0.004), workers=1)
     line = str(caught.value)
     match = LINE.match(line)
     assert match, line
@@ -110,7 +111,7 @@ def test_a_filter_that_is_not_available_is_named(tmp_path: Path) -> None:
     h5py.h5z.unregister_filter(hdf5plugin.Zstd.filter_id)
     try:
         with pytest.raises(Nwb2PennsieveError) as caught:
-            convert_file(nwb, tmp_path / "out", workers=1)
+            convert_file(nwb, tmp_path / "out", ConversionOptions(), workers=1)
     finally:
         assert hdf5plugin.register("zstd", force=True)
     line = str(caught.value)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from nwb2pennsieve.local.pool import convert_file, plan_file
+from nwb2pennsieve.options import ConversionOptions
 from tests.expected import assert_matches, read_output
 from tests.factory import SeriesSpec, gappy_timestamps, neuropixels_like, write_nwb
 
 SMALL_CHUNK = 0.001  # 131 samples per chunk: many chunks from tiny files
 
 
-def convert(nwb: Path, out: Path, **kw) -> Path:
-    convert_file(nwb, out, **{"chunk_size_mb": SMALL_CHUNK, "workers": 1, **kw})
+def convert(nwb: Path, out: Path, *, workers: int = 1, **options: Any) -> Path:
+    convert_file(nwb, out, ConversionOptions(**{"chunk_size_mb": SMALL_CHUNK, **options}), workers=workers)
     return out
 
 
@@ -30,7 +32,7 @@ def test_conversion_and_channel_conversion_both_apply_and_warn(tmp_path: Path) -
     data = np.random.default_rng(1).integers(-3000, 3000, size=(500, 4), dtype=np.int16)
     spec = SeriesSpec(data=data, conversion=1.95e-7, channel_conversion=[1.95e-7, 1.95e-7, 2e-7, 1.9e-7])
     nwb = write_nwb(tmp_path / "oe.nwb", [spec])
-    plan = plan_file(nwb, chunk_size_mb=SMALL_CHUNK)
+    plan = plan_file(nwb, ConversionOptions(chunk_size_mb=SMALL_CHUNK))
     assert any("implausible" in w and "/acquisition/ElectricalSeries" in w for w in plan.warnings)
     assert_matches(nwb, convert(nwb, tmp_path / "out"))
 
@@ -38,7 +40,7 @@ def test_conversion_and_channel_conversion_both_apply_and_warn(tmp_path: Path) -
 def test_plausible_scaling_does_not_warn(tmp_path: Path) -> None:
     data = np.random.default_rng(1).integers(-3000, 3000, size=(500, 4), dtype=np.int16)
     nwb = write_nwb(tmp_path / "ok.nwb", [SeriesSpec(data=data, conversion=1.95e-7)])
-    assert plan_file(nwb).warnings == []
+    assert plan_file(nwb, ConversionOptions()).warnings == []
 
 
 def test_lfp_in_processing_and_two_series_get_global_indices(tmp_path: Path) -> None:
@@ -85,7 +87,7 @@ def test_timestamps_with_gaps_late_start_odd_names(tmp_path: Path) -> None:
     t = gappy_timestamps(1000, rate, {300: 0.5, 700: 0.0016}, start=3600.25)  # 0.0016 s > 2 periods
     spec = SeriesSpec(name="Series with spaces.v2", data=np.random.default_rng(4).normal(size=(1000, 2)), timestamps=t)
     nwb = write_nwb(tmp_path / "gaps.nwb", [spec])
-    plan = plan_file(nwb, chunk_size_mb=SMALL_CHUNK)
+    plan = plan_file(nwb, ConversionOptions(chunk_size_mb=SMALL_CHUNK))
     assert [(s.start, s.stop) for s in plan.series[0].segments] == [(0, 300), (300, 700), (700, 1000)]
     assert plan.series[0].rate == rate
     assert_matches(nwb, convert(nwb, tmp_path / "out"))
@@ -94,7 +96,7 @@ def test_timestamps_with_gaps_late_start_odd_names(tmp_path: Path) -> None:
 def test_step_of_under_two_periods_is_not_a_gap(tmp_path: Path) -> None:
     t = gappy_timestamps(100, 1000.0, {50: 0.0009})  # a step of 1.9 periods
     nwb = write_nwb(tmp_path / "nogap.nwb", [SeriesSpec(data=np.zeros((100, 1)), timestamps=t)])
-    assert len(plan_file(nwb).series[0].segments) == 1
+    assert len(plan_file(nwb, ConversionOptions()).series[0].segments) == 1
 
 
 def test_rate_series_with_starting_time(tmp_path: Path) -> None:
@@ -107,7 +109,7 @@ def test_one_dimensional_data(tmp_path: Path) -> None:
     one = SeriesSpec(name="single", data=np.arange(300, dtype=np.float64), electrodes=[2])
     many = SeriesSpec(name="mismatch", data=np.arange(300, dtype=np.float64), electrodes=[0, 1, 2])
     nwb = write_nwb(tmp_path / "1d.nwb", [one, many], names=["x", "y", "z"])
-    plan = plan_file(nwb)
+    plan = plan_file(nwb, ConversionOptions())
     assert [c.name for s in plan.series for c in s.channels] == ["mismatch", "z"]
     assert any("1-D data" in w and "3 electrodes" in w for w in plan.warnings)
     assert_matches(nwb, convert(nwb, tmp_path / "out"))
@@ -122,7 +124,7 @@ def test_spike_event_series_is_skipped(tmp_path: Path) -> None:
         electrodes=[0, 1],
     )
     nwb = write_nwb(tmp_path / "spk.nwb", [SeriesSpec(data=np.ones((10, 2))), spikes])
-    plan = plan_file(nwb)
+    plan = plan_file(nwb, ConversionOptions())
     assert [s.path for s in plan.series] == ["/acquisition/ElectricalSeries"]
     (spike,) = plan.not_converted  # a note, not a skipped invalid series
     assert (spike.path, spike.neurodata_type) == ("/acquisition/spikes", "SpikeEventSeries")
@@ -159,7 +161,7 @@ def test_external_links_are_followed(tmp_path: Path) -> None:
 
 def test_naive_session_start_is_utc_with_warning(tmp_path: Path) -> None:
     nwb = write_nwb(tmp_path / "naive.nwb", [SeriesSpec(data=np.ones((10, 1)))], naive_start=True)
-    plan = plan_file(nwb)
+    plan = plan_file(nwb, ConversionOptions())
     assert any("no time zone" in w for w in plan.warnings)
     assert plan.session_start_us == 1709649015123456  # 2024-03-05T14:30:15.123456 read as UTC
     assert_matches(nwb, convert(nwb, tmp_path / "out"))
@@ -174,7 +176,7 @@ def test_bytes_do_not_depend_on_workers_or_item_size(tmp_path: Path, workers: in
     nwb = write_nwb(tmp_path / "det.nwb", [spec])
     base = convert(nwb, tmp_path / "base", workers=1, max_item_mb=512)
     other = convert(nwb, tmp_path / "other", workers=workers, max_item_mb=max_item_mb)
-    plan = plan_file(nwb, chunk_size_mb=SMALL_CHUNK, max_item_mb=max_item_mb)
+    plan = plan_file(nwb, ConversionOptions(chunk_size_mb=SMALL_CHUNK, max_item_mb=max_item_mb))
     if max_item_mb < 1:
         assert len(plan.work_items) > 10
     names = sorted(p.name for p in base.glob("channel-*"))  # the output; the marker records max_item_mb
@@ -195,5 +197,5 @@ def test_extension_type_deriving_from_electrical_series(tmp_path: Path) -> None:
         spec = '{"groups": [{"neurodata_type_def": "MyProbeSeries", "neurodata_type_inc": "ElectricalSeries"}]}'
         f.create_dataset("specifications/ndx-probe/0.1.0/ndx-probe.extensions", data=spec)
         f.create_dataset("specifications/ndx-probe/0.1.0/namespace", data='{"namespaces": []}')
-    plan = plan_file(nwb)
+    plan = plan_file(nwb, ConversionOptions())
     assert [(s.path, s.neurodata_type) for s in plan.series] == [("/acquisition/ElectricalSeries", "MyProbeSeries")]

@@ -18,6 +18,7 @@ import nwb2pennsieve.local.pool as local
 from nwb2pennsieve.cloud.conversion import OutputTooLargeError, check_output_size
 from nwb2pennsieve.errors import InvalidFileError, InvalidInputError
 from nwb2pennsieve.local.pool import plan_file
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.plan.planner import MAX_WORK_ITEMS, count_work_items
 from tests.cli_checks import assert_fails_cleanly, run_cli
 from tests.factory import SeriesSpec, write_nwb
@@ -46,7 +47,7 @@ def test_a_declared_trillion_samples_plans_in_bounded_time_and_is_refused_for_di
 ) -> None:
     nwb = declared(tmp_path, "huge.nwb", 10**12, 2)
     started = time.perf_counter()
-    plan = plan_file(nwb)
+    plan = plan_file(nwb, ConversionOptions())
     assert time.perf_counter() - started < 20
     series = plan.series[0]
     assert len(series.chunks) == -(-(10**12) // plan.chunk_samples)  # computed, not stored
@@ -64,7 +65,7 @@ def test_a_declared_length_too_big_to_list_is_refused_before_listing(tmp_path: P
     nwb = declared(tmp_path, "wide.nwb", 10**12, 64)
     started = time.perf_counter()
     with pytest.raises(InvalidInputError, match=f"more than the {MAX_WORK_ITEMS:,} a plan may hold"):
-        plan_file(nwb)
+        plan_file(nwb, ConversionOptions())
     assert time.perf_counter() - started < 20
     code, out, err = run_cli(capsys, "plan", str(nwb))
     assert code == 1 and not out
@@ -75,21 +76,25 @@ def test_a_declared_length_too_big_to_list_is_refused_before_listing(tmp_path: P
 def test_with_the_bundle_too_the_count_is_the_items_and_a_huge_length_is_refused(tmp_path: Path) -> None:
     """With the bundle, work items follow its windows: counted without listing them (as many as
     planned), and a declared length too big to list is refused as fast as without it."""
-    plan = plan_file(declared(tmp_path, "long.nwb", 10**8, 4), output_formats="chunks,bundle", max_item_mb=64)
+    plan = plan_file(
+        declared(tmp_path, "long.nwb", 10**8, 4), ConversionOptions(formats="chunks,bundle", max_item_mb=64)
+    )
     (series,) = plan.series
     assert all(i.window is not None for i in plan.work_items)
-    assert count_work_items(series, plan.chunk_samples, plan.max_item_mb, bundle=True) == len(plan.work_items) > 1
+    assert (
+        count_work_items(series, plan.chunk_samples, plan.options.max_item_mb, bundle=True) == len(plan.work_items) > 1
+    )
     # the bundle's levels count in the output's size, beside the chunk files
-    chunks_only = plan_file(declared(tmp_path, "long2.nwb", 10**8, 4), max_item_mb=64)
+    chunks_only = plan_file(declared(tmp_path, "long2.nwb", 10**8, 4), ConversionOptions(max_item_mb=64))
     assert plan.output_bytes() > chunks_only.output_bytes() > 0
     started = time.perf_counter()
     with pytest.raises(InvalidInputError, match=f"more than the {MAX_WORK_ITEMS:,} a plan may hold"):
-        plan_file(declared(tmp_path, "wide.nwb", 10**12, 64), output_formats="bundle")
+        plan_file(declared(tmp_path, "wide.nwb", 10**12, 64), ConversionOptions(formats="bundle"))
     assert time.perf_counter() - started < 20
 
 
 def test_the_cloud_refuses_an_output_above_max_output_gb(tmp_path: Path) -> None:
-    plan = plan_file(declared(tmp_path, "huge.nwb", 10**10, 1))
+    plan = plan_file(declared(tmp_path, "huge.nwb", 10**10, 1), ConversionOptions())
     check_output_size(plan, 1000.0)  # ~80 GB: under the limit
     with pytest.raises(OutputTooLargeError) as e:
         check_output_size(plan, 50.0)
@@ -171,12 +176,14 @@ def test_the_cached_schema_is_read_only_for_a_type_that_is_not_core(tmp_path: Pa
     with h5py.File(nwb, "a") as f:
         ts = f["acquisition"].create_group("behaviour")
         ts.attrs["neurodata_type"] = "SpatialSeries"
-    plan = plan_file(nwb)  # core types only (ElectricalSeries, SpatialSeries, Device, ...): never read
+    plan = plan_file(
+        nwb, ConversionOptions()
+    )  # core types only (ElectricalSeries, SpatialSeries, Device, ...): never read
     assert [o.path for o in plan.not_converted] == ["/acquisition/behaviour"]
     with h5py.File(nwb, "a") as f:  # an extension type needs it: then it is read, and fails cleanly
         f["acquisition"].create_group("mine").attrs["neurodata_type"] = "MyExtensionSeries"
     with pytest.raises(InvalidInputError, match=r"cached schema .* cannot be read, so the type MyExtensionSeries"):
-        plan_file(nwb)
+        plan_file(nwb, ConversionOptions())
 
 
 # --- objects not converted ---------------------------------------------------------------------
@@ -237,7 +244,7 @@ def test_planning_that_hangs_is_stopped_at_the_timeout(tmp_path: Path, monkeypat
     monkeypatch.setattr(local, "_plan_here", _hang)
     started = time.perf_counter()
     with pytest.raises(InvalidInputError) as e:
-        plan_file(nwb, timeout_s=0.5)
+        plan_file(nwb, ConversionOptions(), timeout_s=0.5)
     assert time.perf_counter() - started < 10
     assert str(e.value).startswith("loop.nwb: planning took longer than 0.5 s (PLAN_TIMEOUT_S) and was stopped")
 
@@ -246,15 +253,15 @@ def test_planning_that_crashes_is_one_line(tmp_path: Path, monkeypatch, forked) 
     nwb = write_nwb(tmp_path / "crash.nwb", [SeriesSpec(data=np.ones((20, 2)))])
     monkeypatch.setattr(local, "_plan_here", _crash)
     with pytest.raises(InvalidInputError, match=r"crash\.nwb: planning was killed by signal 9"):
-        plan_file(nwb, timeout_s=30)
+        plan_file(nwb, ConversionOptions(), timeout_s=30)
 
 
 def test_planning_in_a_child_gives_the_same_plan_and_errors(tmp_path: Path) -> None:
     nwb = write_nwb(tmp_path / "same.nwb", [SeriesSpec(data=np.ones((500, 3)))])
-    assert plan_file(nwb, timeout_s=60) == plan_file(nwb)
+    assert plan_file(nwb, ConversionOptions(), timeout_s=60) == plan_file(nwb, ConversionOptions())
     bad = write_nwb(tmp_path / "bad.nwb", [SeriesSpec(data=np.ones((20, 2)), unit="furlongs")])
     with pytest.raises(InvalidFileError) as here:
-        plan_file(bad)
+        plan_file(bad, ConversionOptions())
     with pytest.raises(InvalidFileError) as there:
-        plan_file(bad, timeout_s=60)
+        plan_file(bad, ConversionOptions(), timeout_s=60)
     assert type(there.value) is type(here.value) and str(there.value) == str(here.value)

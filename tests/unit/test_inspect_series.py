@@ -18,6 +18,7 @@ import pytest
 
 from nwb2pennsieve.local.cli import sample_path
 from nwb2pennsieve.local.inspect import Inspection
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.publish import MARKER_NAME
 from tests.cli_checks import run_cli
 from tests.factory import SeriesSpec, write_nwb
@@ -37,7 +38,7 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     from nwb2pennsieve.local.pool import convert_file
 
     out = tmp_path_factory.mktemp("whole")
-    convert_file(sample_path(), out, workers=1)
+    convert_file(sample_path(), out, ConversionOptions(), workers=1)
     return files(out)
 
 

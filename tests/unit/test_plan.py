@@ -9,12 +9,13 @@ import numpy as np
 
 from nwb2pennsieve.local.cli import main, sample_path
 from nwb2pennsieve.local.pool import plan_file
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.plan.models import Plan
 from tests.factory import SeriesSpec, gappy_timestamps, write_nwb
 
 
 def test_plan_round_trips_through_json() -> None:
-    plan = plan_file(sample_path(), chunk_size_mb=0.01, max_item_mb=0.05)
+    plan = plan_file(sample_path(), ConversionOptions(chunk_size_mb=0.01, max_item_mb=0.05))
     again = Plan.model_validate_json(plan.model_dump_json())
     assert again == plan
     assert again.file_names() == plan.file_names()
@@ -23,7 +24,9 @@ def test_plan_round_trips_through_json() -> None:
 def test_work_items_cover_every_chunk_file_once(tmp_path: Path) -> None:
     t = gappy_timestamps(5000, 1000.0, {1234: 3.0})
     nwb = write_nwb(tmp_path / "w.nwb", [SeriesSpec(data=np.zeros((5000, 20)), timestamps=t, chunks=(1000, 6))])
-    plan = plan_file(nwb, chunk_size_mb=0.002, max_item_mb=0.02)  # 262 samples/chunk, ≤ 10 chunk files/item
+    plan = plan_file(
+        nwb, ConversionOptions(chunk_size_mb=0.002, max_item_mb=0.02)
+    )  # 262 samples/chunk, ≤ 10 chunk files/item
     names = plan.file_names()
     assert len(names) == len(set(names)) == 20 * sum(len(s.chunks) for s in plan.series)
     for item in plan.work_items:
@@ -36,7 +39,7 @@ def test_work_items_cover_every_chunk_file_once(tmp_path: Path) -> None:
 
 
 def test_chunk_size_rounding_and_times() -> None:
-    plan = plan_file(sample_path(), chunk_size_mb=1)
+    plan = plan_file(sample_path(), ConversionOptions(chunk_size_mb=1))
     raw = plan.series[0]
     assert plan.chunk_samples == 131072
     assert raw.chunks[0].start_us == plan.session_start_us + 500_000  # starting_time 0.5 s
@@ -66,9 +69,9 @@ def test_column_chunked_data_gets_narrow_items(tmp_path: Path, monkeypatch) -> N
 
     data = np.zeros((4000, 12), dtype=np.int16)
     nwb = write_nwb(tmp_path / "cols.nwb", [SeriesSpec(data=data, chunks=(4000, 1))])
-    assert plan_file(nwb, chunk_size_mb=0.01).work_items[0].column_stop == 12
+    assert plan_file(nwb, ConversionOptions(chunk_size_mb=0.01)).work_items[0].column_stop == 12
     monkeypatch.setattr(planner, "CHUNK_ROW_BUDGET", 4000 * 2 * 5)  # room for a row of 5 chunks
-    plan = plan_file(nwb, chunk_size_mb=0.01)
+    plan = plan_file(nwb, ConversionOptions(chunk_size_mb=0.01))
     assert {i.column_stop - i.column_start for i in plan.work_items} == {5, 2}
 
 
@@ -76,7 +79,7 @@ def test_the_local_pool_recuts_big_items_by_the_planners_rules(tmp_path: Path, m
     import nwb2pennsieve.local.pool as local
 
     nwb = write_nwb(tmp_path / "big.nwb", [SeriesSpec(data=np.zeros((20000, 2)), chunks=(1000, 1))])
-    plan = plan_file(nwb, chunk_size_mb=0.01)
+    plan = plan_file(nwb, ConversionOptions(chunk_size_mb=0.01))
     assert len(plan.work_items) == 1  # one item fits the default budget
     monkeypatch.setattr(local, "MIN_ITEM_BYTES", 1)
     items = local.split_items(plan, n_workers=2)
@@ -98,7 +101,7 @@ def test_local_bundle_items_of_compressed_data_are_never_narrower_than_an_hdf5_c
         nwb = write_nwb(
             tmp_path / f"{compression}.nwb", [SeriesSpec(data=data, chunks=(1000, 8), compression=compression)]
         )
-        plan = plan_file(nwb, chunk_size_mb=0.01, max_item_mb=0.5, output_formats="bundle")
+        plan = plan_file(nwb, ConversionOptions(chunk_size_mb=0.01, max_item_mb=0.5, formats="bundle"))
         planned[compression] = {i.column_stop - i.column_start for i in plan.work_items}
         items = local.split_items(plan, n_workers=2)
         recut[compression] = {i.column_stop - i.column_start for i in items}

@@ -11,6 +11,7 @@ import pytest
 
 from nwb2pennsieve.errors import StorageError
 from nwb2pennsieve.local.pool import convert_file, plan_file
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output import publish
 from nwb2pennsieve.output.publish import MARKER_NAME, OutputFolder, read_marker
 from tests.factory import SeriesSpec, write_nwb
@@ -27,46 +28,46 @@ def names(folder: Path) -> set[str]:
 
 
 def expected_names(path: Path, chunk_size_mb: float) -> set[str]:
-    plan = plan_file(path, chunk_size_mb=chunk_size_mb)
+    plan = plan_file(path, ConversionOptions(chunk_size_mb=chunk_size_mb))
     return {*plan.file_names(), *(f"channel-{c.index:05d}.metadata.json" for s in plan.series for c in s.channels)}
 
 
 def test_a_rerun_with_another_chunk_size_replaces_the_output_entirely(tmp_path: Path) -> None:
     src = nwb(tmp_path / "rec.nwb")
     out = tmp_path / "out" / "rec"
-    convert_file(src, out, chunk_size_mb=0.002, workers=1)
+    convert_file(src, out, ConversionOptions(chunk_size_mb=0.002), workers=1)
     small = expected_names(src, 0.002)
     assert names(out) == small | {MARKER_NAME}
-    convert_file(src, out, chunk_size_mb=1, workers=1)
+    convert_file(src, out, ConversionOptions(chunk_size_mb=1), workers=1)
     big = expected_names(src, 1)
     assert big != small
     assert names(out) == big | {MARKER_NAME}  # no chunk file of the first conversion is left
     assert names(tmp_path / "out") == {"rec"}  # nor a staging folder, a backup or the lock file
     marker = read_marker(out)
     assert marker is not None
-    assert (marker.source, marker.chunk_size_mb, set(marker.files)) == ("rec.nwb", 1.0, big)
+    assert (marker.source, marker.options.chunk_size_mb, set(marker.files)) == ("rec.nwb", 1.0, big)
 
 
 def test_another_file_with_the_same_stem_and_a_newer_version_replace_it(tmp_path: Path) -> None:
     out = tmp_path / "rec"
-    convert_file(nwb(tmp_path / "a" / "rec.nwb", channels=5), out, chunk_size_mb=0.002, workers=1)
+    convert_file(nwb(tmp_path / "a" / "rec.nwb", channels=5), out, ConversionOptions(chunk_size_mb=0.002), workers=1)
     other = nwb(tmp_path / "b" / "rec.nwb", channels=2, seconds=0.5, seed=1)
-    convert_file(other, out, chunk_size_mb=0.002, workers=1)
+    convert_file(other, out, ConversionOptions(chunk_size_mb=0.002), workers=1)
     assert names(out) == expected_names(other, 0.002) | {MARKER_NAME}
     newer = nwb(tmp_path / "b" / "rec.nwb", channels=2, seconds=0.7, seed=2)
-    convert_file(newer, out, chunk_size_mb=0.002, workers=1)
+    convert_file(newer, out, ConversionOptions(chunk_size_mb=0.002), workers=1)
     assert names(out) == expected_names(newer, 0.002) | {MARKER_NAME}
 
 
 def test_a_folder_holding_files_no_conversion_wrote_is_refused_and_left_alone(tmp_path: Path) -> None:
     src = nwb(tmp_path / "rec.nwb")
     out = tmp_path / "out"
-    convert_file(src, out, chunk_size_mb=0.002, workers=1)
+    convert_file(src, out, ConversionOptions(chunk_size_mb=0.002), workers=1)
     (out / "notes.txt").write_text("mine")
     (out / "figures").mkdir()
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     with pytest.raises(StorageError) as caught:
-        convert_file(src, out, chunk_size_mb=1, workers=1)
+        convert_file(src, out, ConversionOptions(chunk_size_mb=1), workers=1)
     assert str(caught.value) == (
         f"output {out}: holds files no conversion wrote (figures/, notes.txt); move them away or choose another output"
     )
@@ -77,21 +78,21 @@ def test_a_folder_holding_files_no_conversion_wrote_is_refused_and_left_alone(tm
 def test_an_output_of_an_older_version_without_a_marker_is_ours(tmp_path: Path) -> None:
     src = nwb(tmp_path / "rec.nwb")
     out = tmp_path / "out"
-    convert_file(src, out, chunk_size_mb=0.002, workers=1)
+    convert_file(src, out, ConversionOptions(chunk_size_mb=0.002), workers=1)
     (out / MARKER_NAME).unlink()  # what versions before the marker wrote: names of the output's form
     (out / ".channel-00000_1_2.bin.gz.123.abcd1234.tmp").write_bytes(b"left by a killed writer")
-    convert_file(src, out, chunk_size_mb=1, workers=1)
+    convert_file(src, out, ConversionOptions(chunk_size_mb=1), workers=1)
     assert names(out) == expected_names(src, 1) | {MARKER_NAME}
 
 
 def test_import_records_stay_with_the_same_output_only(tmp_path: Path) -> None:
     src = nwb(tmp_path / "rec.nwb")
     out = tmp_path / "out"
-    convert_file(src, out, chunk_size_mb=0.002, workers=1)
+    convert_file(src, out, ConversionOptions(chunk_size_mb=0.002), workers=1)
     (out / "import-state.json").write_text("{}")
-    convert_file(src, out, chunk_size_mb=0.002, workers=1)  # the same output again: they describe it
+    convert_file(src, out, ConversionOptions(chunk_size_mb=0.002), workers=1)  # the same output again: they describe it
     assert (out / "import-state.json").read_text() == "{}"
-    convert_file(src, out, chunk_size_mb=1, workers=1)  # another output: they go with the old one
+    convert_file(src, out, ConversionOptions(chunk_size_mb=1), workers=1)  # another output: they go with the old one
     assert not (out / "import-state.json").exists()
 
 
@@ -137,9 +138,7 @@ def test_a_reader_sees_the_old_or_the_new_output_never_a_mix(
                     source="x.nwb",
                     source_bytes=1,
                     source_mtime_ns=1,
-                    chunk_size_mb=1,
-                    max_item_mb=1,
-                    skip_invalid_series=False,
+                    options=ConversionOptions(chunk_size_mb=1, max_item_mb=1),
                     files=sorted(files),
                 )
             )
@@ -176,5 +175,5 @@ def test_output_errors_name_the_output(tmp_path: Path) -> None:
     src = nwb(tmp_path / "rec.nwb")
     (tmp_path / "plain").write_text("a file")
     with pytest.raises(StorageError, match=rf"^output {tmp_path}/plain/out: {tmp_path}/plain is a file, not a folder$"):
-        convert_file(src, tmp_path / "plain" / "out", workers=1)
+        convert_file(src, tmp_path / "plain" / "out", ConversionOptions(), workers=1)
     assert (tmp_path / "plain").read_text() == "a file"

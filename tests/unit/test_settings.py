@@ -13,6 +13,7 @@ from nwb2pennsieve.cloud.models import Overrides
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.errors import ConfigurationError
 from nwb2pennsieve.local.cli import main
+from nwb2pennsieve.options import OutputFormat
 from nwb2pennsieve.settings import COMPRESSED_GZIP_LEVEL, DEFAULT_BUNDLE_ZSTD_LEVEL, LOCAL_GZIP_LEVEL, Settings
 
 ALL_VARIABLES = (
@@ -122,8 +123,8 @@ def test_gzip_level_defaults_compress_where_the_output_is_uploaded() -> None:
 
 def test_an_execution_input_overrides_the_gzip_level() -> None:
     cloud = CloudSettings.from_env({"OUTPUT_BUCKET": "b", "GZIP_LEVEL": "2"})
-    assert cloud.conversion_settings(Overrides()).gzip_level == 2
-    assert cloud.conversion_settings(Overrides(gzip_level=0)).gzip_level == 0
+    assert cloud.conversion_settings(Overrides()).options.gzip_level == 2
+    assert cloud.conversion_settings(Overrides(gzip_level=0)).options.gzip_level == 0
     with pytest.raises(ValidationError):
         Overrides(gzip_level=4)
 
@@ -214,8 +215,10 @@ def test_plan_timeout_and_max_output_settings() -> None:
 
 
 def test_output_formats_in_any_order_and_case(clean_env: pytest.MonkeyPatch) -> None:
-    assert Settings.from_env({"OUTPUT_FORMATS": " Bundle,chunks "}).formats == ("chunks", "bundle")
-    assert Settings.from_env({}, output_formats="bundle").formats == ("bundle",)
+    both = Settings.from_env({"OUTPUT_FORMATS": " Bundle,chunks "})
+    assert both.output_formats == "chunks,bundle"
+    assert both.conversion_options().formats == {OutputFormat.CHUNKS, OutputFormat.BUNDLE}
+    assert Settings.from_env({}, output_formats="bundle").conversion_options().formats == {OutputFormat.BUNDLE}
     with pytest.raises(ConfigurationError, match=r"OUTPUT_FORMATS \(--formats\) must be chunks, bundle or"):
         Settings.from_env({"OUTPUT_FORMATS": "zarr"})
 

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.plan.planner import build_plan
 from nwb2pennsieve.source.slabs import H5SlabReader
 from tests.cloud_fixtures import make_nwb
@@ -34,7 +35,7 @@ def test_reading_part_of_each_chunk_does_not_keep_the_chunks(tmp_path: Path) -> 
         second_series=False,
     )
     with h5py.File(path, "r") as h5:
-        plan = build_plan(h5, source=path.name)
+        plan = build_plan(h5, source=path.name, options=ConversionOptions())
         series = plan.series[0]
         out = np.empty((rows, 37), dtype=np.int16)
         with H5SlabReader(h5, series, 0, 37) as reader:

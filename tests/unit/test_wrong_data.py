@@ -16,6 +16,7 @@ import pytest
 
 from nwb2pennsieve.local.cli import main
 from nwb2pennsieve.local.pool import convert_file, plan_file
+from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.source.nwb import damage_reason
 from tests.expected import assert_matches, read_output
 from tests.factory import START, SeriesSpec, write_nwb
@@ -79,7 +80,7 @@ def test_times_are_relative_to_timestamps_reference_time(tmp_path: Path) -> None
     with h5py.File(nwb, "r") as f:
         assert "timestamps_reference_time" in f  # the file really sets it
 
-    plan = plan_file(nwb, chunk_size_mb=0.005)
+    plan = plan_file(nwb, ConversionOptions(chunk_size_mb=0.005))
     reference_us = round(reference.timestamp() * 1e6)
     assert plan.timestamps_reference_us == reference_us
     assert plan.session_start_us - reference_us == (5 * 3600 + 7 * 60) * 1_000_000
@@ -90,7 +91,7 @@ def test_times_are_relative_to_timestamps_reference_time(tmp_path: Path) -> None
     assert ts_series.chunks[-1].end_us == reference_us + 10_000_000 + 399 * 2000
 
     out = tmp_path / "out"
-    convert_file(nwb, out, plan=plan, workers=1)
+    convert_file(nwb, out, plan, workers=1)
     assert assert_matches(nwb, out) > 2  # the independent computation uses the reference time too
     files, meta = read_output(out)
     assert meta[0]["start"] == reference_us + 2_500_000 == files[0][0].start_us
@@ -100,7 +101,7 @@ def test_without_timestamps_reference_time_the_session_start_is_the_reference(tm
     nwb = write_nwb(tmp_path / "noref.nwb", [SeriesSpec(data=np.ones((10, 2)), starting_time=1.0)])
     with h5py.File(nwb, "a") as f:
         del f["timestamps_reference_time"]  # pynwb always writes it; older writers did not
-    plan = plan_file(nwb)
+    plan = plan_file(nwb, ConversionOptions())
     assert plan.timestamps_reference_us is None
     assert plan.series[0].chunks[0].start_us == plan.session_start_us + 1_000_000
 
@@ -216,7 +217,7 @@ def test_unreadable_electrode_metadata_fails_or_warns(tmp_path: Path, capsys, pa
 
 def test_readable_electrode_metadata_is_used(tmp_path: Path) -> None:
     nwb = write_nwb(tmp_path / "ok.nwb", [SeriesSpec(data=np.ones((20, 2)))], names=["alpha", "beta"])
-    assert [c.name for c in plan_file(nwb).series[0].channels] == ["alpha", "beta"]
+    assert [c.name for c in plan_file(nwb, ConversionOptions()).series[0].channels] == ["alpha", "beta"]
 
 
 # 4. virtual datasets ------------------------------------------------------------------------
@@ -241,7 +242,7 @@ def test_virtual_dataset_with_its_source_converts(tmp_path: Path, monkeypatch) -
     _virtual_data(nwb, "vds_source.h5", data)
     monkeypatch.chdir(tmp_path)  # HDF5 finds relative sources beside the file or here
     out = tmp_path / "out"
-    convert_file(nwb, out, workers=1)
+    convert_file(nwb, out, ConversionOptions(), workers=1)
     assert assert_matches(nwb, out) == 2
     files, _ = read_output(out)
     assert np.array_equal(files[0][0].values, data[:, 0] * 1e6)  # the source's values, not fill zeros
@@ -280,7 +281,7 @@ def test_absurd_timestamp_fails(tmp_path: Path, capsys) -> None:
 def test_times_near_the_limit_but_inside_it_convert(tmp_path: Path) -> None:
     far = 2.0e5 * 365 * 86400  # 200,000 years after the reference: still fits int64 µs
     nwb = write_nwb(tmp_path / "near.nwb", [SeriesSpec(data=np.ones((20, 2)), starting_time=far)])
-    plan = plan_file(nwb)
+    plan = plan_file(nwb, ConversionOptions())
     assert plan.series[0].chunks[0].start_us == plan.session_start_us + round(far * 1e6)
 
 
@@ -299,7 +300,7 @@ def test_rate_from_float32_timestamps_is_within_1_ppm(tmp_path: Path) -> None:
         attrs = dict(g["timestamps"].attrs)
         del g["timestamps"]
         g.create_dataset("timestamps", data=ts, dtype=np.float32).attrs.update(attrs)
-    plan = plan_file(nwb)
+    plan = plan_file(nwb, ConversionOptions())
     assert len(plan.series[0].segments) == 1
     assert abs(plan.series[0].rate / rate - 1) < 1e-6
 
@@ -307,7 +308,7 @@ def test_rate_from_float32_timestamps_is_within_1_ppm(tmp_path: Path) -> None:
 def test_rate_estimate_uses_the_longest_segment(tmp_path: Path) -> None:
     ts = np.concatenate([np.arange(10) / 1000.0, 5.0 + np.arange(3000) / 2000.0])  # short, then long
     nwb = write_nwb(tmp_path / "seg.nwb", [SeriesSpec(data=np.ones((3010, 1)), timestamps=ts, rate=None)])
-    plan = plan_file(nwb)
+    plan = plan_file(nwb, ConversionOptions())
     assert plan.series[0].rate == 2000.0
     assert [(g.start, g.stop) for g in plan.series[0].segments][-1] == (10, 3010)
 

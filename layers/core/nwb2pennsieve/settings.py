@@ -27,12 +27,15 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Pydanti
 from pydantic_settings.sources.utils import parse_env_vars
 
 from .errors import ConfigurationError
+from .options import (
+    DEFAULT_BUNDLE_ZSTD_LEVEL,
+    DEFAULT_CHUNK_SIZE_MB,
+    DEFAULT_MAX_ITEM_MB,
+    ConversionOptions,
+    formats_text,
+    parse_formats,
+)
 
-DEFAULT_CHUNK_SIZE_MB = 1.0
-# A work item writes at most this many MiB of float64. When writing to S3 the writer holds one
-# chunk of each of the item's channels in memory (≤ this), so 512 fits a 2 GB Lambda with room
-# for the input slab and the runtime.
-DEFAULT_MAX_ITEM_MB = 512.0
 # Planning a file reads metadata and timestamps: seconds even for a big file. A damaged file can
 # send HDF5 into an endless loop, so the local pool plans in a child process given this long.
 DEFAULT_PLAN_TIMEOUT_S = 600.0
@@ -44,13 +47,7 @@ DEFAULT_MAX_OUTPUT_GB = 2000.0
 # local conversion uses what bench/results-compression.md measured fastest here.
 COMPRESSED_GZIP_LEVEL = 1
 LOCAL_GZIP_LEVEL = 0
-# What a conversion writes: the chunk files (and channel metadata) the importer uploads, and/or
-# Pennsieve's viewer bundle (docs/bundle.md). Both come from one read of each slab.
-OUTPUT_FORMATS = ("chunks", "bundle")
 DEFAULT_OUTPUT_FORMATS = "chunks"
-# The viewer bundle's Zstd level (1-22). Pennsieve's producer uses 5; a lower level compresses
-# several times faster for a slightly larger bundle (bench/results-bundle.md).
-DEFAULT_BUNDLE_ZSTD_LEVEL = 4
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
 
@@ -146,15 +143,10 @@ def _series_paths(value: Any) -> tuple[str, ...]:
 
 def _formats(value: Any) -> str:
     """``chunks``, ``bundle`` or both, comma-separated (any order, any case): kept in canonical order."""
-    words = {w.strip().lower() for w in str(value).split(",") if w.strip()}
-    if not words or not words <= set(OUTPUT_FORMATS):
-        raise _invalid("chunks, bundle or chunks,bundle")
-    return ",".join(f for f in OUTPUT_FORMATS if f in words)
-
-
-def output_formats(value: str) -> tuple[str, ...]:
-    """The formats named by a validated ``OUTPUT_FORMATS`` value."""
-    return tuple(value.split(","))
+    try:
+        return formats_text(parse_formats(str(value)))
+    except ValueError as exc:
+        raise _invalid(str(exc)) from None
 
 
 def _host(value: Any) -> str:
@@ -245,16 +237,28 @@ class CommonSettings(BaseSettings):
     @field_validator("importer_enabled", mode="before")
     @classmethod
     def _importer_default(cls, value: Any, info: ValidationInfo) -> Any:
-        chunks = "chunks" in output_formats(info.data.get("output_formats", DEFAULT_OUTPUT_FORMATS))
+        chunks = "chunks" in info.data.get("output_formats", DEFAULT_OUTPUT_FORMATS).split(",")
         if value is None:
             return info.data.get("environment", "local") != "local" and chunks
         if not chunks and _boolean(value):  # the importer uploads chunk files: none are written
             raise _invalid("false when OUTPUT_FORMATS has no chunks (the importer uploads chunk files)")
         return value
 
-    @property
-    def formats(self) -> tuple[str, ...]:
-        return output_formats(self.output_formats)
+    def conversion_options(self) -> ConversionOptions:
+        """The conversion options these settings give (the one place they are built)."""
+        return ConversionOptions(
+            formats=parse_formats(self.output_formats),
+            gzip_level=self.gzip_level,
+            chunk_size_mb=self.chunk_size_mb,
+            max_item_mb=self.max_item_mb,
+            series=self.selected_series(),
+            skip_invalid_series=self.skip_invalid_series,
+            bundle_zstd_level=self.bundle_zstd_level,
+        )
+
+    def selected_series(self) -> tuple[str, ...]:
+        """The series a conversion is limited to (the cloud converts every series)."""
+        return ()
 
     @field_validator("gzip_level", mode="before")
     @classmethod
@@ -349,6 +353,9 @@ class Settings(CommonSettings):
     session_token: Secret = None
     refresh_token: Secret = None
     integration_id: Annotated[str | None, BeforeValidator(_optional_text)] = None
+
+    def selected_series(self) -> tuple[str, ...]:
+        return self.series
 
     @property
     def has_credentials(self) -> bool:

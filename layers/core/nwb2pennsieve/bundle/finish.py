@@ -67,13 +67,12 @@ def finish_bundle(
     plan: Plan,
     h5: h5py.File,
     partials: Iterable[Sequence[ItemPartial]],
-    *,
-    zstd_level: int = ZSTD_LEVEL,
 ) -> int:
     """Reduce (``partials``: the items' partial results, a channel block at a time; see
     :func:`reduce_partials`), write the unit channels and every ``zarr.json`` (root last), then
     ``asset-properties.json`` into ``output`` (the conversion's output folder). Returns the number
-    of channel groups."""
+    of channel groups. The Zstd level is the plan's (``options.bundle_zstd_level``)."""
+    zstd_level = plan.options.bundle_zstd_level
     store = bundle_store(output, plan)
     reduce_partials(store, plan, partials, zstd_level=zstd_level)
     docs: dict[str, dict[str, Any]] = {}

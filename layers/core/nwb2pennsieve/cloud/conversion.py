@@ -161,16 +161,7 @@ def plan_object(
     if reader.size == 0:
         raise InvalidInputError("the file is empty (0 bytes)", file=src.uri)
     with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
-        plan = build_plan(
-            h5,
-            source=src.uri,
-            chunk_size_mb=run.chunk_size_mb,
-            max_item_mb=run.max_item_mb,
-            skip_invalid_series=run.skip_invalid_series,
-            output_formats=run.output_formats,
-            bundle_zstd_level=run.bundle_zstd_level,
-            gzip_level=run.gzip_level,
-        )
+        plan = build_plan(h5, source=src.uri, options=run.options)
     check_output_size(plan, settings.max_output_gb)
     # Pin the version planned: every writer then reads the very same bytes.
     source = S3Ref(bucket=src.bucket, key=src.key, version_id=reader.version_id)
@@ -209,7 +200,7 @@ def plan_object(
         plan=S3Ref(bucket=settings.output_bucket, key=records.key(PLAN_NAME)),
         manifest=S3Ref(bucket=settings.output_bucket, key=records.key(WRITE_BATCHES_NAME)),
         results=S3Prefix(bucket=settings.output_bucket, prefix=results_prefix(settings.records_prefix)),
-        settings=run,
+        importer_enabled=run.importer_enabled,
         work_items=len(plan.work_items),
         batches=len(batches),
         chunk_files=summary.chunk_files,
@@ -316,7 +307,9 @@ def write_chunks(s3: S3Client, event: WriteChunksInput, *, stats: ReadStats | No
         raise
     store.close()
     # Written last: a record names only files that are all in place.
-    written = WrittenBatch(batch=event.batch.batch, items=event.batch.items, gzip_level=plan.gzip_level, files=records)
+    written = WrittenBatch(
+        batch=event.batch.batch, items=event.batch.items, gzip_level=plan.options.gzip_level, files=records
+    )
     S3Store(event.plan.bucket, _folder(event.plan), s3).write_bytes(
         written_name(event.batch.batch), written.model_dump_json(by_alias=True).encode()
     )
@@ -435,7 +428,6 @@ def finalize_bundle(s3: S3Client, event: FinalizeInput, plan: Plan) -> int:
             plan,
             h5,
             _partial_blocks(s3, event, plan),
-            zstd_level=plan.bundle_zstd_level,
         )
 
 
@@ -482,8 +474,8 @@ def finalize(
             size = framed_size(chunk.samples * 8)
             for ch in series.channels[item.column_start : item.column_stop]:
                 expected[chunk_file_name(ch.index, chunk.start_us, chunk.end_us)] = size
-    if plan.gzip_level and plan.writes_chunks:
-        recorded = load_written(s3, event.plan, event.manifest, plan.gzip_level)
+    if plan.options.gzip_level and plan.writes_chunks:
+        recorded = load_written(s3, event.plan, event.manifest, plan.options.gzip_level)
         expected = {name: (r.size if (r := recorded.get(name)) else None) for name in expected}
     n_channels = sum(len(s.channels) for s in plan.series) if plan.writes_chunks else 0
     present = list_outputs(s3, out.bucket, out.prefix, n_channels) if plan.writes_chunks else {}
@@ -518,7 +510,7 @@ def finalize(
         finalize_bundle(s3, event, plan)
     summary = None
     upload = None
-    if event.settings.importer_enabled:
+    if event.importer_enabled:
         # The parallel store is closed; the importer reads and records through a plain one.
         summary, upload = prepare_uploads(
             s3, plan, event.plan, out, import_env() if import_env else {}, event.target, batch_size=upload_batch_files

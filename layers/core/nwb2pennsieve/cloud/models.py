@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 
 from ..errors import InvalidInputError
+from ..options import ConversionOptions
 from ..pennsieve.target import TargetSpec
 from ..plan.models import ChunkRecord
-from ..settings import DEFAULT_BUNDLE_ZSTD_LEVEL
 
 
 class _Payload(BaseModel):
@@ -114,20 +114,12 @@ class PlanInput(_Payload):
 
 
 class ConversionSettings(_Payload):
-    """The settings one execution runs with (the stack's defaults with the input's overrides)."""
+    """The settings one execution runs with (the stack's defaults with the input's overrides):
+    the conversion options, which the plan stores, and what only the cloud steps need."""
 
-    chunk_size_mb: float
-    max_item_mb: float
+    options: ConversionOptions
     batch_mb: float
-    gzip_level: int = 0
     importer_enabled: bool
-    skip_invalid_series: bool
-    output_formats: str = "chunks"
-    bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL
-
-    @property
-    def formats(self) -> tuple[str, ...]:
-        return tuple(self.output_formats.split(","))
 
 
 class PlanOutput(_Payload):
@@ -138,7 +130,7 @@ class PlanOutput(_Payload):
     plan: S3Ref = Field(description="plan.json")
     manifest: S3Ref = Field(description="the work-item manifest the Map's ItemReader reads")
     results: S3Prefix = Field(description="where the Map's ResultWriter writes")
-    settings: ConversionSettings
+    importer_enabled: bool = Field(description="the import steps follow Finalize")
     work_items: int
     batches: int
     chunk_files: int

@@ -100,14 +100,9 @@ class CloudSettings(CommonSettings):
         except ValidationError as exc:
             raise InvalidInputError(f"the execution input's settings are invalid: {self._describe(exc)}") from None
         return ConversionSettings(
-            chunk_size_mb=effective.chunk_size_mb,
-            max_item_mb=effective.max_item_mb,
+            options=effective.conversion_options(),
             batch_mb=effective.batch_mb,
-            gzip_level=effective.gzip_level,
             importer_enabled=effective.importer_enabled,
-            skip_invalid_series=effective.skip_invalid_series,
-            output_formats=effective.output_formats,
-            bundle_zstd_level=effective.bundle_zstd_level,
         )
 
 

@@ -57,18 +57,8 @@ def _progress_bar(total: int, label: str) -> tuple[Progress | None, Callable[[],
 
 
 def _plan(file: str | InputSource, settings: Settings) -> Plan:
-    """The file's plan with every planning setting (``convert`` and ``plan`` alike)."""
-    return plan_file(
-        file,
-        chunk_size_mb=settings.chunk_size_mb,
-        max_item_mb=settings.max_item_mb,
-        skip_invalid_series=settings.skip_invalid_series,
-        series=settings.series,
-        timeout_s=settings.plan_timeout_s,
-        gzip_level=settings.gzip_level,
-        output_formats=settings.output_formats,
-        bundle_zstd_level=settings.bundle_zstd_level,
-    )
+    """The file's plan with the settings' conversion options (``convert`` and ``plan`` alike)."""
+    return plan_file(file, settings.conversion_options(), timeout_s=settings.plan_timeout_s)
 
 
 def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> ConversionResult:
@@ -77,14 +67,7 @@ def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> 
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), source.stem)
     try:
-        result = convert_file(
-            source,
-            output,
-            plan=plan,
-            workers=settings.workers,
-            progress=update,
-            skip_invalid_series=settings.skip_invalid_series,
-        )
+        result = convert_file(source, output, plan, workers=settings.workers, progress=update)
     finally:
         close()
     print(result.summary_line())
@@ -125,15 +108,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import inspect_file, render
 
     settings: Settings = args.settings
-    found = inspect_file(
-        args.file,
-        chunk_size_mb=settings.chunk_size_mb,
-        max_item_mb=settings.max_item_mb,
-        skip_invalid_series=settings.skip_invalid_series,
-        series=settings.series,
-        output_formats=settings.output_formats,
-        gzip_level=settings.gzip_level,
-    )
+    found = inspect_file(args.file, settings.conversion_options())
     print(found.model_dump_json(indent=2) if args.json else render(found))
     return 0
 

@@ -20,17 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..bundle.series import bundle_name, series_grid
 from ..bundle.units import unit_channel_count
+from ..options import ConversionOptions
 from ..output.gzipstored import framed_size
 from ..plan.bundle_layout import FLOAT32_BYTES, plan_levels
 from ..plan.models import NotConverted, Plan, SeriesPlan
 from ..plan.planner import Survey, survey
-from ..settings import (
-    DEFAULT_CHUNK_SIZE_MB,
-    DEFAULT_MAX_ITEM_MB,
-    DEFAULT_OUTPUT_FORMATS,
-    LOCAL_GZIP_LEVEL,
-    output_formats,
-)
 from ..source.inputs import InputSource, open_input
 from ..source.units import units_paths
 from ..write.chunks import metadata_body
@@ -138,41 +132,16 @@ class Inspection(_Model):
     warnings: list[str]
 
 
-def inspect_file(
-    source: str | os.PathLike[str] | InputSource,
-    *,
-    chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
-    max_item_mb: float = DEFAULT_MAX_ITEM_MB,
-    skip_invalid_series: bool = False,
-    series: tuple[str, ...] = (),
-    output_formats: str = DEFAULT_OUTPUT_FORMATS,
-    gzip_level: int = LOCAL_GZIP_LEVEL,
-) -> Inspection:
+def inspect_file(source: str | os.PathLike[str] | InputSource, options: ConversionOptions) -> Inspection:
     """Inspect a local file, URL or S3 object (reads its metadata only, like planning).
 
-    ``output_formats`` and ``gzip_level`` are the conversion's (``Settings.output_formats``,
-    ``Settings.gzip_level``): what it writes follows from them. The defaults are
-    :func:`~nwb2pennsieve.local.pool.convert_file`'s.
+    ``options`` are the conversion's (``Settings.conversion_options()``): what it writes follows
+    from them.
     """
     with open_input(source) as opened:
-        found = survey(
-            opened.h5,
-            source=opened.source.name,
-            chunk_size_mb=chunk_size_mb,
-            max_item_mb=max_item_mb,
-            skip_invalid_series=skip_invalid_series,
-            series=series,
-            output_formats=output_formats,
-        )
-        bundle = found.plan is not None and found.plan.writes_bundle
-        unit_channels = count_unit_channels(opened.h5) if bundle else 0
-    return inspection(
-        found,
-        chunk_size_mb=chunk_size_mb,
-        output_formats=output_formats,
-        gzip_level=gzip_level,
-        unit_channels=unit_channels,
-    )
+        found = survey(opened.h5, source=opened.source.name, options=options)
+        unit_channels = count_unit_channels(opened.h5) if options.writes_bundle else 0
+    return inspection(found, options, unit_channels=unit_channels)
 
 
 def count_unit_channels(h5: h5py.File) -> int:
@@ -189,19 +158,12 @@ def count_unit_channels(h5: h5py.File) -> int:
     return count
 
 
-def inspection(
-    found: Survey,
-    *,
-    chunk_size_mb: float,
-    output_formats: str = DEFAULT_OUTPUT_FORMATS,
-    gzip_level: int = LOCAL_GZIP_LEVEL,
-    unit_channels: int = 0,
-) -> Inspection:
-    """The :class:`Inspection` of what the planner found, for a conversion writing ``output_formats``
-    with chunk files at ``gzip_level`` (``unit_channels``: the file's, when it writes the bundle)."""
+def inspection(found: Survey, options: ConversionOptions, *, unit_channels: int = 0) -> Inspection:
+    """The :class:`Inspection` of what the planner found, for a conversion with ``options``
+    (``unit_channels``: the file's, when it writes the bundle)."""
     plan = found.plan
-    formats = output_formats_of(plan, output_formats)
-    chunks, bundle = "chunks" in formats, "bundle" in formats
+    chunks, bundle = options.writes_chunks, options.writes_bundle
+    gzip_level = options.gzip_level
     # Series skipped (invalid, or not selected) and objects that are not continuous series.
     not_converted = sorted(
         [NotConverted(path=s.path, neurodata_type="ElectricalSeries", reason=s.reason) for s in found.skipped]
@@ -212,14 +174,14 @@ def inspection(
     chunk_files = sum(s.chunk_files for s in series)
     metadata = [len(metadata_body(m)) for _, m in plan.channel_metadata()] if plan and chunks else []
     output = OutputInfo(
-        formats=",".join(formats),
+        formats=options.formats_text,
         gzip_level=gzip_level,
         files=chunk_files + len(metadata),
         chunk_files=chunk_files,
         metadata_files=len(metadata),
         bytes=sum(s.output_bytes for s in series) + sum(metadata),
         bytes_exact=gzip_level == 0 or chunk_files == 0,
-        chunk_size_mb=plan.chunk_size_mb if plan else chunk_size_mb,
+        chunk_size_mb=options.chunk_size_mb,
         bundle=_bundle(plan, series, unit_channels) if plan and bundle else None,
     )
     if plan is None:
@@ -240,11 +202,6 @@ def inspection(
         output=output,
         warnings=found.warnings,
     )
-
-
-def output_formats_of(plan: Plan | None, given: str) -> tuple[str, ...]:
-    """The formats written: the plan's (the survey was asked for ``given``), else ``given``'s."""
-    return plan.formats if plan else output_formats(given)
 
 
 def _bundle(plan: Plan, series: list[SeriesInfo], unit_channels: int) -> BundleInfo:

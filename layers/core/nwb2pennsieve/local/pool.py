@@ -31,18 +31,18 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import h5py
 
 from ..bundle.finish import finish_bundle
 from ..bundle.series import PartialSpill, bundle_name
 from ..errors import InvalidInputError, Nwb2PennsieveError, OutputWriteError, StorageError
+from ..options import ConversionOptions
 from ..output.publish import OutputFolder, OutputMarker
 from ..output.storage import LocalStore, PendingObject
 from ..plan.models import ItemResult, Plan, WorkItem
 from ..plan.planner import build_plan, work_items
-from ..settings import DEFAULT_BUNDLE_ZSTD_LEVEL, DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, DEFAULT_OUTPUT_FORMATS
 from ..source.inputs import InputSource, OpenedInput, open_input
 from ..write.chunks import write_channel_metadata
 
@@ -80,16 +80,7 @@ class ConversionResult:
 
 
 def plan_file(
-    path: str | os.PathLike[str] | InputSource,
-    *,
-    chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
-    max_item_mb: float = DEFAULT_MAX_ITEM_MB,
-    skip_invalid_series: bool = False,
-    series: tuple[str, ...] = (),
-    timeout_s: float | None = None,
-    gzip_level: int = 0,
-    output_formats: str = DEFAULT_OUTPUT_FORMATS,
-    bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL,
+    path: str | os.PathLike[str] | InputSource, options: ConversionOptions, *, timeout_s: float | None = None
 ) -> Plan:
     """Plan a local file, URL or S3 object (see :class:`~nwb2pennsieve.source.inputs.InputSource`); with
     ``timeout_s``, in a child process given that long (PLAN_TIMEOUT_S).
@@ -98,25 +89,16 @@ def plan_file(
     interrupt: the child is killed and one line names the file.
     """
     source = InputSource.parse(path)
-    options = {
-        "chunk_size_mb": chunk_size_mb,
-        "max_item_mb": max_item_mb,
-        "skip_invalid_series": skip_invalid_series,
-        "series": tuple(series),
-        "output_formats": output_formats,
-        "bundle_zstd_level": bundle_zstd_level,
-        "gzip_level": gzip_level,
-    }
     # timeout_s None or 0: in this process, without a limit
     return _plan_in_child(source, options, timeout_s) if timeout_s else _plan_here(source, options)
 
 
-def _plan_here(source: InputSource, options: dict[str, Any]) -> Plan:
+def _plan_here(source: InputSource, options: ConversionOptions) -> Plan:
     with open_input(source) as opened:
-        return build_plan(opened.h5, source=opened.source.name, **options)
+        return build_plan(opened.h5, source=opened.source.name, options=options)
 
 
-def _plan_child(conn: Connection, source: InputSource, options: dict[str, Any], env: dict[str, str]) -> None:
+def _plan_child(conn: Connection, source: InputSource, options: ConversionOptions, env: dict[str, str]) -> None:
     # A forkserver child has the environment the server started with: take the caller's.
     os.environ.clear()
     os.environ.update(env)
@@ -131,7 +113,7 @@ def _plan_child(conn: Connection, source: InputSource, options: dict[str, Any], 
     conn.close()
 
 
-def _plan_in_child(source: InputSource, options: dict[str, Any], timeout_s: float) -> Plan:
+def _plan_in_child(source: InputSource, options: ConversionOptions, timeout_s: float) -> Plan:
     name = source.name
     context = pool_context()
     receive, send = context.Pipe(duplex=False)
@@ -178,36 +160,22 @@ def check_free_space(plan: Plan, output: Path) -> None:
 def convert_file(
     path: str | os.PathLike[str] | InputSource,
     output_dir: str | os.PathLike[str],
+    plan: Plan | ConversionOptions,
     *,
-    chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
-    max_item_mb: float = DEFAULT_MAX_ITEM_MB,
     workers: int | None = None,
-    skip_invalid_series: bool = False,
-    gzip_level: int = 0,
     progress: Progress | None = None,
-    plan: Plan | None = None,
-    output_formats: str = DEFAULT_OUTPUT_FORMATS,
-    bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL,
 ) -> ConversionResult:
     """Convert one NWB file into ``output_dir`` (chunk files + channel metadata, and/or the viewer
-    bundle ``<stem>.zarr`` with ``asset-properties.json``, per ``output_formats``).
+    bundle ``<stem>.zarr`` with ``asset-properties.json``, per the plan's options).
 
-    ``plan`` is the file's plan when the caller has made it already (the other options are then
-    those it was made with).
+    ``plan`` is the file's plan when the caller has made it already, else the options to make it
+    with (in this process).
     """
     started = time.perf_counter()
     path = InputSource.parse(path)
     output = Path(output_dir)
-    if plan is None:
-        plan = plan_file(
-            path,
-            chunk_size_mb=chunk_size_mb,
-            max_item_mb=max_item_mb,
-            skip_invalid_series=skip_invalid_series,
-            gzip_level=gzip_level,
-            output_formats=output_formats,
-            bundle_zstd_level=bundle_zstd_level,
-        )
+    if isinstance(plan, ConversionOptions):
+        plan = plan_file(path, plan)
     result = ConversionResult(source=plan.source, output_dir=output, plan=plan)
     try:
         # A local file's size and mtime tell the next run whether its source changed; a URL has none.
@@ -238,7 +206,7 @@ def convert_file(
             if plan.writes_bundle:
                 # The reduce and the bundle's metadata, inside the staging folder: published with it.
                 with open_input(path, name=plan.source) as opened:
-                    finish_bundle(store, plan, opened.h5, spill.blocks(), zstd_level=plan.bundle_zstd_level)
+                    finish_bundle(store, plan, opened.h5, spill.blocks())
                 result.bundle_bytes = tree_bytes(folder.staging / bundle_name(plan))
             shutil.rmtree(spilled, ignore_errors=True)
         except OutputWriteError as exc:
@@ -250,11 +218,7 @@ def convert_file(
                 source=plan.source,
                 source_bytes=identity[0] if identity else None,
                 source_mtime_ns=identity[1] if identity else None,
-                chunk_size_mb=plan.chunk_size_mb,
-                gzip_level=plan.gzip_level,
-                max_item_mb=plan.max_item_mb,
-                skip_invalid_series=skip_invalid_series,
-                output_formats=plan.output_formats,
+                options=plan.options,
                 files=sorted(LocalStore(folder.staging).list_names())
                 + ([bundle_name(plan) + "/"] if plan.writes_bundle else []),
             )
@@ -450,11 +414,11 @@ def split_items(plan: Plan, n_workers: int) -> list[WorkItem]:
     if plan.writes_bundle:
         # The re-cut items keep to the bundle's shard windows; a local store streams the shards to
         # files, so compressed data is cut in whole HDF5 chunks (planner._bundle_layout).
-        budget_mb = min(budget_mb, plan.max_item_mb)
+        budget_mb = min(budget_mb, plan.options.max_item_mb)
         items = [
             i for s in plan.series for i in work_items(s, plan.chunk_samples, budget_mb, bundle=True, streamed=True)
         ]
-    elif budget_mb >= plan.max_item_mb:
+    elif budget_mb >= plan.options.max_item_mb:
         items = list(plan.work_items)
     else:
         items = [i for s in plan.series for i in work_items(s, plan.chunk_samples, budget_mb)]

@@ -37,14 +37,16 @@ import shutil
 import sys
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from .. import __version__
 from ..errors import StorageError
+from ..options import ConversionOptions
 
 MARKER_NAME = ".nwb2pennsieve.json"
-MARKER_FORMAT = 1
+MARKER_FORMAT = 2
 STAGING_SUFFIX = ".nwb2pennsieve-staging"
 BACKUP_SUFFIX = ".nwb2pennsieve-old"
 LOCK_SUFFIX = ".nwb2pennsieve-lock"
@@ -70,16 +72,22 @@ class OutputMarker(BaseModel):
     source: str
     source_bytes: int | None  # None: a URL input (no size or mtime known without a request)
     source_mtime_ns: int | None
-    chunk_size_mb: float
-    gzip_level: int = 0
-    output_formats: str = "chunks"
-    max_item_mb: float
-    skip_invalid_series: bool
+    options: ConversionOptions
     files: list[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_1(cls, data: Any) -> Any:
+        """A format-1 marker kept the options as fields of its own."""
+        if isinstance(data, dict) and data.get("format", 1) == 1 and "options" not in data:
+            keys = ("chunk_size_mb", "gzip_level", "max_item_mb", "skip_invalid_series")
+            options = {k: data[k] for k in keys if k in data} | {"formats": data.get("output_formats", "chunks")}
+            data = {k: v for k, v in data.items() if k not in keys} | {"options": options}
+        return data
 
     def same_output(self, other: OutputMarker) -> bool:
         """True when ``other`` describes the same output made from the same source file."""
-        ignore = {"version", "max_item_mb"}  # neither changes a byte of the output
+        ignore: Any = {"version": True, "options": {"max_item_mb"}}  # neither changes a byte of the output
         if self.source_mtime_ns is None or other.source_mtime_ns is None:
             return False  # a URL's content may have changed: never assume it has not
         return self.model_dump(exclude=ignore) == other.model_dump(exclude=ignore)

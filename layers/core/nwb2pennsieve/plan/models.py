@@ -13,11 +13,10 @@ from typing import Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..options import ConversionOptions, OutputFormat
 from ..output.gzipstored import framed_size
-from ..settings import DEFAULT_BUNDLE_ZSTD_LEVEL
 
-PLAN_FORMAT = 1
-SAMPLES_PER_MIB = 131_072  # 1 MiB of float64
+PLAN_FORMAT = 2
 CHANNEL_UNIT = "uV"
 CHANNEL_TYPE = "CONTINUOUS"
 
@@ -265,12 +264,7 @@ class Plan(_Model):
     timestamps_reference_us: int | None = Field(
         default=None, description="µs since the epoch of timestamps_reference_time; every chunk time is relative to it"
     )
-    chunk_size_mb: float
-    chunk_samples: int
-    max_item_mb: float
-    gzip_level: int = Field(default=0, ge=0, le=3, description="0: stored gzip blocks; 1-3: ISA-L deflate level")
-    output_formats: str = Field(default="chunks", description="chunks, bundle or chunks,bundle")
-    bundle_zstd_level: int = Field(default=DEFAULT_BUNDLE_ZSTD_LEVEL, description="the viewer bundle's Zstd level")
+    options: ConversionOptions = Field(description="how the file is converted: every executor reads them from here")
     series: list[SeriesPlan]
     work_items: list[WorkItem]
     skipped: list[SkippedSeries] = Field(default_factory=list)
@@ -288,16 +282,16 @@ class Plan(_Model):
         return chunk_files + bundle
 
     @property
-    def formats(self) -> tuple[str, ...]:
-        return tuple(self.output_formats.split(","))
+    def chunk_samples(self) -> int:
+        return self.options.chunk_samples
 
     @property
     def writes_chunks(self) -> bool:
-        return "chunks" in self.formats
+        return OutputFormat.CHUNKS in self.options.formats
 
     @property
     def writes_bundle(self) -> bool:
-        return "bundle" in self.formats
+        return OutputFormat.BUNDLE in self.options.formats
 
     def channels(self) -> list[tuple[SeriesPlan, ChannelPlan]]:
         return [(s, c) for s in self.series for c in s.channels]

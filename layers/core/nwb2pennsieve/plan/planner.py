@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import h5py
@@ -24,13 +23,7 @@ from ..errors import (
     Nwb2PennsieveError,
     SeriesSelectionError,
 )
-from ..settings import (
-    DEFAULT_BUNDLE_ZSTD_LEVEL,
-    DEFAULT_CHUNK_SIZE_MB,
-    DEFAULT_MAX_ITEM_MB,
-    DEFAULT_OUTPUT_FORMATS,
-    output_formats,
-)
+from ..options import ConversionOptions
 from ..source.nwb import (
     SPIKE_EVENT_SERIES,
     FoundSeries,
@@ -45,7 +38,7 @@ from ..source.nwb import (
     unit_factor,
 )
 from .bundle_layout import align_windows, plan_levels, window_length
-from .models import SAMPLES_PER_MIB, ChannelPlan, NotConverted, Plan, Segment, SeriesPlan, SkippedSeries, WorkItem
+from .models import ChannelPlan, NotConverted, Plan, Segment, SeriesPlan, SkippedSeries, WorkItem
 from .timing import check_rate, rate_segments, timestamp_chunks
 
 DEFAULT_UNIT = "volts"
@@ -109,60 +102,29 @@ class Survey:
         return self.plan
 
 
-def build_plan(
-    h5: h5py.File,
-    *,
-    source: str,
-    chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
-    max_item_mb: float = DEFAULT_MAX_ITEM_MB,
-    skip_invalid_series: bool = False,
-    series: Sequence[str] = (),
-    output_formats: str = DEFAULT_OUTPUT_FORMATS,
-    bundle_zstd_level: int = DEFAULT_BUNDLE_ZSTD_LEVEL,
-    gzip_level: int = 0,
-) -> Plan:
-    """Plan the conversion of every continuous ElectricalSeries of ``h5`` (or of ``series`` only).
+def build_plan(h5: h5py.File, *, source: str, options: ConversionOptions) -> Plan:
+    """Plan the conversion of every continuous ElectricalSeries of ``h5`` (or of ``options.series``
+    only), with ``options`` stored in the plan for every executor.
 
     Strict by default: any invalid series fails the whole file with every problem listed
     (:class:`InvalidFileError`). With ``skip_invalid_series`` the rest is planned and the skipped
     series are listed in ``plan.skipped``. A file with nothing to convert raises
     :class:`NothingToConvertError`, saying what the file holds instead.
 
-    ``series`` (HDF5 paths of series groups) selects the series to convert. Their channels keep
-    the indices and names the whole file's conversion gives them (with invalid series skipped),
-    so the output is exactly that conversion's files of those channels: a later conversion of
-    the other series neither collides with it nor names a channel differently. Problems of the
-    series left out fail nothing; a path that names no convertible series raises
+    ``options.series`` (HDF5 paths of series groups) selects the series to convert. Their channels
+    keep the indices and names the whole file's conversion gives them (with invalid series
+    skipped), so the output is exactly that conversion's files of those channels: a later
+    conversion of the other series neither collides with it nor names a channel differently.
+    Problems of the series left out fail nothing; a path that names no convertible series raises
     :class:`SeriesSelectionError` (a usage error).
     """
-    return (
-        survey(
-            h5,
-            source=source,
-            chunk_size_mb=chunk_size_mb,
-            max_item_mb=max_item_mb,
-            skip_invalid_series=skip_invalid_series,
-            series=series,
-            output_formats=output_formats,
-        )
-        .plan_or_raise()
-        .model_copy(update={"bundle_zstd_level": bundle_zstd_level, "gzip_level": gzip_level})
-    )
+    return survey(h5, source=source, options=options).plan_or_raise()
 
 
-def survey(
-    h5: h5py.File,
-    *,
-    source: str,
-    chunk_size_mb: float = DEFAULT_CHUNK_SIZE_MB,
-    max_item_mb: float = DEFAULT_MAX_ITEM_MB,
-    skip_invalid_series: bool = False,
-    series: Sequence[str] = (),
-    output_formats: str = DEFAULT_OUTPUT_FORMATS,
-) -> Survey:
+def survey(h5: h5py.File, *, source: str, options: ConversionOptions) -> Survey:
     """:func:`build_plan`, but a file with nothing to convert is a :class:`Survey` without a plan."""
     try:
-        return _survey(h5, source, chunk_size_mb, max_item_mb, skip_invalid_series, series, output_formats)
+        return _survey(h5, source, options)
     except Nwb2PennsieveError as exc:
         raise exc.with_file(source) from None
 
@@ -172,19 +134,14 @@ def normalize_series_path(path: str) -> str:
     return "/" + path.strip().strip("/")
 
 
-def _survey(
-    h5: h5py.File,
-    source: str,
-    chunk_size_mb: float,
-    max_item_mb: float,
-    skip_invalid_series: bool,
-    selection: Sequence[str],
-    formats: str,
-) -> Survey:
-    if not (chunk_size_mb > 0 and math.isfinite(chunk_size_mb)):
+def _survey(h5: h5py.File, source: str, options: ConversionOptions) -> Survey:
+    chunk_size_mb = options.chunk_size_mb
+    if not math.isfinite(chunk_size_mb):
         raise InvalidSeriesError(f"chunk size must be a positive number of MiB, not {chunk_size_mb}")
-    chunk_samples = max(1, round(chunk_size_mb * SAMPLES_PER_MIB))
-    max_item_mb = max(float(max_item_mb), chunk_size_mb)
+    chunk_samples = options.chunk_samples
+    max_item_mb = options.max_item_mb
+    skip_invalid_series = options.skip_invalid_series
+    selection = options.series
     start_text, session_us, naive = session_start(h5)
     warnings: list[str] = []
     if naive:
@@ -283,7 +240,7 @@ def _survey(
             skipped.append(SkippedSeries(path=s.path, reason=NOT_SELECTED))
     if selected:
         skipped.sort(key=lambda s: s.path)
-    bundle = "bundle" in output_formats(formats)
+    bundle = options.writes_bundle
     _check_size(series_plans, chunk_samples, max_item_mb, bundle=bundle)
     items = [item for s in series_plans for item in work_items(s, chunk_samples, max_item_mb, bundle=bundle)]
     plan = Plan(
@@ -292,10 +249,7 @@ def _survey(
         session_start_us=session_us,
         timestamps_reference_time=reference[0] if reference else None,
         timestamps_reference_us=reference_us if reference else None,
-        chunk_size_mb=chunk_size_mb,
-        chunk_samples=chunk_samples,
-        max_item_mb=max_item_mb,
-        output_formats=formats,
+        options=options,
         series=series_plans,
         work_items=items,
         skipped=skipped,

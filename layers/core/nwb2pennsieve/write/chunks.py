@@ -10,7 +10,7 @@ chunk columns into a contiguous buffer lets HDF5 copy uncompressed chunks straig
 with no chunk cache; compressed data gets a cache of two chunks of the group, so a chunk cut by a
 block boundary is decompressed once. Memory is a few tens of MiB for the buffers, whatever the
 item's size when writing files; an S3 store holds one chunk file of each of the group's channels
-until it is put (compressed, at a compressed ``plan.gzip_level``), and each open file of a
+until it is put (compressed, at a compressed ``plan.options.gzip_level``), and each open file of a
 compressed level one ISA-L compressor of ~0.1 MiB (:mod:`nwb2pennsieve.output.compression`). Reading
 (the :class:`~nwb2pennsieve.source.slabs.SlabReader` protocol, the h5py reader and the block sizing) is
 in :mod:`nwb2pennsieve.source.slabs`.
@@ -191,7 +191,7 @@ def _write(
             try:
                 for name in names:
                     pending.append(store.open_pending(name))
-                writers = [open_chunk_writer(p, n * 8, plan.gzip_level) for p in pending]
+                writers = [open_chunk_writer(p, n * 8, plan.options.gzip_level) for p in pending]
                 start = span_start
                 while start < span_stop:
                     stop = min(span_stop, (start // rows + 1) * rows)

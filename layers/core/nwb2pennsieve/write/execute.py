@@ -26,7 +26,7 @@ def execute_item(
             series,
             item,
             first_group=first_group(plan, series),
-            zstd_level=plan.bundle_zstd_level,
+            zstd_level=plan.options.bundle_zstd_level,
         )
         consumers.append(feeder)
     try:
