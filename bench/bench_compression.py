@@ -155,7 +155,7 @@ level0_pending: list[tuple[Variant, dict[str, bytes]]] = []
 def _input_bytes(path: Path) -> int:
     import numpy as np
 
-    from nwb2pennsieve.local.pool import plan_file
+    from nwb2pennsieve.local import plan_file
     from nwb2pennsieve.options import ConversionOptions
 
     plan = plan_file(path, ConversionOptions())

@@ -210,7 +210,7 @@ def compare(ours: Path, floor: Path) -> str:
 def plan_sizes(case: Case) -> None:
     import numpy as np
 
-    from nwb2pennsieve.local.pool import plan_file
+    from nwb2pennsieve.local import plan_file
     from nwb2pennsieve.options import ConversionOptions
 
     plan = plan_file(case.path, ConversionOptions())

@@ -34,7 +34,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from nwb2pennsieve.local.pool import plan_file
+from nwb2pennsieve.local import plan_file
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.plan.models import chunk_file_name
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.local import convert_file
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.publish import MARKER_NAME
 from nwb2pennsieve.settings import COMPRESSED_GZIP_LEVEL

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nwb2pennsieve.errors import InvalidInputError, NothingToConvertError
-from nwb2pennsieve.local.pool import plan_file
+from nwb2pennsieve.local import plan_file
 from nwb2pennsieve.options import ConversionOptions
 from tests.cli_checks import assert_fails_cleanly
 

@@ -23,8 +23,8 @@ import zarr
 
 from nwb2pennsieve.bundle.continuous import ItemPartial
 from nwb2pennsieve.bundle.finish import reduce_partials
-from nwb2pennsieve.local import pool as local
-from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.local import convert as local
+from nwb2pennsieve.local import convert_file, pool
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.storage import LocalStore
 from nwb2pennsieve.plan import bundle_layout as layout
@@ -75,7 +75,7 @@ def test_every_level_of_every_channel_matches_an_independent_fold(
     small_shards: None, tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The pool's workers must see the shrunk sizes: fork them (a forkserver worker imports afresh).
-    monkeypatch.setattr(local, "pool_context", lambda: multiprocessing.get_context("fork"))
+    monkeypatch.setattr(pool, "pool_context", lambda: multiprocessing.get_context("fork"))
     nwb = make_file(tmp_path / "rec.nwb")
     out = tmp_path / "out"
     result = convert_file(

@@ -19,7 +19,7 @@ from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.errors import InvalidSeriesError
-from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.local import convert_file
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.source.direct import direct_readable
 from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, function_environment

@@ -19,8 +19,8 @@ from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.errors import InvalidInputError
 from nwb2pennsieve.options import ConversionOptions
-from nwb2pennsieve.plan.planner import build_plan
-from nwb2pennsieve.source.direct import S3ChunkSlabReader, direct_readable
+from nwb2pennsieve.plan.survey import build_plan
+from nwb2pennsieve.source.direct import DirectChunkReader, direct_readable
 from nwb2pennsieve.source.nwb import open_nwb
 from nwb2pennsieve.source.s3 import ReadStats, S3RangeReader
 from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, function_environment, make_nwb
@@ -55,7 +55,7 @@ def test_direct_chunk_reads_equal_h5py(s3: Any, fixture: str, request: pytest.Fi
             assert direct_readable(h5[series.data_path])
             n_cols = series.n_columns
             for c0, c1 in [(0, n_cols), (n_cols // 2, n_cols), (min(1, n_cols - 1), n_cols)]:
-                with S3ChunkSlabReader(h5, series, c0, c1, source) as reader:
+                with DirectChunkReader(h5, series, c0, c1, source) as reader:
                     start = 0
                     for stop in [1000, 4096, 9999, series.n_samples]:
                         stop = min(stop, series.n_samples)
@@ -92,7 +92,7 @@ def test_unwritten_chunks_read_as_the_fill_value(s3: Any, tmp_path: Path) -> Non
     with open_nwb(source, name="holes") as h5:
         series = build_plan(h5, source="holes", options=ConversionOptions()).series[0]
         out = np.empty((10_000, 4), dtype="<i2")
-        with S3ChunkSlabReader(h5, series, 0, 4, source) as reader:
+        with DirectChunkReader(h5, series, 0, 4, source) as reader:
             reader.read(0, 10_000, out)
     np.testing.assert_array_equal(out[:3000], values[:3000])
     assert np.all(out[3000:] == -7)

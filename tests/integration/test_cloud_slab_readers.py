@@ -20,8 +20,8 @@ import pytest
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.storage import LocalStore
 from nwb2pennsieve.plan.models import SeriesPlan
-from nwb2pennsieve.plan.planner import build_plan
-from nwb2pennsieve.source.direct import S3ChunkSlabReader, slab_reader
+from nwb2pennsieve.plan.survey import build_plan
+from nwb2pennsieve.source.direct import DirectChunkReader, slab_reader
 from nwb2pennsieve.source.nwb import open_nwb
 from nwb2pennsieve.source.s3 import S3RangeReader
 from nwb2pennsieve.source.slabs import H5SlabReader, SlabReader
@@ -44,7 +44,7 @@ def opened(s3: Any, path: Path) -> Iterator[tuple[h5py.File, S3RangeReader, np.n
 def readers(source: S3RangeReader) -> dict[str, Opener]:
     return {
         "h5py": lambda h5, series, c0, c1: H5SlabReader(h5, series, c0, c1),
-        "s3-chunks": lambda h5, series, c0, c1: S3ChunkSlabReader(h5, series, c0, c1, source),
+        "s3-chunks": lambda h5, series, c0, c1: DirectChunkReader(h5, series, c0, c1, source),
     }
 
 
@@ -91,7 +91,7 @@ def test_h5py_reader_closes_its_dataset_on_exit(s3: Any, example_nwb: Path) -> N
 def test_s3_chunk_reader_stops_fetching_on_exit(s3: Any, example_nwb: Path) -> None:
     with opened(s3, example_nwb) as (h5, source, expected, series):
         out = np.empty((100, series.n_columns), dtype=expected.dtype)
-        with S3ChunkSlabReader(h5, series, 0, series.n_columns, source) as reader:
+        with DirectChunkReader(h5, series, 0, series.n_columns, source) as reader:
             reader.read(0, 100, out)
         with pytest.raises(RuntimeError, match="shutdown"):
             reader.read(series.n_samples - 100, series.n_samples, out)
@@ -105,8 +105,9 @@ def test_the_reader_the_cloud_picks_writes_what_the_h5py_reader_writes(
         for item in plan.work_items:
             series = plan.series[item.series]
             with slab_reader(h5, series, item.column_start, item.column_stop, source) as reader:
-                write_work_item(h5, plan, item, LocalStore(tmp_path / "given"), reader=reader)
-            write_work_item(h5, plan, item, LocalStore(tmp_path / "own"), reader=None)
+                write_work_item(plan, item, LocalStore(tmp_path / "given"), reader)
+            with H5SlabReader(h5, series, item.column_start, item.column_stop) as own:
+                write_work_item(plan, item, LocalStore(tmp_path / "own"), own)
     given = {p.name: p.read_bytes() for p in (tmp_path / "given").iterdir()}
     own = {p.name: p.read_bytes() for p in (tmp_path / "own").iterdir()}
     assert len(given) == len(plan.file_names()) and given == own

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.local import convert_file
 from nwb2pennsieve.options import ConversionOptions
 from tests.expected import assert_matches, read_output
 

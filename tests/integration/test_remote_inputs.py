@@ -28,8 +28,8 @@ import h5py
 import numpy as np
 import pytest
 
+from nwb2pennsieve.local import convert_file
 from nwb2pennsieve.local.inspect import Inspection
-from nwb2pennsieve.local.pool import convert_file
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.publish import MARKER_NAME
 from tests.cli_checks import run_cli

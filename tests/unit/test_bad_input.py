@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from nwb2pennsieve.errors import InvalidFileError, InvalidInputError, InvalidSeriesError, NothingToConvertError
+from nwb2pennsieve.local import convert_file, plan_file
 from nwb2pennsieve.local.cli import main
-from nwb2pennsieve.local.pool import convert_file, plan_file
 from nwb2pennsieve.options import ConversionOptions
 from tests.cli_checks import assert_fails_cleanly, run_cli
 from tests.factory import SeriesSpec, write_nwb

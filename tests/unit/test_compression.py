@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nwb2pennsieve.local import convert_file
 from nwb2pennsieve.local.cli import sample_path
-from nwb2pennsieve.local.pool import convert_file
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.compression import FEED_BYTES, LEVELS, DeflateGzipWriter, open_chunk_writer
 from nwb2pennsieve.output.gzipstored import HEADER, StoredGzipWriter

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from nwb2pennsieve.errors import InvalidSeriesError, Nwb2PennsieveError
-from nwb2pennsieve.local.pool import convert_file
+from nwb2pennsieve.local import convert_file
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.source.direct import fletcher32, fletcher32_matches
 from tests.expected import assert_matches

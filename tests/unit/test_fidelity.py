@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nwb2pennsieve.local.pool import convert_file, plan_file
+from nwb2pennsieve.local import convert_file, plan_file
 from nwb2pennsieve.options import ConversionOptions
 from tests.expected import assert_matches, read_output
 from tests.factory import SeriesSpec, gappy_timestamps, neuropixels_like, write_nwb

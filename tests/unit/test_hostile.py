@@ -14,12 +14,13 @@ import h5py
 import numpy as np
 import pytest
 
-import nwb2pennsieve.local.pool as local
+import nwb2pennsieve.local.planning as local
 from nwb2pennsieve.cloud.conversion import OutputTooLargeError, check_output_size
 from nwb2pennsieve.errors import InvalidFileError, InvalidInputError
-from nwb2pennsieve.local.pool import plan_file
+from nwb2pennsieve.local import plan_file
 from nwb2pennsieve.options import ConversionOptions
-from nwb2pennsieve.plan.planner import MAX_WORK_ITEMS, count_work_items
+from nwb2pennsieve.plan.items import count_work_items
+from nwb2pennsieve.plan.survey import MAX_WORK_ITEMS
 from tests.cli_checks import assert_fails_cleanly, run_cli
 from tests.factory import SeriesSpec, write_nwb
 
@@ -81,9 +82,7 @@ def test_with_the_bundle_too_the_count_is_the_items_and_a_huge_length_is_refused
     )
     (series,) = plan.series
     assert all(i.window is not None for i in plan.work_items)
-    assert (
-        count_work_items(series, plan.chunk_samples, plan.options.max_item_mb, bundle=True) == len(plan.work_items) > 1
-    )
+    assert count_work_items(series, plan.options) == len(plan.work_items) > 1
     # the bundle's levels count in the output's size, beside the chunk files
     chunks_only = plan_file(declared(tmp_path, "long2.nwb", 10**8, 4), ConversionOptions(max_item_mb=64))
     assert plan.output_bytes() > chunks_only.output_bytes() > 0
@@ -166,7 +165,7 @@ def test_timestamps_linked_to_a_missing_file_are_named(tmp_path: Path, capsys) -
 
 
 def test_the_cached_schema_is_read_only_for_a_type_that_is_not_core(tmp_path: Path, monkeypatch) -> None:
-    import nwb2pennsieve.source.nwb as nwb_module
+    import nwb2pennsieve.source.contents as nwb_module
 
     def looping(self: object) -> dict[str, str]:  # stands for HDF5 looping in a damaged /specifications
         raise RuntimeError("the cached schema was read")

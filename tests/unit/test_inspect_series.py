@@ -35,7 +35,7 @@ def files(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """The sample's whole conversion."""
-    from nwb2pennsieve.local.pool import convert_file
+    from nwb2pennsieve.local import convert_file
 
     out = tmp_path_factory.mktemp("whole")
     convert_file(sample_path(), out, ConversionOptions(), workers=1)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nwb2pennsieve.local import plan_file
 from nwb2pennsieve.local.cli import main, sample_path
-from nwb2pennsieve.local.pool import plan_file
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.plan.models import Plan
 from tests.factory import SeriesSpec, gappy_timestamps, write_nwb
@@ -65,7 +65,7 @@ def test_plan_full_is_the_plan(capsys) -> None:
 
 def test_column_chunked_data_gets_narrow_items(tmp_path: Path, monkeypatch) -> None:
     """Data chunked one tall chunk per channel: a channel block's chunk row must fit the cache budget."""
-    import nwb2pennsieve.plan.planner as planner
+    import nwb2pennsieve.plan.items as planner
 
     data = np.zeros((4000, 12), dtype=np.int16)
     nwb = write_nwb(tmp_path / "cols.nwb", [SeriesSpec(data=data, chunks=(4000, 1))])
@@ -76,13 +76,13 @@ def test_column_chunked_data_gets_narrow_items(tmp_path: Path, monkeypatch) -> N
 
 
 def test_the_local_pool_recuts_big_items_by_the_planners_rules(tmp_path: Path, monkeypatch) -> None:
-    import nwb2pennsieve.local.pool as local
+    import nwb2pennsieve.plan.items as items_module
 
     nwb = write_nwb(tmp_path / "big.nwb", [SeriesSpec(data=np.zeros((20000, 2)), chunks=(1000, 1))])
     plan = plan_file(nwb, ConversionOptions(chunk_size_mb=0.01))
     assert len(plan.work_items) == 1  # one item fits the default budget
-    monkeypatch.setattr(local, "MIN_ITEM_BYTES", 1)
-    items = local.split_items(plan, n_workers=2)
+    monkeypatch.setattr(items_module, "MIN_ITEM_BYTES", 1)
+    items = items_module.recut_items(plan, n_workers=2)
     assert len(items) >= 8
     assert sorted(n for u in items for n in plan.item_file_names(u)) == sorted(plan.file_names())
     assert [u.output_bytes for u in items] == sorted((u.output_bytes for u in items), reverse=True)
@@ -93,7 +93,7 @@ def test_local_bundle_items_of_compressed_data_are_never_narrower_than_an_hdf5_c
     instead. In the plan (the cloud: an S3 store holds a shard until it is put) the budget bounds
     memory and wins; the local pool streams shards to files, so it keeps compressed data in whole
     HDF5 chunks, which narrower blocks would each decompress again."""
-    import nwb2pennsieve.local.pool as local
+    from nwb2pennsieve.plan.items import recut_items
 
     data = np.arange(20000 * 16, dtype=np.int16).reshape(20000, 16)
     planned, recut = {}, {}
@@ -103,7 +103,7 @@ def test_local_bundle_items_of_compressed_data_are_never_narrower_than_an_hdf5_c
         )
         plan = plan_file(nwb, ConversionOptions(chunk_size_mb=0.01, max_item_mb=0.5, formats="bundle"))
         planned[compression] = {i.column_stop - i.column_start for i in plan.work_items}
-        items = local.split_items(plan, n_workers=2)
+        items = recut_items(plan, n_workers=2)
         recut[compression] = {i.column_stop - i.column_start for i in items}
         assert sorted((i.window, c) for i in items for c in range(i.column_start, i.column_stop)) == sorted(
             (i.window, c) for i in plan.work_items for c in range(i.column_start, i.column_stop)

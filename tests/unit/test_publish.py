@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nwb2pennsieve.errors import StorageError
-from nwb2pennsieve.local.pool import convert_file, plan_file
+from nwb2pennsieve.local import convert_file, plan_file
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output import publish
 from nwb2pennsieve.output.publish import MARKER_NAME, OutputFolder, read_marker

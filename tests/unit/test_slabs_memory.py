@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nwb2pennsieve.options import ConversionOptions
-from nwb2pennsieve.plan.planner import build_plan
+from nwb2pennsieve.plan.survey import build_plan
 from nwb2pennsieve.source.slabs import H5SlabReader
 from tests.cloud_fixtures import make_nwb
 

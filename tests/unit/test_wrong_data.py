@@ -14,8 +14,8 @@ import h5py
 import numpy as np
 import pytest
 
+from nwb2pennsieve.local import convert_file, plan_file
 from nwb2pennsieve.local.cli import main
-from nwb2pennsieve.local.pool import convert_file, plan_file
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.source.nwb import damage_reason
 from tests.expected import assert_matches, read_output

@@ -66,8 +66,12 @@ class ConversionOptions(BaseModel):
 
     formats: Formats = Field(default=frozenset({OutputFormat.CHUNKS}), description="what the conversion writes")
     gzip_level: int = Field(default=0, ge=0, le=3, description="chunk files: 0 stored gzip blocks, 1-3 ISA-L deflate")
-    chunk_size_mb: float = Field(default=DEFAULT_CHUNK_SIZE_MB, gt=0, description="MiB of float64 per chunk file")
-    max_item_mb: float = Field(default=DEFAULT_MAX_ITEM_MB, gt=0, description="float64 MiB one work item writes")
+    chunk_size_mb: float = Field(
+        default=DEFAULT_CHUNK_SIZE_MB, gt=0, allow_inf_nan=False, description="MiB of float64 per chunk file"
+    )
+    max_item_mb: float = Field(
+        default=DEFAULT_MAX_ITEM_MB, gt=0, allow_inf_nan=False, description="float64 MiB one work item writes"
+    )
     series: tuple[str, ...] = Field(default=(), description="HDF5 paths of the series to convert; empty: all")
     skip_invalid_series: bool = Field(default=False, description="convert the valid series, skip the invalid ones")
     bundle_zstd_level: int = Field(default=DEFAULT_BUNDLE_ZSTD_LEVEL, ge=1, le=22, description="the bundle's Zstd")

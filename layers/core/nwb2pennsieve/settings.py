@@ -10,7 +10,7 @@ both the same way, so ``--workers 0`` and ``WORKERS=0`` fail alike with
 
 :class:`Settings` is what the command line, the local pool and the importer read;
 :class:`~nwb2pennsieve.cloud.settings.CloudSettings` is the Lambda functions' environment.
-This module imports neither the planner nor h5py.
+This module imports neither the planner (plan/) nor h5py.
 """
 
 from __future__ import annotations

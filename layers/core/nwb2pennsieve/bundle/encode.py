@@ -28,7 +28,7 @@ import google_crc32c
 import numpy as np
 from backports import zstd
 
-from ..settings import DEFAULT_BUNDLE_ZSTD_LEVEL
+from ..options import DEFAULT_BUNDLE_ZSTD_LEVEL
 
 if TYPE_CHECKING:
     from ..output.storage import PendingObject

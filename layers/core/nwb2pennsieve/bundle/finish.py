@@ -11,12 +11,13 @@ import h5py
 
 from ..output.storage import Store
 from ..plan.bundle_layout import LevelLayout, WindowPlan, plan_levels
+from ..plan.grid import series_grid
 from ..plan.models import Plan
 from ..source.units import read_units
 from .continuous import ItemPartial, reduce_levels
 from .encode import ZSTD_LEVEL
 from .metadata import ASSET_PROPERTIES, asset_properties, continuous_documents, write_documents
-from .series import bundle_name, bundle_store, channel_infos, first_group, series_grid
+from .series import bundle_name, bundle_store, channel_infos, first_group
 from .sink import put
 from .units import unit_channels, write_unit_channel
 

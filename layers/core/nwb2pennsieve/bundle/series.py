@@ -1,17 +1,7 @@
-"""A converted series on the bundle's sample grid, and the work-item side of the bundle.
-
-**The grid.** Level 0 of a continuous channel has no time axis: bin ``i`` is at ``start_us + i *
-period_us``. A series timed by ``starting_time`` and ``rate`` is one segment: sample ``k`` is bin
-``k``. A series with explicit timestamps is cut into segments at its gaps (a step of more than 2
-periods, as for the chunk files); each segment starts at its own bin, ``round((t0 - start_us) /
-period_us)`` with ``t0`` its first sample's integer-µs time (the chunk files' time), and sample
-``k`` of the segment goes to that bin plus ``k``. A segment never starts before the previous one
-ends plus one bin, so a gap always shows as at least one NaN bin even when the rate (given, or
-estimated from the timestamps by the planner) drifts against the timestamps. Bins between
-segments are NaN ("no data"); an inner chunk that is all NaN is never stored.
+"""The work-item side of the bundle (a converted series on its sample grid: :mod:`~nwb2pennsieve.plan.grid`).
 
 **Work items.** With the bundle on, a series' work items follow its bundle windows (whole level-0
-shards, :func:`~.layout.align_windows`): the item of window ``w`` writes the chunk files of the
+shards, :func:`~nwb2pennsieve.plan.bundle_layout.align_windows`): the item of window ``w`` writes the chunk files of the
 chunks whose first sample lies in the window and every bundle shard of the window; if the window
 begins inside a chunk owned by the previous window, the item also reads those leading rows
 (for the bundle only). :class:`BundleFeeder` is the writer's slab consumer that does it.
@@ -20,17 +10,16 @@ begins inside a chunk owned by the previous window, the item also reads those le
 from __future__ import annotations
 
 import bisect
-import math
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from ..output.storage import Store
-from ..plan.bundle_layout import WindowPlan, align_windows, plan_levels
-from ..plan.models import Chunk, Plan, SeriesPlan, WorkItem
+from ..plan.bundle_layout import align_windows, plan_levels
+from ..plan.grid import series_grid
+from ..plan.models import Plan, SeriesPlan, WorkItem
 from .continuous import ItemPartial, ItemWriter
 from .encode import ZSTD_LEVEL
 from .metadata import ChannelInfo
@@ -53,72 +42,6 @@ def bundle_store(output: Store, plan: Plan) -> Store:
 def channel_id(index: int) -> str:
     """A continuous channel's ``id``: the chunk files' channel name (``channel-00012``), so the two outputs join."""
     return f"channel-{index:05d}"
-
-
-@dataclass(frozen=True)
-class SeriesGrid:
-    """Where each segment of a series lies on its level-0 grid."""
-
-    starts: tuple[int, ...]  # first sample of each segment
-    stops: tuple[int, ...]  # end (exclusive) of each segment
-    offsets: tuple[int, ...]  # grid bin of each segment's first sample
-    n_bins: int
-    start_us: int
-    rate_hz: float
-
-    def bin_of(self, sample: int) -> int:
-        s = bisect.bisect_right(self.starts, sample) - 1
-        return self.offsets[s] + sample - self.starts[s]
-
-    def first_sample_from(self, bin_: int) -> int:
-        """The first sample whose bin is ``>= bin_`` (the series' length if none)."""
-        s = bisect.bisect_right(self.offsets, bin_) - 1
-        if s < 0:
-            return 0
-        k = self.starts[s] + bin_ - self.offsets[s]
-        if k < self.stops[s]:
-            return k
-        return self.starts[s + 1] if s + 1 < len(self.starts) else self.stops[-1]
-
-
-def series_grid(series: SeriesPlan) -> SeriesGrid:
-    """The series' grid, from its plan alone (segments and chunk times), so every process agrees."""
-    period_us = 1e6 / series.rate
-    # Chunks are computed, not stored: take each segment's first chunk by its index (O(segments)).
-    first_chunk: dict[int, Chunk] = {}
-    index = 0
-    for s, segment in enumerate(series.segments):
-        first_chunk[s] = series.chunks[index]
-        index += -(-(segment.stop - segment.start) // series.chunk_samples)
-    t0 = series.chunks[0].start_us
-    starts, stops, offsets = [], [], []
-    end = 0
-    for s, segment in enumerate(series.segments):
-        at = 0 if s == 0 else max(end + 1, math.floor((first_chunk[s].start_us - t0) / period_us + 0.5))
-        starts.append(segment.start)
-        stops.append(segment.stop)
-        offsets.append(at)
-        end = at + segment.stop - segment.start
-    return SeriesGrid(tuple(starts), tuple(stops), tuple(offsets), end, t0, series.rate)
-
-
-def series_windows(series: SeriesPlan, window_bins: int) -> WindowPlan:
-    grid = series_grid(series)
-    return align_windows(grid.n_bins, window_bins, plan_levels(grid.n_bins, series.rate))
-
-
-def window_chunks(series: SeriesPlan, grid: SeriesGrid, window: tuple[int, int]) -> tuple[int, int]:
-    """(chunk_start, chunk_stop): the chunks whose first sample's bin lies in ``window``."""
-    chunks = series.chunks  # computed on demand: bisect over their indices, never list them
-
-    def first_bin(i: int) -> int:
-        return grid.bin_of(chunks[i].start)
-
-    everything = range(len(chunks))
-    return (
-        bisect.bisect_left(everything, window[0], key=first_bin),
-        bisect.bisect_left(everything, window[1], key=first_bin),
-    )
 
 
 def first_group(plan: Plan, series: SeriesPlan) -> int:
@@ -273,14 +196,3 @@ class PartialSpill:
     def blocks(self) -> Iterator[list[ItemPartial]]:
         for path in self._files.values():
             yield unpack_partials(path.read_bytes())
-
-
-def item_rows(series: SeriesPlan, item: WorkItem) -> tuple[int, int]:
-    """The sample rows ``item`` reads: its chunks', and with the bundle its window's."""
-    chunks = series.chunks[item.chunk_start : item.chunk_stop]
-    a, b = (chunks[0].start, chunks[-1].stop) if chunks else (series.n_samples, 0)
-    if item.window is not None and item.window_bins is not None:
-        grid = series_grid(series)
-        lo, hi = series_windows(series, item.window_bins).windows[item.window]
-        a, b = min(a, grid.first_sample_from(lo)), max(b, grid.first_sample_from(hi))
-    return (a, max(a, b))

@@ -22,20 +22,12 @@ import numpy as np
 
 from ..output.storage import Store
 from ..plan.bundle_layout import chunk_and_shard_bins
+from ..source.units import UnitsTable
 from .encode import ZSTD_LEVEL, ArraySpec, DType, encode_shard, group_metadata
 from .metadata import ChannelInfo
 from .sink import put
 
 MAX_UNITS_PER_CHANNEL = 256
-
-
-@dataclass(frozen=True)
-class UnitsTable:
-    """One ``Units`` table: per unit (row), its spike times in absolute µs, and its mean waveform."""
-
-    name: str
-    spike_times_us: list[np.ndarray]  # int64, one array per unit
-    waveform_means: np.ndarray | None  # float32 (units, points), or None
 
 
 @dataclass(frozen=True)

@@ -30,14 +30,14 @@ from pydantic import TypeAdapter
 
 from ..bundle.continuous import ItemPartial
 from ..bundle.finish import finish_bundle
-from ..bundle.series import bundle_name, item_rows, unpack_partials
+from ..bundle.series import bundle_name, unpack_partials
 from ..errors import InvalidInputError, Nwb2PennsieveError, StorageError, storage_error
 from ..output.gzipstored import framed_size
 from ..output.s3store import PUT_THREADS, ParallelS3Store
 from ..output.storage import S3Store
 from ..plan.models import ChunkRecord, Plan, WorkItem, chunk_file_name, metadata_file_name
-from ..plan.planner import build_plan
-from ..source.direct import FETCH_THREADS, slab_reader
+from ..plan.survey import build_plan
+from ..source.direct import FETCH_THREADS
 from ..source.nwb import open_nwb
 from ..source.s3 import ReadStats, S3RangeReader
 from ..write.chunks import write_channel_metadata
@@ -289,10 +289,7 @@ def write_chunks(s3: S3Client, event: WriteChunksInput, *, stats: ReadStats | No
                     item = plan.item(item_id)
                 except KeyError:
                     raise InvalidInputError(f"work item {item_id} is not in the plan", file=src.uri) from None
-                series = plan.series[item.series]
-                rows = item_rows(series, item)
-                with slab_reader(h5, series, item.column_start, item.column_stop, reader, rows=rows) as slab:
-                    result = execute_item(h5, plan, item, store, reader=slab)
+                result = execute_item(h5, plan, item, store, source=reader)
                 store.flush()
                 if result.partials is not None:
                     key = partials_key(event.plan, item.id)

@@ -20,13 +20,15 @@ from pathlib import Path
 from types import FrameType
 
 from .. import __version__
-from ..errors import ConfigurationError, Interrupted
+from ..errors import ConfigurationError, Interrupted, Nwb2PennsieveError
 from ..output.storage import LocalStore
 from ..plan.models import Plan
-from ..plan.planner import NOT_SELECTED
+from ..plan.survey import NOT_SELECTED
 from ..settings import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, LOCAL_GZIP_LEVEL, Settings
 from ..source.inputs import InputSource
-from .pool import ConversionResult, Progress, convert_file, describe_error, plan_file, quiet_warnings
+from .convert import ConversionResult, convert_file
+from .planning import plan_file
+from .pool import Progress, quiet_warnings
 
 log = logging.getLogger("nwb2pennsieve")
 
@@ -394,6 +396,14 @@ def _source_name(file: str) -> str:
         return InputSource.parse(file).name
     except Exception:
         return file
+
+
+def describe_error(exc: BaseException, source: str) -> str:
+    """One line for any error: ours carry file/series/reason; others get the file name."""
+    if isinstance(exc, Nwb2PennsieveError):
+        return exc.with_file(source).one_line()
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{source}: {text}"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """``nwb2pennsieve inspect``: what a file holds and what its conversion will write, in human terms.
 
-Everything here is read off the planner's own results (:func:`~nwb2pennsieve.plan.planner.survey`):
+Everything here is read off the planner's own results (:func:`~nwb2pennsieve.plan.survey.survey`):
 the series it would convert with their channels, segments and gaps, the series it would not
 convert and why, and the number and size of the files the conversion writes with the given
 ``OUTPUT_FORMATS`` and ``GZIP_LEVEL``: the chunk files exactly at gzip level 0 (stored blocks),
@@ -18,13 +18,14 @@ from datetime import UTC, datetime, timedelta
 import h5py
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..bundle.series import bundle_name, series_grid
+from ..bundle.series import bundle_name
 from ..bundle.units import unit_channel_count
 from ..options import ConversionOptions
 from ..output.gzipstored import framed_size
 from ..plan.bundle_layout import FLOAT32_BYTES, plan_levels
+from ..plan.grid import series_grid
 from ..plan.models import NotConverted, Plan, SeriesPlan
-from ..plan.planner import Survey, survey
+from ..plan.survey import Survey, survey
 from ..source.inputs import InputSource, open_input
 from ..source.units import units_paths
 from ..write.chunks import metadata_body

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
 from typing import BinaryIO, cast
@@ -132,18 +132,7 @@ def upload_all(
     try:
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="upload") as pool:
             try:
-                in_flight: dict[Future[bool], FileEntry] = {
-                    pool.submit(upload, f): f for f in islice(entries, threads * QUEUED_PER_THREAD)
-                }
-                while in_flight:
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        f = in_flight.pop(future)
-                        if not future.result():
-                            not_attempted.append(f.local)
-                    if not tally.stop.is_set():
-                        for f in islice(entries, len(done)):
-                            in_flight[pool.submit(upload, f)] = f
+                not_attempted = _bounded(pool, upload, entries, threads * QUEUED_PER_THREAD, tally.stop)
             except BaseException:
                 tally.stop.set()  # queued files return at once; the running ones finish
                 raise
@@ -161,6 +150,29 @@ def upload_all(
         tally.failed.extend(f.local for f in entries)
         log.error("uploads stopped early after %d failures in a row: %s", tally.consecutive_failures, tally.errors[-1])
     return tally.failed, tally.errors[0] if tally.errors else ""
+
+
+def _bounded(
+    pool: ThreadPoolExecutor,
+    upload: Callable[[FileEntry], bool],
+    entries: Iterator[FileEntry],
+    ahead: int,
+    stop: threading.Event,
+) -> list[str]:
+    """Run ``upload`` over ``entries`` with at most ``ahead`` submitted at once, until done or
+    ``stop`` is set; returns the local names of the files the pool stopped before attempting."""
+    not_attempted: list[str] = []
+    in_flight: dict[Future[bool], FileEntry] = {pool.submit(upload, f): f for f in islice(entries, ahead)}
+    while in_flight:
+        done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+        for future in done:
+            f = in_flight.pop(future)
+            if not future.result():
+                not_attempted.append(f.local)
+        if not stop.is_set():
+            for f in islice(entries, len(done)):
+                in_flight[pool.submit(upload, f)] = f
+    return not_attempted
 
 
 def _release_sessions(pool: ThreadPoolExecutor, client: PennsieveClient, threads: int) -> None:

@@ -105,17 +105,39 @@ def timestamp_chunks(
     if timestamps.ndim != 1 or timestamps.shape[0] != n:
         raise InvalidSeriesError(f"it has {timestamps.shape[0] if timestamps.ndim else 0} timestamps for {n} samples")
     first_block = _read(timestamps, 0, min(n, TIMESTAMP_BLOCK))
+    rate = given_rate if given_rate is not None else _rough_rate(first_block)
+    gap_starts = _gap_starts(timestamps, n, first_block, GAP_PERIODS / rate if rate > 0 else np.inf)
+    if rate <= 0:
+        raise InvalidSeriesError("its timestamps give no sampling rate")
+
+    bounds = [0, *gap_starts, n]
+    segments = [Segment(start=a, stop=b) for a, b in pairwise(bounds)]
+    estimated = _span_rate(timestamps, segments, first_block)
+    if estimated is not None:
+        if given_rate is not None and abs(1.0 - given_rate / estimated) >= RATE_TOLERANCE:
+            raise InvalidSeriesError(f"its rate {given_rate:g} Hz disagrees with its timestamps ({estimated:g} Hz)")
+        if given_rate is None:
+            rate = estimated
+
+    def times_of(k: np.ndarray) -> np.ndarray:
+        return _round_us(_gather(timestamps, k, first_block))
+
+    return rate, segments, _chunk_times(segments, chunk_samples, reference_us, times_of)
+
+
+def _rough_rate(first_block: np.ndarray) -> float:
+    """1 / the median step of the first block: only to find the gaps (0 when a step is <= 0, which
+    the ordering check reports)."""
     steps = np.diff(first_block)
     if steps.size == 0:
-        if given_rate is None:
-            raise InvalidSeriesError("it has a single sample with timestamps and no rate, so no sampling rate")
-        rough = given_rate
-    else:
-        median = float(np.median(steps))
-        rough = 1.0 / median if median > 0 else 0.0  # a step <= 0 is reported by the ordering check
-    rate = given_rate if given_rate is not None else rough
-    gap_step = GAP_PERIODS / rate if rate > 0 else np.inf
+        raise InvalidSeriesError("it has a single sample with timestamps and no rate, so no sampling rate")
+    median = float(np.median(steps))
+    return 1.0 / median if median > 0 else 0.0
 
+
+def _gap_starts(timestamps: h5py.Dataset, n: int, first_block: np.ndarray, gap_step: float) -> list[int]:
+    """The first sample after every step longer than ``gap_step``, streaming the timestamps in
+    blocks; a timestamp that is not finite, repeats or goes backwards fails the series."""
     gap_starts: list[int] = []
     previous: float | None = None
     for b0 in range(0, n, TIMESTAMP_BLOCK):
@@ -137,22 +159,7 @@ def timestamp_chunks(
             )
         gap_starts.extend((np.flatnonzero(steps > gap_step) + first_index).tolist())
         previous = float(block[-1])
-    if rate <= 0:
-        raise InvalidSeriesError("its timestamps give no sampling rate")
-
-    bounds = [0, *gap_starts, n]
-    segments = [Segment(start=a, stop=b) for a, b in pairwise(bounds)]
-    estimated = _span_rate(timestamps, segments, first_block)
-    if estimated is not None:
-        if given_rate is not None and abs(1.0 - given_rate / estimated) >= RATE_TOLERANCE:
-            raise InvalidSeriesError(f"its rate {given_rate:g} Hz disagrees with its timestamps ({estimated:g} Hz)")
-        if given_rate is None:
-            rate = estimated
-
-    def times_of(k: np.ndarray) -> np.ndarray:
-        return _round_us(_gather(timestamps, k, first_block))
-
-    return rate, segments, _chunk_times(segments, chunk_samples, reference_us, times_of)
+    return gap_starts
 
 
 def _span_rate(timestamps: h5py.Dataset, segments: list[Segment], first_block: np.ndarray) -> float | None:

@@ -1,12 +1,12 @@
-"""A work item's slab, read straight from the HDF5 chunk byte ranges on S3.
+"""A work item's slab, read straight from the HDF5 chunk byte ranges of a remote file (S3 or HTTP).
 
 h5py over a range reader works, but it reads each stored chunk through many small ``read``
 calls and one at a time. Here the dataset's chunk index tells where each stored chunk lies
 (``get_chunk_info_by_coord``); the chunks a block of rows needs are fetched in parallel ranged
-GETs (adjacent ones merged), decoded (deflate, shuffle, fletcher32 — the filters NWB writers use)
+ranged requests (adjacent ones merged), decoded (deflate, shuffle, fletcher32 — the filters NWB writers use)
 and copied into the writer's buffer, while the next block's chunks are already being fetched.
 Contiguous data is one byte range per block. Any other filter (hdf5plugin's Blosc, Zstd, LZ4,
-Bitshuffle, ..., LZF, scale-offset) falls back to h5py over the ranged S3 reader, with the filters
+Bitshuffle, ..., LZF, scale-offset) falls back to h5py over the range reader, with the filters
 hdf5plugin registers: the output is the same bytes either way.
 
 A damaged chunk fails as it does through HDF5: the Fletcher-32 checksum is verified (as HDF5 does,
@@ -29,9 +29,8 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from ..plan.models import SeriesPlan
 from .ranges import RangeReader
-from .slabs import H5SlabReader, ItemColumns, SlabReader
+from .slabs import H5SlabReader, ItemColumns, SlabReader, SlabSeries
 
 FILTER_DEFLATE = 1
 FILTER_SHUFFLE = 2
@@ -48,7 +47,7 @@ def filter_ids(dataset: h5py.Dataset) -> list[int]:
 
 
 def direct_readable(dataset: h5py.Dataset) -> bool:
-    """Whether :class:`S3ChunkSlabReader` can decode this dataset's stored bytes itself."""
+    """Whether :class:`DirectChunkReader` can decode this dataset's stored bytes itself."""
     if dataset.dtype.kind not in "iuf" or dataset.ndim not in (1, 2):
         return False
     layout = dataset.id.get_create_plist().get_layout()
@@ -122,7 +121,7 @@ class _Stored:
     filter_mask: int
 
 
-class S3ChunkSlabReader(ItemColumns):
+class DirectChunkReader(ItemColumns):
     """Reads rows of columns [column_start, column_stop) of a series from its S3 object.
 
     ``rows`` is the row range the work item will read (for read-ahead); blocks must be read in
@@ -134,7 +133,7 @@ class S3ChunkSlabReader(ItemColumns):
     def __init__(
         self,
         h5: h5py.File,
-        series: SeriesPlan,
+        series: SlabSeries,
         column_start: int,
         column_stop: int,
         source: RangeReader,
@@ -319,7 +318,7 @@ class S3ChunkSlabReader(ItemColumns):
 
 def slab_reader(
     h5: h5py.File,
-    series: SeriesPlan,
+    series: SlabSeries,
     column_start: int,
     column_stop: int,
     source: RangeReader,
@@ -328,5 +327,5 @@ def slab_reader(
 ) -> SlabReader:
     """The fastest reader that can read this series: direct chunk ranges, else h5py."""
     if direct_readable(h5[series.data_path]):
-        return S3ChunkSlabReader(h5, series, column_start, column_stop, source, rows=rows)
+        return DirectChunkReader(h5, series, column_start, column_stop, source, rows=rows)
     return H5SlabReader(h5, series, column_start, column_stop)

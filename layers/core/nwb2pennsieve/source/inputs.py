@@ -10,33 +10,26 @@ pool opens the input itself (:func:`open_input`).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Literal, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import h5py
 from pydantic import BaseModel, ConfigDict
 
-from ..bundle.series import item_rows
-from ..errors import InvalidInputError, StorageError
-from ..plan.models import ItemResult, Plan, WorkItem
-from ..write.execute import execute_item
+from ..errors import InvalidInputError
+from .http import HTTPRangeReader, url_name
 from .nwb import open_nwb
-from .ranges import BLOCK_BYTES, CACHE_BLOCKS, RangeReader, ReadStats
-from .slabs import ClosedOnExit, H5SlabReader, SlabReader
+from .ranges import RangeReader, ReadStats
+from .slabs import ClosedOnExit
 
 if TYPE_CHECKING:
-    import requests
+    pass
 
-    from ..output.storage import Store
 
 # Over a range reader h5py's chunk cache holds metadata only: the work items' data is read by
 # byte range (the direct chunk reader), not through h5py.
 REMOTE_H5_CACHE_BYTES = 4 * 1024 * 1024
-RETRIES = 5  # connection errors and 429/5xx answers, with exponential back-off
-TIMEOUT = (10.0, 60.0)  # seconds to connect, seconds between bytes
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
 class InputSource(BaseModel):
@@ -73,10 +66,7 @@ class InputSource(BaseModel):
             return os.path.basename(self.location) or self.location
         if self.kind == "s3":
             return self.location
-        parts = urlsplit(self.location)
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        return url_name(self.location)
 
     @property
     def stem(self) -> str:
@@ -89,141 +79,6 @@ class InputSource(BaseModel):
     def s3_location(self) -> tuple[str, str]:
         bucket, _, key = self.location[len("s3://") :].partition("/")
         return bucket, key
-
-
-# --- HTTP ----------------------------------------------------------------------------------------
-
-
-def http_session(*, retries: int = RETRIES, pool: int = 16) -> requests.Session:
-    """A session that retries connection errors and 429/5xx answers (GET and HEAD only)."""
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
-
-    retry = Retry(
-        total=retries,
-        backoff_factor=0.5,
-        status_forcelist=(429, 500, 502, 503, 504),
-        allowed_methods=frozenset({"GET", "HEAD"}),
-        raise_on_status=False,
-        respect_retry_after_header=True,
-    )
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool, pool_maxsize=pool)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-class HTTPRangeReader(RangeReader):
-    """An ``http(s)://`` URL as a seekable binary file, made of ``Range`` requests.
-
-    The first request (the file's first block, which h5py reads first anyway) follows redirects
-    (a DANDI asset URL redirects to a signed S3 URL) and learns the size from ``Content-Range``;
-    later requests go straight to where it landed, and back through the given URL when a signed
-    URL has expired. A server that answers a range request with the whole file (no ``Range``
-    support) is refused without reading the body: nothing is downloaded. A file whose ETag
-    changes while it is read fails loudly instead of mixing two files' bytes.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        name: str | None = None,
-        session: requests.Session | None = None,
-        stats: ReadStats | None = None,
-        block_bytes: int = BLOCK_BYTES,
-        cache_blocks: int = CACHE_BLOCKS,
-    ) -> None:
-        super().__init__(stats=stats, block_bytes=block_bytes, cache_blocks=cache_blocks)
-        self.url = url
-        self._name = name or InputSource(kind="http", location=url).name
-        self._own_session = session is None
-        self.session = session or http_session()
-        self.etag: str | None = None
-        self.size = 0
-        self._target = url
-        try:
-            self._resolve()
-        except BaseException:
-            self.close()
-            raise
-
-    @property
-    def uri(self) -> str:
-        return self._name
-
-    def close(self) -> None:
-        if self._own_session:
-            self.session.close()
-        super().close()
-
-    def _request(self, url: str, start: int, stop: int) -> requests.Response:
-        import requests
-
-        try:
-            return self.session.get(
-                url, headers={"Range": f"bytes={start}-{stop - 1}"}, stream=True, timeout=TIMEOUT, allow_redirects=True
-            )
-        except requests.RequestException as exc:
-            raise StorageError(f"cannot read the URL ({type(exc).__name__}: {exc})", file=self.uri) from None
-
-    def _refuse(self, response: requests.Response) -> None:
-        """Raise the error an unexpected answer means (the body is never read)."""
-        status = response.status_code
-        response.close()
-        if status == 200:
-            raise InvalidInputError(
-                "the server does not support ranged requests (it answered a Range request with the whole file), "
-                "so the file cannot be read in place; download it and convert the local copy",
-                file=self.uri,
-            )
-        if status == 404:
-            raise InvalidInputError("not found (HTTP 404)", file=self.uri)
-        if status in (401, 403):
-            raise InvalidInputError(f"access denied (HTTP {status})", file=self.uri)
-        raise StorageError(f"the server answered HTTP {status} {response.reason or ''}".strip(), file=self.uri)
-
-    def _resolve(self) -> None:
-        """Request the first block from the given URL: learn the size, the ETag and where it lands."""
-        response = self._request(self.url, 0, self._block)
-        if response.status_code == 416:  # no byte 0: an empty file
-            response.close()
-            raise InvalidInputError("the file is empty (0 bytes)", file=self.uri)
-        if response.status_code != 206:
-            self._refuse(response)
-        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-        if not match or match.group(3) == "*" or int(match.group(1)) != 0:
-            response.close()
-            raise InvalidInputError("the server's range answer has no usable Content-Range header", file=self.uri)
-        etag = response.headers.get("ETag")
-        if self.etag is not None and etag != self.etag:
-            response.close()
-            raise InvalidInputError("the file changed while it was being read", file=self.uri)
-        self.etag = etag
-        self.size = int(match.group(3))
-        self._target = response.url or self.url
-        body = response.content
-        self.stats.add(len(body))
-        self.keep(0, body)
-
-    def get(self, start: int, stop: int) -> bytes:
-        response = self._request(self._target, start, stop)
-        if response.status_code in (401, 403, 410) and self._target != self.url:
-            response.close()  # a signed URL that expired: follow the given URL again
-            self._resolve()
-            response = self._request(self._target, start, stop)
-        if response.status_code != 206:
-            self._refuse(response)
-        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-        if not match or int(match.group(1)) != start:
-            response.close()
-            raise StorageError(f"the server answered bytes {start}-{stop - 1} with another range", file=self.uri)
-        if self.etag is not None and response.headers.get("ETag") != self.etag:
-            response.close()
-            raise InvalidInputError("the file changed while it was being read", file=self.uri)
-        return bytes(response.content)
 
 
 # --- opening any input ---------------------------------------------------------------------------
@@ -258,23 +113,6 @@ class OpenedInput(ClosedOnExit):
     source: InputSource
     h5: h5py.File
     reader: RangeReader | None = None
-
-    def slab_reader(self, plan: Plan, item: WorkItem) -> SlabReader:
-        """The reader of ``item``'s slab: stored chunks by byte range when remote, else h5py."""
-        series = plan.series[item.series]
-        if self.reader is None:
-            return H5SlabReader(self.h5, series, item.column_start, item.column_stop)
-        from .direct import slab_reader
-
-        rows = item_rows(series, item)  # with the bundle, the window's rows too
-        return slab_reader(self.h5, series, item.column_start, item.column_stop, self.reader, rows=rows)
-
-    def write_item(self, plan: Plan, item: WorkItem, store: Store) -> ItemResult:
-        """Write ``item``'s outputs into ``store`` (:func:`~nwb2pennsieve.write.execute.execute_item`)."""
-        if self.reader is None:
-            return execute_item(self.h5, plan, item, store)
-        with self.slab_reader(plan, item) as slab:
-            return execute_item(self.h5, plan, item, store, reader=slab)
 
     def close(self) -> None:
         self.h5.close()

@@ -7,19 +7,17 @@ may sit on a local path, a Python file object (an S3 range reader) or a test fil
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import stat
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 import h5py
 import numpy as np
 
-from ..errors import ElectrodesError, InvalidInputError, InvalidSeriesError
+from ..errors import InvalidInputError, InvalidSeriesError
 
 log = logging.getLogger(__name__)
 
@@ -227,14 +225,14 @@ def damage_reason(exc: BaseException) -> str:
     return "HDF5 cannot read it: the file is damaged or truncated"
 
 
-_H5_ERRORS = (KeyError, OSError, RuntimeError, ValueError, TypeError)
+H5_ERRORS = (KeyError, OSError, RuntimeError, ValueError, TypeError)
 
 
 def link_reason(group: h5py.Group, key: str, exc: BaseException) -> str:
     """Why ``group[key]`` cannot be opened: a missing external file or dangling soft link, else damage."""
     try:
         link = group.get(key, getlink=True)
-    except _H5_ERRORS:
+    except H5_ERRORS:
         return damage_reason(exc)
     if isinstance(link, h5py.ExternalLink):
         return f"it links to the external file {link.filename!r}, which is missing or unreadable"
@@ -249,13 +247,13 @@ def child(group: h5py.Group, key: str, what: str) -> h5py.Group | h5py.Dataset |
     is false for a dangling soft link or an external link to a missing file)."""
     try:
         link = group.get(key, getlink=True)
-    except _H5_ERRORS as exc:
+    except H5_ERRORS as exc:
         raise InvalidSeriesError(f"its {what} cannot be read: {damage_reason(exc)}") from None
     if link is None:
         return None
     try:
         obj = group[key]
-    except _H5_ERRORS as exc:
+    except H5_ERRORS as exc:
         raise InvalidSeriesError(f"its {what} cannot be read: {link_reason(group, key, exc)}") from None
     return obj if isinstance(obj, h5py.Group | h5py.Dataset) else None
 
@@ -291,285 +289,3 @@ def missing_virtual_sources(ds: h5py.Dataset) -> list[str]:
         except OSError:
             missing.append(name)
     return sorted(set(missing))
-
-
-# The core NWB types (and hdmf-common's) that are TimeSeries: none but ElectricalSeries and
-# SpikeEventSeries is one, so these are reported as not converted without reading the file's
-# cached schema (/specifications, which a damaged file can send HDF5 looping through).
-CORE_TIME_SERIES = frozenset(
-    {
-        "AbstractFeatureSeries", "AnnotationSeries", "CurrentClampSeries", "CurrentClampStimulusSeries",
-        "DecompositionSeries", "IZeroClampSeries", "ImageMaskSeries", "ImageSeries", "IndexSeries",
-        "IntervalSeries", "OnePhotonSeries", "OpticalSeries", "OptogeneticSeries", "PatchClampSeries",
-        "RoiResponseSeries", "SpatialSeries", "TimeSeries", "TwoPhotonSeries", "VoltageClampSeries",
-        "VoltageClampStimulusSeries",
-    }
-)  # fmt: skip
-# The other core NWB / hdmf-common / hdmf-experimental types (past names included): never a series.
-CORE_OTHER_TYPES = frozenset(
-    {
-        "AlignedDynamicTable", "BaseImage", "BehavioralEpochs", "BehavioralEvents", "BehavioralTimeSeries",
-        "CSRMatrix", "ClusterWaveforms", "Clustering", "CompassDirection", "Container", "CorrectedImageStack",
-        "Data", "Device", "DeviceModel", "DfOverF", "DurationVectorData", "DynamicTable", "DynamicTableRegion",
-        "ElectrodeGroup", "ElectrodesTable", "ElementIdentifiers", "EnumData", "EventDetection", "EventWaveform",
-        "EventsTable", "ExperimentalConditionsTable", "ExternalImage", "ExternalResources", "EyeTracking",
-        "FeatureExtraction", "FilteredEphys", "Fluorescence", "FrequencyBandsTable", "GrayscaleImage", "HERD",
-        "Image", "ImageReferences", "ImageSegmentation", "Images", "ImagingPlane", "ImagingRetinotopy", "Index",
-        "IntracellularElectrode", "IntracellularElectrodesTable", "IntracellularRecordingsTable",
-        "IntracellularResponsesTable", "IntracellularStimuliTable", "LFP", "LabMetaData", "MeaningsTable",
-        "MotionCorrection", "NWBContainer", "NWBData", "NWBDataInterface", "NWBFile", "OpticalChannel",
-        "OptogeneticStimulusSite", "PlaneSegmentation", "Position", "ProcessingModule", "PupilTracking",
-        "RGBAImage", "RGBImage", "RepetitionsTable", "ScratchData", "SequentialRecordingsTable",
-        "SimpleMultiContainer", "SimultaneousRecordingsTable", "Subject", "SweepTable", "TimeIntervals",
-        "TimeSeriesReferenceVectorData", "TimestampVectorData", "Units", "VectorData", "VectorIndex", "VocabData",
-    }
-)  # fmt: skip
-NOT_ELECTRICAL = "not an ElectricalSeries (only ElectricalSeries and types extending it are converted)"
-
-
-class _TypeTree:
-    """neurodata_type inheritance, from the schema cached in ``/specifications`` for extension types.
-
-    Core types are known without reading the file; the cached schema is read only when the file
-    holds a type that is not a core type, and then once.
-    """
-
-    def __init__(self, h5: h5py.File) -> None:
-        self._h5 = h5
-        self._parents: dict[str, str] | None = None
-
-    def _load(self) -> dict[str, str]:
-        parents: dict[str, str] = {}
-        specs = self._h5.get("specifications")
-        if isinstance(specs, h5py.Group):
-            for ns in specs.values():
-                for version in ns.values() if isinstance(ns, h5py.Group) else ():
-                    for source, ds in version.items() if isinstance(version, h5py.Group) else ():
-                        if source == "namespace" or not isinstance(ds, h5py.Dataset):
-                            continue
-                        try:
-                            doc = json.loads(text(ds[()]))
-                        except (ValueError, TypeError):
-                            continue
-                        _collect_types(doc, parents)
-        return parents
-
-    def core_ancestor(self, neurodata_type: str) -> str | None:
-        """The nearest core type ``neurodata_type`` is or extends; None when the cached schema does not say."""
-        if neurodata_type in CORE_TIME_SERIES or neurodata_type in CORE_OTHER_TYPES:
-            return neurodata_type
-        if neurodata_type in (ELECTRICAL_SERIES, SPIKE_EVENT_SERIES):
-            return neurodata_type
-        if self._parents is None:
-            try:
-                self._parents = self._load()
-            except (KeyError, OSError, RuntimeError, ValueError) as exc:
-                raise InvalidInputError(
-                    f"its cached schema (/specifications) cannot be read, so the type {neurodata_type} "
-                    f"cannot be checked: {damage_reason(exc)}"
-                ) from None
-        seen = set()
-        current = neurodata_type
-        while current in self._parents and current not in seen:
-            seen.add(current)
-            current = self._parents[current]
-            if current in (ELECTRICAL_SERIES, SPIKE_EVENT_SERIES) or current in CORE_TIME_SERIES:
-                return current
-            if current in CORE_OTHER_TYPES:
-                return current
-        return None
-
-
-def _collect_types(spec: Any, parents: dict[str, str]) -> None:
-    if isinstance(spec, dict):
-        child = spec.get("neurodata_type_def") or spec.get("data_type_def")
-        parent = spec.get("neurodata_type_inc") or spec.get("data_type_inc")
-        if isinstance(child, str) and isinstance(parent, str):
-            parents[child] = parent
-        for value in spec.values():
-            _collect_types(value, parents)
-    elif isinstance(spec, list):
-        for value in spec:
-            _collect_types(value, parents)
-
-
-@dataclass(frozen=True)
-class FoundSeries:
-    path: str
-    neurodata_type: str
-    group: h5py.Group
-
-
-@dataclass(frozen=True)
-class UnreadableObject:
-    """An object the search could not open or list: it may be a series, so it is never ignored."""
-
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class OtherObject:
-    """An object that may hold time series but is not an ElectricalSeries: reported, not converted."""
-
-    path: str
-    neurodata_type: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class FileContents:
-    series: list[FoundSeries]
-    other_types: list[str]
-    unreadable: list[UnreadableObject]
-    others: list[OtherObject]
-
-
-def find_electrical_series(h5: h5py.File) -> FileContents:
-    """Every ElectricalSeries (or subtype) in the file, sorted by HDF5 path, and what else it holds.
-
-    Hard links and external links are followed; soft links are not (their target is found at its
-    own path, and following them would list a series twice). An object that cannot be opened (a
-    damaged object header, an external link to a missing file) or a group whose links cannot be
-    listed is reported in ``unreadable``, never dropped. Other TimeSeries (and extension types the
-    file caches no schema for) are listed in ``others``. The cached schema is read only when a
-    type is not a core type.
-    """
-    types = _TypeTree(h5)
-    found: list[FoundSeries] = []
-    other_types: set[str] = set()
-    unreadable: list[UnreadableObject] = []
-    others: list[OtherObject] = []
-    seen: set[tuple[str, int]] = set()
-
-    def walk(group: h5py.Group, path: str) -> None:
-        try:
-            keys = sorted(group.keys())
-        except (KeyError, OSError, RuntimeError, ValueError) as exc:
-            unreadable.append(UnreadableObject(path or "/", damage_reason(exc)))
-            return
-        for key in keys:
-            if path == "" and key == "specifications":
-                continue
-            child_path = f"{path}/{key}"
-            try:
-                link = group.get(key, getlink=True)
-                if isinstance(link, h5py.SoftLink):
-                    continue
-                obj = group[key]
-                if not isinstance(obj, h5py.Group):
-                    continue
-                ident = (obj.file.filename, hash(obj.id))
-                ndt = text(obj.attrs.get("neurodata_type", ""))
-            except _H5_ERRORS as exc:
-                log.debug("cannot open %s: %s", child_path, exc)
-                unreadable.append(UnreadableObject(child_path, link_reason(group, key, exc)))
-                continue
-            if ident in seen:
-                continue
-            seen.add(ident)
-            if ndt:
-                ancestor = types.core_ancestor(ndt)
-                if ancestor in (ELECTRICAL_SERIES, SPIKE_EVENT_SERIES):
-                    found.append(FoundSeries(child_path, ndt, obj))
-                    continue
-                other_types.add(ndt)
-                if ancestor is None:
-                    others.append(
-                        OtherObject(
-                            child_path,
-                            ndt,
-                            "not a core NWB type and the file caches no schema for it, so it cannot be "
-                            "told whether it is an ElectricalSeries",
-                        )
-                    )
-                elif ancestor in CORE_TIME_SERIES:
-                    why = NOT_ELECTRICAL if ancestor == ndt else f"it extends {ancestor}; {NOT_ELECTRICAL}"
-                    others.append(OtherObject(child_path, ndt, why))
-            walk(obj, child_path)
-
-    walk(h5, "")
-    found.sort(key=lambda s: s.path)
-    return FileContents(
-        found, sorted(other_types), sorted(unreadable, key=lambda u: u.path), sorted(others, key=lambda o: o.path)
-    )
-
-
-@dataclass(frozen=True)
-class ElectrodeInfo:
-    """What the electrodes table says about the rows a series references."""
-
-    ids: list[int]
-    names: list[str | None]
-    groups: list[str | None]
-
-
-def _column(table: h5py.Group, name: str, rows: np.ndarray) -> list[Any] | None:
-    if name not in table:
-        return None
-    try:
-        ds = table[name]
-        if not isinstance(ds, h5py.Dataset) or f"{name}_index" in table or ds.ndim != 1:
-            return None
-        values = ds[()]
-    except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
-        raise ElectrodesError(f"the electrodes table's {name} column cannot be read ({damage_reason(exc)})") from None
-    return [values[r] for r in rows]
-
-
-def electrodes_of(series: h5py.Group) -> ElectrodeInfo | None:
-    """The electrodes-table rows named by ``series/electrodes``, or None when the series has none.
-
-    Raises :class:`ElectrodesError` when the region, its table reference, the table or one of its
-    columns cannot be read (or the reference is null): the caller decides to fail or to warn, but
-    never falls back silently.
-    """
-    if "electrodes" not in series:
-        return None
-    try:
-        region = series["electrodes"]
-        if not isinstance(region, h5py.Dataset):
-            raise ElectrodesError("its electrodes is not a dataset")
-        rows = np.asarray(region[()]).reshape(-1).astype(np.int64)
-        ref = region.attrs.get("table")
-    except _H5_ERRORS as exc:
-        raise ElectrodesError(
-            f"its electrodes region cannot be read ({link_reason(series, 'electrodes', exc)})"
-        ) from None
-    if ref is None:
-        raise ElectrodesError("its electrodes region has no table reference")
-    if not isinstance(ref, h5py.Reference) or not ref:
-        raise ElectrodesError("its electrodes region's table reference is null")
-    try:
-        table = region.file[ref]
-        ids_ds = table["id"] if isinstance(table, h5py.Group) and "id" in table else None
-        ids_all = ids_ds[()] if isinstance(ids_ds, h5py.Dataset) else None
-    except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
-        raise ElectrodesError(f"the electrodes table it references cannot be read ({damage_reason(exc)})") from None
-    if not isinstance(table, h5py.Group):
-        raise ElectrodesError("its electrodes region's table reference does not point at a table")
-    n_rows = int(ids_all.shape[0]) if ids_all is not None else 0
-    if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
-        raise InvalidSeriesError(f"its electrodes region points at rows outside the electrodes table ({n_rows} rows)")
-    ids = [int(i) for i in (ids_all[rows] if ids_all is not None else rows)]
-    names: list[str | None] = [None] * len(rows)
-    for column in ("channel_name", "label"):
-        values = _column(table, column, rows)
-        if values is not None:
-            names = [old if old else (text(v) or None) for old, v in zip(names, values, strict=True)]
-    groups: list[str | None] = [None] * len(rows)
-    values = _column(table, "group_name", rows)
-    if values is not None:
-        groups = [text(v) or None for v in values]
-    if any(g is None for g in groups):
-        refs = _column(table, "group", rows)
-        if refs is not None:
-            for i, r in enumerate(refs):
-                if groups[i] is None:
-                    try:
-                        groups[i] = table.file[r].name.rsplit("/", 1)[-1] or None
-                    except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
-                        raise ElectrodesError(
-                            f"the electrode group of table row {int(rows[i])} cannot be read ({damage_reason(exc)})"
-                        ) from None
-    return ElectrodeInfo(ids=ids, names=names, groups=groups)

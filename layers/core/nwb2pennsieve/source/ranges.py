@@ -8,7 +8,7 @@ benchmark check how many bytes a conversion really read.
 
 Subclasses say how one range is fetched: the cloud's
 :class:`~nwb2pennsieve.source.s3.S3RangeReader` (S3 GETs) and
-:class:`~nwb2pennsieve.source.inputs.HTTPRangeReader` (HTTP ``Range`` requests).
+:class:`~nwb2pennsieve.source.http.HTTPRangeReader` (HTTP ``Range`` requests).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The writer reads an item one column group at a time (the columns of one HDF5 chu
 item's columns when the data is contiguous or 1-D) and a column group in blocks of rows. Any
 reader that satisfies :class:`SlabReader` can feed it: :class:`H5SlabReader` here (local files,
 or h5py over an S3 range reader) and the cloud's direct chunk reader
-(:class:`~nwb2pennsieve.source.direct.S3ChunkSlabReader`).
+(:class:`~nwb2pennsieve.source.direct.DirectChunkReader`, over any range reader).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Protocol, Self, runtime_checkable
 import h5py
 import numpy as np
 
-from ..plan.models import SeriesPlan
-
 BLOCK_BYTES = 32 * 1024 * 1024  # float64 bytes per block of rows
 # Compressed data also holds HDF5's decompression buffers and a chunk cache: smaller blocks there.
 COMPRESSED_BLOCK_BYTES = 16 * 1024 * 1024
@@ -25,6 +23,25 @@ COMPRESSED_BLOCK_BYTES = 16 * 1024 * 1024
 # chunk it had read, far past its size: +234 MB of RSS over one 60 s Neuropixels work item
 # (tests/unit/test_slabs_memory.py).
 CHUNK_CACHE_W0 = 0.75
+
+
+class SlabSeries(Protocol):
+    """What a slab reader needs to know of a series (the plan's ``SeriesPlan`` has it)."""
+
+    @property
+    def data_path(self) -> str: ...
+
+    @property
+    def dtype(self) -> str: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def hdf5_chunks(self) -> tuple[int, ...] | None: ...
+
+    @property
+    def compression(self) -> str | None: ...
 
 
 @runtime_checkable
@@ -58,7 +75,7 @@ class SlabReader(Protocol):
     ) -> None: ...
 
 
-def column_groups(series: SeriesPlan, column_start: int, column_stop: int) -> list[tuple[int, int]]:
+def column_groups(series: SlabSeries, column_start: int, column_stop: int) -> list[tuple[int, int]]:
     """The item's columns cut at the HDF5 chunk grid (one group for contiguous or 1-D data)."""
     if len(series.shape) != 2 or not series.hdf5_chunks:
         return [(column_start, column_stop)]
@@ -72,7 +89,7 @@ def column_groups(series: SeriesPlan, column_start: int, column_stop: int) -> li
     return groups
 
 
-def block_rows(series: SeriesPlan, width: int, chunk_samples: int) -> int:
+def block_rows(series: SlabSeries, width: int, chunk_samples: int) -> int:
     """Rows per block: about BLOCK_BYTES of float64, at most a chunk, whole HDF5 chunk rows if possible."""
     budget = COMPRESSED_BLOCK_BYTES if series.compression else BLOCK_BYTES
     rows = max(1, min(chunk_samples, budget // (8 * width)))
@@ -128,7 +145,7 @@ class H5SlabReader(ItemColumns):
     chunk boundary then decompresses each chunk once.
     """
 
-    def __init__(self, h5: h5py.File, series: SeriesPlan, column_start: int, column_stop: int) -> None:
+    def __init__(self, h5: h5py.File, series: SlabSeries, column_start: int, column_stop: int) -> None:
         super().__init__(column_start, column_stop)
         self._two_d = len(series.shape) == 2
         self._groups = column_groups(series, column_start, column_stop)

@@ -15,11 +15,19 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from ..bundle.units import UnitsTable
 from ..errors import InvalidSeriesError
 from .nwb import text
 
 UNITS_TYPE = "Units"
+
+
+@dataclass(frozen=True)
+class UnitsTable:
+    """One ``Units`` table: per unit (row), its spike times in absolute µs, and its mean waveform."""
+
+    name: str
+    spike_times_us: list[np.ndarray]  # int64, one array per unit
+    waveform_means: np.ndarray | None  # float32 (units, points), or None
 
 
 @dataclass(frozen=True)

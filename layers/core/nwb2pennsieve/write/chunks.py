@@ -22,13 +22,13 @@ import json
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-import h5py
 import numpy as np
 
 from ..errors import InvalidSeriesError, Nwb2PennsieveError, StorageError
-from ..output.compression import open_chunk_writer
+from ..output.compression import ChunkFileWriter, open_chunk_writer
 from ..output.storage import PendingObject, Store
 from ..plan.models import (
     ChannelMetadata,
@@ -42,7 +42,7 @@ from ..plan.models import (
     metadata_file_name,
 )
 from ..source.nwb import damage_reason
-from ..source.slabs import H5SlabReader, SlabReader, block_rows
+from ..source.slabs import SlabReader, block_rows
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _BIG_F8 = np.dtype(">f8")
@@ -83,16 +83,10 @@ def _buffer(name: str, size: int, dtype: np.dtype) -> np.ndarray:
 
 
 def write_work_item(
-    h5: h5py.File,
-    plan: Plan,
-    item: WorkItem,
-    store: Store,
-    *,
-    reader: SlabReader | None = None,
-    consumers: Sequence[SlabConsumer] = (),
+    plan: Plan, item: WorkItem, store: Store, reader: SlabReader, *, consumers: Sequence[SlabConsumer] = ()
 ) -> ItemResult:
-    """Write every chunk file of ``item`` into ``store`` (when the plan writes chunk files) and hand
-    every block read to ``consumers``; return what was written.
+    """Write every chunk file of ``item`` into ``store`` (when the plan writes chunk files), reading
+    through ``reader``, and hand every block read to ``consumers``; return what was written.
 
     Each file appears under its final name only when complete; on any error the files of the
     chunk being written are discarded and the error says which file, series and item failed. A
@@ -102,14 +96,7 @@ def write_work_item(
     """
     series = plan.series[item.series]
     try:
-        if reader is not None:
-            return _write(plan, series, item, store, reader, consumers)
-        try:
-            own = H5SlabReader(h5, series, item.column_start, item.column_stop)
-        except _READ_ERRORS as exc:
-            raise InvalidSeriesError(f"its data cannot be opened: {damage_reason(exc)}") from None
-        with own:
-            return _write(plan, series, item, store, own, consumers)
+        return _write(plan, series, item, store, reader, consumers)
     except Nwb2PennsieveError as exc:
         if exc.series is None:
             exc.series = series.path
@@ -121,7 +108,7 @@ def write_work_item(
 
 
 # What h5py (or the direct chunk reader) raises when stored data cannot be read.
-_READ_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError)
+READ_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError)
 
 
 def _read(reader: SlabReader, start: int, stop: int, out: np.ndarray, chunk: tuple[int, int], columns: str) -> None:
@@ -130,7 +117,7 @@ def _read(reader: SlabReader, start: int, stop: int, out: np.ndarray, chunk: tup
         reader.read(start, stop, out)
     except Nwb2PennsieveError:
         raise
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise InvalidSeriesError(
             f"samples {chunk[0]}-{chunk[1] - 1} ({columns}) cannot be read: {damage_reason(exc)}"
         ) from None
@@ -139,105 +126,153 @@ def _read(reader: SlabReader, start: int, stop: int, out: np.ndarray, chunk: tup
 def _write(
     plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader: SlabReader, consumers: Sequence[SlabConsumer]
 ) -> ItemResult:
-    two_d = len(series.shape) == 2
-    groups = reader.column_groups
-    # (start, stop, chunk or None): rows a consumer needs before the item's chunks come first, no file.
-    spans: list[tuple[int, int, Chunk | None]] = []
-    for consumer in consumers:
-        lead = consumer.begin(groups)
-        if lead is not None:
-            spans.append((lead[0], lead[1], None))
-    spans += [(c.start, c.stop, c) for c in series.chunks[item.chunk_start : item.chunk_stop]]
-    chunk_files = plan.writes_chunks
-    widest = max(c1 - c0 for c0, c1 in groups)
-    rows = block_rows(series, widest, plan.chunk_samples)
-    native = np.dtype(series.dtype).newbyteorder("=")
-    raw_flat = _buffer("raw", rows * widest, native)
-    # The float64 block only when chunk files are written; the float32 one only for consumers.
-    out_flat = _buffer("out", rows * widest, np.dtype(np.float64)) if chunk_files else None
-    piece = max(_consumer_rows(c1 - c0) * (c1 - c0) for c0, c1 in groups)
-    uv32_flat = _buffer("uv32", piece, np.dtype(np.float32)) if consumers else None
-    factor = series.unit_factor
+    return _ItemWrite(plan, series, store, reader, consumers).run(item)
 
-    # µV = (data × conversion × channel_conversion + offset) × unit factor. Without an offset the
-    # two factors are folded into one multiplication; with one, the NWB order is kept, since
-    # folding the unit factor in first loses bits when the offset nearly cancels the data.
-    scaling = []
-    for c0, c1 in groups:
-        native_scale = np.array([c.scale for c in series.channels[c0:c1]], dtype=np.float64)[:, None]
-        offset = np.array([c.offset for c in series.channels[c0:c1]], dtype=np.float64)[:, None]
+
+@dataclass(frozen=True)
+class _Group:
+    """One column group and its µV scaling.
+
+    µV = (data × conversion × channel_conversion + offset) × unit factor. Without an offset the two
+    factors are folded into one multiplication (``scale`` holds the unit factor); with one, the NWB
+    order is kept, since folding the unit factor in first loses bits when the offset nearly cancels
+    the data.
+    """
+
+    c0: int
+    c1: int
+    scale: np.ndarray
+    offset: np.ndarray
+    scaled: bool
+    shifted: bool
+
+    @property
+    def width(self) -> int:
+        return self.c1 - self.c0
+
+
+class _ItemWrite:
+    """One work item: its spans (chunks, and rows a consumer needs first) × its column groups, each
+    read in blocks of rows into reused buffers."""
+
+    def __init__(
+        self, plan: Plan, series: SeriesPlan, store: Store, reader: SlabReader, consumers: Sequence[SlabConsumer]
+    ) -> None:
+        self.series, self.store, self.reader, self.consumers = series, store, reader, consumers
+        self.gzip_level = plan.options.gzip_level
+        self.chunk_files = plan.writes_chunks
+        self.factor = series.unit_factor
+        self.groups = [self._group(c0, c1) for c0, c1 in reader.column_groups]
+        widest = max(g.width for g in self.groups)
+        self.rows = block_rows(series, widest, plan.chunk_samples)
+        native = np.dtype(series.dtype).newbyteorder("=")
+        self.raw_flat = _buffer("raw", self.rows * widest, native)
+        # The float64 block only when chunk files are written; the float32 one only for consumers.
+        self.out_flat = _buffer("out", self.rows * widest, np.dtype(np.float64)) if self.chunk_files else None
+        piece = max(_consumer_rows(g.width) * g.width for g in self.groups)
+        self.uv32_flat = _buffer("uv32", piece, np.dtype(np.float32)) if consumers else None
+
+    def _group(self, c0: int, c1: int) -> _Group:
+        channels = self.series.channels[c0:c1]
+        native_scale = np.array([c.scale for c in channels], dtype=np.float64)[:, None]
+        offset = np.array([c.offset for c in channels], dtype=np.float64)[:, None]
         shifted = bool(np.any(offset != 0.0))
-        scale = native_scale if shifted else native_scale * factor
-        scaling.append((scale, offset, bool(np.any(scale != 1.0)), shifted))
+        scale = native_scale if shifted else native_scale * self.factor
+        return _Group(c0, c1, scale, offset, bool(np.any(scale != 1.0)), shifted)
 
-    files = 0
-    payload = 0
-    records: list[ChunkRecord] = []
-    for span_start, span_stop, chunk in spans:
-        n = span_stop - span_start
-        for (c0, c1), (scale, offset, scaled, shifted) in zip(groups, scaling, strict=True):
-            channels = series.channels[c0:c1]
-            width = c1 - c0
-            reader.select(c0, c1)
+    def run(self, item: WorkItem) -> ItemResult:
+        # (start, stop, chunk or None): rows a consumer needs before the item's chunks come first, no file.
+        spans: list[tuple[int, int, Chunk | None]] = []
+        for consumer in self.consumers:
+            lead = consumer.begin([(g.c0, g.c1) for g in self.groups])
+            if lead is not None:
+                spans.append((lead[0], lead[1], None))
+        spans += [(c.start, c.stop, c) for c in self.series.chunks[item.chunk_start : item.chunk_stop]]
+        files = payload = 0
+        records: list[ChunkRecord] = []
+        for span_start, span_stop, chunk in spans:
+            for group in self.groups:
+                written = self._span(span_start, span_stop, chunk, group)
+                records += written
+                if written:
+                    files += group.width
+                    payload += (span_stop - span_start) * 8 * group.width
+        stored = sum(r.size for r in records)
+        return ItemResult(id=item.id, files=files, payload_bytes=payload, stored_bytes=stored, records=records)
+
+    def _span(self, span_start: int, span_stop: int, chunk: Chunk | None, group: _Group) -> list[ChunkRecord]:
+        """Rows [span_start, span_stop) of ``group``: its chunk files (none for rows a consumer needs
+        before the item's chunks, or without chunk files), committed whole or not at all."""
+        channels = self.series.channels[group.c0 : group.c1]
+        self.reader.select(group.c0, group.c1)
+        names = (
+            []
+            if chunk is None or not self.chunk_files
+            else [chunk_file_name(ch.index, chunk.start_us, chunk.end_us) for ch in channels]
+        )
+        pending: list[PendingObject] = []
+        try:
+            for name in names:
+                pending.append(self.store.open_pending(name))
+            writers = [open_chunk_writer(p, (span_stop - span_start) * 8, self.gzip_level) for p in pending]
             first, last = channels[0].index, channels[-1].index
-            columns = f"channel {first}" if width == 1 else f"channels {first}-{last}"
-            pending: list[PendingObject] = []
-            # rows a consumer needs before the item's chunks (chunk None) and a plan without chunk files: no file
-            names = (
-                []
-                if chunk is None or not chunk_files
-                else [chunk_file_name(ch.index, chunk.start_us, chunk.end_us) for ch in channels]
-            )
-            try:
-                for name in names:
-                    pending.append(store.open_pending(name))
-                writers = [open_chunk_writer(p, n * 8, plan.options.gzip_level) for p in pending]
-                start = span_start
-                while start < span_stop:
-                    stop = min(span_stop, (start // rows + 1) * rows)
-                    m = stop - start
-                    if two_d:
-                        raw = raw_flat[: m * width].reshape(m, width)
-                        _read(reader, start, stop, raw, (span_start, span_stop), columns)
-                    else:
-                        raw = raw_flat[:m].reshape(m, 1)
-                        _read(reader, start, stop, raw_flat[:m], (span_start, span_stop), columns)
-                    if writers:
-                        assert out_flat is not None
-                        block = out_flat[: width * m].reshape(width, m)
-                        _to_big_endian_uv(raw.T, block, scale, offset, factor, scaled, shifted)
-                        for j, writer in enumerate(writers):
-                            writer.write(block[j])
-                    if consumers:
-                        # In pieces of about 1 MiB: a consumer's passes over a piece (a fold, a
-                        # transposing copy) then read it from the cache, not from memory.
-                        assert uv32_flat is not None
-                        step = _consumer_rows(width)
-                        for a in range(0, m, step):
-                            b = min(m, a + step)
-                            uv = uv32_flat[: (b - a) * width].reshape(b - a, width)
-                            to_float32_uv(raw[a:b], uv, scale.T, offset.T, factor, shifted)
-                            for consumer in consumers:
-                                consumer.consume(start + a, c0, uv)
-                    start = stop
-                for writer in writers:
-                    writer.close()
-                records.extend(
-                    ChunkRecord(name=name, size=w.stored_bytes, crc32=w.crc)
-                    for name, w in zip(names, writers, strict=True)
-                )
-                for p in pending:
-                    p.commit()
-            except BaseException:
-                for p in pending:
-                    p.abort()
-                raise
-            if writers:
-                files += width
-                payload += n * 8 * width
-    return ItemResult(
-        id=item.id, files=files, payload_bytes=payload, stored_bytes=sum(r.size for r in records), records=records
-    )
+            columns = f"channel {first}" if group.width == 1 else f"channels {first}-{last}"
+            start = span_start
+            while start < span_stop:
+                stop = min(span_stop, (start // self.rows + 1) * self.rows)
+                self._block(start, stop, (span_start, span_stop), columns, group, writers)
+                start = stop
+            for writer in writers:
+                writer.close()
+            records = [
+                ChunkRecord(name=n, size=w.stored_bytes, crc32=w.crc) for n, w in zip(names, writers, strict=True)
+            ]
+            for p in pending:
+                p.commit()
+        except BaseException:
+            for p in pending:
+                p.abort()
+            raise
+        return records
+
+    def _block(
+        self,
+        start: int,
+        stop: int,
+        span: tuple[int, int],
+        columns: str,
+        group: _Group,
+        writers: Sequence[ChunkFileWriter],
+    ) -> None:
+        """Read rows [start, stop) of ``group``, append their µV to its files, hand them to the consumers."""
+        m, width = stop - start, group.width
+        if len(self.series.shape) == 2:
+            raw = self.raw_flat[: m * width].reshape(m, width)
+            _read(self.reader, start, stop, raw, span, columns)
+        else:
+            raw = self.raw_flat[:m].reshape(m, 1)
+            _read(self.reader, start, stop, self.raw_flat[:m], span, columns)
+        if writers:
+            assert self.out_flat is not None
+            block = self.out_flat[: width * m].reshape(width, m)
+            _to_big_endian_uv(raw.T, block, group.scale, group.offset, self.factor, group.scaled, group.shifted)
+            for j, writer in enumerate(writers):
+                writer.write(block[j])
+        if self.consumers:
+            self._feed(raw, start, group)
+
+    def _feed(self, raw: np.ndarray, start: int, group: _Group) -> None:
+        # In pieces of about 1 MiB: a consumer's passes over a piece (a fold, a transposing copy)
+        # then read it from the cache, not from memory.
+        assert self.uv32_flat is not None
+        m, width = raw.shape[0], group.width
+        step = _consumer_rows(width)
+        for a in range(0, m, step):
+            b = min(m, a + step)
+            uv = self.uv32_flat[: (b - a) * width].reshape(b - a, width)
+            to_float32_uv(raw[a:b], uv, group.scale.T, group.offset.T, self.factor, group.shifted)
+            for consumer in self.consumers:
+                consumer.consume(start + a, group.c0, uv)
 
 
 def _to_big_endian_uv(

@@ -1,22 +1,46 @@
-"""Executing one work item for every requested output: the chunk files (:mod:`.writer`) and the
-viewer bundle's shards (:class:`~.bundle.series.BundleFeeder`, a slab consumer of the same read)."""
+"""Executing one work item for every requested output, for both executors (the local pool and
+WriteChunks): the reader is chosen here, once; then the chunk files (:mod:`.chunks`) and the
+viewer bundle's shards (:class:`~nwb2pennsieve.bundle.series.BundleFeeder`, a slab consumer of the
+same read) are written from one read of the slab."""
 
 from __future__ import annotations
 
 import h5py
 
 from ..bundle.series import BundleFeeder, bundle_store, first_group, pack_partials
+from ..errors import InvalidSeriesError
 from ..output.storage import Store
+from ..plan.items import item_rows
 from ..plan.models import ItemResult, Plan, WorkItem
-from ..source.slabs import SlabReader
-from .chunks import SlabConsumer, write_work_item
+from ..source.direct import slab_reader
+from ..source.nwb import damage_reason
+from ..source.ranges import RangeReader
+from ..source.slabs import H5SlabReader, SlabReader
+from .chunks import READ_ERRORS, SlabConsumer, write_work_item
+
+
+def open_slab_reader(h5: h5py.File, plan: Plan, item: WorkItem, source: RangeReader | None) -> SlabReader:
+    """The reader of ``item``'s slab. A file read over ranged requests (``source``: an S3 object or
+    a URL) is read by its stored chunks' byte ranges where the filters allow (each worker reads
+    only its own chunks); a local file through h5py."""
+    series = plan.series[item.series]
+    try:
+        if source is None:
+            return H5SlabReader(h5, series, item.column_start, item.column_stop)
+        rows = item_rows(series, item)  # with the bundle, the window's rows too
+        return slab_reader(h5, series, item.column_start, item.column_stop, source, rows=rows)
+    except READ_ERRORS as exc:
+        raise InvalidSeriesError(
+            f"its data cannot be opened: {damage_reason(exc)}", file=plan.source, series=series.path
+        ) from None
 
 
 def execute_item(
-    h5: h5py.File, plan: Plan, item: WorkItem, store: Store, *, reader: SlabReader | None = None
+    h5: h5py.File, plan: Plan, item: WorkItem, store: Store, *, source: RangeReader | None = None
 ) -> ItemResult:
-    """Write ``item``'s outputs into ``store`` (the conversion's output folder); with the bundle, the
-    result carries the item's partial results for the reduce (:func:`~.bundle.series.pack_partials`)."""
+    """Write ``item``'s outputs into ``store`` (the conversion's output folder), reading ``h5``
+    (over ``source`` when it is read by ranged requests); with the bundle, the result carries the
+    item's partial results for the reduce (:func:`~nwb2pennsieve.bundle.series.pack_partials`)."""
     feeder = None
     consumers: list[SlabConsumer] = []
     if plan.writes_bundle:
@@ -30,7 +54,8 @@ def execute_item(
         )
         consumers.append(feeder)
     try:
-        result = write_work_item(h5, plan, item, store, reader=reader, consumers=consumers)
+        with open_slab_reader(h5, plan, item, source) as reader:
+            result = write_work_item(plan, item, store, reader, consumers=consumers)
         if feeder is None:
             return result
         return result.model_copy(update={"partials": pack_partials(feeder.finish())})
@@ -40,4 +65,4 @@ def execute_item(
         raise
 
 
-__all__ = ["execute_item"]
+__all__ = ["execute_item", "open_slab_reader"]

@@ -1,0 +1,171 @@
+"""Converting one file on this machine: plan it, run its work items in the local pool, write the
+channel metadata and the bundle's reduce, and publish the output.
+
+Output is staged in a folder beside the final one and swapped in whole only when every work item
+and the channel metadata are written (:mod:`nwb2pennsieve.output.publish`), so a failed or
+interrupted conversion publishes nothing and a new one replaces the old output entirely.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..bundle.finish import finish_bundle
+from ..bundle.series import PartialSpill, bundle_name
+from ..errors import InvalidInputError, OutputWriteError, StorageError
+from ..options import ConversionOptions
+from ..output.publish import OutputFolder, OutputMarker
+from ..output.storage import LocalStore
+from ..plan.models import Plan
+from ..source.inputs import InputSource, open_input
+from ..write.chunks import write_channel_metadata
+from .planning import plan_file
+from .pool import Progress, execute_items
+
+
+@dataclass
+class ConversionResult:
+    source: str
+    output_dir: Path
+    plan: Plan
+    files: int = 0
+    payload_bytes: int = 0
+    stored_bytes: int = 0
+    seconds: float = 0.0
+    metadata_files: list[str] = field(default_factory=list)
+    bundle_bytes: int = 0  # the viewer bundle's files, with OUTPUT_FORMATS=bundle
+
+    @property
+    def channels(self) -> int:
+        return sum(len(s.channels) for s in self.plan.series)
+
+    def summary_line(self) -> str:
+        """``FILE: 16 channels, 24 files, 1.4 MB in 0.31 s (4.6 MB/s) -> OUT``; with the bundle,
+        ``, bundle 3.1 MB`` after the chunk files (or in their place without them)."""
+        parts = []
+        if self.plan.writes_chunks:
+            parts.append(f"{self.files} files, {self.payload_bytes / 1e6:.1f} MB")
+        if self.plan.writes_bundle:
+            parts.append(f"bundle {self.bundle_bytes / 1e6:.1f} MB")
+        took = f"in {self.seconds:.2f} s"
+        if self.plan.writes_chunks and self.seconds > 0:
+            took += f" ({self.payload_bytes / 1e6 / self.seconds:.1f} MB/s)"
+        return f"{self.source}: {self.channels} channels, {', '.join(parts)} {took} -> {self.output_dir}"
+
+
+def check_free_space(plan: Plan, output: Path) -> None:
+    """Refuse, before writing, a conversion whose output would not fit the output file system."""
+    needed = plan.output_bytes()
+    free = shutil.disk_usage(output).free
+    if needed > free:
+        raise StorageError(
+            f"its output needs {needed / 1e9:,.3f} GB but the file system of {output} has {free / 1e9:,.3f} GB free",
+            file=plan.source,
+        )
+
+
+# The bundle's partial results wait on disk for the reduce (:class:`PartialSpill`): in a hidden
+# folder of the staging folder (the output's disk; a killed run's is cleared with it), removed
+# before the output is published.
+PARTIALS_FOLDER = ".bundle-partials"
+
+
+def convert_file(
+    path: str | os.PathLike[str] | InputSource,
+    output_dir: str | os.PathLike[str],
+    plan: Plan | ConversionOptions,
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> ConversionResult:
+    """Convert one NWB file into ``output_dir`` (chunk files + channel metadata, and/or the viewer
+    bundle ``<stem>.zarr`` with ``asset-properties.json``, per the plan's options).
+
+    ``plan`` is the file's plan when the caller has made it already, else the options to make it
+    with (in this process).
+    """
+    started = time.perf_counter()
+    path = InputSource.parse(path)
+    if isinstance(plan, ConversionOptions):
+        plan = plan_file(path, plan)
+    result = ConversionResult(source=plan.source, output_dir=Path(output_dir), plan=plan)
+    identity = _identity(path, plan)
+    with OutputFolder(result.output_dir) as folder:
+        check_free_space(plan, folder.staging)
+        try:
+            _write_staging(path, plan, folder.staging, result, workers=workers, progress=progress)
+        except OutputWriteError as exc:
+            raise folder.error("cannot write it", exc.cause) from None
+        except OSError as exc:
+            raise folder.error("cannot write it", exc) from None
+        folder.publish(_marker(plan, identity, folder.staging))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _identity(path: InputSource, plan: Plan) -> tuple[int, int] | None:
+    """A local file's size and mtime: they tell the next run whether its source changed (a URL has none)."""
+    try:
+        stat = os.stat(path.location) if path.kind == "file" else None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read it ({exc.strerror or exc})", file=plan.source) from None
+    return (stat.st_size, stat.st_mtime_ns) if stat else None
+
+
+def _write_staging(
+    path: InputSource,
+    plan: Plan,
+    staging: Path,
+    result: ConversionResult,
+    *,
+    workers: int | None,
+    progress: Progress | None,
+) -> None:
+    """Every work item, the channel metadata and the bundle's reduce, into the staging folder."""
+    # staging is private and published whole, so its files need no temporary names
+    store = LocalStore(staging, atomic_names=False)
+    spilled = staging / PARTIALS_FOLDER
+    spill = PartialSpill(spilled)
+    for item_result in execute_items(path, plan, staging, workers=workers, progress=progress, atomic_names=False):
+        result.files += item_result.files
+        result.payload_bytes += item_result.payload_bytes
+        result.stored_bytes += item_result.stored_bytes
+        if item_result.partials:
+            spill.add(item_result.partials)
+    if plan.writes_chunks:
+        result.metadata_files = write_channel_metadata(plan, store)
+    if plan.writes_bundle:
+        # The reduce and the bundle's metadata, inside the staging folder: published with it.
+        with open_input(path, name=plan.source) as opened:
+            finish_bundle(store, plan, opened.h5, spill.blocks())
+        result.bundle_bytes = tree_bytes(staging / bundle_name(plan))
+    shutil.rmtree(spilled, ignore_errors=True)
+
+
+def _marker(plan: Plan, identity: tuple[int, int] | None, staging: Path) -> OutputMarker:
+    bundle = [bundle_name(plan) + "/"] if plan.writes_bundle else []
+    return OutputMarker(
+        source=plan.source,
+        source_bytes=identity[0] if identity else None,
+        source_mtime_ns=identity[1] if identity else None,
+        options=plan.options,
+        files=sorted(LocalStore(staging).list_names()) + bundle,
+    )
+
+
+def tree_bytes(root: Path) -> int:
+    """The bytes of the files under ``root``."""
+    total = 0
+    stack = [os.fspath(root)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    total += entry.stat(follow_symlinks=False).st_size
+    return total

@@ -1,0 +1,83 @@
+"""Planning a local file, URL or S3 object for the local pool: in a child process given
+``PLAN_TIMEOUT_S`` (a damaged file can send HDF5 into an endless loop inside one call, which no
+Python code can interrupt), or in this process.
+"""
+
+from __future__ import annotations
+
+import os
+from multiprocessing.connection import Connection
+
+from ..errors import InvalidInputError
+from ..options import ConversionOptions
+from ..plan.models import Plan
+from ..plan.survey import build_plan
+from ..source.inputs import InputSource, open_input
+from .pool import pool_context
+
+
+def plan_file(
+    path: str | os.PathLike[str] | InputSource, options: ConversionOptions, *, timeout_s: float | None = None
+) -> Plan:
+    """Plan a local file, URL or S3 object (see :class:`~nwb2pennsieve.source.inputs.InputSource`); with
+    ``timeout_s``, in a child process given that long (PLAN_TIMEOUT_S).
+
+    A damaged file can send HDF5 into an endless loop inside one call, which no Python code can
+    interrupt: the child is killed and one line names the file.
+    """
+    source = InputSource.parse(path)
+    # timeout_s None or 0: in this process, without a limit
+    return _plan_in_child(source, options, timeout_s) if timeout_s else _plan_here(source, options)
+
+
+def _plan_here(source: InputSource, options: ConversionOptions) -> Plan:
+    with open_input(source) as opened:
+        return build_plan(opened.h5, source=opened.source.name, options=options)
+
+
+def _plan_child(conn: Connection, source: InputSource, options: ConversionOptions, env: dict[str, str]) -> None:
+    # A forkserver child has the environment the server started with: take the caller's.
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        message: tuple[str, object] = ("plan", _plan_here(source, options).model_dump_json())
+    except BaseException as exc:  # sent to the parent, which raises it
+        message = ("error", exc)
+    try:
+        conn.send(message)
+    except Exception as exc:  # an exception that does not pickle
+        conn.send(("error", RuntimeError(f"{type(exc).__name__}: {message[1]}")))
+    conn.close()
+
+
+def _plan_in_child(source: InputSource, options: ConversionOptions, timeout_s: float) -> Plan:
+    name = source.name
+    context = pool_context()
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_plan_child, args=(send, source, options, dict(os.environ)), daemon=True)  # type: ignore[attr-defined]
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(timeout_s):
+            raise InvalidInputError(
+                f"planning took longer than {timeout_s:g} s (PLAN_TIMEOUT_S) and was stopped: HDF5 may be "
+                "looping in a damaged part of the file (raise PLAN_TIMEOUT_S for a file that is just big)",
+                file=name,
+            )
+        try:
+            kind, body = receive.recv()
+        except (EOFError, OSError):
+            child.join()
+            code = child.exitcode or 0
+            how = f"was killed by signal {-code}" if code < 0 else f"ended with exit status {code}"
+            raise InvalidInputError(f"planning {how} (HDF5 crashed): the file is damaged", file=name) from None
+    finally:
+        receive.close()
+        if child.is_alive():
+            child.kill()
+        child.join()
+    if kind == "error":
+        assert isinstance(body, BaseException)
+        raise body
+    assert isinstance(body, str)
+    return Plan.model_validate_json(body)
