@@ -131,20 +131,32 @@ def _survey(h5: h5py.File, source: str, options: ConversionOptions) -> Survey:
     drafts = _draft_all(contents.series, selected, options, times.reference_us, findings)
     _settle_problems(findings, options.skip_invalid_series, selected, source)
     not_converted = sorted(findings.not_converted, key=lambda o: o.path)
-    if not drafts:
-        reason = _nothing_reason(contents.series, findings.skipped, findings.not_converted, contents.other_types)
-        return Survey(
-            source=source,
-            plan=None,
-            skipped=findings.skipped,
-            warnings=warnings,
-            other_types=contents.other_types,
-            nothing_reason=reason,
-            not_converted=not_converted,
-        )
+    plan = _plan(source, times, options, drafts, selected, findings, not_converted) if drafts else None
+    return Survey(
+        source=source,
+        plan=plan,
+        skipped=findings.skipped,
+        warnings=warnings,
+        other_types=contents.other_types,
+        nothing_reason=None
+        if plan
+        else _nothing_reason(contents.series, findings.skipped, not_converted, contents.other_types),
+        not_converted=not_converted,
+    )
+
+
+def _plan(
+    source: str,
+    times: _Times,
+    options: ConversionOptions,
+    drafts: list[SeriesDraft],
+    selected: set[str],
+    findings: _Findings,
+    not_converted: list[NotConverted],
+) -> Plan:
     series_plans = _chosen_series(drafts, selected, times.reference_us, options.chunk_samples, findings)
     _check_size(series_plans, options)
-    plan = Plan(
+    return Plan(
         source=source,
         session_start=times.start_text,
         session_start_us=times.session_us,
@@ -155,15 +167,7 @@ def _survey(h5: h5py.File, source: str, options: ConversionOptions) -> Survey:
         work_items=[item for s in series_plans for item in series_work_items(s, options)],
         skipped=findings.skipped,
         not_converted=not_converted,
-        warnings=warnings,
-    )
-    return Survey(
-        source=source,
-        plan=plan,
-        skipped=findings.skipped,
-        warnings=warnings,
-        other_types=contents.other_types,
-        not_converted=plan.not_converted,
+        warnings=findings.warnings,
     )
 
 
