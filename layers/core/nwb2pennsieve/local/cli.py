@@ -374,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _stop_on_signals():
             return int(args.handler(args))
     except KeyboardInterrupt as exc:
-        # The workers are killed and the staging folder removed on the way out (local.py, publish.py).
+        # The workers are killed and the staging folder removed on the way out (local/pool.py, output/publish.py).
         how = signal.Signals(exc.signum).name if isinstance(exc, Interrupted) else "Ctrl-C"
         print(f"error: interrupted ({how}): workers stopped, nothing published", file=sys.stderr)
         return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)

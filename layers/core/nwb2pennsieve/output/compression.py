@@ -56,7 +56,7 @@ class ChunkFileWriter(Protocol):
 class DeflateGzipWriter:
     """A gzip member of exactly ``total`` payload bytes, deflated at ``level``, streamed to ``sink``.
 
-    Holds one compressor (ISA-L level 1: ~0.3 MiB) and at most :data:`FEED_BYTES` of carried
+    Holds one compressor (ISA-L: ~0.2 MiB; 0.22 MiB measured at levels 1-2, 0.15 at 3) and at most :data:`FEED_BYTES` of carried
     payload; compressed bytes go to the sink as the compressor produces them.
     """
 

@@ -11,7 +11,7 @@ with no chunk cache; compressed data gets a cache of two chunks of the group, so
 block boundary is decompressed once. Memory is a few tens of MiB for the buffers, whatever the
 item's size when writing files; an S3 store holds one chunk file of each of the group's channels
 until it is put (compressed, at a compressed ``plan.options.gzip_level``), and each open file of a
-compressed level one ISA-L compressor of ~0.1 MiB (:mod:`nwb2pennsieve.output.compression`). Reading
+compressed level one ISA-L compressor of ~0.2 MiB (:mod:`nwb2pennsieve.output.compression`). Reading
 (the :class:`~nwb2pennsieve.source.slabs.SlabReader` protocol, the h5py reader and the block sizing) is
 in :mod:`nwb2pennsieve.source.slabs`.
 """
