@@ -12,9 +12,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from nwb2pennsieve.cloud.clients import s3_client
-from nwb2pennsieve.cloud.conversion import plan_object
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import PlanInput
+from nwb2pennsieve.cloud.plan_step import plan_object
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.source.s3 import ReadStats
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from nwb2pennsieve.cloud.records import PARTIALS_FOLDER
 from nwb2pennsieve.local import convert_file
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.publish import MARKER_NAME
@@ -224,7 +225,7 @@ def test_the_bundle_from_the_state_machine_equals_the_local_pools(
     assert any(name.startswith("sub-01_ses-01.zarr/0/1/c/") for name in local)
     assert differing_objects(cloud, local) == []  # the bundle's objects byte for byte
     partials = stack.objects(OUTPUT_BUCKET, RECORDS_PREFIX)
-    assert any("/bundle-partials/" in key for key in partials)
+    assert any(f"/{PARTIALS_FOLDER}/" in key for key in partials)
 
 
 def test_a_lost_bundle_partial_result_fails_the_execution_naming_the_item(
@@ -241,7 +242,7 @@ def test_a_lost_bundle_partial_result_fails_the_execution_naming_the_item(
     lost: list[str] = []
 
     def lose_one_then_finalize(s3: Any, request: Any, **kw: Any) -> Any:
-        keys = sorted(k for k in stack.objects(OUTPUT_BUCKET, RECORDS_PREFIX) if "/bundle-partials/" in k)
+        keys = sorted(k for k in stack.objects(OUTPUT_BUCKET, RECORDS_PREFIX) if f"/{PARTIALS_FOLDER}/" in k)
         lost.append(keys[len(keys) // 2])
         with stack.iam.acting_as(None):  # the test deletes it, not Finalize
             stack.s3.delete_object(Bucket=OUTPUT_BUCKET, Key=lost[0])

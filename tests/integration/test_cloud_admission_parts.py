@@ -105,7 +105,7 @@ def test_an_abandoned_claim_is_taken_over_by_one_run_only(claim_store: Store) ->
 
 
 def test_stale_files_go_in_batches_of_1000_and_errors_are_not_ignored(s3: Any) -> None:
-    from nwb2pennsieve.cloud.conversion import delete_objects
+    from nwb2pennsieve.cloud.objects import delete_objects
     from nwb2pennsieve.errors import StorageError
 
     keys = [f"p/channel-{i:05d}.bin.gz" for i in range(2_345)]
@@ -131,8 +131,9 @@ def test_stale_files_go_in_batches_of_1000_and_errors_are_not_ignored(s3: Any) -
 def test_every_handler_client_retries_adaptively_with_a_connection_per_thread() -> None:
     import importlib
 
-    from nwb2pennsieve.cloud.conversion import DELETE_THREADS, LIST_THREADS
+    from nwb2pennsieve.cloud.finalize_step import LIST_THREADS
     from nwb2pennsieve.cloud.importer import UPLOAD_WORKERS
+    from nwb2pennsieve.cloud.objects import DELETE_THREADS
     from nwb2pennsieve.output.s3store import PUT_THREADS
     from nwb2pennsieve.source.direct import FETCH_THREADS
     from tests.cloud_fixtures import FUNCTIONS

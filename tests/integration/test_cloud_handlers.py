@@ -18,9 +18,19 @@ from functions.plan import app as plan_app
 from functions.upload_files import app as upload_app
 from functions.write_chunks import app as write_app
 from nwb2pennsieve.cloud import importer
-from nwb2pennsieve.cloud.conversion import IncompleteOutputError, SupersededError
+from nwb2pennsieve.cloud.finalize_step import IncompleteOutputError
 from nwb2pennsieve.cloud.importer import credentials_env
-from nwb2pennsieve.cloud.models import FinalizeOutput, PlanOutput, UploadFilesOutput, WriteChunksOutput, WrittenBatch
+from nwb2pennsieve.cloud.models import (
+    FinalizeOutput,
+    PlanOutput,
+    S3Prefix,
+    S3Ref,
+    UploadFilesOutput,
+    WriteChunksOutput,
+    WrittenBatch,
+)
+from nwb2pennsieve.cloud.objects import SupersededError
+from nwb2pennsieve.cloud.records import RecordsFolder
 from nwb2pennsieve.errors import ConfigurationError, InvalidInputError
 from nwb2pennsieve.pennsieve import TargetNotFoundError, UploadError
 from nwb2pennsieve.plan.models import Plan
@@ -183,8 +193,7 @@ def test_finalize_fails_when_a_chunk_is_missing(apps: Any, example_nwb: Path) ->
 
 
 def written_record(s3: Any, planned: dict[str, Any], batch: int = 0) -> tuple[str, WrittenBatch]:
-    folder = planned["plan"]["key"].rsplit("/", 1)[0]
-    key = f"{folder}/written/batch-{batch:05d}.json"
+    key = RecordsFolder.of_plan(S3Ref.model_validate(planned["plan"])).written(batch).key
     return key, WrittenBatch.model_validate_json(s3.get_object(Bucket=OUTPUT_BUCKET, Key=key)["Body"].read())
 
 
@@ -315,7 +324,7 @@ def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_prep
     assert len(imp.files) == 14 and not pennsieve.uploaded_files(imp.id)
     assert len(pennsieve.channels[package]) == result.channels
     assert (result.upload.batches, result.upload.files, result.upload.files_total) == (4, 14, 14)
-    assert result.upload.records.prefix == planned["plan"]["key"].rsplit("/", 1)[0] + "/"
+    assert result.upload.records == RecordsFolder.of_plan(S3Ref.model_validate(planned["plan"])).as_prefix()
 
     reports = run_upload_map(apps, finalized)
 
@@ -361,10 +370,7 @@ def test_upload_files_with_its_event_uploads_the_batch(
     for field in ("output", "records"):
         assert set(event[field]) == set(finalized["upload"][field])
         event[field] = finalized["upload"][field]
-    event["batch"]["names"] = {
-        **event["batch"]["names"],
-        "key": finalized["upload"]["records"]["prefix"] + "upload-batch-00000.json",
-    }
+    event["batch"]["names"] = RecordsFolder.at(S3Prefix.model_validate(event["records"])).upload_batch(0).dump()
     out = UploadFilesOutput.model_validate(upload_app.lambda_handler(event, FakeLambdaContext("upload")))
     assert (out.batch, out.files, out.uploaded, out.already_uploaded) == (0, 14, 14, 0)
     again = UploadFilesOutput.model_validate(upload_app.lambda_handler(event, FakeLambdaContext("upload")))

@@ -14,9 +14,10 @@ import h5py
 import numpy as np
 import pytest
 
-from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
+from nwb2pennsieve.cloud.plan_step import plan_object
 from nwb2pennsieve.cloud.settings import CloudSettings
+from nwb2pennsieve.cloud.write_chunks_step import write_chunks
 from nwb2pennsieve.errors import InvalidInputError
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.plan.survey import build_plan

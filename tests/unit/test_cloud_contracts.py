@@ -338,7 +338,7 @@ def make_items(sizes: list[int]) -> list[Any]:
 
 
 def test_batches_keep_order_respect_the_budget_and_never_split_an_item() -> None:
-    from nwb2pennsieve.cloud.conversion import batch_items
+    from nwb2pennsieve.cloud.plan_step import batch_items
 
     mib = 1024 * 1024
     items = make_items([3 * mib, 3 * mib, 5 * mib, 20 * mib, 1 * mib, 1 * mib])
@@ -351,7 +351,7 @@ def test_batches_keep_order_respect_the_budget_and_never_split_an_item() -> None
 
 
 def test_a_batch_payload_stays_small_however_tiny_the_items() -> None:
-    from nwb2pennsieve.cloud.conversion import batch_items
+    from nwb2pennsieve.cloud.plan_step import batch_items
 
     batches = batch_items(make_items([8] * 5000), 512)
     assert len(batches) == 10

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
+from nwb2pennsieve.cloud.plan_step import plan_object
 from nwb2pennsieve.cloud.settings import CloudSettings
+from nwb2pennsieve.cloud.write_chunks_step import write_chunks
 from nwb2pennsieve.output import s3store
 from tests.cloud_fixtures import make_nwb
 

@@ -33,6 +33,7 @@ from .models import (
     UploadFilesOutput,
     UploadPlan,
 )
+from .records import RecordsFolder, put_record, read_record
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -41,10 +42,6 @@ if TYPE_CHECKING:
     from ..pennsieve.target import TargetSpec
 
 log = logging.getLogger(__name__)
-
-UPLOAD_MANIFEST_NAME = "upload-batches.json"
-UPLOAD_BATCH_PREFIX = "upload-batch-"
-UPLOAD_FAILED_PREFIX = "upload-failed-"
 
 Uploader = Callable[[Store, Mapping[str, str], list[str]], "UploadReport"]
 
@@ -60,19 +57,6 @@ class UploadFailedRecord(BaseModel):
     batch: int | None = None
     failed: list[str] = []
     error: str = ""
-
-
-def records_folder(plan_ref: S3Ref) -> S3Prefix:
-    """The folder of ``plan.json``: this object version's records."""
-    return S3Prefix(bucket=plan_ref.bucket, prefix=plan_ref.key.rsplit("/", 1)[0] + "/")
-
-
-def upload_batch_name(batch: int) -> str:
-    return f"{UPLOAD_BATCH_PREFIX}{batch:05d}.json"
-
-
-def upload_failed_name(batch: int) -> str:
-    return f"{UPLOAD_FAILED_PREFIX}{batch:05d}.json"
 
 
 def prepare_uploads(
@@ -102,28 +86,23 @@ def plan_uploads(
     from ..pennsieve import upload_batches
     from ..pennsieve.records import remove_failed
 
-    folder = records_folder(plan_ref)
-    records = S3Store(folder.bucket, folder.prefix, s3)
+    records = RecordsFolder.of_plan(plan_ref)
     # Records of an earlier execution of this version: this execution's Map writes its own.
-    for name in [*records.list_names(UPLOAD_FAILED_PREFIX), *records.list_names(UPLOAD_BATCH_PREFIX)]:
-        records.delete(name)
+    for ref in [*records.list_upload_failed(s3), *records.list_upload_batches(s3)]:
+        s3.delete_object(Bucket=ref.bucket, Key=ref.key)
     remove_failed(store)
     batches = upload_batches(store, batch_size=batch_size)
     items = []
     for i, names in enumerate(batches):
-        records.write_bytes(upload_batch_name(i), _NAMES.dump_json(names))
-        items.append(
-            UploadBatch(
-                batch=i, names=S3Ref(bucket=records.bucket, key=records.key(upload_batch_name(i))), files=len(names)
-            )
-        )
-    records.write_bytes(UPLOAD_MANIFEST_NAME, _UPLOAD_BATCHES.dump_json(items, by_alias=True))
+        put_record(s3, records.upload_batch(i), _NAMES.dump_json(names))
+        items.append(UploadBatch(batch=i, names=records.upload_batch(i), files=len(names)))
+    put_record(s3, records.upload_batches, _UPLOAD_BATCHES.dump_json(items, by_alias=True))
     files = sum(b.files for b in items)
     log.info("%d chunk files to upload in %d batches", files, len(items))
     return UploadPlan(
         output=S3Prefix(bucket=store.bucket, prefix=store.key("")),
-        manifest=S3Ref(bucket=records.bucket, key=records.key(UPLOAD_MANIFEST_NAME)),
-        records=folder,
+        manifest=records.upload_batches,
+        records=records.as_prefix(),
         import_id=prepared.get("import_id"),
         batches=len(items),
         files=files,
@@ -133,7 +112,7 @@ def plan_uploads(
 
 def _read_names(s3: S3Client, ref: S3Ref) -> list[str]:
     try:
-        return _NAMES.validate_json(s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read())
+        return _NAMES.validate_json(read_record(s3, ref))
     except Exception as exc:
         raise StorageError(f"cannot read {ref.uri} ({exc})") from None
 
@@ -154,9 +133,9 @@ def upload_batch(
         names = _read_names(s3, event.batch.names)
         report = (uploader or upload_names)(store, env, names)
     except UploadError as exc:
-        records = S3Store(event.records.bucket, event.records.prefix, s3)
+        failed = RecordsFolder.at(event.records).upload_failed(event.batch.batch)
         record = UploadFailedRecord(batch=event.batch.batch, failed=exc.failed, error=exc.first_reason)
-        records.write_bytes(upload_failed_name(event.batch.batch), record.model_dump_json(indent=1).encode())
+        put_record(s3, failed, record.model_dump_json(indent=1).encode())
         raise exc.with_file(event.source) from None
     except Nwb2PennsieveError as exc:
         raise exc.with_file(event.source) from None
@@ -169,11 +148,11 @@ def upload_batch(
     )
 
 
-def _first_failure_reason(records: S3Store) -> str:
+def _first_failure_reason(s3: S3Client, records: RecordsFolder) -> str:
     """The first reason an upload batch of this execution recorded ("" when none did)."""
-    for name in sorted(records.list_names(UPLOAD_FAILED_PREFIX)):
+    for ref in records.list_upload_failed(s3):
         try:
-            reason = UploadFailedRecord.model_validate_json(records.read_bytes(name)).error
+            reason = UploadFailedRecord.model_validate_json(read_record(s3, ref)).error
         except (ValidationError, StorageError):
             continue
         if reason:
@@ -197,7 +176,7 @@ def complete_import(s3: S3Client, event: CompleteImportInput) -> FinalizeOutput:
     store = S3Store(up.output.bucket, up.output.prefix, s3)
     missing = [name for batch in upload_batches(store, batch_size=1_000_000_000) for name in batch]
     if missing:
-        reason = _first_failure_reason(S3Store(up.records.bucket, up.records.prefix, s3))
+        reason = _first_failure_reason(s3, RecordsFolder.at(up.records))
         if not reason and event.upload_error is not None:
             reason = f"{event.upload_error.error}: {event.upload_error.cause}"[:300]
         write_failed(store, up.import_id, sorted(missing), reason)
