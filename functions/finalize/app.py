@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from nwb2pennsieve.cloud.clients import s3_client
 from nwb2pennsieve.cloud.finalize_step import FINALIZE_THREADS, finalize
-from nwb2pennsieve.cloud.importer import credentials_env
+from nwb2pennsieve.cloud.imports import credentials_env
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import FinalizeInput
 from nwb2pennsieve.cloud.settings import CloudSettings

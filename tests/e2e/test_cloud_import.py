@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from functions.upload_files import app as upload_app
-from nwb2pennsieve.cloud.importer import upload_names
+from nwb2pennsieve.cloud.imports import upload_names
 from nwb2pennsieve.pennsieve.records import FAILED_NAME, UPLOADED_PREFIX
 from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, REGION, Stack
 from tests.fake_pennsieve import FakePennsieve, Fault

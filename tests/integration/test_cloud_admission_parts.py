@@ -132,7 +132,7 @@ def test_every_handler_client_retries_adaptively_with_a_connection_per_thread() 
     import importlib
 
     from nwb2pennsieve.cloud.finalize_step import LIST_THREADS
-    from nwb2pennsieve.cloud.importer import UPLOAD_WORKERS
+    from nwb2pennsieve.cloud.imports import UPLOAD_WORKERS
     from nwb2pennsieve.cloud.objects import DELETE_THREADS
     from nwb2pennsieve.output.s3store import PUT_THREADS
     from nwb2pennsieve.source.direct import FETCH_THREADS

@@ -17,9 +17,9 @@ from functions.finalize import app as finalize_app
 from functions.plan import app as plan_app
 from functions.upload_files import app as upload_app
 from functions.write_chunks import app as write_app
-from nwb2pennsieve.cloud import importer
+from nwb2pennsieve.cloud import imports
 from nwb2pennsieve.cloud.finalize_step import IncompleteOutputError
-from nwb2pennsieve.cloud.importer import credentials_env
+from nwb2pennsieve.cloud.imports import credentials_env
 from nwb2pennsieve.cloud.models import (
     FinalizeOutput,
     PlanOutput,
@@ -450,7 +450,7 @@ def test_the_secret_is_read_once_and_again_after_its_max_age(aws: None, monkeypa
     # A warm invocation within the max age uses the value it read.
     assert credentials_env(arn, api_host="h", api_host2="h2")["SESSION_TOKEN"] == "one"
     # Past the max age it reads the secret again (here a max age of 0 s: every read).
-    monkeypatch.setattr(importer, "SECRET_MAX_AGE_SECONDS", 0)
+    monkeypatch.setattr(imports, "SECRET_MAX_AGE_SECONDS", 0)
     other = secrets.create_secret(Name="rotated", SecretString=json.dumps({"SESSION_TOKEN": "one"}))["ARN"]
     assert credentials_env(other, api_host="h", api_host2="h2")["SESSION_TOKEN"] == "one"
     secrets.put_secret_value(SecretId=other, SecretString=json.dumps({"SESSION_TOKEN": "two"}))

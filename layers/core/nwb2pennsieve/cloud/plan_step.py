@@ -22,7 +22,7 @@ from ..plan.models import Plan, WorkItem
 from ..plan.survey import build_plan
 from ..source.nwb import open_nwb
 from ..source.s3 import ReadStats, S3RangeReader
-from .importer import choose_import_target
+from .imports import choose_import_target
 from .models import Batch, ConversionSettings, PlanInput, PlanOutput, S3Prefix, S3Ref
 from .objects import H5_CACHE_BYTES, delete_tree
 from .records import WRITE_BATCHES, RecordsFolder, map_results, put_record
