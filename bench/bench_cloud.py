@@ -113,8 +113,8 @@ def run(samples: int) -> dict[str, Any]:
         s3, PlanInput.parse({"bucket": "input-bucket", "key": "np.nwb"}), settings, stats=stats
     )
     plan_seconds = time.perf_counter() - t
-    manifest = json.loads(s3.small[("output-bucket", planned.manifest.key)])
-    batch = Batch.model_validate(manifest[0])
+    batches = json.loads(s3.small[("output-bucket", planned.write_batches.key)])
+    batch = Batch.model_validate(batches[0])
     event = WriteChunksInput(source=planned.source, output=planned.output, plan=planned.plan, batch=batch)
     result: dict[str, Any] = {
         "file_bytes": path.stat().st_size,

@@ -3,7 +3,7 @@ prepare the Pennsieve import (target, channels, import manifest) and write the u
 
 Input: :class:`~nwb2pennsieve.cloud.models.FinalizeInput` (Plan's output plus the Map's result).
 Output: :class:`~nwb2pennsieve.cloud.models.FinalizeOutput`, a small summary (with ``upload``,
-the upload Map's manifest, when the importer is on).
+the upload plan with the upload batches' key, when the importer is on).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Plan: open the new NWB object in place on S3, write its plan and work-item manifest.
+"""Plan: open the new NWB object in place on S3, write its plan and write batches.
 
 Input: the EventBridge "Object Created" event, or ``{"bucket", "key", "versionId", ...overrides}``.
-Output: :class:`~nwb2pennsieve.cloud.models.PlanOutput` (keys of the plan and manifest, counts).
+Output: :class:`~nwb2pennsieve.cloud.models.PlanOutput` (keys of the plan and the write batches, counts).
 """
 
 from __future__ import annotations

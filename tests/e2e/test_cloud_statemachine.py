@@ -1,7 +1,7 @@
 """The real ASL, executed by moto's Step Functions interpreter, with our handlers as its Lambdas.
 
 What moto executes here: Task states calling ``arn:aws:states:::lambda:invoke``, the
-Distributed Map with ``ItemReader`` (S3 GetObject of the JSON manifest), ``ItemSelector`` and
+Distributed Map with ``ItemReader`` (S3 GetObject of write-batches.json), ``ItemSelector`` and
 ``ResultWriter`` (moto writes only the manifest.json of the results, not the result files),
 Retry, Catch, Pass with ``States.Format``, and Fail with ``ErrorPath``/``CausePath``. What it does
 not do: enforce ``ToleratedFailureCount`` (a failed map item leaves ``null`` and the map
@@ -189,18 +189,18 @@ def test_lambda_throttling_is_retried_with_backoff(stack: Stack, example_nwb: Pa
 
 
 def test_a_failed_map_names_the_file(stack: Stack, example_nwb: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Map's own failure (here: its ItemReader finds no manifest) goes through WriteChunksFailed."""
+    """The Map's own failure (here: its ItemReader finds no write-batches.json) goes through WriteChunksFailed."""
     from functions.plan import app as plan_app
 
     real = plan_app.plan_object
 
-    def plan_then_lose_the_manifest(s3: Any, event: Any, settings: Any, **kw: Any) -> Any:
+    def plan_then_lose_the_write_batches(s3: Any, event: Any, settings: Any, **kw: Any) -> Any:
         out = real(s3, event, settings, **kw)
         with stack.iam.acting_as(None):  # the test deletes it, not Plan (whose role may delete nothing)
-            stack.s3.delete_object(Bucket=out.manifest.bucket, Key=out.manifest.key)
+            stack.s3.delete_object(Bucket=out.write_batches.bucket, Key=out.write_batches.key)
         return out
 
-    monkeypatch.setattr(plan_app, "plan_object", plan_then_lose_the_manifest)
+    monkeypatch.setattr(plan_app, "plan_object", plan_then_lose_the_write_batches)
     stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())
     desc = stack.run(load_event("plan.json"))
     assert (desc["status"], desc["error"]) == ("FAILED", "WriteChunksError")

@@ -66,7 +66,7 @@ def fixture_for(name: str, planned: dict[str, Any]) -> dict[str, Any]:
     (The fixtures name one upload; here every test uploads anew, and moto makes new version ids.)
     """
     event = load_event(name)
-    for field in ("source", "plan", "manifest", "output"):
+    for field in ("source", "plan", "writeBatches", "output"):
         if field in event:
             assert set(event[field]) - {"versionId"} == set(planned[field]) - {"versionId"}
             event[field] = planned[field]
@@ -80,18 +80,18 @@ def plan_and_write(s3: Any, path: Path) -> dict[str, Any]:
     return planned
 
 
-def test_plan_with_its_event_writes_plan_and_manifest(apps: Any, example_nwb: Path) -> None:
+def test_plan_with_its_event_writes_plan_and_write_batches(apps: Any, example_nwb: Path) -> None:
     put_example(apps, example_nwb)
     out = PlanOutput.model_validate(run_plan(load_event("plan.json")))
     plan = Plan.model_validate_json(apps.get_object(Bucket=OUTPUT_BUCKET, Key=out.plan.key)["Body"].read())
-    manifest = json.loads(apps.get_object(Bucket=OUTPUT_BUCKET, Key=out.manifest.key)["Body"].read())
+    batches = json.loads(apps.get_object(Bucket=OUTPUT_BUCKET, Key=out.write_batches.key)["Body"].read())
     assert out.source.key == EXAMPLE_KEY
     assert out.output.prefix == "converted/incoming/sub-01_ses-01/"
-    assert [i for b in manifest for i in b["items"]] == [i.id for i in plan.work_items]
-    assert out.work_items == len(plan.work_items) and out.batches == len(manifest)
+    assert [i for b in batches for i in b["items"]] == [i.id for i in plan.work_items]
+    assert out.work_items == len(plan.work_items) and out.batches == len(batches)
     assert out.chunk_files == len(plan.file_names())
     # The fixtures downstream were made from this very plan.
-    assert load_event("write_chunks.json")["batch"] == manifest[0]
+    assert load_event("write_chunks.json")["batch"] == batches[0]
 
 
 def test_plan_from_the_eventbridge_event_pins_the_version(apps: Any, example_nwb: Path) -> None:
@@ -284,9 +284,9 @@ def upload_event(finalized: dict[str, Any], item: dict[str, Any]) -> dict[str, A
 
 
 def run_upload_map(s3: Any, finalized: dict[str, Any]) -> list[UploadFilesOutput]:
-    """The upload Map by hand: read its manifest, invoke UploadFiles once per item."""
-    manifest = finalized["upload"]["manifest"]
-    items = json.loads(s3.get_object(Bucket=manifest["bucket"], Key=manifest["key"])["Body"].read())
+    """The upload Map by hand: read its upload batches, invoke UploadFiles once per item."""
+    batches = finalized["upload"]["uploadBatches"]
+    items = json.loads(s3.get_object(Bucket=batches["bucket"], Key=batches["key"])["Body"].read())
     return [
         UploadFilesOutput.model_validate(
             upload_app.lambda_handler(upload_event(finalized, item), FakeLambdaContext("upload"))
@@ -318,7 +318,7 @@ def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_prep
     }
     finalized = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))
     result = FinalizeOutput.model_validate(finalized)
-    # Finalize prepared the import (channels, manifest) and uploaded nothing yet.
+    # Finalize prepared the import (channels, import manifest) and uploaded nothing yet.
     assert result.imported is False and result.upload is not None and result.import_summary is not None
     (imp,) = pennsieve.imports.values()
     assert len(imp.files) == 14 and not pennsieve.uploaded_files(imp.id)
@@ -398,12 +398,12 @@ def test_complete_import_lists_the_files_not_uploaded(
 ) -> None:
     finalize_event, finalized = _finalize_with_import(apps, example_nwb, pennsieve, monkeypatch)
     # The Map failed before any upload (as when its ItemReader fails): its error is the reason given.
-    event = {**finalized, "uploadError": {"Error": "States.ItemReaderFailed", "Cause": "no manifest"}}
+    event = {**finalized, "uploadError": {"Error": "States.ItemReaderFailed", "Cause": "no upload-batches.json"}}
     with pytest.raises(UploadError) as err:
         complete_app.lambda_handler(event, FakeLambdaContext("complete"))
     message = str(err.value)
     assert message.startswith(f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: 14 of 14 files failed to upload: channel-")
-    assert "States.ItemReaderFailed: no manifest" in message
+    assert "States.ItemReaderFailed: no upload-batches.json" in message
     prefix = finalized["upload"]["output"]["prefix"]
     failed = json.loads(apps.get_object(Bucket=OUTPUT_BUCKET, Key=prefix + "import-failed.json")["Body"].read())
     assert len(failed["failed"]) == 14
@@ -418,7 +418,7 @@ def test_plan_with_the_importer_on_and_no_target_fails_before_any_work(apps: Any
     event["importerEnabled"] = True
     with pytest.raises(TargetNotFoundError, match=r"s3://.*sub-01_ses-01\.nwb: no import target"):
         run_plan(event)
-    assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET)  # no plan, no manifest
+    assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET)  # no plan, no write batches
 
 
 def test_plan_takes_the_target_from_the_execution_input_first(apps: Any, example_nwb: Path) -> None:

@@ -144,7 +144,7 @@ def _path(data: dict[str, Any], path: str) -> Any:
 
 
 def item_selector(plan_output: dict[str, Any], item: dict[str, Any], map_name: str = "WriteChunks") -> dict[str, Any]:
-    """What the Map's ItemSelector builds from its input and one manifest item (JSONPath subset)."""
+    """What the Map's ItemSelector builds from its input and one item its ItemReader read (JSONPath subset)."""
     selector = states()[map_name]["ItemSelector"]
     out = {}
     for key, path in selector.items():
@@ -182,7 +182,7 @@ def test_finalize_output_feeds_the_upload_map_and_complete_import() -> None:
     no_import = FinalizeOutput.model_validate({**finalize_output, "upload": None}).dump()
     assert "upload" not in no_import and _choice(no_import) == "Converted"
     reader = states()["UploadFiles"]["ItemReader"]["Parameters"]
-    assert {reader["Bucket.$"], reader["Key.$"]} == {"$.upload.manifest.bucket", "$.upload.manifest.key"}
+    assert {reader["Bucket.$"], reader["Key.$"]} == {"$.upload.uploadBatches.bucket", "$.upload.uploadBatches.key"}
     item = load_event("upload_files.json")["batch"]
     UploadBatch.model_validate(item)
     built = item_selector(finalize_output, item, "UploadFiles")
@@ -205,7 +205,7 @@ def test_plan_output_feeds_the_map_and_finalize() -> None:
     PlanOutput.model_validate(plan_output)
     # ItemReader parameters point at fields of Plan's output.
     reader = states()["WriteChunks"]["ItemReader"]["Parameters"]
-    assert {reader["Bucket.$"], reader["Key.$"]} == {"$.manifest.bucket", "$.manifest.key"}
+    assert {reader["Bucket.$"], reader["Key.$"]} == {"$.writeBatches.bucket", "$.writeBatches.key"}
     batch = load_event("write_chunks.json")["batch"]
     built = item_selector(plan_output, batch)
     assert WriteChunksInput.model_validate(built) == WriteChunksInput.model_validate(load_event("write_chunks.json"))

@@ -101,7 +101,7 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
         ("UploadFilesFunction", "secretsmanager:GetSecretValue", SECRET, None, True),
         ("CompleteImportFunction", "s3:PutObject", f"{OUT}/converted/a/import-failed.json", None, True),
         ("CompleteImportFunction", "secretsmanager:GetSecretValue", SECRET, None, False),
-        # The state machine: its manifests, its map results (multipart), its child executions.
+        # The state machine: the lists its ItemReaders read, its map results (multipart), its child executions.
         ("ConversionStateMachine", "s3:GetObject", f"{OUT}/{RECORDS.write_batches.key}", None, True),
         ("ConversionStateMachine", "s3:PutObject", f"{RESULTS}/run/SUCCEEDED_0.json", None, True),
         ("ConversionStateMachine", "s3:ListMultipartUploadParts", f"{RESULTS}/r/x.json", None, True),

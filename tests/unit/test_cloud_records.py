@@ -43,14 +43,14 @@ def test_the_fixtures_keys_are_the_folders() -> None:
     records = RecordsFolder.of_version(OUTPUT_BUCKET, "records/", source["key"], source["versionId"])
     assert RecordsFolder.of_plan(S3Ref.model_validate(planned["plan"])) == records
     assert records.plan.dump() == planned["plan"]
-    assert records.write_batches.dump() == planned["manifest"]
+    assert records.write_batches.dump() == planned["writeBatches"]
     assert map_results(OUTPUT_BUCKET, "records/").dump() == planned["results"]
     upload = load_event("upload_files.json")
     assert RecordsFolder.at(S3Prefix.model_validate(upload["records"])) == records
     assert records.upload_batch(0).dump() == upload["batch"]["names"]
     complete = load_event("complete_import.json")["upload"]
     assert records.as_prefix().dump() == complete["records"]
-    assert records.upload_batches.dump() == complete["manifest"]
+    assert records.upload_batches.dump() == complete["uploadBatches"]
 
 
 class FakeListing:

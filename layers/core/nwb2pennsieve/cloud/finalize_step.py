@@ -98,7 +98,7 @@ def expected_sizes(s3: S3Client, event: FinalizeInput, plan: Plan) -> dict[str, 
             for ch in series.channels[item.column_start : item.column_stop]:
                 expected[chunk_file_name(ch.index, chunk.start_us, chunk.end_us)] = size
     if plan.options.gzip_level and plan.writes_chunks:
-        recorded = load_written(s3, event.plan, event.manifest, plan.options.gzip_level)
+        recorded = load_written(s3, event.plan, event.write_batches, plan.options.gzip_level)
         expected = {name: (r.size if (r := recorded.get(name)) else None) for name in expected}
     return expected
 

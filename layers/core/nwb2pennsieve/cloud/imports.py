@@ -180,7 +180,7 @@ def plan_uploads(
     s3: S3Client, store: S3Store, plan_ref: S3Ref, prepared: Mapping[str, Any], *, batch_size: int
 ) -> UploadPlan:
     """Write the upload Map's items: the chunk files not uploaded yet, ``batch_size`` names per
-    batch object, and the manifest listing the batches. A rerun of a complete import writes none."""
+    upload batch, and ``upload-batches.json`` listing the batches. A rerun of a complete import writes none."""
     from ..pennsieve import upload_batches
     from ..pennsieve.records import remove_failed
 
@@ -199,7 +199,7 @@ def plan_uploads(
     log.info("%d chunk files to upload in %d batches", files, len(items))
     return UploadPlan(
         output=S3Prefix(bucket=store.bucket, prefix=store.key("")),
-        manifest=records.upload_batches,
+        upload_batches=records.upload_batches,
         records=records.as_prefix(),
         import_id=prepared.get("import_id"),
         batches=len(items),

@@ -98,7 +98,7 @@ def plan_object(
         source=S3Ref(bucket=src.bucket, key=src.key, version_id=reader.version_id),
         output=S3Prefix(bucket=settings.output_bucket, prefix=out_prefix),
         plan=records.plan,
-        manifest=records.write_batches,
+        write_batches=records.write_batches,
         results=map_results(settings.output_bucket, settings.records_prefix),
         importer_enabled=run.importer_enabled,
         work_items=len(plan.work_items),
