@@ -334,12 +334,12 @@ def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_prep
         complete_app.lambda_handler({**finalized, "uploadFiles": {"MapRunArn": "arn"}}, FakeLambdaContext("complete"))
     )
     assert done.imported is True and done.import_summary is not None
-    assert (done.import_summary["files_uploaded"], done.import_summary["files_already_uploaded"]) == (14, 0)
+    assert (done.import_summary.files_uploaded, done.import_summary.files_already_uploaded) == (14, 0)
 
     again = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))  # a console rerun
     assert (again["upload"]["batches"], again["upload"]["files"]) == (0, 0)
     assert len(pennsieve.imports) == 1 and len(pennsieve.channels[package]) == result.channels
-    assert again["importSummary"]["channels_reused"] == result.channels
+    assert again["importSummary"]["channelsReused"] == result.channels
     logs = capsys.readouterr()
     assert "session-token-789" not in json.dumps(finalized) + json.dumps(again) + logs.out + logs.err
 
@@ -389,8 +389,8 @@ def test_complete_import_with_its_event_returns_the_import_summary(
     event.update(finalized)  # this run's ids and keys; the upload Map's result as in the fixture
     done = FinalizeOutput.model_validate(complete_app.lambda_handler(event, FakeLambdaContext("complete")))
     assert done.imported is True and done.import_summary is not None
-    assert (done.import_summary["files_uploaded"], done.import_summary["upload_batches"]) == (14, 1)
-    assert done.import_summary["import_id"] == finalized["upload"]["importId"]
+    assert (done.import_summary.files_uploaded, done.import_summary.upload_batches) == (14, 1)
+    assert done.import_summary.import_id == finalized["upload"]["importId"]
 
 
 def test_complete_import_lists_the_files_not_uploaded(

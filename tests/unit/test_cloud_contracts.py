@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
+from nwb2pennsieve.cloud import models
 from nwb2pennsieve.cloud.models import (
     Batch,
     CompleteImportInput,
     FinalizeInput,
     FinalizeOutput,
+    ImportSummary,
     PlanInput,
     PlanOutput,
     UploadBatch,
@@ -237,10 +241,66 @@ def test_plan_output_feeds_the_map_and_finalize() -> None:
         UploadFilesInput.model_validate(load_event("upload_files.json")),
         UploadFilesOutput(batch=0, files=3, uploaded=2, already_uploaded=1, seconds=0.5),
         CompleteImportInput.model_validate(load_event("complete_import.json")),
+        ImportSummary.model_validate(load_event("complete_import.json")["importSummary"]),
     ],
 )
 def test_payloads_round_trip(model: Any) -> None:
     assert type(model).model_validate(json.loads(json.dumps(model.dump()))) == model
+
+
+def _untyped(annotation: Any) -> bool:
+    return annotation is Any or any(_untyped(a) for a in typing.get_args(annotation))
+
+
+def test_every_payload_field_is_typed() -> None:
+    """No ``Any`` (nor ``dict[str, Any]``) in what the states pass each other."""
+    payloads = [
+        m
+        for m in vars(models).values()
+        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == models.__name__
+    ]
+    assert FinalizeOutput in payloads and ImportSummary in payloads
+    for model in payloads:
+        for name, field in model.model_fields.items():
+            assert not _untyped(field.annotation), f"{model.__name__}.{name}: {field.annotation}"
+
+
+def test_the_import_summary_goes_typed_from_finalize_through_complete_import() -> None:
+    """Finalize's summary holds every field of Pennsieve's PreparedImport; Finalize's output parses
+    as CompleteImport's input, and CompleteImport's output (with the upload map's counts) as
+    Finalize's output again, the execution's output."""
+    from nwb2pennsieve.pennsieve.importer import PreparedImport
+    from nwb2pennsieve.pennsieve.target import ImportTarget
+
+    assert set(PreparedImport.model_fields) <= set(ImportSummary.model_fields)
+    prepared = PreparedImport(
+        target=ImportTarget(dataset_id="d", package_id="p"),
+        import_id="i",
+        channels=2,
+        channels_created=1,
+        channels_reused=1,
+        files=4,
+        files_registered=4,
+    )
+    summary = ImportSummary.of_prepared(prepared)
+    assert summary.dump() == {
+        "target": {"datasetId": "d", "packageId": "p"},
+        "importId": "i",
+        "channels": 2,
+        "channelsCreated": 1,
+        "channelsReused": 1,
+        "files": 4,
+        "filesRegistered": 4,
+    }
+    finalized = FinalizeOutput.model_validate(load_event("complete_import.json")).model_copy(
+        update={"import_summary": summary}
+    )
+    complete = CompleteImportInput.model_validate(json.loads(json.dumps(finalized.dump())))
+    assert complete.import_summary == summary
+    counted = summary.model_copy(update={"files_uploaded": 3, "files_already_uploaded": 1, "upload_batches": 1})
+    done = finalized.model_copy(update={"imported": True, "import_summary": counted})
+    assert FinalizeOutput.model_validate(json.loads(json.dumps(done.dump()))) == done
+    assert done.dump()["importSummary"]["filesUploaded"] == 3
 
 
 def test_both_execution_inputs_parse_to_the_same_source() -> None:

@@ -28,18 +28,19 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from contextlib import closing
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.utilities import parameters
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from ..errors import ConfigurationError, Nwb2PennsieveError, StorageError
+from ..errors import ConfigurationError, InvalidInputError, Nwb2PennsieveError, StorageError
 from ..output.storage import S3Store, Store
 from ..pennsieve.target import TargetSpec
 from ..plan.models import Plan
 from .models import (
     CompleteImportInput,
     FinalizeOutput,
+    ImportSummary,
     Overrides,
     S3Prefix,
     S3Ref,
@@ -53,6 +54,7 @@ from .records import RecordsFolder, put_record, read_record
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from ..pennsieve.http import RetryPolicy
     from ..pennsieve.importer import UploadReport
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ def credentials_env(secret_arn: str, *, api_host: str, api_host2: str) -> dict[s
     if not secret_arn:
         raise ConfigurationError("IMPORTER_ENABLED is true but PENNSIEVE_SECRET_ARN is not set")
     try:
-        values: Any = parameters.get_secret(secret_arn, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
+        values: object = parameters.get_secret(secret_arn, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
     except Exception as exc:
         # The exception text never holds the secret's value; its type and the ARN are enough.
         raise ConfigurationError(
@@ -102,12 +104,12 @@ def choose_import_target(s3: S3Client, source: S3Ref, overrides: Overrides) -> T
 
 
 def prepare_output(
-    plan: Plan, store: Store, env: Mapping[str, str], target: TargetSpec | None, *, retry: Any = None
-) -> dict[str, Any]:
+    plan: Plan, store: Store, env: Mapping[str, str], target: TargetSpec | None, *, retry: RetryPolicy | None = None
+) -> ImportSummary:
     """Resolve ``target``, then create or match the channels and register every chunk file in the
     import manifest (:func:`~nwb2pennsieve.pennsieve.prepare_import`); nothing is uploaded yet.
 
-    Returns the small, secret-free :class:`~nwb2pennsieve.pennsieve.PreparedImport` summary.
+    Returns the small, secret-free summary of the :class:`~nwb2pennsieve.pennsieve.PreparedImport`.
     Rerun-safe: the importer records what it did in the store.
     """
     from ..pennsieve import PennsieveClient, prepare_import, resolve_target
@@ -122,12 +124,17 @@ def prepare_output(
             prepared = prepare_import(store, resolved, client)
     except Nwb2PennsieveError as exc:
         raise exc.with_file(plan.source) from None
-    return prepared.model_dump(mode="json")
+    return ImportSummary.of_prepared(prepared)
 
 
 def upload_names(
-    store: Store, env: Mapping[str, str], names: list[str], *, workers: int = UPLOAD_WORKERS, retry: Any = None
-) -> Any:
+    store: Store,
+    env: Mapping[str, str],
+    names: list[str],
+    *,
+    workers: int = UPLOAD_WORKERS,
+    retry: RetryPolicy | None = None,
+) -> UploadReport:
     """Presign and PUT the chunk files ``names`` of a prepared store (one upload-Map item).
 
     Returns the :class:`~nwb2pennsieve.pennsieve.UploadReport`; raises
@@ -166,7 +173,7 @@ def prepare_uploads(
     target: TargetSpec | None,
     *,
     batch_size: int,
-) -> tuple[dict[str, Any], UploadPlan]:
+) -> tuple[ImportSummary, UploadPlan]:
     """Prepare the import of ``output`` (channels, import manifest) and write the upload batches.
 
     Returns (the prepared import's summary, the upload Map's plan).
@@ -177,7 +184,7 @@ def prepare_uploads(
 
 
 def plan_uploads(
-    s3: S3Client, store: S3Store, plan_ref: S3Ref, prepared: Mapping[str, Any], *, batch_size: int
+    s3: S3Client, store: S3Store, plan_ref: S3Ref, prepared: ImportSummary, *, batch_size: int
 ) -> UploadPlan:
     """Write the upload Map's items: the chunk files not uploaded yet, ``batch_size`` names per
     upload batch, and ``upload-batches.json`` listing the batches. A rerun of a complete import writes none."""
@@ -201,10 +208,10 @@ def plan_uploads(
         output=S3Prefix(bucket=store.bucket, prefix=store.key("")),
         upload_batches=records.upload_batches,
         records=records.as_prefix(),
-        import_id=prepared.get("import_id"),
+        import_id=prepared.import_id,
         batches=len(items),
         files=files,
-        files_total=int(prepared.get("files", files)),
+        files_total=prepared.files,
     )
 
 
@@ -279,8 +286,15 @@ def complete_import(s3: S3Client, event: CompleteImportInput) -> FinalizeOutput:
             reason = f"{event.upload_error.error}: {event.upload_error.cause}"[:300]
         write_failed(store, up.import_id, sorted(missing), reason)
         raise UploadError(missing, up.files_total, first_reason=reason).with_file(event.source) from None
-    summary = dict(event.import_summary or {})
-    summary.update(files_uploaded=up.files, files_already_uploaded=up.files_total - up.files, upload_batches=up.batches)
+    if event.import_summary is None:
+        raise InvalidInputError("CompleteImport's input has an upload plan but no importSummary", file=event.source)
+    summary = event.import_summary.model_copy(
+        update={
+            "files_uploaded": up.files,
+            "files_already_uploaded": up.files_total - up.files,
+            "upload_batches": up.batches,
+        }
+    )
     log.info(
         "import %s complete: %d files uploaded, %d already there", up.import_id, up.files, up.files_total - up.files
     )

@@ -17,7 +17,7 @@ An execution starts from either
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -27,6 +27,9 @@ from ..errors import InvalidInputError
 from ..options import ConversionOptions
 from ..pennsieve.target import TargetSpec
 from ..plan.models import ChunkRecord
+
+if TYPE_CHECKING:
+    from ..pennsieve.importer import PreparedImport
 
 
 class _Payload(BaseModel):
@@ -219,6 +222,29 @@ class UploadPlan(_Payload):
     files_total: int
 
 
+class ImportSummary(_Payload):
+    """The import in Finalize's and CompleteImport's output (small, secret-free): what Finalize
+    prepared (Pennsieve's :class:`~nwb2pennsieve.pennsieve.PreparedImport`: the resolved target,
+    the channels, the files in the import manifest) and, once CompleteImport has checked every
+    upload, what the upload map did."""
+
+    target: TargetSpec = Field(description="the resolved target: dataset, package (and the integration, if any)")
+    import_id: str | None = None
+    channels: int
+    channels_created: int
+    channels_reused: int
+    files: int
+    files_registered: int
+    files_uploaded: int | None = Field(default=None, description="by this execution's upload map (CompleteImport)")
+    files_already_uploaded: int | None = Field(default=None, description="by an earlier execution (CompleteImport)")
+    upload_batches: int | None = Field(default=None, description="of this execution's upload map (CompleteImport)")
+
+    @classmethod
+    def of_prepared(cls, prepared: PreparedImport) -> ImportSummary:
+        """Finalize's summary: every field of the prepared import, its target as a :class:`TargetSpec`."""
+        return cls.model_validate(prepared.model_dump())
+
+
 class FinalizeOutput(_Payload):
     source: str
     output: str
@@ -229,7 +255,7 @@ class FinalizeOutput(_Payload):
     stored_bytes: int = Field(default=0, description="bytes of the chunk files (after gzip)")
     stale_removed: int
     imported: bool
-    import_summary: dict[str, Any] | None = None
+    import_summary: ImportSummary | None = Field(default=None, description="present when the importer is on")
     upload: UploadPlan | None = Field(default=None, description="present when the upload Map must run")
     warnings: list[str] = Field(default_factory=list)
 
