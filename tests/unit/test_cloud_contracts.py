@@ -12,6 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from nwb2pennsieve.cloud import models
+from nwb2pennsieve.cloud.admission import ObjectVersion, QueueEvent
 from nwb2pennsieve.cloud.models import (
     Batch,
     CompleteImportInput,
@@ -20,6 +21,7 @@ from nwb2pennsieve.cloud.models import (
     ImportSummary,
     PlanInput,
     PlanOutput,
+    S3Ref,
     UploadBatch,
     UploadFilesInput,
     UploadFilesOutput,
@@ -319,6 +321,7 @@ def test_every_event_fixture_parses() -> None:
         "finalize.json",
         "plan.json",
         "s3_object_created.json",
+        "starter.json",
         "upload_files.json",
         "write_chunks.json",
     ]
@@ -328,6 +331,21 @@ def test_every_event_fixture_parses() -> None:
     FinalizeInput.model_validate(load_event("finalize.json"))
     UploadFilesInput.model_validate(load_event("upload_files.json"))
     CompleteImportInput.model_validate(load_event("complete_import.json"))
+    QueueEvent.model_validate(load_event("starter.json"))
+
+
+def test_the_starter_event_carries_object_created_events_that_start_the_state_machine() -> None:
+    """Each record's body is what the rule puts on the admission queue: an S3 "Object Created" event,
+    which the Starter passes as it is as the execution's input, which Plan parses."""
+    queued = QueueEvent.model_validate(load_event("starter.json"))
+    assert len(queued.Records) == 2
+    example = load_event("s3_object_created.json")
+    assert json.loads(queued.Records[0].body) == example
+    for record in queued.Records:
+        obj = ObjectVersion.from_event(record.body)
+        assert PlanInput.parse(json.loads(record.body)).source == S3Ref(
+            bucket=obj.bucket, key=obj.key, version_id=obj.version
+        )
 
 
 def test_the_rule_matches_the_example_event() -> None:
@@ -376,6 +394,7 @@ def test_events_readme_documents_sam_local_invoke() -> None:
         "plan.json",
         "upload_files.json",
         "complete_import.json",
+        "starter.json",
     ):
         assert f"events/{name}" in readme
 
