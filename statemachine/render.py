@@ -39,6 +39,7 @@ def template_refs(template: dict[str, Any], region: str = "us-east-1", **values:
             "HasSecret": False,
             "HasInputKmsKey": False,
             "HasNotificationEmail": False,
+            "HasWritersReserve": False,
             "AWS::StackName": "nwb2pennsieve",
             "AWS::Region": region,
             "AWS::AccountId": "123456789012",

@@ -78,8 +78,10 @@ def test_execution_names_are_valid_stable_and_distinct() -> None:
     assert execution_name("b", "dir/sub-01_ses-01.nwb", "v").startswith("sub-01_ses-01-")
 
 
-def test_the_cap_keeps_the_maps_inside_the_writers_reserve() -> None:
-    assert admission_cap(10, 600, 120) == 5
+def test_the_cap_keeps_the_maps_inside_80_percent_of_the_writers_reserve() -> None:
+    assert admission_cap(5, 0, 100) == 5  # no reserve (the default): MaxRunningExecutions
+    assert admission_cap(10, 600, 120) == 4  # 4 x 120 = 480 <= 0.8 x 600; 5 x 120 = 600 is the whole reserve
+    assert admission_cap(10, 625, 100) == 5
     assert admission_cap(3, 600, 120) == 3
     assert admission_cap(10, 100, 1000) == 1  # never zero: one file still converts (its writers wait)
 

@@ -124,18 +124,39 @@ def test_state_machine_is_started_through_the_admission_queue_and_logs() -> None
     assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
 
 
-def test_the_writers_reserve_holds_the_admitted_maps() -> None:
-    """With the defaults, the running executions' maps fit in the writers' reserved concurrency,
-    and the account keeps 100 unreserved (of the default 1,000)."""
-    from nwb2pennsieve.cloud.admission import admission_cap
+def test_the_writers_reserve_is_optional_and_off_by_default() -> None:
+    """A reserve of 600 needs an account concurrency of 700; new accounts have less, and the deploy
+    would fail. Off by default: WriteChunks then has no ReservedConcurrentExecutions at all."""
+    param = TEMPLATE["Parameters"]["WritersReservedConcurrency"]
+    assert param["Default"] == 0 and param["MinValue"] == 0
+    assert TEMPLATE["Conditions"]["HasWritersReserve"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "WritersReservedConcurrency"}, 0]}]
+    }
+    writer = RESOURCES["WriteChunksFunction"]["Properties"]
+    assert writer["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasWritersReserve", {"Ref": "WritersReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+
+
+def test_the_defaults_leave_headroom() -> None:
+    """The admitted maps ask for at most 80 % of the writers' concurrency: the reserve if one is set,
+    else an account's documented default of 1,000 (the real account is `make preflight`'s job);
+    with Plan and Finalize of each running execution and two Starters, as docs/deploy.md's rule."""
+    from nwb2pennsieve.cloud.admission import WRITERS_HEADROOM, admission_cap
 
     params = TEMPLATE["Parameters"]
     reserved = params["WritersReservedConcurrency"]["Default"]
     write = params["WriteConcurrency"]["Default"]
+    upload = params["UploadConcurrency"]["Default"]
     cap = admission_cap(params["MaxRunningExecutions"]["Default"], reserved, write)
-    assert cap * write <= reserved <= 1000 - 100
-    writer = RESOURCES["WriteChunksFunction"]["Properties"]
-    assert writer["ReservedConcurrentExecutions"] == {"Ref": "WritersReservedConcurrency"}
+    budget = reserved or 1000
+    assert cap * (max(write, upload) + 2) + 2 <= WRITERS_HEADROOM * budget
+    # With a reserve the cap keeps the same headroom inside it.
+    for reserve in (125, 600, 625, 1000):
+        assert (
+            admission_cap(50, reserve, write) * write <= WRITERS_HEADROOM * reserve
+            or admission_cap(50, reserve, write) == 1
+        )
 
 
 def test_samconfig_has_a_default_environment() -> None:

@@ -116,9 +116,17 @@ class Admission:
         return {"batchItemFailures": [{"itemIdentifier": m} for m in self.deferred]}
 
 
+# The share of the writers' concurrency the admitted maps may ask for together: the rest is
+# headroom for Plan, Finalize and the uploaders, and for a moment of overlap.
+WRITERS_HEADROOM = 0.8
+
+
 def admission_cap(max_running: int, writers_reserved: int, write_concurrency: int) -> int:
-    """Executions that may run at once: their maps together fit in the writers' reserved concurrency."""
-    return max(1, min(max_running, writers_reserved // write_concurrency))
+    """Executions that may run at once: ``max_running``; with a writers' reserve (> 0), also no
+    more than fit in 80 % of it (never fewer than one: a file still converts, its writers wait)."""
+    if writers_reserved <= 0:
+        return max_running
+    return max(1, min(max_running, int(WRITERS_HEADROOM * writers_reserved) // write_concurrency))
 
 
 def count_running(sfn: SFNClient, state_machine_arn: str, limit: int) -> int:

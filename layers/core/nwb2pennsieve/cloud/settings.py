@@ -57,8 +57,8 @@ class CloudSettings(CommonSettings):
     pennsieve_secret_arn: Text = ""
     state_machine_arn: Text = ""
     max_running_executions: Count = 5
-    writers_reserved_concurrency: Count = 600
-    write_concurrency: Count = 120
+    writers_reserved_concurrency: Annotated[int, Field(ge=0)] = 0
+    write_concurrency: Count = 100
     admission_retry_seconds: Count = 300
     dead_letter_queue_url: Text = ""
 
