@@ -49,7 +49,8 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert "*" not in actions and not any(a.endswith(":*") for a in actions), statement
         if resources == ["*"]:
-            assert all(a.startswith("logs:") for a in actions), statement  # log delivery has no resource ARNs
+            # Logs and X-Ray have no resource ARNs for these actions; nothing else may be granted on "*".
+            assert all(a.startswith(("logs:", "xray:")) for a in actions), statement
             continue
         if not any(a.startswith("s3:") for a in actions):
             continue
@@ -147,6 +148,37 @@ def test_redrive_is_not_granted_until_it_is_supported() -> None:
     """The spot for states:RedriveExecution is marked in template.yaml (REDRIVE)."""
     child = f"{SM}:execution:stack-conversion/WriteChunks:c1"
     assert not may("ConversionStateMachine", "states:RedriveExecution", child)
+
+
+def test_the_managed_policies_are_read_as_moto_ships_them() -> None:
+    """The vendored copy of the AWS managed policies SAM attaches equals moto's (AWS's own, 2018)."""
+    import json
+
+    from moto.iam.aws_managed_policies import aws_managed_policies_data
+
+    from tests.iam import MANAGED_POLICIES
+
+    moto = json.loads(aws_managed_policies_data)
+    for arn, policy in json.loads(MANAGED_POLICIES.read_text()).items():
+        name = arn.rsplit("/", 1)[-1]
+        assert policy["Document"] == moto[name]["Document"], name
+    roles = [r for r in TRANSLATED["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    assert all(r["Properties"].get("ManagedPolicyArns") for r in roles)  # the translator attaches some: read
+
+
+@pytest.mark.parametrize("principal", PRINCIPALS)
+def test_no_principal_may_use_another_queue(principal: str) -> None:
+    """SAM's SQS event would attach AWSLambdaSQSQueueExecutionRole (receive and delete on every
+    queue of the account): the Starter's event source mapping is explicit, its statement scoped."""
+    other = "arn:aws:sqs:us-east-1:123456789012:someone-elses-queue"
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"):
+        assert not may(principal, action, other), (principal, action)
+
+
+def test_the_starter_receives_only_from_the_admission_queue() -> None:
+    queue = "arn:aws:sqs:us-east-1:123456789012:admissionqueue-example"
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+        assert may("StarterFunction", action, queue), action
 
 
 def test_the_evaluator_can_deny() -> None:

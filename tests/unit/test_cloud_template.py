@@ -114,9 +114,13 @@ def test_state_machine_is_started_through_the_admission_queue_and_logs() -> None
     assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["AdmissionDeadLetterQueue", "Arn"]}
     queue = RESOURCES["AdmissionQueue"]["Properties"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["AdmissionDeadLetterQueue", "Arn"]}
-    (source,) = RESOURCES["StarterFunction"]["Properties"]["Events"].values()
-    props = source["Properties"]
-    assert source["Type"] == "SQS" and props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # An explicit mapping (SAM's SQS event would attach a managed policy that reaches every queue).
+    assert "Events" not in RESOURCES["StarterFunction"]["Properties"]
+    (mapping,) = of_type("AWS::Lambda::EventSourceMapping").values()
+    props = mapping["Properties"]
+    assert props["EventSourceArn"] == {"Fn::GetAtt": ["AdmissionQueue", "Arn"]}
+    assert props["FunctionName"] == {"Ref": "StarterFunction"}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     # Lambda's SQS event source needs the queue's visibility timeout to outlast the function.
     assert queue["VisibilityTimeout"] >= RESOURCES["StarterFunction"]["Properties"]["Timeout"]
     alarm = RESOURCES["AdmissionDeadLetterAlarm"]["Properties"]
@@ -275,3 +279,38 @@ def test_functions_take_aws_endpoint_url_from_a_parameter_that_is_empty_by_defau
     assert s3_client().meta.endpoint_url == "https://s3.amazonaws.com"
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://172.17.0.1:5000")  # a local S3 (botocore >= 1.31 reads it)
     assert s3_client(threads=16).meta.endpoint_url == "http://172.17.0.1:5000"
+
+
+def _holds(condition: Any, parameters: dict[str, str]) -> bool:
+    """A Rules assertion (Fn::Or, Fn::And, Fn::Not, Fn::Equals over Refs) with ``parameters``."""
+    ((fn, arg),) = condition.items()
+    if fn == "Ref":
+        return parameters[arg]  # type: ignore[return-value]
+    if fn == "Fn::Equals":
+        a, b = (_value(x, parameters) for x in arg)
+        return a == b
+    if fn == "Fn::Not":
+        return not _holds(arg[0], parameters)
+    if fn == "Fn::Or":
+        return any(_holds(c, parameters) for c in arg)
+    if fn == "Fn::And":
+        return all(_holds(c, parameters) for c in arg)
+    raise AssertionError(fn)
+
+
+def _value(x: Any, parameters: dict[str, str]) -> str:
+    return parameters[x["Ref"]] if isinstance(x, dict) else str(x)
+
+
+def test_an_empty_input_prefix_needs_an_explicit_opt_in() -> None:
+    """Every function reads objects under InputPrefix only: empty, that is the whole input bucket.
+    The default is a prefix; an empty one is refused at deploy unless AllowWholeInputBucket=true."""
+    params = TEMPLATE["Parameters"]
+    assert params["InputPrefix"]["Default"] == "incoming/"
+    assert params["AllowWholeInputBucket"]["Default"] == "false"
+    (assertion,) = TEMPLATE["Rules"]["InputPrefixOrOptIn"]["Assertions"]
+    rule = assertion["Assert"]
+    assert _holds(rule, {"InputPrefix": "incoming/", "AllowWholeInputBucket": "false"})
+    assert not _holds(rule, {"InputPrefix": "", "AllowWholeInputBucket": "false"})
+    assert _holds(rule, {"InputPrefix": "", "AllowWholeInputBucket": "true"})
+    assert "AllowWholeInputBucket=true" in assertion["AssertDescription"]
