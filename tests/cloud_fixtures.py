@@ -294,6 +294,29 @@ class Stack:
                 out[obj["Key"]] = self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
         return out
 
+    def published(self, key: str, output_prefix: str = "converted/") -> dict[str, bytes]:
+        """The published output of input ``key``: the version folder its ``@current.json`` names,
+        every object by its name in that folder ({} when nothing is published)."""
+        return published(self.s3, key, output_prefix)
+
+
+def published(s3: Any, key: str, output_prefix: str = "converted/") -> dict[str, bytes]:
+    """What a reader of the output bucket finds for input ``key``: ``@current.json``, then the
+    version folder it names (every object by its name there; {} before the first publish)."""
+    from nwb2pennsieve.cloud.layout import output_folder
+    from nwb2pennsieve.cloud.models import S3Prefix
+    from nwb2pennsieve.cloud.versions import read_pointer
+
+    pointer = read_pointer(s3, S3Prefix(bucket=OUTPUT_BUCKET, prefix=output_folder(output_prefix, key)))
+    if pointer is None:
+        return {}
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=OUTPUT_BUCKET, Prefix=pointer.folder):
+        for obj in page.get("Contents", []):
+            name = obj["Key"][len(pointer.folder) :]
+            out[name] = s3.get_object(Bucket=OUTPUT_BUCKET, Key=obj["Key"])["Body"].read()
+    return out
+
 
 @pytest.fixture
 def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:

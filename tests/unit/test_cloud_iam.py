@@ -21,8 +21,11 @@ SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pennsieve-AbCdEf"
 IN, OUT = "arn:aws:s3:::in-bucket", "arn:aws:s3:::out-bucket"
 SM = "arn:aws:states:us-east-1:123456789012"
 FN = "arn:aws:lambda:us-east-1:123456789012:function"
-# The records of a.nwb at version v under the default RecordsPrefix (records/a/v/).
-RECORDS = RecordsFolder.of_version("out-bucket", "records/", "a.nwb", "v")
+# The records of a.nwb at version v under the default RecordsPrefix (records/a/@v/vv/).
+RECORDS = RecordsFolder.of_version("out-bucket", "records/", "a.nwb", "vv")
+# Its version folder, and the key's published pointer.
+VERSION = f"{OUT}/converted/a/@v/vv"
+POINTER = f"{OUT}/converted/a/@current.json"
 PLAN_JSON = f"{OUT}/{RECORDS.plan.key}"
 RESULTS = f"{OUT}/{map_results('out-bucket', 'records/').prefix}"
 
@@ -58,32 +61,36 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
             if resource in (IN, OUT):
                 assert set(actions) <= {"s3:ListBucket", "s3:ListBucketVersions"}, statement
                 wanted = statement["Condition"]["StringLike"]["s3:prefix"]
-                # a prefix, or a narrower pattern under one (an earlier viewer bundle: converted/*.zarr/*)
                 assert wanted.startswith(("incoming/", "converted/", "records/")) and wanted.endswith("*"), statement
             else:
-                assert resource.endswith("*") and resource.startswith(prefixes), statement
+                # Under a prefix: all of it, or one name in every folder (the pointer, @current.json).
+                assert resource.startswith(prefixes), statement
+                assert resource.endswith("*") or resource.endswith("/*/@current.json"), statement
 
 
 @pytest.mark.parametrize(
     ("principal", "action", "resource", "prefix", "expected"),
     [
-        # Plan: reads the input (pinned version), writes records; nothing else.
+        # Plan: reads the input (pinned version), is it still the latest?, writes records; nothing else.
         ("PlanFunction", "s3:GetObjectVersion", f"{IN}/incoming/a.nwb", None, True),
         ("PlanFunction", "s3:GetObject", f"{IN}/elsewhere/a.nwb", None, False),
+        ("PlanFunction", "s3:ListBucketVersions", IN, "incoming/a.nwb", True),
         ("PlanFunction", "s3:PutObject", PLAN_JSON, None, True),
-        ("PlanFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
+        ("PlanFunction", "s3:PutObject", f"{VERSION}/channel-00000_1_2.bin.gz", None, False),
         ("PlanFunction", "s3:PutObject", f"{IN}/incoming/a.nwb", None, False),
-        # ... and with the viewer bundle lists and deletes an earlier bundle of the key, nothing else of the output.
-        ("PlanFunction", "s3:ListBucket", OUT, "converted/a/a.zarr/", True),
+        # ... and deletes nothing, an earlier bundle included (each version has its own folder).
         ("PlanFunction", "s3:ListBucket", OUT, "converted/a/", False),
-        ("PlanFunction", "s3:DeleteObject", f"{OUT}/converted/a/a.zarr/0/0/c/0", None, True),
-        ("PlanFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
-        # WriteChunks: reads input and plan, writes chunk files; never deletes, never writes records.
-        ("WriteChunksFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, True),
+        ("PlanFunction", "s3:DeleteObject", f"{OUT}/converted/a/a.zarr/0/0/c/0", None, False),
+        ("PlanFunction", "s3:DeleteObject", f"{VERSION}/a.zarr/0/0/c/0", None, False),
+        # WriteChunks: reads input and plan, writes chunk files into version folders; never deletes,
+        # never writes records but its own, never the pointer.
+        ("WriteChunksFunction", "s3:PutObject", f"{VERSION}/channel-00000_1_2.bin.gz", None, True),
+        ("WriteChunksFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
+        ("WriteChunksFunction", "s3:PutObject", POINTER, None, False),
         ("WriteChunksFunction", "s3:GetObject", PLAN_JSON, None, True),
         ("WriteChunksFunction", "s3:PutObject", PLAN_JSON, None, False),
         ("WriteChunksFunction", "s3:PutObject", f"{OUT}/{RECORDS.bundle_partial('000-w000000-00000').key}", None, True),
-        ("WriteChunksFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
+        ("WriteChunksFunction", "s3:DeleteObject", f"{VERSION}/channel-00000_1_2.bin.gz", None, False),
         ("WriteChunksFunction", "s3:ListBucketVersions", IN, "incoming/a.nwb", True),
         ("WriteChunksFunction", "s3:ListBucketVersions", IN, "", False),
         # Finalize: lists the versions of the input key (check_current), manages the output.
@@ -93,8 +100,13 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
         ("FinalizeFunction", "s3:ListBucket", OUT, "converted/a/channel-00003", True),
         ("FinalizeFunction", "s3:ListBucket", OUT, "", False),
         ("FinalizeFunction", "s3:ListBucket", OUT, None, False),
-        ("FinalizeFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, True),
+        ("FinalizeFunction", "s3:DeleteObject", f"{VERSION}/channel-00000_1_2.bin.gz", None, True),
         ("FinalizeFunction", "s3:DeleteObject", f"{OUT}/elsewhere/x", None, False),
+        # ... publishes a version (the pointer, never deleted), writes nothing outside version folders.
+        ("FinalizeFunction", "s3:PutObject", POINTER, None, True),
+        ("FinalizeFunction", "s3:GetObject", POINTER, None, True),
+        ("FinalizeFunction", "s3:DeleteObject", POINTER, None, False),
+        ("FinalizeFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
         ("FinalizeFunction", "secretsmanager:GetSecretValue", SECRET, None, True),
         # The uploaders read and record; they delete nothing.
         ("UploadFilesFunction", "s3:GetObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, True),
@@ -144,10 +156,28 @@ def test_an_sse_kms_input_bucket_is_decrypted_through_s3_only() -> None:
     assert not allowed(statements("UploadFilesFunction", **kms), through_s3)
 
 
-def test_redrive_is_not_granted_until_it_is_supported() -> None:
-    """The spot for states:RedriveExecution is marked in template.yaml (REDRIVE)."""
+def test_the_state_machine_may_redrive_its_map_run_children() -> None:
+    """A redriven execution redrives its failed Map Run, whose children the state machine's role redrives."""
     child = f"{SM}:execution:stack-conversion/WriteChunks:c1"
-    assert not may("ConversionStateMachine", "states:RedriveExecution", child)
+    assert may("ConversionStateMachine", "states:RedriveExecution", child)
+    assert not may("ConversionStateMachine", "states:RedriveExecution", f"{SM}:execution:another/WriteChunks:c1")
+    for function in FUNCTIONS:
+        assert not may(function, "states:RedriveExecution", child), function
+
+
+def test_operators_get_a_policy_to_redrive_conversions_and_nothing_else() -> None:
+    from tests.iam import resolve_all
+
+    refs = template_refs(TEMPLATE) | {"AWS::StackName": "stack"}
+    policy = resolve_all(TEMPLATE["Resources"]["RedriveOperatorPolicy"]["Properties"]["PolicyDocument"], refs)
+    operator = policy["Statement"]
+    for execution in (f"{SM}:execution:stack-conversion:e1", f"{SM}:execution:stack-conversion/WriteChunks:c1"):
+        assert allowed(operator, Request("states:RedriveExecution", execution))
+        assert allowed(operator, Request("states:GetExecutionHistory", execution))
+    assert not allowed(operator, Request("states:RedriveExecution", f"{SM}:execution:another:e1"))
+    assert not allowed(operator, Request("states:StartExecution", f"{SM}:stateMachine:stack-conversion"))
+    assert not allowed(operator, Request("states:StopExecution", f"{SM}:execution:stack-conversion:e1"))
+    assert TEMPLATE["Outputs"]["RedriveOperatorPolicyArn"]["Value"] == {"Ref": "RedriveOperatorPolicy"}
 
 
 def test_the_managed_policies_are_read_as_moto_ships_them() -> None:

@@ -191,11 +191,11 @@ def test_only_the_importing_functions_read_the_secret_and_only_finalize_deletes(
         assert reads_secret == (function in ("FinalizeFunction", "UploadFilesFunction")), function
         # Explicit statements only: SAM's S3 policy templates grant lifecycle and ACL changes too.
         assert not any(n.startswith("S3") for n in policy_names(function)), function
-    # Only Finalize deletes (stale chunk files, an earlier run's upload records), and Plan an earlier
-    # viewer bundle of the key (only *.zarr/* objects: tests/unit/test_cloud_iam.py).
+    # Only Finalize deletes (stale chunk files, superseded version folders, an earlier run's upload
+    # records); Plan deletes nothing (each version has its own folder).
     for function in of_type("AWS::Serverless::Function"):
         text = json.dumps(RESOURCES[function]["Properties"]["Policies"])
-        assert ("s3:DeleteObject" in text) == (function in ("FinalizeFunction", "PlanFunction")), function
+        assert ("s3:DeleteObject" in text) == (function == "FinalizeFunction"), function
 
 
 def test_the_state_machine_may_invoke_each_function_and_only_those() -> None:

@@ -104,11 +104,3 @@ class CloudSettings(CommonSettings):
             batch_mb=effective.batch_mb,
             importer_enabled=effective.importer_enabled,
         )
-
-
-def join_prefix(prefix: str, key: str) -> str:
-    """``{prefix}{key without its .nwb suffix}/``: one folder per input object."""
-    stem = key[: -len(".nwb")] if key.lower().endswith(".nwb") else key
-    stem = stem.strip("/")
-    base = prefix.strip("/")
-    return f"{base}/{stem}/" if base else f"{stem}/"
