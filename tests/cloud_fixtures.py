@@ -366,7 +366,7 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
         # handlers' own (adaptive retries, pool size).
         if hasattr(module, "s3"):
             monkeypatch.setattr(module, "s3", enforcer.client(resource, "s3", config=module.s3.meta.config))
-        for attr, service in (("sfn", "stepfunctions"), ("sqs", "sqs")):
+        for attr, service in (("sfn", "stepfunctions"), ("sqs", "sqs"), ("dynamodb", "dynamodb")):
             if hasattr(module, attr):
                 client = getattr(module, attr)
                 monkeypatch.setattr(module, attr, enforcer.client(resource, service, config=client.meta.config))

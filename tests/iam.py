@@ -220,6 +220,10 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], region: s
         return [Request("secretsmanager:GetSecretValue", params["SecretId"])]
     if service == "stepfunctions" and operation in ("StartExecution", "ListExecutions"):
         return [Request(f"states:{operation}", params["stateMachineArn"])]
+    if service == "stepfunctions" and operation == "DescribeExecution":
+        return [Request("states:DescribeExecution", params["executionArn"])]
+    if service == "dynamodb":
+        return _dynamodb_requests(operation, params, region)
     if service == "sqs" and operation in ("ChangeMessageVisibility", "SendMessage"):
         # https://sqs.REGION.amazonaws.com/ACCOUNT/NAME (or moto's host) -> arn:aws:sqs:REGION:ACCOUNT:NAME
         account, name = params["QueueUrl"].rstrip("/").split("/")[-2:]
@@ -234,6 +238,29 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], region: s
     raise AssertionError(
         f"tests/iam.py has no IAM mapping for {service}.{operation}: add the actions AWS checks for it"
     )
+
+
+def _dynamodb_requests(operation: str, params: dict[str, Any], region: str) -> list[Request]:
+    """A transaction is authorized item by item, with each item's own action (UpdateItem, PutItem...)."""
+
+    def table(name: str) -> str:
+        return f"arn:aws:dynamodb:{region}:123456789012:table/{name}"
+
+    if operation == "TransactWriteItems":
+        actions = {
+            "Update": "UpdateItem",
+            "Put": "PutItem",
+            "Delete": "DeleteItem",
+            "ConditionCheck": "ConditionCheckItem",
+        }
+        return [
+            Request(f"dynamodb:{actions[kind]}", table(item["TableName"]))
+            for entry in params["TransactItems"]
+            for kind, item in entry.items()
+        ]
+    if operation in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"):
+        return [Request(f"dynamodb:{operation}", table(params["TableName"]))]
+    raise AssertionError(f"tests/iam.py has no IAM mapping for dynamodb.{operation}")
 
 
 # --- enforcement ---------------------------------------------------------------------------------

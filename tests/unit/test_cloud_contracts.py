@@ -381,7 +381,7 @@ def test_the_rule_matches_the_example_event() -> None:
     assert not re.match(regex, "incoming/notes.txt")
 
 
-NUMBERS = ("_FILES", "_EXECUTIONS", "CONCURRENCY", "_SECONDS", "_GB")
+NUMBERS = ("_FILES", "_EXECUTIONS", "CONCURRENCY", "_SECONDS", "_GB", "_HOURS")
 
 
 def test_settings_read_only_variables_the_template_sets() -> None:

@@ -207,8 +207,26 @@ def test_no_principal_may_use_another_queue(principal: str) -> None:
 
 def test_the_starter_receives_only_from_the_admission_queue() -> None:
     queue = "arn:aws:sqs:us-east-1:123456789012:admissionqueue-example"
-    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+    dead = "arn:aws:sqs:us-east-1:123456789012:admissiondeadletterqueue-example"
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"):
         assert may("StarterFunction", action, queue), action
+    assert may("StarterFunction", "sqs:SendMessage", dead)
+    assert not may("StarterFunction", "sqs:ReceiveMessage", dead)
+    assert not may("StarterFunction", "sqs:ChangeMessageVisibility", queue)  # a deferral is sent again
+
+
+def test_the_starter_holds_slots_resolves_keys_and_starts_only_conversions() -> None:
+    table = "arn:aws:dynamodb:us-east-1:123456789012:table/admissionslotstable-example"
+    for action in ("dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query"):
+        assert may("StarterFunction", action, table), action
+    assert not may("StarterFunction", "dynamodb:PutItem", "arn:aws:dynamodb:us-east-1:123456789012:table/other")
+    assert may("StarterFunction", "s3:ListBucketVersions", IN, "incoming/a b.nwb")
+    assert not may("StarterFunction", "s3:ListBucketVersions", IN, "")
+    assert not may("StarterFunction", "s3:GetObject", f"{IN}/incoming/a.nwb")  # it never reads the data
+    assert may("StarterFunction", "states:StartExecution", f"{SM}:stateMachine:stack-conversion")
+    assert may("StarterFunction", "states:DescribeExecution", f"{SM}:execution:stack-conversion:e1")
+    assert not may("StarterFunction", "states:ListExecutions", f"{SM}:stateMachine:stack-conversion")
+    assert not may("StarterFunction", "states:StartExecution", f"{SM}:stateMachine:another")
 
 
 def test_the_evaluator_can_deny() -> None:

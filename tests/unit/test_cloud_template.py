@@ -121,8 +121,6 @@ def test_state_machine_is_started_through_the_admission_queue_and_logs() -> None
     assert props["EventSourceArn"] == {"Fn::GetAtt": ["AdmissionQueue", "Arn"]}
     assert props["FunctionName"] == {"Ref": "StarterFunction"}
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    # Lambda's SQS event source needs the queue's visibility timeout to outlast the function.
-    assert queue["VisibilityTimeout"] >= RESOURCES["StarterFunction"]["Properties"]["Timeout"]
     alarm = RESOURCES["AdmissionDeadLetterAlarm"]["Properties"]
     assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["AdmissionDeadLetterQueue", "QueueName"]}
     assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
@@ -314,3 +312,52 @@ def test_an_empty_input_prefix_needs_an_explicit_opt_in() -> None:
     assert not _holds(rule, {"InputPrefix": "", "AllowWholeInputBucket": "false"})
     assert _holds(rule, {"InputPrefix": "", "AllowWholeInputBucket": "true"})
     assert "AllowWholeInputBucket=true" in assertion["AssertDescription"]
+
+
+def test_the_admission_queue_cannot_expire_or_outlive_its_dead_letter_queue() -> None:
+    """Item 2: a deferral is a new message delayed by AdmissionRetrySeconds (SQS allows 900 s at
+    most); the dead-letter queue keeps a moved message's first enqueue time, so it must keep
+    messages longer than the admission queue; the visibility timeout is at least six times the
+    Starter's timeout (plus its batching window), as AWS advises for a Lambda event source; the age
+    of the oldest message of both queues raises alarms."""
+    retry = TEMPLATE["Parameters"]["AdmissionRetrySeconds"]
+    assert retry["MaxValue"] <= 900 and retry["MinValue"] >= 1
+    queue = RESOURCES["AdmissionQueue"]["Properties"]
+    dead = RESOURCES["AdmissionDeadLetterQueue"]["Properties"]
+    assert dead["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+    assert dead["MessageRetentionPeriod"] == 1_209_600  # SQS's longest: 14 days
+    starter = RESOURCES["StarterFunction"]["Properties"]
+    (mapping,) = of_type("AWS::Lambda::EventSourceMapping").values()
+    window = mapping["Properties"]["MaximumBatchingWindowInSeconds"]
+    assert queue["VisibilityTimeout"] >= 6 * starter["Timeout"] + window
+    # Receives count only failures now (a deferral is a new message): a handful is plenty.
+    assert 3 <= queue["RedrivePolicy"]["maxReceiveCount"] <= 10
+    ages = {
+        name: a["Properties"]
+        for name, a in of_type("AWS::CloudWatch::Alarm").items()
+        if a["Properties"].get("MetricName") == "ApproximateAgeOfOldestMessage"
+    }
+    watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]: a["Threshold"] for a in ages.values()}
+    assert watched["AdmissionQueue"] <= 3600
+    assert watched["AdmissionDeadLetterQueue"] <= dead["MessageRetentionPeriod"] / 2  # a week left to act
+
+
+def test_the_starter_holds_admission_slots_and_hears_every_conversion_end() -> None:
+    """Item 3: the cap is a semaphore (a DynamoDB table of slots), not a count of ListExecutions;
+    each conversion's start and end reach the Starter, which gives the slot back."""
+    table = RESOURCES["AdmissionSlotsTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST" and table["SSESpecification"]["SSEEnabled"]
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["ADMISSION_SLOTS_TABLE"] == {"Ref": "AdmissionSlotsTable"}
+    assert variables["ADMISSION_QUEUE_URL"] == {"Ref": "AdmissionQueue"}
+    rule = RESOURCES["ConversionStatusRule"]["Properties"]
+    assert set(rule["EventPattern"]["detail"]["status"]) == {"RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+    (prefix,) = rule["EventPattern"]["detail"]["executionArn"]
+    assert prefix["prefix"]["Fn::Sub"].endswith(":execution:${AWS::StackName}-conversion:")  # not map children
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["StarterFunction", "Arn"]}
+    permission = RESOURCES["StarterStatusPermission"]["Properties"]
+    assert permission["SourceArn"] == {"Fn::GetAtt": ["ConversionStatusRule", "Arn"]}
+    assert permission["Principal"] == "events.amazonaws.com"
+    text = json.dumps(RESOURCES["StarterFunction"]["Properties"]["Policies"])
+    assert "states:ListExecutions" not in text and "sqs:ChangeMessageVisibility" not in text

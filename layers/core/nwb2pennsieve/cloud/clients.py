@@ -22,6 +22,7 @@ from botocore.config import Config
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_stepfunctions import SFNClient
@@ -79,4 +80,10 @@ def stepfunctions_client(threads: int = 1) -> SFNClient:
 def sqs_client(threads: int = 1) -> SQSClient:
     """An SQS client, configured the same way (the Starter's)."""
     client: SQSClient = boto3.client("sqs", config=client_config(threads))
+    return client
+
+
+def dynamodb_client(threads: int = 1) -> DynamoDBClient:
+    """A DynamoDB client, configured the same way (the Starter's admission slots)."""
+    client: DynamoDBClient = boto3.client("dynamodb", config=client_config(threads))
     return client

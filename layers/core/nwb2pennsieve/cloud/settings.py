@@ -60,6 +60,9 @@ class CloudSettings(CommonSettings):
     writers_reserved_concurrency: Annotated[int, Field(ge=0)] = 0
     write_concurrency: Count = 100
     admission_retry_seconds: Count = 300
+    admission_max_wait_hours: Positive = 168
+    admission_queue_url: Text = ""
+    admission_slots_table: Text = ""
     dead_letter_queue_url: Text = ""
 
     @field_validator("records_prefix")
