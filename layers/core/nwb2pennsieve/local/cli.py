@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from .. import __version__
-from ..errors import ConfigurationError, Interrupted, Nwb2PennsieveError
+from ..errors import ConfigurationError, Interrupted, NothingToConvertError, Nwb2PennsieveError
 from ..output.storage import LocalStore
 from ..plan.models import Plan
 from ..plan.survey import NOT_SELECTED
@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..pennsieve import import_output, import_preflight
 
     target = import_preflight(settings)
-    converted = 0
+    converted = skipped = 0
     failures: list[str] = []
     for path in inputs:
         try:
@@ -154,16 +154,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                 imported = import_output(LocalStore(result.output_dir), settings, target)
                 print(f"{path.name}: {imported.summary_line()}")
             converted += 1
+        except NothingToConvertError as exc:  # not a failure: the file holds nothing this tool converts
+            skipped += 1
+            print(f"note: {path.name}: skipped: {exc.reason}", file=sys.stderr)
         except Exception as exc:
             if args.debug:
                 raise
             failures.append(describe_error(exc, path.name))
             print(f"error: {failures[-1]}", file=sys.stderr)
-    if failures:
-        print(f"{converted} converted, {len(failures)} failed ({'; '.join(failures)})", file=sys.stderr)
-        return 1
-    print(f"{converted} converted")
-    return 0
+    return _tally(converted, skipped, failures)
+
+
+def _tally(converted: int, skipped: int, failures: list[str]) -> int:
+    """``2 converted, 1 skipped, 1 failed:`` then each failure on a line of its own; exit 1 on a failure."""
+    counts = [f"{converted} converted"] + ([f"{skipped} skipped (nothing to convert)"] if skipped else [])
+    if not failures:
+        print(", ".join(counts))
+        return 0
+    lines = [", ".join([*counts, f"{len(failures)} failed:"]), *(f"  {failure}" for failure in failures)]
+    print("\n".join(lines), file=sys.stderr)
+    return 1
 
 
 RUN_EPILOG = """\
