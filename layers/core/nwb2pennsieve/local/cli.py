@@ -8,6 +8,7 @@ traceback only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
@@ -362,9 +363,31 @@ def _quiet_broken_pipe() -> int:
     return 128 + 13  # SIGPIPE
 
 
+def _check_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Refuse an option no command has before argparse does (it would first complain of a missing
+    required one, or take a typo for something else), naming the closest one: ``unknown option
+    --ouput (did you mean --output?)``, exit 2. Unique prefixes (``--out``) stay accepted."""
+    commands = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    name = next((a for a in argv if not a.startswith("-")), None)
+    if commands is None or name not in commands.choices:
+        return
+    command: argparse.ArgumentParser = commands.choices[name]
+    known = [s for p in (parser, command) for a in p._actions for s in a.option_strings if s.startswith("--")]
+    for arg in argv[list(argv).index(name) + 1 :]:
+        if arg == "--":
+            return
+        option = arg.split("=", 1)[0]
+        if not option.startswith("--") or any(k.startswith(option) for k in known):
+            continue
+        close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+        command.error(f"unknown option {option}" + (f" (did you mean {close[0]}?)" if close else ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(with_import=_needs_importer(argv))
-    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    _check_options(parser, given)
+    args = parser.parse_args(given)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(message)s" if args.debug else "%(message)s",
