@@ -14,10 +14,12 @@ Where moto is lenient the harness is strict:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ import boto3
 import pytest
 
 from functions.starter import app as starter_app
+from nwb2pennsieve.cloud.admission import Admission, Starter
 from statemachine.render import resolve
 from tests.cloud_fixtures import REGION, FakeLambdaContext, Stack, load_event
 
@@ -51,6 +54,174 @@ def atomic_transactions() -> Iterator[None]:
         yield
     finally:
         DynamoDBBackend.transact_write_items = real  # type: ignore[method-assign]
+
+
+# Serializes the S3 shims below with moto's PUTs (moto's own S3 is not safe for it).
+S3_LOCK = threading.RLock()
+
+
+def version_listings_as_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ListObjectVersions lists the prefix (AWS). moto deep-copies every version of every key of the
+    bucket on each call, the bytes included: hundreds of megabytes per call once a burst's inputs
+    are in, and a deepcopy racing a concurrent PUT fails with SystemError. Here it copies only the
+    keys under the prefix, and not while a PUT changes them."""
+    from moto.s3.models import S3Backend
+    from moto.s3.utils import _VersionedKeyStore
+
+    real_list = S3Backend.list_object_versions
+    real_put = S3Backend.put_object
+
+    class Backend:
+        """The backend, whose bucket shows only the keys under the prefix."""
+
+        def __init__(self, backend: Any, bucket: Any) -> None:
+            self._backend, self._bucket = backend, bucket
+
+        def get_bucket(self, name: str) -> Any:
+            return self._bucket
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._backend, name)
+
+    class Bucket:
+        def __init__(self, bucket: Any, keys: Any) -> None:
+            self._bucket, self.keys = bucket, keys
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._bucket, name)
+
+    def list_object_versions(self: Any, bucket_name: str, *args: Any, **kwargs: Any) -> Any:
+        prefix = kwargs.get("prefix") or ""
+        with S3_LOCK:
+            bucket = self.get_bucket(bucket_name)
+            under = _VersionedKeyStore()
+            for key, versions in bucket.keys.iterlists():
+                if key.startswith(prefix):
+                    dict.__setitem__(under, key, list(versions))
+            return real_list(Backend(self, Bucket(bucket, under)), bucket_name, *args, **kwargs)
+
+    def put_object(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with S3_LOCK:
+            return real_put(self, *args, **kwargs)
+
+    monkeypatch.setattr(S3Backend, "list_object_versions", list_object_versions)
+    monkeypatch.setattr(S3Backend, "put_object", put_object)
+
+
+def suspended_versioning_as_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A versioning-suspended bucket as AWS documents it ("Adding objects to versioning-suspended
+    buckets"): a PUT replaces the key's ``null`` version only, and earlier versions stay readable by
+    their version id. moto drops every earlier version of the key on such a PUT, and answers 400
+    to a HEAD naming a version in a bucket whose versioning is not Enabled."""
+    from moto.s3.models import S3Backend
+    from moto.s3.responses import S3Response
+
+    real_put = S3Backend.put_object
+    real_head = S3Response.head_object
+    lock = S3_LOCK  # the HEAD below flips the bucket's status for a moment: no PUT then
+
+    def put_object(self: Any, bucket_name: str, key_name: str, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            bucket = self.get_bucket(bucket_name)
+            if bucket.versioning_status != "Suspended":
+                return real_put(self, bucket_name, key_name, *args, **kwargs)
+            before = list(bucket.keys.getlist(key_name, []))
+            kept = [k for k in before if k._version_id not in (None, "null")]
+            # Hidden from moto's put (which disposes of what it replaces), then put back under the new one.
+            dict.__setitem__(bucket.keys, key_name, [k for k in before if k not in kept])
+            new = real_put(self, bucket_name, key_name, *args, **kwargs)
+            dict.__setitem__(bucket.keys, key_name, [*kept, new])
+            return new
+
+    def head_object(self: Any, bucket_name: str, query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        bucket = self.backend.get_bucket(bucket_name)
+        if not query.get("versionId") or bucket.versioning_status != "Suspended":
+            return real_head(self, bucket_name, query, *args, **kwargs)
+        with lock:
+            bucket.versioning_status = "Enabled"
+            try:
+                return real_head(self, bucket_name, query, *args, **kwargs)
+            finally:
+                bucket.versioning_status = "Suspended"
+
+    monkeypatch.setattr(S3Backend, "put_object", put_object)
+    monkeypatch.setattr(S3Response, "head_object", head_object)
+
+
+@dataclass
+class LambdaCaps:
+    """What the Lambda service does at its concurrency limits, which moto never does: at most
+    ``account`` invocations at once, and ``per_function`` for some; an invocation over a limit raises
+    the 429 ``TooManyRequestsException`` (Step Functions: ``Lambda.TooManyRequestsException``).
+    Records peaks and throttles per function, and the peak of writers per version folder."""
+
+    account: int
+    per_function: dict[str, int] = field(default_factory=dict)
+    running: dict[str, int] = field(default_factory=dict)
+    peak: dict[str, int] = field(default_factory=dict)
+    throttled: dict[str, int] = field(default_factory=dict)
+    writers: dict[str, int] = field(default_factory=dict)  # version folder -> WriteChunks running now
+    peak_writers: int = 0
+    peak_account: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> LambdaCaps:
+        from moto.awslambda.exceptions import LambdaClientError
+        from moto.awslambda.models import LambdaFunction
+
+        class TooMany(LambdaClientError):
+            code = 429
+
+            def __init__(self) -> None:
+                super().__init__("TooManyRequestsException", "Rate exceeded")
+
+        invoke = LambdaFunction._invoke_lambda
+        caps = self
+
+        def capped(function: Any, event: Any = None) -> Any:
+            name = function.function_name
+            payload = json.loads(event) if isinstance(event, str) else event or {}
+            folder = str(payload.get("output", {}).get("prefix", "")) if name == "WriteChunksFunction" else ""
+            with caps._lock:
+                over = name in caps.per_function and caps.running.get(name, 0) >= caps.per_function[name]
+                if over or sum(caps.running.values()) >= caps.account:
+                    caps.throttled[name] = caps.throttled.get(name, 0) + 1
+                    raise TooMany()
+                caps.running[name] = caps.running.get(name, 0) + 1
+                caps.peak[name] = max(caps.peak.get(name, 0), caps.running[name])
+                caps.peak_account = max(caps.peak_account, sum(caps.running.values()))
+                if folder:
+                    caps.writers[folder] = caps.writers.get(folder, 0) + 1
+                    caps.peak_writers = max(caps.peak_writers, caps.writers[folder])
+            try:
+                time.sleep(0.01)  # long enough for invocations of other executions to overlap
+                return invoke(function, event)
+            finally:
+                with caps._lock:
+                    caps.running[name] -= 1
+                    if folder:
+                        caps.writers[folder] -= 1
+
+        monkeypatch.setattr(LambdaFunction, "_invoke_lambda", capped)
+        return self
+
+
+def barrier_on_first_starts(monkeypatch: pytest.MonkeyPatch, parties: int = 2) -> set[int]:
+    """The Starters' first StartExecution calls wait for each other: all decided before any started.
+    Returns the threads that reached it."""
+    barrier = threading.Barrier(parties, timeout=20)
+    first: set[int] = set()
+    real = starter_app.sfn.start_execution
+
+    def start(**kw: Any) -> Any:
+        if threading.get_ident() not in first:
+            first.add(threading.get_ident())
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()
+        return real(**kw)
+
+    monkeypatch.setattr(starter_app.sfn, "start_execution", start)
+    return first
 
 
 def object_created(
@@ -161,6 +332,7 @@ class AdmissionHarness:
     receives: list[Receive] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)
     statuses_delivered: int = 0
+    tally: Counter[str] = field(default_factory=Counter)  # what the Starter did with every message
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -171,6 +343,17 @@ class AdmissionHarness:
         configure_starter(self.monkeypatch, self.stack.state_machine_arn, self.url, self.dead_letter_url, table)
         self.monkeypatch.setenv("MAX_RUNNING_EXECUTIONS", str(self.max_running))
         self.rng = random.Random(self.seed)
+        real = Starter.admit
+        harness = self
+
+        def admit(starter: Starter, records: Any) -> Admission:
+            result = real(starter, records)
+            with harness._lock:
+                for outcome in ("started", "duplicates", "deferred", "superseded", "gone", "rejected", "failed"):
+                    harness.tally[outcome] += len(getattr(result, outcome))
+            return result
+
+        self.monkeypatch.setattr(Starter, "admit", admit)
 
     # --- what S3 and EventBridge do ------------------------------------------------------------
 
@@ -205,7 +388,10 @@ class AdmissionHarness:
         failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
         for m in messages:
             if m["MessageId"] not in failed:
-                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+                # Received again meanwhile (its visibility timeout passed)? AWS answers such a
+                # delete with success and keeps the message; moto refuses it.
+                with contextlib.suppress(self.sqs.exceptions.ReceiptHandleIsInvalid):
+                    self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
         return len(messages)
 
     def depth(self, url: str | None = None) -> int:
@@ -233,6 +419,19 @@ class AdmissionHarness:
             with self._lock:
                 self.statuses_delivered += 1
 
+    def executions(self) -> list[dict[str, Any]]:
+        """The conversions as ListExecutions lists them (moto's listing can catch an execution
+        being created, without a status yet: asked again then)."""
+        for _ in range(50):
+            try:
+                found: list[dict[str, Any]] = self.stack.sfn.list_executions(
+                    stateMachineArn=self.stack.state_machine_arn
+                )["executions"]
+                return found
+            except AttributeError:
+                time.sleep(0.02)
+        raise AssertionError("moto's ListExecutions kept failing")
+
     def run(self, *, starters: int = 2, timeout: float = 600.0, settle: Callable[[], bool] = lambda: True) -> None:
         """Run ``starters`` event-source pollers and the status-event deliverer until the queue is
         empty, nothing runs, every status change was delivered and ``settle()`` holds."""
@@ -255,7 +454,7 @@ class AdmissionHarness:
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline and not errors:
-                executions = self.stack.sfn.list_executions(stateMachineArn=self.stack.state_machine_arn)["executions"]
+                executions = self.executions()
                 pending = False
                 for e in executions:
                     seen = announced.setdefault(e["name"], set())

@@ -203,6 +203,27 @@ def aws() -> Iterator[None]:
         yield
 
 
+def scale_retry_waits(monkeypatch: pytest.MonkeyPatch, factor: float) -> None:
+    """moto's interpreter really sleeps each Retry interval: ``factor`` times shorter."""
+    import time
+
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    class ScaledTime:
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            time.sleep(seconds * factor)
+
+    monkeypatch.setattr(retrier_decl, "time", ScaledTime)
+
+
+@pytest.fixture
+def quick_retry_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Retry interval 1,000 times shorter (the budgets themselves are checked on the
+    definition, tests/unit/test_cloud_contracts.py)."""
+    scale_retry_waits(monkeypatch, 1 / 1000)
+
+
 @pytest.fixture(autouse=True)
 def fresh_secrets() -> Iterator[None]:
     """Powertools caches secrets (and its Secrets Manager client) across warm invocations: start
@@ -263,13 +284,10 @@ class Stack:
     iam: Enforcer
 
     def redeploy(self, **parameters: Any) -> None:
-        """Replace the state machine by one rendered with other parameter values (e.g. a concurrency)."""
+        """Replace the state machine by one rendered with other parameter values (e.g. a
+        concurrency), under the same name (its ARN, which the Starter's policy names, stays)."""
         definition = render(substitutions(self.template, {**self.refs, **parameters}))
-        self.state_machine_arn = self.sfn.create_state_machine(
-            name=f"test-conversion-{len(parameters)}-{abs(hash(definition)) % 10**8}",
-            definition=definition,
-            roleArn=self.role,
-        )["stateMachineArn"]
+        self.sfn.update_state_machine(stateMachineArn=self.state_machine_arn, definition=definition)
 
     def run(self, execution_input: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
         import time

@@ -12,7 +12,6 @@ moto's interpreter really sleeps each Retry interval: here the waits are scaled 
 
 from __future__ import annotations
 
-import contextlib
 import random
 import threading
 import time
@@ -22,59 +21,18 @@ from typing import Any
 import pytest
 
 from functions.starter import app as starter_app
-from tests.admission_harness import AdmissionHarness, atomic_transactions
+from tests.admission_harness import AdmissionHarness, LambdaCaps, atomic_transactions, barrier_on_first_starts
 from tests.admission_harness import object_created as harness_event
 from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, Stack, make_nwb
 from tests.expected import differing_objects
 
-
-@pytest.fixture(autouse=True)
-def quick_retry_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
-
-    class ScaledTime:
-        @staticmethod
-        def sleep(seconds: float) -> None:
-            time.sleep(seconds / 1000)
-
-    monkeypatch.setattr(retrier_decl, "time", ScaledTime)
+# moto sleeps each Retry interval: here 1,000 times shorter.
+pytestmark = pytest.mark.usefixtures("quick_retry_waits")
 
 
-class Throttled(Exception):
-    """Raised in place of an invocation over the cap (becomes moto's LambdaClientError below)."""
-
-
-def concurrency_cap(monkeypatch: pytest.MonkeyPatch, cap: int) -> dict[str, int]:
+def concurrency_cap(monkeypatch: pytest.MonkeyPatch, cap: int) -> LambdaCaps:
     """At most ``cap`` Lambda invocations at once in the account; the others are throttled."""
-    from moto.awslambda.exceptions import LambdaClientError
-    from moto.awslambda.models import LambdaFunction
-
-    class TooMany(LambdaClientError):
-        code = 429
-
-        def __init__(self) -> None:
-            super().__init__("TooManyRequestsException", "Rate exceeded")
-
-    invoke = LambdaFunction._invoke_lambda
-    lock = threading.Lock()
-    seen = {"running": 0, "peak": 0, "throttled": 0}
-
-    def capped(self: Any, event: Any = None) -> Any:
-        with lock:
-            if seen["running"] >= cap:
-                seen["throttled"] += 1
-                raise TooMany()
-            seen["running"] += 1
-            seen["peak"] = max(seen["peak"], seen["running"])
-        try:
-            time.sleep(0.01)  # long enough for invocations of other executions to overlap
-            return invoke(self, event)
-        finally:
-            with lock:
-                seen["running"] -= 1
-
-    monkeypatch.setattr(LambdaFunction, "_invoke_lambda", capped)
-    return seen
+    return LambdaCaps(account=cap).install(monkeypatch)
 
 
 def object_created(key: str, version: str) -> dict[str, Any]:
@@ -114,8 +72,8 @@ def test_a_burst_under_a_lambda_concurrency_cap_queues_and_every_file_converts(
     for key in keys:
         names = stack.published(key)
         assert any(n.endswith(".metadata.json") for n in names) and any(n.endswith(".bin.gz") for n in names)
-    assert seen["peak"] <= 2
-    assert seen["throttled"] > 0  # the cap was really hit, and waited out
+    assert seen.peak_account <= 2
+    assert sum(seen.throttled.values()) > 0  # the cap was really hit, and waited out
     # Files were held back while both slots were taken: sent again, never received again.
     assert len(admission.receives) > len(keys) and max(r.count for r in admission.receives) == 1
     assert admission.depth(admission.dead_letter_url) == 0
@@ -186,18 +144,7 @@ def test_two_starters_racing_never_exceed_the_cap(
     for k, v in SMALL.items():
         monkeypatch.setenv(k, v)
     lagging_listings(monkeypatch, starter_app, lag=2.0)
-    barrier = threading.Barrier(2, timeout=30)
-    first_start: set[int] = set()
-    real_start = starter_app.sfn.start_execution
-
-    def start_after_both_decided(**kw: Any) -> Any:
-        if threading.get_ident() not in first_start:
-            first_start.add(threading.get_ident())
-            with contextlib.suppress(threading.BrokenBarrierError):
-                barrier.wait()
-        return real_start(**kw)
-
-    monkeypatch.setattr(starter_app.sfn, "start_execution", start_after_both_decided)
+    first_start = barrier_on_first_starts(monkeypatch)
     admission = AdmissionHarness(stack, monkeypatch, max_running=3)
     for i in range(8):
         upload_small(stack, admission, tmp_path, f"incoming/race-{i}.nwb", i)

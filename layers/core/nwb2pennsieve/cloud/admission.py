@@ -45,7 +45,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .models import bare_etag, no_version
-from .slots import Slot, Slots
+from .slots import Slot, Slots, execution_arn
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -270,7 +270,22 @@ class Starter:
         if slot is Slot.FULL:
             self._defer(record, first_seen, result)
             return
+        if slot is Slot.HELD and self._exists(name):  # a duplicate of an execution that started
+            log.info("duplicate event: execution %s holds its slot; dropped", name)
+            result.duplicates.append(name)
+            return
+        # Held but not started: the Starter that took the slot died before starting it, or is
+        # starting it right now (then one of the two starts is refused or answered as a duplicate).
         self._start(record, name, _execution_input(obj, key), slot, first_seen, result)
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self.sfn.describe_execution(executionArn=execution_arn(self.state_machine_arn, name))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+                return False
+            raise
+        return True
 
     def _start(
         self, record: QueueRecord, name: str, execution_input: str, slot: Slot, first_seen: float, result: Admission

@@ -50,6 +50,11 @@ LEASE_GRACE_SECONDS = 600
 RECONCILE_EVERY_SECONDS = 60
 
 
+def execution_arn(state_machine_arn: str, name: str) -> str:
+    """The ARN of the state machine's execution ``name`` (not of a map run's child)."""
+    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":" + name
+
+
 class Slot(StrEnum):
     ACQUIRED = "acquired"
     FULL = "full"
@@ -192,13 +197,12 @@ class Slots:
             return []
         self._last_reconcile = now
         released = []
-        prefix = state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":"
         for name, acquired_at in self.held().items():
             if now - acquired_at < LEASE_GRACE_SECONDS:
                 continue
             status: str
             try:
-                status = sfn.describe_execution(executionArn=prefix + name)["status"]
+                status = sfn.describe_execution(executionArn=execution_arn(state_machine_arn, name))["status"]
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
                     raise
