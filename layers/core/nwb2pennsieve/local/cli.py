@@ -141,17 +141,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             f" into {settings.output_dir / inputs[0].stem}",
             file=sys.stderr,
         )
-    # With the importer on, fail before any conversion work when credentials or a target are missing.
-    from ..pennsieve import import_output, import_preflight
+    # With the importer on, fail before any conversion work when credentials or a target are
+    # missing, or when several recordings would share one target.
+    from ..pennsieve import import_output, input_targets
 
-    target = import_preflight(settings)
+    targets = input_targets(settings, [p.stem for p in inputs], args.target or ())
     converted = 0
     failures: list[str] = []
     for path in inputs:
         try:
             result = _convert_one(path, settings.output_dir / path.stem, settings)
-            if target is not None:
-                imported = import_output(LocalStore(result.output_dir), settings, target)
+            if targets is not None:
+                imported = import_output(LocalStore(result.output_dir), settings, targets[path.stem], source=path.stem)
                 print(f"{path.name}: {imported.summary_line()}")
             converted += 1
         except Exception as exc:
@@ -182,7 +183,12 @@ environment variables (an option, where there is one, wins over its variable):
   PLAN_TIMEOUT_S        seconds planning one file may take (default 600; 0: no limit, in process)
   ENVIRONMENT           local (default) or production
   IMPORTER_ENABLED      import each output into Pennsieve (default: off when ENVIRONMENT=local)
-  INTEGRATION_ID        the workflow run to import for
+  INTEGRATION_ID        the workflow run to import for (one input file; several need PACKAGE_MAP or --target)
+  PACKAGE_MAP           a JSON file: input file stem -> its own package id (one recording, one package)
+  LEGACY_IMPORT_FLOW    true: import through Pennsieve's import manifest instead of a viewer asset
+  ASSET_NAME, ASSET_TYPE, ASSET_FINISHED_STATUS
+                        the viewer asset's name (default nwb-asset) and type (timeseries), and the
+                        status that marks it finished (default active)
   SESSION_TOKEN (+REFRESH_TOKEN), or PENNSIEVE_API_KEY and PENNSIEVE_API_SECRET
                         Pennsieve credentials
   PENNSIEVE_API_HOST, PENNSIEVE_API_HOST2
@@ -307,6 +313,13 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
         " each output when IMPORTER_ENABLED; end with a tally.",
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        default=None,
+        metavar="STEM=PACKAGE",
+        help="import the input file STEM.nwb into this package (repeatable; wins over PACKAGE_MAP)",
     )
     p.set_defaults(handler=cmd_run)
 
