@@ -60,8 +60,7 @@ class AssetRoutes:
         self.issued: list[Issued] = []  # every credential minted (the tests search outputs for them)
         self.ranges: dict[str, dict[tuple[str, int, int], dict[str, str]]] = {}  # package → chunk → key, asset
         self.range_requests: list[dict[str, Any]] = []
-        self.deleted_assets: list[str] = []
-        self.deleted_channels: list[str] = []
+        self.deletions: list[tuple[str, str]] = []  # ("asset" | "channel", id), in order
         if s3 is not None:
             s3.call("bucket", {"name": ASSET_BUCKET})
 
@@ -195,7 +194,7 @@ class AssetRoutes:
     def _delete_asset(self, q: dict[str, str], body: Any, asset_id: str) -> Any:
         asset = self._asset_of(q, asset_id)
         del self.assets[asset_id]
-        self.deleted_assets.append(asset_id)
+        self.deletions.append(("asset", asset_id))
         if self.s3 is not None:  # the service queues the purge of the prefix; here it is immediate
             self.s3.call("revoke", {"prefix": asset["_prefix"]})
             self.s3.call("purge", {"bucket": ASSET_BUCKET, "prefix": asset["_prefix"]})
@@ -234,7 +233,7 @@ class AssetRoutes:
         if channels is None or not any(c["id"] == node_id for c in channels):
             raise _AssetError(404, f"channel {node_id} not found")
         self.channels[package_id] = [c for c in channels if c["id"] != node_id]
-        self.deleted_channels.append(node_id)
+        self.deletions.append(("channel", node_id))
         return 204, None
 
     def _asset_routes(self) -> list[tuple[str, str, bool, Any]]:

@@ -40,6 +40,7 @@ class Fault:
     skip: int = 0
     times: int = 1
     phase: Literal["before", "after"] = "before"
+    extra: dict[str, Any] | None = None  # more fields of the error body (an API2 ``invalid_chunks``)
     matched: int = 0
     fired: int = 0
 
@@ -169,7 +170,7 @@ def handler_class(fake: FakePennsieve) -> type[BaseHTTPRequestHandler]:
                     return
                 else:
                     headers = {"Retry-After": f.retry_after} if f.retry_after else None
-                    self._error(f.status, "injected fault", api2, headers)
+                    self._error(f.status, "injected fault", api2, headers, extra=f.extra)
                     return
             try:
                 if is_s3 and self.headers.get("Authorization"):

@@ -245,7 +245,9 @@ def left_unfinished(asset_id: str) -> str:
 
 def resumable(exc: BaseException) -> bool:
     """Whether a rerun can resume the asset after ``exc`` (else it is cleaned up)."""
-    if isinstance(exc, RangesRejectedError | ChannelConflictError):
+    if isinstance(exc, ChannelConflictError):
+        return True  # once that channel is dealt with, the asset can be resumed
+    if isinstance(exc, RangesRejectedError):
         return False
     if isinstance(exc, ChannelCreateError):
         return exc.retryable
@@ -406,7 +408,10 @@ def _upload_and_complete(
     files = [AssetFile(f.local, f.remote, store.size(f.local)) for f in prepared.files()]
     s3 = AssetS3(prepared.credentials, threads=workers, retry=retry)
     try:
-        todo, already = files_to_upload(files, list(prepared.mapping.values()), s3, local_md5=_local_md5(store))
+        if prepared.status == "created":  # a new asset's prefix is empty
+            todo, already = files, 0
+        else:
+            todo, already = files_to_upload(files, list(prepared.mapping.values()), s3, local_md5=_local_md5(store))
         log.info("uploading %d files with %d threads (%d already there)", len(todo), workers, already)
         failed, first = upload_asset_files(store, s3, todo, workers=workers)
     finally:

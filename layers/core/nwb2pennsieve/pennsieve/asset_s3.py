@@ -45,6 +45,7 @@ LIST_THREADS = 16
 EXPIRED = frozenset({"ExpiredToken", "InvalidToken", "TokenRefreshRequired", "RequestExpired", "ExpiredTokenException"})
 REFUSED = frozenset({"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "Forbidden"})
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RENEWALS = 10  # renewals of expired credentials one PUT may ask for
 _TRANSIENT = (urllib3.exceptions.HTTPError, OSError)
 
 
@@ -208,7 +209,9 @@ class AssetS3:
                 self.puts += 1
                 return str(response.headers.get("ETag", "")).strip('"')
             stale = credentials.access_key_id.get_secret_value()
-            if (code in EXPIRED or code in REFUSED) and refreshed < 2:
+            # Expired: renew (other threads may spend the new ones first: a few rounds); refused:
+            # renew once (Pennsieve may have replaced them), then it is the bucket's answer.
+            if (code in EXPIRED and refreshed < RENEWALS) or (code in REFUSED and refreshed < 1):
                 refreshed += 1
                 attempt -= 1  # a renewal is not one of the back-off attempts
                 log.info("S3 answered %s to the asset's credentials: renewing them", code or status)
