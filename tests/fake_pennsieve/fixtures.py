@@ -83,8 +83,11 @@ def s3_gate() -> Iterator[S3Gate]:
 def gate(s3_gate: S3Gate, monkeypatch: pytest.MonkeyPatch) -> S3Gate:
     """The gate, emptied, with no faults; the importer reaches it through ``AWS_ENDPOINT_URL``, as the
     reference's reaches any S3."""
+    from nwb2pennsieve.pennsieve import asset_s3
+
     s3_gate.call("reset")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_gate.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_gate.url)  # for a command run in a child process
+    monkeypatch.setattr(asset_s3, "ENDPOINT_URL", None)  # this process: botocore's configuration, as a user's
     return s3_gate
 
 

@@ -163,7 +163,15 @@ def prepare_asset(
         client.set_timeseries_properties(target.package_id)
         state = load_asset_state(store)
         found = find_assets(client, target.dataset_id, lookup, policy)
-        if state is not None and not state.finished and state.asset_id not in {a.id for a in found}:
+        if state is not None and (state.target.dataset_id, state.target.package_id) != (
+            target.dataset_id,
+            target.package_id,
+        ):
+            log.warning("this output was imported into %s before; now into %s", state.target.package_id,
+                        target.package_id)  # fmt: skip
+            state = None  # that import is not this one's to resume or clean up
+        elif state is not None and state.asset_id not in {a.id for a in found}:
+            # Deleted by someone: the channels this output's import tied to it are ours to remove.
             log.warning("viewer asset %s of an earlier run is gone: removing its channels", state.asset_id)
             cleanup_asset(client, state.target, state.asset_id)
             state = None

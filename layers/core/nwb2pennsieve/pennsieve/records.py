@@ -239,9 +239,13 @@ class AssetState(BaseModel):
     finished: bool = False
 
 
-def load_asset_state(store: Store) -> AssetState | None:
-    """The asset flow's record next to the output, or None (none, or unreadable: then a warning)."""
-    if not store.exists(ASSET_STATE_NAME):
+def load_asset_state(store: Store, *, written: bool = False) -> AssetState | None:
+    """The asset flow's record next to the output, or None (none, or unreadable: then a warning).
+
+    ``written``: the caller knows it was written (the cloud's upload steps, after Finalize): it is
+    read without a listing first (S3 answers a missing key 403 to a role that may not list).
+    """
+    if not written and not store.exists(ASSET_STATE_NAME):
         return None
     try:
         return AssetState.model_validate_json(store.read_bytes(ASSET_STATE_NAME))
