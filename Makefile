@@ -21,7 +21,7 @@ INPUT_DIR ?= data/input
 OUTPUT_DIR ?= data/output
 export INPUT_DIR OUTPUT_DIR
 
-.PHONY: help venv install pre-commit test test-unit test-cov lint run clean build validate deploy bench fuzz local-invoke
+.PHONY: help venv install pre-commit test test-unit test-cov lint run clean build validate deploy bench fuzz local-invoke reference-venv bench-import-assets image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -66,6 +66,21 @@ run: install ## convert $(INPUT_DIR)/*.nwb into $(OUTPUT_DIR) (a bundled sample 
 
 bench: install ## run the benchmarks in bench/ (docs/benchmarks.md has each one's command)
 	$(PY) bench/bench_convert.py
+
+# Pennsieve's reference processor (../shared/anchors, beside the checkout) in a venv of its own,
+# for the benchmarks that run it side by side with ours (never for the tests).
+REF_DIR ?= ../shared/anchors/processor-post-timeseries
+REF_VENV := build/venv-reference
+$(REF_VENV)/.installed: $(VENV)/bin/python
+	@test -f $(REF_DIR)/processor/requirements.txt || { echo "error: the reference processor is not at $(REF_DIR) (set REF_DIR)" >&2; exit 1; }
+	$(PY312) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install --quiet -r $(REF_DIR)/processor/requirements.txt
+	@touch $@
+
+reference-venv: $(REF_VENV)/.installed ## a venv of Pennsieve's reference processor in build/ (for bench/)
+
+bench-import-assets: install $(REF_VENV)/.installed ## viewer-asset import: ours vs the reference's on the fake (BENCH_ARGS=...)
+	$(PY) bench/bench_asset_import.py --reference-python $(REF_VENV)/bin/python --reference-dir $(REF_DIR) $(BENCH_ARGS)
 
 SEED ?= 1
 COUNT ?= 300
