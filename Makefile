@@ -82,6 +82,22 @@ reference-venv: $(REF_VENV)/.installed ## a venv of Pennsieve's reference proces
 bench-import-assets: install $(REF_VENV)/.installed ## viewer-asset import: ours vs the reference's on the fake (BENCH_ARGS=...)
 	$(PY) bench/bench_asset_import.py --reference-python $(REF_VENV)/bin/python --reference-dir $(REF_DIR) $(BENCH_ARGS)
 
+# The Pennsieve app's image (Dockerfile, app.yml). Wheels are built on this machine (the image's
+# build needs no network); BASE_IMAGE must be a Python 3.12 image Docker has or can pull.
+IMAGE ?= nwb2pennsieve:latest
+BASE_IMAGE ?= python:3.12-slim
+image: install ## the Pennsieve app's image (entry point: nwb2pennsieve run); needs Docker and BASE_IMAGE
+	@docker info >/dev/null 2>&1 || { echo "error: make image needs a running Docker daemon (docker info failed)" >&2; exit 1; }
+	@docker image inspect $(BASE_IMAGE) >/dev/null 2>&1 || docker pull $(BASE_IMAGE) >/dev/null 2>&1 || { \
+	  echo "error: the base image $(BASE_IMAGE) is neither here nor pullable: give BASE_IMAGE=<a Python 3.12 image>" >&2; exit 1; }
+	rm -rf build/image && mkdir -p build/image/smoke
+	$(PY) -m pip wheel --quiet --wheel-dir build/image/wheels '.[local]'
+	docker build --quiet --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+	@# Smoke run: with an empty INPUT_DIR default, the bundled sample, converted without importing.
+	docker run --rm --user "$$(id -u):$$(id -g)" -e ENVIRONMENT=local -e OUTPUT_DIR=/out \
+	  -v "$(CURDIR)/build/image/smoke:/out" $(IMAGE)
+	@ls build/image/smoke/sample/channel-00000.metadata.json >/dev/null && echo "$(IMAGE): converted the sample"
+
 SEED ?= 1
 COUNT ?= 300
 fuzz: install ## a bigger corruption fuzz run than make test's (SEED=1 COUNT=300): bench/fuzz.py
