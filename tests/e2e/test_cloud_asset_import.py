@@ -15,12 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from nwb2pennsieve.pennsieve import asset_s3
 from nwb2pennsieve.pennsieve.http import RetryPolicy
-from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, REGION, Stack
+from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, Stack, use_import_secret
 from tests.fake_pennsieve import FakePennsieve
 from tests.fake_pennsieve.fixtures import assert_imported
 from tests.fake_pennsieve.fixtures import s3_gate as s3_gate  # the session's gate process (a fixture)
@@ -46,12 +45,7 @@ def pennsieve(s3_gate: S3Gate, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
 @pytest.fixture
 def importing(stack: Stack, pennsieve: FakePennsieve, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Credentials secret, hosts, a small upload batch; the asset's keys are the gate's to check."""
-    secret = boto3.client("secretsmanager", region_name=REGION).create_secret(
-        Name="pennsieve", SecretString=json.dumps({"SESSION_TOKEN": TOKEN})
-    )["ARN"]
-    monkeypatch.setenv("PENNSIEVE_SECRET_ARN", secret)
-    monkeypatch.setenv("PENNSIEVE_API_HOST", pennsieve.url)
-    monkeypatch.setenv("PENNSIEVE_API_HOST2", pennsieve.url)
+    use_import_secret(monkeypatch, pennsieve.url)  # a session token: TOKEN
     monkeypatch.setenv("UPLOAD_BATCH_FILES", str(BATCH_FILES))
     stack.iam.external = lambda key: key in {c.access_key_id for c in pennsieve.issued}
     dataset = pennsieve.add_dataset()

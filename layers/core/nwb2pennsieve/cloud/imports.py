@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.utilities import parameters
@@ -38,7 +38,6 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from ..errors import ConfigurationError, InvalidInputError, Nwb2PennsieveError, StorageError
 from ..output.storage import S3Store, Store
-from ..pennsieve.assets import AssetPolicy
 from ..pennsieve.target import TargetSpec
 from ..plan.models import Plan
 from ..settings import DEFAULT_ASSET_FINISHED_STATUS, DEFAULT_ASSET_NAME, DEFAULT_ASSET_TYPE
@@ -61,6 +60,7 @@ from .settings import DEFAULT_UPLOAD_BATCH_FILES
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from ..pennsieve.assets import AssetPolicy
     from ..pennsieve.http import RetryPolicy
     from ..pennsieve.importer import UploadReport
     from .settings import CloudSettings
@@ -106,10 +106,15 @@ class ImportContext:
 
     env: Callable[[], Mapping[str, str]] = _no_env
     legacy: bool = False
-    policy: AssetPolicy = field(
-        default_factory=lambda: AssetPolicy(DEFAULT_ASSET_NAME, DEFAULT_ASSET_TYPE, DEFAULT_ASSET_FINISHED_STATUS)
-    )
+    asset: tuple[str, str, str] = (DEFAULT_ASSET_NAME, DEFAULT_ASSET_TYPE, DEFAULT_ASSET_FINISHED_STATUS)
     batch_files: int = DEFAULT_UPLOAD_BATCH_FILES
+
+    @property
+    def policy(self) -> AssetPolicy:
+        """The asset's name, type and finished status (the importer is loaded only now)."""
+        from ..pennsieve.assets import AssetPolicy
+
+        return AssetPolicy(*self.asset)
 
     @classmethod
     def of(cls, settings: CloudSettings) -> ImportContext:
@@ -123,7 +128,7 @@ class ImportContext:
         return cls(
             env=env,
             legacy=settings.legacy_import_flow,
-            policy=AssetPolicy.from_settings(settings),
+            asset=(settings.asset_name, settings.asset_type, settings.asset_finished_status),
             batch_files=settings.upload_batch_files,
         )
 
