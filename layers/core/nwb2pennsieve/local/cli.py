@@ -142,8 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f" into {settings.output_dir / inputs[0].stem}",
             file=sys.stderr,
         )
-    # With the importer on, fail before any conversion work when credentials or a target are
-    # missing, or when several recordings would share one target.
+    # With the importer on, fail before any conversion work when credentials or targets are missing.
     from ..pennsieve import import_output, input_targets
 
     targets = input_targets(settings, [p.stem for p in inputs], args.target or ())
@@ -197,9 +196,7 @@ environment variables (an option, where there is one, wins over its variable):
   INTEGRATION_ID        the workflow run to import for (one input file; several need PACKAGE_MAP or --target)
   PACKAGE_MAP           a JSON file: input file stem -> its own package id (one recording, one package)
   LEGACY_IMPORT_FLOW    true: import through Pennsieve's import manifest instead of a viewer asset
-  ASSET_NAME, ASSET_TYPE, ASSET_FINISHED_STATUS
-                        the viewer asset's name (default nwb-asset) and type (timeseries), and the
-                        status that marks it finished (default active)
+  ASSET_NAME, ASSET_TYPE, ASSET_FINISHED_STATUS    the viewer asset's (nwb-asset, timeseries, active)
   SESSION_TOKEN (+REFRESH_TOKEN), or PENNSIEVE_API_KEY and PENNSIEVE_API_SECRET
                         Pennsieve credentials
   PENNSIEVE_API_HOST, PENNSIEVE_API_HOST2
@@ -325,13 +322,8 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--target",
-        action="append",
-        default=None,
-        metavar="STEM=PACKAGE",
-        help="import the input file STEM.nwb into this package (repeatable; wins over PACKAGE_MAP)",
-    )
+    target_help = "import the input file STEM.nwb into this package (repeatable; wins over PACKAGE_MAP)"
+    p.add_argument("--target", action="append", default=None, metavar="STEM=PACKAGE", help=target_help)
     p.set_defaults(handler=cmd_run)
 
     if with_import:
