@@ -175,6 +175,8 @@ def test_without_pennsieve_renewing_credentials_finalize_stops_before_any_upload
     assert desc["status"] == "FAILED"
     message = json.loads(desc["cause"])["errorMessage"]
     assert "could not renew the upload credentials" in message and "set LegacyImportFlow=true" in message
+    assert desc["error"] == "AssetImportError" and "cleaned up (deleted 11 channels and viewer asset" in message
+    assert "left unfinished" not in message
     assert not pennsieve.assets and not pennsieve.channels[importing["package"]]  # cleaned up
     assert "UploadFilesFunction" not in calls(stack) and s3_gate.stats()["stored"] == 0
 

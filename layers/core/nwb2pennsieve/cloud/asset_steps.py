@@ -39,7 +39,7 @@ from ..pennsieve.asset_s3 import AssetS3, RemoteObject
 from ..pennsieve.assets import AssetPolicy, cleanup_asset
 from ..pennsieve.channels import LocalChannel, read_output
 from ..pennsieve.client import PennsieveClient
-from ..pennsieve.errors import CredentialsUnavailableError, PennsieveError, UploadError
+from ..pennsieve.errors import AssetImportError, CredentialsUnavailableError, PennsieveError, UploadError
 from ..pennsieve.manifest import remote_file_path
 from ..pennsieve.records import load_asset_state, remove_failed, write_failed
 from ..pennsieve.target import ImportTarget, TargetSpec, resolve_asset_target
@@ -150,9 +150,10 @@ def _check_renewal(prepared: PreparedAsset, client: PennsieveClient) -> None:
         if not exc.unsupported:
             raise
         done = cleanup_asset(client, prepared.target, prepared.asset_id)
-        raise PennsieveError(
+        raise AssetImportError(
             f"{exc.reason}: each upload map item needs it; set LegacyImportFlow=true to import through the"
-            f" import manifest (cleaned up: {done})"
+            f" import manifest; cleaned up ({done})",
+            resumable=False,
         ) from None
 
 
