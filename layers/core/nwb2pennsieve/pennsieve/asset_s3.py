@@ -179,7 +179,6 @@ class AssetS3:
         )
         self._list_client: tuple[str, Any] | None = None
         self._list_lock = threading.Lock()
-        self.puts = 0
 
     def close(self) -> None:
         self._pool.clear()
@@ -206,7 +205,6 @@ class AssetS3:
                 continue
             status, code = response.status, _error_code(response.data) if response.status >= 300 else ""
             if status == 200:
-                self.puts += 1
                 return str(response.headers.get("ETag", "")).strip('"')
             stale = credentials.access_key_id.get_secret_value()
             # Expired: renew (other threads may spend the new ones first: a few rounds); refused:
@@ -224,8 +222,8 @@ class AssetS3:
                 continue
             raise PennsieveError(f"S3 PUT of {name} failed (HTTP {status} {code})".rstrip())
 
-    def _lister(self) -> Any:
-        """A boto3 client with the current credentials (rebuilt after a renewal)."""
+    def _lister(self) -> tuple[str, Any]:
+        """(the key id, a boto3 client with the current credentials): rebuilt after a renewal."""
         import boto3
         from botocore.config import Config
 
@@ -246,13 +244,13 @@ class AssetS3:
                     ),
                 )
                 self._list_client = (key, client)
-            return self._list_client[1]
+            return self._list_client
 
     def _list_one(self, part: str) -> dict[str, RemoteObject]:
         from botocore.exceptions import ClientError
 
         for renewal in (True, False):
-            client = self._lister()
+            key, client = self._lister()
             found: dict[str, RemoteObject] = {}
             try:
                 pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + part)
@@ -264,7 +262,7 @@ class AssetS3:
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code in EXPIRED and renewal:
-                    self.credentials.refresh(client._request_signer._credentials.access_key)
+                    self.credentials.refresh(key)
                     continue
                 if code in REFUSED:
                     raise ListingRefusedError(f"the asset's credentials may not list its prefix ({code})") from None
