@@ -56,8 +56,8 @@ class ChunkFileWriter(Protocol):
 class DeflateGzipWriter:
     """A gzip member of exactly ``total`` payload bytes, deflated at ``level``, streamed to ``sink``.
 
-    Holds one compressor (ISA-L: ~0.2 MiB; 0.22 MiB measured at levels 1-2, 0.15 at 3) and at most :data:`FEED_BYTES` of carried
-    payload; compressed bytes go to the sink as the compressor produces them.
+    Holds one compressor (ISA-L: ~0.2 MiB; 0.22 MiB measured at levels 1-2, 0.15 at 3) and at most
+    :data:`FEED_BYTES` of carried payload; compressed bytes go to the sink as the compressor produces them.
     """
 
     __slots__ = ("_carry", "_compressor", "_crc", "_remaining", "_sink", "_stored", "_total")
