@@ -15,8 +15,10 @@ import pytest
 
 pytest_plugins = ["tests.cloud_fixtures"]
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-if not CORPUS.is_dir():  # a checkout that is not beside shared/: let the env say where it is
+# The shared folder beside the checkout (the corpus, the anchors); elsewhere the env says where it is.
+SHARED = Path(os.environ.get("NWB2PENNSIEVE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+CORPUS = SHARED / "corpus"
+if not CORPUS.is_dir():
     CORPUS = Path(os.environ.get("NWB2PENNSIEVE_CORPUS", CORPUS))
 
 

@@ -22,7 +22,7 @@ from types import FrameType
 from .. import __version__
 from ..errors import ConfigurationError, Interrupted, Nwb2PennsieveError
 from ..output.storage import LocalStore
-from ..plan.models import Plan
+from ..plan.models import Plan, bundle_only_notes
 from ..plan.survey import NOT_SELECTED
 from ..settings import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, LOCAL_GZIP_LEVEL, Settings
 from ..source.inputs import InputSource
@@ -72,6 +72,8 @@ def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> 
         result = convert_file(source, output, plan, workers=settings.workers, progress=update)
     finally:
         close()
+    for warning in result.warnings:
+        print(f"warning: {plan.source}: {warning}", file=sys.stderr)
     print(result.summary_line())
     return result
 
@@ -87,6 +89,9 @@ def _report(plan: Plan) -> None:
         print(f"warning: {plan.source}: {warning}", file=sys.stderr)
     for other in plan.not_converted:
         print(other.note(plan.source), file=sys.stderr)
+    if plan.writes_chunks:  # what the chunk files leave to the bundle
+        for line in bundle_only_notes(plan):
+            print(line, file=sys.stderr)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -179,6 +184,8 @@ environment variables (an option, where there is one, wins over its variable):
   SERIES                the series to convert, comma-separated HDF5 paths (default: all)
   OUTPUT_FORMATS        chunks (default), bundle (Pennsieve's viewer bundle) or chunks,bundle
   BUNDLE_ZSTD_LEVEL     the viewer bundle's Zstd level, 1-22 (default 4)
+  BUNDLE_LAYOUT         ts-zarr (Pennsieve's TS-Zarr, default) or legacy (the older ts-zarr-py layout)
+  DEIDENTIFY            true: the bundle without meta/ and without the file's free text
   PLAN_TIMEOUT_S        seconds planning one file may take (default 600; 0: no limit, in process)
   ENVIRONMENT           local (default) or production
   IMPORTER_ENABLED      import each output into Pennsieve (default: off when ENVIRONMENT=local)
@@ -219,6 +226,19 @@ def _add_conversion_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="what to write: chunks (the chunk files, default), bundle (Pennsieve's viewer bundle, "
         "<stem>.zarr) or chunks,bundle (env OUTPUT_FORMATS)",
+    )
+    p.add_argument(
+        "--bundle-layout",
+        default=None,
+        help="the viewer bundle's layout: ts-zarr (Pennsieve's TS-Zarr, default) or legacy (the older "
+        "ts-zarr-py layout, for an older reader) (env BUNDLE_LAYOUT)",
+    )
+    p.add_argument(
+        "--deidentify",
+        action="store_true",
+        default=None,
+        help="write the bundle without meta/ (subject, session) and without free text from the file "
+        "(docs/bundle.md) (env DEIDENTIFY=true)",
     )
     p.add_argument(
         "--skip-invalid-series",
