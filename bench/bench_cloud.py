@@ -25,10 +25,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from nwb2pennsieve.cloud import conversion
+from nwb2pennsieve.cloud import plan_step, write_chunks_step
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.source.s3 import ReadStats
+from nwb2pennsieve.write import execute
 
 OUT = Path(__file__).resolve().parent / "data"
 CHANNELS = 384
@@ -108,12 +109,12 @@ def run(samples: int) -> dict[str, Any]:
     settings = CloudSettings.from_env({"OUTPUT_BUCKET": "output-bucket"})
     t = time.perf_counter()
     stats = ReadStats()
-    planned = conversion.plan_object(
+    planned = plan_step.plan_object(
         s3, PlanInput.parse({"bucket": "input-bucket", "key": "np.nwb"}), settings, stats=stats
     )
     plan_seconds = time.perf_counter() - t
-    manifest = json.loads(s3.small[("output-bucket", planned.manifest.key)])
-    batch = Batch.model_validate(manifest[0])
+    batches = json.loads(s3.small[("output-bucket", planned.write_batches.key)])
+    batch = Batch.model_validate(batches[0])
     event = WriteChunksInput(source=planned.source, output=planned.output, plan=planned.plan, batch=batch)
     result: dict[str, Any] = {
         "file_bytes": path.stat().st_size,
@@ -132,21 +133,24 @@ def run(samples: int) -> dict[str, Any]:
         ("h5py_over_range_reader_warm", False),
     ]
     for label, direct in runs:
-        original = conversion.slab_reader
+        original = execute.slab_reader  # where write/execute picks each item's reader
         if not direct:
             from nwb2pennsieve.source.slabs import H5SlabReader
 
-            conversion.slab_reader = lambda h5, series, c0, c1, source, rows=None: H5SlabReader(h5, series, c0, c1)  # type: ignore[assignment]
+            def h5py_slabs(h5: Any, series: Any, c0: int, c1: int, source: Any, rows: Any = None) -> H5SlabReader:
+                return H5SlabReader(h5, series, c0, c1)
+
+            execute.slab_reader = h5py_slabs  # type: ignore[assignment]
         try:
             s3.puts = s3.put_bytes = 0
             stats = ReadStats()
             cpu0 = time.process_time()
             t = time.perf_counter()
-            out = conversion.write_chunks(s3, event, stats=stats)
+            out = write_chunks_step.write_chunks(s3, event, stats=stats)
             wall = time.perf_counter() - t
             cpu = time.process_time() - cpu0
         finally:
-            conversion.slab_reader = original
+            execute.slab_reader = original
         result[label] = {
             "seconds": round(wall, 3),
             "cpu_seconds": round(cpu, 3),

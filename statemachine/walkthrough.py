@@ -1,7 +1,7 @@
 """One conversion, one function invocation at a time: the walkthrough ``make local-invoke`` runs.
 
 Step Functions builds each function's event from the previous state's output: the WriteChunks
-and UploadFiles maps hand each item of a manifest to a function with their ItemSelector, Finalize
+and UploadFiles maps hand each write batch or upload batch to a function with their ItemSelector, Finalize
 gets Plan's output, NextImportStep picks what follows Finalize. ``sam local invoke`` has no state
 machine, and the events in ``events/`` name an object version and records that exist in no one's
 bucket. This module uploads an NWB file to an input bucket, invokes Plan on it, and derives every
@@ -97,7 +97,7 @@ def next_import_step(finalized: FinalizeOutput) -> Literal["Converted", "Complet
 
 def upload_files_events(finalized: FinalizeOutput, items: list[Any]) -> list[dict[str, Any]]:
     """The UploadFiles map's ItemSelector: source, the upload plan's output and records, and one
-    item of the upload-batch manifest as it is; each event is checked against UploadFilesInput."""
+    item of upload-batches.json as it is; each event is checked against UploadFilesInput."""
     upload = finalized.upload
     if upload is None:
         return []
@@ -127,7 +127,7 @@ class Step:
 def walk(invoke: Invoke, s3: S3Client, execution_input: dict[str, Any]) -> list[Step]:
     """Run one conversion through ``invoke`` in the state machine's order; return every step.
 
-    ``s3`` reads the manifests the maps would read (write-batches.json, the upload batches).
+    ``s3`` reads the lists the maps' ItemReaders would read (write-batches.json, upload-batches.json).
     """
     steps: list[Step] = []
 
@@ -138,14 +138,14 @@ def walk(invoke: Invoke, s3: S3Client, execution_input: dict[str, Any]) -> list[
 
     PlanInput.parse(execution_input)  # a malformed input fails here, as Plan would
     planned = PlanOutput.model_validate(call("PlanFunction", execution_input))
-    for event in write_chunks_events(planned, read_json(s3, planned.manifest)):
+    for event in write_chunks_events(planned, read_json(s3, planned.write_batches)):
         call("WriteChunksFunction", event)
     finalized = FinalizeOutput.model_validate(call("FinalizeFunction", finalize_event(planned).dump()))
     step = next_import_step(finalized)
     if step == "Converted":
         return steps
     if step == "UploadFiles" and finalized.upload is not None:
-        for event in upload_files_events(finalized, read_json(s3, finalized.upload.manifest)):
+        for event in upload_files_events(finalized, read_json(s3, finalized.upload.upload_batches)):
             call("UploadFilesFunction", event)
     call("CompleteImportFunction", complete_import_event(finalized).dump())
     return steps

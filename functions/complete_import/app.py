@@ -31,5 +31,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(file=request.source)
     done = complete_import(s3, request)
     metrics.add_metric(name="FilesImported", unit=MetricUnit.Count, value=done.chunk_files)
-    logger.info("import complete", extra={"import_summary": done.import_summary})
+    summary = done.import_summary.dump() if done.import_summary else None
+    logger.info("import complete", extra={"import_summary": summary})
     return done.dump()

@@ -3,7 +3,7 @@ prepare the Pennsieve import (target, channels, import manifest) and write the u
 
 Input: :class:`~nwb2pennsieve.cloud.models.FinalizeInput` (Plan's output plus the Map's result).
 Output: :class:`~nwb2pennsieve.cloud.models.FinalizeOutput`, a small summary (with ``upload``,
-the upload Map's manifest, when the importer is on).
+the upload plan with the upload batches' key, when the importer is on).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from nwb2pennsieve.cloud.clients import s3_client
-from nwb2pennsieve.cloud.conversion import FINALIZE_THREADS, finalize
-from nwb2pennsieve.cloud.importer import credentials_env
+from nwb2pennsieve.cloud.finalize_step import FINALIZE_THREADS, finalize
+from nwb2pennsieve.cloud.imports import credentials_env
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import FinalizeInput
 from nwb2pennsieve.cloud.settings import CloudSettings

@@ -1,7 +1,7 @@
-"""Plan: open the new NWB object in place on S3, write its plan and work-item manifest.
+"""Plan: open the new NWB object in place on S3, write its plan and write batches.
 
 Input: the EventBridge "Object Created" event, or ``{"bucket", "key", "versionId", ...overrides}``.
-Output: :class:`~nwb2pennsieve.cloud.models.PlanOutput` (keys of the plan and manifest, counts).
+Output: :class:`~nwb2pennsieve.cloud.models.PlanOutput` (keys of the plan and the write batches, counts).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from nwb2pennsieve.cloud.clients import s3_client
-from nwb2pennsieve.cloud.conversion import plan_object
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import PlanInput
+from nwb2pennsieve.cloud.plan_step import plan_object
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.source.s3 import ReadStats
 

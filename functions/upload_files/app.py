@@ -14,8 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from nwb2pennsieve.cloud.clients import s3_client
-from nwb2pennsieve.cloud.importer import UPLOAD_WORKERS, credentials_env
-from nwb2pennsieve.cloud.imports import upload_batch
+from nwb2pennsieve.cloud.imports import UPLOAD_WORKERS, credentials_env, upload_batch
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import UploadFilesInput
 from nwb2pennsieve.cloud.settings import CloudSettings

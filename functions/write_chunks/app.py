@@ -12,9 +12,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from nwb2pennsieve.cloud.clients import s3_client
-from nwb2pennsieve.cloud.conversion import WRITE_THREADS, write_chunks
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import WriteChunksInput
+from nwb2pennsieve.cloud.write_chunks_step import WRITE_THREADS, write_chunks
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

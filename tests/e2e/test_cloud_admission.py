@@ -103,24 +103,34 @@ class Admission:
     def send(self, event: dict[str, Any]) -> None:
         self.sqs.send_message(QueueUrl=self.url, MessageBody=json.dumps(event))
 
+    def event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """The SQS event Lambda's event source makes of ``messages``: records shaped as in events/starter.json."""
+        (template, *_) = load_event("starter.json")["Records"]
+        records = [
+            template
+            | {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": template["attributes"] | m.get("Attributes", {}),
+                "md5OfBody": m["MD5OfBody"],
+                "eventSourceARN": self.arn,
+            }
+            for m in messages
+        ]
+        return {"Records": records}
+
     def drain(self, timeout: float = 300.0) -> list[dict[str, Any]]:
         """Run the Starter on what the queue holds until it is empty and no execution runs."""
         sfn = self.stack.sfn
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            got = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            got = self.sqs.receive_message(
+                QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageSystemAttributeNames=["All"]
+            )
             messages = got.get("Messages", [])
             if messages:
-                records = [
-                    {
-                        "messageId": m["MessageId"],
-                        "receiptHandle": m["ReceiptHandle"],
-                        "body": m["Body"],
-                        "eventSourceARN": self.arn,
-                    }
-                    for m in messages
-                ]
-                response = starter_app.lambda_handler({"Records": records}, FakeLambdaContext("StarterFunction"))
+                response = starter_app.lambda_handler(self.event(messages), FakeLambdaContext("StarterFunction"))
                 self.responses.append(response)
                 failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
                 for m in messages:  # what the event source does with a partial batch response

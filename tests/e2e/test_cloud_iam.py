@@ -30,7 +30,7 @@ def test_every_principal_is_checked(stack: Stack, example_nwb: Path) -> None:
     checked = {(p, r.action) for p, r in stack.iam.checked}
     assert {
         ("ConversionStateMachine", "lambda:InvokeFunction"),
-        ("ConversionStateMachine", "s3:GetObject"),  # the ItemReader's manifest
+        ("ConversionStateMachine", "s3:GetObject"),  # what the ItemReaders read (write-batches.json)
         ("ConversionStateMachine", "s3:PutObject"),  # the ResultWriter's results
         ("PlanFunction", "s3:GetObjectVersion"),
         ("PlanFunction", "s3:PutObject"),

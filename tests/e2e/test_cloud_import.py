@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from functions.upload_files import app as upload_app
-from nwb2pennsieve.cloud.importer import upload_names
+from nwb2pennsieve.cloud.imports import upload_names
 from nwb2pennsieve.pennsieve.records import FAILED_NAME, UPLOADED_PREFIX
 from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, REGION, Stack
 from tests.fake_pennsieve import FakePennsieve, Fault
@@ -101,8 +101,8 @@ def test_the_upload_map_uploads_every_file_once_and_a_rerun_uploads_nothing(
     out = json.loads(desc["output"])
     assert out["imported"] is True
     summary = out["importSummary"]
-    assert (summary["files_uploaded"], summary["files_already_uploaded"]) == (CHUNK_FILES, 0)
-    assert summary["upload_batches"] == 5  # 14 files in batches of 3
+    assert (summary["filesUploaded"], summary["filesAlreadyUploaded"]) == (CHUNK_FILES, 0)
+    assert summary["uploadBatches"] == 5  # 14 files in batches of 3
     batches, completes = calls(stack)
     assert len(batches) == 5 and len(completes) == 1  # the Map really fanned out, one batch per child
     assert sorted(p["batch"]["batch"] for p in batches) == [0, 1, 2, 3, 4]
@@ -132,8 +132,8 @@ def test_the_upload_map_uploads_every_file_once_and_a_rerun_uploads_nothing(
 
     assert again["status"] == "SUCCEEDED", again.get("cause")
     summary = json.loads(again["output"])["importSummary"]
-    assert (summary["files_uploaded"], summary["files_already_uploaded"], summary["upload_batches"]) == (0, 14, 0)
-    assert (summary["channels_created"], summary["channels_reused"], summary["files_registered"]) == (0, 11, 0)
+    assert (summary["filesUploaded"], summary["filesAlreadyUploaded"], summary["uploadBatches"]) == (0, 14, 0)
+    assert (summary["channelsCreated"], summary["channelsReused"], summary["filesRegistered"]) == (0, 11, 0)
     batches, completes = calls(stack, seen)
     assert not batches and len(completes) == 1  # the Choice skipped the Map: nothing left to upload
     assert pennsieve.requests[PUTS] == CHUNK_FILES
@@ -177,7 +177,7 @@ def test_a_dropped_put_fails_the_execution_with_the_count_and_a_rerun_completes_
 
     assert again["status"] == "SUCCEEDED", again.get("cause")
     summary = json.loads(again["output"])["importSummary"]
-    assert (summary["files_uploaded"], summary["files_already_uploaded"]) == (1, CHUNK_FILES - 1)
+    assert (summary["filesUploaded"], summary["filesAlreadyUploaded"]) == (1, CHUNK_FILES - 1)
     assert pennsieve.requests[PUTS] == puts + 1  # only the missing file
     batches, _ = calls(stack, seen)
     assert [

@@ -1,7 +1,7 @@
 """The real ASL, executed by moto's Step Functions interpreter, with our handlers as its Lambdas.
 
 What moto executes here: Task states calling ``arn:aws:states:::lambda:invoke``, the
-Distributed Map with ``ItemReader`` (S3 GetObject of the JSON manifest), ``ItemSelector`` and
+Distributed Map with ``ItemReader`` (S3 GetObject of write-batches.json), ``ItemSelector`` and
 ``ResultWriter`` (moto writes only the manifest.json of the results, not the result files),
 Retry, Catch, Pass with ``States.Format``, and Fail with ``ErrorPath``/``CausePath``. What it does
 not do: enforce ``ToleratedFailureCount`` (a failed map item leaves ``null`` and the map
@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from nwb2pennsieve.cloud.records import PARTIALS_FOLDER
 from nwb2pennsieve.local import convert_file
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.publish import MARKER_NAME
@@ -188,18 +189,18 @@ def test_lambda_throttling_is_retried_with_backoff(stack: Stack, example_nwb: Pa
 
 
 def test_a_failed_map_names_the_file(stack: Stack, example_nwb: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Map's own failure (here: its ItemReader finds no manifest) goes through WriteChunksFailed."""
+    """The Map's own failure (here: its ItemReader finds no write-batches.json) goes through WriteChunksFailed."""
     from functions.plan import app as plan_app
 
     real = plan_app.plan_object
 
-    def plan_then_lose_the_manifest(s3: Any, event: Any, settings: Any, **kw: Any) -> Any:
+    def plan_then_lose_the_write_batches(s3: Any, event: Any, settings: Any, **kw: Any) -> Any:
         out = real(s3, event, settings, **kw)
         with stack.iam.acting_as(None):  # the test deletes it, not Plan (whose role may delete nothing)
-            stack.s3.delete_object(Bucket=out.manifest.bucket, Key=out.manifest.key)
+            stack.s3.delete_object(Bucket=out.write_batches.bucket, Key=out.write_batches.key)
         return out
 
-    monkeypatch.setattr(plan_app, "plan_object", plan_then_lose_the_manifest)
+    monkeypatch.setattr(plan_app, "plan_object", plan_then_lose_the_write_batches)
     stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())
     desc = stack.run(load_event("plan.json"))
     assert (desc["status"], desc["error"]) == ("FAILED", "WriteChunksError")
@@ -224,7 +225,7 @@ def test_the_bundle_from_the_state_machine_equals_the_local_pools(
     assert any(name.startswith("sub-01_ses-01.zarr/0/1/c/") for name in local)
     assert differing_objects(cloud, local) == []  # the bundle's objects byte for byte
     partials = stack.objects(OUTPUT_BUCKET, RECORDS_PREFIX)
-    assert any("/bundle-partials/" in key for key in partials)
+    assert any(f"/{PARTIALS_FOLDER}/" in key for key in partials)
 
 
 def test_a_lost_bundle_partial_result_fails_the_execution_naming_the_item(
@@ -241,7 +242,7 @@ def test_a_lost_bundle_partial_result_fails_the_execution_naming_the_item(
     lost: list[str] = []
 
     def lose_one_then_finalize(s3: Any, request: Any, **kw: Any) -> Any:
-        keys = sorted(k for k in stack.objects(OUTPUT_BUCKET, RECORDS_PREFIX) if "/bundle-partials/" in k)
+        keys = sorted(k for k in stack.objects(OUTPUT_BUCKET, RECORDS_PREFIX) if f"/{PARTIALS_FOLDER}/" in k)
         lost.append(keys[len(keys) // 2])
         with stack.iam.acting_as(None):  # the test deletes it, not Finalize
             stack.s3.delete_object(Bucket=OUTPUT_BUCKET, Key=lost[0])

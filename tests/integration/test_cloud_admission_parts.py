@@ -1,10 +1,11 @@
-"""The parts of admission and of a safe import that need no state machine: execution names, the
-import claim under two racing threads (moto S3 and a local directory), DeleteObjects batches and
-the clients' retry mode and pool size."""
+"""The parts of admission and of a safe import that need no state machine: the Starter with its
+event, execution names, the import claim under two racing threads (moto S3 and a local
+directory), DeleteObjects batches and the clients' retry mode and pool size."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,51 @@ from nwb2pennsieve.cloud.admission import NAME_MAX, admission_cap, execution_nam
 from nwb2pennsieve.output.storage import LocalStore, S3Store, Store
 from nwb2pennsieve.pennsieve.errors import ImportBusyError
 from nwb2pennsieve.pennsieve.records import CLAIM_NAME, import_claim
-from tests.cloud_fixtures import OUTPUT_BUCKET
+from tests.cloud_fixtures import OUTPUT_BUCKET, REGION, FakeLambdaContext, load_event
+
+
+def test_the_starter_with_its_event_starts_each_object_version_once_up_to_the_cap(
+    cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """events/starter.json (two object versions): with room for one execution the first starts and
+    the second stays on the queue; delivered again with room for more, the first is a duplicate."""
+    import boto3
+    from moto import mock_aws
+
+    from functions.starter import app as starter_app
+
+    event = load_event("starter.json")
+    first, second = (json.loads(r["body"]) for r in event["Records"])
+    with mock_aws():  # executions stay RUNNING: moto does not execute this definition
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        sqs = boto3.client("sqs", region_name=REGION)
+        sqs.create_queue(QueueName=event["Records"][0]["eventSourceARN"].rsplit(":", 1)[1])
+        definition = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
+        arn = sfn.create_state_machine(
+            name="test-conversion", definition=definition, roleArn="arn:aws:iam::123456789012:role/test"
+        )["stateMachineArn"]
+        monkeypatch.setattr(starter_app, "sfn", sfn)
+        monkeypatch.setattr(starter_app, "sqs", sqs)
+        monkeypatch.setenv("STATE_MACHINE_ARN", arn)
+        monkeypatch.setenv("MAX_RUNNING_EXECUTIONS", "1")
+
+        deferred = starter_app.lambda_handler(event, FakeLambdaContext("StarterFunction"))
+
+        assert deferred == {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}
+        (started,) = sfn.list_executions(stateMachineArn=arn)["executions"]
+        obj = first["detail"]["object"]
+        assert started["name"] == execution_name(first["detail"]["bucket"]["name"], obj["key"], obj["version-id"])
+        assert json.loads(sfn.describe_execution(executionArn=started["executionArn"])["input"]) == first
+
+        monkeypatch.setenv("MAX_RUNNING_EXECUTIONS", "5")
+        again = starter_app.lambda_handler(event, FakeLambdaContext("StarterFunction"))
+
+        assert again == {"batchItemFailures": []}
+        inputs = [
+            json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])
+            for e in sfn.list_executions(stateMachineArn=arn)["executions"]
+        ]
+        assert sorted(i["id"] for i in inputs) == sorted([first["id"], second["id"]])  # the first once
 
 
 def test_execution_names_are_valid_stable_and_distinct() -> None:
@@ -105,7 +150,7 @@ def test_an_abandoned_claim_is_taken_over_by_one_run_only(claim_store: Store) ->
 
 
 def test_stale_files_go_in_batches_of_1000_and_errors_are_not_ignored(s3: Any) -> None:
-    from nwb2pennsieve.cloud.conversion import delete_objects
+    from nwb2pennsieve.cloud.objects import delete_objects
     from nwb2pennsieve.errors import StorageError
 
     keys = [f"p/channel-{i:05d}.bin.gz" for i in range(2_345)]
@@ -131,8 +176,9 @@ def test_stale_files_go_in_batches_of_1000_and_errors_are_not_ignored(s3: Any) -
 def test_every_handler_client_retries_adaptively_with_a_connection_per_thread() -> None:
     import importlib
 
-    from nwb2pennsieve.cloud.conversion import DELETE_THREADS, LIST_THREADS
-    from nwb2pennsieve.cloud.importer import UPLOAD_WORKERS
+    from nwb2pennsieve.cloud.finalize_step import LIST_THREADS
+    from nwb2pennsieve.cloud.imports import UPLOAD_WORKERS
+    from nwb2pennsieve.cloud.objects import DELETE_THREADS
     from nwb2pennsieve.output.s3store import PUT_THREADS
     from nwb2pennsieve.source.direct import FETCH_THREADS
     from tests.cloud_fixtures import FUNCTIONS

@@ -15,9 +15,10 @@ from typing import Any
 import h5py
 import pytest
 
-from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
+from nwb2pennsieve.cloud.plan_step import plan_object
 from nwb2pennsieve.cloud.settings import CloudSettings
+from nwb2pennsieve.cloud.write_chunks_step import write_chunks
 from nwb2pennsieve.errors import InvalidSeriesError
 from nwb2pennsieve.local import convert_file
 from nwb2pennsieve.options import ConversionOptions
@@ -35,8 +36,8 @@ def convert_in_the_cloud(s3: Any, path: Path) -> dict[str, bytes]:
     s3.put_object(Bucket=INPUT_BUCKET, Key=path.name, Body=path.read_bytes())
     env = function_environment(output_bucket=OUTPUT_BUCKET, CHUNK_SIZE_MB=CHUNK_MB, BATCH_MB="0.01")
     out = plan_object(s3, PlanInput.parse({"bucket": INPUT_BUCKET, "key": path.name}), CloudSettings.from_env(env))
-    manifest = json.loads(s3.get_object(Bucket=OUTPUT_BUCKET, Key=out.manifest.key)["Body"].read())
-    for batch in manifest:
+    batches = json.loads(s3.get_object(Bucket=OUTPUT_BUCKET, Key=out.write_batches.key)["Body"].read())
+    for batch in batches:
         event = WriteChunksInput(source=out.source, output=out.output, plan=out.plan, batch=Batch.model_validate(batch))
         write_chunks(s3, event)
     listed = s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=out.output.prefix)["Contents"]

@@ -17,10 +17,20 @@ from functions.finalize import app as finalize_app
 from functions.plan import app as plan_app
 from functions.upload_files import app as upload_app
 from functions.write_chunks import app as write_app
-from nwb2pennsieve.cloud import importer
-from nwb2pennsieve.cloud.conversion import IncompleteOutputError, SupersededError
-from nwb2pennsieve.cloud.importer import credentials_env
-from nwb2pennsieve.cloud.models import FinalizeOutput, PlanOutput, UploadFilesOutput, WriteChunksOutput, WrittenBatch
+from nwb2pennsieve.cloud import imports
+from nwb2pennsieve.cloud.finalize_step import IncompleteOutputError
+from nwb2pennsieve.cloud.imports import credentials_env
+from nwb2pennsieve.cloud.models import (
+    FinalizeOutput,
+    PlanOutput,
+    S3Prefix,
+    S3Ref,
+    UploadFilesOutput,
+    WriteChunksOutput,
+    WrittenBatch,
+)
+from nwb2pennsieve.cloud.objects import SupersededError
+from nwb2pennsieve.cloud.records import RecordsFolder
 from nwb2pennsieve.errors import ConfigurationError, InvalidInputError
 from nwb2pennsieve.pennsieve import TargetNotFoundError, UploadError
 from nwb2pennsieve.plan.models import Plan
@@ -56,7 +66,7 @@ def fixture_for(name: str, planned: dict[str, Any]) -> dict[str, Any]:
     (The fixtures name one upload; here every test uploads anew, and moto makes new version ids.)
     """
     event = load_event(name)
-    for field in ("source", "plan", "manifest", "output"):
+    for field in ("source", "plan", "writeBatches", "output"):
         if field in event:
             assert set(event[field]) - {"versionId"} == set(planned[field]) - {"versionId"}
             event[field] = planned[field]
@@ -70,18 +80,18 @@ def plan_and_write(s3: Any, path: Path) -> dict[str, Any]:
     return planned
 
 
-def test_plan_with_its_event_writes_plan_and_manifest(apps: Any, example_nwb: Path) -> None:
+def test_plan_with_its_event_writes_plan_and_write_batches(apps: Any, example_nwb: Path) -> None:
     put_example(apps, example_nwb)
     out = PlanOutput.model_validate(run_plan(load_event("plan.json")))
     plan = Plan.model_validate_json(apps.get_object(Bucket=OUTPUT_BUCKET, Key=out.plan.key)["Body"].read())
-    manifest = json.loads(apps.get_object(Bucket=OUTPUT_BUCKET, Key=out.manifest.key)["Body"].read())
+    batches = json.loads(apps.get_object(Bucket=OUTPUT_BUCKET, Key=out.write_batches.key)["Body"].read())
     assert out.source.key == EXAMPLE_KEY
     assert out.output.prefix == "converted/incoming/sub-01_ses-01/"
-    assert [i for b in manifest for i in b["items"]] == [i.id for i in plan.work_items]
-    assert out.work_items == len(plan.work_items) and out.batches == len(manifest)
+    assert [i for b in batches for i in b["items"]] == [i.id for i in plan.work_items]
+    assert out.work_items == len(plan.work_items) and out.batches == len(batches)
     assert out.chunk_files == len(plan.file_names())
     # The fixtures downstream were made from this very plan.
-    assert load_event("write_chunks.json")["batch"] == manifest[0]
+    assert load_event("write_chunks.json")["batch"] == batches[0]
 
 
 def test_plan_from_the_eventbridge_event_pins_the_version(apps: Any, example_nwb: Path) -> None:
@@ -183,8 +193,7 @@ def test_finalize_fails_when_a_chunk_is_missing(apps: Any, example_nwb: Path) ->
 
 
 def written_record(s3: Any, planned: dict[str, Any], batch: int = 0) -> tuple[str, WrittenBatch]:
-    folder = planned["plan"]["key"].rsplit("/", 1)[0]
-    key = f"{folder}/written/batch-{batch:05d}.json"
+    key = RecordsFolder.of_plan(S3Ref.model_validate(planned["plan"])).written(batch).key
     return key, WrittenBatch.model_validate_json(s3.get_object(Bucket=OUTPUT_BUCKET, Key=key)["Body"].read())
 
 
@@ -275,9 +284,9 @@ def upload_event(finalized: dict[str, Any], item: dict[str, Any]) -> dict[str, A
 
 
 def run_upload_map(s3: Any, finalized: dict[str, Any]) -> list[UploadFilesOutput]:
-    """The upload Map by hand: read its manifest, invoke UploadFiles once per item."""
-    manifest = finalized["upload"]["manifest"]
-    items = json.loads(s3.get_object(Bucket=manifest["bucket"], Key=manifest["key"])["Body"].read())
+    """The upload Map by hand: read its upload batches, invoke UploadFiles once per item."""
+    batches = finalized["upload"]["uploadBatches"]
+    items = json.loads(s3.get_object(Bucket=batches["bucket"], Key=batches["key"])["Body"].read())
     return [
         UploadFilesOutput.model_validate(
             upload_app.lambda_handler(upload_event(finalized, item), FakeLambdaContext("upload"))
@@ -309,13 +318,13 @@ def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_prep
     }
     finalized = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))
     result = FinalizeOutput.model_validate(finalized)
-    # Finalize prepared the import (channels, manifest) and uploaded nothing yet.
+    # Finalize prepared the import (channels, import manifest) and uploaded nothing yet.
     assert result.imported is False and result.upload is not None and result.import_summary is not None
     (imp,) = pennsieve.imports.values()
     assert len(imp.files) == 14 and not pennsieve.uploaded_files(imp.id)
     assert len(pennsieve.channels[package]) == result.channels
     assert (result.upload.batches, result.upload.files, result.upload.files_total) == (4, 14, 14)
-    assert result.upload.records.prefix == planned["plan"]["key"].rsplit("/", 1)[0] + "/"
+    assert result.upload.records == RecordsFolder.of_plan(S3Ref.model_validate(planned["plan"])).as_prefix()
 
     reports = run_upload_map(apps, finalized)
 
@@ -325,12 +334,12 @@ def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_prep
         complete_app.lambda_handler({**finalized, "uploadFiles": {"MapRunArn": "arn"}}, FakeLambdaContext("complete"))
     )
     assert done.imported is True and done.import_summary is not None
-    assert (done.import_summary["files_uploaded"], done.import_summary["files_already_uploaded"]) == (14, 0)
+    assert (done.import_summary.files_uploaded, done.import_summary.files_already_uploaded) == (14, 0)
 
     again = finalize_app.lambda_handler(finalize_event, FakeLambdaContext("finalize"))  # a console rerun
     assert (again["upload"]["batches"], again["upload"]["files"]) == (0, 0)
     assert len(pennsieve.imports) == 1 and len(pennsieve.channels[package]) == result.channels
-    assert again["importSummary"]["channels_reused"] == result.channels
+    assert again["importSummary"]["channelsReused"] == result.channels
     logs = capsys.readouterr()
     assert "session-token-789" not in json.dumps(finalized) + json.dumps(again) + logs.out + logs.err
 
@@ -361,10 +370,7 @@ def test_upload_files_with_its_event_uploads_the_batch(
     for field in ("output", "records"):
         assert set(event[field]) == set(finalized["upload"][field])
         event[field] = finalized["upload"][field]
-    event["batch"]["names"] = {
-        **event["batch"]["names"],
-        "key": finalized["upload"]["records"]["prefix"] + "upload-batch-00000.json",
-    }
+    event["batch"]["names"] = RecordsFolder.at(S3Prefix.model_validate(event["records"])).upload_batch(0).dump()
     out = UploadFilesOutput.model_validate(upload_app.lambda_handler(event, FakeLambdaContext("upload")))
     assert (out.batch, out.files, out.uploaded, out.already_uploaded) == (0, 14, 14, 0)
     again = UploadFilesOutput.model_validate(upload_app.lambda_handler(event, FakeLambdaContext("upload")))
@@ -383,8 +389,8 @@ def test_complete_import_with_its_event_returns_the_import_summary(
     event.update(finalized)  # this run's ids and keys; the upload Map's result as in the fixture
     done = FinalizeOutput.model_validate(complete_app.lambda_handler(event, FakeLambdaContext("complete")))
     assert done.imported is True and done.import_summary is not None
-    assert (done.import_summary["files_uploaded"], done.import_summary["upload_batches"]) == (14, 1)
-    assert done.import_summary["import_id"] == finalized["upload"]["importId"]
+    assert (done.import_summary.files_uploaded, done.import_summary.upload_batches) == (14, 1)
+    assert done.import_summary.import_id == finalized["upload"]["importId"]
 
 
 def test_complete_import_lists_the_files_not_uploaded(
@@ -392,12 +398,12 @@ def test_complete_import_lists_the_files_not_uploaded(
 ) -> None:
     finalize_event, finalized = _finalize_with_import(apps, example_nwb, pennsieve, monkeypatch)
     # The Map failed before any upload (as when its ItemReader fails): its error is the reason given.
-    event = {**finalized, "uploadError": {"Error": "States.ItemReaderFailed", "Cause": "no manifest"}}
+    event = {**finalized, "uploadError": {"Error": "States.ItemReaderFailed", "Cause": "no upload-batches.json"}}
     with pytest.raises(UploadError) as err:
         complete_app.lambda_handler(event, FakeLambdaContext("complete"))
     message = str(err.value)
     assert message.startswith(f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: 14 of 14 files failed to upload: channel-")
-    assert "States.ItemReaderFailed: no manifest" in message
+    assert "States.ItemReaderFailed: no upload-batches.json" in message
     prefix = finalized["upload"]["output"]["prefix"]
     failed = json.loads(apps.get_object(Bucket=OUTPUT_BUCKET, Key=prefix + "import-failed.json")["Body"].read())
     assert len(failed["failed"]) == 14
@@ -412,7 +418,7 @@ def test_plan_with_the_importer_on_and_no_target_fails_before_any_work(apps: Any
     event["importerEnabled"] = True
     with pytest.raises(TargetNotFoundError, match=r"s3://.*sub-01_ses-01\.nwb: no import target"):
         run_plan(event)
-    assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET)  # no plan, no manifest
+    assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET)  # no plan, no write batches
 
 
 def test_plan_takes_the_target_from_the_execution_input_first(apps: Any, example_nwb: Path) -> None:
@@ -444,7 +450,7 @@ def test_the_secret_is_read_once_and_again_after_its_max_age(aws: None, monkeypa
     # A warm invocation within the max age uses the value it read.
     assert credentials_env(arn, api_host="h", api_host2="h2")["SESSION_TOKEN"] == "one"
     # Past the max age it reads the secret again (here a max age of 0 s: every read).
-    monkeypatch.setattr(importer, "SECRET_MAX_AGE_SECONDS", 0)
+    monkeypatch.setattr(imports, "SECRET_MAX_AGE_SECONDS", 0)
     other = secrets.create_secret(Name="rotated", SecretString=json.dumps({"SESSION_TOKEN": "one"}))["ARN"]
     assert credentials_env(other, api_host="h", api_host2="h2")["SESSION_TOKEN"] == "one"
     secrets.put_secret_value(SecretId=other, SecretString=json.dumps({"SESSION_TOKEN": "two"}))

@@ -55,7 +55,14 @@ def test_deps_layer_is_arm64_cpython312_trimmed_and_compiled(layers: dict[str, P
 
 def test_core_layer_holds_the_package_with_the_cloud_code(layers: dict[str, Path]) -> None:
     package = layers["core"] / "python" / "nwb2pennsieve"
-    for module in ("plan/survey.py", "write/chunks.py", "cloud/conversion.py", "source/direct.py"):
+    for module in (
+        "plan/survey.py",
+        "write/chunks.py",
+        "cloud/plan_step.py",
+        "cloud/write_chunks_step.py",
+        "cloud/finalize_step.py",
+        "source/direct.py",
+    ):
         assert (package / module).is_file(), module
         compiled = (package / module).parent / "__pycache__" / f"{Path(module).stem}.cpython-312.pyc"
         assert compiled.is_file(), compiled

@@ -14,9 +14,10 @@ import h5py
 import numpy as np
 import pytest
 
-from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
+from nwb2pennsieve.cloud.plan_step import plan_object
 from nwb2pennsieve.cloud.settings import CloudSettings
+from nwb2pennsieve.cloud.write_chunks_step import write_chunks
 from nwb2pennsieve.errors import InvalidInputError
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.plan.survey import build_plan
@@ -33,10 +34,10 @@ def test_writers_together_read_at_most_1_1x_the_stored_bytes(s3: Any, tmp_path: 
     s3.put_object(Bucket=INPUT_BUCKET, Key="w.nwb", Body=path.read_bytes())
     env = function_environment(output_bucket=OUTPUT_BUCKET, MAX_ITEM_MB="32", BATCH_MB="32")
     out = plan_object(s3, PlanInput.parse({"bucket": INPUT_BUCKET, "key": "w.nwb"}), CloudSettings.from_env(env))
-    manifest = json.loads(s3.get_object(Bucket=OUTPUT_BUCKET, Key=out.manifest.key)["Body"].read())
-    assert len(manifest) >= 3
+    batches = json.loads(s3.get_object(Bucket=OUTPUT_BUCKET, Key=out.write_batches.key)["Body"].read())
+    assert len(batches) >= 3
     stats = ReadStats()
-    for batch in manifest:
+    for batch in batches:
         event = WriteChunksInput(source=out.source, output=out.output, plan=out.plan, batch=Batch.model_validate(batch))
         write_chunks(s3, event, stats=stats)
     print(f"writers read {stats.bytes} of {stored} stored bytes ({stats.bytes / stored:.3f}x) in {stats.requests} GETs")

@@ -75,7 +75,8 @@ def selected(map_state: str, state_input: dict[str, Any], item: Any) -> dict[str
     }
 
 
-def manifest_items(s3: Any, ref: dict[str, Any]) -> list[Any]:
+def map_items(s3: Any, ref: dict[str, Any]) -> list[Any]:
+    """The items a map's ItemReader reads (write-batches.json, upload-batches.json)."""
     items: list[Any] = json.loads(s3.get_object(Bucket=ref["bucket"], Key=ref["key"])["Body"].read())
     return items
 
@@ -92,7 +93,7 @@ def test_the_walkthrough_converts_the_sample_with_events_derived_from_plan(s3: A
     for step in steps:
         INPUT_MODELS[step.function].model_validate(step.event)
     # Each WriteChunks event is the definition's ItemSelector applied to Plan's output and one batch.
-    batches = manifest_items(s3, planned["manifest"])
+    batches = map_items(s3, planned["writeBatches"])
     assert [s.event for s in steps[1:-1]] == [selected("WriteChunks", planned, b) for b in batches]
     # Finalize gets Plan's output (the map run's ResultWriter details only on AWS).
     assert steps[-1].event == {k: v for k, v in planned.items() if k != "writeChunks"}
@@ -134,7 +135,7 @@ def test_the_walkthrough_imports_with_upload_and_complete_import_events_derived_
     finalized = finalize.response
     uploads = [s for s in steps if s.function == "UploadFilesFunction"]
     assert finalized["upload"]["batches"] == len(uploads) > 1  # 24 chunk files, 10 a batch
-    expected = [selected("UploadFiles", finalized, b) for b in manifest_items(s3, finalized["upload"]["manifest"])]
+    expected = [selected("UploadFiles", finalized, b) for b in map_items(s3, finalized["upload"]["uploadBatches"])]
     assert [s.event for s in uploads] == expected
     assert [s.function for s in steps][-1] == "CompleteImportFunction" and steps[-1].event == finalized
     done = FinalizeOutput.model_validate(steps[-1].response)

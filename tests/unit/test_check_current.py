@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from nwb2pennsieve.cloud.conversion import SupersededError, check_current, latest_version
 from nwb2pennsieve.cloud.models import S3Ref
+from nwb2pennsieve.cloud.objects import SupersededError, check_current, latest_version
 from nwb2pennsieve.errors import StorageError
 
 SOURCE = S3Ref(bucket="in-bucket", key="a/b.nwb", version_id="v1")

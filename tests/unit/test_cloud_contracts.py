@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
+from nwb2pennsieve.cloud import models
+from nwb2pennsieve.cloud.admission import ObjectVersion, QueueEvent
 from nwb2pennsieve.cloud.models import (
     Batch,
     CompleteImportInput,
     FinalizeInput,
     FinalizeOutput,
+    ImportSummary,
     PlanInput,
     PlanOutput,
+    S3Ref,
     UploadBatch,
     UploadFilesInput,
     UploadFilesOutput,
@@ -144,7 +150,7 @@ def _path(data: dict[str, Any], path: str) -> Any:
 
 
 def item_selector(plan_output: dict[str, Any], item: dict[str, Any], map_name: str = "WriteChunks") -> dict[str, Any]:
-    """What the Map's ItemSelector builds from its input and one manifest item (JSONPath subset)."""
+    """What the Map's ItemSelector builds from its input and one item its ItemReader read (JSONPath subset)."""
     selector = states()[map_name]["ItemSelector"]
     out = {}
     for key, path in selector.items():
@@ -182,7 +188,7 @@ def test_finalize_output_feeds_the_upload_map_and_complete_import() -> None:
     no_import = FinalizeOutput.model_validate({**finalize_output, "upload": None}).dump()
     assert "upload" not in no_import and _choice(no_import) == "Converted"
     reader = states()["UploadFiles"]["ItemReader"]["Parameters"]
-    assert {reader["Bucket.$"], reader["Key.$"]} == {"$.upload.manifest.bucket", "$.upload.manifest.key"}
+    assert {reader["Bucket.$"], reader["Key.$"]} == {"$.upload.uploadBatches.bucket", "$.upload.uploadBatches.key"}
     item = load_event("upload_files.json")["batch"]
     UploadBatch.model_validate(item)
     built = item_selector(finalize_output, item, "UploadFiles")
@@ -205,7 +211,7 @@ def test_plan_output_feeds_the_map_and_finalize() -> None:
     PlanOutput.model_validate(plan_output)
     # ItemReader parameters point at fields of Plan's output.
     reader = states()["WriteChunks"]["ItemReader"]["Parameters"]
-    assert {reader["Bucket.$"], reader["Key.$"]} == {"$.manifest.bucket", "$.manifest.key"}
+    assert {reader["Bucket.$"], reader["Key.$"]} == {"$.writeBatches.bucket", "$.writeBatches.key"}
     batch = load_event("write_chunks.json")["batch"]
     built = item_selector(plan_output, batch)
     assert WriteChunksInput.model_validate(built) == WriteChunksInput.model_validate(load_event("write_chunks.json"))
@@ -237,10 +243,66 @@ def test_plan_output_feeds_the_map_and_finalize() -> None:
         UploadFilesInput.model_validate(load_event("upload_files.json")),
         UploadFilesOutput(batch=0, files=3, uploaded=2, already_uploaded=1, seconds=0.5),
         CompleteImportInput.model_validate(load_event("complete_import.json")),
+        ImportSummary.model_validate(load_event("complete_import.json")["importSummary"]),
     ],
 )
 def test_payloads_round_trip(model: Any) -> None:
     assert type(model).model_validate(json.loads(json.dumps(model.dump()))) == model
+
+
+def _untyped(annotation: Any) -> bool:
+    return annotation is Any or any(_untyped(a) for a in typing.get_args(annotation))
+
+
+def test_every_payload_field_is_typed() -> None:
+    """No ``Any`` (nor ``dict[str, Any]``) in what the states pass each other."""
+    payloads = [
+        m
+        for m in vars(models).values()
+        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == models.__name__
+    ]
+    assert FinalizeOutput in payloads and ImportSummary in payloads
+    for model in payloads:
+        for name, field in model.model_fields.items():
+            assert not _untyped(field.annotation), f"{model.__name__}.{name}: {field.annotation}"
+
+
+def test_the_import_summary_goes_typed_from_finalize_through_complete_import() -> None:
+    """Finalize's summary holds every field of Pennsieve's PreparedImport; Finalize's output parses
+    as CompleteImport's input, and CompleteImport's output (with the upload map's counts) as
+    Finalize's output again, the execution's output."""
+    from nwb2pennsieve.pennsieve.importer import PreparedImport
+    from nwb2pennsieve.pennsieve.target import ImportTarget
+
+    assert set(PreparedImport.model_fields) <= set(ImportSummary.model_fields)
+    prepared = PreparedImport(
+        target=ImportTarget(dataset_id="d", package_id="p"),
+        import_id="i",
+        channels=2,
+        channels_created=1,
+        channels_reused=1,
+        files=4,
+        files_registered=4,
+    )
+    summary = ImportSummary.of_prepared(prepared)
+    assert summary.dump() == {
+        "target": {"datasetId": "d", "packageId": "p"},
+        "importId": "i",
+        "channels": 2,
+        "channelsCreated": 1,
+        "channelsReused": 1,
+        "files": 4,
+        "filesRegistered": 4,
+    }
+    finalized = FinalizeOutput.model_validate(load_event("complete_import.json")).model_copy(
+        update={"import_summary": summary}
+    )
+    complete = CompleteImportInput.model_validate(json.loads(json.dumps(finalized.dump())))
+    assert complete.import_summary == summary
+    counted = summary.model_copy(update={"files_uploaded": 3, "files_already_uploaded": 1, "upload_batches": 1})
+    done = finalized.model_copy(update={"imported": True, "import_summary": counted})
+    assert FinalizeOutput.model_validate(json.loads(json.dumps(done.dump()))) == done
+    assert done.dump()["importSummary"]["filesUploaded"] == 3
 
 
 def test_both_execution_inputs_parse_to_the_same_source() -> None:
@@ -259,6 +321,7 @@ def test_every_event_fixture_parses() -> None:
         "finalize.json",
         "plan.json",
         "s3_object_created.json",
+        "starter.json",
         "upload_files.json",
         "write_chunks.json",
     ]
@@ -268,6 +331,21 @@ def test_every_event_fixture_parses() -> None:
     FinalizeInput.model_validate(load_event("finalize.json"))
     UploadFilesInput.model_validate(load_event("upload_files.json"))
     CompleteImportInput.model_validate(load_event("complete_import.json"))
+    QueueEvent.model_validate(load_event("starter.json"))
+
+
+def test_the_starter_event_carries_object_created_events_that_start_the_state_machine() -> None:
+    """Each record's body is what the rule puts on the admission queue: an S3 "Object Created" event,
+    which the Starter passes as it is as the execution's input, which Plan parses."""
+    queued = QueueEvent.model_validate(load_event("starter.json"))
+    assert len(queued.Records) == 2
+    example = load_event("s3_object_created.json")
+    assert json.loads(queued.Records[0].body) == example
+    for record in queued.Records:
+        obj = ObjectVersion.from_event(record.body)
+        assert PlanInput.parse(json.loads(record.body)).source == S3Ref(
+            bucket=obj.bucket, key=obj.key, version_id=obj.version
+        )
 
 
 def test_the_rule_matches_the_example_event() -> None:
@@ -318,6 +396,7 @@ def test_events_readme_documents_sam_local_invoke() -> None:
         "plan.json",
         "upload_files.json",
         "complete_import.json",
+        "starter.json",
     ):
         assert f"events/{name}" in readme
 
@@ -340,7 +419,7 @@ def make_items(sizes: list[int]) -> list[Any]:
 
 
 def test_batches_keep_order_respect_the_budget_and_never_split_an_item() -> None:
-    from nwb2pennsieve.cloud.conversion import batch_items
+    from nwb2pennsieve.cloud.plan_step import batch_items
 
     mib = 1024 * 1024
     items = make_items([3 * mib, 3 * mib, 5 * mib, 20 * mib, 1 * mib, 1 * mib])
@@ -353,7 +432,7 @@ def test_batches_keep_order_respect_the_budget_and_never_split_an_item() -> None
 
 
 def test_a_batch_payload_stays_small_however_tiny_the_items() -> None:
-    from nwb2pennsieve.cloud.conversion import batch_items
+    from nwb2pennsieve.cloud.plan_step import batch_items
 
     batches = batch_items(make_items([8] * 5000), 512)
     assert len(batches) == 10

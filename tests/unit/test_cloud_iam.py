@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from nwb2pennsieve.cloud.records import RecordsFolder, map_results
 from statemachine.render import load_template, template_refs
 from tests.iam import Request, allowed, role_statements, translated_template
 
@@ -20,6 +21,10 @@ SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pennsieve-AbCdEf"
 IN, OUT = "arn:aws:s3:::in-bucket", "arn:aws:s3:::out-bucket"
 SM = "arn:aws:states:us-east-1:123456789012"
 FN = "arn:aws:lambda:us-east-1:123456789012:function"
+# The records of a.nwb at version v under the default RecordsPrefix (records/a/v/).
+RECORDS = RecordsFolder.of_version("out-bucket", "records/", "a.nwb", "v")
+PLAN_JSON = f"{OUT}/{RECORDS.plan.key}"
+RESULTS = f"{OUT}/{map_results('out-bucket', 'records/').prefix}"
 
 
 def statements(principal: str, **values: Any) -> list[dict[str, Any]]:
@@ -64,7 +69,7 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
         # Plan: reads the input (pinned version), writes records; nothing else.
         ("PlanFunction", "s3:GetObjectVersion", f"{IN}/incoming/a.nwb", None, True),
         ("PlanFunction", "s3:GetObject", f"{IN}/elsewhere/a.nwb", None, False),
-        ("PlanFunction", "s3:PutObject", f"{OUT}/records/a/v/plan.json", None, True),
+        ("PlanFunction", "s3:PutObject", PLAN_JSON, None, True),
         ("PlanFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
         ("PlanFunction", "s3:PutObject", f"{IN}/incoming/a.nwb", None, False),
         # ... and with the viewer bundle lists and deletes an earlier bundle of the key, nothing else of the output.
@@ -74,9 +79,9 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
         ("PlanFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
         # WriteChunks: reads input and plan, writes chunk files; never deletes, never writes records.
         ("WriteChunksFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, True),
-        ("WriteChunksFunction", "s3:GetObject", f"{OUT}/records/a/v/plan.json", None, True),
-        ("WriteChunksFunction", "s3:PutObject", f"{OUT}/records/a/v/plan.json", None, False),
-        ("WriteChunksFunction", "s3:PutObject", f"{OUT}/records/a/v/bundle-partials/000-w000000-00000.bin", None, True),
+        ("WriteChunksFunction", "s3:GetObject", PLAN_JSON, None, True),
+        ("WriteChunksFunction", "s3:PutObject", PLAN_JSON, None, False),
+        ("WriteChunksFunction", "s3:PutObject", f"{OUT}/{RECORDS.bundle_partial('000-w000000-00000').key}", None, True),
         ("WriteChunksFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
         ("WriteChunksFunction", "s3:ListBucketVersions", IN, "incoming/a.nwb", True),
         ("WriteChunksFunction", "s3:ListBucketVersions", IN, "", False),
@@ -96,12 +101,12 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
         ("UploadFilesFunction", "secretsmanager:GetSecretValue", SECRET, None, True),
         ("CompleteImportFunction", "s3:PutObject", f"{OUT}/converted/a/import-failed.json", None, True),
         ("CompleteImportFunction", "secretsmanager:GetSecretValue", SECRET, None, False),
-        # The state machine: its manifests, its map results (multipart), its child executions.
-        ("ConversionStateMachine", "s3:GetObject", f"{OUT}/records/a/v/write-batches.json", None, True),
-        ("ConversionStateMachine", "s3:PutObject", f"{OUT}/records/map-results/run/SUCCEEDED_0.json", None, True),
-        ("ConversionStateMachine", "s3:ListMultipartUploadParts", f"{OUT}/records/map-results/r/x.json", None, True),
-        ("ConversionStateMachine", "s3:AbortMultipartUpload", f"{OUT}/records/map-results/r/x.json", None, True),
-        ("ConversionStateMachine", "s3:PutObject", f"{OUT}/records/a/v/plan.json", None, False),
+        # The state machine: the lists its ItemReaders read, its map results (multipart), its child executions.
+        ("ConversionStateMachine", "s3:GetObject", f"{OUT}/{RECORDS.write_batches.key}", None, True),
+        ("ConversionStateMachine", "s3:PutObject", f"{RESULTS}/run/SUCCEEDED_0.json", None, True),
+        ("ConversionStateMachine", "s3:ListMultipartUploadParts", f"{RESULTS}/r/x.json", None, True),
+        ("ConversionStateMachine", "s3:AbortMultipartUpload", f"{RESULTS}/r/x.json", None, True),
+        ("ConversionStateMachine", "s3:PutObject", PLAN_JSON, None, False),
         ("ConversionStateMachine", "s3:PutObject", f"{OUT}/converted/a/x", None, False),
         ("ConversionStateMachine", "states:StartExecution", f"{SM}:stateMachine:stack-conversion", None, True),
         ("ConversionStateMachine", "states:StartExecution", f"{SM}:stateMachine:another", None, False),

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from nwb2pennsieve.cloud.conversion import plan_object, write_chunks
 from nwb2pennsieve.cloud.models import Batch, PlanInput, WriteChunksInput
+from nwb2pennsieve.cloud.plan_step import plan_object
 from nwb2pennsieve.cloud.settings import CloudSettings
+from nwb2pennsieve.cloud.write_chunks_step import write_chunks
 from nwb2pennsieve.output import s3store
 from tests.cloud_fixtures import make_nwb
 
@@ -20,7 +21,7 @@ MIB = 1024 * 1024
 
 
 class DiscardingS3:
-    """Serves one local file by range; keeps small objects (plan, manifest), counts and drops chunk files."""
+    """Serves one local file by range; keeps small objects (plan, write batches), counts and drops chunk files."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -61,7 +62,7 @@ def test_a_batch_of_many_items_needs_the_memory_of_one(
         "GZIP_LEVEL": gzip_level,
     }
     out = plan_object(fake, PlanInput.parse({"bucket": "in-bucket", "key": "m.nwb"}), CloudSettings.from_env(env))
-    (batch,) = json.loads(fake.small[out.manifest.key])
+    (batch,) = json.loads(fake.small[out.write_batches.key])
     assert len(batch["items"]) == 8 and batch["outputBytes"] == 64 * MIB  # 8 items of 8 MiB in one batch
     event = WriteChunksInput(source=out.source, output=out.output, plan=out.plan, batch=Batch.model_validate(batch))
     tracemalloc.start()
@@ -91,7 +92,7 @@ def test_a_failed_put_fails_the_batch_with_the_object_named(tmp_path: Path) -> N
     fake = FailingPuts(path)
     out = plan_object(fake, PlanInput.parse({"bucket": "in-bucket", "key": "p.nwb"}),
                       CloudSettings.from_env({"OUTPUT_BUCKET": "out-bucket"}))  # fmt: skip
-    (batch,) = json.loads(fake.small[out.manifest.key])
+    (batch,) = json.loads(fake.small[out.write_batches.key])
     event = WriteChunksInput(source=out.source, output=out.output, plan=out.plan, batch=Batch.model_validate(batch))
     with pytest.raises(StorageError, match="connection reset"):
         write_chunks(fake, event)

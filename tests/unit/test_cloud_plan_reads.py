@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from nwb2pennsieve.cloud.conversion import plan_object
 from nwb2pennsieve.cloud.models import PlanInput
+from nwb2pennsieve.cloud.plan_step import plan_object
 from nwb2pennsieve.cloud.settings import CloudSettings
 from nwb2pennsieve.source.direct import unshuffle
 from nwb2pennsieve.source.s3 import ReadStats

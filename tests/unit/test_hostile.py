@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import nwb2pennsieve.local.planning as local
-from nwb2pennsieve.cloud.conversion import OutputTooLargeError, check_output_size
+from nwb2pennsieve.cloud.plan_step import OutputTooLargeError, check_output_size
 from nwb2pennsieve.errors import InvalidFileError, InvalidInputError
 from nwb2pennsieve.local import plan_file
 from nwb2pennsieve.options import ConversionOptions

@@ -23,23 +23,31 @@ import hashlib
 import logging
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
-from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
+from aws_lambda_powertools.utilities.parser.models import (
+    S3EventNotificationEventBridgeModel,
+    SqsModel,
+    SqsRecordModel,
+)
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_stepfunctions import SFNClient
 
 log = logging.getLogger(__name__)
 
 NAME_MAX = 80  # Step Functions' longest execution name
 HASH_CHARS = 20  # 80 bits of SHA-256: no two object versions share a name
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-# StartExecution errors that mean "not now" (the message comes back later), not "never".
 # Clock difference tolerated between this function and Step Functions.
 IDEMPOTENT_SLACK = timedelta(seconds=5)
+# StartExecution errors that mean "not now" (the message comes back later), not "never".
 _TRANSIENT = {"ThrottlingException", "TooManyRequestsException", "ServiceUnavailable", "InternalFailure"}
 
 
@@ -54,15 +62,19 @@ def execution_name(bucket: str, key: str, version: str) -> str:
     return f"{stem}-{digest}" if stem else digest
 
 
-class QueueMessage(BaseModel):
-    """One record of the SQS event the Starter receives (what it uses of it)."""
+class QueueRecord(SqsRecordModel):
+    """One record of the SQS event the Starter receives (Powertools' SQS model). Its body, an
+    EventBridge S3 "Object Created" event, stays the text it came as: it becomes the execution's
+    input, and a body that is no such event goes to the dead-letter queue alone (the other
+    records of the batch are admitted as usual)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-    message_id: str = Field(alias="messageId")
-    receipt_handle: str = Field(alias="receiptHandle")
     body: str
-    event_source_arn: str = Field(alias="eventSourceARN")
+
+
+class QueueEvent(SqsModel):
+    """The Starter's event: a batch of records of the admission queue."""
+
+    Records: Sequence[QueueRecord]
 
 
 class ObjectVersion(BaseModel):
@@ -99,7 +111,7 @@ class Admission:
     rejected: list[str] = field(default_factory=list)  # message ids sent to the dead-letter queue
     running: int = 0  # executions running before this batch
 
-    def response(self) -> dict[str, Any]:
+    def response(self) -> dict[str, list[dict[str, str]]]:
         """The SQS event source's partial batch response: the deferred messages come back."""
         return {"batchItemFailures": [{"itemIdentifier": m} for m in self.deferred]}
 
@@ -109,40 +121,32 @@ def admission_cap(max_running: int, writers_reserved: int, write_concurrency: in
     return max(1, min(max_running, writers_reserved // write_concurrency))
 
 
-def count_running(sfn: Any, state_machine_arn: str, limit: int) -> int:
+def count_running(sfn: SFNClient, state_machine_arn: str, limit: int) -> int:
     """Running executions of the state machine, counted up to ``limit`` (the cap: no need for more).
 
     ListExecutions lists the state machine's own executions; a Distributed Map's child executions
     belong to its map run and are not listed here.
     """
     count = 0
-    for page in _pages(sfn, state_machine_arn, limit):
-        count += len(page)
+    pages = sfn.get_paginator("list_executions").paginate(
+        stateMachineArn=state_machine_arn, statusFilter="RUNNING", PaginationConfig={"PageSize": min(1000, limit)}
+    )
+    for page in pages:
+        count += len(page.get("executions", []))
         if count >= limit:
             break
     return min(count, limit)
 
 
-def _pages(sfn: Any, arn: str, limit: int) -> Iterator[list[Any]]:
-    kwargs: dict[str, Any] = {"stateMachineArn": arn, "statusFilter": "RUNNING", "maxResults": min(1000, limit)}
-    while True:
-        answer = sfn.list_executions(**kwargs)
-        yield answer.get("executions", [])
-        if not answer.get("nextToken"):
-            return
-        kwargs["nextToken"] = answer["nextToken"]
-
-
-def _queue_url(sqs: Any, arn: str) -> str:
+def _queue_url(sqs: SQSClient, arn: str) -> str:
     _, _, _, _, account, name = arn.split(":", 5)
-    url: str = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
-    return url
+    return sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
 
 
 def admit(
-    sfn: Any,
-    sqs: Any,
-    messages: list[QueueMessage],
+    sfn: SFNClient,
+    sqs: SQSClient,
+    messages: Sequence[QueueRecord],
     *,
     state_machine_arn: str,
     cap: int,
@@ -161,66 +165,70 @@ def admit(
         try:
             obj = ObjectVersion.from_event(message.body)
         except (ValidationError, ValueError) as exc:
-            reason = str(exc).splitlines()[0][:300]
-            log.error(
-                "message %s is no S3 Object Created event (%s): sent to the dead-letter queue",
-                message.message_id,
-                reason,
-            )
-            if not dead_letter_queue_url:
-                result.deferred.append(message.message_id)  # the queue's own redrive takes it there
-                continue
-            sqs.send_message(QueueUrl=dead_letter_queue_url, MessageBody=message.body)
-            result.rejected.append(message.message_id)
+            _reject(sqs, message, str(exc).splitlines()[0][:300], dead_letter_queue_url, result)
             continue
         if running >= cap:
-            result.deferred.append(message.message_id)
+            result.deferred.append(message.messageId)
             continue
-        name = execution_name(obj.bucket, obj.key, obj.version)
-        asked = datetime.now(UTC)
-        try:
-            answer = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=message.body)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "ExecutionAlreadyExists":
-                log.info(
-                    "duplicate event for %s (version %s): execution %s exists; dropped", obj.uri, obj.version, name
-                )
-                result.duplicates.append(name)
-                continue
-            if code == "ExecutionLimitExceeded" or code in _TRANSIENT:
-                log.warning("cannot start %s now (%s): it stays on the queue", obj.uri, code)
-                result.deferred.append(message.message_id)
-                continue
-            raise
-        # An identical input while that execution runs: StartExecution is idempotent and answers
-        # with the running execution (started before this call).
-        started_at = answer.get("startDate")
-        if name in result.started or (isinstance(started_at, datetime) and started_at < asked - IDEMPOTENT_SLACK):
-            log.info(
-                "duplicate event for %s (version %s): execution %s is running; dropped", obj.uri, obj.version, name
-            )
-            result.duplicates.append(name)
-            continue
-        result.started.append(name)
-        running += 1
-        log.info("started %s for %s (version %s)", name, obj.uri, obj.version)
+        if _start(sfn, state_machine_arn, message, obj, result):
+            running += 1
     if result.deferred:
         _postpone(sqs, messages, result.deferred, retry_seconds, rng)
     return result
 
 
-def _postpone(sqs: Any, messages: list[QueueMessage], ids: list[str], seconds: int, rng: random.Random) -> None:
+def _reject(sqs: SQSClient, message: QueueRecord, reason: str, dead_letter_queue_url: str, result: Admission) -> None:
+    """A message that is no S3 Object Created event goes to the dead-letter queue at once."""
+    log.error("message %s is no S3 Object Created event (%s): sent to the dead-letter queue", message.messageId, reason)
+    if not dead_letter_queue_url:
+        result.deferred.append(message.messageId)  # the queue's own redrive takes it there
+        return
+    sqs.send_message(QueueUrl=dead_letter_queue_url, MessageBody=message.body)
+    result.rejected.append(message.messageId)
+
+
+def _start(sfn: SFNClient, state_machine_arn: str, message: QueueRecord, obj: ObjectVersion, result: Admission) -> bool:
+    """Start the execution of ``obj``; True when it started (not a duplicate, not deferred)."""
+    name = execution_name(obj.bucket, obj.key, obj.version)
+    asked = datetime.now(UTC)
+    try:
+        answer = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=message.body)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "ExecutionAlreadyExists":
+            log.info("duplicate event for %s (version %s): execution %s exists; dropped", obj.uri, obj.version, name)
+            result.duplicates.append(name)
+            return False
+        if code == "ExecutionLimitExceeded" or code in _TRANSIENT:
+            log.warning("cannot start %s now (%s): it stays on the queue", obj.uri, code)
+            result.deferred.append(message.messageId)
+            return False
+        raise
+    # An identical input while that execution runs: StartExecution is idempotent and answers
+    # with the running execution (started before this call).
+    started_at = answer.get("startDate")
+    if name in result.started or (isinstance(started_at, datetime) and started_at < asked - IDEMPOTENT_SLACK):
+        log.info("duplicate event for %s (version %s): execution %s is running; dropped", obj.uri, obj.version, name)
+        result.duplicates.append(name)
+        return False
+    result.started.append(name)
+    log.info("started %s for %s (version %s)", name, obj.uri, obj.version)
+    return True
+
+
+def _postpone(
+    sqs: SQSClient, messages: Sequence[QueueRecord], ids: list[str], seconds: int, rng: random.Random
+) -> None:
     """Hide the deferred messages for ``seconds`` (± 25 %, so a burst does not come back at once).
     If this fails they still come back, after the queue's own visibility timeout."""
-    by_id = {m.message_id: m for m in messages}
+    by_id = {m.messageId: m for m in messages}
     urls: dict[str, str] = {}
     for message_id in ids:
         message = by_id[message_id]
         try:
-            url = urls.setdefault(message.event_source_arn, _queue_url(sqs, message.event_source_arn))
+            url = urls.setdefault(message.eventSourceARN, _queue_url(sqs, message.eventSourceARN))
             timeout = min(43_200, max(0, round(seconds * rng.uniform(0.75, 1.25))))
-            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=timeout)
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message.receiptHandle, VisibilityTimeout=timeout)
         except ClientError as exc:
             log.warning(
                 "could not postpone message %s (%s); it returns after the queue's visibility timeout", message_id, exc

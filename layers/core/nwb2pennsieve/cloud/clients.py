@@ -9,13 +9,15 @@ pool holds as many connections as the threads that share it (botocore's default 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_stepfunctions import SFNClient
 
 # Attempts per call (the first included). Adaptive mode's backoff is capped at 20 s per attempt.
 MAX_ATTEMPTS = 10
@@ -37,6 +39,13 @@ def s3_client(threads: int = 1) -> S3Client:
     return client
 
 
-def aws_client(service: Any, threads: int = 1) -> Any:
-    """Any other service's client, configured the same way."""
-    return boto3.client(service, config=client_config(threads))
+def stepfunctions_client(threads: int = 1) -> SFNClient:
+    """A Step Functions client, configured the same way (the Starter's)."""
+    client: SFNClient = boto3.client("stepfunctions", config=client_config(threads))
+    return client
+
+
+def sqs_client(threads: int = 1) -> SQSClient:
+    """An SQS client, configured the same way (the Starter's)."""
+    client: SQSClient = boto3.client("sqs", config=client_config(threads))
+    return client

@@ -1,11 +1,23 @@
-"""The import steps: after Finalize's checks, prepare the Pennsieve import and write the upload
-Map's batches (:func:`prepare_uploads`); upload one batch (:func:`upload_batch`, UploadFiles);
-check that every chunk file is uploaded (:func:`complete_import`, CompleteImport).
+"""The import steps and the cloud's link to the Pennsieve importer and to the credentials secret.
 
-Records of one object version, in its folder next to ``plan.json``: ``upload-batches.json`` (the
-upload Map's item manifest), ``upload-batch-<n>.json`` (the names of one upload batch) and
+After Finalize's checks, prepare the Pennsieve import (:func:`prepare_output`: target, channels,
+import manifest) and write the upload Map's batches (:func:`prepare_uploads`); upload one batch
+(:func:`upload_batch`, UploadFiles; :func:`upload_names` does the uploads); check that every
+chunk file is uploaded (:func:`complete_import`, CompleteImport). Plan chooses the import target
+before any conversion work (:func:`choose_import_target`).
+
+Records of one object version, in its records folder (:mod:`.records`): the upload batches
+(``upload-batches.json``, ``upload-batch-<n>.json``: the names of one upload batch) and
 ``upload-failed-<n>.json`` (the files a failed upload batch could not upload). The importer's own
 import records live next to the output (:mod:`nwb2pennsieve.pennsieve.records`).
+
+The credentials live in a Secrets Manager secret whose ARN the stack passes as
+``PENNSIEVE_SECRET_ARN``; the secret is a JSON object with ``PENNSIEVE_API_KEY`` and
+``PENNSIEVE_API_SECRET``, or ``SESSION_TOKEN`` (and ``REFRESH_TOKEN``). The target (an integration
+id, or a dataset and a package id) is not a secret: it comes with each execution. They are
+read at import time only (Powertools' parameters utility, cached for :data:`SECRET_MAX_AGE_SECONDS`
+across warm invocations), go to the importer as an environment mapping and are never logged or
+returned.
 
 The Pennsieve package is imported when first needed: a conversion without import never loads it.
 """
@@ -15,17 +27,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from contextlib import closing
+from typing import TYPE_CHECKING
 
+from aws_lambda_powertools.utilities import parameters
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from ..errors import Nwb2PennsieveError, StorageError
+from ..errors import ConfigurationError, InvalidInputError, Nwb2PennsieveError, StorageError
 from ..output.storage import S3Store, Store
+from ..pennsieve.target import TargetSpec
 from ..plan.models import Plan
-from .importer import prepare_output, upload_names
 from .models import (
     CompleteImportInput,
     FinalizeOutput,
+    ImportSummary,
+    Overrides,
     S3Prefix,
     S3Ref,
     UploadBatch,
@@ -33,18 +49,104 @@ from .models import (
     UploadFilesOutput,
     UploadPlan,
 )
+from .records import RecordsFolder, put_record, read_record
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from ..pennsieve.http import RetryPolicy
     from ..pennsieve.importer import UploadReport
-    from ..pennsieve.target import TargetSpec
 
 log = logging.getLogger(__name__)
 
-UPLOAD_MANIFEST_NAME = "upload-batches.json"
-UPLOAD_BATCH_PREFIX = "upload-batch-"
-UPLOAD_FAILED_PREFIX = "upload-failed-"
+UPLOAD_WORKERS = 64  # threads of one UploadFiles invocation (what bench/bench_import.py measures)
+SECRET_KEYS = ("PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET", "SESSION_TOKEN", "REFRESH_TOKEN")
+# A warm function reads the secret again after this long: a rotated key is picked up within minutes.
+SECRET_MAX_AGE_SECONDS = 300
+
+
+def credentials_env(secret_arn: str, *, api_host: str, api_host2: str) -> dict[str, str]:
+    """The importer's environment: API hosts plus the credentials read from the secret."""
+    if not secret_arn:
+        raise ConfigurationError("IMPORTER_ENABLED is true but PENNSIEVE_SECRET_ARN is not set")
+    try:
+        values: object = parameters.get_secret(secret_arn, transform="json", max_age=SECRET_MAX_AGE_SECONDS)
+    except Exception as exc:
+        # The exception text never holds the secret's value; its type and the ARN are enough.
+        raise ConfigurationError(
+            f"cannot read the Pennsieve credentials secret {secret_arn} ({type(exc).__name__})"
+        ) from None
+    if not isinstance(values, dict):
+        raise ConfigurationError(f"the secret {secret_arn} is not a JSON object")
+    env = {k: str(values[k]) for k in SECRET_KEYS if values.get(k)}
+    if not env:
+        raise ConfigurationError(f"the secret {secret_arn} holds none of {', '.join(SECRET_KEYS)}")
+    env["PENNSIEVE_API_HOST"] = api_host
+    env["PENNSIEVE_API_HOST2"] = api_host2
+    return env
+
+
+def choose_import_target(s3: S3Client, source: S3Ref, overrides: Overrides) -> TargetSpec:
+    """The import target: the execution input's ids, else the NWB object's S3 user metadata
+    (``x-amz-meta-integration-id``, or ``dataset-id`` + ``package-id``).
+
+    Called by Plan before any conversion work; raises a one-line error when there is none.
+    """
+    from ..pennsieve.target import choose_target_spec, target_spec_from_s3_object
+
+    given = TargetSpec(
+        integration_id=overrides.integration_id, dataset_id=overrides.dataset_id, package_id=overrides.package_id
+    )
+    try:
+        return choose_target_spec(given, target_spec_from_s3_object(s3, source.bucket, source.key))
+    except Nwb2PennsieveError as exc:
+        raise exc.with_file(source.uri) from None
+
+
+def prepare_output(
+    plan: Plan, store: Store, env: Mapping[str, str], target: TargetSpec | None, *, retry: RetryPolicy | None = None
+) -> ImportSummary:
+    """Resolve ``target``, then create or match the channels and register every chunk file in the
+    import manifest (:func:`~nwb2pennsieve.pennsieve.prepare_import`); nothing is uploaded yet.
+
+    Returns the small, secret-free summary of the :class:`~nwb2pennsieve.pennsieve.PreparedImport`.
+    Rerun-safe: the importer records what it did in the store.
+    """
+    from ..pennsieve import PennsieveClient, prepare_import, resolve_target
+    from ..settings import Settings
+
+    if target is None:
+        raise ConfigurationError("the importer is enabled but the plan has no import target", file=plan.source)
+    settings = Settings.from_env({**env, "IMPORTER_ENABLED": "true"})
+    try:
+        with closing(PennsieveClient.from_settings(settings, retry=retry, pool_size=16)) as client:
+            resolved = resolve_target(client, target)
+            prepared = prepare_import(store, resolved, client)
+    except Nwb2PennsieveError as exc:
+        raise exc.with_file(plan.source) from None
+    return ImportSummary.of_prepared(prepared)
+
+
+def upload_names(
+    store: Store,
+    env: Mapping[str, str],
+    names: list[str],
+    *,
+    workers: int = UPLOAD_WORKERS,
+    retry: RetryPolicy | None = None,
+) -> UploadReport:
+    """Presign and PUT the chunk files ``names`` of a prepared store (one upload-Map item).
+
+    Returns the :class:`~nwb2pennsieve.pennsieve.UploadReport`; raises
+    :class:`~nwb2pennsieve.pennsieve.UploadError` listing the files that failed.
+    """
+    from ..pennsieve import PennsieveClient, upload_files
+    from ..settings import Settings
+
+    settings = Settings.from_env({**env, "IMPORTER_ENABLED": "true"})
+    with closing(PennsieveClient.from_settings(settings, retry=retry, pool_size=max(workers, 16))) as client:
+        return upload_files(store, client, names=names, workers=workers)
+
 
 Uploader = Callable[[Store, Mapping[str, str], list[str]], "UploadReport"]
 
@@ -62,19 +164,6 @@ class UploadFailedRecord(BaseModel):
     error: str = ""
 
 
-def records_folder(plan_ref: S3Ref) -> S3Prefix:
-    """The folder of ``plan.json``: this object version's records."""
-    return S3Prefix(bucket=plan_ref.bucket, prefix=plan_ref.key.rsplit("/", 1)[0] + "/")
-
-
-def upload_batch_name(batch: int) -> str:
-    return f"{UPLOAD_BATCH_PREFIX}{batch:05d}.json"
-
-
-def upload_failed_name(batch: int) -> str:
-    return f"{UPLOAD_FAILED_PREFIX}{batch:05d}.json"
-
-
 def prepare_uploads(
     s3: S3Client,
     plan: Plan,
@@ -84,7 +173,7 @@ def prepare_uploads(
     target: TargetSpec | None,
     *,
     batch_size: int,
-) -> tuple[dict[str, Any], UploadPlan]:
+) -> tuple[ImportSummary, UploadPlan]:
     """Prepare the import of ``output`` (channels, import manifest) and write the upload batches.
 
     Returns (the prepared import's summary, the upload Map's plan).
@@ -95,45 +184,40 @@ def prepare_uploads(
 
 
 def plan_uploads(
-    s3: S3Client, store: S3Store, plan_ref: S3Ref, prepared: Mapping[str, Any], *, batch_size: int
+    s3: S3Client, store: S3Store, plan_ref: S3Ref, prepared: ImportSummary, *, batch_size: int
 ) -> UploadPlan:
     """Write the upload Map's items: the chunk files not uploaded yet, ``batch_size`` names per
-    batch object, and the manifest listing the batches. A rerun of a complete import writes none."""
+    upload batch, and ``upload-batches.json`` listing the batches. A rerun of a complete import writes none."""
     from ..pennsieve import upload_batches
     from ..pennsieve.records import remove_failed
 
-    folder = records_folder(plan_ref)
-    records = S3Store(folder.bucket, folder.prefix, s3)
+    records = RecordsFolder.of_plan(plan_ref)
     # Records of an earlier execution of this version: this execution's Map writes its own.
-    for name in [*records.list_names(UPLOAD_FAILED_PREFIX), *records.list_names(UPLOAD_BATCH_PREFIX)]:
-        records.delete(name)
+    for ref in [*records.list_upload_failed(s3), *records.list_upload_batches(s3)]:
+        s3.delete_object(Bucket=ref.bucket, Key=ref.key)
     remove_failed(store)
     batches = upload_batches(store, batch_size=batch_size)
     items = []
     for i, names in enumerate(batches):
-        records.write_bytes(upload_batch_name(i), _NAMES.dump_json(names))
-        items.append(
-            UploadBatch(
-                batch=i, names=S3Ref(bucket=records.bucket, key=records.key(upload_batch_name(i))), files=len(names)
-            )
-        )
-    records.write_bytes(UPLOAD_MANIFEST_NAME, _UPLOAD_BATCHES.dump_json(items, by_alias=True))
+        put_record(s3, records.upload_batch(i), _NAMES.dump_json(names))
+        items.append(UploadBatch(batch=i, names=records.upload_batch(i), files=len(names)))
+    put_record(s3, records.upload_batches, _UPLOAD_BATCHES.dump_json(items, by_alias=True))
     files = sum(b.files for b in items)
     log.info("%d chunk files to upload in %d batches", files, len(items))
     return UploadPlan(
         output=S3Prefix(bucket=store.bucket, prefix=store.key("")),
-        manifest=S3Ref(bucket=records.bucket, key=records.key(UPLOAD_MANIFEST_NAME)),
-        records=folder,
-        import_id=prepared.get("import_id"),
+        upload_batches=records.upload_batches,
+        records=records.as_prefix(),
+        import_id=prepared.import_id,
         batches=len(items),
         files=files,
-        files_total=int(prepared.get("files", files)),
+        files_total=prepared.files,
     )
 
 
 def _read_names(s3: S3Client, ref: S3Ref) -> list[str]:
     try:
-        return _NAMES.validate_json(s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read())
+        return _NAMES.validate_json(read_record(s3, ref))
     except Exception as exc:
         raise StorageError(f"cannot read {ref.uri} ({exc})") from None
 
@@ -144,7 +228,7 @@ def upload_batch(
     """Presign and PUT one batch of chunk files (an upload-Map item); files already uploaded are
     skipped. A failed file fails the batch; its list goes to ``upload-failed-<batch>.json``.
 
-    ``uploader`` (default :func:`~nwb2pennsieve.cloud.importer.upload_names`) does the uploads.
+    ``uploader`` (default :func:`~nwb2pennsieve.cloud.imports.upload_names`) does the uploads.
     """
     from ..pennsieve import UploadError
 
@@ -154,9 +238,9 @@ def upload_batch(
         names = _read_names(s3, event.batch.names)
         report = (uploader or upload_names)(store, env, names)
     except UploadError as exc:
-        records = S3Store(event.records.bucket, event.records.prefix, s3)
+        failed = RecordsFolder.at(event.records).upload_failed(event.batch.batch)
         record = UploadFailedRecord(batch=event.batch.batch, failed=exc.failed, error=exc.first_reason)
-        records.write_bytes(upload_failed_name(event.batch.batch), record.model_dump_json(indent=1).encode())
+        put_record(s3, failed, record.model_dump_json(indent=1).encode())
         raise exc.with_file(event.source) from None
     except Nwb2PennsieveError as exc:
         raise exc.with_file(event.source) from None
@@ -169,11 +253,11 @@ def upload_batch(
     )
 
 
-def _first_failure_reason(records: S3Store) -> str:
+def _first_failure_reason(s3: S3Client, records: RecordsFolder) -> str:
     """The first reason an upload batch of this execution recorded ("" when none did)."""
-    for name in sorted(records.list_names(UPLOAD_FAILED_PREFIX)):
+    for ref in records.list_upload_failed(s3):
         try:
-            reason = UploadFailedRecord.model_validate_json(records.read_bytes(name)).error
+            reason = UploadFailedRecord.model_validate_json(read_record(s3, ref)).error
         except (ValidationError, StorageError):
             continue
         if reason:
@@ -197,13 +281,20 @@ def complete_import(s3: S3Client, event: CompleteImportInput) -> FinalizeOutput:
     store = S3Store(up.output.bucket, up.output.prefix, s3)
     missing = [name for batch in upload_batches(store, batch_size=1_000_000_000) for name in batch]
     if missing:
-        reason = _first_failure_reason(S3Store(up.records.bucket, up.records.prefix, s3))
+        reason = _first_failure_reason(s3, RecordsFolder.at(up.records))
         if not reason and event.upload_error is not None:
             reason = f"{event.upload_error.error}: {event.upload_error.cause}"[:300]
         write_failed(store, up.import_id, sorted(missing), reason)
         raise UploadError(missing, up.files_total, first_reason=reason).with_file(event.source) from None
-    summary = dict(event.import_summary or {})
-    summary.update(files_uploaded=up.files, files_already_uploaded=up.files_total - up.files, upload_batches=up.batches)
+    if event.import_summary is None:
+        raise InvalidInputError("CompleteImport's input has an upload plan but no importSummary", file=event.source)
+    summary = event.import_summary.model_copy(
+        update={
+            "files_uploaded": up.files,
+            "files_already_uploaded": up.files_total - up.files,
+            "upload_batches": up.batches,
+        }
+    )
     log.info(
         "import %s complete: %d files uploaded, %d already there", up.import_id, up.files, up.files_total - up.files
     )

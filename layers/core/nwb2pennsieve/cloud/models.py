@@ -1,8 +1,9 @@
 """The state machine's payloads: what each state receives and returns, as small typed models.
 
 Field names are camelCase on the wire (Step Functions' and S3's own style) and snake_case in
-Python. Every payload stays a few hundred bytes whatever the file's size: the plan and the
-work-item manifest live in S3 and states pass their keys (Step Functions' 256 KB limit).
+Python. Every payload stays a few hundred bytes whatever the file's size: the plan, the write
+batches and the upload batches live in S3 and states pass their keys (Step Functions' 256 KB
+limit). "Manifest" is only Pennsieve's import manifest, never one of these lists.
 
 An execution starts from either
 - the EventBridge "Object Created" event of an ``*.nwb`` object (the rule's target input, parsed
@@ -16,7 +17,7 @@ An execution starts from either
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -26,6 +27,9 @@ from ..errors import InvalidInputError
 from ..options import ConversionOptions
 from ..pennsieve.target import TargetSpec
 from ..plan.models import ChunkRecord
+
+if TYPE_CHECKING:
+    from ..pennsieve.importer import PreparedImport
 
 
 class _Payload(BaseModel):
@@ -128,7 +132,7 @@ class PlanOutput(_Payload):
     source: S3Ref
     output: S3Prefix = Field(description="where the chunk files and channel metadata go")
     plan: S3Ref = Field(description="plan.json")
-    manifest: S3Ref = Field(description="the work-item manifest the Map's ItemReader reads")
+    write_batches: S3Ref = Field(description="write-batches.json, which the WriteChunks map's ItemReader reads")
     results: S3Prefix = Field(description="where the Map's ResultWriter writes")
     importer_enabled: bool = Field(description="the import steps follow Finalize")
     work_items: int
@@ -141,7 +145,7 @@ class PlanOutput(_Payload):
 
 
 class Batch(_Payload):
-    """One entry of the work-item manifest: the work items one WriteChunks invocation executes."""
+    """One write batch (an item of ``write-batches.json``): the work items one WriteChunks invocation executes."""
 
     batch: int
     items: list[str] = Field(min_length=1)
@@ -194,7 +198,7 @@ class FinalizeInput(PlanOutput):
 
 
 class UploadBatch(_Payload):
-    """One entry of the upload-batch manifest: where the names of one batch of chunk files are.
+    """One upload batch (an item of ``upload-batches.json``): where the names of its chunk files are.
 
     The names live in their own S3 object (a JSON array): 5,000 names are ~300 KB, more than a
     state payload may hold.
@@ -210,12 +214,35 @@ class UploadPlan(_Payload):
     (channels exist, every file is in the import manifest); ``files`` still have to be PUT."""
 
     output: S3Prefix = Field(description="the chunk files and the importer's records (import-state.json...)")
-    manifest: S3Ref = Field(description="the upload-batch manifest the UploadFiles Map's ItemReader reads")
+    upload_batches: S3Ref = Field(description="upload-batches.json, which the UploadFiles map's ItemReader reads")
     records: S3Prefix = Field(description="this conversion's records folder: the upload batches and failure records")
     import_id: str | None = None
     batches: int
     files: int = Field(description="chunk files not uploaded yet (0 on a rerun of a complete import)")
     files_total: int
+
+
+class ImportSummary(_Payload):
+    """The import in Finalize's and CompleteImport's output (small, secret-free): what Finalize
+    prepared (Pennsieve's :class:`~nwb2pennsieve.pennsieve.PreparedImport`: the resolved target,
+    the channels, the files in the import manifest) and, once CompleteImport has checked every
+    upload, what the upload map did."""
+
+    target: TargetSpec = Field(description="the resolved target: dataset, package (and the integration, if any)")
+    import_id: str | None = None
+    channels: int
+    channels_created: int
+    channels_reused: int
+    files: int
+    files_registered: int
+    files_uploaded: int | None = Field(default=None, description="by this execution's upload map (CompleteImport)")
+    files_already_uploaded: int | None = Field(default=None, description="by an earlier execution (CompleteImport)")
+    upload_batches: int | None = Field(default=None, description="of this execution's upload map (CompleteImport)")
+
+    @classmethod
+    def of_prepared(cls, prepared: PreparedImport) -> ImportSummary:
+        """Finalize's summary: every field of the prepared import, its target as a :class:`TargetSpec`."""
+        return cls.model_validate(prepared.model_dump())
 
 
 class FinalizeOutput(_Payload):
@@ -228,7 +255,7 @@ class FinalizeOutput(_Payload):
     stored_bytes: int = Field(default=0, description="bytes of the chunk files (after gzip)")
     stale_removed: int
     imported: bool
-    import_summary: dict[str, Any] | None = None
+    import_summary: ImportSummary | None = Field(default=None, description="present when the importer is on")
     upload: UploadPlan | None = Field(default=None, description="present when the upload Map must run")
     warnings: list[str] = Field(default_factory=list)
 

@@ -33,8 +33,8 @@ class CloudSettings(CommonSettings):
     """Environment of the Plan, WriteChunks, Finalize and UploadFiles functions.
 
     ``OUTPUT_BUCKET`` (required), ``OUTPUT_PREFIX`` (chunk files of ``a/b.nwb`` go under
-    ``{OUTPUT_PREFIX}a/b/``), ``RECORDS_PREFIX`` (plan and work-item manifest of ``a/b.nwb`` go
-    under ``{RECORDS_PREFIX}a/b/{version}/``, map-run results under
+    ``{OUTPUT_PREFIX}a/b/``), ``RECORDS_PREFIX`` (the records of ``a/b.nwb``, its plan and write
+    batches, go under ``{RECORDS_PREFIX}a/b/{version}/``: :mod:`.records`, map-run results under
     ``{RECORDS_PREFIX}map-results/``), ``CHUNK_SIZE_MB``, ``MAX_ITEM_MB``, ``GZIP_LEVEL`` (default
     1: compressed), ``BATCH_MB`` (default ``MAX_ITEM_MB``), ``IMPORTER_ENABLED``,
     ``SKIP_INVALID_SERIES``, ``OUTPUT_FORMATS`` (``chunks``, ``bundle`` or both),

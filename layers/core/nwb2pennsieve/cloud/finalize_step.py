@@ -1,0 +1,241 @@
+"""The Finalize step: check every chunk file (each of the exact size it must have), remove the
+stale ones of an earlier version, write the channel metadata and the viewer bundle's reduce;
+with the importer on, hand over to :mod:`.imports` (prepare the import, write the upload batches).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, BinaryIO, cast
+
+from ..bundle.continuous import ItemPartial
+from ..bundle.finish import finish_bundle
+from ..bundle.series import unpack_partials
+from ..errors import Nwb2PennsieveError
+from ..output.gzipstored import framed_size
+from ..output.s3store import PUT_THREADS, ParallelS3Store
+from ..output.storage import S3Store
+from ..plan.models import ChunkRecord, Plan, WorkItem, chunk_file_name, metadata_file_name
+from ..source.nwb import open_nwb
+from ..source.s3 import S3RangeReader
+from ..write.chunks import write_channel_metadata
+from .imports import prepare_uploads
+from .models import Batch, FinalizeInput, FinalizeOutput, S3Prefix, S3Ref, WrittenBatch
+from .objects import DELETE_THREADS, H5_CACHE_BYTES, check_current, delete_objects
+from .records import WRITE_BATCHES, RecordsFolder, load_plan, read_record
+from .settings import DEFAULT_UPLOAD_BATCH_FILES
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+LIST_THREADS = 16
+# Threads that share one S3 client (its pool holds one connection per thread: see .clients).
+FINALIZE_THREADS = max(LIST_THREADS, DELETE_THREADS, PUT_THREADS)
+
+
+class IncompleteOutputError(Nwb2PennsieveError):
+    """Finalize found chunk files missing, unrecorded or of the wrong size."""
+
+
+def finalize(
+    s3: S3Client,
+    event: FinalizeInput,
+    *,
+    import_env: Callable[[], Mapping[str, str]] | None = None,
+    upload_batch_files: int = DEFAULT_UPLOAD_BATCH_FILES,
+) -> FinalizeOutput:
+    """Check every chunk file, remove stale ones, write channel metadata; with the importer on,
+    prepare the import (channels, import manifest) and write the upload batches for the Map."""
+    plan = load_plan(s3, event.plan)
+    out = event.output
+    expected = expected_sizes(s3, event, plan)
+    n_channels = sum(len(s.channels) for s in plan.series) if plan.writes_chunks else 0
+    present = list_outputs(s3, out.bucket, out.prefix, n_channels) if plan.writes_chunks else {}
+    check_complete(expected, present, out, event.source)
+    check_current(s3, event.source)
+    metadata = {metadata_file_name(i) for i, _ in plan.channel_metadata()}
+    stale = sorted(n for n in present if n not in expected and n not in metadata and n.startswith("channel-"))
+    # Chunk files of an earlier version of the same object (380,000 after a chunk-size change).
+    delete_objects(s3, out.bucket, [out.prefix + name for name in stale])
+    written = _write_metadata(s3, out, plan)
+    if plan.writes_bundle:
+        finalize_bundle(s3, event, plan)
+    summary = None
+    upload = None
+    if event.importer_enabled:
+        # The parallel store is closed; the importer reads and records through a plain one.
+        summary, upload = prepare_uploads(
+            s3, plan, event.plan, out, import_env() if import_env else {}, event.target, batch_size=upload_batch_files
+        )
+    return FinalizeOutput(
+        source=event.source.uri,
+        output=out.uri,
+        channels=len(written),
+        chunk_files=len(expected),
+        metadata_files=len(written),
+        output_bytes=sum(i.output_bytes for i in plan.work_items),
+        stored_bytes=sum(present[n] for n in expected),
+        stale_removed=len(stale),
+        imported=False,
+        import_summary=summary,
+        upload=upload,
+        warnings=[w[:300] for w in plan.warnings[:10]],
+    )
+
+
+def expected_sizes(s3: S3Client, event: FinalizeInput, plan: Plan) -> dict[str, int | None]:
+    """name -> the exact size each chunk file must have: computed for the stored framing; for
+    compressed levels, what its writer recorded (None: no record of this plan's batch names it)."""
+    expected: dict[str, int | None] = {}
+    for item in plan.work_items if plan.writes_chunks else []:
+        series = plan.series[item.series]
+        for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
+            size = framed_size(chunk.samples * 8)
+            for ch in series.channels[item.column_start : item.column_stop]:
+                expected[chunk_file_name(ch.index, chunk.start_us, chunk.end_us)] = size
+    if plan.options.gzip_level and plan.writes_chunks:
+        recorded = load_written(s3, event.plan, event.write_batches, plan.options.gzip_level)
+        expected = {name: (r.size if (r := recorded.get(name)) else None) for name in expected}
+    return expected
+
+
+def check_complete(
+    expected: Mapping[str, int | None], present: Mapping[str, int], out: S3Prefix, source: S3Ref
+) -> None:
+    """Raise :class:`IncompleteOutputError` when an expected chunk file is missing, unrecorded or of another size."""
+    missing = sorted(n for n in expected if n not in present)
+    unrecorded = sorted(n for n in expected if n in present and expected[n] is None)
+    wrong = sorted(n for n in expected if n in present and expected[n] is not None and present[n] != expected[n])
+    if not (missing or unrecorded or wrong):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of {len(expected)} chunk files are missing (first {missing[0]})")
+    if unrecorded:
+        parts.append(f"{len(unrecorded)} have no write record of this plan (first {unrecorded[0]})")
+    if wrong:
+        parts.append(f"{len(wrong)} have the wrong size (first {wrong[0]})")
+    raise IncompleteOutputError(
+        "; ".join(parts) + f" under {out.uri}; a WriteChunks work item did not finish",
+        file=source.uri,
+    )
+
+
+def _write_metadata(s3: S3Client, out: S3Prefix, plan: Plan) -> list[str]:
+    """Every channel's metadata file (none when the formats have no chunk files); their names."""
+    store = ParallelS3Store(out.bucket, out.prefix, s3)
+    try:
+        written = write_channel_metadata(plan, store) if plan.writes_chunks else []
+    except BaseException:
+        store.abandon()
+        raise
+    store.close()
+    return written
+
+
+def _listing(
+    s3: S3Client, bucket: str, prefix: str, *, start_after: str | None = None, under: str = ""
+) -> dict[str, int]:
+    """name → size of the objects directly under ``prefix`` whose name starts with ``under``."""
+    out: dict[str, int] = {}
+    paginator = s3.get_paginator("list_objects_v2")
+    if start_after:
+        pages = paginator.paginate(Bucket=bucket, Prefix=prefix + under, StartAfter=prefix + start_after)
+    else:
+        pages = paginator.paginate(Bucket=bucket, Prefix=prefix + under)
+    for page in pages:
+        for obj in page.get("Contents", []):
+            name = obj["Key"][len(prefix) :]
+            if name and "/" not in name:
+                out[name] = int(obj["Size"])
+    return out
+
+
+def list_outputs(
+    s3: S3Client, bucket: str, prefix: str, n_channels: int, *, threads: int = LIST_THREADS
+) -> dict[str, int]:
+    """Every object directly under ``prefix``, listed channel by channel in parallel.
+
+    A 100 GB recording has ~380,000 chunk files: one listing is ~380 pages one after the other,
+    one listing per channel prefix (``channel-00000``...) records them side by side. A last listing
+    from past the highest channel finds files of channels an earlier version had and this one
+    has not. (Names sorting before ``channel-00000`` are no chunk files and are not listed.)
+    """
+    out = _listing(s3, bucket, prefix, start_after=f"channel-{n_channels - 1:05d}~") if n_channels else {}
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for part in pool.map(lambda i: _listing(s3, bucket, prefix, under=f"channel-{i:05d}"), range(n_channels)):
+            out.update(part)
+    return out
+
+
+def load_written(s3: S3Client, plan: S3Ref, write_batches: S3Ref, gzip_level: int) -> dict[str, ChunkRecord]:
+    """name -> record, from the write records of every batch of ``write_batches``.
+
+    A record counts only when it is this plan's: its batch's items and gzip level are the write
+    batch's and the plan's (a rerun of the same object version with other settings shares the
+    records folder). A batch with no such record contributes nothing: its files are unrecorded.
+    """
+    records = RecordsFolder.of_plan(plan)
+    batches = WRITE_BATCHES.validate_json(read_record(s3, write_batches))
+
+    def load(batch: Batch) -> list[ChunkRecord]:
+        try:
+            written = WrittenBatch.model_validate_json(read_record(s3, records.written(batch.batch)))
+        except Exception:  # not written (the batch did not finish) or unreadable
+            return []
+        if written.items != batch.items or written.gzip_level != gzip_level:
+            return []
+        return written.files
+
+    out: dict[str, ChunkRecord] = {}
+    with ThreadPoolExecutor(max_workers=LIST_THREADS) as pool:
+        for files in pool.map(load, batches):
+            out.update((r.name, r) for r in files)
+    return out
+
+
+def finalize_bundle(s3: S3Client, event: FinalizeInput, plan: Plan) -> int:
+    """The bundle's reduce (from every item's partial results in the records), its unit channels
+    and metadata, the root ``zarr.json`` last; then ``asset-properties.json``. Returns its channel groups.
+
+    The partial results are 1/512 of the level-0 data (the level-5 bins of each window, with the
+    default sizes: docs/bundle.md) and are read a channel block at a time, so Finalize holds one
+    block's: 37 Neuropixels channels of an hour of recording are 32 MB.
+    """
+    src = event.source
+    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id)
+    with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
+        return finish_bundle(
+            S3Store(event.output.bucket, event.output.prefix, s3),
+            plan,
+            h5,
+            _partial_blocks(s3, event, plan),
+        )
+
+
+def _partial_blocks(s3: S3Client, event: FinalizeInput, plan: Plan) -> Iterator[list[ItemPartial]]:
+    """Every work item's partial results, a channel block (the items of one column range) at a time."""
+    records = RecordsFolder.of_plan(event.plan)
+    blocks: dict[tuple[int, int, int], list[WorkItem]] = {}
+    for item in plan.work_items:
+        blocks.setdefault((item.series, item.column_start, item.column_stop), []).append(item)
+
+    def load(item: WorkItem) -> list[ItemPartial]:
+        ref = records.bundle_partial(item.id)
+        try:
+            body = read_record(s3, ref)
+        except Exception:
+            raise IncompleteOutputError(
+                f"the bundle's partial results of work item {item.id} are missing ({ref.uri}); "
+                "a WriteChunks work item did not finish",
+                file=event.source.uri,
+            ) from None
+        return unpack_partials(body)
+
+    with ThreadPoolExecutor(max_workers=LIST_THREADS) as pool:
+        for items in blocks.values():
+            yield [p for partials in pool.map(load, items) for p in partials]
