@@ -34,10 +34,12 @@ class Everything:
     lfp_nan_at: int | None = 777  # a NaN sample in the float LFP: its channels get valid counts
     spikes_per_unit: tuple[int, ...] = (50, 60, 70)
     subject: bool = True
+    timeseries: bool = True  # SpO2, Accel, Temp, BadText, pos; without them and ElectricalSeries: no work item
 
 
 def write_everything(path: Path, spec: Everything | None = None) -> Path:
     spec = spec or Everything()
+    path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(3)
     nwb = NWBFile(
         session_description="everything the bundle carries",
@@ -52,6 +54,21 @@ def write_everything(path: Path, spec: Everything | None = None) -> Path:
     )
     if spec.electrical:
         _electrical(nwb, spec, rng)
+    nwb.add_acquisition(
+        AnnotationSeries(
+            name="notes", data=["lights off", "pt. Jane Roe coughed", "lights on"], timestamps=[2.0, 7.5, 18.0]
+        )
+    )
+    if spec.timeseries:
+        _timeseries(nwb, spec, rng)
+    _intervals(nwb)
+    _units(nwb, spec, rng)
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return path
+
+
+def _timeseries(nwb: NWBFile, spec: Everything, rng: np.random.Generator) -> None:
     nwb.add_acquisition(TimeSeries(name="SpO2", data=(96 + rng.normal(0, 1, 30)).astype("float32"), unit="%", rate=1.0))
     nwb.add_acquisition(
         TimeSeries(
@@ -67,22 +84,12 @@ def write_everything(path: Path, spec: Everything | None = None) -> Path:
         TimeSeries(name="Temp", data=36.6 + 0.1 * np.arange(stamps.size), unit="degC", timestamps=stamps)
     )
     nwb.add_acquisition(TimeSeries(name="BadText", data=np.array(["a", "b", "c"], dtype=object), unit="n/a", rate=1.0))
-    nwb.add_acquisition(
-        AnnotationSeries(
-            name="notes", data=["lights off", "pt. Jane Roe coughed", "lights on"], timestamps=[2.0, 7.5, 18.0]
-        )
-    )
     behavior = nwb.create_processing_module("behavior", "behavior")
     position = Position(name="Position")
     position.add_spatial_series(
         SpatialSeries(name="pos", data=rng.normal(0, 1, (500, 2)), reference_frame="arena", rate=50.0, unit="meters")
     )
     behavior.add(position)
-    _intervals(nwb)
-    _units(nwb, spec, rng)
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwb)
-    return path
 
 
 def _electrical(nwb: NWBFile, spec: Everything, rng: np.random.Generator) -> None:
