@@ -157,6 +157,9 @@ def test_output_settings_reach_inspect_from_the_environment(capsys, nwb: Path, m
     code, text, err = run_cli(capsys, "inspect", str(nwb))
     assert code == 0, err
     assert "chunk files" not in text
+    assert "TS-Zarr viewer bundle rec.zarr: 3 channels + 1 event channel;" in text
+    monkeypatch.setenv("BUNDLE_LAYOUT", "legacy")
+    code, text, err = run_cli(capsys, "inspect", str(nwb))
     assert "viewer bundle rec.zarr: 3 channels + 2 unit channels, 9 level arrays" in text
     # Importing compresses by default: inspect predicts that convert's GZIP_LEVEL, as convert would use it.
     monkeypatch.setenv("OUTPUT_FORMATS", "chunks")

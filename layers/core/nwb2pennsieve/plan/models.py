@@ -264,7 +264,8 @@ def bundle_only_notes(plan: Plan) -> list[str]:
     """``note: FILE: in the viewer bundle only: PATH ...``: what the chunk files leave to the TS-Zarr bundle."""
     where = f"note: {plan.source}: in the viewer bundle only"
     lines = [
-        f"{where}: {s.path} ({s.neurodata_type}): {len(s.channels)} channels in {s.value_unit}, not an ElectricalSeries"
+        f"{where}: {s.path} ({s.neurodata_type}): {len(s.channels)} channel{'s' if len(s.channels) > 1 else ''} "
+        f"in {s.value_unit}, not an ElectricalSeries"
         for s in plan.aux_series
     ]
     for e in plan.event_sources:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import Field
 
 from .models import NotConverted, SeriesPlan, SkippedSeries, _Model
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_time(us: int) -> str:
+    """µs since the Unix epoch as ISO 8601 UTC."""
+    return (_EPOCH + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
 
 
 class ChannelSummary(_Model):
