@@ -74,7 +74,9 @@ def test_the_files_beside_an_input_are_those_named_after_its_stem(tmp_path: Path
 
 
 @pytest.fixture
-def rec(tmp_path: Path) -> Path:
+def rec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # In this process: a forkserver (after another test started a thread) talks over a socket.
+    monkeypatch.setenv("PLAN_TIMEOUT_S", "0")
     import numpy as np
 
     data = np.arange(40_000, dtype=np.int16).reshape(20_000, 2)
@@ -95,7 +97,9 @@ def test_convert_stops_on_a_bad_annotation_file_and_writes_nothing(
 ) -> None:
     (rec.parent / "rec.annotations.ndjson").write_bytes(ndjson(HEADER, *marks))
     out = tmp_path / "out"
-    code, _, err = run_cli(capsys, "convert", str(rec), "--output", str(out), "--formats", "chunks,bundle")
+    code, _, err = run_cli(
+        capsys, "convert", str(rec), "--output", str(out), "--formats", "chunks,bundle", "--workers", "1"
+    )
     last = err.strip().splitlines()[-1]
     assert code == 1 and last.startswith("error: rec.nwb: annotation file rec.annotations.ndjson line "), last
     assert problem in last and "Traceback" not in err
