@@ -9,6 +9,7 @@ files, event fixtures) live in ``tests/cloud_fixtures.py``, registered here for 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,18 @@ def _no_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(key, value)
+
+
+@pytest.fixture(autouse=True)
+def _every_ts_zarr_bundle_passes_the_validator(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, every TS-Zarr bundle it left in its tmp_path passes Pennsieve's validator
+    (tests/tszarr_checks.py). A test that leaves a damaged bundle on purpose marks itself
+    ``damaged_bundle``."""
+    wanted = "tmp_path" in request.fixturenames and not request.node.get_closest_marker("damaged_bundle")
+    # Asked for here, so tmp_path is torn down after this fixture, not before.
+    folder = request.getfixturevalue("tmp_path") if wanted else None
+    yield
+    if folder is not None:
+        from tests.tszarr_checks import validate_all
+
+        validate_all(folder, in_process="unit" not in request.node.path.parts)

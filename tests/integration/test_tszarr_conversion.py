@@ -156,3 +156,24 @@ def test_a_file_with_units_and_annotations_but_no_electrical_series(small_shards
     assert not result.plan.series and result.plan.aux_series
     validate(out / "rec.zarr")
     check_continuous(out / "rec.zarr", nwb, min_bins=SMALL["MIN_BINS"])
+
+
+def test_a_selection_keeps_the_whole_files_ids(small_shards: None, everything: Path, tmp_path: Path) -> None:
+    """--series names ElectricalSeries and TimeSeries alike; the event channels are always written."""
+    out = tmp_path / "out"
+    series = ("/acquisition/SpO2", "/processing/ecephys/LFP/lfp")
+    convert_file(everything, out, ConversionOptions(formats="chunks,bundle", series=series), workers=1)
+    root = consolidated(out / "rec.zarr")
+    ids = [root[str(g)].attrs["id"] for g in range(len(list(root.group_keys())))]
+    assert ids[:5] == ["channel-00004", "channel-00005", "channel-00006", "channel-00007", "timeseries-00003"]
+    assert ids[5:] == [
+        "units",
+        "intervals.epochs",
+        "intervals.invalid_times",
+        "intervals.sleep_stages",
+        "intervals.trials",
+        "acquisition.notes",
+    ]
+    assert sorted(p.name for p in out.glob("channel-*.metadata.json")) == [
+        f"channel-0000{i}.metadata.json" for i in range(4, 8)
+    ]

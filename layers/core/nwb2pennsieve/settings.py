@@ -257,6 +257,14 @@ class CommonSettings(BaseSettings):
             raise _invalid("false when OUTPUT_FORMATS has no chunks (the importer uploads chunk files)")
         return value
 
+    @field_validator("deidentify", mode="before")
+    @classmethod
+    def _deidentify_needs_tszarr(cls, value: Any, info: ValidationInfo) -> Any:
+        # The legacy layout's times are wall-clock (start_us, events): nothing there can be de-identified.
+        if _boolean(value) and info.data.get("bundle_layout") == BundleLayout.LEGACY.value:
+            raise _invalid("false with BUNDLE_LAYOUT=legacy (its times are wall-clock: only TS-Zarr de-identifies)")
+        return value
+
     def conversion_options(self) -> ConversionOptions:
         """The conversion options these settings give (the one place they are built)."""
         return ConversionOptions(

@@ -23,7 +23,7 @@ import numpy as np
 
 from ...output.storage import Store
 from ...plan.bundle_layout import FOLD, WindowPlan
-from ..continuous import STREAMED_LEVELS, _transpose_into
+from ..continuous import STREAMED_LEVELS, _transpose_into, check_slab
 from ..encode import ArraySpec, ShardBuilder
 from ..sink import open_pending, put
 from .layout import ValidPolicy, member_path, member_specs
@@ -76,11 +76,7 @@ class StatItemWriter:
 
     def feed(self, slab: np.ndarray) -> None:
         """The next ``(rows, channels)`` level-0 bins of the window (read during the call only)."""
-        slab = np.asarray(slab, dtype=np.float32)
-        if slab.ndim != 2 or slab.shape[1] != len(self.channels):
-            raise ValueError(f"slab of shape {slab.shape} for {len(self.channels)} channels")
-        if self._fed + slab.shape[0] > self.stop:
-            raise ValueError(f"window {self.window} is [{self.start}, {self.stop}); fed past {self.stop}")
+        slab = check_slab(slab, len(self.channels), self._fed, self.window, (self.start, self.stop))
         if slab.shape[0]:
             self._push(0, Bins(self._fed, slab, slab, slab, None))
         self._fed += slab.shape[0]

@@ -11,11 +11,11 @@ deterministic binary form: a magic, a JSON header, the arrays little-endian in C
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..continuous import framed, unframed
 from .stats import COUNT, Bins
 
 MAGIC = b"N2PTSZPART2"
@@ -71,8 +71,7 @@ class StatPartial:
             "nonfinite": list(self.nonfinite),
             "valid_shards": [list(v) for v in self.valid_shards],
         }
-        body = json.dumps(header, separators=(",", ":")).encode()
-        parts = [MAGIC, struct.pack("<I", len(body)), body]
+        parts = [framed(MAGIC, json.dumps(header, separators=(",", ":")).encode())]
         if b is not None:
             parts += [np.ascontiguousarray(b.lo, "<f4").tobytes(), np.ascontiguousarray(b.hi, "<f4").tobytes()]
             parts.append(np.ascontiguousarray(b.sums, "<f8").tobytes())
@@ -82,12 +81,7 @@ class StatPartial:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> StatPartial:
-        if not data.startswith(MAGIC):
-            raise ValueError("not a TS-Zarr partial result")
-        at = len(MAGIC)
-        (size,) = struct.unpack_from("<I", data, at)
-        header = json.loads(data[at + 4 : at + 4 + size])
-        at += 4 + size
+        header, at = unframed(data, MAGIC, "a TS-Zarr partial result")
         shape = (header["rows"], len(header["channels"]))
         bins = None
         if header["bins"]:

@@ -132,8 +132,8 @@ def fold_tail(bins: Bins, level: int, n_bins0: int, *, counts: bool) -> Bins:
 def means(bins: Bins, level: int, n_bins0: int) -> np.ndarray:
     """The bins' means, float32: each sum over its support (a power of 4, so exact but the last bin)."""
     size = FOLD**level
-    if (bins.start + len(bins)) * size <= n_bins0:
-        out = np.multiply(bins.sums, 1.0 / size, dtype=np.float64)
-    else:
-        out = bins.sums / supports(level, bins.start, len(bins), n_bins0)[:, None]
-    return out.astype(np.float32)
+    out = np.empty(bins.sums.shape, dtype=np.float32)
+    if (bins.start + len(bins)) * size <= n_bins0:  # the float64 product rounded once, as it is stored
+        return np.multiply(bins.sums, 1.0 / size, out=out, casting="unsafe")
+    np.divide(bins.sums, supports(level, bins.start, len(bins), n_bins0)[:, None], out=out, casting="unsafe")
+    return out
