@@ -167,6 +167,23 @@ def test_naive_session_start_is_utc_with_warning(tmp_path: Path) -> None:
     assert_matches(nwb, convert(nwb, tmp_path / "out"))
 
 
+def test_a_session_start_before_1980_is_converted_with_a_warning(tmp_path: Path, capsys) -> None:
+    """Pennsieve's Persyst converter writes 1970-01-01 when its source has no date: say so, convert anyway."""
+    from datetime import UTC, datetime
+
+    from tests.cli_checks import run_cli
+
+    nwb = write_nwb(
+        tmp_path / "old.nwb", [SeriesSpec(data=np.ones((10, 1)))], session_start=datetime(1970, 1, 1, tzinfo=UTC)
+    )
+    code, _, err = run_cli(capsys, "convert", str(nwb), "-o", str(tmp_path / "out"))
+    assert code == 0, err
+    assert "warning: old.nwb: session_start_time '1970-01-01T00:00:00+00:00' is before 1980" in err
+    assert_matches(nwb, tmp_path / "out")
+    recent = write_nwb(tmp_path / "new.nwb", [SeriesSpec(data=np.ones((10, 1)))])
+    assert not any("before 1980" in w for w in plan_file(recent, ConversionOptions()).warnings)
+
+
 @pytest.mark.parametrize(("workers", "max_item_mb"), [(2, 512), (1, 0.002), (2, 0.003)])
 def test_bytes_do_not_depend_on_workers_or_item_size(tmp_path: Path, workers: int, max_item_mb: float) -> None:
     t = gappy_timestamps(3000, 30000.0, {1000: 0.01, 2500: 0.2})

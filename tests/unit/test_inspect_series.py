@@ -65,7 +65,8 @@ def test_inspect_text_names_series_channels_gaps_and_output(capsys) -> None:
     # the sample's LFP has one gap (timestamps jump): two segments, the gap's length is the jump
     assert len(lfp.segments) == 2 and len(lfp.gaps) == 1
     assert lfp.gaps[0].after_sample == lfp.segments[0].stop_sample - 1
-    assert lfp.gaps[0].seconds > 1 / lfp.rate
+    assert lfp.gaps[0].step_seconds > 1 / lfp.rate
+    assert lfp.gaps[0].missing_seconds == pytest.approx(lfp.gaps[0].step_seconds - 1 / lfp.rate)
     for text in (RAW, LFP, "int16 (20000, 8)", "10000 Hz", "gaps: ", "group shank0: CH1", "\n  40 files ("):
         assert text in out, text
     assert out.splitlines()[0] == f"sample.nwb: {found.summary}"
@@ -152,3 +153,43 @@ def test_series_env_selects_for_run(capsys, tmp_path: Path, monkeypatch: pytest.
     assert code == 0, err
     names = {p.name for p in (tmp_path / "out" / "sample").iterdir() if p.name.startswith("channel-")}
     assert names and all(8 <= int(n[len("channel-") : len("channel-") + 5]) <= 15 for n in names)
+
+
+@pytest.mark.parametrize(
+    ("filters", "named"),
+    [({"compression": "gzip", "shuffle": True}, "gzip"), ("zstd", "zstd"), ("blosc", "blosc (zstd)")],
+)
+def test_inspect_names_every_compression(tmp_path: Path, capsys, filters: object, named: str) -> None:
+    import hdf5plugin
+
+    given = {"zstd": hdf5plugin.Zstd(), "blosc": hdf5plugin.Blosc(cname="zstd")}.get(str(filters), filters)
+    spec = SeriesSpec(data=np.arange(4000, dtype=np.int16).reshape(2000, 2), hdf5_filters={**given, "chunks": (500, 2)})
+    nwb = write_nwb(tmp_path / "c.nwb", [spec])
+    code, out, err = run_cli(capsys, "inspect", str(nwb))
+    assert code == 0, err
+    assert f", chunks (500, 2), {named};" in out and "unknown" not in out
+
+
+def test_inspect_shows_the_time_without_samples_as_the_gap(tmp_path: Path, capsys) -> None:
+    """A 3 s step at 1 kHz leaves 2.999 s without samples: that is the gap, not the step."""
+    t = np.concatenate([np.arange(1000) / 1000.0, 3.999 + np.arange(1000) / 1000.0])
+    nwb = write_nwb(tmp_path / "g.nwb", [SeriesSpec(data=np.zeros((2000, 2), dtype=np.int16), timestamps=t, rate=None)])
+    code, out, err = run_cli(capsys, "inspect", str(nwb))
+    assert code == 0, err
+    assert "gaps: 2.999 s without samples after sample 999" in out
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (59.96, "1 min 0.0 s"),
+        (599.97, "10 min 0.0 s"),
+        (3599.7, "1 h 0 min 0 s"),
+        (7199.6, "2 h 0 min 0 s"),
+        (2.5, "2.500 s"),
+    ],
+)
+def test_durations_never_show_60_in_a_field(seconds: float, text: str) -> None:
+    from nwb2pennsieve.local.inspect import _seconds
+
+    assert _seconds(seconds) == text

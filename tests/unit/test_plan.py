@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nwb2pennsieve.local import plan_file
 from nwb2pennsieve.local.cli import main, sample_path
@@ -110,3 +111,9 @@ def test_local_bundle_items_of_compressed_data_are_never_narrower_than_an_hdf5_c
         )  # the same windows, every channel once
     assert max(planned["gzip"]) < 8 and max(planned[None]) < 8  # the budget (memory) narrows both
     assert recut == {"gzip": {8}, None: planned[None]}
+
+
+@pytest.mark.parametrize(("chunk_size_mb", "samples"), [(1, 131072), (0.01, 1310), (0.3, 39321), (1e-9, 1)])
+def test_samples_per_chunk_round_down_as_the_reference_does(chunk_size_mb: float, samples: int) -> None:
+    """Pennsieve's reference: int(CHUNK_SIZE_MB × 1 MiB / 8 bytes), rounded down (never up past the size)."""
+    assert ConversionOptions(chunk_size_mb=chunk_size_mb).chunk_samples == samples

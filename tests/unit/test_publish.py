@@ -177,3 +177,18 @@ def test_output_errors_name_the_output(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match=rf"^output {tmp_path}/plain/out: {tmp_path}/plain is a file, not a folder$"):
         convert_file(src, tmp_path / "plain" / "out", ConversionOptions(), workers=1)
     assert (tmp_path / "plain").read_text() == "a file"
+
+
+def test_an_output_that_is_a_mount_point_is_refused_before_anything_is_written(capsys) -> None:
+    """The root folder is a mount point everywhere: nothing may be created beside or inside it."""
+    from nwb2pennsieve.local.cli import sample_path
+    from tests.cli_checks import run_cli
+
+    before = set(os.listdir("/"))
+    code, _, err = run_cli(capsys, "convert", str(sample_path()), "-o", "/")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        "error: sample.nwb: output /: is a mount point: an output is published by swapping in a folder "
+        "written beside it, which a mount point cannot take part in; give a folder inside it"
+    )
+    assert set(os.listdir("/")) == before

@@ -55,14 +55,16 @@ def test_run_takes_nwb_files_in_any_case_and_ends_with_a_tally(tmp_path: Path, m
     shutil.copy(sample_path(), inputs / "UPPER.NWB")
     shutil.copy(sample_path(), inputs / "mixed.Nwb")
     (inputs / "broken.nwb").write_bytes(b"not hdf5")
+    (inputs / "empty.nwb").write_bytes(b"")
     (inputs / "notes.txt").write_text("not an input")
     monkeypatch.setenv("INPUT_DIR", str(inputs))
     monkeypatch.setenv("OUTPUT_DIR", str(tmp_path / "out"))
     assert main(["run"]) == 1
     out, err = capsys.readouterr()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["UPPER", "mixed"]
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("2 converted, 1 failed (broken.nwb: "), last
+    tally = err.strip().splitlines()[-3:]  # the counts, then one failure a line
+    assert tally[0] == "2 converted, 2 failed:", tally
+    assert tally[1].startswith("  broken.nwb: ") and tally[2].startswith("  empty.nwb: "), tally
     assert "notes.txt" not in out + err
 
 

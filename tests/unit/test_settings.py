@@ -250,3 +250,31 @@ def test_bundle_layout_and_deidentify() -> None:
         ConfigurationError, match=r"DEIDENTIFY \(--deidentify\) must be false with BUNDLE_LAYOUT=legacy"
     ):
         Settings.from_env({"DEIDENTIFY": "true"}, bundle_layout="legacy")
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["convert", "x.nwb", "--ouput", "out"], "unknown option --ouput (did you mean --output?)"),
+        (
+            ["convert", "x.nwb", "-o", "out", "--chunk-sise-mb=2"],
+            "unknown option --chunk-sise-mb (did you mean --chunk-size-mb?)",
+        ),
+        (["--debug", "inspect", "--jsn", "x.nwb"], "unknown option --jsn (did you mean --json?)"),
+        (["plan", "x.nwb", "--frobnicate"], "unknown option --frobnicate"),
+    ],
+)
+def test_an_option_typo_is_named_with_the_option_meant(capsys, argv: list[str], said: str) -> None:
+    from nwb2pennsieve.local.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {said}")
+
+
+def test_a_unique_prefix_of_an_option_still_works(capsys) -> None:
+    from nwb2pennsieve.local.cli import main, sample_path
+
+    assert main(["plan", str(sample_path()), "--chunk-size", "2"]) == 0
+    assert '"chunk_samples": 262144' in capsys.readouterr().out

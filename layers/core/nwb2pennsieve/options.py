@@ -8,6 +8,7 @@ steps read it from there. No option travels beside the plan.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -102,8 +103,9 @@ class ConversionOptions(BaseModel):
 
     @property
     def chunk_samples(self) -> int:
-        """Samples per chunk file: ``CHUNK_SIZE_MB`` MiB of float64 (at least one)."""
-        return max(1, round(self.chunk_size_mb * SAMPLES_PER_MIB))
+        """Samples per chunk file: ``CHUNK_SIZE_MB`` MiB of float64, rounded down as Pennsieve's
+        reference processor does (at least one)."""
+        return max(1, math.floor(self.chunk_size_mb * SAMPLES_PER_MIB))
 
     @property
     def writes_chunks(self) -> bool:

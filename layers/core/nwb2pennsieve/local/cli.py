@@ -8,6 +8,7 @@ traceback only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from .. import __version__
-from ..errors import ConfigurationError, Interrupted, Nwb2PennsieveError
+from ..errors import ConfigurationError, Interrupted, NothingToConvertError, Nwb2PennsieveError
 from ..output.storage import LocalStore
 from ..plan.models import Plan, bundle_only_notes
 from ..plan.survey import NOT_SELECTED
@@ -150,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..pennsieve import import_output, import_preflight
 
     target = import_preflight(settings)
-    converted = 0
+    converted = skipped = 0
     failures: list[str] = []
     for path in inputs:
         try:
@@ -159,16 +160,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                 imported = import_output(LocalStore(result.output_dir), settings, target)
                 print(f"{path.name}: {imported.summary_line()}")
             converted += 1
+        except NothingToConvertError as exc:  # not a failure: the file holds nothing this tool converts
+            skipped += 1
+            print(f"note: {path.name}: skipped: {exc.reason}", file=sys.stderr)
         except Exception as exc:
             if args.debug:
                 raise
             failures.append(describe_error(exc, path.name))
             print(f"error: {failures[-1]}", file=sys.stderr)
-    if failures:
-        print(f"{converted} converted, {len(failures)} failed ({'; '.join(failures)})", file=sys.stderr)
-        return 1
-    print(f"{converted} converted")
-    return 0
+    return _tally(converted, skipped, failures)
+
+
+def _tally(converted: int, skipped: int, failures: list[str]) -> int:
+    """``2 converted, 1 skipped, 1 failed:`` then each failure on a line of its own; exit 1 on a failure."""
+    counts = [f"{converted} converted"] + ([f"{skipped} skipped (nothing to convert)"] if skipped else [])
+    if not failures:
+        print(", ".join(counts))
+        return 0
+    lines = [", ".join([*counts, f"{len(failures)} failed:"]), *(f"  {failure}" for failure in failures)]
+    print("\n".join(lines), file=sys.stderr)
+    return 1
 
 
 RUN_EPILOG = """\
@@ -372,9 +383,31 @@ def _quiet_broken_pipe() -> int:
     return 128 + 13  # SIGPIPE
 
 
+def _check_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Refuse an option no command has before argparse does (it would first complain of a missing
+    required one, or take a typo for something else), naming the closest one: ``unknown option
+    --ouput (did you mean --output?)``, exit 2. Unique prefixes (``--out``) stay accepted."""
+    commands = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    name = next((a for a in argv if not a.startswith("-")), None)
+    if commands is None or name not in commands.choices:
+        return
+    command: argparse.ArgumentParser = commands.choices[name]
+    known = [s for p in (parser, command) for a in p._actions for s in a.option_strings if s.startswith("--")]
+    for arg in argv[list(argv).index(name) + 1 :]:
+        if arg == "--":
+            return
+        option = arg.split("=", 1)[0]
+        if not option.startswith("--") or any(k.startswith(option) for k in known):
+            continue
+        close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+        command.error(f"unknown option {option}" + (f" (did you mean {close[0]}?)" if close else ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(with_import=_needs_importer(argv))
-    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    _check_options(parser, given)
+    args = parser.parse_args(given)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(message)s" if args.debug else "%(message)s",

@@ -56,7 +56,8 @@ class SegmentInfo(_Model):
 
 class GapInfo(_Model):
     after_sample: int = Field(description="the gap follows this sample (the last of a segment)")
-    seconds: float = Field(description="time from the last sample before the gap to the first after it")
+    step_seconds: float = Field(description="time from the last sample before the gap to the first after it")
+    missing_seconds: float = Field(description="the time without samples: the step less one sample period")
 
 
 class SeriesInfo(_Model):
@@ -246,7 +247,11 @@ def _series(plan: Plan, s: SeriesPlan, *, writes_chunks: bool, writes_bundle: bo
         starts.setdefault(c.segment, c.start_us)
         ends[c.segment] = c.end_us
     gaps = [
-        GapInfo(after_sample=s.segments[k].stop - 1, seconds=(starts[k + 1] - ends[k]) / 1e6)
+        GapInfo(
+            after_sample=s.segments[k].stop - 1,
+            step_seconds=(starts[k + 1] - ends[k]) / 1e6,
+            missing_seconds=max(0.0, (starts[k + 1] - ends[k]) / 1e6 - 1 / s.rate),
+        )
         for k in range(len(s.segments) - 1)
     ]
     # Stored gzip blocks: exact at GZIP_LEVEL 0; deflate (1-3) shrinks scaled samples, by how much only writing tells.
@@ -296,12 +301,13 @@ def _size(nbytes: int) -> str:
 
 
 def _seconds(value: float) -> str:
-    if value >= 3600:
-        h, rest = divmod(value, 3600)
-        return f"{int(h)} h {int(rest // 60)} min {rest % 60:.0f} s"
-    if value >= 60:
-        m, rest = divmod(value, 60)
-        return f"{int(m)} min {rest:.1f} s"
+    """``2.5 s``, ``9 min 59.9 s``, ``1 h 0 min 0 s``: rounded first, so no field reads 60."""
+    if round(value) >= 3600:
+        minutes, s = divmod(round(value), 60)
+        return f"{minutes // 60} h {minutes % 60} min {s} s"
+    if round(value, 1) >= 60:
+        m, tenths = divmod(round(value * 10), 600)
+        return f"{m} min {tenths / 10:.1f} s"
     return f"{value:.3f} s".replace(".000 s", " s")
 
 
@@ -371,7 +377,9 @@ def render(found: Inspection) -> str:
             f"  timing    {s.rate:g} Hz ({timing}); {_seconds(s.duration_seconds)} from {s.start} to {s.end}",
         ]
         if s.gaps:
-            gaps = ", ".join(f"{_seconds(g.seconds)} after sample {g.after_sample}" for g in s.gaps[:5])
+            gaps = ", ".join(
+                f"{_seconds(g.missing_seconds)} without samples after sample {g.after_sample}" for g in s.gaps[:5]
+            )
             more = f", ... ({len(s.gaps) - 5} more)" if len(s.gaps) > 5 else ""
             lines.append(f"  segments  {len(s.segments)}, gaps: {gaps}{more}")
         else:

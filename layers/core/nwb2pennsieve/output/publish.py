@@ -116,6 +116,13 @@ class OutputFolder:
     def __init__(self, output: str | os.PathLike[str]) -> None:
         self.shown = str(output)  # errors name the path as the user gave it
         self.final = Path(output).resolve()
+        # Refused before anything is written (a lock or staging folder beside a mount point lies on
+        # another file system, and the swap cannot cross it).
+        if os.path.ismount(self.final):
+            raise self.error(
+                "is a mount point: an output is published by swapping in a folder written beside it, "
+                "which a mount point cannot take part in; give a folder inside it"
+            )
         self.staging = self.final.with_name(f".{self.final.name}{STAGING_SUFFIX}")
         self.backup = self.final.with_name(f".{self.final.name}{BACKUP_SUFFIX}")
         self.lock_path = self.final.with_name(f".{self.final.name}{LOCK_SUFFIX}")

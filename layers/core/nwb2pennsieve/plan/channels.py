@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..source.nwb import compression_name
 from .models import ChannelPlan, SeriesPlan
 from .series import SeriesDraft
 
@@ -76,7 +77,7 @@ def _series_plan(
         dtype=d.data.dtype.str,
         shape=tuple(int(x) for x in d.data.shape),
         hdf5_chunks=tuple(int(x) for x in chunks) if chunks else None,
-        compression=d.data.compression,
+        compression=compression_name(d.data),
         unit=d.unit,
         unit_factor=d.factor,
         rate=d.rate,

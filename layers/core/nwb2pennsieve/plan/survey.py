@@ -39,6 +39,9 @@ NOT_SELECTED = "not selected (--series)"
 # (at the default 512 MiB per item, ~100 TiB of output), so a tiny file declaring an absurd length
 # is refused in bounded time and memory.
 MAX_WORK_ITEMS = 200_000
+# A session start before this (1980-01-01, µs since the epoch) is taken for a missing date: Pennsieve's
+# Persyst converter writes 1970-01-01 when its source has none.
+EARLIEST_PLAUSIBLE_US = 315_532_800_000_000
 # What h5py raises on damaged data while a series is planned.
 _DAMAGE_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError)
 
@@ -218,6 +221,11 @@ def _file_times(h5: h5py.File, warnings: list[str]) -> _Times:
     start_text, session_us, naive = session_start(h5)
     if naive:
         warnings.append(f"session_start_time {start_text!r} has no time zone; taken as UTC")
+    if session_us < EARLIEST_PLAUSIBLE_US:
+        warnings.append(
+            f"session_start_time {start_text!r} is before 1980: the recording's source probably had no date "
+            "(converters write 1970 then), so every time in the output is relative to that"
+        )
     # NWB: every time in the file is relative to timestamps_reference_time (default: the session start).
     reference = timestamps_reference(h5)
     reference_us = session_us

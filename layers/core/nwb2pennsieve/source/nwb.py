@@ -289,3 +289,26 @@ def missing_virtual_sources(ds: h5py.Dataset) -> list[str]:
         except OSError:
             missing.append(name)
     return sorted(set(missing))
+
+
+# Registered HDF5 filter ids (hdf5plugin's and h5py's own) that h5py calls "unknown".
+_FILTER_NAMES = {32001: "blosc", 32026: "blosc2", 32015: "zstd", 32004: "lz4", 32008: "bitshuffle", 307: "bzip2"}
+_BLOSC_CODECS = ("blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd")
+
+
+def compression_name(ds: h5py.Dataset) -> str | None:
+    """The dataset's compression in words (``gzip``, ``lzf``, ``zstd``, ``blosc (lz4)``, ...), or
+    None when it has none: h5py names only its own filters and calls the rest "unknown"."""
+    if ds.compression != "unknown":
+        return ds.compression
+    plist = ds.id.get_create_plist()
+    names = []
+    for i in range(plist.get_nfilters()):
+        code, _, values, _ = plist.get_filter(i)
+        if code in (1, 2, 3, 6):  # deflate, shuffle, fletcher32, scale-offset: not what "unknown" hides
+            continue
+        name = _FILTER_NAMES.get(code, f"filter {code}")
+        if code == 32001 and len(values) > 6 and 0 <= values[6] < len(_BLOSC_CODECS):
+            name += f" ({_BLOSC_CODECS[values[6]]})"
+        names.append(name)
+    return "+".join(names) or "unknown"
