@@ -65,7 +65,7 @@ def size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("files", type=Path, nargs="+")
     parser.add_argument("--anchor", type=Path, help="the ts-zarr-py source folder (read only)")
@@ -90,7 +90,68 @@ def main() -> int:
     args = parser.parse_args()
     if not (args.anchor or args.producer):
         parser.error("--producer and/or --anchor: what ours is measured against")
+    return args
+
+
+def _theirs(args: argparse.Namespace, work: Path) -> dict[str, tuple[list[str], Path]]:
+    """Pennsieve's programs: command (without the input and output) and working folder."""
+    theirs: dict[str, tuple[list[str], Path]] = {}
+    if args.producer:
+        python = anchor_venv(args.producer_venv)
+        (work / "producer-cwd").mkdir()
+        os.environ["PYTHONPATH"] = str(args.producer.resolve())  # its code, run in place (read only)
+        os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+        theirs["timeseries-zarr-py"] = ([str(python), "-m", "timeseries_zarr.main"], work / "producer-cwd")
+    if args.anchor:
+        python = anchor_venv(args.venv)
+        shutil.copytree(args.anchor / "ts_zarr", work / "anchor" / "ts_zarr")
+        theirs["ts-zarr-py"] = ([str(python), "-m", "ts_zarr.main"], work / "anchor")
+    return theirs
+
+
+Contender = tuple[list[str], Path | None, Path]  # command, working folder, output folder
+
+
+def _contenders(
+    args: argparse.Namespace, theirs: dict[str, tuple[list[str], Path]], work: Path, nwb: Path
+) -> dict[str, Contender]:
     ours = [str(Path(sys.executable).parent / "nwb2pennsieve"), "convert", "--bundle-layout", args.layout]
+    contenders: dict[str, Contender] = {
+        name: ([*command, str(nwb.resolve()), str(work / name / "rec.zarr")], cwd, work / name)
+        for name, (command, cwd) in theirs.items()
+    }
+    for name, formats, folder in (("ours, bundle", "bundle", "b"), ("ours, chunks+bundle", "chunks,bundle", "c")):
+        command = [*ours, str(nwb), "-o", str(work / folder), "--formats", formats, "--workers", args.workers]
+        contenders[name] = (command, None, work / folder)
+    return contenders
+
+
+def _runs(
+    args: argparse.Namespace, name: str, contender: Contender, runs: int
+) -> tuple[float, float, int, float, float]:
+    """(median wall s, median CPU s, runs, median peak RSS MB, bundle MB) of ``runs`` runs."""
+    command, cwd, out = contender
+    walls, cpus, rss = [], [], []
+    size = 0.0
+    for _ in range(runs):
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        wall, cpu, peak = measure(command, cwd)
+        walls.append(wall)
+        cpus.append(cpu)
+        rss.append(peak)
+        bundle = next(iter(out.rglob("*.zarr")), None)
+        size = size_mb(bundle) if bundle else 0.0
+        if args.validate and bundle and args.producer and name.startswith("ours") and args.layout == "ts-zarr":
+            validate(args.producer, args.producer_venv, bundle)
+        shutil.rmtree(out, ignore_errors=True)
+    print(name, "wall", [round(w, 2) for w in walls], "cpu", [round(c, 2) for c in cpus], end=" ")
+    print("rss", [round(r) for r in rss], f"{size:.0f} MB", flush=True)
+    return statistics.median(walls), statistics.median(cpus), runs, statistics.median(rss), size
+
+
+def main() -> int:
+    args = _arguments()
     rows = [
         "| file | contender | wall s (median) | CPU s (median) | runs | peak RSS MB (median) | bundle MB "
         "| speed vs anchor | CPU vs anchor |",
@@ -98,62 +159,15 @@ def main() -> int:
     ]
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
-        theirs: dict[str, tuple[list[str], Path]] = {}
-        if args.producer:
-            python = anchor_venv(args.producer_venv)
-            (work / "producer-cwd").mkdir()
-            os.environ["PYTHONPATH"] = str(args.producer.resolve())  # its code, run in place (read only)
-            os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
-            theirs["timeseries-zarr-py"] = ([str(python), "-m", "timeseries_zarr.main"], work / "producer-cwd")
-        if args.anchor:
-            python = anchor_venv(args.venv)
-            shutil.copytree(args.anchor / "ts_zarr", work / "anchor" / "ts_zarr")
-            theirs["ts-zarr-py"] = ([str(python), "-m", "ts_zarr.main"], work / "anchor")
+        theirs = _theirs(args, work)
         for nwb in args.files:
             found = re.search(r"-(\d+(?:\.\d+)?)s", nwb.name)
             seconds = float(found[1]) if found else 0.0
-            contenders: dict[str, tuple[list[str], Path | None, Path]] = {
-                name: ([*command, str(nwb.resolve()), str(work / name / "rec.zarr")], cwd, work / name)
-                for name, (command, cwd) in theirs.items()
-            }
-            contenders |= {
-                "ours, bundle": (
-                    [*ours, str(nwb), "-o", str(work / "b"), "--formats", "bundle", "--workers", args.workers],
-                    None,
-                    work / "b",
-                ),
-                "ours, chunks+bundle": (
-                    [*ours, str(nwb), "-o", str(work / "c"), "--formats", "chunks,bundle", "--workers", args.workers],
-                    None,
-                    work / "c",
-                ),
-            }
             results = {}
-            for name, (command, cwd, out) in contenders.items():
+            print(nwb.name, flush=True)
+            for name, contender in _contenders(args, theirs, work, nwb).items():
                 runs = 1 if name in theirs and seconds > args.anchor_once_over else args.repeat
-                walls, cpus, rss = [], [], []
-                size = 0.0
-                for _ in range(runs):
-                    shutil.rmtree(out, ignore_errors=True)
-                    out.mkdir(parents=True)
-                    wall, cpu, peak = measure(command, cwd)
-                    walls.append(wall)
-                    cpus.append(cpu)
-                    rss.append(peak)
-                    bundle = next(iter(out.rglob("*.zarr")), None)
-                    size = size_mb(bundle) if bundle else 0.0
-                    if (
-                        args.validate
-                        and bundle
-                        and args.producer
-                        and name.startswith("ours")
-                        and args.layout == "ts-zarr"
-                    ):
-                        validate(args.producer, args.producer_venv, bundle)
-                    shutil.rmtree(out, ignore_errors=True)
-                results[name] = (statistics.median(walls), statistics.median(cpus), runs, statistics.median(rss), size)
-                print(name, nwb.name, "wall", [round(w, 2) for w in walls], "cpu", [round(c, 2) for c in cpus], end=" ")
-                print("rss", [round(r) for r in rss], f"{size:.0f} MB", flush=True)
+                results[name] = _runs(args, name, contender, runs)
             anchor_wall, anchor_cpu = results[next(iter(theirs))][:2]
             for name, (wall, cpu, runs, peak, size) in results.items():
                 rows.append(
