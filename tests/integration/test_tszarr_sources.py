@@ -122,3 +122,21 @@ def test_an_annotation_file_changed_after_planning_stops_the_last_step(tmp_path:
         convert_file(nwb, tmp_path / "out", plan, workers=1)
     assert read_local_file(plan.event_sources[-1]) == path.read_bytes()  # type: ignore[arg-type]
     assert not (tmp_path / "out").exists()
+
+
+def test_marks_naming_channels_point_at_their_groups(tmp_path: Path) -> None:
+    nwb = write_everything(tmp_path / "rec.nwb", Everything(seconds=5.0, lfp_nan_at=None))
+    header = {"schema": "pennsieve/annotations-1.1", "channel": {"id": "m", "time_reference": "recording_onset"}}
+    marks = [
+        {"time_us": 2_000_000, "channels": ["E1", "SpO2"]},
+        {"time_us": 3_000_000},  # the whole recording
+        {"time_us": 4_000_000, "channels": ["E0 (lfp)", "gone"]},
+    ]
+    (tmp_path / "rec.annotations.ndjson").write_text("".join(json.dumps(m) + "\n" for m in [header, *marks]))
+    convert_file(nwb, tmp_path / "out", BUNDLE, workers=1)
+    root = consolidated(tmp_path / "out" / "rec.zarr")
+    groups = {root[g].attrs["name"]: int(g) for g in root.group_keys() if root[g].attrs["kind"] == "continuous"}
+    marks_group = next(root[g] for g in root.group_keys() if root[g].attrs["id"] == "m")
+    refs, offsets = marks_group["channel_refs"][:], marks_group["channel_ref_offsets"][:]
+    assert offsets.tolist() == [0, 2, 2, 3]
+    assert refs.tolist() == [groups["E1"], groups["SpO2"], groups["E0 (lfp)"]]
