@@ -29,6 +29,12 @@ from tests.expected_tszarr import (
 )
 from tests.tszarr_checks import read_with_reader, validate
 
+# The event channels of write_everything's file, in bundle order.
+EVENT_IDS = [
+    "units",
+    *(f"intervals.{t}" for t in ("epochs", "invalid_times", "sleep_stages", "trials")),
+    "acquisition.notes",
+]
 SMALL = {"INNER_CHUNK_BINS": 64, "TARGET_SHARD_BYTES": 1024, "MIN_BINS": 16}
 EVENT_PATHS = [
     "/units",
@@ -72,14 +78,7 @@ def test_every_channel_of_every_kind_matches_the_nwb_file(
     root = consolidated(bundle)
     continuous = len(expected_continuous(everything))
     ids = [root[str(g)].attrs["id"] for g in range(continuous, continuous + 6)]
-    assert ids == [
-        "units",
-        "intervals.epochs",
-        "intervals.invalid_times",
-        "intervals.sleep_stages",
-        "intervals.trials",
-        "acquisition.notes",
-    ]
+    assert ids == EVENT_IDS
     check_events(root[str(continuous)], expected_units(everything), onset)
     for g, path in enumerate(EVENT_PATHS[1:], start=continuous + 1):
         check_events(root[str(g)], expected_intervals(everything, path), onset)
@@ -166,14 +165,7 @@ def test_a_selection_keeps_the_whole_files_ids(small_shards: None, everything: P
     root = consolidated(out / "rec.zarr")
     ids = [root[str(g)].attrs["id"] for g in range(len(list(root.group_keys())))]
     assert ids[:5] == ["channel-00004", "channel-00005", "channel-00006", "channel-00007", "timeseries-00003"]
-    assert ids[5:] == [
-        "units",
-        "intervals.epochs",
-        "intervals.invalid_times",
-        "intervals.sleep_stages",
-        "intervals.trials",
-        "acquisition.notes",
-    ]
+    assert ids[5:] == EVENT_IDS
     assert sorted(p.name for p in out.glob("channel-*.metadata.json")) == [
         f"channel-0000{i}.metadata.json" for i in range(4, 8)
     ]
