@@ -317,22 +317,32 @@ class Stack:
         every object by its name in that folder ({} when nothing is published)."""
         return published(self.s3, key, output_prefix)
 
+    def published_folder(self, key: str, output_prefix: str = "converted/") -> str:
+        """The key prefix of the version folder ``key``'s ``@current.json`` names ("" before a publish)."""
+        return published_folder(self.s3, key, output_prefix)
 
-def published(s3: Any, key: str, output_prefix: str = "converted/") -> dict[str, bytes]:
-    """What a reader of the output bucket finds for input ``key``: ``@current.json``, then the
-    version folder it names (every object by its name there; {} before the first publish)."""
+
+def published_folder(s3: Any, key: str, output_prefix: str = "converted/") -> str:
+    """The version folder a reader of the output bucket finds for input ``key`` through its
+    ``@current.json`` ("" before the first publish)."""
     from nwb2pennsieve.cloud.layout import output_folder
     from nwb2pennsieve.cloud.models import S3Prefix
     from nwb2pennsieve.cloud.versions import read_pointer
 
     pointer = read_pointer(s3, S3Prefix(bucket=OUTPUT_BUCKET, prefix=output_folder(output_prefix, key)))
-    if pointer is None:
+    return pointer.folder if pointer else ""
+
+
+def published(s3: Any, key: str, output_prefix: str = "converted/") -> dict[str, bytes]:
+    """What a reader finds for input ``key``: every object of its published version folder, by its
+    name there ({} before the first publish)."""
+    folder = published_folder(s3, key, output_prefix)
+    if not folder:
         return {}
     out = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=OUTPUT_BUCKET, Prefix=pointer.folder):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=OUTPUT_BUCKET, Prefix=folder):
         for obj in page.get("Contents", []):
-            name = obj["Key"][len(pointer.folder) :]
-            out[name] = s3.get_object(Bucket=OUTPUT_BUCKET, Key=obj["Key"])["Body"].read()
+            out[obj["Key"][len(folder) :]] = s3.get_object(Bucket=OUTPUT_BUCKET, Key=obj["Key"])["Body"].read()
     return out
 
 

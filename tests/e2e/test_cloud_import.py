@@ -1,4 +1,5 @@
-"""The real ASL with the importer on, executed by moto, against the fake Pennsieve (127.0.0.1).
+"""The real ASL with the importer on in the legacy flow (LEGACY_IMPORT_FLOW: Pennsieve's import
+manifest), executed by moto, against the fake Pennsieve (127.0.0.1).
 
 Finalize prepares the import (channels, import manifest) and writes the upload batches; the
 UploadFiles Distributed Map uploads one batch per child execution; CompleteImport checks that
@@ -25,18 +26,14 @@ from tests.fake_pennsieve import FakePennsieve, Fault
 from tests.fake_pennsieve.fixtures import FAST_RETRY
 
 TOKEN = "session-token-789"
-KEY_FOLDER = "converted/incoming/sub-01_ses-01/"
 
 
 def output_prefix(stack: Stack) -> str:
     """The published version folder of the example key (what @current.json names): the chunk files
     and the import records are there."""
-    from nwb2pennsieve.cloud.models import S3Prefix
-    from nwb2pennsieve.cloud.versions import read_pointer
-
-    pointer = read_pointer(stack.s3, S3Prefix(bucket=OUTPUT_BUCKET, prefix=KEY_FOLDER))
-    assert pointer is not None
-    return pointer.folder
+    folder = stack.published_folder(EXAMPLE_KEY)
+    assert folder
+    return folder
 
 
 PUTS = "PUT ^/s3/([^/]+)/([^/]+)$"
@@ -61,6 +58,7 @@ def importing(stack: Stack, pennsieve: FakePennsieve, monkeypatch: pytest.Monkey
     monkeypatch.setenv("PENNSIEVE_API_HOST", pennsieve.url)
     monkeypatch.setenv("PENNSIEVE_API_HOST2", pennsieve.url)
     monkeypatch.setenv("UPLOAD_BATCH_FILES", str(BATCH_FILES))
+    monkeypatch.setenv("LEGACY_IMPORT_FLOW", "true")  # the viewer-asset flow: test_cloud_asset_import.py
     dataset = pennsieve.add_dataset()
     package = pennsieve.add_package(dataset)
     run = pennsieve.add_run(dataset, [package])

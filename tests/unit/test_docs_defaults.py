@@ -56,7 +56,7 @@ def parameter_table() -> dict[str, str]:
     rows = {}
     for row in table.splitlines():
         if row.startswith("| `"):
-            for name in re.findall(r"`([A-Z][A-Za-z0-9]+)`", row.split("|")[1]):
+            for name in re.findall(r"`([A-Z][a-z][A-Za-z0-9]*)`", row.split("|")[1]):
                 rows[name] = row
     return rows
 
@@ -69,7 +69,7 @@ def test_docs_cloud_md_lists_every_parameter_with_the_templates_default() -> Non
         if found is None:
             continue
         said = [v.strip().strip('"') for v in found.group(1).split(",")]
-        names = re.findall(r"`([A-Z][A-Za-z0-9]+)`", row.split("|")[1])
+        names = re.findall(r"`([A-Z][a-z][A-Za-z0-9]*)`", row.split("|")[1])
         position = names.index(name) if len(said) == len(names) else 0
         assert said[position].replace(",", "") == str(PARAMETERS[name].get("Default", "")), (name, said)
 

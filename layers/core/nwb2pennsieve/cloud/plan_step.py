@@ -21,6 +21,7 @@ import logging
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from ..errors import InvalidInputError, Nwb2PennsieveError
+from ..plan.events import FoundFile
 from ..plan.models import Plan, WorkItem
 from ..plan.survey import build_plan
 from ..source.nwb import open_nwb
@@ -28,7 +29,7 @@ from ..source.s3 import ObjectChangedError, ReadStats, S3RangeReader
 from .imports import choose_import_target
 from .layout import check_key_lengths, output_folder, version_folder, version_token
 from .models import Batch, ConversionSettings, PlanInput, PlanOutput, S3Prefix, S3Ref, Superseded
-from .objects import H5_CACHE_BYTES, superseded
+from .objects import H5_CACHE_BYTES, annotation_files, superseded
 from .records import WRITE_BATCHES, RecordsFolder, map_results, put_record
 from .settings import CloudSettings
 
@@ -93,7 +94,8 @@ def plan_object(
     out_prefix = version_folder(folder, token)
     records = RecordsFolder.of_version(settings.output_bucket, settings.records_prefix, src.key, token)
     check_key_lengths(out_prefix, records.prefix, src.key.rsplit("/", 1)[-1], file=src.uri)
-    plan = _plan(reader, src, run, settings.max_output_gb)
+    files = annotation_files(s3, src) if run.options.tszarr else []
+    plan = _plan(reader, src, run, settings.max_output_gb, files)
     batches = batch_items(plan.work_items, run.batch_mb)
     put_record(s3, records.plan, plan.model_dump_json().encode())
     put_record(s3, records.write_batches, WRITE_BATCHES.dump_json(batches, by_alias=True))
@@ -126,12 +128,15 @@ def plan_object(
     )
 
 
-def _plan(reader: S3RangeReader, src: S3Ref, run: ConversionSettings, max_output_gb: float) -> Plan:
-    """The plan of the object ``reader`` reads, refused when its output is over ``max_output_gb``."""
+def _plan(
+    reader: S3RangeReader, src: S3Ref, run: ConversionSettings, max_output_gb: float, files: list[FoundFile]
+) -> Plan:
+    """The plan of the object ``reader`` reads (with the annotation ``files`` beside it), refused
+    when its output is over ``max_output_gb``."""
     if reader.size == 0:
         raise InvalidInputError("the file is empty (0 bytes)", file=src.uri)
     with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
-        plan = build_plan(h5, source=src.uri, options=run.options)
+        plan = build_plan(h5, source=src.uri, options=run.options, annotation_files=files)
     check_output_size(plan, max_output_gb)
     return plan
 

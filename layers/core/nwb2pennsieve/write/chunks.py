@@ -94,7 +94,7 @@ def write_work_item(
     Fletcher-32 mismatch) is one line naming the chunk's samples and saying the file is damaged or
     truncated, never the library's text.
     """
-    series = plan.series[item.series]
+    series = plan.series_of(item)
     try:
         return _write(plan, series, item, store, reader, consumers)
     except Nwb2PennsieveError as exc:
@@ -126,7 +126,7 @@ def _read(reader: SlabReader, start: int, stop: int, out: np.ndarray, chunk: tup
 def _write(
     plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader: SlabReader, consumers: Sequence[SlabConsumer]
 ) -> ItemResult:
-    return _ItemWrite(plan, series, store, reader, consumers).run(item)
+    return _ItemWrite(plan, series, store, reader, consumers, chunk_files=plan.writes_chunks and not item.aux).run(item)
 
 
 @dataclass(frozen=True)
@@ -156,11 +156,18 @@ class _ItemWrite:
     read in blocks of rows into reused buffers."""
 
     def __init__(
-        self, plan: Plan, series: SeriesPlan, store: Store, reader: SlabReader, consumers: Sequence[SlabConsumer]
+        self,
+        plan: Plan,
+        series: SeriesPlan,
+        store: Store,
+        reader: SlabReader,
+        consumers: Sequence[SlabConsumer],
+        *,
+        chunk_files: bool,
     ) -> None:
         self.series, self.store, self.reader, self.consumers = series, store, reader, consumers
         self.gzip_level = plan.options.gzip_level
-        self.chunk_files = plan.writes_chunks
+        self.chunk_files = chunk_files
         self.factor = series.unit_factor
         self.groups = [self._group(c0, c1) for c0, c1 in reader.column_groups]
         widest = max(g.width for g in self.groups)
