@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from functions.starter import app as starter_app
-from tests.admission_harness import AdmissionHarness, LambdaCaps, atomic_transactions, barrier_on_first_starts
+from tests.admission_harness import AdmissionHarness, LambdaCaps, barrier_on_first_starts
 from tests.admission_harness import object_created as harness_event
 from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, Stack, make_nwb
 from tests.expected import differing_objects
+from tests.moto_shims import atomic_transactions
 
 # moto sleeps each Retry interval: here 1,000 times shorter.
 pytestmark = pytest.mark.usefixtures("quick_retry_waits")

@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -38,16 +39,14 @@ from nwb2pennsieve.cloud.versions import read_pointer
 from tests.admission_harness import (
     AdmissionHarness,
     LambdaCaps,
-    atomic_transactions,
     barrier_on_first_starts,
     object_created,
-    suspended_versioning_as_aws,
-    version_listings_as_aws,
 )
 from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, Stack, make_nwb, scale_retry_waits
 from tests.e2e.test_cloud_admission import execution_intervals, peak_overlap, slow_down_puts
 from tests.e2e.test_cloud_statemachine import local_output
 from tests.expected import differing_objects
+from tests.moto_shims import atomic_transactions, suspended_versioning_as_aws, version_listings_as_aws
 
 # A few minutes on two cores: longer than the default 300 s timeout.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -122,11 +121,53 @@ def test_a_burst_through_the_real_entry_converts_every_latest_version_once(
     # moto logs every throttled attempt at ERROR with the whole state's repr and its traceback,
     # which pytest's log capture would keep (gigabytes over a burst): not captured here.
     caplog.set_level(logging.CRITICAL, logger="moto")
+    started = time.monotonic()
+    faults = deploy_with_faults(stack, monkeypatch)
+    admission = AdmissionHarness(stack, monkeypatch, max_running=MAX_RUNNING, twice=0.1, seed=20, time_scale=1 / 20)
+    payloads = [
+        make_nwb(tmp_path / f"payload-{i}.nwb", channels=4, samples=12_000, second_series=False, seed=i)
+        for i in range(4)
+    ]
+    burst = Burst(stack, admission, payloads, random.Random(20))
+    send_the_uploads(stack, burst)
+    replaced = replace_while_converting(monkeypatch, burst)
+    barrier_on_first_starts(monkeypatch)
+
+    with atomic_transactions():
+        admission.run(starters=2, timeout=1200)
+
+    executions = [
+        stack.sfn.describe_execution(executionArn=e["executionArn"])
+        for e in stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
+    ]
+    failed = [e for e in executions if e["status"] != "SUCCEEDED"]
+    assert not failed, [(e["name"], e.get("error"), e.get("cause", "")[:300]) for e in failed]
+    check_every_latest_version_converted_once(stack, burst, executions, tmp_path)
+    # Nothing lost, nothing waiting, nothing dead-lettered, every cap held.
+    assert admission.depth() == 0 and admission.depth(admission.dead_letter_url) == 0
+    assert len(replaced) == REPLACED
+    counts = tally(stack, burst, executions, faults) | {"seconds": round(time.monotonic() - started)}
+    assert counts["max_receive_count"] <= 2
+    assert counts["peak_running"] <= MAX_RUNNING and counts["peak_writers_per_execution"] <= WRITE_CONCURRENCY
+    assert counts["throttled"].get("WriteChunksFunction", 0) > 0  # the writers' cap was really hit
+    assert counts["puts_503"] > 0  # and S3 really answered 503
+    assert admission.tally["started"] == len(executions) and admission.tally["rejected"] == 0
+    print("\nburst:", json.dumps(counts))
+
+
+@dataclass
+class Faults:
+    caps: LambdaCaps
+    slowed: list[dict[str, int]]
+
+
+def deploy_with_faults(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Faults:
+    """The stack with small items and WriteConcurrency 2, and what AWS does that moto does not:
+    Lambda concurrency caps (the account's, and WriteChunks' lower), 503 on 5 % of the writers' and
+    Finalize's PUTs, listings and versioning-suspended buckets as AWS documents them."""
     # Retry waits 200 times shorter: a throttled writer then waits up to a minute or so, while the
     # burst drains in minutes (on AWS: hours of waiting, a burst of hours).
     scale_retry_waits(monkeypatch, 1 / 200)
-    started = time.monotonic()
-    rng = random.Random(20)
     for name, value in SMALL.items():
         monkeypatch.setenv(name, value)
     version_listings_as_aws(monkeypatch)
@@ -135,25 +176,28 @@ def test_a_burst_through_the_real_entry_converts_every_latest_version_once(
     monkeypatch.setenv("WRITE_CONCURRENCY", str(WRITE_CONCURRENCY))
     caps = LambdaCaps(account=10, per_function={"WriteChunksFunction": 5}).install(monkeypatch)
     slowed = [slow_down_puts(m.s3, 0.05, seed) for seed, m in enumerate((write_app, finalize_app))]
-    admission = AdmissionHarness(stack, monkeypatch, max_running=MAX_RUNNING, twice=0.1, seed=20, time_scale=1 / 20)
-    payloads = [
-        make_nwb(tmp_path / f"payload-{i}.nwb", channels=4, samples=12_000, second_series=False, seed=i)
-        for i in range(4)
-    ]
-    burst = Burst(stack, admission, payloads, rng)
+    return Faults(caps, slowed)
+
+
+def send_the_uploads(stack: Stack, burst: Burst) -> None:
+    """40 uploads to the versioned bucket, then its versioning suspended, then 12 more (version
+    null); every event 1-3 times, raw or encoded, shuffled."""
     all_keys = keys()
     assert len(all_keys) == VERSIONED + SUSPENDED >= 50
-
-    # 40 uploads to the versioned bucket, then its versioning is suspended, then 12 more (version null).
-    events = [burst.upload(key, rng.randrange(4)) for key in all_keys[:VERSIONED]]
+    events = [burst.upload(key, burst.rng.randrange(4)) for key in all_keys[:VERSIONED]]
     stack.s3.put_bucket_versioning(Bucket=INPUT_BUCKET, VersioningConfiguration={"Status": "Suspended"})
-    events += [burst.upload(key, rng.randrange(4)) for key in all_keys[VERSIONED:]]
+    events += [burst.upload(key, burst.rng.randrange(4)) for key in all_keys[VERSIONED:]]
     deliveries = [d for e in events for d in burst.deliveries(e)]
-    rng.shuffle(deliveries)
+    burst.rng.shuffle(deliveries)
     burst.send(deliveries)
 
-    # Replaced while converting: 7 keys uploaded before the suspension, 3 after.
-    to_replace = set(rng.sample(all_keys[:VERSIONED], REPLACED - 3) + rng.sample(all_keys[VERSIONED:], 3))
+
+def replace_while_converting(monkeypatch: pytest.MonkeyPatch, burst: Burst) -> dict[str, dict[str, Any]]:
+    """10 files (7 uploaded before the suspension, 3 after) get a new version during the first
+    write batch of the old one; the new event is sent before a late duplicate of the old one.
+    Returns key -> the new version's event, filled in as the burst runs."""
+    all_keys = keys()
+    to_replace = set(burst.rng.sample(all_keys[:VERSIONED], REPLACED - 3) + burst.rng.sample(all_keys[VERSIONED:], 3))
     replaced: dict[str, dict[str, Any]] = {}
     real_write = write_app.write_chunks
 
@@ -166,89 +210,68 @@ def test_a_burst_through_the_real_entry_converts_every_latest_version_once(
         if fresh:
             old = object_created(INPUT_BUCKET, key, event.source.version_id, etag=event.source.etag or "")
             replaced[key] = new = burst.upload(key, (burst.bytes_of[(key, version_token(event.source))] + 1) % 4)
-            burst.send([*burst.deliveries(new), *burst.deliveries(old)])  # the new event first, then a late old one
+            burst.send([*burst.deliveries(new), *burst.deliveries(old)])
         return real_write(s3, event, **kw)
 
     monkeypatch.setattr(write_app, "write_chunks", replace_during_the_first_batch)
-    barrier_on_first_starts(monkeypatch)
+    return replaced
 
-    with atomic_transactions():
-        admission.run(starters=2, timeout=1200)
 
-    # --- every latest version converted exactly once, and published ----------------------------
-    executions = [
-        stack.sfn.describe_execution(executionArn=e["executionArn"])
-        for e in stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
-    ]
-    outcomes = Counter(json.loads(e["output"])["outcome"] for e in executions if e["status"] == "SUCCEEDED")
-    failed = [e for e in executions if e["status"] != "SUCCEEDED"]
-    assert not failed, [(e["name"], e.get("error"), e.get("cause", "")[:300]) for e in failed]
+def check_every_latest_version_converted_once(
+    stack: Stack, burst: Burst, executions: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """Each key's pointer names its latest version, converted by exactly one execution, equal to the
+    local pool's output for those bytes, and the only version folder left."""
     converted = Counter(
         (json.loads(e["input"])["key"], json.loads(e["output"])["output"])
         for e in executions
         if json.loads(e["output"])["outcome"] == "converted"
     )
     local: dict[tuple[int, str], dict[str, bytes]] = {}
-    for key in all_keys:
+    for key in keys():
         head = stack.s3.list_object_versions(Bucket=INPUT_BUCKET, Prefix=key)
         (latest,) = [v for v in head["Versions"] if v["Key"] == key and v["IsLatest"]]
         token = version_token(S3Ref(bucket=INPUT_BUCKET, key=key, version_id=latest["VersionId"], etag=latest["ETag"]))
         folder = S3Prefix(bucket=OUTPUT_BUCKET, prefix=output_folder("converted/", key))
         pointer = read_pointer(stack.s3, folder)
         assert pointer is not None and pointer.token == token, key
-        assert converted[(key, f"s3://{OUTPUT_BUCKET}/{pointer.folder}")] == 1, key  # exactly once
-        payload = burst.bytes_of[(key, token)]
-        base = key.rsplit("/", 1)[1]
+        assert converted[(key, f"s3://{OUTPUT_BUCKET}/{pointer.folder}")] == 1, key
+        payload, base = burst.bytes_of[(key, token)], key.rsplit("/", 1)[1]
         if (payload, base) not in local:
             copy = tmp_path / "local-input" / f"{payload}" / base
             copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_bytes(payloads[payload].read_bytes())
+            copy.write_bytes(burst.payloads[payload].read_bytes())
             local[(payload, base)] = local_output(
                 copy, tmp_path / "local" / f"{len(local)}", output_formats="chunks,bundle"
             )
         assert differing_objects(stack.published(key), local[(payload, base)]) == [], key
-        # Only the published version's folder is left: the replaced ones were removed.
         tokens = {k.split("/@v/", 1)[1].split("/", 1)[0] for k in stack.objects(OUTPUT_BUCKET, folder.prefix + "@v/")}
         assert tokens == {token}, key
 
-    # --- nothing lost, nothing waiting, nothing dead-lettered, the cap held ---------------------
-    assert admission.depth() == 0 and admission.depth(admission.dead_letter_url) == 0
-    assert len(replaced) == REPLACED
-    max_receive = max(r.count for r in admission.receives)
-    assert max_receive <= 2
-    intervals = execution_intervals(stack)
-    peak = peak_overlap(intervals)
-    assert peak <= MAX_RUNNING
-    assert caps.peak_writers <= WRITE_CONCURRENCY
-    assert caps.throttled.get("WriteChunksFunction", 0) > 0  # the writers' cap was really hit
-    assert sum(s["slowed"] for s in slowed) > 0  # and S3 really answered 503
-    assert admission.tally["started"] == len(executions) and admission.tally["rejected"] == 0
 
-    print(
-        "\nburst:",
-        json.dumps(
-            {
-                "keys": len(all_keys),
-                "versions": len(burst.bytes_of),
-                "events_sent": burst.sent["events"],
-                "deliveries_raw": burst.sent["raw"],
-                "deliveries_encoded": burst.sent["encoded"],
-                "receives": len(admission.receives),
-                "deferrals_sent_again": admission.tally["deferred"],
-                "duplicates_dropped": admission.tally["duplicates"],
-                "superseded_events_dropped": admission.tally["superseded"],
-                "executions": len(executions),
-                "converted": outcomes["converted"],
-                "superseded": outcomes["superseded"],
-                "failed": len(failed),
-                "status_events": admission.statuses_delivered,
-                "throttled": caps.throttled,
-                "puts_503": sum(s["slowed"] for s in slowed),
-                "max_receive_count": max_receive,
-                "dead_letter_depth": admission.depth(admission.dead_letter_url),
-                "peak_running": peak,
-                "peak_writers_per_execution": caps.peak_writers,
-                "seconds": round(time.monotonic() - started),
-            }
-        ),
-    )
+def tally(stack: Stack, burst: Burst, executions: list[dict[str, Any]], faults: Faults) -> dict[str, Any]:
+    """The burst's counts, printed by the test."""
+    admission = burst.admission
+    outcomes = Counter(json.loads(e["output"])["outcome"] for e in executions if e["status"] == "SUCCEEDED")
+    return {
+        "keys": len(keys()),
+        "versions": len(burst.bytes_of),
+        "events_sent": burst.sent["events"],
+        "deliveries_raw": burst.sent["raw"],
+        "deliveries_encoded": burst.sent["encoded"],
+        "receives": len(admission.receives),
+        "deferrals_sent_again": admission.tally["deferred"],
+        "duplicates_dropped": admission.tally["duplicates"],
+        "superseded_events_dropped": admission.tally["superseded"],
+        "executions": len(executions),
+        "converted": outcomes["converted"],
+        "superseded": outcomes["superseded"],
+        "failed": sum(e["status"] != "SUCCEEDED" for e in executions),
+        "status_events": admission.statuses_delivered,
+        "throttled": faults.caps.throttled,
+        "puts_503": sum(s["slowed"] for s in faults.slowed),
+        "max_receive_count": max(r.count for r in admission.receives),
+        "dead_letter_depth": admission.depth(admission.dead_letter_url),
+        "peak_running": peak_overlap(execution_intervals(stack)),
+        "peak_writers_per_execution": faults.caps.peak_writers,
+    }

@@ -16,8 +16,9 @@ from functions.starter import app as starter_app
 from nwb2pennsieve.cloud.admission import execution_name
 from nwb2pennsieve.cloud.slots import Slot, Slots
 from statemachine.render import load_template, template_refs
-from tests.admission_harness import atomic_transactions, configure_starter, create_admission, object_created, sqs_event
+from tests.admission_harness import configure_starter, create_admission, object_created, sqs_event
 from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, REGION, FakeLambdaContext, load_event
+from tests.moto_shims import atomic_transactions
 
 
 @pytest.fixture
