@@ -161,6 +161,39 @@ def test_timestamps_linked_to_a_missing_file_are_named(tmp_path: Path, capsys) -
     assert_fails_cleanly(capsys, nwb, tmp_path / "out", SERIES, "timestamps", "external file 'gone.nwb'", "missing")
 
 
+NOT_FILES = {"fifo": "a named pipe (FIFO)", "device": "a character device", "folder": "a directory"}
+
+
+@pytest.mark.parametrize("kind", list(NOT_FILES))
+@pytest.mark.parametrize("where", ["data", "group"])
+def test_an_external_link_to_what_is_not_a_file_is_refused_without_opening_it(
+    tmp_path: Path, kind: str, where: str
+) -> None:
+    """HDF5 opens a link's target blindly: a named pipe without a writer blocks it for ever (the
+    planning child then outlived even the command). The target is checked with stat first."""
+    nwb = write_nwb(tmp_path / "ext.nwb", [SeriesSpec(data=np.ones((20, 2)))])
+    target = tmp_path / "ext.h5"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        target.symlink_to("/dev/zero")
+    else:
+        target.mkdir()
+    with h5py.File(nwb, "a") as f:
+        if where == "data":
+            del f[SERIES]["data"]
+            f[SERIES]["data"] = h5py.ExternalLink("ext.h5", "/data")
+        else:
+            f["/acquisition/linked"] = h5py.ExternalLink("ext.h5", "/acquisition")
+    started = time.monotonic()
+    with pytest.raises(InvalidFileError) as caught:
+        plan_file(nwb, ConversionOptions(), timeout_s=5)
+    assert time.monotonic() - started < 3  # not the planning timeout
+    reason = f"it links to the external file 'ext.h5', which is {NOT_FILES[kind]}, not a file"
+    path = SERIES if where == "data" else "/acquisition/linked"
+    assert path in str(caught.value) and reason in str(caught.value), str(caught.value)
+
+
 # --- the cached schema is read only when needed ----------------------------------------------------
 
 

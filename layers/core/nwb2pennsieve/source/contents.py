@@ -12,7 +12,15 @@ from typing import Any
 import h5py
 
 from ..errors import InvalidInputError
-from .nwb import ELECTRICAL_SERIES, H5_ERRORS, SPIKE_EVENT_SERIES, damage_reason, link_reason, text
+from .nwb import (
+    ELECTRICAL_SERIES,
+    H5_ERRORS,
+    SPIKE_EVENT_SERIES,
+    damage_reason,
+    external_link_problem,
+    link_reason,
+    text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +207,10 @@ class _Walk:
         try:
             link = group.get(key, getlink=True)
             if isinstance(link, h5py.SoftLink):
+                return None
+            problem = external_link_problem(group, link)
+            if problem is not None:
+                self.unreadable.append(UnreadableObject(path, problem))
                 return None
             obj = group[key]
             if not isinstance(obj, h5py.Group):

@@ -136,22 +136,54 @@ def _regular_file_size(path: str | os.PathLike[str], label: str) -> int:
         raise InvalidInputError("there is no such file", file=label) from None
     except OSError as exc:
         raise InvalidInputError(f"cannot read the file ({exc.strerror or exc})", file=label) from None
-    kind = (
-        "a named pipe (FIFO)"
-        if stat.S_ISFIFO(info.st_mode)
-        else "a character device"
-        if stat.S_ISCHR(info.st_mode)
-        else "a block device"
-        if stat.S_ISBLK(info.st_mode)
-        else "a socket"
-        if stat.S_ISSOCK(info.st_mode)
-        else "a directory"
-        if stat.S_ISDIR(info.st_mode)
-        else None
-    )
+    kind = _not_a_file(info.st_mode)
     if kind is not None:
         raise InvalidInputError(f"it is {kind}, not a file: give the NWB file itself", file=label)
     return info.st_size
+
+
+def _not_a_file(mode: int) -> str | None:
+    """What a file of ``mode`` is when it is not a regular file (None: it is one)."""
+    kinds = (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), None)
+
+
+def external_link_problem(group: h5py.Group, link: object) -> str | None:
+    """Why ``link`` (of ``group``, as ``group.get(key, getlink=True)`` gives it) must not be
+    followed, or None (not an external link, or one HDF5 may open).
+
+    HDF5 opens an external link's target blindly: a named pipe blocks it for ever, a device never
+    ends. So each place HDF5 would look for the target (HDF5_EXT_PREFIX, the linking file's
+    folder, the working directory; an absolute name as given, then by its base name) is checked
+    with ``stat`` first, and one that is not a regular file is refused.
+    """
+    if not isinstance(link, h5py.ExternalLink):
+        return None
+    for path in _external_candidates(group.file.filename, link.filename):
+        try:
+            kind = _not_a_file(os.stat(path).st_mode)
+        except OSError:
+            continue
+        if kind is not None:
+            return f"it links to the external file {link.filename!r}, which is {kind}, not a file"
+    return None
+
+
+def _external_candidates(linking: str, name: str) -> list[str]:
+    """Where HDF5 looks for an external link's target ``name``, in its order (H5F_prefix_open_file)."""
+    candidates = [name] if os.path.isabs(name) else []
+    name = os.path.basename(name) if os.path.isabs(name) else name
+    here = os.path.dirname(linking) if os.path.isfile(linking) else ""
+    prefixes = [p.replace("${ORIGIN}", here) for p in os.environ.get("HDF5_EXT_PREFIX", "").split(":") if p]
+    candidates += [os.path.join(p, name) for p in prefixes]
+    candidates += [os.path.join(here, name)] if here else []
+    return [*candidates, name]
 
 
 def _iso_time(h5: h5py.File, key: str) -> tuple[str, int, bool]:
@@ -247,10 +279,13 @@ def child(group: h5py.Group, key: str, what: str) -> h5py.Group | h5py.Dataset |
     is false for a dangling soft link or an external link to a missing file)."""
     try:
         link = group.get(key, getlink=True)
+        problem = external_link_problem(group, link)
     except H5_ERRORS as exc:
         raise InvalidSeriesError(f"its {what} cannot be read: {damage_reason(exc)}") from None
     if link is None:
         return None
+    if problem is not None:
+        raise InvalidSeriesError(f"its {what} cannot be read: {problem}")
     try:
         obj = group[key]
     except H5_ERRORS as exc:
