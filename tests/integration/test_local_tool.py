@@ -126,7 +126,7 @@ def test_progress_bar_moves_with_the_default_two_workers(slow_nwb: Path, tmp_pat
     percents = {int(p) for p in re.findall(r"(\d+)%\|", text)}
     assert {p for p in percents if 0 < p < 100}, text  # it moved before the end
     assert len(percents) >= 4, percents
-    assert "slow.nwb: 8 channels, 368 files" in text
+    assert "slow.nwb: 8 channels, 376 files (368 chunk files + 8 channel metadata), 3.8 MB in " in text
 
 
 def test_ctrl_c_in_a_terminal_answers_within_a_second_and_leaves_nothing(slow_nwb: Path, tmp_path: Path) -> None:

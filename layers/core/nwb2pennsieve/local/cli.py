@@ -52,11 +52,8 @@ def _progress_bar(total: int, label: str) -> tuple[Progress | None, Callable[[],
     tqdm.monitor_interval = 0
     bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False, file=sys.stderr)
 
-    def update(nbytes: int) -> None:
-        # chunk files are a few bytes of gzip framing bigger than their float64: never pass 100 %
-        bar.update(max(0, min(nbytes, total - bar.n)))
-
-    return update, bar.close
+    # The pool reports float64 bytes, the unit of ``total``, whatever the gzip level or the formats.
+    return bar.update, bar.close
 
 
 def _plan(file: str | InputSource, settings: Settings) -> Plan:

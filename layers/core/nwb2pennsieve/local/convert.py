@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..bundle.finish import finish_bundle
+from ..bundle.metadata import ASSET_PROPERTIES
 from ..bundle.series import PartialSpill, bundle_name
 from ..errors import InvalidInputError, OutputWriteError, StorageError
 from ..options import ConversionOptions
@@ -32,28 +33,33 @@ class ConversionResult:
     source: str
     output_dir: Path
     plan: Plan
-    files: int = 0
-    payload_bytes: int = 0
-    stored_bytes: int = 0
+    files: int = 0  # chunk files
+    payload_bytes: int = 0  # their float64 bytes
+    stored_bytes: int = 0  # their bytes on disk (gzip)
     seconds: float = 0.0
     metadata_files: list[str] = field(default_factory=list)
-    bundle_bytes: int = 0  # the viewer bundle's files, with OUTPUT_FORMATS=bundle
+    disk_bytes: int = 0  # the chunk files' and channel metadata's bytes on disk
+    bundle_bytes: int = 0  # the viewer bundle's files on disk (<stem>.zarr/, asset-properties.json)
 
     @property
     def channels(self) -> int:
         return sum(len(s.channels) for s in self.plan.series)
 
     def summary_line(self) -> str:
-        """``FILE: 16 channels, 24 files, 1.4 MB in 0.31 s (4.6 MB/s) -> OUT``; with the bundle,
-        ``, bundle 3.1 MB`` after the chunk files (or in their place without them)."""
+        """What the output folder holds and how fast the samples went, e.g. ``FILE: 16 channels, 40
+        files (24 chunk files + 16 channel metadata), 0.4 MB in 0.31 s (1.4 MB of samples, 4.6 MB/s)
+        -> OUT``: files and MB are those on disk, at any GZIP_LEVEL; with the bundle, ``, bundle 3.1
+        MB`` after the chunk files (or in their place without them)."""
         parts = []
         if self.plan.writes_chunks:
-            parts.append(f"{self.files} files, {self.payload_bytes / 1e6:.1f} MB")
+            metadata = len(self.metadata_files)
+            counted = f"{self.files + metadata} files ({self.files} chunk files + {metadata} channel metadata)"
+            parts.append(f"{counted}, {self.disk_bytes / 1e6:.1f} MB")
         if self.plan.writes_bundle:
             parts.append(f"bundle {self.bundle_bytes / 1e6:.1f} MB")
-        took = f"in {self.seconds:.2f} s"
-        if self.plan.writes_chunks and self.seconds > 0:
-            took += f" ({self.payload_bytes / 1e6 / self.seconds:.1f} MB/s)"
+        samples = sum(i.output_bytes for i in self.plan.work_items) / 1e6
+        rate = f", {samples / self.seconds:.1f} MB/s" if self.seconds > 0 else ""
+        took = f"in {self.seconds:.2f} s ({samples:.1f} MB of samples{rate})"
         return f"{self.source}: {self.channels} channels, {', '.join(parts)} {took} -> {self.output_dir}"
 
 
@@ -138,11 +144,12 @@ def _write_staging(
             spill.add(item_result.partials)
     if plan.writes_chunks:
         result.metadata_files = write_channel_metadata(plan, store)
+        result.disk_bytes = result.stored_bytes + sum((staging / name).stat().st_size for name in result.metadata_files)
     if plan.writes_bundle:
         # The reduce and the bundle's metadata, inside the staging folder: published with it.
         with open_input(path, name=plan.source) as opened:
             finish_bundle(store, plan, opened.h5, spill.blocks())
-        result.bundle_bytes = tree_bytes(staging / bundle_name(plan))
+        result.bundle_bytes = tree_bytes(staging / bundle_name(plan)) + (staging / ASSET_PROPERTIES).stat().st_size
     shutil.rmtree(spilled, ignore_errors=True)
 
 

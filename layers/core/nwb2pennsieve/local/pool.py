@@ -3,8 +3,9 @@
 Workers take orders only from the parent: they ignore SIGINT and SIGHUP (a terminal sends those
 to the whole process group), and die with it (``PR_SET_PDEATHSIG`` on Linux, a watchdog thread
 elsewhere). When the parent stops (error, Ctrl-C, SIGTERM) it kills its workers at once rather
-than waiting for their work items to end. Progress is counted in bytes of finished chunk files,
-through a counter the workers share with the parent.
+than waiting for their work items to end. Progress is counted in float64 bytes of finished
+chunks (the unit of the plan's ``output_bytes``, whatever the gzip level), through a counter the
+workers share with the parent.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from functools import partial
 from multiprocessing import get_all_start_methods, get_context
@@ -27,13 +28,12 @@ from typing import TextIO
 
 import h5py
 
-from ..output.storage import LocalStore, PendingObject
+from ..output.storage import LocalStore
 from ..plan.items import recut_items
 from ..plan.models import ItemResult, Plan, WorkItem
 from ..source.inputs import InputSource, OpenedInput, open_input
+from ..write.chunks import Progress
 from ..write.execute import execute_item
-
-Progress = Callable[[int], None]  # called with the float64 bytes of each finished work item
 
 
 def release_free_heap() -> None:
@@ -119,10 +119,8 @@ def _init_worker(
     except Exception as exc:  # raised by the first item: an initializer's error only breaks the pool
         _worker["error"] = exc
     _worker["plan"] = Plan.model_validate_json(plan_json)
-    if written is None:
-        _worker["store"] = LocalStore(staging, atomic_names=atomic_names)
-    else:
-        _worker["store"] = CountingStore(staging, partial(_add, written), atomic_names=atomic_names)
+    _worker["store"] = LocalStore(staging, atomic_names=atomic_names)
+    _worker["progress"] = None if written is None else partial(_add, written)
 
 
 def _add(counter: Synchronized[int], nbytes: int) -> None:
@@ -137,40 +135,8 @@ def _run_item(item: WorkItem) -> ItemResult:
         raise _worker["error"]  # type: ignore[misc]
     opened = _worker["input"]
     assert isinstance(opened, OpenedInput)
-    return execute_item(opened.h5, plan, item, _worker["store"], source=opened.reader)  # type: ignore[arg-type]
-
-
-class CountingStore(LocalStore):
-    """A local directory that reports the bytes of each file it commits (for the progress bar)."""
-
-    def __init__(self, root: str | os.PathLike[str], report: Callable[[int], None], *, atomic_names: bool) -> None:
-        super().__init__(root, atomic_names=atomic_names)
-        self._report = report
-
-    def open_pending(self, name: str) -> PendingObject:
-        return _CountingPending(super().open_pending(name), self._report)
-
-
-class _CountingPending:
-    def __init__(self, pending: PendingObject, report: Callable[[int], None]) -> None:
-        self._pending = pending
-        self._report = report
-        self._bytes = 0
-
-    def write(self, data: bytes | memoryview) -> None:
-        self._pending.write(data)
-        self._bytes += memoryview(data).nbytes
-
-    def writev(self, parts: list[bytes | memoryview]) -> None:
-        self._pending.writev(parts)
-        self._bytes += sum(memoryview(p).nbytes for p in parts)
-
-    def commit(self) -> None:
-        self._pending.commit()
-        self._report(self._bytes)
-
-    def abort(self) -> None:
-        self._pending.abort()
+    store, progress = _worker["store"], _worker["progress"]
+    return execute_item(opened.h5, plan, item, store, source=opened.reader, progress=progress)  # type: ignore[arg-type]
 
 
 def quiet_warnings() -> None:
@@ -225,10 +191,11 @@ def execute_items(
     """Write every work item of ``plan`` into ``out_dir``; yield each item's result as it finishes.
 
     One worker (or one item) runs in this process; more run in a process pool, each worker with
-    the file open once. ``progress`` is called with the bytes of chunk files written as they are
-    committed. The first failure, or an interruption (KeyboardInterrupt, or what a signal handler
-    raises), kills the workers at once and is raised. ``atomic_names=False`` writes files straight
-    under their names (for a private staging directory, see :class:`LocalStore`).
+    the file open once. ``progress`` is called with the float64 bytes of each chunk as it is
+    written (they add up to the items' ``output_bytes``). The first failure, or an interruption
+    (KeyboardInterrupt, or what a signal handler raises), kills the workers at once and is raised.
+    ``atomic_names=False`` writes files straight under their names (for a private staging
+    directory, see :class:`LocalStore`).
     """
     release_free_heap()
     fix_mmap_threshold()
@@ -252,17 +219,10 @@ def _execute_here(
     atomic_names: bool,
 ) -> Iterator[ItemResult]:
     """One worker: the items in this process, the file open once."""
-    store = (
-        CountingStore(out_dir, progress, atomic_names=atomic_names)
-        if progress
-        else LocalStore(out_dir, atomic_names=atomic_names)
-    )
+    store = LocalStore(out_dir, atomic_names=atomic_names)
     with open_input(source, name=plan.source) as opened:
         for item in items:
-            r = execute_item(opened.h5, plan, item, store, source=opened.reader)
-            if progress and not plan.writes_chunks:  # no chunk file to count: the item's share
-                progress(item.output_bytes)
-            yield r
+            yield execute_item(opened.h5, plan, item, store, source=opened.reader, progress=progress)
 
 
 def _execute_in_pool(
@@ -281,30 +241,33 @@ def _execute_in_pool(
     initargs = (source, plan.model_dump_json(), os.fspath(out_dir), atomic_names, os.getpid(), written)
     pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_init_worker, initargs=initargs)
     finished = False
+    shown = 0
     try:
-        sizes = {pool.submit(_run_item, item): item.output_bytes for item in items}
-        pending = set(sizes)
-        shown = 0
+        pending = {pool.submit(_run_item, item) for item in items}
         while pending:
             # A short timeout: the progress bar moves between items, and signals are handled at once.
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            now = written.value if written is not None else 0
-            if progress and now > shown:
-                progress(now - shown)
-                shown = now
+            shown = _forward(written, shown, progress)
             for fut in done:
                 exc = fut.exception()
                 if exc is not None:
                     raise exc
-                if progress and not plan.writes_chunks:  # no chunk file to count: the item's share
-                    progress(sizes[fut])
                 yield fut.result()
         finished = True
     finally:
         if finished:
             pool.shutdown(wait=True)
+            _forward(written, shown, progress)  # the last chunks' bytes: the bar ends at its total
         else:
             stop_pool(pool)
+
+
+def _forward(written: Synchronized[int] | None, shown: int, progress: Progress | None) -> int:
+    """Tell ``progress`` what the workers added to ``written`` since ``shown``; the new total."""
+    now = written.value if written is not None else 0
+    if progress is not None and now > shown:
+        progress(now - shown)
+    return max(now, shown)
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:

@@ -16,7 +16,7 @@ from ..source.direct import slab_reader
 from ..source.nwb import damage_reason
 from ..source.ranges import RangeReader
 from ..source.slabs import H5SlabReader, SlabReader
-from .chunks import READ_ERRORS, SlabConsumer, write_work_item
+from .chunks import READ_ERRORS, Progress, SlabConsumer, write_work_item
 
 
 def open_slab_reader(h5: h5py.File, plan: Plan, item: WorkItem, source: RangeReader | None) -> SlabReader:
@@ -36,11 +36,18 @@ def open_slab_reader(h5: h5py.File, plan: Plan, item: WorkItem, source: RangeRea
 
 
 def execute_item(
-    h5: h5py.File, plan: Plan, item: WorkItem, store: Store, *, source: RangeReader | None = None
+    h5: h5py.File,
+    plan: Plan,
+    item: WorkItem,
+    store: Store,
+    *,
+    source: RangeReader | None = None,
+    progress: Progress | None = None,
 ) -> ItemResult:
     """Write ``item``'s outputs into ``store`` (the conversion's output folder), reading ``h5``
     (over ``source`` when it is read by ranged requests); with the bundle, the result carries the
-    item's partial results for the reduce (:func:`~nwb2pennsieve.bundle.series.pack_partials`)."""
+    item's partial results for the reduce (:func:`~nwb2pennsieve.bundle.series.pack_partials`).
+    ``progress``: see :func:`~.chunks.write_work_item`."""
     feeder = None
     consumers: list[SlabConsumer] = []
     if plan.writes_bundle:
@@ -55,7 +62,7 @@ def execute_item(
         consumers.append(feeder)
     try:
         with open_slab_reader(h5, plan, item, source) as reader:
-            result = write_work_item(plan, item, store, reader, consumers=consumers)
+            result = write_work_item(plan, item, store, reader, consumers=consumers, progress=progress)
         if feeder is None:
             return result
         return result.model_copy(update={"partials": pack_partials(feeder.finish())})
