@@ -29,7 +29,7 @@ from tests.factory import SeriesSpec, write_nwb
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW = [sys.executable, "-m", "tests.slow_cli"]
-FAST = [sys.executable, "-m", "nwb2pennsieve.local.cli"]
+FAST = [sys.executable, "-m", "nwb2pennsieve"]
 
 
 @pytest.fixture(scope="module")

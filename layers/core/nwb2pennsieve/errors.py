@@ -125,7 +125,8 @@ class OutputWriteError(StorageError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """A stop signal (SIGTERM, SIGHUP) received: handled like Ctrl-C, exit status 128 + ``signum``."""
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP) received: exit status 128 + ``signum``
+    (:mod:`nwb2pennsieve.signals` raises it)."""
 
     def __init__(self, signum: int) -> None:
         self.signum = signum

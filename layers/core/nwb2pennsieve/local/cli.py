@@ -14,13 +14,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from types import FrameType
 
-from .. import __version__
+from .. import __version__, signals
 from ..errors import ConfigurationError, Interrupted, NothingToConvertError, Nwb2PennsieveError
 from ..output.storage import LocalStore
 from ..plan.models import Plan
@@ -327,32 +325,6 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-# Signals that stop a conversion like Ctrl-C does (what timeout, docker stop and systemd send).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGTERM,)
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into :class:`Interrupted` (once: cleanup then runs undisturbed)."""
-    received: list[int] = []
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        if not received:
-            received.append(signum)
-            raise Interrupted(signum)
-
-    try:
-        previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
-    except ValueError:  # not the main thread: leave the signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def _quiet_broken_pipe() -> int:
     """``nwb2pennsieve plan ... | head``: the reader left; end quietly, as a killed writer would."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -381,6 +353,39 @@ def _check_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command: exit status 0, 1 (the input or the conversion failed), 2 (a usage error or a
+    bad setting), 128 + the signal when Ctrl-C, SIGTERM or SIGHUP stopped it (:mod:`..signals`)."""
+    restore = None if signals.installed() else signals.install()  # the entry point installs them first
+    try:
+        return _main(argv)
+    finally:
+        if restore is not None:
+            restore()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args: argparse.Namespace | None = None
+    try:
+        try:
+            signals.release()  # a signal held while the command started is raised here
+            args = _arguments(argv)
+            # A bad setting names itself (variable and option), not a file: "error: <reason>", exit 2.
+            args.settings = _settings(args) if args.command in _SETTINGS_COMMANDS else None
+            return int(args.handler(args))
+        except KeyboardInterrupt:
+            raise
+        except BrokenPipeError:
+            return _quiet_broken_pipe()
+        except Exception as exc:
+            if args is not None and args.debug:
+                raise
+            return _failed(exc, args)
+    except KeyboardInterrupt as exc:  # also one raised while a failure was being reported
+        return _interrupted(exc)
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line (argparse exits with status 2 on a usage error), logging set up."""
     parser = build_parser(with_import=_needs_importer(argv))
     given = list(sys.argv[1:] if argv is None else argv)
     _check_options(parser, given)
@@ -394,31 +399,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         quiet_warnings()
     log.debug("nwb2pennsieve %s %s, pid %d", __version__, args.command, os.getpid())
-    try:
-        # A bad setting names itself (variable and option), not a file: "error: <reason>", exit 2.
-        args.settings = _settings(args) if args.command in _SETTINGS_COMMANDS else None
-    except ConfigurationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    return args
+
+
+def _failed(exc: Exception, args: argparse.Namespace | None) -> int:
+    if isinstance(exc, ConfigurationError):  # a setting names itself (a selection names its file too)
+        print(f"error: {exc.one_line()}", file=sys.stderr)
         return 2
-    try:
-        with _stop_on_signals():
-            return int(args.handler(args))
-    except KeyboardInterrupt as exc:
-        # The workers are killed and the staging folder removed on the way out (local/pool.py, output/publish.py).
-        how = signal.Signals(exc.signum).name if isinstance(exc, Interrupted) else "Ctrl-C"
-        print(f"error: interrupted ({how}): workers stopped, nothing published", file=sys.stderr)
-        return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
-    except BrokenPipeError:
-        return _quiet_broken_pipe()
-    except Exception as exc:
-        if args.debug:
-            raise
-        if isinstance(exc, ConfigurationError):  # a setting names itself (a selection names its file too)
-            print(f"error: {exc.one_line()}", file=sys.stderr)
-            return 2
-        source = _source_name(getattr(args, "file", "") or "nwb2pennsieve")
-        print(f"error: {describe_error(exc, source)}", file=sys.stderr)
-        return 1
+    source = _source_name(getattr(args, "file", "") or "nwb2pennsieve")
+    print(f"error: {describe_error(exc, source)}", file=sys.stderr)
+    return 1
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """One line; the workers are killed and the staging folder removed on the way out
+    (local/pool.py, output/publish.py)."""
+    signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+    how = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    print(f"error: interrupted ({how}): workers stopped, nothing published", file=sys.stderr)
+    return 128 + signum
 
 
 def _source_name(file: str) -> str:

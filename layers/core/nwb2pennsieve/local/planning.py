@@ -1,6 +1,9 @@
 """Planning a local file, URL or S3 object for the local pool: in a child process given
 ``PLAN_TIMEOUT_S`` (a damaged file can send HDF5 into an endless loop inside one call, which no
 Python code can interrupt), or in this process.
+
+The child dies with the command, even by ``kill -9`` (``PR_SET_PDEATHSIG``, as the pool's
+workers), and ignores the stop signals: the command decides, and kills it.
 """
 
 from __future__ import annotations
@@ -8,12 +11,13 @@ from __future__ import annotations
 import os
 from multiprocessing.connection import Connection
 
+from .. import signals
 from ..errors import InvalidInputError
 from ..options import ConversionOptions
 from ..plan.models import Plan
 from ..plan.survey import build_plan
 from ..source.inputs import InputSource, open_input
-from .pool import pool_context
+from .pool import die_with_parent, pool_context
 
 
 def plan_file(
@@ -35,7 +39,11 @@ def _plan_here(source: InputSource, options: ConversionOptions) -> Plan:
         return build_plan(opened.h5, source=opened.source.name, options=options)
 
 
-def _plan_child(conn: Connection, source: InputSource, options: ConversionOptions, env: dict[str, str]) -> None:
+def _plan_child(
+    conn: Connection, source: InputSource, options: ConversionOptions, env: dict[str, str], parent_pid: int
+) -> None:
+    signals.ignore_in_child()
+    die_with_parent(parent_pid)
     # A forkserver child has the environment the server started with: take the caller's.
     os.environ.clear()
     os.environ.update(env)
@@ -54,10 +62,12 @@ def _plan_in_child(source: InputSource, options: ConversionOptions, timeout_s: f
     name = source.name
     context = pool_context()
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_plan_child, args=(send, source, options, dict(os.environ)), daemon=True)  # type: ignore[attr-defined]
-    child.start()
-    send.close()
+    args = (send, source, options, dict(os.environ), os.getpid())
+    child = context.Process(target=_plan_child, args=args, daemon=True)  # type: ignore[attr-defined]
     try:
+        with signals.deferred():  # a signal cutting the fork would be lost (raised in an at-fork callback)
+            child.start()
+            send.close()
         if not receive.poll(timeout_s):
             raise InvalidInputError(
                 f"planning took longer than {timeout_s:g} s (PLAN_TIMEOUT_S) and was stopped: HDF5 may be "
@@ -72,10 +82,12 @@ def _plan_in_child(source: InputSource, options: ConversionOptions, timeout_s: f
             how = f"was killed by signal {-code}" if code < 0 else f"ended with exit status {code}"
             raise InvalidInputError(f"planning {how} (HDF5 crashed): the file is damaged", file=name) from None
     finally:
-        receive.close()
-        if child.is_alive():
-            child.kill()
-        child.join()
+        with signals.deferred():  # never a child left alive: it ignores SIGTERM, the exit would wait for it
+            receive.close()
+            if child.is_alive():
+                child.kill()
+            if child.pid is not None:
+                child.join()
     if kind == "error":
         assert isinstance(body, BaseException)
         raise body

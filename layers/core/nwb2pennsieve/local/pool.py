@@ -1,11 +1,12 @@
 """The local pool: a process pool over the very work items the cloud fans out.
 
-Workers take orders only from the parent: they ignore SIGINT and SIGHUP (a terminal sends those
-to the whole process group), and die with it (``PR_SET_PDEATHSIG`` on Linux, a watchdog thread
-elsewhere). When the parent stops (error, Ctrl-C, SIGTERM) it kills its workers at once rather
-than waiting for their work items to end. Progress is counted in float64 bytes of finished
-chunks (the unit of the plan's ``output_bytes``, whatever the gzip level), through a counter the
-workers share with the parent.
+Workers take orders only from the parent: they ignore Ctrl-C, SIGTERM and SIGHUP (a terminal
+sends those to the whole process group), and die with it (``PR_SET_PDEATHSIG`` on Linux, a
+watchdog thread elsewhere). When the parent stops (error, Ctrl-C, SIGTERM) it kills its workers at
+once rather than waiting for their work items to end; the pool is started, and stopped, with stop
+signals deferred (:mod:`nwb2pennsieve.signals`), so its table of workers is whole whenever it is
+stopped. Progress is counted in float64 bytes of finished chunks (the unit of the plan's
+``output_bytes``, whatever the gzip level), through a counter the workers share with the parent.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TextIO
 
 import h5py
 
+from .. import signals
 from ..output.storage import LocalStore
 from ..plan.items import recut_items
 from ..plan.models import ItemResult, Plan, WorkItem
@@ -68,8 +70,9 @@ _worker: dict[str, object] = {}
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Make this worker end when the process that started the pool ends, even by ``kill -9``."""
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process (a worker, the planning child) end when the process that started it
+    ends, even by ``kill -9``."""
     try:
         linked = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
     except (OSError, AttributeError):  # not Linux
@@ -106,12 +109,9 @@ def _init_worker(
     parent_pid: int | None = None,
     written: Synchronized[int] | None = None,
 ) -> None:
-    # Ctrl-C and a closing terminal reach the whole process group: the parent decides, and kills us.
-    for name in ("SIGINT", "SIGHUP"):  # no SIGHUP on Windows
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    signals.ignore_in_child()  # the parent decides, and kills us
     if parent_pid is not None:
-        _die_with_parent(parent_pid)
+        die_with_parent(parent_pid)
     quiet_warnings()
     fix_mmap_threshold()
     try:
@@ -239,11 +239,15 @@ def _execute_in_pool(
     context = pool_context()
     written = context.Value("q", 0) if progress else None
     initargs = (source, plan.model_dump_json(), os.fspath(out_dir), atomic_names, os.getpid(), written)
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_init_worker, initargs=initargs)
+    pool: ProcessPoolExecutor | None = None
     finished = False
     shown = 0
     try:
-        pending = {pool.submit(_run_item, item) for item in items}
+        # Started whole before a signal is acted on: a fork cut by one would leave a worker unrecorded
+        # (never killed: the exit would wait for it for ever), or lose the signal (at-fork callbacks).
+        with signals.deferred():
+            pool = ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker, initargs=initargs)
+            pending = {pool.submit(_run_item, item) for item in items}
         while pending:
             # A short timeout: the progress bar moves between items, and signals are handled at once.
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -255,11 +259,12 @@ def _execute_in_pool(
                 yield fut.result()
         finished = True
     finally:
-        if finished:
-            pool.shutdown(wait=True)
-            _forward(written, shown, progress)  # the last chunks' bytes: the bar ends at its total
-        else:
-            stop_pool(pool)
+        with signals.deferred():
+            if pool is not None and finished:
+                pool.shutdown(wait=True)
+                _forward(written, shown, progress)  # the last chunks' bytes: the bar ends at its total
+            elif pool is not None:
+                stop_pool(pool)
 
 
 def _forward(written: Synchronized[int] | None, shown: int, progress: Progress | None) -> int:
@@ -271,7 +276,8 @@ def _forward(written: Synchronized[int] | None, shown: int, progress: Progress |
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Kill the pool's workers now (their output is in a staging folder that is thrown away)."""
+    """Kill the pool's workers now (their output is in a staging folder that is thrown away); run
+    with stop signals deferred, so no worker is left behind."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:

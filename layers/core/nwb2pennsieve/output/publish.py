@@ -41,7 +41,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from .. import __version__
+from .. import __version__, signals, testing
 from ..errors import StorageError
 from ..options import ConversionOptions
 
@@ -149,13 +149,20 @@ class OutputFolder:
             self._recover()
             self._refuse_foreign_files()
             self.staging.mkdir()
+            testing.checkpoint("staged")
         except OSError as exc:
-            self._unlock()
+            self._abandon()
             raise self.error("cannot prepare the staging folder", exc) from None
-        except BaseException:
-            self._unlock()
+        except BaseException:  # a signal too: __exit__ is not called when __enter__ raises
+            self._abandon()
             raise
         return self
+
+    def _abandon(self) -> None:
+        """Leave nothing of this run: the staging folder it made, the lock."""
+        with signals.deferred():
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self._unlock()
 
     def _lock(self) -> int:
         try:
@@ -246,9 +253,8 @@ class OutputFolder:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
+        with signals.deferred():
             shutil.rmtree(self.staging, ignore_errors=True)
-        finally:
             self._unlock()
 
 

@@ -1,0 +1,30 @@
+"""The ``nwb2pennsieve`` command's entry point (the console script, ``python -m nwb2pennsieve``).
+
+The stop signals are handled before anything else is loaded: importing the command (numpy, h5py,
+pydantic, the planner) takes about half a second, and a Ctrl-C there would otherwise end in a
+traceback from inside an import. A signal during start-up is held and raised as soon as the
+command's own error handling runs (one line, exit status 128 + the signal). The handlers stay
+until the process ends: a signal after the command has returned (while multiprocessing joins its
+helpers at exit) changes nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import signals, testing
+
+
+def main() -> int:
+    signals.install(held=True)
+    testing.checkpoint("startup")
+    from .local.cli import main as command
+
+    try:
+        return command()
+    finally:
+        signals.hold()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
