@@ -16,7 +16,8 @@ import pytest
 
 from nwb2pennsieve import signals
 from nwb2pennsieve.errors import Interrupted
-from nwb2pennsieve.output.publish import OutputFolder
+from nwb2pennsieve.options import ConversionOptions
+from nwb2pennsieve.output.publish import MARKER_NAME, OutputFolder, OutputMarker, read_marker
 from nwb2pennsieve.testing import SIGNAL_AT
 
 
@@ -93,3 +94,37 @@ def test_a_signal_as_the_staging_folder_appears_leaves_neither_it_nor_the_lock(
     with pytest.raises(Interrupted):
         folder.__enter__()  # a with statement does not call __exit__ when __enter__ raises
     assert os.listdir(tmp_path) == []
+
+
+def marker(source: str, files: list[str]) -> OutputMarker:
+    return OutputMarker(
+        source=source, source_bytes=1, source_mtime_ns=1, options=ConversionOptions(), files=files, written_at=None
+    )
+
+
+def publish(out: Path, name: str, source: str = "a.nwb") -> OutputFolder:
+    with OutputFolder(out) as folder:
+        (folder.staging / name).write_text(source)
+        folder.publish(marker(source, [name]))
+    return folder
+
+
+def test_a_signal_just_after_the_swap_neither_undoes_nor_hides_publishing(
+    handlers: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    publish(out, "channel-00000.metadata.json")
+    monkeypatch.setenv(SIGNAL_AT, "swapped")
+    folder = publish(out, "channel-00001.metadata.json", "b.nwb")  # returns: the signal is held
+    assert folder.published
+    assert set(os.listdir(out)) == {"channel-00001.metadata.json", MARKER_NAME}
+    marker_now = read_marker(out)
+    assert marker_now is not None and marker_now.source == "b.nwb"
+    assert any("the old output could not be removed completely (stopped by a signal)" in n for n in folder.notes)
+    with pytest.raises(Interrupted):
+        signals.release()  # the command says what OUT holds first, then acts on the signal
+
+    monkeypatch.delenv(SIGNAL_AT)
+    signals.install()  # a fresh command
+    publish(out, "channel-00002.metadata.json", "c.nwb")
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # what the stopped removal left is gone

@@ -59,7 +59,7 @@ def _plan(file: str | InputSource, settings: Settings) -> Plan:
     return plan_file(file, settings.conversion_options(), timeout_s=settings.plan_timeout_s)
 
 
-def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> ConversionResult:
+def _convert_one(path: Path | InputSource, output: Path, settings: Settings, published: list[Path]) -> ConversionResult:
     source = InputSource.parse(path)
     plan = _plan(source, settings)
     _report(plan)
@@ -68,7 +68,12 @@ def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> 
         result = convert_file(source, output, plan, workers=settings.workers, progress=update)
     finally:
         close()
+    # From the swap on, stop signals are held (output/publish.py): what OUT holds is said first.
+    published.append(result.output_dir)
+    for line in result.notes:
+        print(line, file=sys.stderr)
     print(result.summary_line())
+    signals.release()
     return result
 
 
@@ -86,7 +91,7 @@ def _report(plan: Plan) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    _convert_one(InputSource.parse(args.file), Path(args.output), args.settings)
+    _convert_one(InputSource.parse(args.file), Path(args.output), args.settings, args.published)
     return 0
 
 
@@ -145,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     failures: list[str] = []
     for path in inputs:
         try:
-            result = _convert_one(path, settings.output_dir / path.stem, settings)
+            result = _convert_one(path, settings.output_dir / path.stem, settings, args.published)
             if target is not None:
                 imported = import_output(LocalStore(result.output_dir), settings, target)
                 print(f"{path.name}: {imported.summary_line()}")
@@ -381,7 +386,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 raise
             return _failed(exc, args)
     except KeyboardInterrupt as exc:  # also one raised while a failure was being reported
-        return _interrupted(exc)
+        return _interrupted(exc, args)
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -390,6 +395,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     given = list(sys.argv[1:] if argv is None else argv)
     _check_options(parser, given)
     args = parser.parse_args(given)
+    args.published = []  # the outputs this command has published, for the interruption message
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(message)s" if args.debug else "%(message)s",
@@ -411,12 +417,21 @@ def _failed(exc: Exception, args: argparse.Namespace | None) -> int:
     return 1
 
 
-def _interrupted(exc: KeyboardInterrupt) -> int:
-    """One line; the workers are killed and the staging folder removed on the way out
-    (local/pool.py, output/publish.py)."""
+def _interrupted(exc: KeyboardInterrupt, args: argparse.Namespace | None) -> int:
+    """One line saying what the outputs hold. The workers are killed and the staging folder
+    removed on the way out (local/pool.py, output/publish.py). A ``convert`` whose output was
+    published before the signal is complete: exit status 0."""
     signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
     how = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    print(f"error: interrupted ({how}): workers stopped, nothing published", file=sys.stderr)
+    published: list[Path] = getattr(args, "published", [])
+    if not published:
+        print(f"error: interrupted ({how}): workers stopped, nothing published", file=sys.stderr)
+    elif args is not None and args.command == "convert":
+        print(f"note: interrupted ({how}) after {published[0]} was published: it is complete", file=sys.stderr)
+        return 0
+    else:
+        shown = ", ".join(str(p) for p in published)
+        print(f"error: interrupted ({how}): published {shown}; nothing else", file=sys.stderr)
     return 128 + signum
 
 

@@ -19,7 +19,7 @@ from ..bundle.metadata import ASSET_PROPERTIES
 from ..bundle.series import PartialSpill, bundle_name
 from ..errors import InvalidInputError, OutputWriteError, StorageError
 from ..options import ConversionOptions
-from ..output.publish import OutputFolder, OutputMarker
+from ..output.publish import OutputFolder, OutputMarker, now_utc
 from ..output.storage import LocalStore
 from ..plan.models import Plan
 from ..source.inputs import InputSource, open_input
@@ -40,6 +40,7 @@ class ConversionResult:
     metadata_files: list[str] = field(default_factory=list)
     disk_bytes: int = 0  # the chunk files' and channel metadata's bytes on disk
     bundle_bytes: int = 0  # the viewer bundle's files on disk (<stem>.zarr/, asset-properties.json)
+    notes: list[str] = field(default_factory=list)  # lines for stderr: another input's output replaced, ...
 
     @property
     def channels(self) -> int:
@@ -109,6 +110,7 @@ def convert_file(
         except OSError as exc:
             raise folder.error("cannot write it", exc) from None
         folder.publish(_marker(plan, identity, folder.staging))
+    result.notes = folder.notes
     result.seconds = time.perf_counter() - started
     return result
 
@@ -161,6 +163,7 @@ def _marker(plan: Plan, identity: tuple[int, int] | None, staging: Path) -> Outp
         source_mtime_ns=identity[1] if identity else None,
         options=plan.options,
         files=sorted(LocalStore(staging).list_names()) + bundle,
+        written_at=now_utc(),
     )
 
 
