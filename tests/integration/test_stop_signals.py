@@ -3,7 +3,7 @@
 - at each fork (the planning child, each pool worker), from inside an at-fork callback
   (``tests.fork_signal_cli``), where a raised exception used to be swallowed;
 - as the command starts, as the staging folder appears, just after the swap
-  (``NWB2PENNSIEVE_TEST_SIGNAL_AT``, :mod:`nwb2pennsieve.testing`).
+  (``NWB2PENNSIEVE_TEST_SIGNAL_AT``, :mod:`nwb2pennsieve.testing_seams`).
 
 In each case the exit status and the one line say what the output folder holds.
 """

@@ -2,7 +2,7 @@
 folder's steps that a signal must not cut are such places (output/publish.py).
 
 Signals are real (``os.kill`` of this process) with the command's handlers installed; the
-moments are made exact by the checkpoints of :mod:`nwb2pennsieve.testing`.
+moments are made exact by the checkpoints of :mod:`nwb2pennsieve.testing_seams`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from nwb2pennsieve import signals
 from nwb2pennsieve.errors import Interrupted
 from nwb2pennsieve.options import ConversionOptions
 from nwb2pennsieve.output.publish import MARKER_NAME, OutputFolder, OutputMarker, read_marker
-from nwb2pennsieve.testing import SIGNAL_AT
+from nwb2pennsieve.testing_seams import SIGNAL_AT
 
 
 @pytest.fixture

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import sys
 
-from . import signals, testing
+from . import signals
+from .testing_seams import checkpoint
 
 
 def main() -> int:
     signals.install(held=True)
-    testing.checkpoint("startup")
+    checkpoint("startup")
     from .local.cli import main as command
 
     try:

@@ -51,9 +51,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from .. import __version__, signals, testing
+from .. import __version__, signals
 from ..errors import StorageError
 from ..options import ConversionOptions
+from ..testing_seams import checkpoint
 
 MARKER_NAME = ".nwb2pennsieve.json"
 MARKER_FORMAT = 2
@@ -205,7 +206,7 @@ class OutputFolder:
             self._recover()
             self._refuse_foreign_files()
             self.staging.mkdir()
-            testing.checkpoint("staged")
+            checkpoint("staged")
         except OSError as exc:
             self._abandon()
             raise self.error("cannot prepare the staging folder", exc) from None
@@ -311,7 +312,7 @@ class OutputFolder:
                 raise self.error("cannot publish the new output", exc) from None
             self.published = True
             signals.hold()
-            testing.checkpoint("swapped")
+            checkpoint("swapped")
         note = replacement_note(self.shown, old, marker) if old is not None else None
         self.notes += [note] if note else []
         if previous is not None:
