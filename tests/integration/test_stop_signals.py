@@ -72,20 +72,23 @@ def test_a_sigterm_at_any_fork_stops_the_conversion(rec: Path, tmp_path: Path, f
     assert os.listdir(tmp_path) == []  # no output, no staging folder, no lock
 
 
-def test_ctrl_c_while_the_command_starts_is_one_line(rec: Path, tmp_path: Path) -> None:
-    # Sent before numpy, h5py and the planner are imported (half a second): held, then raised.
+@pytest.mark.parametrize(
+    ("seam", "code", "how"),
+    [
+        # Sent before numpy, h5py and the planner are imported (half a second): held, then raised.
+        ("startup:SIGINT", 130, "Ctrl-C"),
+        # __exit__ is not called when __enter__ raises: the folder it made is removed there.
+        ("staged", 143, "SIGTERM"),
+    ],
+    ids=["ctrl-c-while-starting", "sigterm-as-the-staging-folder-appears"],
+)
+def test_a_signal_at_a_delicate_moment_is_one_line_and_leaves_nothing(
+    rec: Path, tmp_path: Path, seam: str, code: int, how: str
+) -> None:
     argv = [*COMMAND, "convert", str(rec), "-o", str(tmp_path / "out")]
-    done = run(argv, tmp_path, NWB2PENNSIEVE_TEST_SIGNAL_AT="startup:SIGINT")
-    assert done.returncode == 130, done.stderr
-    assert done.stderr.splitlines() == [f"error: interrupted (Ctrl-C): {NOTHING}"]
-    assert os.listdir(tmp_path) == []
-
-
-def test_a_sigterm_as_the_staging_folder_appears_leaves_nothing(rec: Path, tmp_path: Path) -> None:
-    argv = [*COMMAND, "convert", str(rec), "-o", str(tmp_path / "out")]
-    done = run(argv, tmp_path, NWB2PENNSIEVE_TEST_SIGNAL_AT="staged")
-    assert done.returncode == 143, done.stderr
-    assert done.stderr.splitlines() == [f"error: interrupted (SIGTERM): {NOTHING}"]
+    done = run(argv, tmp_path, NWB2PENNSIEVE_TEST_SIGNAL_AT=seam)
+    assert done.returncode == code, done.stderr
+    assert done.stderr.splitlines() == [f"error: interrupted ({how}): {NOTHING}"]
     assert os.listdir(tmp_path) == []
 
 

@@ -65,6 +65,7 @@ def install(*, held: bool = False) -> Callable[[], None]:
     def restore() -> None:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        _state.received, _state.raised, _state.depth, _state.held = None, False, 0, False
 
     return restore
 
