@@ -3,9 +3,9 @@
 The stop signals are handled before anything else is loaded: importing the command (numpy, h5py,
 pydantic, the planner) takes about half a second, and a Ctrl-C there would otherwise end in a
 traceback from inside an import. A signal during start-up is held and raised as soon as the
-command's own error handling runs (one line, exit status 128 + the signal). The handlers stay
-until the process ends: a signal after the command has returned (while multiprocessing joins its
-helpers at exit) changes nothing.
+command's own error handling runs (one line, exit status 128 + the signal). Once the command has
+returned, its exit status is decided: the stop signals are ignored while the process shuts down
+(multiprocessing joins what it started), so the status is the one the last line explains.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def main() -> int:
     try:
         return command()
     finally:
-        signals.hold()
+        signals.ignore()
 
 
 if __name__ == "__main__":

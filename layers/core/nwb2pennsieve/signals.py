@@ -15,7 +15,7 @@ a second: a Ctrl-C there would end in a traceback from inside an import) and fro
 output is published until the command has said so: a signal held is raised by :func:`release`.
 
 The first signal is the one acted on; later ones are ignored, so the cleanup it starts runs
-undisturbed. Children started by the pool ignore these signals (:func:`ignore_in_child`): the
+undisturbed. Children started by the pool ignore these signals (:func:`ignore`): the
 parent alone decides, and kills them.
 """
 
@@ -120,8 +120,10 @@ def deferred() -> Iterator[None]:
     check()
 
 
-def ignore_in_child() -> None:
-    """In a child process (a pool worker, the planning child): ignore the stop signals; the parent
-    decides and kills it. A terminal sends Ctrl-C and SIGHUP to the whole process group."""
+def ignore() -> None:
+    """Ignore the stop signals from now on: in a child process (a pool worker, the planning child:
+    the parent decides, and kills it; a terminal sends Ctrl-C and SIGHUP to the whole process
+    group), and in the command once it has returned (its exit status is decided; Python would put
+    the default handlers back while it shuts down, and a late SIGTERM would then kill it)."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)

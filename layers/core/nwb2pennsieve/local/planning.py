@@ -42,7 +42,7 @@ def _plan_here(source: InputSource, options: ConversionOptions) -> Plan:
 def _plan_child(
     conn: Connection, source: InputSource, options: ConversionOptions, env: dict[str, str], parent_pid: int
 ) -> None:
-    signals.ignore_in_child()
+    signals.ignore()
     die_with_parent(parent_pid)
     # A forkserver child has the environment the server started with: take the caller's.
     os.environ.clear()

@@ -109,7 +109,7 @@ def _init_worker(
     parent_pid: int | None = None,
     written: Synchronized[int] | None = None,
 ) -> None:
-    signals.ignore_in_child()  # the parent decides, and kills us
+    signals.ignore()  # the parent decides, and kills us
     if parent_pid is not None:
         die_with_parent(parent_pid)
     quiet_warnings()
