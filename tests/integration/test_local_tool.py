@@ -125,6 +125,7 @@ def test_progress_bar_moves_with_the_default_two_workers(slow_nwb: Path, tmp_pat
     assert code == 0, text
     percents = {int(p) for p in re.findall(r"(\d+)%\|", text)}
     assert {p for p in percents if 0 < p < 100}, text  # it moved before the end
+    assert 100 in percents, percents  # and is drawn full before it is cleared
     assert len(percents) >= 4, percents
     assert "slow.nwb: 8 channels, 376 files (368 chunk files + 8 channel metadata), 3.8 MB in " in text
 

@@ -50,8 +50,13 @@ def _progress_bar(total: int, label: str) -> tuple[Progress | None, Callable[[],
     tqdm.monitor_interval = 0
     bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False, file=sys.stderr)
 
-    # The pool reports float64 bytes, the unit of ``total``, whatever the gzip level or the formats.
-    return bar.update, bar.close
+    def update(nbytes: int) -> None:
+        # float64 bytes, the unit of ``total``, whatever the gzip level or the formats
+        bar.update(nbytes)
+        if bar.n >= total:
+            bar.refresh()  # drawn at 100 % before it is cleared (tqdm skips updates within 0.1 s)
+
+    return update, bar.close
 
 
 def _plan(file: str | InputSource, settings: Settings) -> Plan:
