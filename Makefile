@@ -7,6 +7,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # npm installs the ASL validator from the committed lockfile (prerequisites expand when read: define first).
 NODE_STAMP := node_modules/.installed
+# The shared folder beside the checkout: the corpus and the anchors the tests run against.
+SHARED ?= $(or $(NWB2PENNSIEVE_SHARED),../shared)
+# Pennsieve's reference bundle reader, built from the anchor's copy for the bundle tests (needs Node).
+READER := build/tszarr-reader
+READER_STAMP := $(READER)/.built
 
 # Python 3.12 (the Lambda runtime): on PATH if it works there, else the newest 3.12 that pyenv has.
 PY312 := $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null)
@@ -44,7 +49,7 @@ install: $(STAMP) ## install the package (editable) and the dev tools into .venv
 pre-commit: install ## install the git pre-commit hook (ruff, mypy)
 	$(VENV)/bin/pre-commit install
 
-test: install $(NODE_STAMP) ## lint, then every tier: unit, integration, e2e (slow ones and the validators included)
+test: install $(NODE_STAMP) $(READER_STAMP) ## lint, then every tier: unit, integration, e2e (slow ones and the validators included)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -53,7 +58,7 @@ test: install $(NODE_STAMP) ## lint, then every tier: unit, integration, e2e (sl
 test-unit: install ## the unit tier only: no network, no slow test; runs in seconds
 	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow" tests/unit
 
-test-cov: install $(NODE_STAMP) ## tests with a coverage report
+test-cov: install $(NODE_STAMP) $(READER_STAMP) ## tests with a coverage report
 	$(VENV)/bin/pytest -q -p no:cacheprovider --cov --cov-report=term-missing
 
 lint: install ## ruff (lint + format check) and mypy on the core
@@ -83,6 +88,15 @@ AWS_OFFLINE := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} SAM_CLI_TELE
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --silent
 	@touch $@
+
+# Without Node the tests that open bundles with the reader skip, and say so; the stamp is not made.
+$(READER_STAMP):
+	@if ! command -v node >/dev/null 2>&1; then \
+	  echo "note: node not found: the tests that open bundles with Pennsieve's reader will be skipped"; exit 0; fi; \
+	test -d "$(SHARED)/anchors/timeseries-zarr-reader" || { echo "error: $(SHARED)/anchors/timeseries-zarr-reader is missing (set SHARED)" >&2; exit 1; }; \
+	rm -rf $(READER) && mkdir -p build && cp -r "$(SHARED)/anchors/timeseries-zarr-reader" $(READER) && chmod -R u+w $(READER) && \
+	rm -rf $(READER)/node_modules $(READER)/dist && cd $(READER) && npm ci --silent --no-audit --no-fund && \
+	{ npx --no-install tsc -p tsconfig.build.json >/dev/null 2>&1 || test -f dist/index.js; } && touch .built
 
 validate: install $(NODE_STAMP) ## sam validate --lint, cfn-lint and asl-validator on template and state machine
 	$(AWS_OFFLINE) $(VENV)/bin/sam validate --lint --template template.yaml

@@ -381,6 +381,8 @@ def test_settings_read_only_variables_the_template_sets() -> None:
             "GZIP_LEVEL": "1",
             "BUNDLE_ZSTD_LEVEL": "3",
             "OUTPUT_FORMATS": "chunks,bundle",
+            "BUNDLE_LAYOUT": "ts-zarr",
+            "DEIDENTIFY": "true",
         }
     )
 

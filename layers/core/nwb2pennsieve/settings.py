@@ -31,6 +31,7 @@ from .options import (
     DEFAULT_BUNDLE_ZSTD_LEVEL,
     DEFAULT_CHUNK_SIZE_MB,
     DEFAULT_MAX_ITEM_MB,
+    BundleLayout,
     ConversionOptions,
     formats_text,
     parse_formats,
@@ -149,6 +150,14 @@ def _formats(value: Any) -> str:
         raise _invalid(str(exc)) from None
 
 
+def _layout(value: Any) -> str:
+    """``ts-zarr`` (default) or ``legacy``, any case."""
+    text = _text(value).lower()
+    if text not in {layout.value for layout in BundleLayout}:
+        raise _invalid("ts-zarr or legacy")
+    return text
+
+
 def _host(value: Any) -> str:
     return _text(value).rstrip("/")
 
@@ -180,6 +189,8 @@ SeriesPaths = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_series_paths
 """Comma-separated HDF5 paths of series groups (``/acquisition/ElectricalSeries,...``); empty: all."""
 Formats = Annotated[str, BeforeValidator(_formats)]
 """``chunks``, ``bundle`` or ``chunks,bundle`` (the canonical form of what was given)."""
+Layout = Annotated[str, BeforeValidator(_layout)]
+"""``ts-zarr`` or ``legacy``: the viewer bundle's layout."""
 Secret = Annotated[SecretStr | None, BeforeValidator(_secret)]
 """Prints as ``**********``; the value only through ``get_secret_value()``."""
 
@@ -222,6 +233,8 @@ class CommonSettings(BaseSettings):
     skip_invalid_series: Switch = False
     output_formats: Formats = DEFAULT_OUTPUT_FORMATS
     bundle_zstd_level: ZstdLevel = DEFAULT_BUNDLE_ZSTD_LEVEL
+    bundle_layout: Layout = BundleLayout.TSZARR.value
+    deidentify: Switch = False
     # Like the reference processor: the importer runs by default everywhere but ENVIRONMENT=local.
     importer_enabled: Switch = Field(None)  # type: ignore[assignment]
     # Default: compressed when importing (the upload is the cost), else LOCAL_GZIP_LEVEL.
@@ -244,6 +257,14 @@ class CommonSettings(BaseSettings):
             raise _invalid("false when OUTPUT_FORMATS has no chunks (the importer uploads chunk files)")
         return value
 
+    @field_validator("deidentify", mode="before")
+    @classmethod
+    def _deidentify_needs_tszarr(cls, value: Any, info: ValidationInfo) -> Any:
+        # The legacy layout's times are wall-clock (start_us, events): nothing there can be de-identified.
+        if _boolean(value) and info.data.get("bundle_layout") == BundleLayout.LEGACY.value:
+            raise _invalid("false with BUNDLE_LAYOUT=legacy (its times are wall-clock: only TS-Zarr de-identifies)")
+        return value
+
     def conversion_options(self) -> ConversionOptions:
         """The conversion options these settings give (the one place they are built)."""
         return ConversionOptions(
@@ -254,6 +275,8 @@ class CommonSettings(BaseSettings):
             series=self.selected_series(),
             skip_invalid_series=self.skip_invalid_series,
             bundle_zstd_level=self.bundle_zstd_level,
+            bundle_layout=BundleLayout(self.bundle_layout),
+            deidentify=self.deidentify,
         )
 
     def selected_series(self) -> tuple[str, ...]:
@@ -324,7 +347,8 @@ class Settings(CommonSettings):
 
     ``ENVIRONMENT`` (local/production), ``INPUT_DIR``, ``OUTPUT_DIR``, ``CHUNK_SIZE_MB``,
     ``MAX_ITEM_MB``, ``GZIP_LEVEL`` (default: compressed when importing), ``WORKERS`` (default:
-    CPUs), ``SKIP_INVALID_SERIES``, ``OUTPUT_FORMATS`` (chunks, bundle or both), ``SERIES`` (the
+    CPUs), ``SKIP_INVALID_SERIES``, ``OUTPUT_FORMATS`` (chunks, bundle or both), ``BUNDLE_LAYOUT``
+    (ts-zarr or legacy), ``DEIDENTIFY`` (the bundle without meta/ and free text), ``SERIES`` (the
     series to convert, comma-separated HDF5 paths; default all), ``PLAN_TIMEOUT_S`` (seconds
     planning one file may take; it runs in a child process, so a damaged file cannot hang the
     command; 0 plans in this process, without a limit),
@@ -341,6 +365,8 @@ class Settings(CommonSettings):
         "workers": "--workers",
         "series": "--series",
         "output_formats": "--formats",
+        "bundle_layout": "--bundle-layout",
+        "deidentify": "--deidentify",
     }
 
     input_dir: Path = Path("data/input")

@@ -17,11 +17,13 @@ from pathlib import Path
 from ..bundle.finish import finish_bundle
 from ..bundle.metadata import ASSET_PROPERTIES
 from ..bundle.series import PartialSpill, bundle_name
+from ..bundle.tszarr.finish import finish_tszarr
 from ..errors import InvalidInputError, OutputWriteError, StorageError
 from ..options import ConversionOptions
 from ..output.publish import OutputFolder, OutputMarker, now_utc
 from ..output.storage import LocalStore
 from ..plan.models import Plan
+from ..plan.sources import NdjsonSource
 from ..source.inputs import InputSource, open_input
 from ..write.chunks import write_channel_metadata
 from .planning import plan_file
@@ -39,12 +41,15 @@ class ConversionResult:
     seconds: float = 0.0
     metadata_files: list[str] = field(default_factory=list)
     disk_bytes: int = 0  # the chunk files' and channel metadata's bytes on disk
-    bundle_bytes: int = 0  # the viewer bundle's files on disk (<stem>.zarr/, asset-properties.json)
+    bundle_bytes: int = 0  # the viewer bundle's files on disk (<stem>.zarr/, asset-properties.json, annotations)
+    annotation_files: list[str] = field(default_factory=list)  # written beside the TS-Zarr bundle
+    warnings: list[str] = field(default_factory=list)  # from the bundle's last step
+    event_channels: int = 0  # the TS-Zarr bundle's
     notes: list[str] = field(default_factory=list)  # lines for stderr: another input's output replaced, ...
 
     @property
     def channels(self) -> int:
-        return sum(len(s.channels) for s in self.plan.series)
+        return sum(len(s.channels) for s in self.plan.series) + sum(len(s.channels) for s in self.plan.aux_series)
 
     def summary_line(self) -> str:
         """What the output folder holds and how fast the samples went, e.g. ``FILE: 16 channels, 40
@@ -61,7 +66,8 @@ class ConversionResult:
         samples = sum(i.output_bytes for i in self.plan.work_items) / 1e6
         rate = f", {samples / self.seconds:.1f} MB/s" if self.seconds > 0 else ""
         took = f"in {self.seconds:.2f} s ({samples:.1f} MB of samples{rate})"
-        return f"{self.source}: {self.channels} channels, {', '.join(parts)} {took} -> {self.output_dir}"
+        events = f" + {self.event_channels} event channels" if self.event_channels else ""
+        return f"{self.source}: {self.channels} channels{events}, {', '.join(parts)} {took} -> {self.output_dir}"
 
 
 def check_free_space(plan: Plan, output: Path) -> None:
@@ -150,9 +156,27 @@ def _write_staging(
     if plan.writes_bundle:
         # The reduce and the bundle's metadata, inside the staging folder: published with it.
         with open_input(path, name=plan.source) as opened:
-            finish_bundle(store, plan, opened.h5, spill.blocks())
-        result.bundle_bytes = tree_bytes(staging / bundle_name(plan)) + (staging / ASSET_PROPERTIES).stat().st_size
+            if plan.options.tszarr:
+                finished = finish_tszarr(store, plan, opened.h5, spill.blocks(), read_local_file)
+                result.annotation_files, result.warnings = finished.files, finished.warnings
+                result.event_channels = finished.groups - result.channels
+            else:
+                finish_bundle(store, plan, opened.h5, spill.blocks())
+        beside = [ASSET_PROPERTIES, *result.annotation_files]
+        result.bundle_bytes = tree_bytes(staging / bundle_name(plan)) + sum(
+            (staging / n).stat().st_size for n in beside
+        )
     shutil.rmtree(spilled, ignore_errors=True)
+
+
+def read_local_file(source: NdjsonSource) -> bytes:
+    """An annotation file beside a local input, read again by the bundle's last step."""
+    try:
+        return Path(source.location).read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(
+            f"annotation file {source.file} cannot be read ({exc.strerror or exc})", file=source.location
+        ) from None
 
 
 def _marker(plan: Plan, identity: tuple[int, int] | None, staging: Path) -> OutputMarker:

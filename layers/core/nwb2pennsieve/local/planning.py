@@ -14,8 +14,10 @@ from multiprocessing.connection import Connection
 from .. import signals
 from ..errors import InvalidInputError
 from ..options import ConversionOptions
+from ..plan.events import FoundFile
 from ..plan.models import Plan
 from ..plan.survey import build_plan
+from ..source.annotation_files import files_beside
 from ..source.inputs import InputSource, open_input
 from .pool import die_with_parent, pool_context
 
@@ -35,8 +37,24 @@ def plan_file(
 
 
 def _plan_here(source: InputSource, options: ConversionOptions) -> Plan:
+    files = annotation_files(source) if options.tszarr else []
     with open_input(source) as opened:
-        return build_plan(opened.h5, source=opened.source.name, options=options)
+        return build_plan(opened.h5, source=opened.source.name, options=options, annotation_files=files)
+
+
+def annotation_files(source: InputSource) -> list[FoundFile]:
+    """The annotation files beside a local input (``<stem>...annotations.ndjson``); a URL has none."""
+    if source.kind != "file":
+        return []
+    out = []
+    for path in files_beside(source.location):
+        try:
+            out.append(FoundFile(name=path.name, location=str(path), data=path.read_bytes()))
+        except OSError as exc:
+            raise InvalidInputError(
+                f"annotation file {path.name} cannot be read ({exc.strerror or exc})", file=source.name
+            ) from None
+    return out
 
 
 def _plan_child(

@@ -104,9 +104,10 @@ def write_work_item(
     Fletcher-32 mismatch) is one line naming the chunk's samples and saying the file is damaged or
     truncated, never the library's text.
     """
-    series = plan.series[item.series]
+    series = plan.series_of(item)
     try:
-        return _ItemWrite(plan, series, store, reader, consumers).run(item, progress)
+        chunk_files = plan.writes_chunks and not item.aux
+        return _ItemWrite(plan, series, store, reader, consumers, chunk_files=chunk_files).run(item, progress)
     except Nwb2PennsieveError as exc:
         if exc.series is None:
             exc.series = series.path
@@ -160,11 +161,18 @@ class _ItemWrite:
     read in blocks of rows into reused buffers."""
 
     def __init__(
-        self, plan: Plan, series: SeriesPlan, store: Store, reader: SlabReader, consumers: Sequence[SlabConsumer]
+        self,
+        plan: Plan,
+        series: SeriesPlan,
+        store: Store,
+        reader: SlabReader,
+        consumers: Sequence[SlabConsumer],
+        *,
+        chunk_files: bool,
     ) -> None:
         self.series, self.store, self.reader, self.consumers = series, store, reader, consumers
         self.gzip_level = plan.options.gzip_level
-        self.chunk_files = plan.writes_chunks
+        self.chunk_files = chunk_files
         self.factor = series.unit_factor
         self.groups = [self._group(c0, c1) for c0, c1 in reader.column_groups]
         widest = max(g.width for g in self.groups)

@@ -8,8 +8,11 @@ from __future__ import annotations
 import h5py
 
 from ..bundle.series import BundleFeeder, bundle_store, first_group, pack_partials
+from ..bundle.tszarr import channels as tszarr_channels
+from ..bundle.tszarr.items import StatItemWriter
 from ..errors import InvalidSeriesError
 from ..output.storage import Store
+from ..plan.bundle_layout import WindowPlan
 from ..plan.items import item_rows
 from ..plan.models import ItemResult, Plan, WorkItem
 from ..source.direct import slab_reader
@@ -23,7 +26,7 @@ def open_slab_reader(h5: h5py.File, plan: Plan, item: WorkItem, source: RangeRea
     """The reader of ``item``'s slab. A file read over ranged requests (``source``: an S3 object or
     a URL) is read by its stored chunks' byte ranges where the filters allow (each worker reads
     only its own chunks); a local file through h5py."""
-    series = plan.series[item.series]
+    series = plan.series_of(item)
     try:
         if source is None:
             return H5SlabReader(h5, series, item.column_start, item.column_stop)
@@ -51,14 +54,7 @@ def execute_item(
     feeder = None
     consumers: list[SlabConsumer] = []
     if plan.writes_bundle:
-        series = plan.series[item.series]
-        feeder = BundleFeeder(
-            bundle_store(store, plan),
-            series,
-            item,
-            first_group=first_group(plan, series),
-            zstd_level=plan.options.bundle_zstd_level,
-        )
+        feeder = _feeder(plan, item, store)
         consumers.append(feeder)
     try:
         with open_slab_reader(h5, plan, item, source) as reader:
@@ -70,6 +66,29 @@ def execute_item(
         if feeder is not None:
             feeder.abort()
         raise
+
+
+def _feeder(plan: Plan, item: WorkItem, store: Store) -> BundleFeeder:
+    """The item's bundle writer: the TS-Zarr one, or the older layout's (``BUNDLE_LAYOUT=legacy``)."""
+    series = plan.series_of(item)
+    zstd_level = plan.options.bundle_zstd_level
+    if not plan.options.tszarr:
+        return BundleFeeder(
+            bundle_store(store, plan), series, item, first_group=first_group(plan, series), zstd_level=zstd_level
+        )
+    policy = series.valid_policy
+
+    def make_writer(store: Store, windows: WindowPlan, w: int, channels: list[int], level: int) -> StatItemWriter:
+        return StatItemWriter(store, windows, w, channels, zstd_level=level, policy=policy)
+
+    return BundleFeeder(
+        bundle_store(store, plan),
+        series,
+        item,
+        first_group=tszarr_channels.first_group(plan, series),
+        zstd_level=zstd_level,
+        make_writer=make_writer,
+    )
 
 
 __all__ = ["execute_item", "open_slab_reader"]
