@@ -26,7 +26,7 @@ INPUT_DIR ?= data/input
 OUTPUT_DIR ?= data/output
 export INPUT_DIR OUTPUT_DIR
 
-.PHONY: help venv install pre-commit test test-unit test-cov lint run clean build validate deploy bench fuzz local-invoke
+.PHONY: help venv install pre-commit test test-unit test-cov lint run clean build validate deploy bench fuzz local-invoke reference-venv bench-import-assets image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -71,6 +71,37 @@ run: install ## convert $(INPUT_DIR)/*.nwb into $(OUTPUT_DIR) (a bundled sample 
 
 bench: install ## run the benchmarks in bench/ (docs/benchmarks.md has each one's command)
 	$(PY) bench/bench_convert.py
+
+# Pennsieve's reference processor (../shared/anchors, beside the checkout) in a venv of its own,
+# for the benchmarks that run it side by side with ours (never for the tests).
+REF_DIR ?= ../shared/anchors/processor-post-timeseries
+REF_VENV := build/venv-reference
+$(REF_VENV)/.installed: $(VENV)/bin/python
+	@test -f $(REF_DIR)/processor/requirements.txt || { echo "error: the reference processor is not at $(REF_DIR) (set REF_DIR)" >&2; exit 1; }
+	$(PY312) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install --quiet -r $(REF_DIR)/processor/requirements.txt
+	@touch $@
+
+reference-venv: $(REF_VENV)/.installed ## a venv of Pennsieve's reference processor in build/ (for bench/)
+
+bench-import-assets: install $(REF_VENV)/.installed ## viewer-asset import: ours vs the reference's on the fake (BENCH_ARGS=...)
+	$(PY) bench/bench_asset_import.py --reference-python $(REF_VENV)/bin/python --reference-dir $(REF_DIR) $(BENCH_ARGS)
+
+# The Pennsieve app's image (Dockerfile, app.yml). Wheels are built on this machine (the image's
+# build needs no network); BASE_IMAGE must be a Python 3.12 image Docker has or can pull.
+IMAGE ?= nwb2pennsieve:latest
+BASE_IMAGE ?= python:3.12-slim
+image: install ## the Pennsieve app's image (entry point: nwb2pennsieve run); needs Docker and BASE_IMAGE
+	@docker info >/dev/null 2>&1 || { echo "error: make image needs a running Docker daemon (docker info failed)" >&2; exit 1; }
+	@docker image inspect $(BASE_IMAGE) >/dev/null 2>&1 || docker pull $(BASE_IMAGE) >/dev/null 2>&1 || { \
+	  echo "error: the base image $(BASE_IMAGE) is neither here nor pullable: give BASE_IMAGE=<a Python 3.12 image>" >&2; exit 1; }
+	rm -rf build/image && mkdir -p build/image/smoke
+	$(PY) -m pip wheel --quiet --wheel-dir build/image/wheels '.[local]'
+	docker build --quiet --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+	@# Smoke run: with an empty INPUT_DIR default, the bundled sample, converted without importing.
+	docker run --rm --user "$$(id -u):$$(id -g)" -e ENVIRONMENT=local -e OUTPUT_DIR=/out \
+	  -v "$(CURDIR)/build/image/smoke:/out" $(IMAGE)
+	@ls build/image/smoke/sample/channel-00000.metadata.json >/dev/null && echo "$(IMAGE): converted the sample"
 
 SEED ?= 1
 COUNT ?= 300

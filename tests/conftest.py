@@ -42,6 +42,16 @@ def _no_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _asset_s3_stays_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A viewer asset's S3 client with no endpoint configured would go to AWS: point it at a closed
+    # port on loopback instead, so a test that forgot the fake's S3 fails at once, offline. The
+    # fixtures of the fake's S3 (tests/fake_pennsieve/fixtures.py) set the gate's address.
+    from nwb2pennsieve.pennsieve import asset_s3
+
+    monkeypatch.setattr(asset_s3, "ENDPOINT_URL", "http://127.0.0.1:9")
+
+
+@pytest.fixture(autouse=True)
 def _every_ts_zarr_bundle_passes_the_validator(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each test, every TS-Zarr bundle it left in its tmp_path passes Pennsieve's validator
     (tests/tszarr_checks.py). A test that leaves a damaged bundle on purpose marks itself

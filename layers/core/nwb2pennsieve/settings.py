@@ -51,6 +51,13 @@ LOCAL_GZIP_LEVEL = 0
 DEFAULT_OUTPUT_FORMATS = "chunks"
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
+# The viewer-asset import (docs/importer.md): the asset's name (one per converter deployment; name
+# and type are what a rerun looks for), its type, and the status that marks it finished (the
+# reference processor writes "active"; another Pennsieve component calls it "ready").
+DEFAULT_ASSET_NAME = "nwb-asset"
+DEFAULT_ASSET_TYPE = "timeseries"
+DEFAULT_ASSET_FINISHED_STATUS = "active"
+ASSET_CREATED_STATUS = "created"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -124,8 +131,31 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
+def _non_blank(value: Any) -> str:
+    text = _text(value)
+    if not text:
+        raise _invalid("not blank")
+    return text
+
+
+def _finished_status(value: Any) -> str:
+    text = _non_blank(value)
+    if text.lower() == ASSET_CREATED_STATUS:
+        raise _invalid(f"the status of a finished asset (not {ASSET_CREATED_STATUS!r}, a new one's)")
+    return text
+
+
 def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value) or None
+
+
+def _optional_file(value: Any) -> Path | None:
+    if value is None or not _text(value):
+        return None
+    path = Path(_text(value))
+    if not path.is_file():
+        raise _invalid("a file" + (" (it does not exist)" if not path.exists() else ""))
+    return path
 
 
 def _series_paths(value: Any) -> tuple[str, ...]:
@@ -185,6 +215,8 @@ Switch = Annotated[bool, BeforeValidator(_boolean)]
 """``1/true/yes/on`` or ``0/false/no/off`` (any case; blank is false)."""
 Text = Annotated[str, BeforeValidator(_text)]
 Host = Annotated[str, BeforeValidator(_host)]
+NonBlank = Annotated[str, BeforeValidator(_non_blank)]
+"""Text that is not blank (an asset's name or type)."""
 SeriesPaths = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_series_paths)]
 """Comma-separated HDF5 paths of series groups (``/acquisition/ElectricalSeries,...``); empty: all."""
 Formats = Annotated[str, BeforeValidator(_formats)]
@@ -241,6 +273,11 @@ class CommonSettings(BaseSettings):
     gzip_level: GzipLevel = Field(None)  # type: ignore[assignment]
     pennsieve_api_host: Host = DEFAULT_API_HOST
     pennsieve_api_host2: Host = DEFAULT_API_HOST2
+    # The import: the viewer-asset flow, unless LEGACY_IMPORT_FLOW (Pennsieve's import manifest).
+    legacy_import_flow: Switch = False
+    asset_name: NonBlank = DEFAULT_ASSET_NAME
+    asset_type: NonBlank = DEFAULT_ASSET_TYPE
+    asset_finished_status: Annotated[str, BeforeValidator(_finished_status)] = DEFAULT_ASSET_FINISHED_STATUS
 
     @field_validator("environment", mode="before")
     @classmethod
@@ -354,7 +391,9 @@ class Settings(CommonSettings):
     command; 0 plans in this process, without a limit),
     ``IMPORTER_ENABLED`` (default true outside local), ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET``
     or ``SESSION_TOKEN`` (+``REFRESH_TOKEN``), ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``,
-    ``INTEGRATION_ID``. Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
+    ``INTEGRATION_ID``, ``PACKAGE_MAP`` (a JSON file: input file stem → its own import target),
+    ``LEGACY_IMPORT_FLOW``, ``ASSET_NAME``, ``ASSET_TYPE``, ``ASSET_FINISHED_STATUS``.
+    Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
     """
 
     options: ClassVar[dict[str, str]] = {
@@ -379,6 +418,8 @@ class Settings(CommonSettings):
     session_token: Secret = None
     refresh_token: Secret = None
     integration_id: Annotated[str | None, BeforeValidator(_optional_text)] = None
+    # Each input file's own import target (read and checked by the importer's preflight).
+    package_map: Annotated[Path | None, BeforeValidator(_optional_file)] = None
 
     def selected_series(self) -> tuple[str, ...]:
         return self.series

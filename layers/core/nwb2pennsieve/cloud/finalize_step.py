@@ -6,7 +6,7 @@ with the importer on, hand over to :mod:`.imports` (prepare the import, write th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -22,11 +22,10 @@ from ..source.annotation_files import SUFFIX
 from ..source.nwb import open_nwb
 from ..source.s3 import S3RangeReader
 from ..write.chunks import write_channel_metadata
-from .imports import prepare_uploads
+from .imports import ImportContext, prepare_uploads
 from .models import Batch, FinalizeInput, FinalizeOutput, S3Prefix, S3Ref, WrittenBatch
 from .objects import DELETE_THREADS, H5_CACHE_BYTES, check_current, delete_objects, read_annotation_file
 from .records import WRITE_BATCHES, RecordsFolder, load_plan, read_record
-from .settings import DEFAULT_UPLOAD_BATCH_FILES
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -46,11 +45,11 @@ def finalize(
     s3: S3Client,
     event: FinalizeInput,
     *,
-    import_env: Callable[[], Mapping[str, str]] | None = None,
-    upload_batch_files: int = DEFAULT_UPLOAD_BATCH_FILES,
+    importing: ImportContext | None = None,
 ) -> FinalizeOutput:
     """Check every chunk file, remove stale ones, write channel metadata; with the importer on,
-    prepare the import (channels, import manifest) and write the upload batches for the Map."""
+    prepare the import (:mod:`.imports`: as the stack's settings in ``importing`` say) and write
+    the upload batches for the Map."""
     plan = load_plan(s3, event.plan)
     out = event.output
     expected = expected_sizes(s3, event, plan)
@@ -70,7 +69,7 @@ def finalize(
     if event.importer_enabled:
         # The parallel store is closed; the importer reads and records through a plain one.
         summary, upload = prepare_uploads(
-            s3, plan, event.plan, out, import_env() if import_env else {}, event.target, batch_size=upload_batch_files
+            s3, plan, event.plan, out, importing or ImportContext(), event.target, source=event.source
         )
     return FinalizeOutput(
         source=event.source.uri,
@@ -81,7 +80,7 @@ def finalize(
         output_bytes=sum(i.output_bytes for i in plan.work_items),
         stored_bytes=sum(present[n] for n in expected),
         stale_removed=len(stale),
-        imported=False,
+        imported=summary is not None and upload is None,  # a finished viewer asset: nothing to do
         import_summary=summary,
         upload=upload,
         warnings=[w[:300] for w in plan.warnings[:10]],

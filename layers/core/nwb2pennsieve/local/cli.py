@@ -153,17 +153,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             f" into {settings.output_dir / inputs[0].stem}",
             file=sys.stderr,
         )
-    # With the importer on, fail before any conversion work when credentials or a target are missing.
-    from ..pennsieve import import_output, import_preflight
+    # With the importer on, fail before any conversion work when credentials or targets are missing.
+    from ..pennsieve import import_output, input_targets
 
-    target = import_preflight(settings)
+    targets = input_targets(settings, [p.stem for p in inputs], args.target or ())
     converted = skipped = 0
     failures: list[str] = []
     for path in inputs:
         try:
             result = _convert_one(path, settings.output_dir / path.stem, settings, args.published)
-            if target is not None:
-                imported = import_output(LocalStore(result.output_dir), settings, target)
+            if targets is not None:
+                imported = import_output(LocalStore(result.output_dir), settings, targets[path.stem], source=path.stem)
                 print(f"{path.name}: {imported.summary_line()}")
             converted += 1
         except NothingToConvertError as exc:  # not a failure: the file holds nothing this tool converts
@@ -260,6 +260,8 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    target_help = "import the input file STEM.nwb into this package (repeatable; wins over PACKAGE_MAP)"
+    p.add_argument("--target", action="append", default=None, metavar="STEM=PACKAGE", help=target_help)
     p.set_defaults(handler=cmd_run)
 
     if with_import:

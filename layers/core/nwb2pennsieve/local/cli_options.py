@@ -25,7 +25,11 @@ environment variables (an option, where there is one, wins over its variable):
   PLAN_TIMEOUT_S        seconds planning one file may take (default 600; 0: no limit, in process)
   ENVIRONMENT           local (default) or production
   IMPORTER_ENABLED      import each output into Pennsieve (default: off when ENVIRONMENT=local)
-  INTEGRATION_ID        the workflow run to import for
+  INTEGRATION_ID        the workflow run to import for (one input file; several need PACKAGE_MAP or --target)
+  PACKAGE_MAP           a JSON file: input file stem -> its own package id (one recording, one package)
+  LEGACY_IMPORT_FLOW    true: import through Pennsieve's import manifest instead of a viewer asset
+  ASSET_NAME, ASSET_TYPE, ASSET_FINISHED_STATUS
+                        the viewer asset's name, type and finished status (nwb-asset, timeseries, active)
   SESSION_TOKEN (+REFRESH_TOKEN), or PENNSIEVE_API_KEY and PENNSIEVE_API_SECRET
                         Pennsieve credentials
   PENNSIEVE_API_HOST, PENNSIEVE_API_HOST2
