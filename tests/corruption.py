@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,49 @@ def layout(path: Path) -> Layout:
         headers.append(int(h5py.h5o.get_info(f.id).addr))  # the root group's
         f.visititems(visit)
     return Layout(sorted(set(h for h in headers if h > 0)), chunks)
+
+
+# Attributes whose damage changes what a conversion reads (and HDMF's typed-object ones).
+ATTRIBUTES = (b"neurodata_type", b"conversion", b"offset", b"unit", b"rate", b"namespace", b"table")
+# An attribute message (HDF5 1.8 layout, what h5py writes by default): version, reserved, name,
+# datatype and dataspace sizes (8 bytes), then the name; its datatype, dataspace and value follow.
+MESSAGE_HEAD = 8
+
+
+def attribute_name_at(path: Path, obj: str, name: str) -> int:
+    """The byte offset of the name of ``obj``'s attribute ``name``: the occurrence of the name whose
+    damage makes that attribute disappear from that object (found, not assumed)."""
+    raw = path.read_bytes()
+    probe = path.with_suffix(".probe")
+    try:
+        for m in re.finditer(re.escape(name.encode()), raw):
+            damaged = bytearray(raw)
+            damaged[m.start() + 2] ^= 0x5A
+            probe.write_bytes(bytes(damaged))
+            with h5py.File(probe, "r") as f:
+                if not h5py.h5a.exists(f[obj].id, name.encode()):
+                    return m.start()
+    finally:
+        probe.unlink(missing_ok=True)
+    raise LookupError(f"no attribute {name} on {obj} in {path}")
+
+
+def damage_attribute(path: Path, obj: str, name: str, how: str) -> None:
+    """Damage ``obj``'s attribute ``name`` in place: ``how`` is ``"header"`` (the message's version
+    byte: HDF5 cannot read the message), ``"name"`` (a byte of its name: the attribute is now
+    called something else)."""
+    at = attribute_name_at(path, obj, name)
+    with open(path, "r+b") as fh:
+        offset = at - MESSAGE_HEAD if how == "header" else at + 2
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0x5A]))
+
+
+def attribute_messages(raw: bytes) -> list[int]:
+    """Where the names of the :data:`ATTRIBUTES` occur in a file's bytes (attribute messages, mostly)."""
+    return sorted(m.start() for name in ATTRIBUTES for m in re.finditer(re.escape(name), raw))
 
 
 def _flip(data: bytearray, rng: random.Random, start: int, stop: int, count: int) -> None:

@@ -46,6 +46,14 @@ def _s(v) -> str:
 _H5_ERRORS = (KeyError, OSError, RuntimeError, ValueError)
 
 
+def _attr(obj, name: str, default=None):
+    """An attribute, ``default`` only when it is absent: a damaged one raises (h5py's ``attrs.get``
+    would return the default for it too)."""
+    if not h5py.h5a.exists(obj.id, name.encode()):
+        return default
+    return obj.attrs[name]
+
+
 def _series_paths(f: h5py.File) -> list[str]:
     """Paths of the ElectricalSeries groups. An object that cannot be opened is passed over only in
     /general (metadata: NWB puts no series there) or /specifications (the cached schema); anywhere
@@ -68,7 +76,9 @@ def _series_paths(f: h5py.File) -> list[str]:
                 if isinstance(group.get(key, getlink=True), h5py.SoftLink):
                     continue
                 obj = group[key]
-                ndt = _s(obj.attrs.get("neurodata_type", "")) if isinstance(obj, h5py.Group) else ""
+                ndt = _s(_attr(obj, "neurodata_type", "")) if isinstance(obj, h5py.Group) else ""
+                if isinstance(obj, h5py.Group) and not ndt and _attr(obj, "namespace") is not None:
+                    raise KeyError(f"{path}: a typed object without a readable neurodata_type")
             except _H5_ERRORS:
                 if metadata or path == "/general":
                     continue
@@ -99,16 +109,15 @@ def expected_channels(path: str | Path) -> list[ExpectedChannel]:
             data = g["data"][()]
             if data.ndim == 1:
                 data = data[:, None]
-            attrs = g["data"].attrs
-            factor = FACTOR[_s(attrs.get("unit", "volts"))]
-            conversion = float(attrs.get("conversion", 1.0))
-            offset = float(attrs.get("offset", 0.0))
+            factor = FACTOR[_s(_attr(g["data"], "unit", "volts"))]
+            conversion = float(_attr(g["data"], "conversion", 1.0))
+            offset = float(_attr(g["data"], "offset", 0.0))
             cc = g["channel_conversion"][()] if "channel_conversion" in g else np.ones(data.shape[1])
             if "timestamps" in g:
                 t = g["timestamps"][()]
                 rate = 1.0 / np.median(np.diff(t)) if t.size > 1 else float("nan")
             else:
-                rate = float(g["starting_time"].attrs["rate"])
+                rate = float(_attr(g["starting_time"], "rate"))
                 t = float(g["starting_time"][()]) + np.arange(data.shape[0]) / rate
             times = (epoch + t) * 1e6
             for c in range(data.shape[1]):

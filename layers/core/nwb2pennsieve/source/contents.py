@@ -11,8 +11,16 @@ from typing import Any
 
 import h5py
 
-from ..errors import InvalidInputError
-from .nwb import ELECTRICAL_SERIES, H5_ERRORS, SPIKE_EVENT_SERIES, damage_reason, link_reason, text
+from ..errors import InvalidInputError, InvalidSeriesError
+from .nwb import (
+    ELECTRICAL_SERIES,
+    H5_ERRORS,
+    SPIKE_EVENT_SERIES,
+    damage_reason,
+    link_reason,
+    neurodata_type,
+    text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +212,10 @@ class _Walk:
             if not isinstance(obj, h5py.Group):
                 return None
             ident = (obj.file.filename, hash(obj.id))
-            ndt = text(obj.attrs.get("neurodata_type", ""))
+            ndt = neurodata_type(obj)
+        except InvalidSeriesError as exc:
+            self.unreadable.append(UnreadableObject(path, exc.reason))
+            return None
         except H5_ERRORS as exc:
             log.debug("cannot open %s: %s", path, exc)
             self.unreadable.append(UnreadableObject(path, link_reason(group, key, exc)))

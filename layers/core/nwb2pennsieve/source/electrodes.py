@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 
 from ..errors import ElectrodesError, InvalidSeriesError
-from .nwb import H5_ERRORS, damage_reason, link_reason, text
+from .nwb import H5_ERRORS, damage_reason, link_reason, read_attr, text
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,9 @@ def electrodes_of(series: h5py.Group) -> ElectrodeInfo | None:
         if not isinstance(region, h5py.Dataset):
             raise ElectrodesError("its electrodes is not a dataset")
         rows = np.asarray(region[()]).reshape(-1).astype(np.int64)
-        ref = region.attrs.get("table")
+        ref = read_attr(region, "table")
+    except InvalidSeriesError as exc:
+        raise ElectrodesError(f"its electrodes region's {exc.reason.removeprefix('its ')}") from None
     except H5_ERRORS as exc:
         raise ElectrodesError(
             f"its electrodes region cannot be read ({link_reason(series, 'electrodes', exc)})"

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from ..errors import InvalidSeriesError
-from .nwb import text
+from .nwb import neurodata_type, read_attr
 
 UNITS_TYPE = "Units"
 
@@ -37,21 +37,31 @@ class FoundUnits:
     waveform_rate: float | None
 
 
-def _is_units(obj: object) -> bool:
-    return isinstance(obj, h5py.Group) and text(obj.attrs.get("neurodata_type", "")) == UNITS_TYPE
+def _is_units(obj: object, path: str) -> bool:
+    if not isinstance(obj, h5py.Group):
+        return False
+    try:
+        return neurodata_type(obj) == UNITS_TYPE
+    except InvalidSeriesError as exc:  # an unreadable type is not "not a Units table"
+        exc.series = path
+        raise
 
 
 def units_paths(h5: h5py.File) -> list[str]:
     """``/units`` (when it is a Units table), then every Units table directly inside a processing module."""
     paths = []
-    if "units" in h5 and _is_units(h5["units"]):
+    if "units" in h5 and _is_units(h5["units"], "/units"):
         paths.append("/units")
     processing = h5.get("processing")
     if isinstance(processing, h5py.Group):
         for module in sorted(processing):
             group = processing[module]
             if isinstance(group, h5py.Group):
-                paths.extend(f"/processing/{module}/{name}" for name in sorted(group) if _is_units(group[name]))
+                paths.extend(
+                    f"/processing/{module}/{name}"
+                    for name in sorted(group)
+                    if _is_units(group[name], f"/processing/{module}/{name}")
+                )
     return paths
 
 
@@ -91,8 +101,9 @@ def _read_table(path: str, group: h5py.Group, reference_us: int) -> FoundUnits:
             best = np.argmax(np.nanmax(raw, axis=1) - np.nanmin(raw, axis=1), axis=1)
             raw = raw[np.arange(raw.shape[0]), :, best]
         means = raw.reshape(raw.shape[0], -1) if raw.shape[0] == len(spikes) else None
-        if "sampling_rate" in ds.attrs:
-            rate = float(np.asarray(ds.attrs["sampling_rate"]).reshape(-1)[0])
+        given = read_attr(ds, "sampling_rate")
+        if given is not None:
+            rate = float(np.asarray(given).reshape(-1)[0])
             rate = rate if np.isfinite(rate) and rate > 0 else None
     name = path.rsplit("/", 1)[-1] if path == "/units" else path.removeprefix("/processing/")
     return FoundUnits(
