@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import ElectrodesError, InvalidSeriesError
 from ..source.contents import FoundSeries
+from ..source.decoders import first_rows
 from ..source.electrodes import electrodes_of
 from ..source.nwb import child, missing_virtual_sources, read_attr, text, unit_factor
 from .models import Segment
@@ -235,7 +236,7 @@ def _scaling_warning(
     ``conversion`` and ``channel_conversion``; we follow the NWB rule and say so.
     """
     rows = min(SANITY_ROWS, n)
-    raw = np.asarray(data[:rows], dtype=np.float64).reshape(rows, -1)
+    raw = np.asarray(first_rows(data, rows), dtype=np.float64).reshape(rows, -1)
     values = np.abs((raw * scales[None, :] + offset) * factor)
     values = values[values > 0]
     if values.size == 0:

@@ -15,18 +15,17 @@ from ..plan.models import ItemResult, Plan, WorkItem
 from ..source.direct import slab_reader
 from ..source.nwb import damage_reason
 from ..source.ranges import RangeReader
-from ..source.slabs import H5SlabReader, SlabReader
+from ..source.slabs import SlabReader
 from .chunks import READ_ERRORS, SlabConsumer, write_work_item
 
 
 def open_slab_reader(h5: h5py.File, plan: Plan, item: WorkItem, source: RangeReader | None) -> SlabReader:
     """The reader of ``item``'s slab. A file read over ranged requests (``source``: an S3 object or
     a URL) is read by its stored chunks' byte ranges where the filters allow (each worker reads
-    only its own chunks); a local file through h5py."""
+    only its own chunks); a local file through h5py, but for a plugin's filters (Zstd, LZ4, ...),
+    which the checking decoders undo (:func:`~nwb2pennsieve.source.direct.slab_reader`)."""
     series = plan.series[item.series]
     try:
-        if source is None:
-            return H5SlabReader(h5, series, item.column_start, item.column_stop)
         rows = item_rows(series, item)  # with the bundle, the window's rows too
         return slab_reader(h5, series, item.column_start, item.column_stop, source, rows=rows)
     except READ_ERRORS as exc:
