@@ -14,10 +14,11 @@ from pathlib import Path
 import nwb2pennsieve
 
 PACKAGE = Path(nwb2pennsieve.__file__).parent
-FOUNDATION = {"errors", "options"}
+FOUNDATION = {"errors", "options", "testing_seams"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "options": set(),
+    "testing_seams": set(),
     "settings": FOUNDATION,
     "source": FOUNDATION,
     "output": FOUNDATION,

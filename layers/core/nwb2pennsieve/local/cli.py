@@ -70,7 +70,9 @@ def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> 
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), source.stem)
     try:
-        result = convert_file(source, output, plan, workers=settings.workers, progress=update)
+        result = convert_file(
+            source, output, plan, workers=settings.workers, progress=update, stall_s=settings.read_stall_s
+        )
     finally:
         close()
     print(result.summary_line())
@@ -191,6 +193,7 @@ environment variables (an option, where there is one, wins over its variable):
   OUTPUT_FORMATS        chunks (default), bundle (Pennsieve's viewer bundle) or chunks,bundle
   BUNDLE_ZSTD_LEVEL     the viewer bundle's Zstd level, 1-22 (default 4)
   PLAN_TIMEOUT_S        seconds planning one file may take (default 600; 0: no limit, in process)
+  READ_STALL_S          seconds the workers may read nothing before they are stopped (default 120; 0: no limit)
   ENVIRONMENT           local (default) or production
   IMPORTER_ENABLED      import each output into Pennsieve (default: off when ENVIRONMENT=local)
   INTEGRATION_ID        the workflow run to import for

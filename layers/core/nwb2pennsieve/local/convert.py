@@ -81,12 +81,13 @@ def convert_file(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
+    stall_s: float = 0.0,
 ) -> ConversionResult:
     """Convert one NWB file into ``output_dir`` (chunk files + channel metadata, and/or the viewer
     bundle ``<stem>.zarr`` with ``asset-properties.json``, per the plan's options).
 
     ``plan`` is the file's plan when the caller has made it already, else the options to make it
-    with (in this process).
+    with (in this process). ``stall_s``: how long the pool may go without reading (READ_STALL_S).
     """
     started = time.perf_counter()
     path = InputSource.parse(path)
@@ -97,7 +98,7 @@ def convert_file(
     with OutputFolder(result.output_dir) as folder:
         check_free_space(plan, folder.staging)
         try:
-            _write_staging(path, plan, folder.staging, result, workers=workers, progress=progress)
+            _write_staging(path, plan, folder.staging, result, workers=workers, progress=progress, stall_s=stall_s)
         except OutputWriteError as exc:
             raise folder.error("cannot write it", exc.cause) from None
         except OSError as exc:
@@ -124,13 +125,17 @@ def _write_staging(
     *,
     workers: int | None,
     progress: Progress | None,
+    stall_s: float = 0.0,
 ) -> None:
     """Every work item, the channel metadata and the bundle's reduce, into the staging folder."""
     # staging is private and published whole, so its files need no temporary names
     store = LocalStore(staging, atomic_names=False)
     spilled = staging / PARTIALS_FOLDER
     spill = PartialSpill(spilled)
-    for item_result in execute_items(path, plan, staging, workers=workers, progress=progress, atomic_names=False):
+    results = execute_items(
+        path, plan, staging, workers=workers, progress=progress, atomic_names=False, stall_s=stall_s
+    )
+    for item_result in results:
         result.files += item_result.files
         result.payload_bytes += item_result.payload_bytes
         result.stored_bytes += item_result.stored_bytes

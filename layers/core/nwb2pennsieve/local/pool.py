@@ -18,19 +18,24 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
-from typing import TextIO
+from typing import Any, TextIO
 
 import h5py
 
+from ..errors import InvalidSeriesError
 from ..output.storage import LocalStore, PendingObject
 from ..plan.items import recut_items
 from ..plan.models import ItemResult, Plan, WorkItem
+from ..source.decoders import read_through_plugin
 from ..source.inputs import InputSource, OpenedInput, open_input
+from ..testing_seams import checkpoint
 from ..write.execute import execute_item
 
 Progress = Callable[[int], None]  # called with the float64 bytes of each finished work item
@@ -105,15 +110,23 @@ def _init_worker(
     atomic_names: bool = True,
     parent_pid: int | None = None,
     written: Synchronized[int] | None = None,
+    activity: Any = None,
 ) -> None:
     # Ctrl-C and a closing terminal reach the whole process group: the parent decides, and kills us.
     for name in ("SIGINT", "SIGHUP"):  # no SIGHUP on Windows
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
+    # A forked worker inherits the command's SIGTERM handler (which raises to unwind a conversion);
+    # a worker told to end (the executor terminates the others when one dies) just ends, silently.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if parent_pid is not None:
         _die_with_parent(parent_pid)
     quiet_warnings()
     fix_mmap_threshold()
+    # A filter plugin's printf must never reach the command's stdout (``plan`` prints JSON there).
+    with contextlib.suppress(OSError):
+        os.dup2(2, 1)
+    _worker["beat"] = partial(_beat, activity) if activity is not None else None
     try:
         _worker["input"] = open_input(path)
     except Exception as exc:  # raised by the first item: an initializer's error only breaks the pool
@@ -130,6 +143,11 @@ def _add(counter: Synchronized[int], nbytes: int) -> None:
         counter.value += nbytes
 
 
+def _beat(activity: Any) -> None:
+    # Unlocked: two workers may lose an increment, but the value still moves, which is all it says.
+    activity.value += 1
+
+
 def _run_item(item: WorkItem) -> ItemResult:
     plan = _worker["plan"]
     assert isinstance(plan, Plan)
@@ -137,7 +155,15 @@ def _run_item(item: WorkItem) -> ItemResult:
         raise _worker["error"]  # type: ignore[misc]
     opened = _worker["input"]
     assert isinstance(opened, OpenedInput)
-    return execute_item(opened.h5, plan, item, _worker["store"], source=opened.reader)  # type: ignore[arg-type]
+    checkpoint("reading")
+    return execute_item(
+        opened.h5,
+        plan,
+        item,
+        _worker["store"],  # type: ignore[arg-type]
+        source=opened.reader,
+        on_block=_worker["beat"],  # type: ignore[arg-type]
+    )
 
 
 class CountingStore(LocalStore):
@@ -221,14 +247,20 @@ def execute_items(
     workers: int | None = None,
     progress: Progress | None = None,
     atomic_names: bool = True,
+    stall_s: float = 0.0,
 ) -> Iterator[ItemResult]:
     """Write every work item of ``plan`` into ``out_dir``; yield each item's result as it finishes.
 
-    One worker (or one item) runs in this process; more run in a process pool, each worker with
-    the file open once. ``progress`` is called with the bytes of chunk files written as they are
-    committed. The first failure, or an interruption (KeyboardInterrupt, or what a signal handler
-    raises), kills the workers at once and is raised. ``atomic_names=False`` writes files straight
-    under their names (for a private staging directory, see :class:`LocalStore`).
+    One worker (or one item) runs in this process, unless a series is read through a filter
+    plugin we have no checking decoder for (Blosc2, ...): then in one worker process, so a crash
+    of the plugin is one line, not the command's death. More run in a process pool, each worker
+    with the file open once. A worker that dies (a signal) ends the conversion in one line naming
+    the series it was reading; with ``stall_s`` (READ_STALL_S), so does a pool where no worker has
+    read a block of rows for that long (a filter looping on damaged data). ``progress`` is called
+    with the bytes of chunk files written as they are committed. The first failure, or an
+    interruption (KeyboardInterrupt, or what a signal handler raises), kills the workers at once
+    and is raised. ``atomic_names=False`` writes files straight under their names (for a private
+    staging directory, see :class:`LocalStore`).
     """
     release_free_heap()
     fix_mmap_threshold()
@@ -236,10 +268,11 @@ def execute_items(
     items = recut_items(plan, requested) if requested > 1 or plan.writes_bundle else plan.work_items
     n_workers = min(requested, len(items))
     source = InputSource.parse(path)
-    if n_workers <= 1:
+    if n_workers <= 1 and not any(read_through_plugin(s.compression) for s in plan.series):
         yield from _execute_here(source, plan, items, out_dir, progress=progress, atomic_names=atomic_names)
     else:
-        yield from _execute_in_pool(source, plan, items, out_dir, n_workers, progress, atomic_names=atomic_names)
+        run = _PoolRun(source, plan, items, max(1, n_workers), progress, stall_s)
+        yield from run.results(out_dir, atomic_names=atomic_names)
 
 
 def _execute_here(
@@ -265,46 +298,119 @@ def _execute_here(
             yield r
 
 
-def _execute_in_pool(
-    source: InputSource,
-    plan: Plan,
-    items: list[WorkItem],
-    out_dir: str | os.PathLike[str],
-    n_workers: int,
-    progress: Progress | None,
-    *,
-    atomic_names: bool,
-) -> Iterator[ItemResult]:
-    """A process pool of ``n_workers``, each with the file open once; results as items finish."""
-    context = pool_context()
-    written = context.Value("q", 0) if progress else None
-    initargs = (source, plan.model_dump_json(), os.fspath(out_dir), atomic_names, os.getpid(), written)
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_init_worker, initargs=initargs)
-    finished = False
-    try:
-        sizes = {pool.submit(_run_item, item): item.output_bytes for item in items}
-        pending = set(sizes)
-        shown = 0
+class _PoolRun:
+    """A process pool of ``n_workers`` over ``items``, each worker with the file open once."""
+
+    def __init__(
+        self,
+        source: InputSource,
+        plan: Plan,
+        items: list[WorkItem],
+        n_workers: int,
+        progress: Progress | None,
+        stall_s: float,
+    ) -> None:
+        self.source, self.plan, self.items, self.n_workers = source, plan, items, n_workers
+        self.progress, self.stall_s = progress, stall_s
+        self.processes: set[BaseProcess] = set()
+
+    def results(self, out_dir: str | os.PathLike[str], *, atomic_names: bool) -> Iterator[ItemResult]:
+        """Results as items finish; the first failure (or an interruption) kills the workers and is raised."""
+        context = pool_context()
+        written = context.Value("q", 0) if self.progress else None
+        activity = context.RawValue("q", 0)
+        plan_json = self.plan.model_dump_json()
+        initargs = (self.source, plan_json, os.fspath(out_dir), atomic_names, os.getpid(), written, activity)
+        pool = ProcessPoolExecutor(
+            max_workers=self.n_workers, mp_context=context, initializer=_init_worker, initargs=initargs
+        )
+        finished = False
+        try:
+            try:
+                futures = {pool.submit(_run_item, item): item for item in self.items}
+            except BrokenProcessPool:  # a worker died before every item was handed out
+                raise self._died([]) from None
+            yield from self._wait(pool, futures, written, activity)
+            finished = True
+        finally:
+            if finished:
+                pool.shutdown(wait=True)
+            else:
+                stop_pool(pool)
+
+    def _wait(
+        self,
+        pool: ProcessPoolExecutor,
+        futures: dict[Future[ItemResult], WorkItem],
+        written: Synchronized[int] | None,
+        activity: Any,
+    ) -> Iterator[ItemResult]:
+        pending = set(futures)
+        shown = beats = 0
+        moved = time.monotonic()
         while pending:
+            self.processes.update((getattr(pool, "_processes", None) or {}).values())
             # A short timeout: the progress bar moves between items, and signals are handled at once.
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             now = written.value if written is not None else 0
-            if progress and now > shown:
-                progress(now - shown)
+            if self.progress and now > shown:
+                self.progress(now - shown)
                 shown = now
+            if done or activity.value != beats:
+                beats, moved = activity.value, time.monotonic()
+            elif self.stall_s and time.monotonic() - moved > self.stall_s:
+                raise self._stalled([futures[f] for f in pending if f.running()])
             for fut in done:
                 exc = fut.exception()
+                if isinstance(exc, BrokenProcessPool):
+                    running = [futures[f] for f in pending | done if f.running() or f is fut]
+                    raise self._died(running) from None
                 if exc is not None:
                     raise exc
-                if progress and not plan.writes_chunks:  # no chunk file to count: the item's share
-                    progress(sizes[fut])
+                if self.progress and not self.plan.writes_chunks:  # no chunk file to count: the item's share
+                    self.progress(futures[fut].output_bytes)
                 yield fut.result()
-        finished = True
-    finally:
-        if finished:
-            pool.shutdown(wait=True)
+
+    def _series(self, items: list[WorkItem]) -> str | None:
+        """The series the items read, when it is one (any item's when none is known to run)."""
+        paths = {self.plan.series[i.series].path for i in items or self.items}
+        return paths.pop() if len(paths) == 1 else None
+
+    def _stalled(self, running: list[WorkItem]) -> InvalidSeriesError:
+        return InvalidSeriesError(
+            f"reading its data made no progress for {self.stall_s:g} s (READ_STALL_S), so the workers were "
+            "stopped: a decompression filter may be looping on damaged data (raise READ_STALL_S for a slow disk)",
+            file=self.plan.source,
+            series=self._series(running),
+        )
+
+    def _exit_code(self) -> int | None:
+        """The exit code of the worker that died (the executor's thread may still be reaping it)."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            codes = [p.exitcode for p in self.processes]
+            if None not in codes or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        # The executor terminates (SIGTERM) the others once one has died: the crash is the news.
+        dead = [c for c in codes if c is not None and c not in (0, -signal.SIGTERM)]
+        crashed = [c for c in dead if c < 0 and -c in _CRASH_SIGNALS]
+        return (crashed or dead)[0] if dead else None
+
+    def _died(self, running: list[WorkItem]) -> InvalidSeriesError:
+        code = self._exit_code()
+        if code is not None and code < 0 and -code in _CRASH_SIGNALS:
+            how = f"crashed a worker process ({signal.Signals(-code).name})"
+            reason = f"reading its data {how}: a decompression filter failed on damaged data, so the file is damaged"
+        elif code == -signal.SIGKILL:
+            reason = "a worker process was killed (SIGKILL) while reading its data, perhaps for lack of memory"
         else:
-            stop_pool(pool)
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+            reason = f"a worker process ended unexpectedly ({how}) while reading its data"
+        return InvalidSeriesError(reason, file=self.plan.source, series=self._series(running))
+
+
+_CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:

@@ -73,6 +73,19 @@ def uses_plugins(filters: list[Filter]) -> bool:
     return any(f.id not in BUILTIN_FILTERS for f in filters)
 
 
+# What :func:`~nwb2pennsieve.source.nwb.compression_name` calls the filters decoded here.
+_DECODED_NAMES = ("gzip", "zstd", "lz4", "bzip2", "blosc (")
+
+
+def read_through_plugin(compression: str | None) -> bool:
+    """Whether a series compressed so (the plan's ``compression``) may be read through a filter
+    plugin rather than HDF5's own filters or the checking decoders (Blosc2, Bitshuffle without
+    compression, filters we do not know)."""
+    if not compression or compression in ("lzf", "szip"):
+        return False
+    return not all(part.startswith(_DECODED_NAMES) for part in compression.split("+"))
+
+
 def _usable(f: Filter) -> bool:
     # Bitshuffle without compression (or an unknown codec) has no container to check: HDF5's plugin.
     return f.id != FILTER_BITSHUFFLE or (len(f.values) > 4 and f.values[4] in _BITSHUFFLE_CODECS)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -83,7 +83,13 @@ def _buffer(name: str, size: int, dtype: np.dtype) -> np.ndarray:
 
 
 def write_work_item(
-    plan: Plan, item: WorkItem, store: Store, reader: SlabReader, *, consumers: Sequence[SlabConsumer] = ()
+    plan: Plan,
+    item: WorkItem,
+    store: Store,
+    reader: SlabReader,
+    *,
+    consumers: Sequence[SlabConsumer] = (),
+    on_block: Callable[[], None] | None = None,
 ) -> ItemResult:
     """Write every chunk file of ``item`` into ``store`` (when the plan writes chunk files), reading
     through ``reader``, and hand every block read to ``consumers``; return what was written.
@@ -92,11 +98,12 @@ def write_work_item(
     chunk being written are discarded and the error says which file, series and item failed. A
     read that fails (HDF5's "filter returned failure during read", "inflate() failed", a
     Fletcher-32 mismatch) is one line naming the chunk's samples and saying the file is damaged or
-    truncated, never the library's text.
+    truncated, never the library's text. ``on_block`` is called after each block of rows is read
+    (the local pool's sign that a worker makes progress).
     """
     series = plan.series[item.series]
     try:
-        return _write(plan, series, item, store, reader, consumers)
+        return _ItemWrite(plan, series, store, reader, consumers, on_block).run(item)
     except Nwb2PennsieveError as exc:
         if exc.series is None:
             exc.series = series.path
@@ -121,12 +128,6 @@ def _read(reader: SlabReader, start: int, stop: int, out: np.ndarray, chunk: tup
         raise InvalidSeriesError(
             f"samples {chunk[0]}-{chunk[1] - 1} ({columns}) cannot be read: {damage_reason(exc)}"
         ) from None
-
-
-def _write(
-    plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader: SlabReader, consumers: Sequence[SlabConsumer]
-) -> ItemResult:
-    return _ItemWrite(plan, series, store, reader, consumers).run(item)
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,16 @@ class _ItemWrite:
     read in blocks of rows into reused buffers."""
 
     def __init__(
-        self, plan: Plan, series: SeriesPlan, store: Store, reader: SlabReader, consumers: Sequence[SlabConsumer]
+        self,
+        plan: Plan,
+        series: SeriesPlan,
+        store: Store,
+        reader: SlabReader,
+        consumers: Sequence[SlabConsumer],
+        on_block: Callable[[], None] | None = None,
     ) -> None:
         self.series, self.store, self.reader, self.consumers = series, store, reader, consumers
+        self.on_block = on_block
         self.gzip_level = plan.options.gzip_level
         self.chunk_files = plan.writes_chunks
         self.factor = series.unit_factor
@@ -252,6 +260,8 @@ class _ItemWrite:
         else:
             raw = self.raw_flat[:m].reshape(m, 1)
             _read(self.reader, start, stop, self.raw_flat[:m], span, columns)
+        if self.on_block is not None:
+            self.on_block()
         if writers:
             assert self.out_flat is not None
             block = self.out_flat[: width * m].reshape(width, m)

@@ -5,6 +5,8 @@ same read) are written from one read of the slab."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import h5py
 
 from ..bundle.series import BundleFeeder, bundle_store, first_group, pack_partials
@@ -35,11 +37,18 @@ def open_slab_reader(h5: h5py.File, plan: Plan, item: WorkItem, source: RangeRea
 
 
 def execute_item(
-    h5: h5py.File, plan: Plan, item: WorkItem, store: Store, *, source: RangeReader | None = None
+    h5: h5py.File,
+    plan: Plan,
+    item: WorkItem,
+    store: Store,
+    *,
+    source: RangeReader | None = None,
+    on_block: Callable[[], None] | None = None,
 ) -> ItemResult:
     """Write ``item``'s outputs into ``store`` (the conversion's output folder), reading ``h5``
     (over ``source`` when it is read by ranged requests); with the bundle, the result carries the
-    item's partial results for the reduce (:func:`~nwb2pennsieve.bundle.series.pack_partials`)."""
+    item's partial results for the reduce (:func:`~nwb2pennsieve.bundle.series.pack_partials`);
+    ``on_block`` is called after each block of rows read."""
     feeder = None
     consumers: list[SlabConsumer] = []
     if plan.writes_bundle:
@@ -54,7 +63,7 @@ def execute_item(
         consumers.append(feeder)
     try:
         with open_slab_reader(h5, plan, item, source) as reader:
-            result = write_work_item(plan, item, store, reader, consumers=consumers)
+            result = write_work_item(plan, item, store, reader, consumers=consumers, on_block=on_block)
         if feeder is None:
             return result
         return result.model_copy(update={"partials": pack_partials(feeder.finish())})
