@@ -8,12 +8,14 @@ traceback only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -26,6 +28,7 @@ from ..output.storage import LocalStore
 from ..plan.models import Plan
 from ..plan.survey import NOT_SELECTED
 from ..settings import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, LOCAL_GZIP_LEVEL, Settings
+from ..source.http import NetworkPolicy
 from ..source.inputs import InputSource
 from .convert import ConversionResult, convert_file
 from .planning import plan_file
@@ -64,8 +67,14 @@ def _plan(file: str | InputSource, settings: Settings) -> Plan:
     return plan_file(file, settings.conversion_options(), timeout_s=settings.plan_timeout_s)
 
 
-def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> ConversionResult:
-    source = InputSource.parse(path)
+def _source(file: str | os.PathLike[str] | InputSource, settings: Settings) -> InputSource:
+    """The input, with the settings' network timeouts and retry budget (for a URL)."""
+    policy = NetworkPolicy(read_timeout_s=settings.network_timeout_s, budget_s=settings.network_budget_s)
+    return InputSource.parse(file).model_copy(update={"network": policy})
+
+
+def _convert_one(path: str | Path | InputSource, output: Path, settings: Settings) -> ConversionResult:
+    source = _source(path, settings)
     plan = _plan(source, settings)
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), source.stem)
@@ -93,13 +102,13 @@ def _report(plan: Plan) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    _convert_one(InputSource.parse(args.file), Path(args.output), args.settings)
+    _convert_one(args.file, Path(args.output), args.settings)
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
-    plan = _plan(args.file, settings)
+    plan = _plan(_source(args.file, settings), settings)
     if args.full:
         print(plan.model_dump_json(indent=2))
         return 0
@@ -113,7 +122,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import inspect_file, render
 
     settings: Settings = args.settings
-    found = inspect_file(args.file, settings.conversion_options())
+    found = inspect_file(_source(args.file, settings), settings.conversion_options())
     print(found.model_dump_json(indent=2) if args.json else render(found))
     return 0
 
@@ -148,9 +157,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..pennsieve import import_output, import_preflight
 
     target = import_preflight(settings)
-    converted = skipped = 0
+    converted = skipped = growing = 0
     failures: list[str] = []
+    written_now = _still_written(inputs, settings.settle_s)
     for path in inputs:
+        change = written_now.get(path)
+        if change is not None:  # a copy still being written: its next run converts it whole
+            growing += 1
+            print(
+                f"note: {path.name}: skipped: it is still being written ({change}); run again when it is complete",
+                file=sys.stderr,
+            )
+            continue
         try:
             result = _convert_one(path, settings.output_dir / path.stem, settings)
             if target is not None:
@@ -165,12 +183,35 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise
             failures.append(describe_error(exc, path.name))
             print(f"error: {failures[-1]}", file=sys.stderr)
-    return _tally(converted, skipped, failures)
+    return _tally(converted, skipped, failures, growing)
 
 
-def _tally(converted: int, skipped: int, failures: list[str]) -> int:
+def _still_written(paths: list[Path], settle_s: float) -> dict[Path, str]:
+    """The files modified in the last ``settle_s`` seconds that changed again over that long, and
+    how (all watched at once). A copy into INPUT_DIR still running would otherwise be converted
+    half-written."""
+    first = {}
+    for path in paths:
+        with contextlib.suppress(OSError):  # converting it says what is wrong
+            info = path.stat()
+            if settle_s > 0 and time.time() - info.st_mtime <= settle_s:
+                first[path] = info
+    if not first:
+        return {}
+    time.sleep(settle_s)
+    changed = {}
+    for path, before in first.items():
+        with contextlib.suppress(OSError):
+            now = path.stat()
+            if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                changed[path] = f"its size went from {before.st_size:,} to {now.st_size:,} bytes in {settle_s:g} s"
+    return changed
+
+
+def _tally(converted: int, skipped: int, failures: list[str], growing: int = 0) -> int:
     """``2 converted, 1 skipped, 1 failed:`` then each failure on a line of its own; exit 1 on a failure."""
     counts = [f"{converted} converted"] + ([f"{skipped} skipped (nothing to convert)"] if skipped else [])
+    counts += [f"{growing} skipped (still being written)"] if growing else []
     if not failures:
         print(", ".join(counts))
         return 0
@@ -194,6 +235,10 @@ environment variables (an option, where there is one, wins over its variable):
   BUNDLE_ZSTD_LEVEL     the viewer bundle's Zstd level, 1-22 (default 4)
   PLAN_TIMEOUT_S        seconds planning one file may take (default 600; 0: no limit, in process)
   READ_STALL_S          seconds the workers may read nothing before they are stopped (default 120; 0: no limit)
+  SETTLE_S              a file modified this recently is watched this long; one still growing is skipped (default 2)
+  NETWORK_TIMEOUT_S, NETWORK_BUDGET_S
+                        a URL input: seconds without a byte of an answer (default 15), and without any
+                        range read (default 60), before the network is declared failed
   ENVIRONMENT           local (default) or production
   IMPORTER_ENABLED      import each output into Pennsieve (default: off when ENVIRONMENT=local)
   INTEGRATION_ID        the workflow run to import for

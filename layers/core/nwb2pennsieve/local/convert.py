@@ -16,12 +16,13 @@ from pathlib import Path
 
 from ..bundle.finish import finish_bundle
 from ..bundle.series import PartialSpill, bundle_name
-from ..errors import InvalidInputError, OutputWriteError, StorageError
+from ..errors import OutputWriteError, StorageError
 from ..options import ConversionOptions
 from ..output.publish import OutputFolder, OutputMarker
 from ..output.storage import LocalStore
 from ..plan.models import Plan
-from ..source.inputs import InputSource, open_input
+from ..source.inputs import InputSource, check_unchanged, open_input
+from ..testing_seams import checkpoint
 from ..write.chunks import write_channel_metadata
 from .planning import plan_file
 from .pool import Progress, execute_items
@@ -93,8 +94,8 @@ def convert_file(
     path = InputSource.parse(path)
     if isinstance(plan, ConversionOptions):
         plan = plan_file(path, plan)
+    checkpoint("planned")
     result = ConversionResult(source=plan.source, output_dir=Path(output_dir), plan=plan)
-    identity = _identity(path, plan)
     with OutputFolder(result.output_dir) as folder:
         check_free_space(plan, folder.staging)
         try:
@@ -103,18 +104,13 @@ def convert_file(
             raise folder.error("cannot write it", exc.cause) from None
         except OSError as exc:
             raise folder.error("cannot write it", exc) from None
-        folder.publish(_marker(plan, identity, folder.staging))
+        checkpoint("items-done")
+        # Every worker checked the input it opened; the name may have been given another file since,
+        # or the file rewritten or cut in place: the output is published only for the version planned.
+        check_unchanged(path, plan.source_identity, plan.source)
+        folder.publish(_marker(plan, folder.staging))
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _identity(path: InputSource, plan: Plan) -> tuple[int, int] | None:
-    """A local file's size and mtime: they tell the next run whether its source changed (a URL has none)."""
-    try:
-        stat = os.stat(path.location) if path.kind == "file" else None
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read it ({exc.strerror or exc})", file=plan.source) from None
-    return (stat.st_size, stat.st_mtime_ns) if stat else None
 
 
 def _write_staging(
@@ -145,18 +141,20 @@ def _write_staging(
         result.metadata_files = write_channel_metadata(plan, store)
     if plan.writes_bundle:
         # The reduce and the bundle's metadata, inside the staging folder: published with it.
-        with open_input(path, name=plan.source) as opened:
+        with open_input(path, name=plan.source, expect=plan.source_identity) as opened:
             finish_bundle(store, plan, opened.h5, spill.blocks())
         result.bundle_bytes = tree_bytes(staging / bundle_name(plan))
     shutil.rmtree(spilled, ignore_errors=True)
 
 
-def _marker(plan: Plan, identity: tuple[int, int] | None, staging: Path) -> OutputMarker:
+def _marker(plan: Plan, staging: Path) -> OutputMarker:
     bundle = [bundle_name(plan) + "/"] if plan.writes_bundle else []
+    # The version converted, as planned (a URL's has no mtime: none recorded).
+    identity = plan.source_identity if plan.source_identity and plan.source_identity.mtime_ns else None
     return OutputMarker(
         source=plan.source,
-        source_bytes=identity[0] if identity else None,
-        source_mtime_ns=identity[1] if identity else None,
+        source_bytes=identity.size if identity else None,
+        source_mtime_ns=identity.mtime_ns if identity else None,
         options=plan.options,
         files=sorted(LocalStore(staging).list_names()) + bundle,
     )

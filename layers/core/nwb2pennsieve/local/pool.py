@@ -127,11 +127,11 @@ def _init_worker(
     with contextlib.suppress(OSError):
         os.dup2(2, 1)
     _worker["beat"] = partial(_beat, activity) if activity is not None else None
+    plan = _worker["plan"] = Plan.model_validate_json(plan_json)
     try:
-        _worker["input"] = open_input(path)
+        _worker["input"] = open_input(path, name=plan.source, expect=plan.source_identity)
     except Exception as exc:  # raised by the first item: an initializer's error only breaks the pool
         _worker["error"] = exc
-    _worker["plan"] = Plan.model_validate_json(plan_json)
     if written is None:
         _worker["store"] = LocalStore(staging, atomic_names=atomic_names)
     else:
@@ -290,7 +290,7 @@ def _execute_here(
         if progress
         else LocalStore(out_dir, atomic_names=atomic_names)
     )
-    with open_input(source, name=plan.source) as opened:
+    with open_input(source, name=plan.source, expect=plan.source_identity) as opened:
         for item in items:
             r = execute_item(opened.h5, plan, item, store, source=opened.reader)
             if progress and not plan.writes_chunks:  # no chunk file to count: the item's share

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..options import ConversionOptions, OutputFormat
 from ..output.gzipstored import framed_size
+from ..source.identity import SourceIdentity
 
 PLAN_FORMAT = 2
 CHANNEL_UNIT = "uV"
@@ -272,6 +273,11 @@ class Plan(_Model):
         default_factory=list, description="objects left out because they are not continuous ElectricalSeries"
     )
     warnings: list[str] = Field(default_factory=list)
+    source_identity: SourceIdentity | None = Field(
+        default=None,
+        description="the version of the input planned (a local file's inode, size and times; a URL's ETag or "
+        "Last-Modified): every later open of the input is checked against it",
+    )
 
     def output_bytes(self) -> int:
         """Bytes the output needs on disk or S3, at most: every chunk file (gzip framing included),

@@ -15,6 +15,7 @@ from ..output.storage import Store
 from ..plan.items import item_rows
 from ..plan.models import ItemResult, Plan, WorkItem
 from ..source.direct import slab_reader
+from ..source.inputs import raise_network_failure
 from ..source.nwb import damage_reason
 from ..source.ranges import RangeReader
 from ..source.slabs import SlabReader
@@ -70,6 +71,7 @@ def execute_item(
     except BaseException:
         if feeder is not None:
             feeder.abort()
+        raise_network_failure(source)  # h5py over a URL reports a network failure as damage
         raise
 
 
