@@ -317,3 +317,27 @@ def test_numpy_warnings_are_one_line_not_source_lines(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert "warning: RuntimeWarning: overflow encountered in multiply" in lines
     assert all(line.startswith("warning: ") for line in lines), lines  # no "file.py:12:" nor its source line
+
+
+def test_a_disk_too_full_for_the_lock_file_names_the_output(slow_nwb: Path, tmp_path: Path) -> None:
+    """Not a byte can be written (issue 17 item 14c): the very first write, the lock file's pid,
+    fails naming the output path and the cause, and leaves no lock file behind."""
+
+    def no_space() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [*FAST, "convert", str(slow_nwb), "-o", str(out)],
+        env=env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        preexec_fn=no_space,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: slow.nwb: output {out}: cannot write the lock file .out.nwb2pennsieve-lock (File too large)"
+    ]
+    assert sorted(os.listdir(tmp_path)) == []

@@ -13,6 +13,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -30,6 +31,7 @@ from ..plan.survey import NOT_SELECTED
 from ..settings import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, LOCAL_GZIP_LEVEL, Settings
 from ..source.http import NetworkPolicy
 from ..source.inputs import InputSource
+from ..source.nwb import damage_reason
 from .convert import ConversionResult, convert_file
 from .planning import plan_file
 from .pool import Progress, quiet_warnings
@@ -483,8 +485,17 @@ def describe_error(exc: BaseException, source: str) -> str:
     """One line for any error: ours carry file/series/reason; others get the file name."""
     if isinstance(exc, Nwb2PennsieveError):
         return exc.with_file(source).one_line()
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{source}: {text}"
+    if isinstance(exc, OSError) and exc.strerror:  # the system's reason, and the path it concerns
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{source}: {where}{exc.strerror}"
+    if isinstance(exc, MemoryError):
+        return f"{source}: out of memory (a damaged file may declare an absurd size)"
+    if isinstance(exc, KeyError | RuntimeError | ValueError | TypeError) and _HDF5_TEXT.search(str(exc)):
+        return f"{source}: {damage_reason(exc)}"  # h5py's error, in words: never HDF5's own text
+    return f"{source}: an unexpected {type(exc).__name__}; run again with --debug for the details, and report it"
+
+
+_HDF5_TEXT = re.compile(r"Unable to|synchronously|H5[A-Z]|HDF5|B-tree|object header|\(truncated\)")
 
 
 if __name__ == "__main__":

@@ -200,7 +200,7 @@ def _regular_file_size(path: str | os.PathLike[str], label: str) -> int:
 def _iso_time(h5: h5py.File, key: str) -> tuple[str, int, bool]:
     try:
         raw = text(h5[key][()])
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except (*H5_ERRORS, MemoryError) as exc:
         raise InvalidInputError(f"its {key} cannot be read: {damage_reason(exc)}") from None
     try:
         when = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
@@ -212,9 +212,18 @@ def _iso_time(h5: h5py.File, key: str) -> tuple[str, int, bool]:
     return raw, (when - _EPOCH) // timedelta(microseconds=1), naive
 
 
+def has_link(group: h5py.Group, key: str, what: str) -> bool:
+    """``key in group``, but a group whose links cannot be looked up (a damaged B-tree) raises
+    :class:`InvalidInputError` naming ``what``, never HDF5's text."""
+    try:
+        return key in group
+    except H5_ERRORS as exc:
+        raise InvalidInputError(f"its {what} cannot be read ({damage_reason(exc)})") from None
+
+
 def session_start(h5: h5py.File) -> tuple[str, int, bool]:
     """(ISO text as stored, µs since the Unix epoch, whether it was naive and taken as UTC)."""
-    if "session_start_time" not in h5:
+    if not has_link(h5, "session_start_time", "root group"):
         raise InvalidInputError("the file has no session_start_time")
     return _iso_time(h5, "session_start_time")
 
@@ -224,7 +233,7 @@ def timestamps_reference(h5: h5py.File) -> tuple[str, int, bool] | None:
 
     The NWB schema makes every time in the file relative to it; it defaults to the session start.
     """
-    if "timestamps_reference_time" not in h5:
+    if not has_link(h5, "timestamps_reference_time", "root group"):
         return None
     return _iso_time(h5, "timestamps_reference_time")
 
