@@ -112,8 +112,10 @@ def _data(ds: h5py.Dataset) -> np.ndarray:
     nbytes = int(np.prod(ds.chunks)) * ds.dtype.itemsize
     for offset in itertools.product(*(range(0, n, c) for n, c in zip(ds.shape, ds.chunks, strict=True))):
         mask, raw = ds.id.read_direct_chunk(offset)
-        assert mask == 0
-        data = zstd.decompress(raw) if filters == [_ZSTD] else bytes(numcodecs.Blosc().decode(raw))
+        if mask & 1:  # the (optional) filter was skipped for this chunk: stored as it is
+            data = bytes(raw)
+        else:
+            data = zstd.decompress(raw) if filters == [_ZSTD] else bytes(numcodecs.Blosc().decode(raw))
         if len(data) != nbytes:
             raise OSError(f"a chunk decodes to {len(data)} bytes, not {nbytes}")
         chunk = np.frombuffer(data, dtype=ds.dtype).reshape(ds.chunks)

@@ -30,6 +30,19 @@ LINE = re.compile(
 )
 
 
+def _run(nwb: Path, out: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "nwb2pennsieve.local.cli", "convert", str(nwb), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        # Small chunk files and work items: a 9000-sample file makes many items, for two workers.
+        env={**os.environ, "CHUNK_SIZE_MB": "0.004", "MAX_ITEM_MB": "0.01", **env},
+    )
+    return proc, time.monotonic() - started
+
+
 def _damage(path: Path, how: str) -> None:
     with h5py.File(path) as f:
         info = f[DATA].id.get_chunk_info_by_coord((6000, 0))
@@ -47,19 +60,6 @@ def _damage(path: Path, how: str) -> None:
         fh.write(bytes(raw))
 
 
-def _convert(nwb: Path, out: Path, workers: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    env = dict(os.environ, WORKERS=workers, CHUNK_SIZE_MB="0.004")
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "nwb2pennsieve.local.cli", "convert", str(nwb), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    return proc, time.monotonic() - started
-
-
 @pytest.mark.parametrize(
     ("name", "how"),
     [("zstd", "last byte"), ("lz4", "size field"), ("bitshuffle", "size field"), ("bzip2", "middle")],
@@ -71,7 +71,7 @@ def test_a_damaged_plugin_chunk_fails_in_one_line_every_time(tmp_path: Path, nam
     lines = set()
     for run, workers in enumerate(("1", "2", "1")):
         out = tmp_path / f"out{run}"
-        proc, took = _convert(nwb, out, workers)
+        proc, took = _run(nwb, out, WORKERS=workers, MAX_ITEM_MB="512")
         assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
         assert proc.stdout == ""  # nothing a plugin printed, no summary
         err = proc.stderr.strip().splitlines()
@@ -80,19 +80,6 @@ def test_a_damaged_plugin_chunk_fails_in_one_line_every_time(tmp_path: Path, nam
         assert not out.exists() and not list(tmp_path.glob(f".out{run}*"))
         lines.add(err[0])
     assert len(lines) == 1
-
-
-def _run(nwb: Path, out: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "nwb2pennsieve.local.cli", "convert", str(nwb), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        # Small chunk files and work items: a 9000-sample file makes many items, for two workers.
-        env={**os.environ, "CHUNK_SIZE_MB": "0.004", "MAX_ITEM_MB": "0.01", **env},
-    )
-    return proc, time.monotonic() - started
 
 
 CRASH = (

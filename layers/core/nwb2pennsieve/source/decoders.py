@@ -234,9 +234,9 @@ def _lz4_block(body: bytes, size: int) -> bytes:
     return bytes(out)
 
 
-def _blocks(data: bytes, total: int, block: int, what: str) -> list[tuple[bytes, int]]:
-    """hdf5plugin's container after its 12-byte header: [4-byte big-endian size, body]* with the
-    decoded size of each; it must end exactly at the chunk's end."""
+def _blocks(data: bytes, total: int, block: int, what: str) -> tuple[list[tuple[bytes, int]], int]:
+    """hdf5plugin's containers after their 12-byte header: [4-byte big-endian size, body]* for
+    ``total`` decoded bytes in blocks of ``block``; (each body with its decoded size, where they end)."""
     if block <= 0:
         raise _fail(f"{what}: a block size of {block}")
     pos, done, out = 12, 0, []
@@ -251,9 +251,7 @@ def _blocks(data: bytes, total: int, block: int, what: str) -> list[tuple[bytes,
         out.append((body, n))
         pos += 4 + csize
         done += n
-    if pos != len(data):
-        raise _fail(f"{what}: {len(data) - pos} bytes after the last block")
-    return out
+    return out, pos
 
 
 def _header(data: bytes, expected: int, what: str) -> tuple[int, int]:
@@ -267,7 +265,9 @@ def _header(data: bytes, expected: int, what: str) -> tuple[int, int]:
 
 def _lz4(data: bytes, f: Filter, itemsize: int, expected: int) -> bytes:
     total, block = _header(data, expected, "lz4")
-    parts = _blocks(data, total, min(block, total) or 1, "lz4")
+    parts, end = _blocks(data, total, min(block, total) or 1, "lz4")
+    if end != len(data):
+        raise _fail(f"lz4: {len(data) - end} bytes after the last block")
     return b"".join(body if len(body) == n else _lz4_block(body, n) for body, n in parts)
 
 
@@ -287,23 +287,14 @@ def _bitshuffle(data: bytes, f: Filter, itemsize: int, expected: int) -> bytes:
     if block <= 0 or block % 8:
         raise _fail(f"{what}: a block of {block} elements")
     whole = n_total - n_total % 8  # the last n % 8 elements are stored as they are, after the blocks
-    pos, done, out = 12, 0, bytearray()
-    while done < whole:
-        n = min(block, whole - done)
-        if pos + 4 > len(data):
-            raise _fail(f"{what}: the blocks run past the chunk")
-        (csize,) = struct.unpack(">I", data[pos : pos + 4])
-        body = data[pos + 4 : pos + 4 + csize]
-        if len(body) != csize:
-            raise _fail(f"{what}: the blocks run past the chunk")
-        planes = _lz4_block(body, n * size) if codec == "lz4" else _zstd_frame(body, n * size, what)
-        out += unbitshuffle(planes, n, size)
-        pos += 4 + csize
-        done += n
-    rest = (n_total - whole) * size
-    if len(data) - pos != rest:
+    parts, end = _blocks(data, whole * size, block * size, what)
+    out = bytearray()
+    for body, n in parts:
+        planes = _lz4_block(body, n) if codec == "lz4" else _zstd_frame(body, n, what)
+        out += unbitshuffle(planes, n // size, size)
+    if len(data) - end != (n_total - whole) * size:
         raise _fail(f"{what}: the chunk does not end after its blocks")
-    return bytes(out) + data[pos:]
+    return bytes(out) + data[end:]
 
 
 def _blosc(data: bytes, f: Filter, itemsize: int, expected: int) -> bytes:
