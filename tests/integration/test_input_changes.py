@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -200,3 +201,31 @@ def test_a_url_without_validators_converts_with_a_warning(tmp_path: Path) -> Non
         proc = _stopped_run(["convert", url, "-o", str(out)], "planned", lambda: None)
     assert proc.returncode == 0, proc.stderr
     assert f"warning: {url}: the server sends neither a (strong) ETag nor Last-Modified" in proc.stderr
+
+
+# --- an S3 object read from this machine -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("versioned", [False, True])
+def test_an_s3_object_replaced_after_planning_is_never_mixed(tmp_path: Path, moto_s3: Any, versioned: bool) -> None:
+    """Unversioned: the ETag planned is required (refused in one line). Versioned: the version
+    planned is the one every worker reads, so the output is that version's, whole."""
+    a, b = _pair(tmp_path / "files")
+    if versioned:
+        moto_s3.put_bucket_versioning(Bucket="recordings", VersioningConfiguration={"Status": "Enabled"})
+    moto_s3.put_object(Bucket="recordings", Key="rec.nwb", Body=a.read_bytes())
+    out = tmp_path / "out"
+
+    def replace() -> None:
+        moto_s3.put_object(Bucket="recordings", Key="rec.nwb", Body=b.read_bytes())
+
+    proc = _stopped_run(["convert", "s3://recordings/rec.nwb", "-o", str(out)], "planned", replace)
+    if not versioned:
+        assert "its ETag went from" in _refused(proc, "s3://recordings/rec.nwb", out)
+        return
+    assert proc.returncode == 0, proc.stderr
+    reference = tmp_path / "ref"
+    convert_file(a, reference, ConversionOptions(chunk_size_mb=0.05, max_item_mb=0.2), workers=1)
+    assert {p.name for p in out.iterdir() if p.name != MARKER_NAME} == {
+        p.name for p in reference.iterdir() if p.name != MARKER_NAME
+    }
