@@ -63,6 +63,19 @@ def pipeline(dataset: h5py.Dataset) -> list[Filter]:
     return [Filter(int(f[0]), tuple(int(v) for v in f[2])) for f in found]
 
 
+def checksum(dataset: h5py.Dataset) -> str | None:
+    """What checks the stored chunks' integrity, in words; None when nothing does (damage inside a
+    chunk may then decode to other values without any error, through any decoder)."""
+    ids = {f.id for f in pipeline(dataset)} if dataset.chunks else set()
+    if FILTER_FLETCHER32 in ids:
+        return "Fletcher-32"
+    if FILTER_DEFLATE in ids:
+        return "deflate's Adler-32"
+    if FILTER_BZIP2 in ids:
+        return "BZip2's CRC"
+    return None
+
+
 def checkable(filters: list[Filter]) -> bool:
     """Whether every filter has a checking decoder here."""
     return all(_DECODERS.get(f.id) is not None and _usable(f) for f in filters)
