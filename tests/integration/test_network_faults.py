@@ -50,14 +50,14 @@ def expected(recording: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return {p.name: p.read_bytes() for p in out.iterdir() if p.name != MARKER_NAME}
 
 
-def _convert(url: str, out: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+def _convert(url: str, out: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "nwb2pennsieve.local.cli", "convert", url, "-o", str(out)],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, **ENV},
+        env={**os.environ, **ENV, **env},
     )
     return proc, time.monotonic() - started
 
@@ -77,7 +77,8 @@ def test_a_transient_fault_on_every_range_is_retried(
 
     with FaultServer(recording.read_bytes()) as server:
         server.fault = first_try_fails
-        proc, _ = _convert(server.url(), tmp_path / "out")
+        # A budget no busy machine exhausts: every range recovers on its second try.
+        proc, _ = _convert(server.url(), tmp_path / "out", NETWORK_BUDGET_S="30")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # no retry line, no warning
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.name != MARKER_NAME} == expected
@@ -106,7 +107,7 @@ def test_a_lasting_fault_fails_in_one_line_within_the_budget(
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"error: {url}: "), lines
     assert f"the network failed: 127.0.0.1:{url.split(':')[2].split('/')[0]}: {cause}" in lines[0]
-    assert took < 3 + 10  # the budget, the read timeout and the start-up
+    assert took < 3 + 20  # the budget, the read timeout and the start-up (on a busy machine)
     assert not (tmp_path / "out").exists()
 
 
@@ -121,7 +122,7 @@ def test_a_server_that_is_gone_fails_in_one_line(tmp_path: Path) -> None:
         f"error: {url}: the network failed: 127.0.0.1:{port}: the server refused the connection (5 tries in "
         + proc.stderr.split("(5 tries in ")[1].strip()
     ]
-    assert took < 3 + 10
+    assert took < 3 + 20
 
 
 def test_an_unknown_host_fails_at_once(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -129,7 +129,7 @@ class HTTPRangeReader(RangeReader):
         self.failure: NetworkError | None = None  # the last network failure (h5py hides it as damage)
         self.size = 0
         self._target = url
-        self._progress = time.monotonic()
+        self._failing_since: float | None = None
         try:
             self._resolve()
         except BaseException:
@@ -163,14 +163,21 @@ class HTTPRangeReader(RangeReader):
 
     def _ranged(self, url: str, start: int, stop: int) -> tuple[requests.Response, bytes]:
         """(answer, body) of one range, retried on transient faults (the body read included)."""
+        if self.failure is not None:  # given up already: h5py may ask again and again, for nothing
+            raise self.failure
         tries = 0
         began = time.monotonic()
         while True:
             tries += 1
             try:
-                return self._try(url, start, stop)
+                answer = self._try(url, start, stop)
+                self._failing_since = None
+                return answer
             except _Retry as fault:
-                waited = time.monotonic() - self._progress
+                # The budget counts the time the reader has been failing without a range read since.
+                now = time.monotonic()
+                self._failing_since = self._failing_since or now
+                waited = now - self._failing_since
                 if tries >= self.policy.tries or waited >= self.policy.budget_s:
                     raise self._give_up(fault.cause, tries, time.monotonic() - began) from None
                 pause = min(4.0, 0.25 * 2 ** (tries - 1)) * random.uniform(0.5, 1.0)
@@ -200,7 +207,6 @@ class HTTPRangeReader(RangeReader):
             raise _Retry(_cause(exc)[0]) from None
         if len(body) != int(response.headers.get("Content-Length", len(body))):
             raise _Retry("the answer was cut short")
-        self._progress = time.monotonic()
         return response, body
 
     def _give_up(self, cause: str, tries: int, seconds: float) -> NetworkError:

@@ -107,6 +107,8 @@ def neurodata_type(obj: h5py.HLObject) -> str:
     value = read_attr(obj, "neurodata_type")
     if value is not None:
         return text(value)
+    if read_attr(obj, "data_type") is not None:  # an HDMF type outside NWB (HDMF names its types so)
+        return ""
     typed = [a for a in TYPED_OBJECT_ATTRIBUTES if read_attr(obj, a) is not None]
     if typed:
         raise InvalidSeriesError(
