@@ -7,6 +7,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # npm installs the ASL validator from the committed lockfile (prerequisites expand when read: define first).
 NODE_STAMP := node_modules/.installed
+# The shared folder beside the checkout: the corpus and the anchors the tests run against.
+SHARED ?= $(or $(NWB2PENNSIEVE_SHARED),../shared)
+# Pennsieve's reference bundle reader, built from the anchor's copy for the bundle tests (needs Node).
+READER := build/tszarr-reader
+READER_STAMP := $(READER)/.built
 
 # Python 3.12 (the Lambda runtime): on PATH if it works there, else the newest 3.12 that pyenv has.
 PY312 := $(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null)
@@ -21,7 +26,7 @@ INPUT_DIR ?= data/input
 OUTPUT_DIR ?= data/output
 export INPUT_DIR OUTPUT_DIR
 
-.PHONY: help venv install pre-commit test test-unit test-pythons test-cov lint run clean build validate deploy bench fuzz local-invoke
+.PHONY: help venv install pre-commit test test-unit test-pythons test-cov lint run clean build validate deploy bench fuzz local-invoke reference-venv bench-import-assets image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -44,7 +49,7 @@ install: $(STAMP) ## install the package (editable) and the dev tools into .venv
 pre-commit: install ## install the git pre-commit hook (ruff, mypy)
 	$(VENV)/bin/pre-commit install
 
-test: install $(NODE_STAMP) ## lint, then every tier: unit, integration, e2e (slow ones and the validators included)
+test: install $(NODE_STAMP) $(READER_STAMP) ## lint, then every tier: unit, integration, e2e (slow ones and the validators included)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -56,7 +61,7 @@ test-unit: install ## the unit tier only: no network, no slow test; runs in seco
 test-pythons: install ## pip install . into fresh Python 3.11 and 3.13 venvs (pyenv), convert the sample like 3.12
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/integration/test_pythons.py
 
-test-cov: install $(NODE_STAMP) ## tests with a coverage report
+test-cov: install $(NODE_STAMP) $(READER_STAMP) ## tests with a coverage report
 	$(VENV)/bin/pytest -q -p no:cacheprovider --cov --cov-report=term-missing
 
 lint: install ## ruff (lint + format check) and mypy on the core
@@ -69,6 +74,37 @@ run: install ## convert $(INPUT_DIR)/*.nwb into $(OUTPUT_DIR) (a bundled sample 
 
 bench: install ## run the benchmarks in bench/ (docs/benchmarks.md has each one's command)
 	$(PY) bench/bench_convert.py
+
+# Pennsieve's reference processor (../shared/anchors, beside the checkout) in a venv of its own,
+# for the benchmarks that run it side by side with ours (never for the tests).
+REF_DIR ?= ../shared/anchors/processor-post-timeseries
+REF_VENV := build/venv-reference
+$(REF_VENV)/.installed: $(VENV)/bin/python
+	@test -f $(REF_DIR)/processor/requirements.txt || { echo "error: the reference processor is not at $(REF_DIR) (set REF_DIR)" >&2; exit 1; }
+	$(PY312) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install --quiet -r $(REF_DIR)/processor/requirements.txt
+	@touch $@
+
+reference-venv: $(REF_VENV)/.installed ## a venv of Pennsieve's reference processor in build/ (for bench/)
+
+bench-import-assets: install $(REF_VENV)/.installed ## viewer-asset import: ours vs the reference's on the fake (BENCH_ARGS=...)
+	$(PY) bench/bench_asset_import.py --reference-python $(REF_VENV)/bin/python --reference-dir $(REF_DIR) $(BENCH_ARGS)
+
+# The Pennsieve app's image (Dockerfile, app.yml). Wheels are built on this machine (the image's
+# build needs no network); BASE_IMAGE must be a Python 3.12 image Docker has or can pull.
+IMAGE ?= nwb2pennsieve:latest
+BASE_IMAGE ?= python:3.12-slim
+image: install ## the Pennsieve app's image (entry point: nwb2pennsieve run); needs Docker and BASE_IMAGE
+	@docker info >/dev/null 2>&1 || { echo "error: make image needs a running Docker daemon (docker info failed)" >&2; exit 1; }
+	@docker image inspect $(BASE_IMAGE) >/dev/null 2>&1 || docker pull $(BASE_IMAGE) >/dev/null 2>&1 || { \
+	  echo "error: the base image $(BASE_IMAGE) is neither here nor pullable: give BASE_IMAGE=<a Python 3.12 image>" >&2; exit 1; }
+	rm -rf build/image && mkdir -p build/image/smoke
+	$(PY) -m pip wheel --quiet --wheel-dir build/image/wheels '.[local]'
+	docker build --quiet --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+	@# Smoke run: with an empty INPUT_DIR default, the bundled sample, converted without importing.
+	docker run --rm --user "$$(id -u):$$(id -g)" -e ENVIRONMENT=local -e OUTPUT_DIR=/out \
+	  -v "$(CURDIR)/build/image/smoke:/out" $(IMAGE)
+	@ls build/image/smoke/sample/channel-00000.metadata.json >/dev/null && echo "$(IMAGE): converted the sample"
 
 SEED ?= 1
 COUNT ?= 300
@@ -86,6 +122,15 @@ AWS_OFFLINE := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} SAM_CLI_TELE
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --silent
 	@touch $@
+
+# Without Node the tests that open bundles with the reader skip, and say so; the stamp is not made.
+$(READER_STAMP):
+	@if ! command -v node >/dev/null 2>&1; then \
+	  echo "note: node not found: the tests that open bundles with Pennsieve's reader will be skipped"; exit 0; fi; \
+	test -d "$(SHARED)/anchors/timeseries-zarr-reader" || { echo "error: $(SHARED)/anchors/timeseries-zarr-reader is missing (set SHARED)" >&2; exit 1; }; \
+	rm -rf $(READER) && mkdir -p build && cp -r "$(SHARED)/anchors/timeseries-zarr-reader" $(READER) && chmod -R u+w $(READER) && \
+	rm -rf $(READER)/node_modules $(READER)/dist && cd $(READER) && npm ci --silent --no-audit --no-fund && \
+	{ npx --no-install tsc -p tsconfig.build.json >/dev/null 2>&1 || test -f dist/index.js; } && touch .built
 
 validate: install $(NODE_STAMP) ## sam validate --lint, cfn-lint and asl-validator on template and state machine
 	$(AWS_OFFLINE) $(VENV)/bin/sam validate --lint --template template.yaml

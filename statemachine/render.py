@@ -37,6 +37,8 @@ def template_refs(template: dict[str, Any], region: str = "us-east-1", **values:
         {
             "CreateInputBucket": True,
             "HasSecret": False,
+            "LegacyImport": False,
+            "AssetImportWithSecret": False,
             "HasInputKmsKey": False,
             "HasNotificationEmail": False,
             "AWS::StackName": "nwb2pennsieve",

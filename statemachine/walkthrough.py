@@ -96,12 +96,12 @@ def next_import_step(finalized: FinalizeOutput) -> Literal["Converted", "Complet
 
 
 def upload_files_events(finalized: FinalizeOutput, items: list[Any]) -> list[dict[str, Any]]:
-    """The UploadFiles map's ItemSelector: source, the upload plan's output and records, and one
-    item of upload-batches.json as it is; each event is checked against UploadFilesInput."""
+    """The UploadFiles map's ItemSelector: source, the upload plan, and one item of
+    upload-batches.json as it is; each event is checked against UploadFilesInput."""
     upload = finalized.upload
     if upload is None:
         return []
-    common = {"source": finalized.source, "output": upload.output.dump(), "records": upload.records.dump()}
+    common = {"source": finalized.source, "upload": upload.dump()}
     events = [common | {"batch": item} for item in items]
     for event in events:
         UploadFilesInput.model_validate(event)

@@ -244,6 +244,9 @@ class Enforcer:
     denials: list[Denial] = field(default_factory=list)
     checked: list[tuple[str, Request]] = field(default_factory=list)
     principals: dict[str, str] = field(default_factory=lambda: {STATE_MACHINE_KEY: STATE_MACHINE})
+    # Keys whose authority is elsewhere: the upload credentials Pennsieve issues for a viewer asset
+    # (the fake's S3 gate checks them); calls signed with them are not the function's.
+    external: Callable[[str], bool] = lambda key: False
     _local: threading.local = field(default_factory=threading.local)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -268,6 +271,8 @@ class Enforcer:
     def principal_of(self, client: Any) -> str | None:
         credentials = client._request_signer._credentials
         key = credentials.get_frozen_credentials().access_key if credentials else None
+        if key is not None and self.external(key):
+            return None
         if key in self.principals:
             return self.principals[key]
         return getattr(self._local, "principal", None)
@@ -341,8 +346,11 @@ def template_policies(refs: dict[str, Any], env: Callable[[], dict[str, str]]) -
 
     def policies(principal: str) -> list[dict[str, Any]]:
         if principal not in cache:
-            secret = env().get("PENNSIEVE_SECRET_ARN", "")
-            values = {**refs, "PennsieveSecretArn": secret, "HasSecret": bool(secret)}
+            environ = env()
+            secret = environ.get("PENNSIEVE_SECRET_ARN", "")
+            legacy = environ.get("LEGACY_IMPORT_FLOW", "false").strip().lower() == "true"
+            values = {**refs, "PennsieveSecretArn": secret, "HasSecret": bool(secret), "LegacyImport": legacy,
+                      "AssetImportWithSecret": bool(secret) and not legacy}  # fmt: skip
             cache[principal] = role_statements(translated, principal, values)
         return cache[principal]
 

@@ -1,5 +1,6 @@
 """Finalize: check every chunk file exists, write the channel metadata; with the importer on,
-prepare the Pennsieve import (target, channels, import manifest) and write the upload batches.
+prepare the Pennsieve import (target, the viewer asset and its channels, or with
+LEGACY_IMPORT_FLOW channels and the import manifest) and write the upload batches.
 
 Input: :class:`~nwb2pennsieve.cloud.models.FinalizeInput` (Plan's output plus the Map's result).
 Output: :class:`~nwb2pennsieve.cloud.models.FinalizeOutput`, a small summary (with ``upload``,
@@ -15,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from nwb2pennsieve.cloud.clients import s3_client
 from nwb2pennsieve.cloud.finalize_step import FINALIZE_THREADS, finalize
-from nwb2pennsieve.cloud.imports import credentials_env
+from nwb2pennsieve.cloud.imports import ImportContext
 from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
 from nwb2pennsieve.cloud.models import FinalizeInput
 from nwb2pennsieve.cloud.settings import CloudSettings
@@ -31,16 +32,7 @@ s3: S3Client = s3_client(threads=FINALIZE_THREADS)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = FinalizeInput.model_validate(event)
     logger.append_keys(file=request.source.uri)
-    settings = CloudSettings.from_env()
-
-    def import_env() -> dict[str, str]:
-        return credentials_env(
-            settings.pennsieve_secret_arn,
-            api_host=settings.pennsieve_api_host,
-            api_host2=settings.pennsieve_api_host2,
-        )
-
-    result = finalize(s3, request, import_env=import_env, upload_batch_files=settings.upload_batch_files)
+    result = finalize(s3, request, importing=ImportContext.of(CloudSettings.from_env()))
     metrics.add_metric(name="ChunkFiles", unit=MetricUnit.Count, value=result.chunk_files)
     upload = result.upload
     logger.info(

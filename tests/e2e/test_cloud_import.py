@@ -1,4 +1,5 @@
-"""The real ASL with the importer on, executed by moto, against the fake Pennsieve (127.0.0.1).
+"""The real ASL with the importer on in the legacy flow (LEGACY_IMPORT_FLOW: Pennsieve's import
+manifest), executed by moto, against the fake Pennsieve (127.0.0.1).
 
 Finalize prepares the import (channels, import manifest) and writes the upload batches; the
 UploadFiles Distributed Map uploads one batch per child execution; CompleteImport checks that
@@ -48,6 +49,7 @@ def importing(stack: Stack, pennsieve: FakePennsieve, monkeypatch: pytest.Monkey
     monkeypatch.setenv("PENNSIEVE_API_HOST", pennsieve.url)
     monkeypatch.setenv("PENNSIEVE_API_HOST2", pennsieve.url)
     monkeypatch.setenv("UPLOAD_BATCH_FILES", str(BATCH_FILES))
+    monkeypatch.setenv("LEGACY_IMPORT_FLOW", "true")  # the viewer-asset flow: test_cloud_asset_import.py
     dataset = pennsieve.add_dataset()
     package = pennsieve.add_package(dataset)
     run = pennsieve.add_run(dataset, [package])

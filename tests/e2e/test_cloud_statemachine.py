@@ -43,7 +43,11 @@ def eventbridge_event(version: str) -> dict[str, Any]:
 
 
 def local_output(
-    path: Path, out: Path, gzip_level: int = COMPRESSED_GZIP_LEVEL, output_formats: str = "chunks"
+    path: Path,
+    out: Path,
+    gzip_level: int = COMPRESSED_GZIP_LEVEL,
+    output_formats: str = "chunks",
+    layout: str = "ts-zarr",
 ) -> dict[str, bytes]:
     """The local pool's output (by default at the cloud's default gzip level), one worker, other
     items: every file by its path in the output folder."""
@@ -55,6 +59,7 @@ def local_output(
             max_item_mb=float(SMALL["MAX_ITEM_MB"]),
             gzip_level=gzip_level,
             formats=output_formats,
+            bundle_layout=layout,
         ),
         workers=1,
     )
@@ -208,8 +213,15 @@ def test_a_failed_map_names_the_file(stack: Stack, example_nwb: Path, monkeypatc
     assert f"s3://{OUTPUT_BUCKET}/records/map-results/" in desc["cause"]
 
 
+@pytest.mark.parametrize(("layout_name", "level_1"), [("ts-zarr", "0/1/env/c/"), ("legacy", "0/1/c/")])
 def test_the_bundle_from_the_state_machine_equals_the_local_pools(
-    stack: Stack, small_items: None, example_nwb: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stack: Stack,
+    small_items: None,
+    example_nwb: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    layout_name: str,
+    level_1: str,
 ) -> None:
     """OUTPUT_FORMATS=chunks,bundle: every object (chunk files, shards, zarr.json) byte for byte."""
     from nwb2pennsieve.plan import bundle_layout as layout
@@ -217,12 +229,13 @@ def test_the_bundle_from_the_state_machine_equals_the_local_pools(
     for name, value in {"INNER_CHUNK_BINS": 64, "TARGET_SHARD_BYTES": 2048, "MIN_BINS": 16}.items():
         monkeypatch.setattr(layout, name, value)  # many shards, windows and a reduce from a small file
     monkeypatch.setenv("OUTPUT_FORMATS", "chunks,bundle")
+    monkeypatch.setenv("BUNDLE_LAYOUT", layout_name)
     version = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())["VersionId"]
     desc = stack.run(eventbridge_event(version))
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
     cloud = {k[len(OUTPUT_PREFIX) :]: v for k, v in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX).items()}
-    local = local_output(example_nwb, tmp_path / "local", output_formats="chunks,bundle")
-    assert any(name.startswith("sub-01_ses-01.zarr/0/1/c/") for name in local)
+    local = local_output(example_nwb, tmp_path / "local", output_formats="chunks,bundle", layout=layout_name)
+    assert any(name.startswith(f"sub-01_ses-01.zarr/{level_1}") for name in local)
     assert differing_objects(cloud, local) == []  # the bundle's objects byte for byte
     partials = stack.objects(OUTPUT_BUCKET, RECORDS_PREFIX)
     assert any(f"/{PARTIALS_FOLDER}/" in key for key in partials)

@@ -18,11 +18,13 @@ from nwb2pennsieve.pennsieve.http import RetryPolicy
 from nwb2pennsieve.plan.models import ChannelMetadata, chunk_file_name, metadata_file_name
 from nwb2pennsieve.settings import Settings
 
+from .assets import ASSET_BUCKET
 from .cognito import REGION, MotoCognito
+from .s3gate import S3Gate
 from .server import FakePennsieve
 
 # The fixtures; test modules take them with ``from tests.fake_pennsieve.fixtures import *``.
-__all__ = ["api_key", "client", "fake", "moto_cognito", "s3", "settings"]
+__all__ = ["api_key", "client", "fake", "gate", "moto_cognito", "s3", "s3_gate", "settings"]
 
 FAST_RETRY = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, connect_timeout=2, read_timeout=5)
 T0_US = 1_700_000_000_000_000
@@ -69,12 +71,38 @@ def moto_cognito() -> Iterator[MotoCognito]:
     cognito.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_gate() -> Iterator[S3Gate]:
+    """The fake Pennsieve's S3 (a moto server behind the credential-checking gate), one per session."""
+    gate = S3Gate.start()
+    yield gate
+    gate.stop()
+
+
 @pytest.fixture
-def fake(moto_cognito: MotoCognito, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePennsieve]:
+def gate(s3_gate: S3Gate, monkeypatch: pytest.MonkeyPatch) -> S3Gate:
+    """The gate, emptied, with no faults; the importer reaches it through ``AWS_ENDPOINT_URL``, as the
+    reference's reaches any S3."""
+    from nwb2pennsieve.pennsieve import asset_s3
+
+    s3_gate.call("reset")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_gate.url)  # for a command run in a child process
+    monkeypatch.setattr(asset_s3, "ENDPOINT_URL", None)  # this process: botocore's configuration, as a user's
+    return s3_gate
+
+
+@pytest.fixture
+def fake(moto_cognito: MotoCognito, gate: S3Gate, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePennsieve]:
     monkeypatch.setenv("AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER", moto_cognito.endpoint)
-    server = FakePennsieve(moto_cognito).start()
+    server = FakePennsieve(moto_cognito, s3=gate).start()
     yield server
     server.stop()
+
+
+def asset_objects(gate: S3Gate, fake: FakePennsieve, asset_id: str) -> dict[str, dict[str, Any]]:
+    """name (relative to the asset's prefix) → {"size", "md5"} of what the asset's prefix holds."""
+    prefix = fake.asset_prefix(asset_id)
+    return {k[len(prefix) :]: v for k, v in gate.objects(ASSET_BUCKET, prefix).items()}
 
 
 @pytest.fixture
@@ -115,3 +143,38 @@ def s3(moto_cognito: MotoCognito) -> Any:
 
 def read_json(store: Store, name: str) -> Any:
     return json.loads(store.read_bytes(name))
+
+
+def assert_imported(
+    fake: FakePennsieve,
+    gate: S3Gate,
+    package: str,
+    written: dict[str, bytes],
+    mapping: dict[int, str],
+    *,
+    name: str = "nwb-asset",
+    once: bool = True,
+) -> str:
+    """The end state of a complete asset-flow import of ``written`` (chunk file name → bytes) into
+    ``package``: one finished asset; each channel once, tied to it; every chunk file under its
+    prefix with identical bytes (PUT once, when ``once``); every range registered, each ranges
+    call with its dataset id. Returns the asset's id."""
+    import hashlib
+
+    from nwb2pennsieve.pennsieve.manifest import remote_file_path
+
+    (asset,) = [a for a in fake.assets_of(package) if a["name"] == name]
+    assert asset["status"] == fake.finished_status
+    tied = sorted(c["id"] for c in fake.channels[package] if c.get("viewerAssetId") == asset["id"])
+    assert tied == sorted(mapping.values()) and len(set(mapping.values())) == len(mapping)
+    expected = {remote_file_path(mapping[int(n[8:13])], n): blob for n, blob in written.items()}
+    stored = asset_objects(gate, fake, asset["id"])
+    assert set(stored) == set(expected)
+    assert all(stored[k]["md5"] == hashlib.md5(v).hexdigest() for k, v in expected.items())
+    if once:
+        puts = gate.stats()["puts_by_key"]
+        assert all(puts.get(fake.asset_prefix(asset["id"]) + k) == 1 for k in expected), "a chunk file PUT twice"
+    ranges = fake.ranges.get(package, {})
+    assert {r["s3_key"] for r in ranges.values() if r["asset"] == asset["id"]} == set(expected)
+    assert all(r["dataset_id"] for r in fake.range_requests)
+    return str(asset["id"])

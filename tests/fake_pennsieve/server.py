@@ -13,74 +13,27 @@ mechanisms), must carry an exact ``Content-Length`` and no chunked encoding.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-import json
 import re
-import socket
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from http.server import ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Literal
 
+from .assets import AssetRoutes, _AssetError
 from .cognito import MotoCognito
+from .handler import ApiError, Fault, Reply, handler_class
+
+if TYPE_CHECKING:
+    from .s3gate import S3Gate
 
 MAX_BODY = 1_048_576  # API Gateway's limit on request bodies
 PRESIGN_TTL_S = 900
-
-
-@dataclass
-class Fault:
-    """Injected on requests matching ``method`` and the ``path`` regex: after ``skip`` matches,
-    the next ``times`` matches get the fault.
-
-    - ``status``: answer ``status`` (with ``Retry-After`` if given). ``phase="after"`` does the
-      work first, then answers the error (the client cannot know it succeeded).
-    - ``drop``: read the request, then close the connection without an answer (``phase`` as above).
-    - ``delay``: sleep ``delay`` seconds, then answer normally.
-    - ``expire_tokens``: expire every token seen so far, then handle the request (it gets a 401).
-    """
-
-    action: Literal["status", "drop", "delay", "expire_tokens"]
-    method: str = "*"
-    path: str = ".*"
-    status: int = 503
-    retry_after: str | None = None
-    delay: float = 0.0
-    skip: int = 0
-    times: int = 1
-    phase: Literal["before", "after"] = "before"
-    matched: int = 0
-    fired: int = 0
-
-    def take(self, method: str, path: str) -> bool:
-        if self.method not in ("*", method) or not re.search(self.path, path):
-            return False
-        self.matched += 1
-        if self.matched <= self.skip or self.fired >= self.times:
-            return False
-        self.fired += 1
-        return True
-
-
-class _Error(Exception):
-    def __init__(self, status: int, message: str, api2: bool = False) -> None:
-        self.status = status
-        self.message = message
-        self.api2 = api2
-
-
-@dataclass
-class _Reply:
-    status: int = 200
-    body: Any = None
-    raw: bytes | None = None
 
 
 @dataclass
@@ -94,8 +47,12 @@ class FakeImport:
     appends: int = 0
 
 
-class FakePennsieve:
-    """Start with :meth:`start`; seed with ``add_dataset``/``add_package``/``add_run``; inspect the state."""
+class FakePennsieve(AssetRoutes):
+    """Start with :meth:`start`; seed with ``add_dataset``/``add_package``/``add_run``; inspect the state.
+
+    The asset flow's routes and state (``s3``: the S3 gate its credentials are registered with)
+    are :class:`~.assets.AssetRoutes`'.
+    """
 
     def __init__(
         self,
@@ -106,6 +63,11 @@ class FakePennsieve:
         latency: float = 0.0,
         max_body: int = MAX_BODY,
         port: int = 0,
+        s3: S3Gate | None = None,
+        finished_status: str = "active",
+        credential_ttl: float = 3600.0,
+        credential_puts: int | None = None,
+        refresh: Literal["ok", "unsupported"] = "ok",
     ) -> None:
         self.cognito = cognito
         self.static_tokens = set(static_tokens)
@@ -126,7 +88,14 @@ class FakePennsieve:
         self.statuses: Counter[int] = Counter()
         self.auth_headers_on_put = 0
         self._signing_key = uuid.uuid4().bytes
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._init_assets(
+            s3,
+            finished_status=finished_status,
+            credential_ttl=credential_ttl,
+            credential_puts=credential_puts,
+            refresh=refresh,
+        )
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler_class(self))
         self._server.daemon_threads = True
         self._server.request_queue_size = 256
         self._thread: threading.Thread | None = None
@@ -234,28 +203,30 @@ class FakePennsieve:
 
     def _check_token(self, header: str | None, api2: bool) -> None:
         if not header or not header.startswith("Bearer "):
-            raise _Error(401, "Unauthorized", api2)
+            raise ApiError(401, "Unauthorized", api2)
         token = header.removeprefix("Bearer ").strip()
         with self.lock:
             first = self.tokens_first_seen.get(token)
         if first is None:
             valid = token in self.static_tokens or (self.cognito is not None and self.cognito.is_valid(token))
             if not valid:
-                raise _Error(401, "Unauthorized", api2)
+                raise ApiError(401, "Unauthorized", api2)
             with self.lock:
                 first = self.tokens_first_seen.setdefault(token, time.time())
         if token in self.expired or time.time() > first + self.token_ttl:
-            raise _Error(401, "The incoming token has expired", api2)
+            raise ApiError(401, "The incoming token has expired", api2)
 
     def _sign(self, import_id: str, key: str, stamp: int) -> str:
         return hmac.new(self._signing_key, f"{import_id}/{key}/{stamp}".encode(), hashlib.sha256).hexdigest()
 
     # -- routes ---------------------------------------------------------------------------------------
 
-    def _routes(self) -> list[tuple[str, re.Pattern[str], bool, bool, Callable[..., _Reply]]]:
+    def _routes(self) -> list[tuple[str, re.Pattern[str], bool, bool, Callable[..., Reply]]]:
         # (method, path, api2, authenticated, handler)
         r = re.compile
+        assets = [(m, r(path), api2, True, self._adapt(h, api2)) for m, path, api2, h in self._asset_routes()]
         return [
+            *assets,
             ("GET", r(r"^/authentication/cognito-config$"), False, False, self._cognito_config),
             ("GET", r(r"^/compute/workflows/runs/([^/]+)$"), True, True, self._get_run),
             ("PUT", r(r"^/compute/workflows/runs/([^/]+)/status$"), True, True, self._put_run_status),
@@ -269,25 +240,36 @@ class FakePennsieve:
             ("PUT", r(r"^/s3/([^/]+)/([^/]+)$"), True, False, self._s3_put),
         ]
 
-    def _cognito_config(self, q: dict[str, str], body: Any) -> _Reply:
-        if self.cognito is not None:
-            return _Reply(body=self.cognito.config())
-        pool = {"region": "us-east-1", "id": "us-east-1_static", "appClientId": "static"}
-        return _Reply(body={"region": "us-east-1", "userPool": pool, "tokenPool": pool, "identityPool": {}})
+    @staticmethod
+    def _adapt(handler: Callable[..., Any], api2: bool) -> Callable[..., Reply]:
+        def call(q: dict[str, str], body: Any, *groups: str) -> Reply:
+            try:
+                status, out = handler(q, body, *groups)
+            except _AssetError as exc:
+                raise ApiError(exc.status, exc.message, api2, exc.extra) from None
+            return Reply(status=status, body=out, raw=b"" if out is None else None)
 
-    def _get_run(self, q: dict[str, str], body: Any, run_id: str) -> _Reply:
+        return call
+
+    def _cognito_config(self, q: dict[str, str], body: Any) -> Reply:
+        if self.cognito is not None:
+            return Reply(body=self.cognito.config())
+        pool = {"region": "us-east-1", "id": "us-east-1_static", "appClientId": "static"}
+        return Reply(body={"region": "us-east-1", "userPool": pool, "tokenPool": pool, "identityPool": {}})
+
+    def _get_run(self, q: dict[str, str], body: Any, run_id: str) -> Reply:
         run = self.runs.get(run_id)
         if run is None:
-            return _Reply(raw=b"")  # the real server's answer for an unknown run: 200, empty body
-        return _Reply(body=run)
+            return Reply(raw=b"")  # the real server's answer for an unknown run: 200, empty body
+        return Reply(body=run)
 
-    def _put_run_status(self, q: dict[str, str], body: Any, run_id: str) -> _Reply:
+    def _put_run_status(self, q: dict[str, str], body: Any, run_id: str) -> Reply:
         if run_id not in self.runs:
-            raise _Error(404, f"run {run_id} not found", True)
+            raise ApiError(404, f"run {run_id} not found", True)
         if not isinstance(body, dict) or body.get("status") not in ("STARTED", "SUCCEEDED", "FAILED"):
-            raise _Error(400, "invalid status", True)
+            raise ApiError(400, "invalid status", True)
         self.run_status.setdefault(run_id, []).append(body["status"])
-        return _Reply(body={})
+        return Reply(body={})
 
     def _package_json(self, node: str) -> dict[str, Any]:
         p = self.packages[node]
@@ -298,43 +280,45 @@ class FakePennsieve:
             out["parent"] = self._package_json(p["parent"])
         return out
 
-    def _get_package(self, q: dict[str, str], body: Any, node: str) -> _Reply:
+    def _get_package(self, q: dict[str, str], body: Any, node: str) -> Reply:
         if node not in self.packages:
-            raise _Error(404, f"package {node} not found")
-        return _Reply(body=self._package_json(node))
+            raise ApiError(404, f"package {node} not found")
+        return Reply(body=self._package_json(node))
 
-    def _put_package(self, q: dict[str, str], body: Any, node: str) -> _Reply:
+    def _put_package(self, q: dict[str, str], body: Any, node: str) -> Reply:
         if node not in self.packages:
-            raise _Error(404, f"package {node} not found")
+            raise ApiError(404, f"package {node} not found")
         p = self.packages[node]
         if self.datasets[p["datasetNodeId"]]["locked"]:
-            raise _Error(423, "dataset is locked")
+            raise ApiError(423, "dataset is locked")
         if not isinstance(body, dict) or not isinstance(body.get("properties"), list):
-            raise _Error(400, "properties required")
+            raise ApiError(400, "properties required")
         merged = {(x["category"], x["key"]): x for x in p["properties"]}
         for prop in body["properties"]:
             merged[(prop["category"], prop["key"])] = prop
         p["properties"] = list(merged.values())
-        return _Reply(body=self._package_json(node))
+        return Reply(body=self._package_json(node))
 
-    def _list_channels(self, q: dict[str, str], body: Any, node: str) -> _Reply:
+    def _list_channels(self, q: dict[str, str], body: Any, node: str) -> Reply:
         if node not in self.packages:
-            raise _Error(404, f"package {node} not found")
-        return _Reply(body=[{"content": dict(c), "properties": []} for c in self.channels[node]])
+            raise ApiError(404, f"package {node} not found")
+        return Reply(body=[{"content": dict(c), "properties": []} for c in self.channels[node]])
 
     _CHANNEL_FIELDS = ("name", "start", "end", "unit", "rate", "channelType")
 
-    def _create_channels(self, q: dict[str, str], body: Any, node: str) -> _Reply:
+    def _create_channels(self, q: dict[str, str], body: Any, node: str) -> Reply:
         if node not in self.packages:
-            raise _Error(404, f"package {node} not found")
+            raise ApiError(404, f"package {node} not found")
         if self.packages[node]["packageType"] not in ("TimeSeries", "Collection"):
-            raise _Error(400, "channels can only be created in a TimeSeries or Collection package")
+            raise ApiError(400, "channels can only be created in a TimeSeries or Collection package")
         items = body if isinstance(body, list) else [body]
         for item in items:
             if not isinstance(item, dict) or any(f not in item for f in self._CHANNEL_FIELDS):
-                raise _Error(400, "missing channel fields")
+                raise ApiError(400, "missing channel fields")
             if not str(item["name"]).strip():
-                raise _Error(400, "channel name must not be blank")
+                raise ApiError(400, "channel name must not be blank")
+            if item.get("viewerAssetId") is not None and item["viewerAssetId"] not in self.assets:
+                raise ApiError(400, f"viewer asset {item['viewerAssetId']} not found")  # [guess]
         created = []
         for item in items:
             content = {
@@ -350,221 +334,78 @@ class FakePennsieve:
                 "lastAnnotation": item.get("lastAnnotation", 0),
                 "spikeDuration": None,
                 "createdAt": "2026-01-01T00:00:00Z",
+                "viewerAssetId": item.get("viewerAssetId"),
             }
             self.channels[node].append(content)
             created.append({"content": dict(content), "properties": item.get("properties") or []})
-        return _Reply(status=201, body=created if isinstance(body, list) else created[0])
+        return Reply(status=201, body=created if isinstance(body, list) else created[0])
 
     def _dataset_param(self, q: dict[str, str]) -> str:
         dataset = q.get("dataset_id")
         if not dataset:
-            raise _Error(400, "dataset_id is required", True)
+            raise ApiError(400, "dataset_id is required", True)
         if dataset not in self.datasets:
-            raise _Error(404, f"dataset {dataset} not found", True)
+            raise ApiError(404, f"dataset {dataset} not found", True)
         return dataset
 
     @staticmethod
     def _files(body: Any) -> dict[str, str]:
         files = body.get("files") if isinstance(body, dict) else None
         if not isinstance(files, list):
-            raise _Error(400, "files required", True)
+            raise ApiError(400, "files required", True)
         out = {}
         for f in files:
             if not isinstance(f, dict) or not f.get("upload_key") or not f.get("file_path"):
-                raise _Error(400, "each file needs upload_key and file_path", True)
+                raise ApiError(400, "each file needs upload_key and file_path", True)
             uuid.UUID(str(f["upload_key"]))
             out[f["upload_key"]] = f["file_path"]
         return out
 
-    def _create_import(self, q: dict[str, str], body: Any) -> _Reply:
+    def _create_import(self, q: dict[str, str], body: Any) -> Reply:
         dataset = self._dataset_param(q)
         if not isinstance(body, dict) or body.get("import_type") != "timeseries":
-            raise _Error(400, "import_type must be timeseries", True)
+            raise ApiError(400, "import_type must be timeseries", True)
         package = body.get("package_id")
         if package not in self.packages or self.packages[package]["datasetNodeId"] != dataset:
-            raise _Error(404, f"package {package} not found in {dataset}", True)
+            raise ApiError(404, f"package {package} not found in {dataset}", True)
         files = self._files(body)
         imp = FakeImport(str(uuid.uuid4()), dataset, package, body.get("integration_id"), files)
         self.imports[imp.id] = imp
-        return _Reply(status=201, body={"id": imp.id})
+        return Reply(status=201, body={"id": imp.id})
 
-    def _append_files(self, q: dict[str, str], body: Any, import_id: str) -> _Reply:
+    def _append_files(self, q: dict[str, str], body: Any, import_id: str) -> Reply:
         dataset = self._dataset_param(q)
         imp = self.imports.get(import_id)
         if imp is None or imp.dataset_id != dataset:
-            raise _Error(404, f"import {import_id} not found", True)
+            raise ApiError(404, f"import {import_id} not found", True)
         imp.files.update(self._files(body))  # keyed by upload key: appending twice is harmless [guess]
         imp.appends += 1
-        return _Reply(body={"id": imp.id})
+        return Reply(body={"id": imp.id})
 
-    def _presign(self, q: dict[str, str], body: Any, import_id: str, key: str) -> _Reply:
+    def _presign(self, q: dict[str, str], body: Any, import_id: str, key: str) -> Reply:
         dataset = self._dataset_param(q)
         imp = self.imports.get(import_id)
         if imp is None or imp.dataset_id != dataset:
-            raise _Error(404, f"import {import_id} not found", True)
+            raise ApiError(404, f"import {import_id} not found", True)
         if key not in imp.files:
-            raise _Error(404, f"upload key {key} is not in the manifest", True)
+            raise ApiError(404, f"upload key {key} is not in the manifest", True)
         stamp = int(time.time())
         signature = self._sign(import_id, key, stamp)
         query = f"X-Amz-Date={stamp}&X-Amz-Expires={PRESIGN_TTL_S}&X-Amz-Signature={signature}"
-        return _Reply(body={"url": f"{self.url}/s3/{import_id}/{key}?{query}"})
+        return Reply(body={"url": f"{self.url}/s3/{import_id}/{key}?{query}"})
 
-    def _s3_put(self, q: dict[str, str], body: Any, import_id: str, key: str) -> _Reply:
+    def _s3_put(self, q: dict[str, str], body: Any, import_id: str, key: str) -> Reply:
         try:
             stamp = int(q["X-Amz-Date"])
             good = hmac.compare_digest(q["X-Amz-Signature"], self._sign(import_id, key, stamp))
         except (KeyError, ValueError):
             good = False
         if not good:
-            raise _Error(403, "SignatureDoesNotMatch", True)
+            raise ApiError(403, "SignatureDoesNotMatch", True)
         if time.time() > stamp + int(q.get("X-Amz-Expires", "0")):
-            raise _Error(403, "Request has expired", True)
+            raise ApiError(403, "Request has expired", True)
         imp = self.imports.get(import_id)
         if imp is None:
-            raise _Error(404, "NoSuchBucket", True)
+            raise ApiError(404, "NoSuchBucket", True)
         imp.uploads[key] = body
-        return _Reply(body=None, raw=b"")
-
-    # -- the handler ---------------------------------------------------------------------------------
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-        routes = self._routes()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body are separate writes: with Nagle on, the body waits for the client's
-            # delayed ACK (~40 ms a request), a cost of this server, not of Pennsieve.
-            disable_nagle_algorithm = True
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet
-                pass
-
-            def _send(self, status: int, payload: bytes, content_type: str = "application/json") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-                with fake.lock:
-                    fake.statuses[status] += 1
-
-            def _error(self, status: int, message: str, api2: bool, headers: dict[str, str] | None = None) -> None:
-                body = (
-                    {"message": message}
-                    if api2
-                    else {"type": _ERROR_TYPES.get(status, "Error"), "message": message, "code": status}
-                )
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-                with fake.lock:
-                    fake.statuses[status] += 1
-
-            def _drop(self) -> None:
-                self.close_connection = True
-                with contextlib.suppress(OSError):
-                    self.connection.shutdown(socket.SHUT_RDWR)
-
-            def _read_body(self, api2: bool, is_s3: bool) -> bytes | None:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    self.close_connection = True
-                    self._error(411 if is_s3 else 400, "MissingContentLength", api2)
-                    return None
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > fake.max_body and not is_s3:
-                    self.close_connection = True
-                    self._error(413, "Request Entity Too Large", api2)
-                    return None
-                data = self.rfile.read(length) if length else b""
-                if len(data) != length:
-                    self.close_connection = True
-                    return None
-                return data
-
-            def _handle(self, method: str) -> None:
-                parts = urlsplit(self.path)
-                path = parts.path
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                if fake.latency:
-                    time.sleep(fake.latency)
-                found = next(((r, mt) for r in routes if r[0] == method and (mt := r[1].match(path)) is not None), None)
-                if found is None:
-                    self._error(404, f"no route {method} {path}", False)
-                    return
-                (_, pattern, api2, authed, handler), match = found
-                route = f"{method} {pattern.pattern}"
-                with fake.lock:
-                    fake.requests[route] += 1
-                is_s3 = path.startswith("/s3/")
-                raw = self._read_body(api2, is_s3)
-                if raw is None:
-                    return
-                with fake.lock:
-                    fired = [f for f in fake.faults if f.take(method, path)]
-                after: list[Fault] = []
-                for f in fired:
-                    if f.action == "delay":
-                        time.sleep(f.delay)
-                    elif f.action == "expire_tokens":
-                        fake.expire_tokens()
-                    elif f.phase == "after":
-                        after.append(f)
-                    elif f.action == "drop":
-                        self._drop()
-                        return
-                    else:
-                        headers = {"Retry-After": f.retry_after} if f.retry_after else None
-                        self._error(f.status, "injected fault", api2, headers)
-                        return
-                try:
-                    if is_s3 and self.headers.get("Authorization"):
-                        with fake.lock:
-                            fake.auth_headers_on_put += 1
-                        raise _Error(400, "Only one auth mechanism allowed", True)
-                    if authed:
-                        fake._check_token(self.headers.get("Authorization"), api2)
-                    if is_s3:
-                        body: Any = raw
-                    elif raw:
-                        try:
-                            body = json.loads(raw)
-                        except ValueError:
-                            raise _Error(400, "body is not JSON", api2) from None
-                    else:
-                        body = None
-                    with fake.lock:
-                        reply = handler(query, body, *match.groups())
-                except _Error as exc:
-                    self._error(exc.status, exc.message, api2)
-                    return
-                except (ValueError, KeyError, TypeError) as exc:
-                    self._error(400, f"bad request: {type(exc).__name__}", api2)
-                    return
-                for f in after:
-                    if f.action == "drop":
-                        self._drop()
-                    else:
-                        self._error(f.status, "injected fault after the work was done", api2)
-                    return
-                payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
-                self._send(reply.status, payload)
-
-            def do_GET(self) -> None:
-                self._handle("GET")
-
-            def do_POST(self) -> None:
-                self._handle("POST")
-
-            def do_PUT(self) -> None:
-                self._handle("PUT")
-
-        return Handler
-
-
-_ERROR_TYPES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 423: "Locked"}
+        return Reply(body=None, raw=b"")

@@ -79,7 +79,10 @@ def test_every_level_of_every_channel_matches_an_independent_fold(
     nwb = make_file(tmp_path / "rec.nwb")
     out = tmp_path / "out"
     result = convert_file(
-        nwb, out, ConversionOptions(formats="chunks,bundle", chunk_size_mb=0.01, max_item_mb=0.05), workers=workers
+        nwb,
+        out,
+        ConversionOptions(bundle_layout="legacy", formats="chunks,bundle", chunk_size_mb=0.01, max_item_mb=0.05),
+        workers=workers,
     )
     assert len({i.window for i in result.plan.work_items if i.series == 0}) > 5  # many windows
     assert assert_matches(nwb, out) > 0  # the chunk files are what they always were
@@ -113,7 +116,7 @@ def test_every_level_of_every_channel_matches_an_independent_fold(
 
 def test_units_table_becomes_a_unit_channel(small_shards: None, tmp_path: Path) -> None:
     nwb = make_file(tmp_path / "rec.nwb")
-    result = convert_file(nwb, tmp_path / "out", ConversionOptions(formats="bundle"), workers=1)
+    result = convert_file(nwb, tmp_path / "out", ConversionOptions(bundle_layout="legacy", formats="bundle"), workers=1)
     size = sum(f.stat().st_size for f in (tmp_path / "out" / "rec.zarr").rglob("*") if f.is_file())
     assert result.bundle_bytes == size > 0
     assert result.summary_line().startswith(f"rec.nwb: 5 channels, bundle {size / 1e6:.1f} MB in ")
@@ -138,7 +141,7 @@ def test_units_table_becomes_a_unit_channel(small_shards: None, tmp_path: Path) 
 
 def test_shard_index_by_suffix_range(small_shards: None, tmp_path: Path) -> None:
     nwb = make_file(tmp_path / "rec.nwb")
-    convert_file(nwb, tmp_path / "out", ConversionOptions(formats="bundle"), workers=1)
+    convert_file(nwb, tmp_path / "out", ConversionOptions(bundle_layout="legacy", formats="bundle"), workers=1)
     array = tmp_path / "out" / "rec.zarr" / "3" / "0"
     meta = json.loads((array / "zarr.json").read_text())
     (sharding,) = meta["codecs"]
@@ -158,9 +161,11 @@ def test_series_selection_writes_only_those_channels_with_their_whole_file_ids(
     """--series: the selected series become the bundle's channels (groups dense from 0, ``id`` the
     whole-file channel index), the unit channel follows them; the same data as the whole file's."""
     nwb = make_file(tmp_path / "rec.nwb")
-    whole = local.plan_file(nwb, ConversionOptions(formats="bundle"))
+    whole = local.plan_file(nwb, ConversionOptions(bundle_layout="legacy", formats="bundle"))
     lfp = whole.series[1]
-    plan = local.plan_file(nwb, ConversionOptions(formats="chunks,bundle", series=(lfp.path,), chunk_size_mb=0.01))
+    plan = local.plan_file(
+        nwb, ConversionOptions(bundle_layout="legacy", formats="chunks,bundle", series=(lfp.path,), chunk_size_mb=0.01)
+    )
     assert [c.index for s in plan.series for c in s.channels] == [3, 4]
     out = tmp_path / "out"
     convert_file(nwb, out, plan, workers=1)
@@ -181,19 +186,24 @@ def test_a_second_conversion_replaces_the_bundle_whole(small_shards: None, tmp_p
     foreign files, and its bundle replaces the old one, leaving no shard of it behind."""
     nwb = make_file(tmp_path / "rec.nwb")
     out = tmp_path / "out"
-    convert_file(nwb, out, ConversionOptions(formats="bundle"), workers=1)
+    convert_file(nwb, out, ConversionOptions(bundle_layout="legacy", formats="bundle"), workers=1)
     marker = json.loads((out / ".nwb2pennsieve.json").read_text())
     assert "rec.zarr/" in marker["files"] and "asset-properties.json" in marker["files"]
     planted = out / "rec.zarr" / "0" / "0" / "c" / "999999"
     planted.write_bytes(b"old")
-    convert_file(nwb, out, ConversionOptions(formats="bundle"), workers=1)
+    convert_file(nwb, out, ConversionOptions(bundle_layout="legacy", formats="bundle"), workers=1)
     assert not planted.exists()
     assert (out / "rec.zarr" / "zarr.json").is_file()
 
 
 def test_the_zstd_level_setting_reaches_every_array(small_shards: None, tmp_path: Path) -> None:
     nwb = make_file(tmp_path / "rec.nwb")
-    result = convert_file(nwb, tmp_path / "out", ConversionOptions(formats="bundle", bundle_zstd_level=7), workers=1)
+    result = convert_file(
+        nwb,
+        tmp_path / "out",
+        ConversionOptions(bundle_layout="legacy", formats="bundle", bundle_zstd_level=7),
+        workers=1,
+    )
     assert result.plan.options.bundle_zstd_level == 7
     root = json.loads((tmp_path / "out" / "rec.zarr" / "zarr.json").read_text())
     levels = {
@@ -226,7 +236,10 @@ def test_the_reduce_takes_the_partial_results_a_channel_block_at_a_time(
     monkeypatch.setattr(local, "finish_bundle", watching)
     nwb = make_file(tmp_path / "rec.nwb")
     result = convert_file(
-        nwb, tmp_path / "out", ConversionOptions(formats="bundle", chunk_size_mb=0.01, max_item_mb=0.05), workers=1
+        nwb,
+        tmp_path / "out",
+        ConversionOptions(bundle_layout="legacy", formats="bundle", chunk_size_mb=0.01, max_item_mb=0.05),
+        workers=1,
     )
     plan = result.plan
     assert not list((tmp_path / "out").glob(".*partials*"))  # the spilled partial results are gone

@@ -279,8 +279,7 @@ def pennsieve() -> Any:
 
 def upload_event(finalized: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
     """What the UploadFiles Map's ItemSelector builds (the contract tests check the same shape)."""
-    upload = finalized["upload"]
-    return {"source": finalized["source"], "output": upload["output"], "records": upload["records"], "batch": item}
+    return {"source": finalized["source"], "upload": finalized["upload"], "batch": item}
 
 
 def run_upload_map(s3: Any, finalized: dict[str, Any]) -> list[UploadFilesOutput]:
@@ -298,7 +297,9 @@ def run_upload_map(s3: Any, finalized: dict[str, Any]) -> list[UploadFilesOutput
 def test_plan_takes_the_import_target_from_the_object_metadata_and_finalize_prepares_the_upload(
     apps: Any, example_nwb: Path, pennsieve: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The legacy flow's steps (the asset flow's: tests/e2e/test_cloud_asset_import.py)."""
     use_import_secret(monkeypatch, pennsieve.url)
+    monkeypatch.setenv("LEGACY_IMPORT_FLOW", "true")
     monkeypatch.setenv("UPLOAD_BATCH_FILES", "4")
     dataset = pennsieve.add_dataset()
     package = pennsieve.add_package(dataset)
@@ -349,8 +350,9 @@ def _finalize_with_import(
 ) -> tuple[dict[str, Any], Any]:
     """Plan, write and finalize ``example_nwb`` with the importer on, into a new dataset + package.
 
-    Returns Finalize's event (for a rerun) and its output."""
+    Returns Finalize's event (for a rerun) and its output. The legacy flow."""
     use_import_secret(monkeypatch, pennsieve.url)
+    monkeypatch.setenv("LEGACY_IMPORT_FLOW", "true")
     dataset = pennsieve.add_dataset()
     package = pennsieve.add_package(dataset)
     planned = plan_and_write(apps, example_nwb)
@@ -367,10 +369,10 @@ def test_upload_files_with_its_event_uploads_the_batch(
 ) -> None:
     _, finalized = _finalize_with_import(apps, example_nwb, pennsieve, monkeypatch)
     event = load_event("upload_files.json")
-    for field in ("output", "records"):
-        assert set(event[field]) == set(finalized["upload"][field])
-        event[field] = finalized["upload"][field]
-    event["batch"]["names"] = RecordsFolder.at(S3Prefix.model_validate(event["records"])).upload_batch(0).dump()
+    assert set(event["upload"]) - {"asset", "maxFileBytes"} == set(finalized["upload"]) - {"importId"}
+    event["upload"] = finalized["upload"]
+    records = S3Prefix.model_validate(event["upload"]["records"])
+    event["batch"]["names"] = RecordsFolder.at(records).upload_batch(0).dump()
     out = UploadFilesOutput.model_validate(upload_app.lambda_handler(event, FakeLambdaContext("upload")))
     assert (out.batch, out.files, out.uploaded, out.already_uploaded) == (0, 14, 14, 0)
     again = UploadFilesOutput.model_validate(upload_app.lambda_handler(event, FakeLambdaContext("upload")))

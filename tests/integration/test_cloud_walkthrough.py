@@ -33,6 +33,7 @@ from nwb2pennsieve.plan.models import Plan
 from statemachine import walkthrough
 from statemachine.render import load_template, render, substitutions, template_refs
 from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, REGION, ROOT, use_import_secret
+from tests.fake_pennsieve.fixtures import s3_gate as s3_gate  # the session's S3 gate process (a fixture)
 
 MODULES = {
     "PlanFunction": plan_app,
@@ -110,16 +111,20 @@ def test_the_walkthrough_converts_the_sample_with_events_derived_from_plan(s3: A
 
 
 @pytest.fixture
-def pennsieve() -> Any:
+def pennsieve(s3_gate: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The fake Pennsieve; the viewer asset's clients (only they) reach its S3."""
+    from nwb2pennsieve.pennsieve import asset_s3
     from tests.fake_pennsieve import FakePennsieve
 
-    server = FakePennsieve(static_tokens=("session-token-789",)).start()
+    s3_gate.call("reset")
+    monkeypatch.setattr(asset_s3, "ENDPOINT_URL", s3_gate.url)
+    server = FakePennsieve(static_tokens=("session-token-789",), s3=s3_gate).start()
     yield server
     server.stop()
 
 
 def test_the_walkthrough_imports_with_upload_and_complete_import_events_derived_from_finalize(
-    s3: Any, invoke: walkthrough.Invoke, pennsieve: Any, monkeypatch: pytest.MonkeyPatch
+    s3: Any, invoke: walkthrough.Invoke, pennsieve: Any, s3_gate: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_import_secret(monkeypatch, pennsieve.url)
     monkeypatch.setenv("UPLOAD_BATCH_FILES", "10")
@@ -140,8 +145,9 @@ def test_the_walkthrough_imports_with_upload_and_complete_import_events_derived_
     assert [s.function for s in steps][-1] == "CompleteImportFunction" and steps[-1].event == finalized
     done = FinalizeOutput.model_validate(steps[-1].response)
     assert done.imported is True and done.import_summary is not None
-    (imp,) = pennsieve.imports.values()
-    assert len(pennsieve.uploaded_files(imp.id)) == done.chunk_files == 24
+    (asset,) = pennsieve.assets.values()
+    assert asset["status"] == "active" and asset["id"] == done.import_summary.asset_id
+    assert len(s3_gate.objects("pennsieve-viewer-assets", asset["_prefix"])) == done.chunk_files == 24
 
 
 def test_a_failing_function_stops_the_walkthrough_with_one_line(s3: Any, invoke: walkthrough.Invoke) -> None:

@@ -33,6 +33,7 @@ def _env(monkeypatch: pytest.MonkeyPatch, fake, **extra: str) -> None:
         "REFRESH_TOKEN",
         "PENNSIEVE_API_KEY",
         "PENNSIEVE_API_SECRET",
+        "LEGACY_IMPORT_FLOW",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PENNSIEVE_API_HOST", fake.url)
@@ -41,7 +42,8 @@ def _env(monkeypatch: pytest.MonkeyPatch, fake, **extra: str) -> None:
         monkeypatch.setenv(k, v)
 
 
-def test_import_command_with_integration_id_from_the_environment(fake, api_key, tmp_path, monkeypatch):
+@pytest.mark.parametrize("legacy", ["true", "false"])
+def test_import_command_with_integration_id_from_the_environment(fake, api_key, tmp_path, monkeypatch, legacy):
     write_output(LocalStore(tmp_path), SPECS)
     dataset = fake.add_dataset()
     package = fake.add_package(dataset)
@@ -52,19 +54,27 @@ def test_import_command_with_integration_id_from_the_environment(fake, api_key, 
         INTEGRATION_ID=run,
         PENNSIEVE_API_KEY=api_key.key,
         PENNSIEVE_API_SECRET=api_key.secret,
+        LEGACY_IMPORT_FLOW=legacy,
     )
 
     args = _parse(["import", str(tmp_path), "--workers", "4"])
     assert args.handler(args) == 0
 
-    (imp,) = fake.imports.values()
-    assert (imp.dataset_id, imp.package_id, imp.integration_id) == (dataset, package, run)
-    assert len(imp.uploads) == 8
+    if legacy == "true":
+        (imp,) = fake.imports.values()
+        assert (imp.dataset_id, imp.package_id, imp.integration_id) == (dataset, package, run)
+        assert len(imp.uploads) == 8
+        assert not fake.assets
+    else:
+        (asset,) = fake.assets.values()
+        assert (asset["dataset_id"], asset["package_ids"], asset["status"]) == (dataset, [package], "active")
+        assert len(fake.ranges[package]) == 8
+        assert not fake.imports
     assert len(fake.channels[package]) == 2
 
     args = _parse(["import", str(tmp_path)])
     assert args.handler(args) == 0  # the rerun
-    assert len(fake.imports) == 1
+    assert len(fake.imports) + len(fake.assets) == 1
     assert len(fake.channels[package]) == 2
 
 
@@ -103,6 +113,7 @@ def test_no_credentials_and_no_directory_are_clear_errors(fake, tmp_path, monkey
 
 @pytest.mark.parametrize("mode", ["api-key", "session-token"])
 def test_secrets_never_reach_logs_errors_or_state(fake, moto_cognito, api_key, tmp_path, monkeypatch, caplog, mode):
+    """The legacy flow (its presigned URLs are credentials too); the asset flow's twin is in test_asset_import."""
     caplog.set_level(logging.DEBUG)  # everything, third-party libraries included
     # The CLI's client uses the default back-off (seconds); only the waiting is shortened here.
     monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt, retry_after=None: 0.005)
@@ -127,6 +138,7 @@ def test_secrets_never_reach_logs_errors_or_state(fake, moto_cognito, api_key, t
     # A refresh in the middle, then a failure (2 files never get through), then the rerun.
     fake.add_fault(Fault("expire_tokens", method="GET", path="/presign$", skip=3))
     fake.add_fault(Fault("drop", method="PUT", path="^/s3/", times=10))
+    monkeypatch.setenv("LEGACY_IMPORT_FLOW", "true")
 
     args = _parse(["import", str(tmp_path), "--workers", "1"])
     with pytest.raises(UploadError) as failure:

@@ -377,10 +377,13 @@ def test_settings_read_only_variables_the_template_sets() -> None:
         {k: "1" if "MB" in k or k.endswith(NUMBERS) else "x" for k in variables}
         | {
             "IMPORTER_ENABLED": "false",
+            "LEGACY_IMPORT_FLOW": "false",
             "SKIP_INVALID_SERIES": "false",
             "GZIP_LEVEL": "1",
             "BUNDLE_ZSTD_LEVEL": "3",
             "OUTPUT_FORMATS": "chunks,bundle",
+            "BUNDLE_LAYOUT": "ts-zarr",
+            "DEIDENTIFY": "true",
         }
     )
 

@@ -60,7 +60,8 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
                 # a prefix, or a narrower pattern under one (an earlier viewer bundle: converted/*.zarr/*)
                 assert wanted.startswith(("incoming/", "converted/", "records/")) and wanted.endswith("*"), statement
             else:
-                assert resource.endswith("*") and resource.startswith(prefixes), statement
+                # every object under a prefix (converted/*), or one name in each of its folders (converted/*/x.json)
+                assert resource.startswith(prefixes) and (resource.endswith("*") or "/*/" in resource), statement
 
 
 @pytest.mark.parametrize(
@@ -100,7 +101,6 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
         ("UploadFilesFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
         ("UploadFilesFunction", "secretsmanager:GetSecretValue", SECRET, None, True),
         ("CompleteImportFunction", "s3:PutObject", f"{OUT}/converted/a/import-failed.json", None, True),
-        ("CompleteImportFunction", "secretsmanager:GetSecretValue", SECRET, None, False),
         # The state machine: the lists its ItemReaders read, its map results (multipart), its child executions.
         ("ConversionStateMachine", "s3:GetObject", f"{OUT}/{RECORDS.write_batches.key}", None, True),
         ("ConversionStateMachine", "s3:PutObject", f"{RESULTS}/run/SUCCEEDED_0.json", None, True),
@@ -130,6 +130,29 @@ def test_what_each_principal_may_and_may_not_do(
 def test_no_one_changes_buckets_or_acls(principal: str, action: str) -> None:
     for resource in (IN, OUT, f"{OUT}/converted/a/x", f"{OUT}/records/a/x", f"{IN}/incoming/a.nwb"):
         assert not may(principal, action, resource), (principal, action, resource)
+
+
+CHUNK = f"{OUT}/converted/a/channel-00000_1_2.bin.gz"
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_the_uploaders_may_write_only_what_their_flow_writes(legacy: bool) -> None:
+    """UploadFiles and CompleteImport never write a chunk file or the importer's state; the legacy
+    flow's UploadFiles records its uploads, the asset flow's writes nothing under the output (the
+    asset's own credentials write the asset's prefix: no statement names Pennsieve's bucket)."""
+    flow = {"LegacyImport": legacy, "AssetImportWithSecret": not legacy}
+    for principal in ("UploadFilesFunction", "CompleteImportFunction"):
+        assert may(principal, "s3:GetObject", CHUNK, **flow)
+        for name in ("channel-00000_1_2.bin.gz", "channel-00000.metadata.json", "import-state.json",
+                     "import-asset.json", "import-claim.json", "import-manifest-x.json"):  # fmt: skip
+            assert not may(principal, "s3:PutObject", f"{OUT}/converted/a/{name}", **flow), (principal, name)
+        assert not may(principal, "s3:PutObject", "arn:aws:s3:::pennsieve-viewer-assets/viewer-assets/x", **flow)
+    uploaded = f"{OUT}/converted/a/import-uploaded-0f1e-00000.json"
+    assert may("UploadFilesFunction", "s3:PutObject", uploaded, **flow) is legacy
+    assert may("UploadFilesFunction", "s3:ListBucket", OUT, "converted/a/import-uploaded-", **flow) is legacy
+    assert may("CompleteImportFunction", "s3:PutObject", f"{OUT}/converted/a/import-failed.json", **flow)
+    assert not may("UploadFilesFunction", "s3:PutObject", f"{OUT}/converted/a/import-failed.json", **flow)
+    assert may("CompleteImportFunction", "secretsmanager:GetSecretValue", SECRET, **flow) is not legacy
 
 
 def test_an_sse_kms_input_bucket_is_decrypted_through_s3_only() -> None:

@@ -46,7 +46,7 @@ def test_the_fixtures_keys_are_the_folders() -> None:
     assert records.write_batches.dump() == planned["writeBatches"]
     assert map_results(OUTPUT_BUCKET, "records/").dump() == planned["results"]
     upload = load_event("upload_files.json")
-    assert RecordsFolder.at(S3Prefix.model_validate(upload["records"])) == records
+    assert RecordsFolder.at(S3Prefix.model_validate(upload["upload"]["records"])) == records
     assert records.upload_batch(0).dump() == upload["batch"]["names"]
     complete = load_event("complete_import.json")["upload"]
     assert records.as_prefix().dump() == complete["records"]

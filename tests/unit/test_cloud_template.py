@@ -163,7 +163,8 @@ def test_only_the_importing_functions_read_the_secret_and_only_finalize_deletes(
 
     for function in of_type("AWS::Serverless::Function"):
         reads_secret = "AWSSecretsManagerGetSecretValuePolicy" in policy_names(function)
-        assert reads_secret == (function in ("FinalizeFunction", "UploadFilesFunction")), function
+        importing = ("FinalizeFunction", "UploadFilesFunction", "CompleteImportFunction")  # the last: asset flow
+        assert reads_secret == (function in importing), function
         # Explicit statements only: SAM's S3 policy templates grant lifecycle and ACL changes too.
         assert not any(n.startswith("S3") for n in policy_names(function)), function
     # Only Finalize deletes (stale chunk files, an earlier run's upload records), and Plan an earlier

@@ -89,7 +89,7 @@ def written_bundle(folder: Path) -> tuple[list[list[int]], int]:
 
 
 def test_bundle_only_predicts_no_chunk_files_and_the_bundles_arrays(capsys, nwb: Path, tmp_path: Path) -> None:
-    found = inspect_json(capsys, nwb, "--formats", "bundle")
+    found = inspect_json(capsys, nwb, "--formats", "bundle", "--bundle-layout", "legacy")
     o = found.output
     assert (o.formats, o.files, o.chunk_files, o.metadata_files, o.bytes) == ("bundle", 0, 0, 0, 0)
     assert [(s.chunk_files, s.output_bytes) for s in found.series] == [(0, 0)]
@@ -103,7 +103,7 @@ def test_bundle_only_predicts_no_chunk_files_and_the_bundles_arrays(capsys, nwb:
     assert o.bundle.unit_channels == 2
     assert found.series[0].bundle_levels == [list(shape) for shape in levels]
 
-    out = convert(capsys, nwb, tmp_path / "out", "--formats", "bundle")
+    out = convert(capsys, nwb, tmp_path / "out", "--formats", "bundle", "--bundle-layout", "legacy")
     assert chunk_output_bytes(out) == (0, 0, 0)
     shapes, units = written_bundle(out)
     assert sorted(shapes) == sorted([list(shape) for shape in levels] * N_CHANNELS)
@@ -157,6 +157,9 @@ def test_output_settings_reach_inspect_from_the_environment(capsys, nwb: Path, m
     code, text, err = run_cli(capsys, "inspect", str(nwb))
     assert code == 0, err
     assert "chunk files" not in text
+    assert "TS-Zarr viewer bundle rec.zarr: 3 channels + 1 event channel;" in text
+    monkeypatch.setenv("BUNDLE_LAYOUT", "legacy")
+    code, text, err = run_cli(capsys, "inspect", str(nwb))
     assert "viewer bundle rec.zarr: 3 channels + 2 unit channels, 9 level arrays" in text
     # Importing compresses by default: inspect predicts that convert's GZIP_LEVEL, as convert would use it.
     monkeypatch.setenv("OUTPUT_FORMATS", "chunks")

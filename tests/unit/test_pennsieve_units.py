@@ -14,7 +14,7 @@ from nwb2pennsieve.pennsieve import (
     TargetSpec,
     UploadError,
     choose_target_spec,
-    import_preflight,
+    input_targets,
     target_spec_from_metadata,
 )
 from nwb2pennsieve.pennsieve.auth import CognitoConfig, jwt_claims
@@ -77,14 +77,14 @@ def test_target_precedence_and_s3_metadata():
 def test_preflight_fails_before_conversion_when_enabled_without_target():
     enabled = Settings.from_env({"IMPORTER_ENABLED": "true", "SESSION_TOKEN": "t"})
 
-    assert import_preflight(Settings.from_env({})) is None  # disabled locally by default
+    assert input_targets(Settings.from_env({}), ["a"]) is None  # disabled locally by default
     with pytest.raises(TargetNotFoundError, match="no import target"):
-        import_preflight(enabled, None, TargetSpec())
-    assert import_preflight(enabled, TargetSpec(integration_id="r")) == TargetSpec(integration_id="r")
+        input_targets(enabled, ["a"])
+    assert input_targets(enabled, ["a"], ["a=N:package:1"]) == {"a": TargetSpec(package_id="N:package:1")}
     with_env = Settings.from_env({"IMPORTER_ENABLED": "1", "SESSION_TOKEN": "t", "INTEGRATION_ID": "e"})
-    assert import_preflight(with_env) == TargetSpec(integration_id="e")
+    assert input_targets(with_env, ["a"]) == {"a": TargetSpec(integration_id="e")}
     with pytest.raises(ConfigurationError):
-        import_preflight(Settings.from_env({"IMPORTER_ENABLED": "1", "INTEGRATION_ID": "e"}))
+        input_targets(Settings.from_env({"IMPORTER_ENABLED": "1", "INTEGRATION_ID": "e"}), ["a"])
 
 
 # -- models: tolerant of the server's real shapes ------------------------------------------------------

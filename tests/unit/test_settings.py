@@ -21,7 +21,8 @@ ALL_VARIABLES = (
     "IMPORTER_ENABLED", "PENNSIEVE_API_KEY", "PENNSIEVE_API_SECRET", "SESSION_TOKEN", "REFRESH_TOKEN",
     "PENNSIEVE_API_HOST", "PENNSIEVE_API_HOST2", "INTEGRATION_ID", "SERIES", "PLAN_TIMEOUT_S", "GZIP_LEVEL",
     "OUTPUT_FORMATS",
-    "BUNDLE_ZSTD_LEVEL", "READ_STALL_S", "SETTLE_S", "NETWORK_TIMEOUT_S", "NETWORK_BUDGET_S",
+    "BUNDLE_ZSTD_LEVEL", "BUNDLE_LAYOUT", "DEIDENTIFY", "READ_STALL_S", "SETTLE_S", "NETWORK_TIMEOUT_S",
+    "NETWORK_BUDGET_S",
 )  # fmt: skip
 
 # (variable, option, bad value, the reason the message gives)
@@ -235,6 +236,21 @@ def test_bundle_zstd_level(clean_env: pytest.MonkeyPatch) -> None:
     for bad in ("0", "23", "2.5", "fast"):
         with pytest.raises(ConfigurationError, match=r"BUNDLE_ZSTD_LEVEL must be a"):
             Settings.from_env({"BUNDLE_ZSTD_LEVEL": bad})
+
+
+def test_bundle_layout_and_deidentify() -> None:
+    assert Settings.from_env({}).conversion_options().bundle_layout == "ts-zarr"
+    options = Settings.from_env({"BUNDLE_LAYOUT": " Legacy "}).conversion_options()
+    assert options.bundle_layout == "legacy" and not options.deidentify
+    assert Settings.from_env({"DEIDENTIFY": "yes"}, bundle_layout="ts-zarr").conversion_options().deidentify
+    with pytest.raises(
+        ConfigurationError, match=r"BUNDLE_LAYOUT \(--bundle-layout\) must be ts-zarr or legacy, not 'zarr'"
+    ):
+        Settings.from_env({"BUNDLE_LAYOUT": "zarr"})
+    with pytest.raises(
+        ConfigurationError, match=r"DEIDENTIFY \(--deidentify\) must be false with BUNDLE_LAYOUT=legacy"
+    ):
+        Settings.from_env({"DEIDENTIFY": "true"}, bundle_layout="legacy")
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,14 @@ class OutputFormat(StrEnum):
 FORMAT_ORDER = (OutputFormat.CHUNKS, OutputFormat.BUNDLE)
 
 
+class BundleLayout(StrEnum):
+    """The viewer bundle's layout: Pennsieve's TS-Zarr (default), or the older ts-zarr-py layout for
+    platforms on a reader that predates TS-Zarr (docs/bundle.md)."""
+
+    TSZARR = "ts-zarr"
+    LEGACY = "legacy"
+
+
 def formats_text(formats: frozenset[OutputFormat]) -> str:
     """``chunks``, ``bundle`` or ``chunks,bundle``: the canonical spelling (also in plan.json)."""
     return ",".join(f.value for f in FORMAT_ORDER if f in formats)
@@ -76,6 +84,8 @@ class ConversionOptions(BaseModel):
     series: tuple[str, ...] = Field(default=(), description="HDF5 paths of the series to convert; empty: all")
     skip_invalid_series: bool = Field(default=False, description="convert the valid series, skip the invalid ones")
     bundle_zstd_level: int = Field(default=DEFAULT_BUNDLE_ZSTD_LEVEL, ge=1, le=22, description="the bundle's Zstd")
+    bundle_layout: BundleLayout = Field(default=BundleLayout.TSZARR, description="the bundle's layout")
+    deidentify: bool = Field(default=False, description="the bundle without meta/ and without free text")
 
     @model_validator(mode="before")
     @classmethod
@@ -104,6 +114,11 @@ class ConversionOptions(BaseModel):
     @property
     def writes_bundle(self) -> bool:
         return OutputFormat.BUNDLE in self.formats
+
+    @property
+    def tszarr(self) -> bool:
+        """The bundle is written in the TS-Zarr layout (with the bundle on)."""
+        return self.writes_bundle and self.bundle_layout == BundleLayout.TSZARR
 
     @property
     def formats_text(self) -> str:

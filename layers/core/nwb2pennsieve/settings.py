@@ -31,6 +31,7 @@ from .options import (
     DEFAULT_BUNDLE_ZSTD_LEVEL,
     DEFAULT_CHUNK_SIZE_MB,
     DEFAULT_MAX_ITEM_MB,
+    BundleLayout,
     ConversionOptions,
     formats_text,
     parse_formats,
@@ -60,6 +61,13 @@ LOCAL_GZIP_LEVEL = 0
 DEFAULT_OUTPUT_FORMATS = "chunks"
 DEFAULT_API_HOST = "https://api.pennsieve.net"
 DEFAULT_API_HOST2 = "https://api2.pennsieve.net"
+# The viewer-asset import (docs/importer.md): the asset's name (one per converter deployment; name
+# and type are what a rerun looks for), its type, and the status that marks it finished (the
+# reference processor writes "active"; another Pennsieve component calls it "ready").
+DEFAULT_ASSET_NAME = "nwb-asset"
+DEFAULT_ASSET_TYPE = "timeseries"
+DEFAULT_ASSET_FINISHED_STATUS = "active"
+ASSET_CREATED_STATUS = "created"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -133,8 +141,31 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
+def _non_blank(value: Any) -> str:
+    text = _text(value)
+    if not text:
+        raise _invalid("not blank")
+    return text
+
+
+def _finished_status(value: Any) -> str:
+    text = _non_blank(value)
+    if text.lower() == ASSET_CREATED_STATUS:
+        raise _invalid(f"the status of a finished asset (not {ASSET_CREATED_STATUS!r}, a new one's)")
+    return text
+
+
 def _optional_text(value: Any) -> str | None:
     return None if value is None else _text(value) or None
+
+
+def _optional_file(value: Any) -> Path | None:
+    if value is None or not _text(value):
+        return None
+    path = Path(_text(value))
+    if not path.is_file():
+        raise _invalid("a file" + (" (it does not exist)" if not path.exists() else ""))
+    return path
 
 
 def _series_paths(value: Any) -> tuple[str, ...]:
@@ -157,6 +188,14 @@ def _formats(value: Any) -> str:
         return formats_text(parse_formats(str(value)))
     except ValueError as exc:
         raise _invalid(str(exc)) from None
+
+
+def _layout(value: Any) -> str:
+    """``ts-zarr`` (default) or ``legacy``, any case."""
+    text = _text(value).lower()
+    if text not in {layout.value for layout in BundleLayout}:
+        raise _invalid("ts-zarr or legacy")
+    return text
 
 
 def _host(value: Any) -> str:
@@ -186,10 +225,14 @@ Switch = Annotated[bool, BeforeValidator(_boolean)]
 """``1/true/yes/on`` or ``0/false/no/off`` (any case; blank is false)."""
 Text = Annotated[str, BeforeValidator(_text)]
 Host = Annotated[str, BeforeValidator(_host)]
+NonBlank = Annotated[str, BeforeValidator(_non_blank)]
+"""Text that is not blank (an asset's name or type)."""
 SeriesPaths = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_series_paths)]
 """Comma-separated HDF5 paths of series groups (``/acquisition/ElectricalSeries,...``); empty: all."""
 Formats = Annotated[str, BeforeValidator(_formats)]
 """``chunks``, ``bundle`` or ``chunks,bundle`` (the canonical form of what was given)."""
+Layout = Annotated[str, BeforeValidator(_layout)]
+"""``ts-zarr`` or ``legacy``: the viewer bundle's layout."""
 Secret = Annotated[SecretStr | None, BeforeValidator(_secret)]
 """Prints as ``**********``; the value only through ``get_secret_value()``."""
 
@@ -232,12 +275,19 @@ class CommonSettings(BaseSettings):
     skip_invalid_series: Switch = False
     output_formats: Formats = DEFAULT_OUTPUT_FORMATS
     bundle_zstd_level: ZstdLevel = DEFAULT_BUNDLE_ZSTD_LEVEL
+    bundle_layout: Layout = BundleLayout.TSZARR.value
+    deidentify: Switch = False
     # Like the reference processor: the importer runs by default everywhere but ENVIRONMENT=local.
     importer_enabled: Switch = Field(None)  # type: ignore[assignment]
     # Default: compressed when importing (the upload is the cost), else LOCAL_GZIP_LEVEL.
     gzip_level: GzipLevel = Field(None)  # type: ignore[assignment]
     pennsieve_api_host: Host = DEFAULT_API_HOST
     pennsieve_api_host2: Host = DEFAULT_API_HOST2
+    # The import: the viewer-asset flow, unless LEGACY_IMPORT_FLOW (Pennsieve's import manifest).
+    legacy_import_flow: Switch = False
+    asset_name: NonBlank = DEFAULT_ASSET_NAME
+    asset_type: NonBlank = DEFAULT_ASSET_TYPE
+    asset_finished_status: Annotated[str, BeforeValidator(_finished_status)] = DEFAULT_ASSET_FINISHED_STATUS
 
     @field_validator("environment", mode="before")
     @classmethod
@@ -254,6 +304,14 @@ class CommonSettings(BaseSettings):
             raise _invalid("false when OUTPUT_FORMATS has no chunks (the importer uploads chunk files)")
         return value
 
+    @field_validator("deidentify", mode="before")
+    @classmethod
+    def _deidentify_needs_tszarr(cls, value: Any, info: ValidationInfo) -> Any:
+        # The legacy layout's times are wall-clock (start_us, events): nothing there can be de-identified.
+        if _boolean(value) and info.data.get("bundle_layout") == BundleLayout.LEGACY.value:
+            raise _invalid("false with BUNDLE_LAYOUT=legacy (its times are wall-clock: only TS-Zarr de-identifies)")
+        return value
+
     def conversion_options(self) -> ConversionOptions:
         """The conversion options these settings give (the one place they are built)."""
         return ConversionOptions(
@@ -264,6 +322,8 @@ class CommonSettings(BaseSettings):
             series=self.selected_series(),
             skip_invalid_series=self.skip_invalid_series,
             bundle_zstd_level=self.bundle_zstd_level,
+            bundle_layout=BundleLayout(self.bundle_layout),
+            deidentify=self.deidentify,
         )
 
     def selected_series(self) -> tuple[str, ...]:
@@ -334,7 +394,8 @@ class Settings(CommonSettings):
 
     ``ENVIRONMENT`` (local/production), ``INPUT_DIR``, ``OUTPUT_DIR``, ``CHUNK_SIZE_MB``,
     ``MAX_ITEM_MB``, ``GZIP_LEVEL`` (default: compressed when importing), ``WORKERS`` (default:
-    CPUs), ``SKIP_INVALID_SERIES``, ``OUTPUT_FORMATS`` (chunks, bundle or both), ``SERIES`` (the
+    CPUs), ``SKIP_INVALID_SERIES``, ``OUTPUT_FORMATS`` (chunks, bundle or both), ``BUNDLE_LAYOUT``
+    (ts-zarr or legacy), ``DEIDENTIFY`` (the bundle without meta/ and free text), ``SERIES`` (the
     series to convert, comma-separated HDF5 paths; default all), ``PLAN_TIMEOUT_S`` (seconds
     planning one file may take; it runs in a child process, so a damaged file cannot hang the
     command; 0 plans in this process, without a limit), ``READ_STALL_S`` (seconds the local pool
@@ -344,7 +405,9 @@ class Settings(CommonSettings):
     that recently is watched that long and skipped while it grows),
     ``IMPORTER_ENABLED`` (default true outside local), ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET``
     or ``SESSION_TOKEN`` (+``REFRESH_TOKEN``), ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``,
-    ``INTEGRATION_ID``. Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
+    ``INTEGRATION_ID``, ``PACKAGE_MAP`` (a JSON file: input file stem → its own import target),
+    ``LEGACY_IMPORT_FLOW``, ``ASSET_NAME``, ``ASSET_TYPE``, ``ASSET_FINISHED_STATUS``.
+    Secrets are :class:`~pydantic.SecretStr`: they print as ``**********``.
     """
 
     options: ClassVar[dict[str, str]] = {
@@ -355,6 +418,8 @@ class Settings(CommonSettings):
         "workers": "--workers",
         "series": "--series",
         "output_formats": "--formats",
+        "bundle_layout": "--bundle-layout",
+        "deidentify": "--deidentify",
     }
 
     input_dir: Path = Path("data/input")
@@ -371,6 +436,8 @@ class Settings(CommonSettings):
     session_token: Secret = None
     refresh_token: Secret = None
     integration_id: Annotated[str | None, BeforeValidator(_optional_text)] = None
+    # Each input file's own import target (read and checked by the importer's preflight).
+    package_map: Annotated[Path | None, BeforeValidator(_optional_file)] = None
 
     def selected_series(self) -> tuple[str, ...]:
         return self.series

@@ -18,6 +18,7 @@ import json
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,30 @@ _MAGIC = b"N2PBUNDLEPARTIAL"
 # levels hold nearly all the bytes. Each open shard object is an open file in a local store,
 # so the coarser levels (a small share of the bytes) are held and written whole.
 STREAMED_LEVELS = 2
+
+
+def framed(magic: bytes, header: bytes) -> bytes:
+    """A partial result's head: its magic, the header's length (uint32 little-endian), the header."""
+    return magic + struct.pack("<I", len(header)) + header
+
+
+def unframed(data: bytes, magic: bytes, what: str) -> tuple[dict[str, Any], int]:
+    """The JSON header of a :func:`framed` record and where its arrays begin."""
+    if not data.startswith(magic):
+        raise ValueError(f"not {what}")
+    at = len(magic)
+    (size,) = struct.unpack_from("<I", data, at)
+    return json.loads(data[at + 4 : at + 4 + size]), at + 4 + size
+
+
+def check_slab(slab: np.ndarray, width: int, fed: int, window: int, span: tuple[int, int]) -> np.ndarray:
+    """``slab`` as float32 ``(rows, width)`` level-0 bins that fit the window ``span`` after ``fed``."""
+    slab = np.asarray(slab, dtype=np.float32)
+    if slab.ndim != 2 or slab.shape[1] != width:
+        raise ValueError(f"slab of shape {slab.shape} for {width} channels")
+    if fed + slab.shape[0] > span[1]:
+        raise ValueError(f"window {window} is [{span[0]}, {span[1]}); fed past {span[1]}")
+    return slab
 
 
 @dataclass(frozen=True)
@@ -60,16 +85,12 @@ class ItemPartial:
                 "channels": list(self.channels),
             }
         ).encode()
-        return _MAGIC + struct.pack("<I", len(header)) + header + bins.tobytes()
+        return framed(_MAGIC, header) + bins.tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ItemPartial:
-        if not data.startswith(_MAGIC):
-            raise ValueError("not a bundle partial result")
-        at = len(_MAGIC)
-        (size,) = struct.unpack_from("<I", data, at)
-        header = json.loads(data[at + 4 : at + 4 + size])
-        bins = np.frombuffer(data, dtype="<f4", offset=at + 4 + size).reshape(header["shape"]).astype(np.float32)
+        header, at = unframed(data, _MAGIC, "a bundle partial result")
+        bins = np.frombuffer(data, dtype="<f4", offset=at).reshape(header["shape"]).astype(np.float32)
         return cls(
             window=header["window"],
             level=header["level"],
@@ -107,11 +128,7 @@ class ItemWriter:
 
     def feed(self, slab: np.ndarray) -> None:
         """The next ``(rows, channels)`` level-0 bins of the window (read during the call only)."""
-        slab = np.asarray(slab, dtype=np.float32)
-        if slab.ndim != 2 or slab.shape[1] != len(self.channels):
-            raise ValueError(f"slab of shape {slab.shape} for {len(self.channels)} channels")
-        if self._fed + slab.shape[0] > self.stop:
-            raise ValueError(f"window {self.window} is [{self.start}, {self.stop}); fed past {self.stop}")
+        slab = check_slab(slab, len(self.channels), self._fed, self.window, (self.start, self.stop))
         self._fed += slab.shape[0]
         if slab.shape[0]:
             # A level-0 bin is its own min and max.

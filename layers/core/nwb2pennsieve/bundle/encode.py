@@ -1,6 +1,6 @@
 """A small Zarr v3 encoder: metadata documents and sharded-array shard objects, byte for byte ours.
 
-Only what the viewer bundle needs: groups, and arrays of float32 / int64 / uint8 chunked along
+Only what the viewer bundle needs: groups, and arrays of float32 / int64 / unsigned integers chunked along
 axis 0 only, stored with the ``sharding_indexed`` codec (inner codecs ``bytes`` + ``zstd``; index
 codecs ``bytes`` + ``crc32c``, index at the end, as the Zarr v3 sharding specification requires
 for a reader that fetches the index with one suffix range request). Writing the shards ourselves
@@ -33,7 +33,7 @@ from ..options import DEFAULT_BUNDLE_ZSTD_LEVEL
 if TYPE_CHECKING:
     from ..output.storage import PendingObject
 
-DType = Literal["float32", "int64", "uint8"]
+DType = Literal["float32", "int64", "uint8", "uint16", "uint32", "uint64"]
 ZSTD_LEVEL = DEFAULT_BUNDLE_ZSTD_LEVEL
 EMPTY = np.uint64(2**64 - 1)
 INDEX_ENTRY_BYTES = 16

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..output.storage import Store
-from ..plan.bundle_layout import align_windows, plan_levels
+from ..plan.bundle_layout import WindowPlan, align_windows, plan_levels
 from ..plan.grid import series_grid
 from ..plan.models import Plan, SeriesPlan, WorkItem
 from .continuous import ItemPartial, ItemWriter
@@ -71,12 +72,37 @@ def channel_infos(plan: Plan) -> list[tuple[SeriesPlan, ChannelInfo]]:
     return out
 
 
+class WindowWriter(Protocol):
+    """What a feeder drives: :class:`~.continuous.ItemWriter` (the older layout) or the TS-Zarr one."""
+
+    channels: list[int]
+
+    def feed(self, slab: np.ndarray) -> None: ...
+    def abort(self) -> None: ...
+    def finish(self) -> Any: ...
+
+
+WriterFactory = Callable[[Store, WindowPlan, int, list[int], int], WindowWriter]
+
+
+def _item_writer(store: Store, plan: WindowPlan, window: int, channels: list[int], zstd_level: int) -> WindowWriter:
+    return ItemWriter(store, plan, window, channels, zstd_level=zstd_level)
+
+
 class BundleFeeder:
-    """The writer's slab consumer for one work item: feeds the item's window to an
-    :class:`~.continuous.ItemWriter` per column group, NaN where the grid has no sample."""
+    """The writer's slab consumer for one work item: feeds the item's window to a window writer
+    (:class:`~.continuous.ItemWriter` unless ``make_writer`` says otherwise) per column group, NaN
+    where the grid has no sample."""
 
     def __init__(
-        self, store: Store, series: SeriesPlan, item: WorkItem, *, first_group: int, zstd_level: int = ZSTD_LEVEL
+        self,
+        store: Store,
+        series: SeriesPlan,
+        item: WorkItem,
+        *,
+        first_group: int,
+        zstd_level: int = ZSTD_LEVEL,
+        make_writer: WriterFactory = _item_writer,
     ) -> None:
         if item.window is None or item.window_bins is None:
             raise ValueError(f"work item {item.id} has no bundle window")
@@ -88,15 +114,16 @@ class BundleFeeder:
         self.plan = align_windows(self.grid.n_bins, item.window_bins, plan_levels(self.grid.n_bins, series.rate))
         self.window = self.plan.windows[item.window]
         self.zstd_level = zstd_level
-        self._writers: dict[int, ItemWriter] = {}
+        self._make_writer = make_writer
+        self._writers: dict[int, WindowWriter] = {}
         self._next: dict[int, int] = {}
 
     def begin(self, column_groups: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
         """One writer per column group; the rows of the window before the item's first chunk."""
         for c0, c1 in column_groups:
             channels = list(range(self.first_group + c0, self.first_group + c1))
-            self._writers[c0] = ItemWriter(
-                self.store, self.plan, self.item.window or 0, channels, zstd_level=self.zstd_level
+            self._writers[c0] = self._make_writer(
+                self.store, self.plan, self.item.window or 0, channels, self.zstd_level
             )
             self._next[c0] = self.window[0]
         a = self.grid.first_sample_from(self.window[0])
@@ -135,7 +162,7 @@ class BundleFeeder:
         for writer in self._writers.values():
             writer.abort()
 
-    def finish(self) -> list[ItemPartial]:
+    def finish(self) -> list[Any]:
         """Close the window (NaN to its end); the partial results for the reduce."""
         partials = []
         for c0, writer in self._writers.items():
@@ -146,7 +173,15 @@ class BundleFeeder:
         return partials
 
 
-def pack_partials(partials: Sequence[ItemPartial]) -> bytes:
+class Partial(Protocol):
+    """A partial result of one window (either layout's): it names its channels and has a binary form."""
+
+    channels: tuple[int, ...]
+
+    def to_bytes(self) -> bytes: ...
+
+
+def pack_partials(partials: Sequence[Partial]) -> bytes:
     """The partial results of one work item as one record object."""
     out = [_MAGIC]
     for p in partials:
@@ -156,14 +191,18 @@ def pack_partials(partials: Sequence[ItemPartial]) -> bytes:
     return b"".join(out)
 
 
-def unpack_partials(data: bytes) -> list[ItemPartial]:
+def unpack_partials(data: bytes) -> list[Any]:
+    """The partial results of :func:`pack_partials` (:class:`ItemPartial` or TS-Zarr's ``StatPartial``)."""
+    from .tszarr.partials import MAGIC, StatPartial
+
     if not data.startswith(_MAGIC):
         raise ValueError("not a record of bundle partial results")
     at = len(_MAGIC)
-    out = []
+    out: list[Any] = []
     while at < len(data):
         size = int.from_bytes(data[at : at + 8], "little")
-        out.append(ItemPartial.from_bytes(data[at + 8 : at + 8 + size]))
+        body = data[at + 8 : at + 8 + size]
+        out.append(StatPartial.from_bytes(body) if body.startswith(MAGIC) else ItemPartial.from_bytes(body))
         at += 8 + size
     return out
 
@@ -193,6 +232,6 @@ class PartialSpill:
             with path.open("ab") as fh:
                 fh.write(len(body).to_bytes(8, "little") + body)
 
-    def blocks(self) -> Iterator[list[ItemPartial]]:
+    def blocks(self) -> Iterator[list[Any]]:
         for path in self._files.values():
             yield unpack_partials(path.read_bytes())

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..output.storage import PendingObject, S3Store, Store
+from ..plan.bundle_layout import chunk_and_shard_bins
+from .encode import ArraySpec, DType, encode_shard
 
 
 def child_store(store: Store, path: str) -> Store:
@@ -55,3 +59,31 @@ def get(store: Store, path: str) -> bytes:
 def describe(store: Store, path: str) -> Any:
     folder, _, name = path.rpartition("/")
     return child_store(store, folder).describe(name)
+
+
+def array_spec(data: np.ndarray, dtype: DType, zstd_level: int, attributes: dict[str, Any] | None = None) -> ArraySpec:
+    """A sharded array of ``data``'s shape: inner chunks and shards by the producer's rule."""
+    row_bytes = data.dtype.itemsize * int(np.prod(data.shape[1:], dtype=np.int64))
+    chunk, shard = chunk_and_shard_bins(data.shape[0], row_bytes)
+    return ArraySpec(
+        shape=tuple(int(x) for x in data.shape),
+        dtype=dtype,
+        chunk_rows=chunk,
+        shard_rows=shard,
+        attributes=attributes or {},
+        zstd_level=zstd_level,
+    )
+
+
+def write_array(
+    store: Store, path: str, data: np.ndarray, dtype: DType, zstd_level: int, attributes: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every shard of a sharded array; its ``zarr.json``."""
+    data = np.ascontiguousarray(data, dtype=dtype)
+    spec = array_spec(data, dtype, zstd_level, attributes)
+    for shard in range(spec.shard_count):
+        a = shard * spec.shard_rows
+        parts = encode_shard(spec, shard, data[a : a + spec.shard_rows])
+        if parts is not None:
+            put(store, f"{path}/{spec.shard_key(shard)}", parts)
+    return spec.metadata()

@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 
 from ..output.storage import Store
-from ..plan.bundle_layout import chunk_and_shard_bins
 from ..source.units import UnitsTable
-from .encode import ZSTD_LEVEL, ArraySpec, DType, encode_shard, group_metadata
+from .encode import ZSTD_LEVEL, DType, group_metadata
 from .metadata import ChannelInfo
-from .sink import put
+from .sink import write_array
 
 MAX_UNITS_PER_CHANNEL = 256
 
@@ -75,19 +74,6 @@ def unit_channels(table: UnitsTable, *, first_index: int, rate_hz: float, start_
     return out
 
 
-def _spec(data: np.ndarray, dtype: DType, attributes: dict[str, float], zstd_level: int) -> ArraySpec:
-    row_bytes = data.dtype.itemsize * int(np.prod(data.shape[1:], dtype=np.int64))
-    chunk, shard = chunk_and_shard_bins(data.shape[0], row_bytes)
-    return ArraySpec(
-        shape=data.shape,
-        dtype=dtype,
-        chunk_rows=chunk,
-        shard_rows=shard,
-        attributes=attributes,
-        zstd_level=zstd_level,
-    )
-
-
 def write_unit_channel(
     store: Store, channel: UnitChannel, *, zstd_level: int = ZSTD_LEVEL
 ) -> dict[str, dict[str, Any]]:
@@ -101,11 +87,5 @@ def write_unit_channel(
     ]
     docs: dict[str, dict[str, Any]] = {str(i): group_metadata(channel.info.attributes())}
     for name, data, dtype, attrs in arrays:
-        spec = _spec(data, dtype, attrs, zstd_level)
-        for shard in range(spec.shard_count):
-            a = shard * spec.shard_rows
-            parts = encode_shard(spec, shard, data[a : a + spec.shard_rows])
-            if parts is not None:
-                put(store, f"{i}/{name}/{spec.shard_key(shard)}", parts)
-        docs[f"{i}/{name}"] = spec.metadata()
+        docs[f"{i}/{name}"] = write_array(store, f"{i}/{name}", data, dtype, zstd_level, attrs)
     return docs

@@ -6,26 +6,26 @@ with the importer on, hand over to :mod:`.imports` (prepare the import, write th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from ..bundle.continuous import ItemPartial
 from ..bundle.finish import finish_bundle
 from ..bundle.series import unpack_partials
+from ..bundle.tszarr.finish import finish_tszarr
 from ..errors import Nwb2PennsieveError
 from ..output.gzipstored import framed_size
 from ..output.s3store import PUT_THREADS, ParallelS3Store
 from ..output.storage import S3Store
 from ..plan.models import ChunkRecord, Plan, WorkItem, chunk_file_name, metadata_file_name
+from ..source.annotation_files import SUFFIX
 from ..source.nwb import open_nwb
 from ..source.s3 import S3RangeReader
 from ..write.chunks import write_channel_metadata
-from .imports import prepare_uploads
+from .imports import ImportContext, prepare_uploads
 from .models import Batch, FinalizeInput, FinalizeOutput, S3Prefix, S3Ref, WrittenBatch
-from .objects import DELETE_THREADS, H5_CACHE_BYTES, check_current, delete_objects
+from .objects import DELETE_THREADS, H5_CACHE_BYTES, check_current, delete_objects, read_annotation_file
 from .records import WRITE_BATCHES, RecordsFolder, load_plan, read_record
-from .settings import DEFAULT_UPLOAD_BATCH_FILES
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -45,11 +45,11 @@ def finalize(
     s3: S3Client,
     event: FinalizeInput,
     *,
-    import_env: Callable[[], Mapping[str, str]] | None = None,
-    upload_batch_files: int = DEFAULT_UPLOAD_BATCH_FILES,
+    importing: ImportContext | None = None,
 ) -> FinalizeOutput:
     """Check every chunk file, remove stale ones, write channel metadata; with the importer on,
-    prepare the import (channels, import manifest) and write the upload batches for the Map."""
+    prepare the import (:mod:`.imports`: as the stack's settings in ``importing`` say) and write
+    the upload batches for the Map."""
     plan = load_plan(s3, event.plan)
     out = event.output
     expected = expected_sizes(s3, event, plan)
@@ -69,7 +69,7 @@ def finalize(
     if event.importer_enabled:
         # The parallel store is closed; the importer reads and records through a plain one.
         summary, upload = prepare_uploads(
-            s3, plan, event.plan, out, import_env() if import_env else {}, event.target, batch_size=upload_batch_files
+            s3, plan, event.plan, out, importing or ImportContext(), event.target, source=event.source
         )
     return FinalizeOutput(
         source=event.source.uri,
@@ -80,7 +80,7 @@ def finalize(
         output_bytes=sum(i.output_bytes for i in plan.work_items),
         stored_bytes=sum(present[n] for n in expected),
         stale_removed=len(stale),
-        imported=False,
+        imported=summary is not None and upload is None,  # a finished viewer asset: nothing to do
         import_summary=summary,
         upload=upload,
         warnings=[w[:300] for w in plan.warnings[:10]],
@@ -92,6 +92,8 @@ def expected_sizes(s3: S3Client, event: FinalizeInput, plan: Plan) -> dict[str, 
     compressed levels, what its writer recorded (None: no record of this plan's batch names it)."""
     expected: dict[str, int | None] = {}
     for item in plan.work_items if plan.writes_chunks else []:
+        if item.aux:  # a TimeSeries of the bundle only: no chunk file
+            continue
         series = plan.series[item.series]
         for chunk in series.chunks[item.chunk_start : item.chunk_stop]:
             size = framed_size(chunk.samples * 8)
@@ -199,32 +201,43 @@ def load_written(s3: S3Client, plan: S3Ref, write_batches: S3Ref, gzip_level: in
 
 
 def finalize_bundle(s3: S3Client, event: FinalizeInput, plan: Plan) -> int:
-    """The bundle's reduce (from every item's partial results in the records), its unit channels
-    and metadata, the root ``zarr.json`` last; then ``asset-properties.json``. Returns its channel groups.
+    """The bundle's reduce (from every item's partial results in the records), its event (or unit)
+    channels, ``meta/`` and metadata, the root ``zarr.json`` last; then ``asset-properties.json``; in
+    TS-Zarr the annotation files beside the bundle (those of an earlier version that this one has
+    not are deleted). Returns its channel groups.
 
     The partial results are 1/512 of the level-0 data (the level-5 bins of each window, with the
-    default sizes: docs/bundle.md) and are read a channel block at a time, so Finalize holds one
-    block's: 37 Neuropixels channels of an hour of recording are 32 MB.
+    default sizes: docs/bundle.md; TS-Zarr's carry sums too, twice the bytes) and are read a
+    channel block at a time, so Finalize holds one block's: 37 Neuropixels channels of an hour of
+    recording are 32 MB (64 MB in TS-Zarr).
     """
     src = event.source
+    out = event.output
     reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id)
+    store = S3Store(out.bucket, out.prefix, s3)
     with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
-        return finish_bundle(
-            S3Store(event.output.bucket, event.output.prefix, s3),
-            plan,
-            h5,
-            _partial_blocks(s3, event, plan),
+        if not plan.options.tszarr:
+            return finish_bundle(store, plan, h5, _partial_blocks(s3, event, plan))
+        finished = finish_tszarr(
+            store, plan, h5, _partial_blocks(s3, event, plan), lambda f: read_annotation_file(s3, f)
         )
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=out.bucket, Prefix=out.prefix, Delimiter="/")
+    listed = [o["Key"][len(out.prefix) :] for page in pages for o in page.get("Contents", [])]
+    stale = sorted(n for n in listed if n.endswith(SUFFIX) and n not in finished.files)
+    delete_objects(s3, out.bucket, [out.prefix + n for n in stale])
+    for warning in finished.warnings:
+        log.warning("%s: %s", src.uri, warning)
+    return finished.groups
 
 
-def _partial_blocks(s3: S3Client, event: FinalizeInput, plan: Plan) -> Iterator[list[ItemPartial]]:
+def _partial_blocks(s3: S3Client, event: FinalizeInput, plan: Plan) -> Iterator[list[Any]]:
     """Every work item's partial results, a channel block (the items of one column range) at a time."""
     records = RecordsFolder.of_plan(event.plan)
-    blocks: dict[tuple[int, int, int], list[WorkItem]] = {}
+    blocks: dict[tuple[bool, int, int, int], list[WorkItem]] = {}
     for item in plan.work_items:
-        blocks.setdefault((item.series, item.column_start, item.column_stop), []).append(item)
+        blocks.setdefault((item.aux, item.series, item.column_start, item.column_stop), []).append(item)
 
-    def load(item: WorkItem) -> list[ItemPartial]:
+    def load(item: WorkItem) -> list[Any]:
         ref = records.bundle_partial(item.id)
         try:
             body = read_record(s3, ref)

@@ -1,10 +1,12 @@
 """The import steps and the cloud's link to the Pennsieve importer and to the credentials secret.
 
-After Finalize's checks, prepare the Pennsieve import (:func:`prepare_output`: target, channels,
-import manifest) and write the upload Map's batches (:func:`prepare_uploads`); upload one batch
-(:func:`upload_batch`, UploadFiles; :func:`upload_names` does the uploads); check that every
-chunk file is uploaded (:func:`complete_import`, CompleteImport). Plan chooses the import target
-before any conversion work (:func:`choose_import_target`).
+After Finalize's checks, prepare the Pennsieve import and write the upload Map's batches
+(:func:`prepare_uploads`); upload one batch (:func:`upload_batch`, UploadFiles); check that every
+chunk file is uploaded and complete the import (:func:`complete_import`, CompleteImport). Each
+runs the flow the stack's settings choose (:class:`ImportContext`): the viewer-asset flow
+(:mod:`.asset_steps`), or with ``LEGACY_IMPORT_FLOW`` the import manifest (here:
+:func:`prepare_output`: target, channels, manifest; :func:`upload_names`: presign and PUT).
+Plan chooses the import target before any conversion work (:func:`choose_import_target`).
 
 Records of one object version, in its records folder (:mod:`.records`): the upload batches
 (``upload-batches.json``, ``upload-batch-<n>.json``: the names of one upload batch) and
@@ -28,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from contextlib import closing
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.utilities import parameters
@@ -37,7 +40,9 @@ from ..errors import ConfigurationError, InvalidInputError, Nwb2PennsieveError, 
 from ..output.storage import S3Store, Store
 from ..pennsieve.target import TargetSpec
 from ..plan.models import Plan
+from ..settings import DEFAULT_ASSET_FINISHED_STATUS, DEFAULT_ASSET_NAME, DEFAULT_ASSET_TYPE
 from .models import (
+    AssetRef,
     CompleteImportInput,
     FinalizeOutput,
     ImportSummary,
@@ -50,12 +55,15 @@ from .models import (
     UploadPlan,
 )
 from .records import RecordsFolder, put_record, read_record
+from .settings import DEFAULT_UPLOAD_BATCH_FILES
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from ..pennsieve.assets import AssetPolicy
     from ..pennsieve.http import RetryPolicy
     from ..pennsieve.importer import UploadReport
+    from .settings import CloudSettings
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,45 @@ def credentials_env(secret_arn: str, *, api_host: str, api_host2: str) -> dict[s
     env["PENNSIEVE_API_HOST"] = api_host
     env["PENNSIEVE_API_HOST2"] = api_host2
     return env
+
+
+def _no_env() -> dict[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class ImportContext:
+    """What the import steps take from the stack's settings: the flow, the asset's name, type and
+    finished status, the upload batch size; and ``env``, the credentials (read from the secret
+    only when a step calls it, never kept in a payload)."""
+
+    env: Callable[[], Mapping[str, str]] = _no_env
+    legacy: bool = False
+    asset: tuple[str, str, str] = (DEFAULT_ASSET_NAME, DEFAULT_ASSET_TYPE, DEFAULT_ASSET_FINISHED_STATUS)
+    batch_files: int = DEFAULT_UPLOAD_BATCH_FILES
+
+    @property
+    def policy(self) -> AssetPolicy:
+        """The asset's name, type and finished status (the importer is loaded only now)."""
+        from ..pennsieve.assets import AssetPolicy
+
+        return AssetPolicy(*self.asset)
+
+    @classmethod
+    def of(cls, settings: CloudSettings) -> ImportContext:
+        def env() -> dict[str, str]:
+            return credentials_env(
+                settings.pennsieve_secret_arn,
+                api_host=settings.pennsieve_api_host,
+                api_host2=settings.pennsieve_api_host2,
+            )
+
+        return cls(
+            env=env,
+            legacy=settings.legacy_import_flow,
+            asset=(settings.asset_name, settings.asset_type, settings.asset_finished_status),
+            batch_files=settings.upload_batch_files,
+        )
 
 
 def choose_import_target(s3: S3Client, source: S3Ref, overrides: Overrides) -> TargetSpec:
@@ -169,34 +216,58 @@ def prepare_uploads(
     plan: Plan,
     plan_ref: S3Ref,
     output: S3Prefix,
-    env: Mapping[str, str],
+    context: ImportContext,
     target: TargetSpec | None,
     *,
-    batch_size: int,
-) -> tuple[ImportSummary, UploadPlan]:
-    """Prepare the import of ``output`` (channels, import manifest) and write the upload batches.
+    source: S3Ref,
+) -> tuple[ImportSummary, UploadPlan | None]:
+    """Prepare the import of ``output`` and write the upload batches: (the prepared import's
+    summary, the upload Map's plan; None when the asset was finished already: nothing to do)."""
+    env = context.env()
+    if target is None:
+        raise ConfigurationError("the importer is enabled but the plan has no import target", file=plan.source)
+    if context.legacy:
+        store = S3Store(output.bucket, output.prefix, s3)
+        summary = prepare_output(plan, store, env, target)
+        return summary, plan_uploads(s3, store, plan_ref, summary, batch_size=context.batch_files)
+    from .asset_steps import prepare_asset_uploads
 
-    Returns (the prepared import's summary, the upload Map's plan).
-    """
-    store = S3Store(output.bucket, output.prefix, s3)
-    summary = prepare_output(plan, store, env, target)
-    return summary, plan_uploads(s3, store, plan_ref, summary, batch_size=batch_size)
+    try:
+        summary, asset, names, largest = prepare_asset_uploads(s3, output, env, target, context.policy, source=source)
+    except Nwb2PennsieveError as exc:
+        raise exc.with_file(plan.source) from None
+    if asset is None:
+        return summary, None
+    records = RecordsFolder.of_plan(plan_ref)
+    batches = [names[i : i + context.batch_files] for i in range(0, len(names), context.batch_files)]
+    plan_out = write_upload_batches(s3, records, batches, output=output, files_total=summary.files)
+    return summary, plan_out.model_copy(update={"asset": asset, "max_file_bytes": largest})
 
 
 def plan_uploads(
     s3: S3Client, store: S3Store, plan_ref: S3Ref, prepared: ImportSummary, *, batch_size: int
 ) -> UploadPlan:
-    """Write the upload Map's items: the chunk files not uploaded yet, ``batch_size`` names per
-    upload batch, and ``upload-batches.json`` listing the batches. A rerun of a complete import writes none."""
+    """The legacy flow's upload Map items: the chunk files not uploaded yet, ``batch_size`` names
+    per upload batch. A rerun of a complete import writes none."""
     from ..pennsieve import upload_batches
     from ..pennsieve.records import remove_failed
 
-    records = RecordsFolder.of_plan(plan_ref)
-    # Records of an earlier execution of this version: this execution's Map writes its own.
-    for ref in [*records.list_upload_failed(s3), *records.list_upload_batches(s3)]:
-        s3.delete_object(Bucket=ref.bucket, Key=ref.key)
     remove_failed(store)
     batches = upload_batches(store, batch_size=batch_size)
+    output = S3Prefix(bucket=store.bucket, prefix=store.key(""))
+    plan_out = write_upload_batches(
+        s3, RecordsFolder.of_plan(plan_ref), batches, output=output, files_total=prepared.files
+    )
+    return plan_out.model_copy(update={"import_id": prepared.import_id})
+
+
+def write_upload_batches(
+    s3: S3Client, records: RecordsFolder, batches: list[list[str]], *, output: S3Prefix, files_total: int
+) -> UploadPlan:
+    """Write ``upload-batch-<n>.json`` for each batch and ``upload-batches.json`` listing them (the
+    ItemReader's list), replacing those of an earlier execution of this version."""
+    for ref in [*records.list_upload_failed(s3), *records.list_upload_batches(s3)]:
+        s3.delete_object(Bucket=ref.bucket, Key=ref.key)
     items = []
     for i, names in enumerate(batches):
         put_record(s3, records.upload_batch(i), _NAMES.dump_json(names))
@@ -205,13 +276,12 @@ def plan_uploads(
     files = sum(b.files for b in items)
     log.info("%d chunk files to upload in %d batches", files, len(items))
     return UploadPlan(
-        output=S3Prefix(bucket=store.bucket, prefix=store.key("")),
+        output=output,
         upload_batches=records.upload_batches,
         records=records.as_prefix(),
-        import_id=prepared.import_id,
         batches=len(items),
         files=files,
-        files_total=prepared.files,
+        files_total=files_total,
     )
 
 
@@ -223,12 +293,11 @@ def _read_names(s3: S3Client, ref: S3Ref) -> list[str]:
 
 
 def upload_batch(
-    s3: S3Client, event: UploadFilesInput, *, env: Mapping[str, str], uploader: Uploader | None = None
+    s3: S3Client, event: UploadFilesInput, context: ImportContext, *, uploader: Uploader | None = None
 ) -> UploadFilesOutput:
-    """Presign and PUT one batch of chunk files (an upload-Map item); files already uploaded are
-    skipped. A failed file fails the batch; its list goes to ``upload-failed-<batch>.json``.
-
-    ``uploader`` (default :func:`~nwb2pennsieve.cloud.imports.upload_names`) does the uploads.
+    """Upload one batch of chunk files (an upload-Map item): into the viewer asset's prefix, or in
+    the legacy flow presigned and PUT (``uploader``, default :func:`upload_names`; files already
+    uploaded are skipped). A failed file fails the batch; its list goes to ``upload-failed-<batch>.json``.
     """
     from ..pennsieve import UploadError
 
@@ -236,21 +305,34 @@ def upload_batch(
     store = S3Store(event.output.bucket, event.output.prefix, s3)
     try:
         names = _read_names(s3, event.batch.names)
-        report = (uploader or upload_names)(store, env, names)
+        if event.upload.asset is not None:
+            from .asset_steps import upload_asset_batch
+
+            files, failed, first = upload_asset_batch(s3, event, names, context.env())
+            if failed:
+                raise UploadError(failed, files, first_reason=first, then=_rerun(event.upload.asset))
+            report = (files, files, 0)
+        else:
+            done = (uploader or upload_names)(store, context.env(), names)
+            report = (done.files, done.uploaded, done.already_uploaded)
     except UploadError as exc:
-        failed = RecordsFolder.at(event.records).upload_failed(event.batch.batch)
+        failed_ref = RecordsFolder.at(event.records).upload_failed(event.batch.batch)
         record = UploadFailedRecord(batch=event.batch.batch, failed=exc.failed, error=exc.first_reason)
-        put_record(s3, failed, record.model_dump_json(indent=1).encode())
+        put_record(s3, failed_ref, record.model_dump_json(indent=1).encode())
         raise exc.with_file(event.source) from None
     except Nwb2PennsieveError as exc:
         raise exc.with_file(event.source) from None
     return UploadFilesOutput(
         batch=event.batch.batch,
-        files=report.files,
-        uploaded=report.uploaded,
-        already_uploaded=report.already_uploaded,
+        files=report[0],
+        uploaded=report[1],
+        already_uploaded=report[2],
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def _rerun(asset: AssetRef) -> str:
+    return f"viewer asset {asset.id} is left unfinished: rerun to resume"
 
 
 def _first_failure_reason(s3: S3Client, records: RecordsFolder) -> str:
@@ -265,8 +347,9 @@ def _first_failure_reason(s3: S3Client, records: RecordsFolder) -> str:
     return ""
 
 
-def complete_import(s3: S3Client, event: CompleteImportInput) -> FinalizeOutput:
-    """After the upload Map (or its failure): check that every chunk file is uploaded.
+def complete_import(s3: S3Client, event: CompleteImportInput, context: ImportContext | None = None) -> FinalizeOutput:
+    """After the upload Map (or its failure): check that every chunk file is uploaded; in the asset
+    flow then register the chunks' ranges and finish the asset.
 
     Raises :class:`~nwb2pennsieve.pennsieve.UploadError` with the count and the list (also written
     to ``import-failed.json`` next to the output) when some are not; a rerun uploads only those.
@@ -278,16 +361,24 @@ def complete_import(s3: S3Client, event: CompleteImportInput) -> FinalizeOutput:
     done = FinalizeOutput.model_validate(event.model_dump(include=set(FinalizeOutput.model_fields)))
     if up is None:
         return done
+    if event.import_summary is None:
+        raise InvalidInputError("CompleteImport's input has an upload plan but no importSummary", file=event.source)
+    reason = _first_failure_reason(s3, RecordsFolder.at(up.records))
+    if not reason and event.upload_error is not None:
+        reason = f"{event.upload_error.error}: {event.upload_error.cause}"[:300]
+    if up.asset is not None:
+        from .asset_steps import complete_asset_import
+
+        context = context or ImportContext()
+        try:
+            return complete_asset_import(s3, event, context.env(), context.policy, reason=reason)
+        except Nwb2PennsieveError as exc:
+            raise exc.with_file(event.source) from None
     store = S3Store(up.output.bucket, up.output.prefix, s3)
     missing = [name for batch in upload_batches(store, batch_size=1_000_000_000) for name in batch]
     if missing:
-        reason = _first_failure_reason(s3, RecordsFolder.at(up.records))
-        if not reason and event.upload_error is not None:
-            reason = f"{event.upload_error.error}: {event.upload_error.cause}"[:300]
         write_failed(store, up.import_id, sorted(missing), reason)
         raise UploadError(missing, up.files_total, first_reason=reason).with_file(event.source) from None
-    if event.import_summary is None:
-        raise InvalidInputError("CompleteImport's input has an upload plan but no importSummary", file=event.source)
     summary = event.import_summary.model_copy(
         update={
             "files_uploaded": up.files,

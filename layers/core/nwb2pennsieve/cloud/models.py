@@ -209,9 +209,19 @@ class UploadBatch(_Payload):
     files: int
 
 
+class AssetRef(_Payload):
+    """The viewer asset an import writes into (ids only: each step obtains the asset's upload
+    credentials itself, from Pennsieve; they are never in a payload)."""
+
+    id: str
+    dataset_id: str
+    package_id: str = Field(description="where the channels and chunk ranges are")
+
+
 class UploadPlan(_Payload):
     """What Finalize leaves for the upload Map (when the importer is on): the import is prepared
-    (channels exist, every file is in the import manifest); ``files`` still have to be PUT."""
+    (the legacy flow: channels exist, every file is in the import manifest; the asset flow: the
+    viewer asset and its channels exist); ``files`` still have to be PUT."""
 
     output: S3Prefix = Field(description="the chunk files and the importer's records (import-state.json...)")
     upload_batches: S3Ref = Field(description="upload-batches.json, which the UploadFiles map's ItemReader reads")
@@ -220,6 +230,8 @@ class UploadPlan(_Payload):
     batches: int
     files: int = Field(description="chunk files not uploaded yet (0 on a rerun of a complete import)")
     files_total: int
+    asset: AssetRef | None = Field(default=None, description="the viewer asset (absent: the legacy flow)")
+    max_file_bytes: int | None = Field(default=None, description="the biggest chunk file (memory of an upload)")
 
 
 class ImportSummary(_Payload):
@@ -238,6 +250,10 @@ class ImportSummary(_Payload):
     files_uploaded: int | None = Field(default=None, description="by this execution's upload map (CompleteImport)")
     files_already_uploaded: int | None = Field(default=None, description="by an earlier execution (CompleteImport)")
     upload_batches: int | None = Field(default=None, description="of this execution's upload map (CompleteImport)")
+    asset_id: str | None = Field(default=None, description="the viewer asset (the asset flow)")
+    asset: str | None = Field(default=None, description="created, resumed or already finished (the asset flow)")
+    ranges_registered: int | None = Field(default=None, description="chunk ranges registered now (CompleteImport)")
+    ranges_known: int | None = Field(default=None, description="chunk ranges Pennsieve had already (CompleteImport)")
 
     @classmethod
     def of_prepared(cls, prepared: PreparedImport) -> ImportSummary:
@@ -261,12 +277,20 @@ class FinalizeOutput(_Payload):
 
 
 class UploadFilesInput(_Payload):
-    """What the UploadFiles Map's ItemSelector hands each UploadFiles invocation."""
+    """What the UploadFiles Map's ItemSelector hands each UploadFiles invocation: Finalize's
+    upload plan (the output, the records, the asset) and one item of ``upload-batches.json``."""
 
     source: str
-    output: S3Prefix
-    records: S3Prefix
+    upload: UploadPlan
     batch: UploadBatch
+
+    @property
+    def output(self) -> S3Prefix:
+        return self.upload.output
+
+    @property
+    def records(self) -> S3Prefix:
+        return self.upload.records
 
 
 class UploadFilesOutput(_Payload):

@@ -10,6 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from ..errors import Nwb2PennsieveError, StorageError, storage_error
+from ..plan.events import FoundFile
+from ..plan.sources import NdjsonSource
+from ..source.annotation_files import SUFFIX
 from .models import S3Ref
 
 if TYPE_CHECKING:
@@ -24,6 +27,48 @@ H5_CACHE_BYTES = 4 * 1024 * 1024  # the writers read raw chunks themselves; h5py
 
 class SupersededError(Nwb2PennsieveError):
     """A newer version of the input object exists: its own execution writes the output."""
+
+
+def annotation_files(s3: S3Client, source: S3Ref) -> list[FoundFile]:
+    """The annotation files beside the input object (``<folder>/<stem>...annotations.ndjson``, as a
+    local input's: :func:`~nwb2pennsieve.source.annotation_files.files_beside`), each read once at its
+    current version, which the plan pins. A file uploaded after the NWB object's event is not seen."""
+    folder, _, name = source.key.rpartition("/")
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    prefix = f"{folder}/{stem}" if folder else stem
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=source.bucket, Prefix=prefix)
+        for o in page.get("Contents", [])
+        if o["Key"].endswith(SUFFIX) and "/" not in o["Key"][len(folder) + 1 if folder else 0 :]
+    ]
+    out = []
+    for key in sorted(keys):
+        try:
+            answer = s3.get_object(Bucket=source.bucket, Key=key)
+            data = answer["Body"].read()
+        except Exception as exc:
+            raise storage_error(f"annotation file s3://{source.bucket}/{key} cannot be read ({exc})", exc) from None
+        out.append(
+            FoundFile(
+                name=key.rsplit("/", 1)[-1],
+                location=f"s3://{source.bucket}/{key}",
+                data=data,
+                version_id=answer.get("VersionId"),
+            )
+        )
+    return out
+
+
+def read_annotation_file(s3: S3Client, source: NdjsonSource) -> bytes:
+    """An annotation file again, at the version planned (Finalize)."""
+    bucket, _, key = source.location.removeprefix("s3://").partition("/")
+    try:
+        if source.version_id:
+            return s3.get_object(Bucket=bucket, Key=key, VersionId=source.version_id)["Body"].read()
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:
+        raise storage_error(f"annotation file {source.location} cannot be read ({exc})", exc) from None
 
 
 def check_current(s3: S3Client, source: S3Ref) -> None:

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from ..bundle.series import bundle_name
 from ..errors import InvalidInputError
+from ..plan.events import FoundFile
 from ..plan.models import Plan, WorkItem
 from ..plan.survey import build_plan
 from ..source.nwb import open_nwb
 from ..source.s3 import ReadStats, S3RangeReader
 from .imports import choose_import_target
 from .models import Batch, ConversionSettings, PlanInput, PlanOutput, S3Prefix, S3Ref
-from .objects import H5_CACHE_BYTES, delete_tree
+from .objects import H5_CACHE_BYTES, annotation_files, delete_tree
 from .records import WRITE_BATCHES, RecordsFolder, map_results, put_record
 from .settings import CloudSettings, join_prefix
 
@@ -71,7 +72,8 @@ def plan_object(
     # With the importer on, a missing target fails here, before any conversion work.
     target = choose_import_target(s3, src, event.overrides) if run.importer_enabled else None
     reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, stats=stats)
-    plan = _plan(reader, src, run, settings.max_output_gb)
+    files = annotation_files(s3, src) if run.options.tszarr else []
+    plan = _plan(reader, src, run, settings.max_output_gb, files)
     out_prefix = output_prefix(settings, event.overrides.output_prefix, src)
     records = RecordsFolder.of_version(
         settings.output_bucket, settings.records_prefix, src.key, reader.version_id or reader.etag.strip('"')
@@ -112,12 +114,15 @@ def plan_object(
     )
 
 
-def _plan(reader: S3RangeReader, src: S3Ref, run: ConversionSettings, max_output_gb: float) -> Plan:
-    """The plan of the object ``reader`` reads, refused when its output is over ``max_output_gb``."""
+def _plan(
+    reader: S3RangeReader, src: S3Ref, run: ConversionSettings, max_output_gb: float, files: list[FoundFile]
+) -> Plan:
+    """The plan of the object ``reader`` reads (with the annotation ``files`` beside it), refused
+    when its output is over ``max_output_gb``."""
     if reader.size == 0:
         raise InvalidInputError("the file is empty (0 bytes)", file=src.uri)
     with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
-        plan = build_plan(h5, source=src.uri, options=run.options)
+        plan = build_plan(h5, source=src.uri, options=run.options, annotation_files=files)
     check_output_size(plan, max_output_gb)
     return plan
 

@@ -26,12 +26,13 @@ from types import FrameType
 from .. import __version__
 from ..errors import ConfigurationError, Interrupted, NothingToConvertError, Nwb2PennsieveError
 from ..output.storage import LocalStore
-from ..plan.models import Plan
+from ..plan.models import Plan, bundle_only_notes
 from ..plan.survey import NOT_SELECTED
-from ..settings import DEFAULT_CHUNK_SIZE_MB, DEFAULT_MAX_ITEM_MB, LOCAL_GZIP_LEVEL, Settings
+from ..settings import Settings
 from ..source.http import NetworkPolicy
 from ..source.inputs import InputSource
 from ..source.nwb import damage_reason
+from .cli_options import RUN_EPILOG, add_conversion_options
 from .convert import ConversionResult, convert_file
 from .planning import plan_file
 from .pool import Progress, quiet_warnings
@@ -86,6 +87,8 @@ def _convert_one(path: str | Path | InputSource, output: Path, settings: Setting
         )
     finally:
         close()
+    for warning in result.warnings:
+        print(f"warning: {plan.source}: {warning}", file=sys.stderr)
     print(result.summary_line())
     return result
 
@@ -101,6 +104,9 @@ def _report(plan: Plan) -> None:
         print(f"warning: {plan.source}: {warning}", file=sys.stderr)
     for other in plan.not_converted:
         print(other.note(plan.source), file=sys.stderr)
+    if plan.writes_chunks:  # what the chunk files leave to the bundle
+        for line in bundle_only_notes(plan):
+            print(line, file=sys.stderr)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -155,10 +161,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             f" into {settings.output_dir / inputs[0].stem}",
             file=sys.stderr,
         )
-    # With the importer on, fail before any conversion work when credentials or a target are missing.
-    from ..pennsieve import import_output, import_preflight
+    # With the importer on, fail before any conversion work when credentials or targets are missing.
+    from ..pennsieve import import_output, input_targets
 
-    target = import_preflight(settings)
+    targets = input_targets(settings, [p.stem for p in inputs], args.target or ())
     converted = skipped = growing = 0
     failures: list[str] = []
     written_now = _still_written(inputs, settings.settle_s)
@@ -173,8 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             continue
         try:
             result = _convert_one(path, settings.output_dir / path.stem, settings)
-            if target is not None:
-                imported = import_output(LocalStore(result.output_dir), settings, target)
+            if targets is not None:
+                imported = import_output(LocalStore(result.output_dir), settings, targets[path.stem], source=path.stem)
                 print(f"{path.name}: {imported.summary_line()}")
             converted += 1
         except NothingToConvertError as exc:  # not a failure: the file holds nothing this tool converts
@@ -222,81 +228,6 @@ def _tally(converted: int, skipped: int, failures: list[str], growing: int = 0) 
     return 1
 
 
-RUN_EPILOG = """\
-environment variables (an option, where there is one, wins over its variable):
-  INPUT_DIR             where the *.nwb files are (default data/input; when that default
-                        folder is empty or absent, the bundled sample is converted)
-  OUTPUT_DIR            where each file's output goes, as OUTPUT_DIR/<file stem>/ (default data/output)
-  CHUNK_SIZE_MB         MiB of float64 per channel per chunk file (default 1)
-  MAX_ITEM_MB           float64 MiB one work item writes at most (default 512)
-  GZIP_LEVEL            0: stored gzip blocks; 1-3: ISA-L deflate (default 1 when importing, else 0)
-  WORKERS               worker processes (default: CPUs)
-  SKIP_INVALID_SERIES   true: convert the valid series and report the invalid ones
-  SERIES                the series to convert, comma-separated HDF5 paths (default: all)
-  OUTPUT_FORMATS        chunks (default), bundle (Pennsieve's viewer bundle) or chunks,bundle
-  BUNDLE_ZSTD_LEVEL     the viewer bundle's Zstd level, 1-22 (default 4)
-  PLAN_TIMEOUT_S        seconds planning one file may take (default 600; 0: no limit, in process)
-  READ_STALL_S          seconds the workers may read nothing before they are stopped (default 120; 0: no limit)
-  SETTLE_S              a file modified this recently is watched this long; one still growing is skipped (default 2)
-  NETWORK_TIMEOUT_S, NETWORK_BUDGET_S
-                        a URL input: seconds without a byte of an answer (default 15), and without any
-                        range read (default 60), before the network is declared failed
-  ENVIRONMENT           local (default) or production
-  IMPORTER_ENABLED      import each output into Pennsieve (default: off when ENVIRONMENT=local)
-  INTEGRATION_ID        the workflow run to import for
-  SESSION_TOKEN (+REFRESH_TOKEN), or PENNSIEVE_API_KEY and PENNSIEVE_API_SECRET
-                        Pennsieve credentials
-  PENNSIEVE_API_HOST, PENNSIEVE_API_HOST2
-                        the Pennsieve API (default https://api.pennsieve.net, https://api2.pennsieve.net)
-
-exit status: 0 when every file converted, 1 when any failed, 2 for a bad setting or INPUT_DIR.
-"""
-
-
-def _add_conversion_options(p: argparse.ArgumentParser) -> None:
-    # Flags are kept as given (None: not given) and validated with the environment by
-    # Settings.from_env when the command runs: one parser, one message form, exit status 2.
-    p.add_argument(
-        "--chunk-size-mb",
-        default=None,
-        help=f"MiB of float64 per channel per chunk file (env CHUNK_SIZE_MB; default {DEFAULT_CHUNK_SIZE_MB})",
-    )
-    p.add_argument(
-        "--max-item-mb",
-        default=None,
-        help=f"float64 MiB one work item writes at most (env MAX_ITEM_MB; default {DEFAULT_MAX_ITEM_MB}, "
-        "sized for a 2 GB Lambda)",
-    )
-    p.add_argument(
-        "--gzip-level",
-        default=None,
-        help="0: stored gzip blocks (no compression CPU, ~4x the int16 input); 1-3: ISA-L deflate "
-        "(~4x smaller on Neuropixels) (env GZIP_LEVEL; default: compressed when importing, else "
-        f"{LOCAL_GZIP_LEVEL})",
-    )
-    p.add_argument(
-        "--formats",
-        dest="output_formats",
-        default=None,
-        help="what to write: chunks (the chunk files, default), bundle (Pennsieve's viewer bundle, "
-        "<stem>.zarr) or chunks,bundle (env OUTPUT_FORMATS)",
-    )
-    p.add_argument(
-        "--skip-invalid-series",
-        action="store_true",
-        default=None,
-        help="convert the valid series and report the invalid ones (env SKIP_INVALID_SERIES=true)",
-    )
-    p.add_argument(
-        "--series",
-        action="append",
-        default=None,
-        metavar="PATH",
-        help="convert only this series (HDF5 path, e.g. /acquisition/ElectricalSeries; repeatable; "
-        "env SERIES, comma-separated); its channels keep their whole-file indices and names",
-    )
-
-
 # The commands that read Settings, and their options that set a field of it (same name).
 _SETTINGS_COMMANDS = ("convert", "plan", "inspect", "run")
 _SETTING_OPTIONS = tuple(Settings.options)
@@ -340,7 +271,7 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
     p.add_argument("file", help=_FILE_HELP)
     p.add_argument("--output", "-o", required=True, help="output directory")
     p.add_argument("--workers", default=None, help="worker processes (env WORKERS; default: CPUs)")
-    _add_conversion_options(p)
+    add_conversion_options(p)
     p.set_defaults(handler=cmd_convert)
 
     p = sub.add_parser("plan", help="print the conversion plan of an NWB file as JSON")
@@ -350,7 +281,7 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
         action="store_true",
         help="the whole plan, as plan.json holds it (every work item; each series' chunks as their rule)",
     )
-    _add_conversion_options(p)
+    add_conversion_options(p)
     p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser(
@@ -358,7 +289,7 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("file", help=_FILE_HELP)
     p.add_argument("--json", action="store_true", help="print the inspection as JSON (for scripts)")
-    _add_conversion_options(p)
+    add_conversion_options(p)
     p.set_defaults(handler=cmd_inspect)
 
     p = sub.add_parser(
@@ -369,6 +300,8 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    target_help = "import the input file STEM.nwb into this package (repeatable; wins over PACKAGE_MAP)"
+    p.add_argument("--target", action="append", default=None, metavar="STEM=PACKAGE", help=target_help)
     p.set_defaults(handler=cmd_run)
 
     if with_import:

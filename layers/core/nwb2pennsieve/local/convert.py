@@ -16,11 +16,13 @@ from pathlib import Path
 
 from ..bundle.finish import finish_bundle
 from ..bundle.series import PartialSpill, bundle_name
-from ..errors import OutputWriteError, StorageError
+from ..bundle.tszarr.finish import finish_tszarr
+from ..errors import InvalidInputError, OutputWriteError, StorageError
 from ..options import ConversionOptions
 from ..output.publish import OutputFolder, OutputMarker
 from ..output.storage import LocalStore
 from ..plan.models import Plan
+from ..plan.sources import NdjsonSource
 from ..source.inputs import InputSource, check_unchanged, open_input
 from ..testing_seams import checkpoint
 from ..write.chunks import write_channel_metadata
@@ -39,10 +41,13 @@ class ConversionResult:
     seconds: float = 0.0
     metadata_files: list[str] = field(default_factory=list)
     bundle_bytes: int = 0  # the viewer bundle's files, with OUTPUT_FORMATS=bundle
+    annotation_files: list[str] = field(default_factory=list)  # written beside the TS-Zarr bundle
+    warnings: list[str] = field(default_factory=list)  # from the bundle's last step
+    event_channels: int = 0  # the TS-Zarr bundle's
 
     @property
     def channels(self) -> int:
-        return sum(len(s.channels) for s in self.plan.series)
+        return sum(len(s.channels) for s in self.plan.series) + sum(len(s.channels) for s in self.plan.aux_series)
 
     def summary_line(self) -> str:
         """``FILE: 16 channels, 24 files, 1.4 MB in 0.31 s (4.6 MB/s) -> OUT``; with the bundle,
@@ -55,7 +60,8 @@ class ConversionResult:
         took = f"in {self.seconds:.2f} s"
         if self.plan.writes_chunks and self.seconds > 0:
             took += f" ({self.payload_bytes / 1e6 / self.seconds:.1f} MB/s)"
-        return f"{self.source}: {self.channels} channels, {', '.join(parts)} {took} -> {self.output_dir}"
+        events = f" + {self.event_channels} event channels" if self.event_channels else ""
+        return f"{self.source}: {self.channels} channels{events}, {', '.join(parts)} {took} -> {self.output_dir}"
 
 
 def check_free_space(plan: Plan, output: Path) -> None:
@@ -142,9 +148,24 @@ def _write_staging(
     if plan.writes_bundle:
         # The reduce and the bundle's metadata, inside the staging folder: published with it.
         with open_input(path, name=plan.source, expect=plan.source_identity) as opened:
-            finish_bundle(store, plan, opened.h5, spill.blocks())
+            if plan.options.tszarr:
+                finished = finish_tszarr(store, plan, opened.h5, spill.blocks(), read_local_file)
+                result.annotation_files, result.warnings = finished.files, finished.warnings
+                result.event_channels = finished.groups - result.channels
+            else:
+                finish_bundle(store, plan, opened.h5, spill.blocks())
         result.bundle_bytes = tree_bytes(staging / bundle_name(plan))
     shutil.rmtree(spilled, ignore_errors=True)
+
+
+def read_local_file(source: NdjsonSource) -> bytes:
+    """An annotation file beside a local input, read again by the bundle's last step."""
+    try:
+        return Path(source.location).read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(
+            f"annotation file {source.file} cannot be read ({exc.strerror or exc})", file=source.location
+        ) from None
 
 
 def _marker(plan: Plan, staging: Path) -> OutputMarker:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-from datetime import UTC, datetime, timedelta
 
 import h5py
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,24 +23,22 @@ from ..options import ConversionOptions
 from ..output.gzipstored import framed_size
 from ..plan.bundle_layout import FLOAT32_BYTES, plan_levels
 from ..plan.grid import series_grid
-from ..plan.models import NotConverted, Plan, SeriesPlan
+from ..plan.models import NotConverted, Plan, SeriesPlan, bundle_only_notes
+from ..plan.summary import iso_time
 from ..plan.survey import Survey, survey
 from ..source.decoders import checksum
 from ..source.inputs import InputSource, open_input
 from ..source.units import units_paths
 from ..write.chunks import metadata_body
+from .inspect_bundle import TsZarrInfo, tszarr_info
+from .planning import annotation_files
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OTHER_TYPES_REASON = "only ElectricalSeries are converted"
+TSZARR_OTHER_TYPES_REASON = "the bundle's channels are listed below"
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def iso_time(us: int) -> str:
-    """µs since the Unix epoch as ISO 8601 UTC."""
-    return (_EPOCH + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
 
 
 class ChannelInfo(_Model):
@@ -94,7 +91,8 @@ class SeriesInfo(_Model):
         "(level 0 (N,), level k (ceil(N/4^k), 2), N the series' grid bins); empty without it"
     )
     bundle_float32_bytes: int = Field(
-        description="with the viewer bundle: this series' level arrays as float32, before Zstd (0 without it)"
+        description="with the viewer bundle: this series' level arrays as float32 (TS-Zarr: with the means and "
+        "the valid counts), before Zstd (0 without it)"
     )
 
 
@@ -109,6 +107,8 @@ class BundleInfo(_Model):
         description="the level arrays' values as uncompressed float32: an upper bound of their data, which "
         "Zstd makes smaller (not counted: zarr.json metadata, shard indexes and the unit channels)"
     )
+    layout: str = Field(default="ts-zarr", description="BUNDLE_LAYOUT: ts-zarr or legacy")
+    tszarr: TsZarrInfo | None = Field(default=None, description="TS-Zarr: the onset, meta/ and every channel")
 
 
 class OutputInfo(_Model):
@@ -138,6 +138,7 @@ class Inspection(_Model):
     other_types: list[str] = Field(description="the other neurodata types the file holds (not converted)")
     output: OutputInfo
     warnings: list[str]
+    notes: list[str] = Field(default_factory=list, description="what only the bundle carries (with chunk files)")
 
 
 def inspect_file(source: str | os.PathLike[str] | InputSource, options: ConversionOptions) -> Inspection:
@@ -146,9 +147,11 @@ def inspect_file(source: str | os.PathLike[str] | InputSource, options: Conversi
     ``options`` are the conversion's (``Settings.conversion_options()``): what it writes follows
     from them.
     """
-    with open_input(source) as opened:
-        found = survey(opened.h5, source=opened.source.name, options=options)
-        unit_channels = count_unit_channels(opened.h5) if options.writes_bundle else 0
+    parsed = InputSource.parse(source)
+    files = annotation_files(parsed) if options.tszarr else []
+    with open_input(parsed) as opened:
+        found = survey(opened.h5, source=opened.source.name, options=options, annotation_files=files)
+        unit_channels = count_unit_channels(opened.h5) if options.writes_bundle and not options.tszarr else 0
         plan = found.plan
         checksums = {s.path: checksum(opened.h5[s.data_path]) for s in plan.series} if plan else {}
     return inspection(found, options, unit_channels=unit_channels, checksums=checksums)
@@ -205,9 +208,14 @@ def inspection(
         summary = f"nothing to convert: {found.nothing_reason}"
     else:
         channels = sum(len(s.channels) for s in series)
-        summary = f"{len(series)} series, {channels} channels to convert: " + "; ".join(
-            _output_words(output, short=True)
-        )
+        if plan.options.tszarr and (plan.aux_series or plan.event_sources):
+            aux = sum(len(s.channels) for s in plan.aux_series)
+            channels_text = (
+                f"{channels} channels (+ {aux} TimeSeries channels, {len(plan.event_sources)} event channels)"
+            )
+        else:
+            channels_text = f"{channels} channels"
+        summary = f"{len(series)} series, {channels_text} to convert: " + "; ".join(_output_words(output, short=True))
     return Inspection(
         source=found.source,
         convertible=plan is not None,
@@ -218,16 +226,20 @@ def inspection(
         other_types=found.other_types,
         output=output,
         warnings=found.warnings,
+        notes=bundle_only_notes(plan) if plan and chunks and options.tszarr else [],
     )
 
 
 def _bundle(plan: Plan, series: list[SeriesInfo], unit_channels: int) -> BundleInfo:
+    tszarr = tszarr_info(plan) if plan.options.tszarr else None
     return BundleInfo(
         name=bundle_name(plan),
-        continuous_channels=sum(len(s.channels) for s in series),
+        continuous_channels=sum(len(s.channels) for s in series) + sum(len(s.channels) for s in plan.aux_series),
         level_arrays=sum(len(s.bundle_levels) * len(s.channels) for s in series),
         unit_channels=unit_channels,
         float32_bytes=sum(s.bundle_float32_bytes for s in series),
+        layout=plan.options.bundle_layout.value,
+        tszarr=tszarr,
     )
 
 
@@ -261,6 +273,9 @@ def _series(plan: Plan, s: SeriesPlan, *, writes_chunks: bool, writes_bundle: bo
     chunk_bytes = sum(framed_size(c.samples * 8) for c in s.chunks) if writes_chunks else 0
     levels = [list(level.shape) for level in plan_levels(series_grid(s).n_bins, s.rate)] if writes_bundle else []
     level_bytes = sum(math.prod(shape) for shape in levels) * FLOAT32_BYTES
+    if plan.options.tszarr:  # each level group's mean (float32) and valid counts (uint16) besides env
+        per_bin = FLOAT32_BYTES + (2 if s.valid_policy != "never" else 0)
+        level_bytes += sum(shape[0] for shape in levels[1:]) * per_bin
     return SeriesInfo(
         path=s.path,
         type=s.neurodata_type,
@@ -322,7 +337,16 @@ def _output_words(o: OutputInfo, *, short: bool = False) -> list[str]:
             compressed = "" if o.bytes_exact else f" (GZIP_LEVEL {o.gzip_level} compresses them)"
             files = f"{o.files} files ({o.chunk_files} chunk files + {o.metadata_files} channel metadata)"
             words.append(f"{files}, {size}{compressed}")
-    if o.bundle:
+    if o.bundle and o.bundle.tszarr:
+        b, t = o.bundle, o.bundle.tszarr
+        events = f" + {t.event_channels} event channel{'s' if t.event_channels > 1 else ''}" if t.event_channels else ""
+        if short:
+            words.append(f"TS-Zarr viewer bundle of {b.continuous_channels} channels{events}")
+        else:
+            meta = "meta/ with subject and session" if t.meta else "no meta/ and no free text (DEIDENTIFY)"
+            onset = f"onset {t.onset} ({t.onset_from})" if t.onset else "no onset"
+            words.append(f"TS-Zarr viewer bundle {b.name}: {b.continuous_channels} channels{events}; {onset}; {meta}")
+    elif o.bundle:
         b = o.bundle
         units = f" + {b.unit_channels} unit channels" if b.unit_channels else ""
         float32 = f"{_size(b.float32_bytes)} as float32"
@@ -390,11 +414,21 @@ def render(found: Inspection) -> str:
         lines += ["", "not converted:"]
         lines += [f"  {n.path} ({n.neurodata_type}): {n.reason}" for n in found.not_converted]
     if found.other_types:
-        lines += ["", f"also in the file ({OTHER_TYPES_REASON}): {', '.join(found.other_types)}"]
+        tszarr = found.output.bundle is not None and found.output.bundle.tszarr is not None
+        reason = TSZARR_OTHER_TYPES_REASON if tszarr else OTHER_TYPES_REASON
+        lines += ["", f"also in the file ({reason}): {', '.join(found.other_types)}"]
     if found.convertible:
         o = found.output
         settings = f"OUTPUT_FORMATS {o.formats}, CHUNK_SIZE_MB {o.chunk_size_mb:g}, GZIP_LEVEL {o.gzip_level}"
         lines += ["", f"output ({settings}):", *(f"  {words}" for words in _output_words(o))]
+    bundle = found.output.bundle
+    if bundle and bundle.tszarr:
+        lines += ["", "bundle channels:"]
+        for c in bundle.tszarr.channels:
+            groups = f"{c.groups[0]}" if c.groups[0] == c.groups[1] else f"{c.groups[0]}-{c.groups[1]}"
+            ids = c.ids[0] if c.ids[0] == c.ids[1] else f"{c.ids[0]}..{c.ids[1]}"
+            lines.append(f"  {groups:>7} {c.kind:<10} {ids} <- {c.source}: {c.what}")
     if found.warnings:
         lines += ["", *(f"warning: {w}" for w in found.warnings)]
+    lines += [*([""] if found.notes else []), *found.notes]
     return "\n".join(lines)

@@ -10,8 +10,10 @@ from multiprocessing.connection import Connection
 
 from ..errors import InvalidInputError
 from ..options import ConversionOptions
+from ..plan.events import FoundFile
 from ..plan.models import Plan
 from ..plan.survey import build_plan
+from ..source.annotation_files import files_beside
 from ..source.identity import SourceIdentity, check_same, stat_identity
 from ..source.inputs import InputSource, open_input, raise_network_failure
 from .pool import pool_context
@@ -49,9 +51,10 @@ def _named_now(source: InputSource) -> SourceIdentity | None:
 
 def _plan_here(source: InputSource, options: ConversionOptions) -> Plan:
     """The plan, with the version of the input it was made from (``Plan.source_identity``)."""
+    files = annotation_files(source) if options.tszarr else []
     with open_input(source) as opened:
         try:
-            plan = build_plan(opened.h5, source=opened.source.name, options=options)
+            plan = build_plan(opened.h5, source=opened.source.name, options=options, annotation_files=files)
         except Exception:
             raise_network_failure(opened.reader)
             raise
@@ -63,6 +66,21 @@ def _plan_here(source: InputSource, options: ConversionOptions) -> Plan:
             "conversion can be seen only by its size"
         )
     return plan.model_copy(update={"source_identity": identity, "warnings": warnings})
+
+
+def annotation_files(source: InputSource) -> list[FoundFile]:
+    """The annotation files beside a local input (``<stem>...annotations.ndjson``); a URL has none."""
+    if source.kind != "file":
+        return []
+    out = []
+    for path in files_beside(source.location):
+        try:
+            out.append(FoundFile(name=path.name, location=str(path), data=path.read_bytes()))
+        except OSError as exc:
+            raise InvalidInputError(
+                f"annotation file {path.name} cannot be read ({exc.strerror or exc})", file=source.name
+            ) from None
+    return out
 
 
 def _plan_child(conn: Connection, source: InputSource, options: ConversionOptions, env: dict[str, str]) -> None:

@@ -1,6 +1,8 @@
-"""Import converted output into Pennsieve (pennsieve-api.md §2-§4).
+"""Import converted output into Pennsieve (pennsieve-api.md §2-§5).
 
-The public entry points: :func:`~.importer.import_store` (a whole import, rerun-safe),
+The public entry points: :func:`~.asset_import.import_store_assets` (a whole viewer-asset import,
+rerun-safe), :func:`~.importer.import_store` (the same through Pennsieve's import manifest:
+``LEGACY_IMPORT_FLOW``), :func:`~.target.input_targets` (each input file's own target),
 :func:`~.target.choose_target_spec` / :func:`~.target.resolve_target` (where to import),
 :meth:`~.client.PennsieveClient.from_settings` (an authenticated client) and
 :func:`~.cli.add_import_command` (the ``nwb2pennsieve import DIR`` subcommand).
@@ -15,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .asset_import import AssetImportResult, import_store_assets
     from .channels import read_output
     from .cli import add_import_command, import_output
     from .client import PennsieveClient
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
         ImportTarget,
         TargetSpec,
         choose_target_spec,
-        import_preflight,
+        input_targets,
         resolve_target,
         target_spec_from_metadata,
         target_spec_from_s3_object,
@@ -61,7 +64,9 @@ _MODULES = {
     "add_import_command": "cli",
     "choose_target_spec": "target",
     "import_output": "cli",
-    "import_preflight": "target",
+    "input_targets": "target",
+    "import_store_assets": "asset_import",
+    "AssetImportResult": "asset_import",
     "import_store": "importer",
     "prepare_import": "importer",
     "read_output": "channels",
@@ -83,6 +88,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AssetImportResult",
     "ChannelError",
     "ImportResult",
     "ImportTarget",
@@ -98,8 +104,9 @@ __all__ = [
     "add_import_command",
     "choose_target_spec",
     "import_output",
-    "import_preflight",
     "import_store",
+    "import_store_assets",
+    "input_targets",
     "prepare_import",
     "read_output",
     "resolve_target",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from ..output.storage import Store
 from ..plan.models import ChannelMetadata
 from .client import PennsieveClient
-from .errors import ChannelError, PennsieveHTTPError
+from .errors import ChannelCreateError, ChannelError, PennsieveHTTPError
 from .models import Channel, NewChannel
 from .records import ImportState, save_state
 
@@ -41,7 +41,8 @@ class LocalChannel:
         """The name sent to Pennsieve: never blank (a blank one becomes ``channel-<index>``)."""
         return self.metadata.name if self.metadata.name.strip() else f"channel-{self.index:05d}"
 
-    def new_channel(self) -> NewChannel:
+    def new_channel(self, asset_id: str | None = None) -> NewChannel:
+        """The channel to create; in the asset flow, tied to the viewer asset ``asset_id``."""
         m = self.metadata
         return NewChannel(
             name=self.name,
@@ -53,6 +54,7 @@ class LocalChannel:
             group=m.group or "default",
             last_annotation=m.last_annotation,
             properties=m.properties,
+            viewer_asset_id=asset_id,
         )
 
 
@@ -144,34 +146,65 @@ def sync_channels(
 
     Returns (channels created, channels reused).
     """
-    package = state.target.package_id
+
+    def save(mapping: dict[int, str]) -> None:
+        state.channels = dict(mapping)
+        save_state(store, state)
+
+    _, created = ensure_channels(client, state.target.package_id, channels, state.channels, save, sleep_s)
+    return created, len(channels) - created
+
+
+Check = Callable[[dict[int, str], Sequence[Channel]], None]
+
+
+def ensure_channels(
+    client: PennsieveClient,
+    package: str,
+    channels: list[LocalChannel],
+    known: dict[int, str],
+    save: Callable[[dict[int, str]], None],
+    sleep_s: float,
+    *,
+    asset_id: str | None = None,
+    check: Check | None = None,
+) -> tuple[dict[int, str], int]:
+    """Match every channel with the package's or create it (tied to ``asset_id`` when given);
+    ``save`` gets the mapping whenever it changes (right after each creation), ``check`` sees
+    every match before anything is created. Returns (channel index → node id, channels created).
+    """
     created_total = 0
+    mapping = dict(known)
     for round_ in range(1, CHANNEL_ROUNDS + 1):
         remote = client.list_channels(package)
-        mapping, missing = match_channels(channels, remote, state.channels)
-        if state.channels != mapping:
-            state.channels = mapping
-            save_state(store, state)
+        matched, missing = match_channels(channels, remote, mapping)
+        if check is not None:
+            check(matched, remote)
+        if matched != mapping:
+            mapping = matched
+            save(mapping)
         if not missing:
-            return created_total, len(channels) - created_total
+            return mapping, created_total
         try:
             for start in range(0, len(missing), CHANNELS_PER_REQUEST):
                 part = missing[start : start + CHANNELS_PER_REQUEST]
-                created = client.create_channels(package, [ch.new_channel() for ch in part])
+                created = client.create_channels(package, [ch.new_channel(asset_id) for ch in part])
                 for ch, remote_ch in zip(part, created, strict=True):
                     if remote_ch.content.name.casefold() != ch.name.casefold():
                         raise ChannelError(
                             f"created channel {remote_ch.content.id} is named {remote_ch.content.name!r},"
                             f" not {ch.name!r}"
                         )
-                    state.channels[ch.index] = remote_ch.content.id
+                    mapping[ch.index] = remote_ch.content.id
                 created_total += len(part)
-                save_state(store, state)
-            return created_total, len(channels) - created_total
+                save(mapping)
+            return mapping, created_total
         except PennsieveHTTPError as exc:
             # The server may have created them before failing: list again and match, never blindly re-POST.
             if not exc.retryable or round_ == CHANNEL_ROUNDS:
-                raise ChannelError(f"creating channels on {package} failed: {exc.reason}") from None
+                raise ChannelCreateError(
+                    f"creating channels on {package} failed: {exc.reason}", retryable=exc.retryable
+                ) from None
             log.warning("creating channels failed (%s); listing again before retrying", exc.reason)
             time.sleep(sleep_s * round_)
     raise ChannelError(f"creating channels on {package} did not converge")  # pragma: no cover

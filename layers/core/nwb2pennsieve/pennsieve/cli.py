@@ -1,7 +1,8 @@
 """``nwb2pennsieve import DIR``: import a local output directory into Pennsieve.
 
 Configured like the reference processor (see :class:`~nwb2pennsieve.settings.Settings`); the options
-``--integration-id``, ``--dataset-id``, ``--package-id`` win over ``INTEGRATION_ID``.
+``--integration-id``, ``--dataset-id``, ``--package-id`` win over ``INTEGRATION_ID``. The
+viewer-asset flow (:mod:`.asset_import`) unless ``LEGACY_IMPORT_FLOW`` (:mod:`.importer`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Any
 from ..errors import ConfigurationError
 from ..output.storage import LocalStore, Store
 from ..settings import Settings
+from .asset_import import AssetImportResult, import_store_assets
+from .assets import AssetPolicy
 from .client import PennsieveClient
 from .importer import ImportResult, import_store
-from .target import ImportTarget, TargetSpec, choose_target_spec, resolve_target
+from .target import ImportTarget, TargetSpec, choose_target_spec, resolve_asset_target, resolve_target
 
 log = logging.getLogger("nwb2pennsieve.pennsieve.cli")
 
@@ -32,14 +35,17 @@ def add_import_command(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Import the channel-*.bin.gz and channel-*.metadata.json files of DIR into Pennsieve."
             " Credentials: SESSION_TOKEN (+REFRESH_TOKEN) or PENNSIEVE_API_KEY and PENNSIEVE_API_SECRET;"
-            " hosts: PENNSIEVE_API_HOST, PENNSIEVE_API_HOST2. Rerun-safe: a second run only completes"
+            " hosts: PENNSIEVE_API_HOST, PENNSIEVE_API_HOST2. Into a viewer asset (ASSET_NAME), or with"
+            " LEGACY_IMPORT_FLOW=true through an import manifest. Rerun-safe: a second run only completes"
             " what is missing."
         ),
     )
     parser.add_argument("directory", type=Path, help="a converter output directory")
     parser.add_argument("--integration-id", help="the workflow run (default: INTEGRATION_ID)")
     parser.add_argument("--dataset-id", help="the dataset (N:dataset:...), with --package-id")
-    parser.add_argument("--package-id", help="the target package (N:package:... or N:collection:...)")
+    parser.add_argument(
+        "--package-id", help="the target package (N:package:...; a collection only with LEGACY_IMPORT_FLOW)"
+    )
     parser.add_argument(
         "--workers", type=int, default=DEFAULT_WORKERS, help=f"parallel uploads (default {DEFAULT_WORKERS})"
     )
@@ -54,18 +60,26 @@ def import_output(
     *,
     workers: int = DEFAULT_WORKERS,
     client: PennsieveClient | None = None,
-) -> ImportResult:
-    """Import ``store`` into ``spec`` (default: ``INTEGRATION_ID``) with the settings' credentials.
+    source: str | None = None,
+) -> ImportResult | AssetImportResult:
+    """Import ``store`` into ``spec`` (default: ``INTEGRATION_ID``) with the settings' credentials,
+    through the flow the settings choose; ``source`` names the recording (default: the output
+    folder's name, its file stem).
 
     What ``make run``/``nwb2pennsieve run`` calls after converting, with the spec that
-    :func:`~.target.import_preflight` returned before converting.
+    :func:`~.target.input_targets` returned before converting.
     """
     spec = spec or choose_target_spec(TargetSpec(integration_id=settings.integration_id))
     own = client is None
     client = client or PennsieveClient.from_settings(settings, pool_size=max(workers, 16))
     try:
-        target: ImportTarget = resolve_target(client, spec)
-        return import_store(store, target, client, workers=workers)
+        if settings.legacy_import_flow:
+            target: ImportTarget = resolve_target(client, spec)
+            return import_store(store, target, client, workers=workers)
+        target, lookup = resolve_asset_target(client, spec)
+        name = source or (store.root.name if isinstance(store, LocalStore) else store.describe(""))
+        policy = AssetPolicy.from_settings(settings)
+        return import_store_assets(store, target, lookup, client, policy, source=name, workers=workers)
     finally:
         if own:
             client.close()

@@ -13,18 +13,26 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ..settings import Settings
 from .auth import CognitoConfig, CognitoTokenProvider, default_idp_client
-from .errors import PennsieveError, PennsieveHTTPError
+from .errors import CredentialsUnavailableError, PennsieveError, PennsieveHTTPError, RangesRejectedError
 from .http import HttpClient, RetryPolicy, SizedReader, error_message
 from .models import (
     TIMESERIES_PROPERTIES,
+    AssetList,
     Channel,
+    CreatedAsset,
     ImportCreate,
     ImportCreated,
     ImportFile,
     ImportFiles,
+    NewAsset,
     NewChannel,
     Package,
     PresignedUrl,
+    RangeChunk,
+    RangesRequest,
+    RangesResult,
+    UploadCredentials,
+    ViewerAsset,
     WorkflowRun,
 )
 
@@ -32,6 +40,9 @@ log = logging.getLogger("nwb2pennsieve.pennsieve.client")
 
 M = TypeVar("M", bound=BaseModel)
 _CHANNELS = TypeAdapter(list[Channel])
+# A refresh answered so will not succeed on a retry: the route (or the asset) is not there. API
+# Gateway answers an unknown route 403 "Missing Authentication Token", a server 404/405/501.
+_NO_REFRESH = (403, 404, 405, 501)
 
 
 def _seg(value: str) -> str:
@@ -227,3 +238,103 @@ class PennsieveClient:
             ok=(200, 201, 204),
             json={"status": status, "timestamp": int(time.time())},
         )
+
+    # -- the viewer-asset flow (§5) ---------------------------------------------------------------
+
+    def list_assets(self, dataset_id: str, package_id: str) -> list[ViewerAsset]:
+        """§5.3: the viewer assets linked to ``package_id``."""
+        what = f"viewer assets of {package_id}"
+        response = self._call(
+            "GET", f"{self.api2}/packages/assets", params={"dataset_id": dataset_id, "package_id": package_id}
+        )
+        return self._parse(AssetList, self._json(response, what) or {}, what).assets or []
+
+    def create_asset(self, dataset_id: str, asset: NewAsset) -> CreatedAsset:
+        """§5.4. Not retried on 5xx or a lost connection (the asset may exist by then): the
+        importer lists the assets again and adopts one that carries its nonce before retrying."""
+        what = f"new viewer asset of {dataset_id}"
+        response = self._call(
+            "POST",
+            f"{self.api2}/packages/assets",
+            ok=(200, 201),
+            params={"dataset_id": dataset_id},
+            json=asset.body(),
+            retry_on=(429,),
+            retry_connection_errors=False,
+        )
+        return self._parse(CreatedAsset, self._json(response, what), what)
+
+    def refresh_asset_credentials(self, asset_id: str, dataset_id: str) -> UploadCredentials:
+        """Fresh upload credentials of an existing asset: ``POST {API2}/packages/assets/{id}/upload-credentials``
+        (named by the contract, §5.8; its answer is taken wrapped as at creation, or bare).
+
+        Raises :class:`CredentialsUnavailableError`; ``unsupported`` when a retry cannot help.
+        """
+        url = f"{self.api2}/packages/assets/{_seg(asset_id)}/upload-credentials"
+        what = f"upload credentials of viewer asset {asset_id}"
+        try:
+            response = self._call("POST", url, ok=(200, 201), params={"dataset_id": dataset_id})
+        except PennsieveHTTPError as exc:
+            raise CredentialsUnavailableError(
+                f"Pennsieve could not renew the upload credentials of viewer asset {asset_id} ({exc.reason})",
+                unsupported=exc.status in _NO_REFRESH,
+            ) from None
+        data = self._json(response, what)
+        if isinstance(data, dict) and isinstance(data.get("upload_credentials"), dict):
+            data = data["upload_credentials"]
+        return self._parse(UploadCredentials, data, what)
+
+    def update_asset(self, asset_id: str, dataset_id: str, *, status: str) -> ViewerAsset:
+        """§5.5/§5.10: PATCH the status; the answer is the bare asset."""
+        what = f"viewer asset {asset_id}"
+        response = self._call(
+            "PATCH",
+            f"{self.api2}/packages/assets/{_seg(asset_id)}",
+            params={"dataset_id": dataset_id},
+            json={"status": status},
+        )
+        return self._parse(ViewerAsset, self._json(response, what), what)
+
+    def delete_asset(self, asset_id: str, dataset_id: str) -> None:
+        """§5.5 (Pennsieve then purges the asset's prefix); an asset already gone is not an error."""
+        self._call(
+            "DELETE",
+            f"{self.api2}/packages/assets/{_seg(asset_id)}",
+            ok=(200, 202, 204, 404),
+            params={"dataset_id": dataset_id},
+        )
+
+    def delete_channel(self, package_id: str, node_id: str) -> None:
+        """§5.6 (cleanup only); a channel already gone is not an error."""
+        self._call("DELETE", f"{self.api}/timeseries/{_seg(package_id)}/channels/{_seg(node_id)}", ok=(200, 204, 404))
+
+    def register_ranges(
+        self, package_id: str, dataset_id: str, asset_id: str, chunks: Sequence[RangeChunk]
+    ) -> RangesResult:
+        """§5.9: one batch (at most 10,000 chunks). Resending one is harmless (repeats are skipped),
+        so 5xx and lost connections are retried. A 400 is :class:`RangesRejectedError`."""
+        url = f"{self.api2}/timeseries/package/{_seg(package_id)}/ranges"
+        body = RangesRequest(viewer_asset_id=asset_id, chunks=list(chunks)).body()
+        response = self.http.request("POST", url, params={"dataset_id": dataset_id}, json=body)
+        if response.status_code == 400:
+            raise RangesRejectedError(f"Pennsieve refused the chunk ranges: {_invalid_chunks(response, chunks)}")
+        if response.status_code not in (200, 201):
+            raise PennsieveHTTPError("POST", url, response.status_code, error_message(response))
+        return self._parse(RangesResult, self._json(response, "ranges"), "ranges")
+
+
+def _invalid_chunks(response: requests.Response, chunks: Sequence[RangeChunk]) -> str:
+    """The answer's message and its first ``invalid_chunks`` entry, naming the chunk file."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    message = str(body.get("message") or "HTTP 400") if isinstance(body, dict) else "HTTP 400"
+    invalid = body.get("invalid_chunks") if isinstance(body, dict) else None
+    if isinstance(invalid, list) and invalid and isinstance(invalid[0], dict):
+        first = invalid[0]
+        index = first.get("index")
+        name = chunks[index].s3_key if isinstance(index, int) and 0 <= index < len(chunks) else f"#{index}"
+        more = f" (and {len(invalid) - 1} more)" if len(invalid) > 1 else ""
+        return f"{message[:200]}; {name}: {str(first.get('reason', ''))[:200]}{more}"
+    return message[:300]

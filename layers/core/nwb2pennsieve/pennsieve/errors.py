@@ -54,6 +54,14 @@ class ChannelError(PennsieveError):
     """The output's channels cannot be matched to or created on the target package."""
 
 
+class ChannelCreateError(ChannelError):
+    """Creating channels failed; ``retryable`` when a later attempt may succeed (5xx, no answer)."""
+
+    def __init__(self, message: str, *, retryable: bool, file: str | None = None) -> None:
+        self.retryable = retryable
+        super().__init__(message, file=file)
+
+
 class ImportBusyError(PennsieveError):
     """Another run holds the import's claim (it is preparing the same import): retry when it is done."""
 
@@ -61,13 +69,59 @@ class ImportBusyError(PennsieveError):
 class UploadError(PennsieveError):
     """Some files were not uploaded; ``failed`` lists them all. A rerun uploads only those."""
 
-    def __init__(self, failed: list[str], total: int, *, first_reason: str = "") -> None:
+    def __init__(
+        self,
+        failed: list[str],
+        total: int,
+        *,
+        first_reason: str = "",
+        then: str = "rerun to upload only the missing files",
+    ) -> None:
         self.failed = sorted(failed)
         self.total = total
         self.first_reason = first_reason
+        self.then = then
         shown = ", ".join(self.failed[:5]) + (f" (+{len(self.failed) - 5} more)" if len(self.failed) > 5 else "")
         reason = f"; first error: {first_reason}" if first_reason else ""
         super().__init__(
             f"{len(self.failed)} of {total} files failed to upload: {shown}{reason};"
-            " the list is in import-failed.json; rerun to upload only the missing files"
+            f" the list is in import-failed.json; {then}"
         )
+
+
+# -- the viewer-asset flow ----------------------------------------------------------------------
+
+
+class AssetConflictError(PennsieveError):
+    """The package holds a viewer asset this import must not touch (another recording's, or one
+    nwb2pennsieve did not create): nothing was created and nothing deleted."""
+
+
+class ChannelConflictError(PennsieveError):
+    """A channel of the output matches a channel of the package that belongs to another viewer
+    asset (or to none: a legacy import); nothing was created and nothing deleted."""
+
+
+class CredentialsUnavailableError(PennsieveAuthError):
+    """The asset's upload credentials expired (or were refused) and Pennsieve could not renew them."""
+
+    def __init__(self, message: str, *, unsupported: bool = False, file: str | None = None) -> None:
+        self.unsupported = unsupported
+        super().__init__(message, file=file)
+
+
+class AssetAccessError(PennsieveAuthError):
+    """The asset's bucket refused the upload credentials (not an expiry: a refresh did not help)."""
+
+
+class RangesRejectedError(PennsieveError):
+    """The time-series service refused chunk ranges (HTTP 400 with ``invalid_chunks``)."""
+
+
+class AssetImportError(PennsieveError):
+    """An asset-flow import stopped; the message ends with what became of the asset (left
+    unfinished for a rerun to resume, or cleaned up) and ``resumable`` says which."""
+
+    def __init__(self, message: str, *, resumable: bool, file: str | None = None) -> None:
+        self.resumable = resumable
+        super().__init__(message, file=file)

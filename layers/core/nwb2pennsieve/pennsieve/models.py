@@ -1,14 +1,17 @@
-"""Typed bodies of the Pennsieve API (pennsieve-api.md §3), tolerant of the server's real shapes.
+"""Typed bodies of the Pennsieve API (pennsieve-api.md §3, §5), tolerant of the server's real shapes.
 
 Answers ignore unknown fields and accept missing optional ones (``group``, ``dataSources``, any
-``channelType``); requests serialize with the server's camelCase names.
+``channelType``, ``viewerAssetId``); requests serialize with the server's names (camelCase on
+API, snake_case on the asset and ranges routes of API2).
 """
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
 class _Answer(BaseModel):
@@ -86,6 +89,8 @@ class ChannelContent(_Answer):
     channel_type: str | None = Field(default=None, alias="channelType")
     group: str | None = None
     last_annotation: int | None = Field(default=None, alias="lastAnnotation")
+    # The viewer asset the channel belongs to (§5.6); absent or null for channels of the legacy flow.
+    viewer_asset_id: str | None = Field(default=None, alias="viewerAssetId")
 
 
 class Channel(_Answer):
@@ -107,6 +112,11 @@ class NewChannel(_Request):
     group: str
     last_annotation: int = Field(default=0, alias="lastAnnotation")
     properties: list[dict[str, str]] = Field(default_factory=list)
+    viewer_asset_id: str | None = Field(default=None, alias="viewerAssetId")
+
+    def body(self) -> dict[str, Any]:
+        """The legacy flow's body has no ``viewerAssetId``; the asset flow's has it (§5.6)."""
+        return self.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 class ImportFile(_Request):
@@ -133,3 +143,102 @@ class ImportCreated(_Answer):
 
 class PresignedUrl(_Answer):
     url: str
+
+
+# -- the viewer-asset flow (§5) -------------------------------------------------------------------
+
+
+class ViewerAsset(_Answer):
+    """An asset of ``GET``/``POST {API2}/packages/assets`` (§5.3); ``id`` is a bare uuid."""
+
+    id: str
+    dataset_id: str | None = None
+    name: str
+    asset_type: str
+    status: str
+    package_ids: list[str] | None = None
+    properties: dict[str, Any] | None = None
+    created_at: str | None = None
+
+    def property(self, key: str) -> str | None:
+        value = (self.properties or {}).get(key)
+        return value if isinstance(value, str) else None
+
+
+class AssetList(_Answer):
+    assets: list[ViewerAsset] | None = None  # a missing list counts as empty (§5.3)
+
+
+class NewAsset(_Request):
+    """The body of ``POST {API2}/packages/assets?dataset_id=...`` (§5.4): ``properties`` only when given."""
+
+    name: str
+    asset_type: str
+    package_ids: list[str]
+    properties: dict[str, str] | None = None
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+_UNSAFE_PREFIX = re.compile(r"(^/)|(^|/)\.\.(/|$)|://")
+
+
+class UploadCredentials(_Answer):
+    """Short-lived STS credentials for the asset's S3 prefix (§5.4): all seven fields are required.
+
+    The key id, the secret and the session token are :class:`~pydantic.SecretStr`: the model
+    prints, logs and dumps none of them.
+    """
+
+    access_key_id: SecretStr
+    secret_access_key: SecretStr
+    session_token: SecretStr
+    expiration: datetime
+    bucket: str = Field(min_length=3)
+    region: str = Field(min_length=1)
+    key_prefix: str
+
+    @field_validator("expiration")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _safe_prefix(cls, value: str) -> str:
+        if _UNSAFE_PREFIX.search(value):
+            raise ValueError("an unsafe key prefix")
+        return value if not value or value.endswith("/") else value + "/"
+
+    def seconds_left(self, now: float) -> float:
+        return self.expiration.timestamp() - now
+
+
+class CreatedAsset(_Answer):
+    """The 201 answer of ``POST {API2}/packages/assets`` (§5.4)."""
+
+    asset: ViewerAsset
+    upload_credentials: UploadCredentials
+
+
+class RangeChunk(_Request):
+    """One chunk file's span on one channel (§5.9); ``s3_key`` is relative to the asset's prefix."""
+
+    channel_node_id: str
+    start: int
+    end: int
+    s3_key: str
+
+
+class RangesRequest(_Request):
+    viewer_asset_id: str
+    chunks: list[RangeChunk]
+
+
+class RangesResult(_Answer):
+    """The 201 answer of the ranges call: ``skipped`` counts chunks the service already had."""
+
+    requested: int
+    created: int
+    skipped: int

@@ -11,9 +11,13 @@
 - ``import-failed.json`` (:class:`FailedRecord`): the files of the last failed import (removed
   by a complete one).
 - ``import-claim.json`` (:class:`ImportClaim`): held while one run prepares the import (channels,
-  manifest), so two runs racing on one output (a duplicate event, a hand-started rerun) never
-  create channels or files twice: created with a conditional write (S3 ``If-None-Match: *``),
-  taken over when stale with a compare-and-swap (``If-Match: <ETag>``), deleted when done.
+  manifest; with the asset flow, the asset and its channels), so two runs racing on one output
+  (a duplicate event, a hand-started rerun) never create an asset, channels or files twice:
+  created with a conditional write (S3 ``If-None-Match: *``), taken over when stale with a
+  compare-and-swap (``If-Match: <ETag>``), deleted when done.
+- ``import-asset.json`` (:class:`AssetState`), the viewer-asset flow's record: the target, the
+  asset this output's import created, the output's fingerprint and channel index → channel node
+  id; written as soon as the asset exists and again when channels are created or it is finished.
 
 No secret ever goes into a record.
 """
@@ -40,6 +44,7 @@ MANIFEST_PREFIX = "import-manifest-"
 UPLOADED_PREFIX = "import-uploaded-"
 FAILED_NAME = "import-failed.json"
 CLAIM_NAME = "import-claim.json"
+ASSET_STATE_NAME = "import-asset.json"
 # Longer than any run can hold it (a Lambda ends after 15 minutes): an older claim is abandoned.
 CLAIM_LEASE_SECONDS = 20 * 60
 STATE_FORMAT = 1
@@ -217,3 +222,37 @@ class Recorder:
         self.store.write_bytes(f"{self.prefix}{self.recorder_id}-{self.seq:05d}.json", body.encode())
         self.seq += 1
         self.pending = []
+
+
+class AssetState(BaseModel):
+    """``import-asset.json``: which viewer asset this output's import created (so a rerun knows it
+    is ours to resume), for which recording and output, and its channels. No credential."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: int = STATE_FORMAT
+    target: ImportTarget
+    source: str
+    fingerprint: str
+    asset_id: str
+    channels: dict[int, str] = {}
+    finished: bool = False
+
+
+def load_asset_state(store: Store, *, written: bool = False) -> AssetState | None:
+    """The asset flow's record next to the output, or None (none, or unreadable: then a warning).
+
+    ``written``: the caller knows it was written (the cloud's upload steps, after Finalize): it is
+    read without a listing first (S3 answers a missing key 403 to a role that may not list).
+    """
+    if not written and not store.exists(ASSET_STATE_NAME):
+        return None
+    try:
+        return AssetState.model_validate_json(store.read_bytes(ASSET_STATE_NAME))
+    except ValidationError:
+        log.warning("%s is unreadable; ignoring it", store.describe(ASSET_STATE_NAME))
+        return None
+
+
+def save_asset_state(store: Store, state: AssetState) -> None:
+    store.write_bytes(ASSET_STATE_NAME, state.model_dump_json(indent=1).encode())

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
-from typing import BinaryIO, cast
+from typing import BinaryIO, Protocol, TypeVar, cast
 
 from ..output.storage import S3Store, Store
 from .client import PennsieveClient
@@ -55,7 +55,14 @@ def upload_one(store: Store, client: PennsieveClient, target: ImportTarget, impo
         client.put_file(client.presign(target.dataset_id, import_id, f.upload_key), open_body)
 
 
-class _Tally:
+class Named(Protocol):
+    """An upload: ``local`` is its name in the output."""
+
+    @property
+    def local(self) -> str: ...
+
+
+class Tally:
     """What the upload threads share: failures, successes, when to stop. Thread-safe."""
 
     def __init__(self, total: int, max_consecutive_failures: int) -> None:
@@ -106,7 +113,7 @@ def upload_all(
     if not todo:
         return [], ""
     recorder = Recorder(store, UPLOADED_PREFIX, import_id, record_every, PROGRESS_SECONDS)
-    tally = _Tally(len(todo), max_consecutive_failures)
+    tally = Tally(len(todo), max_consecutive_failures)
     threads = max(1, min(workers, len(todo)))
     ran: set[int] = set()  # the pool threads that ran a task (each may hold an HTTP session)
 
@@ -132,7 +139,7 @@ def upload_all(
     try:
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="upload") as pool:
             try:
-                not_attempted = _bounded(pool, upload, entries, threads * QUEUED_PER_THREAD, tally.stop)
+                not_attempted = bounded(pool, upload, entries, threads * QUEUED_PER_THREAD, tally.stop)
             except BaseException:
                 tally.stop.set()  # queued files return at once; the running ones finish
                 raise
@@ -152,17 +159,20 @@ def upload_all(
     return tally.failed, tally.errors[0] if tally.errors else ""
 
 
-def _bounded(
+F = TypeVar("F", bound=Named)  # a TypeVar, not 3.12's def f[F: ...]: the command line runs on 3.11
+
+
+def bounded(
     pool: ThreadPoolExecutor,
-    upload: Callable[[FileEntry], bool],
-    entries: Iterator[FileEntry],
+    upload: Callable[[F], bool],
+    entries: Iterator[F],
     ahead: int,
     stop: threading.Event,
 ) -> list[str]:
     """Run ``upload`` over ``entries`` with at most ``ahead`` submitted at once, until done or
     ``stop`` is set; returns the local names of the files the pool stopped before attempting."""
     not_attempted: list[str] = []
-    in_flight: dict[Future[bool], FileEntry] = {pool.submit(upload, f): f for f in islice(entries, ahead)}
+    in_flight: dict[Future[bool], F] = {pool.submit(upload, f): f for f in islice(entries, ahead)}
     while in_flight:
         done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
         for future in done:

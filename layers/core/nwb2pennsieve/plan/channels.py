@@ -9,7 +9,7 @@ from .models import ChannelPlan, SeriesPlan
 from .series import SeriesDraft
 
 
-class _UniqueNames:
+class UniqueNames:
     """Names given so far across the file.
 
     A name already taken by an earlier series is qualified as ``{name} ({series name})``; a name
@@ -36,10 +36,13 @@ class _UniqueNames:
         return names
 
 
-def assign_channels(drafts: list[SeriesDraft], reference_us: int, chunk_samples: int) -> list[SeriesPlan]:
+def assign_channels(
+    drafts: list[SeriesDraft], reference_us: int, chunk_samples: int, *, unique: UniqueNames | None = None
+) -> list[SeriesPlan]:
     """The series' plans, with file-wide channel indices (series in path order, then columns) and
-    file-wide unique names."""
-    unique = _UniqueNames()
+    file-wide unique names (``unique``: the names given so far, when the ElectricalSeries' are
+    given first and the bundle-only TimeSeries' after them, numbered apart)."""
+    unique = unique if unique is not None else UniqueNames()
     index = 0
     plans = []
     for s, d in enumerate(drafts):
@@ -85,4 +88,6 @@ def _series_plan(
         reference_us=reference_us,
         starting_time=d.starting_time,
         chunk_times=d.chunk_times,
+        bundle_only=d.bundle_only,
+        value_unit=d.value_unit,
     )

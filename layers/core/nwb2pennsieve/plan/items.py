@@ -55,7 +55,7 @@ def recut_items(plan: Plan, n_workers: int) -> list[WorkItem]:
         budget_mb = min(budget_mb, max_item_mb)
         items = [
             i
-            for s in plan.series
+            for s in plan.bundle_series()
             for i in window_work_items(s, chunk_samples, budget_mb, min_width=_whole_chunk_width(s))
         ]
     elif budget_mb >= max_item_mb:
@@ -178,8 +178,9 @@ def _channel_blocks(
     """The work items of one run of chunks (``first``..``last``): one per block of ``width`` channels."""
     return [
         WorkItem(
-            id=f"{series.index:03d}-{label}-{c0:05d}",
+            id=f"{'A' if series.bundle_only else ''}{series.index:03d}-{label}-{c0:05d}",
             series=series.index,
+            aux=series.bundle_only,
             column_start=c0,
             column_stop=min(series.n_columns, c0 + width),
             chunk_start=first,

@@ -9,17 +9,22 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from .summary import PlanSummary
 
 from ..options import ConversionOptions, OutputFormat
 from ..output.gzipstored import framed_size
 from ..source.identity import SourceIdentity
+from .sources import EventSource
 
 PLAN_FORMAT = 2
 CHANNEL_UNIT = "uV"
 CHANNEL_TYPE = "CONTINUOUS"
+FLOAT32_SAFE = 3.0e38  # below float32's largest finite value: a scaled value under this stays finite
 
 
 def chunk_file_name(channel_index: int, start_us: int, end_us: int) -> str:
@@ -99,6 +104,25 @@ class SeriesPlan(_Model):
     chunk_times: list[tuple[int, int]] | None = Field(
         default=None, description="timing timestamps: (start_us, end_us) of every chunk, from the timestamps"
     )
+    bundle_only: bool = Field(
+        default=False, description="a TimeSeries converted into the TS-Zarr bundle only (no chunk files)"
+    )
+    value_unit: str = Field(default=CHANNEL_UNIT, description="the bundle's unit of its values (uV for volts)")
+
+    @property
+    def valid_policy(self) -> Literal["never", "always", "if-nonfinite"]:
+        """When the TS-Zarr bundle's levels carry ``valid`` counts (only for channels with a
+        non-finite sample): ``always`` when the grid has gaps (NaN bins), ``if-nonfinite`` when the
+        data may hold one (floats, or integers whose scaled value may overflow float32: decided
+        after the items ran), ``never`` otherwise."""
+        if len(self.segments) > 1:
+            return "always"
+        kind = self.dtype.lstrip("<>=|")[0]
+        if kind == "f":
+            return "if-nonfinite"
+        bits = 8 * int(self.dtype.lstrip("<>=|")[1:])
+        bound = max(abs(c.scale) * 2.0**bits + abs(c.offset) for c in self.channels) * abs(self.unit_factor)
+        return "if-nonfinite" if bound >= FLOAT32_SAFE else "never"
 
     @cached_property
     def chunks(self) -> Chunks:
@@ -192,6 +216,7 @@ class WorkItem(_Model):
         default=None, description="with the viewer bundle: the series' bundle window this item writes (docs/bundle.md)"
     )
     window_bins: int | None = Field(default=None, description="the length of the series' bundle windows (grid bins)")
+    aux: bool = Field(default=False, description="``series`` indexes Plan.aux_series (a bundle-only TimeSeries)")
 
 
 class ChunkRecord(_Model):
@@ -236,6 +261,22 @@ class NotConverted(_Model):
         return f"note: {source}: not converted: {self.path} ({self.neurodata_type}): {self.reason}"
 
 
+def bundle_only_notes(plan: Plan) -> list[str]:
+    """``note: FILE: in the viewer bundle only: PATH ...``: what the chunk files leave to the TS-Zarr bundle."""
+    where = f"note: {plan.source}: in the viewer bundle only"
+    lines = [
+        f"{where}: {s.path} ({s.neurodata_type}): {len(s.channels)} channel{'s' if len(s.channels) > 1 else ''} "
+        f"in {s.value_unit}, not an ElectricalSeries"
+        for s in plan.aux_series
+    ]
+    for e in plan.event_sources:
+        what = {"units": "spike events", "intervals": "annotations", "annotation_series": "annotations"}
+        label = getattr(e, "path", None) or getattr(e, "file", "")
+        kind = what.get(e.kind, "annotations from the annotation file")
+        lines.append(f"{where}: {label}: {kind} (event channel {e.channel_id})")
+    return lines
+
+
 class ChannelMetadata(_Model):
     """The body of ``channel-{index:05d}.metadata.json`` (pennsieve-api.md §1)."""
 
@@ -278,14 +319,33 @@ class Plan(_Model):
         description="the version of the input planned (a local file's inode, size and times; a URL's ETag or "
         "Last-Modified): every later open of the input is checked against it",
     )
+    aux_series: list[SeriesPlan] = Field(
+        default_factory=list, description="TimeSeries written into the TS-Zarr bundle only (no chunk files)"
+    )
+    event_sources: list[EventSource] = Field(
+        default_factory=list, description="the TS-Zarr bundle's event channels: Units, annotations, annotation files"
+    )
+    bundle_onset_us: int | None = Field(
+        default=None, description="TS-Zarr: µs since the epoch of the earliest sample, spike or annotation"
+    )
 
     def output_bytes(self) -> int:
         """Bytes the output needs on disk or S3, at most: every chunk file (gzip framing included),
-        and with the viewer bundle its float32 levels uncompressed (level 0, then (min, max) pairs
-        of 4-bin blocks: under 4 + 8/3 bytes a sample)."""
+        and with the viewer bundle its arrays uncompressed: level 0 float32, then per 4-bin block a
+        (min, max) pair, in TS-Zarr also a mean and a valid count (4 + 8/3 bytes a sample, TS-Zarr
+        4 + 8/3 + 4/3 + 2/3)."""
         chunk_files = sum(s.output_bytes() for s in self.series) if self.writes_chunks else 0
-        bundle = sum(s.n_samples * len(s.channels) * 20 // 3 for s in self.series) if self.writes_bundle else 0
-        return chunk_files + bundle
+        per_3_samples = 26 if self.options.tszarr else 20
+        bundle = sum(s.n_samples * len(s.channels) * per_3_samples // 3 for s in self.bundle_series())
+        return chunk_files + (bundle if self.writes_bundle else 0)
+
+    def bundle_series(self) -> list[SeriesPlan]:
+        """Every series with channels in the bundle: the ElectricalSeries, then (TS-Zarr) the TimeSeries."""
+        return [*self.series, *self.aux_series] if self.writes_bundle else []
+
+    def series_of(self, item: WorkItem) -> SeriesPlan:
+        """The series ``item`` writes."""
+        return (self.aux_series if item.aux else self.series)[item.series]
 
     @property
     def chunk_samples(self) -> int:
@@ -310,7 +370,7 @@ class Plan(_Model):
 
     def item_file_names(self, item: WorkItem) -> list[str]:
         """Every chunk file ``item`` writes, chunk by chunk then channel by channel."""
-        if not self.writes_chunks:
+        if not self.writes_chunks or item.aux:
             return []
         series = self.series[item.series]
         channels = series.channels[item.column_start : item.column_stop]
@@ -344,6 +404,8 @@ class Plan(_Model):
 
     def summary(self) -> PlanSummary:
         """What ``nwb2pennsieve plan`` prints: the totals, then each series and its channels."""
+        from .summary import PlanSummary, SeriesSummary
+
         return PlanSummary(
             source=self.source,
             series=[SeriesSummary.of(s) for s in self.series],
@@ -358,83 +420,3 @@ class Plan(_Model):
             session_start=self.session_start,
             chunk_samples=self.chunk_samples,
         )
-
-
-class ChannelSummary(_Model):
-    """One channel as ``nwb2pennsieve plan`` shows it: its scaling in µV."""
-
-    index: int
-    name: str
-    group: str
-    scale_uV: float = Field(description="µV per stored unit")
-    offset_uV: float = Field(description="µV added after scaling")
-
-
-class SegmentSummary(_Model):
-    start: int
-    stop: int
-
-
-class SeriesSummary(_Model):
-    """One series as ``nwb2pennsieve plan`` shows it."""
-
-    path: str
-    type: str = Field(description="the neurodata type")
-    dtype: str
-    shape: list[int]
-    hdf5_chunks: list[int] | None
-    unit: str
-    rate: float
-    timing: Literal["rate", "timestamps"]
-    channels: list[ChannelSummary]
-    segments: list[SegmentSummary]
-    chunks: int = Field(description="chunks per channel")
-    start_us: int = Field(description="time of the first sample, µs since the Unix epoch")
-    end_us: int = Field(description="time of the last sample (inclusive), µs since the Unix epoch")
-
-    @classmethod
-    def of(cls, s: SeriesPlan) -> SeriesSummary:
-        return cls(
-            path=s.path,
-            type=s.neurodata_type,
-            dtype=s.dtype,
-            shape=list(s.shape),
-            hdf5_chunks=list(s.hdf5_chunks) if s.hdf5_chunks else None,
-            unit=s.unit,
-            rate=s.rate,
-            timing=s.timing,
-            channels=[
-                ChannelSummary(
-                    index=c.index,
-                    name=c.name,
-                    group=c.group,
-                    scale_uV=c.scale * s.unit_factor,
-                    offset_uV=c.offset * s.unit_factor,
-                )
-                for c in s.channels
-            ],
-            segments=[SegmentSummary(start=g.start, stop=g.stop) for g in s.segments],
-            chunks=len(s.chunks),
-            start_us=s.chunks[0].start_us,
-            end_us=s.chunks[-1].end_us,
-        )
-
-
-class PlanSummary(_Model):
-    """The plan in brief (what ``nwb2pennsieve plan`` prints as JSON): totals, series, channels.
-
-    The field order is the printed key order.
-    """
-
-    source: str
-    series: list[SeriesSummary]
-    channels: int
-    segments: int
-    chunk_files: int
-    work_items: int
-    output_bytes: int = Field(description="float64 bytes of all chunk files (before gzip framing)")
-    skipped: list[SkippedSeries]
-    not_converted: list[NotConverted]
-    warnings: list[str]
-    session_start: str
-    chunk_samples: int

@@ -45,6 +45,8 @@ class SeriesDraft:
     starting_time: float | None
     chunk_times: list[tuple[int, int]] | None
     scaling_warning: str | None
+    bundle_only: bool = False  # a TimeSeries for the TS-Zarr bundle (no chunk files)
+    value_unit: str = "uV"  # the bundle's unit of the values
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,51 @@ def draft_series(
         starting_time=timing.starting_time,
         chunk_times=timing.chunk_times,
         scaling_warning=_scaling_warning(series.path, data, n, scales, offset, factor),
+    )
+
+
+# TimeSeries types that are not signals on a time axis: interval marks (+1/-1) and indices into images.
+NOT_SIGNALS = {"IntervalSeries": "its data marks interval starts and stops", "IndexSeries": "its data are indices"}
+
+
+def draft_timeseries(series: FoundSeries, reference_us: int, chunk_samples: int) -> SeriesDraft:
+    """Check a TimeSeries that is not an ElectricalSeries and time it, for the TS-Zarr bundle only.
+
+    Numeric data of rank 1 or 2 (a rank-2 series is one channel per column), in its own unit: the
+    volts family in µV (as for ElectricalSeries), any other unit as stored × ``conversion`` +
+    ``offset`` (NWB's rule). A problem is an :class:`InvalidSeriesError` the survey reports as a
+    note: these were never converted before, so none fails the file.
+    """
+    why = NOT_SIGNALS.get(series.core_type)
+    if why:
+        raise InvalidSeriesError(f"{why}, not a signal")
+    group = series.group
+    data = _checked_data(group)
+    n = int(data.shape[0])
+    n_columns = int(data.shape[1]) if data.ndim == 2 else 1
+    unit = text(_data_attr(data, "unit", "")) or "n/a"
+    factor = unit_factor(unit)
+    scales, offset = _scaling(group, data, n_columns)
+    name = series.path.rsplit("/", 1)[-1]
+    names = [name] if data.ndim == 1 else [f"{name} {c}" for c in range(n_columns)]
+    timing = _timing(group, n, reference_us, chunk_samples)
+    return SeriesDraft(
+        found=series,
+        data=data,
+        unit=unit,
+        factor=factor if factor is not None else 1.0,
+        rate=timing.rate,
+        timing=timing.timing,
+        names=names,
+        groups=["default"] * n_columns,
+        scales=scales,
+        offset=offset,
+        segments=timing.segments,
+        starting_time=timing.starting_time,
+        chunk_times=timing.chunk_times,
+        scaling_warning=None,
+        bundle_only=True,
+        value_unit="uV" if factor is not None else unit,
     )
 
 

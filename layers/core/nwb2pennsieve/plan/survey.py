@@ -24,7 +24,9 @@ from ..errors import (
 from ..options import ConversionOptions
 from ..source.contents import SPIKE_EVENT_SERIES, FileContents, FoundSeries, find_electrical_series
 from ..source.nwb import child, damage_reason, session_start, timestamps_reference
+from .bundle_only import BundleContents, bundle_contents
 from .channels import assign_channels
+from .events import FoundFile
 from .items import count_work_items, series_work_items
 from .models import NotConverted, Plan, SeriesPlan, SkippedSeries
 from .series import MAX_CHANNELS, SeriesDraft, draft_series
@@ -87,7 +89,9 @@ class _Findings:
     problems: list[InvalidSeriesError] = field(default_factory=list)
 
 
-def build_plan(h5: h5py.File, *, source: str, options: ConversionOptions) -> Plan:
+def build_plan(
+    h5: h5py.File, *, source: str, options: ConversionOptions, annotation_files: Sequence[FoundFile] = ()
+) -> Plan:
     """Plan the conversion of every continuous ElectricalSeries of ``h5`` (or of ``options.series``
     only), with ``options`` stored in the plan for every executor.
 
@@ -102,14 +106,20 @@ def build_plan(h5: h5py.File, *, source: str, options: ConversionOptions) -> Pla
     conversion of the other series neither collides with it nor names a channel differently.
     Problems of the series left out fail nothing; a path that names no convertible series raises
     :class:`SeriesSelectionError` (a usage error).
+
+    With the TS-Zarr bundle the plan also holds the TimeSeries the bundle alone carries, the event
+    sources (Units, annotations, ``annotation_files`` found beside the input) and the bundle's
+    onset (:mod:`.bundle_only`); a file with any of them and no ElectricalSeries has a plan too.
     """
-    return survey(h5, source=source, options=options).plan_or_raise()
+    return survey(h5, source=source, options=options, annotation_files=annotation_files).plan_or_raise()
 
 
-def survey(h5: h5py.File, *, source: str, options: ConversionOptions) -> Survey:
+def survey(
+    h5: h5py.File, *, source: str, options: ConversionOptions, annotation_files: Sequence[FoundFile] = ()
+) -> Survey:
     """:func:`build_plan`, but a file with nothing to convert is a :class:`Survey` without a plan."""
     try:
-        return _survey(h5, source, options)
+        return _survey(h5, source, options, annotation_files)
     except Nwb2PennsieveError as exc:
         raise exc.with_file(source) from None
 
@@ -119,11 +129,12 @@ def normalize_series_path(path: str) -> str:
     return "/" + path.strip().strip("/")
 
 
-def _survey(h5: h5py.File, source: str, options: ConversionOptions) -> Survey:
+def _survey(h5: h5py.File, source: str, options: ConversionOptions, annotation_files: Sequence[FoundFile]) -> Survey:
     warnings: list[str] = []
     times = _file_times(h5, warnings)
     contents = find_electrical_series(h5)
-    selected = _selection(options.series, contents.series)
+    candidates = contents.series + (contents.timeseries if options.tszarr else [])
+    selected = _selection(options.series, candidates)
     findings = _Findings(
         warnings=warnings,
         not_converted=[
@@ -133,8 +144,18 @@ def _survey(h5: h5py.File, source: str, options: ConversionOptions) -> Survey:
     _note_unreadable(contents, selected, findings)
     drafts = _draft_all(contents.series, selected, options, times.reference_us, findings)
     _settle_problems(findings, options.skip_invalid_series, selected, source)
+    extra = None
+    if options.tszarr:
+        extra = bundle_contents(
+            contents, drafts, selected, annotation_files, times.reference_us, times.session_us, source, options
+        )
+        findings.not_converted = extra.not_converted(findings.not_converted)
+    else:
+        findings.not_converted += _tables_left_out(contents, options)
     not_converted = sorted(findings.not_converted, key=lambda o: o.path)
-    plan = _plan(source, times, options, drafts, selected, findings, not_converted) if drafts else None
+    plan = None
+    if drafts or (extra is not None and extra.holds_anything):
+        plan = _plan(source, times, options, drafts, selected, findings, not_converted, extra)
     return Survey(
         source=source,
         plan=plan,
@@ -156,9 +177,13 @@ def _plan(
     selected: set[str],
     findings: _Findings,
     not_converted: list[NotConverted],
+    extra: BundleContents | None,
 ) -> Plan:
     series_plans = _chosen_series(drafts, selected, times.reference_us, options.chunk_samples, findings)
-    _check_size(series_plans, options)
+    aux = extra.aux_series if extra else []
+    _check_size(series_plans + aux, options)
+    if extra is not None:
+        extra.check_files(series_plans, source)
     return Plan(
         source=source,
         session_start=times.start_text,
@@ -167,11 +192,29 @@ def _plan(
         timestamps_reference_us=times.reference_us if times.reference else None,
         options=options,
         series=series_plans,
-        work_items=[item for s in series_plans for item in series_work_items(s, options)],
+        work_items=[item for s in series_plans + aux for item in series_work_items(s, options)],
         skipped=findings.skipped,
         not_converted=not_converted,
-        warnings=findings.warnings,
+        warnings=findings.warnings + (extra.warnings if extra else []),
+        aux_series=aux,
+        event_sources=extra.sources if extra else [],
+        bundle_onset_us=extra.onset(series_plans) if extra else None,
     )
+
+
+# Why a table is left out without the TS-Zarr bundle: it was once dropped without a word.
+_TABLE_REASONS = {
+    "TimeIntervals": "annotations are written into the TS-Zarr viewer bundle only (--formats bundle)",
+    "Units": "spikes are written into the viewer bundle only (--formats bundle)",
+}
+
+
+def _tables_left_out(contents: FileContents, options: ConversionOptions) -> list[NotConverted]:
+    """Notes for the TimeIntervals (and, without any bundle, the Units) tables a conversion leaves out."""
+    tables = contents.intervals + ([] if options.writes_bundle else contents.units)
+    return [
+        NotConverted(path=t.path, neurodata_type=t.neurodata_type, reason=_TABLE_REASONS[t.core_type]) for t in tables
+    ]
 
 
 def _file_times(h5: h5py.File, warnings: list[str]) -> _Times:
@@ -289,7 +332,7 @@ def _chosen_series(
 
 def _check_size(series_plans: list[SeriesPlan], options: ConversionOptions) -> None:
     """Refuse a plan too big to list, before listing it (a tiny file may declare any length)."""
-    channels = sum(len(s.channels) for s in series_plans)
+    channels = sum(len(s.channels) for s in series_plans if not s.bundle_only)
     if channels > MAX_CHANNELS:
         raise InvalidInputError(
             f"its series have {channels:,} channels in all, more than the {MAX_CHANNELS:,} a conversion can name "

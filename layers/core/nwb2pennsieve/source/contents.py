@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
@@ -55,6 +55,7 @@ CORE_OTHER_TYPES = frozenset(
         "TimeSeriesReferenceVectorData", "TimestampVectorData", "Units", "VectorData", "VectorIndex", "VocabData",
     }
 )  # fmt: skip
+METADATA_PREFIX = "/general/"  # devices, electrodes, subject: NWB puts no data table there
 NOT_ELECTRICAL = "not an ElectricalSeries (only ElectricalSeries and types extending it are converted)"
 
 
@@ -129,6 +130,7 @@ class FoundSeries:
     path: str
     neurodata_type: str
     group: h5py.Group
+    core_type: str = ELECTRICAL_SERIES  # the core type it is or extends (TimeSeries, AnnotationSeries, ...)
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,11 @@ class FileContents:
     other_types: list[str]
     unreadable: list[UnreadableObject]
     others: list[OtherObject]
+    # The other TimeSeries (in ``others`` too, as not converted into chunk files), the TimeIntervals
+    # and Units tables: what the TS-Zarr bundle reads besides the ElectricalSeries.
+    timeseries: list[FoundSeries] = field(default_factory=list)
+    intervals: list[FoundSeries] = field(default_factory=list)
+    units: list[FoundSeries] = field(default_factory=list)
 
 
 def find_electrical_series(h5: h5py.File) -> FileContents:
@@ -174,6 +181,9 @@ def find_electrical_series(h5: h5py.File) -> FileContents:
         sorted(walk.other_types),
         sorted(walk.unreadable, key=lambda u: u.path),
         sorted(walk.others, key=lambda o: o.path),
+        timeseries=sorted(walk.timeseries, key=lambda s: s.path),
+        intervals=sorted(walk.tables["TimeIntervals"], key=lambda s: s.path),
+        units=sorted(walk.tables["Units"], key=lambda s: s.path),
     )
 
 
@@ -186,6 +196,8 @@ class _Walk:
         self.other_types: set[str] = set()
         self.unreadable: list[UnreadableObject] = []
         self.others: list[OtherObject] = []
+        self.timeseries: list[FoundSeries] = []
+        self.tables: dict[str, list[FoundSeries]] = {"TimeIntervals": [], "Units": []}
         self.seen: set[tuple[str, int]] = set()
 
     def group(self, group: h5py.Group, path: str) -> None:
@@ -234,6 +246,8 @@ class _Walk:
             self.found.append(FoundSeries(path, ndt, obj))
             return True
         self.other_types.add(ndt)
+        if ancestor in self.tables and not path.startswith(METADATA_PREFIX):
+            self.tables[ancestor].append(FoundSeries(path, ndt, obj, ancestor))
         if ancestor is None:
             self.others.append(
                 OtherObject(
@@ -246,4 +260,5 @@ class _Walk:
         elif ancestor in CORE_TIME_SERIES:
             why = NOT_ELECTRICAL if ancestor == ndt else f"it extends {ancestor}; {NOT_ELECTRICAL}"
             self.others.append(OtherObject(path, ndt, why))
+            self.timeseries.append(FoundSeries(path, ndt, obj, ancestor))
         return False

@@ -19,6 +19,7 @@ from ..errors import InvalidSeriesError
 from .nwb import neurodata_type, read_attr
 
 UNITS_TYPE = "Units"
+MAX_SECONDS = 9.2e12  # times beyond this many seconds do not fit int64 µs
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ def read_units(h5: h5py.File, reference_us: int) -> list[FoundUnits]:
     return out
 
 
-def _read_table(path: str, group: h5py.Group, reference_us: int) -> FoundUnits:
+def spike_times_us(path: str, group: h5py.Group, reference_us: int) -> list[np.ndarray]:
+    """Each unit's spike times (a row of the ragged ``spike_times``) as int64 µs since the epoch."""
     times = np.asarray(group["spike_times"][()], dtype=np.float64).reshape(-1)
     if "spike_times_index" in group:
         ends = np.asarray(group["spike_times_index"][()], dtype=np.int64).reshape(-1)
@@ -89,23 +91,46 @@ def _read_table(path: str, group: h5py.Group, reference_us: int) -> FoundUnits:
         raise InvalidSeriesError("its spike_times_index is not ascending within spike_times", series=path)
     if not np.all(np.isfinite(times)):
         raise InvalidSeriesError("its spike_times hold a non-finite time", series=path)
+    if times.size and float(np.max(np.abs(times))) > MAX_SECONDS:
+        raise InvalidSeriesError("its spike_times go beyond what int64 µs can hold", series=path)
     us = reference_us + np.rint(times * 1e6).astype(np.int64)
     starts = np.concatenate([[0], ends[:-1]]) if ends.size else ends
-    spikes = [us[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+    return [us[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
+def best_electrodes(means: np.ndarray) -> np.ndarray | None:
+    """For ``(units, points, electrodes)`` means, each unit's electrode of largest peak-to-peak."""
+    if means.ndim != 3:
+        return None
+    return np.argmax(np.nanmax(means, axis=1) - np.nanmin(means, axis=1), axis=1)
+
+
+def _read_table(path: str, group: h5py.Group, reference_us: int) -> FoundUnits:
+    spikes = spike_times_us(path, group, reference_us)
     means = None
     rate = None
     if "waveform_mean" in group:
         ds = group["waveform_mean"]
         raw = np.asarray(ds[()], dtype=np.float32)
-        if raw.ndim == 3:
-            best = np.argmax(np.nanmax(raw, axis=1) - np.nanmin(raw, axis=1), axis=1)
+        best = best_electrodes(raw)
+        if best is not None:
             raw = raw[np.arange(raw.shape[0]), :, best]
         means = raw.reshape(raw.shape[0], -1) if raw.shape[0] == len(spikes) else None
-        given = read_attr(ds, "sampling_rate")
-        if given is not None:
-            rate = float(np.asarray(given).reshape(-1)[0])
-            rate = rate if np.isfinite(rate) and rate > 0 else None
+        rate = positive_attr(ds, "sampling_rate")
     name = path.rsplit("/", 1)[-1] if path == "/units" else path.removeprefix("/processing/")
     return FoundUnits(
         path=path, table=UnitsTable(name=name, spike_times_us=spikes, waveform_means=means), waveform_rate=rate
     )
+
+
+def positive_attr(ds: h5py.Dataset, key: str) -> float | None:
+    """A positive finite number attribute of ``ds`` (None when absent or not one; unreadable:
+    :class:`InvalidSeriesError`)."""
+    given = read_attr(ds, key)
+    if given is None:
+        return None
+    try:
+        value = float(np.asarray(given).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None

@@ -101,9 +101,10 @@ def write_work_item(
     truncated, never the library's text. ``on_block`` is called after each block of rows is read
     (the local pool's sign that a worker makes progress).
     """
-    series = plan.series[item.series]
+    series = plan.series_of(item)
     try:
-        return _ItemWrite(plan, series, store, reader, consumers, on_block).run(item)
+        chunk_files = plan.writes_chunks and not item.aux
+        return _ItemWrite(plan, series, store, reader, consumers, on_block, chunk_files=chunk_files).run(item)
     except Nwb2PennsieveError as exc:
         if exc.series is None:
             exc.series = series.path
@@ -164,11 +165,13 @@ class _ItemWrite:
         reader: SlabReader,
         consumers: Sequence[SlabConsumer],
         on_block: Callable[[], None] | None = None,
+        *,
+        chunk_files: bool,
     ) -> None:
         self.series, self.store, self.reader, self.consumers = series, store, reader, consumers
         self.on_block = on_block
         self.gzip_level = plan.options.gzip_level
-        self.chunk_files = plan.writes_chunks
+        self.chunk_files = chunk_files
         self.factor = series.unit_factor
         self.groups = [self._group(c0, c1) for c0, c1 in reader.column_groups]
         widest = max(g.width for g in self.groups)

@@ -10,8 +10,11 @@ from collections.abc import Callable
 import h5py
 
 from ..bundle.series import BundleFeeder, bundle_store, first_group, pack_partials
+from ..bundle.tszarr import channels as tszarr_channels
+from ..bundle.tszarr.items import StatItemWriter
 from ..errors import InvalidSeriesError
 from ..output.storage import Store
+from ..plan.bundle_layout import WindowPlan
 from ..plan.items import item_rows
 from ..plan.models import ItemResult, Plan, WorkItem
 from ..source.direct import slab_reader
@@ -27,7 +30,7 @@ def open_slab_reader(h5: h5py.File, plan: Plan, item: WorkItem, source: RangeRea
     a URL) is read by its stored chunks' byte ranges where the filters allow (each worker reads
     only its own chunks); a local file through h5py, but for a plugin's filters (Zstd, LZ4, ...),
     which the checking decoders undo (:func:`~nwb2pennsieve.source.direct.slab_reader`)."""
-    series = plan.series[item.series]
+    series = plan.series_of(item)
     try:
         rows = item_rows(series, item)  # with the bundle, the window's rows too
         return slab_reader(h5, series, item.column_start, item.column_stop, source, rows=rows)
@@ -53,14 +56,7 @@ def execute_item(
     feeder = None
     consumers: list[SlabConsumer] = []
     if plan.writes_bundle:
-        series = plan.series[item.series]
-        feeder = BundleFeeder(
-            bundle_store(store, plan),
-            series,
-            item,
-            first_group=first_group(plan, series),
-            zstd_level=plan.options.bundle_zstd_level,
-        )
+        feeder = _feeder(plan, item, store)
         consumers.append(feeder)
     try:
         with open_slab_reader(h5, plan, item, source) as reader:
@@ -73,6 +69,29 @@ def execute_item(
             feeder.abort()
         raise_network_failure(source)  # h5py over a URL reports a network failure as damage
         raise
+
+
+def _feeder(plan: Plan, item: WorkItem, store: Store) -> BundleFeeder:
+    """The item's bundle writer: the TS-Zarr one, or the older layout's (``BUNDLE_LAYOUT=legacy``)."""
+    series = plan.series_of(item)
+    zstd_level = plan.options.bundle_zstd_level
+    if not plan.options.tszarr:
+        return BundleFeeder(
+            bundle_store(store, plan), series, item, first_group=first_group(plan, series), zstd_level=zstd_level
+        )
+    policy = series.valid_policy
+
+    def make_writer(store: Store, windows: WindowPlan, w: int, channels: list[int], level: int) -> StatItemWriter:
+        return StatItemWriter(store, windows, w, channels, zstd_level=level, policy=policy)
+
+    return BundleFeeder(
+        bundle_store(store, plan),
+        series,
+        item,
+        first_group=tszarr_channels.first_group(plan, series),
+        zstd_level=zstd_level,
+        make_writer=make_writer,
+    )
 
 
 __all__ = ["execute_item", "open_slab_reader"]
