@@ -297,3 +297,30 @@ def test_planning_in_a_child_gives_the_same_plan_and_errors(tmp_path: Path) -> N
     with pytest.raises(InvalidFileError) as there:
         plan_file(bad, ConversionOptions(), timeout_s=60)
     assert type(there.value) is type(here.value) and str(there.value) == str(here.value)
+
+
+@pytest.mark.parametrize("rows", [1_000, 2**50])
+def test_an_electrodes_column_longer_than_its_table_is_refused_before_it_is_read(tmp_path: Path, rows: int) -> None:
+    """A damaged length (issue 17 item 14e): 2**50 rows made numpy's own text the message
+    ("Unable to allocate 132. PiB for an array ..."); the column is refused by its declared length."""
+    nwb = write_nwb(tmp_path / "f.nwb", [SeriesSpec()])
+    with h5py.File(nwb, "r+") as f:
+        table = f["/general/extracellular_ephys/electrodes"]
+        del table["group_name"]
+        table.create_dataset("group_name", shape=(rows,), dtype=h5py.string_dtype(), chunks=(1024,), maxshape=(None,))
+    with pytest.raises(InvalidFileError) as caught:
+        plan_file(nwb, ConversionOptions())
+    line = str(caught.value)
+    assert f"the electrodes table's group_name column declares {rows:,} rows, the table has 2" in line, line
+    assert "allocate" not in line
+
+
+def test_an_unexpected_library_error_is_never_shown_raw() -> None:
+    from nwb2pennsieve.local.cli import describe_error
+
+    damaged = RuntimeError("Unable to synchronously check link existence (wrong B-tree signature)")
+    assert describe_error(damaged, "f.nwb") == "f.nwb: an index (B-tree) is damaged: the file is damaged or truncated"
+    assert describe_error(MemoryError(), "f.nwb").startswith("f.nwb: out of memory")
+    assert describe_error(OSError(28, "No space left on device", "/x/out"), "f.nwb") == (
+        "f.nwb: /x/out: No space left on device"
+    )

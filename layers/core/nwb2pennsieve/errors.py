@@ -116,6 +116,11 @@ def storage_error(message: str, exc: BaseException, *, file: str | None = None) 
     return cls(message, file=file)
 
 
+class NetworkError(StorageError):
+    """Reading an input over the network failed after its retries (refused, reset, timed out, a
+    host that does not resolve): the network, not the file, is what failed."""
+
+
 class OutputWriteError(StorageError):
     """Writing a file of the output failed (disk full, read-only, ...); ``cause`` is the system's reason."""
 

@@ -11,8 +11,10 @@ acts at a known moment instead of racing it:
 - ``NWB2PENNSIEVE_TEST_SIGNAL_AT=<name>`` (or ``<name>:SIGINT``, ``<name>:SIGHUP``): the process
   sends itself the signal (SIGTERM by default) there, as a user could at that very moment.
 
-Checkpoints: ``startup`` (the command's entry, before the heavy imports), ``staged`` (the staging
-folder has just been made), ``swapped`` (the new output has just been swapped in).
+Checkpoints: ``startup`` (the command's entry, before the heavy imports), ``planned`` (the parent
+has the plan), ``staged`` (the staging folder has just been made), ``reading`` (a worker process is
+about to read a work item's data), ``items-done`` (every work item written, before the input is
+checked a last time), ``swapped`` (the new output has just been swapped in).
 
 Imports nothing heavy: the command's entry point calls it before anything else is loaded.
 """

@@ -8,12 +8,15 @@ traceback only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import logging
 import os
+import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -24,7 +27,9 @@ from ..output.storage import LocalStore
 from ..plan.models import Plan, bundle_only_notes
 from ..plan.survey import NOT_SELECTED
 from ..settings import Settings
+from ..source.http import NetworkPolicy
 from ..source.inputs import InputSource
+from ..source.nwb import damage_reason
 from .cli_options import RUN_EPILOG, add_conversion_options
 from .convert import ConversionResult, convert_file
 from .planning import plan_file
@@ -65,13 +70,23 @@ def _plan(file: str | InputSource, settings: Settings) -> Plan:
     return plan_file(file, settings.conversion_options(), timeout_s=settings.plan_timeout_s)
 
 
-def _convert_one(path: Path | InputSource, output: Path, settings: Settings, published: list[Path]) -> ConversionResult:
-    source = InputSource.parse(path)
+def _source(file: str | os.PathLike[str] | InputSource, settings: Settings) -> InputSource:
+    """The input, with the settings' network timeouts and retry budget (for a URL)."""
+    policy = NetworkPolicy(read_timeout_s=settings.network_timeout_s, budget_s=settings.network_budget_s)
+    return InputSource.parse(file).model_copy(update={"network": policy})
+
+
+def _convert_one(
+    path: str | Path | InputSource, output: Path, settings: Settings, published: list[Path]
+) -> ConversionResult:
+    source = _source(path, settings)
     plan = _plan(source, settings)
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), source.stem)
     try:
-        result = convert_file(source, output, plan, workers=settings.workers, progress=update)
+        result = convert_file(
+            source, output, plan, workers=settings.workers, progress=update, stall_s=settings.read_stall_s
+        )
     finally:
         close()
     # From the swap on, stop signals are held (output/publish.py): what OUT holds is said first.
@@ -102,13 +117,13 @@ def _report(plan: Plan) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    _convert_one(InputSource.parse(args.file), Path(args.output), args.settings, args.published)
+    _convert_one(args.file, Path(args.output), args.settings, args.published)
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
-    plan = _plan(args.file, settings)
+    plan = _plan(_source(args.file, settings), settings)
     if args.full:
         print(plan.model_dump_json(indent=2))
         return 0
@@ -122,7 +137,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import inspect_file, render
 
     settings: Settings = args.settings
-    found = inspect_file(args.file, settings.conversion_options())
+    found = inspect_file(_source(args.file, settings), settings.conversion_options())
     print(found.model_dump_json(indent=2) if args.json else render(found))
     return 0
 
@@ -157,9 +172,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..pennsieve import import_output, input_targets
 
     targets = input_targets(settings, [p.stem for p in inputs], args.target or ())
-    converted = skipped = 0
+    converted = skipped = growing = 0
     failures: list[str] = []
+    written_now = _still_written(inputs, settings.settle_s)
     for path in inputs:
+        change = written_now.get(path)
+        if change is not None:  # a copy still being written: its next run converts it whole
+            growing += 1
+            print(
+                f"note: {path.name}: skipped: it is still being written ({change}); run again when it is complete",
+                file=sys.stderr,
+            )
+            continue
         try:
             result = _convert_one(path, settings.output_dir / path.stem, settings, args.published)
             if targets is not None:
@@ -174,12 +198,35 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise
             failures.append(describe_error(exc, path.name))
             print(f"error: {failures[-1]}", file=sys.stderr)
-    return _tally(converted, skipped, failures)
+    return _tally(converted, skipped, failures, growing)
 
 
-def _tally(converted: int, skipped: int, failures: list[str]) -> int:
+def _still_written(paths: list[Path], settle_s: float) -> dict[Path, str]:
+    """The files modified in the last ``settle_s`` seconds that changed again over that long, and
+    how (all watched at once). A copy into INPUT_DIR still running would otherwise be converted
+    half-written."""
+    first = {}
+    for path in paths:
+        with contextlib.suppress(OSError):  # converting it says what is wrong
+            info = path.stat()
+            if settle_s > 0 and time.time() - info.st_mtime <= settle_s:
+                first[path] = info
+    if not first:
+        return {}
+    time.sleep(settle_s)
+    changed = {}
+    for path, before in first.items():
+        with contextlib.suppress(OSError):
+            now = path.stat()
+            if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                changed[path] = f"its size went from {before.st_size:,} to {now.st_size:,} bytes in {settle_s:g} s"
+    return changed
+
+
+def _tally(converted: int, skipped: int, failures: list[str], growing: int = 0) -> int:
     """``2 converted, 1 skipped, 1 failed:`` then each failure on a line of its own; exit 1 on a failure."""
     counts = [f"{converted} converted"] + ([f"{skipped} skipped (nothing to convert)"] if skipped else [])
+    counts += [f"{growing} skipped (still being written)"] if growing else []
     if not failures:
         print(", ".join(counts))
         return 0
@@ -389,8 +436,17 @@ def describe_error(exc: BaseException, source: str) -> str:
     """One line for any error: ours carry file/series/reason; others get the file name."""
     if isinstance(exc, Nwb2PennsieveError):
         return exc.with_file(source).one_line()
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{source}: {text}"
+    if isinstance(exc, OSError) and exc.strerror:  # the system's reason, and the path it concerns
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{source}: {where}{exc.strerror}"
+    if isinstance(exc, MemoryError):
+        return f"{source}: out of memory (a damaged file may declare an absurd size)"
+    if isinstance(exc, KeyError | RuntimeError | ValueError | TypeError) and _HDF5_TEXT.search(str(exc)):
+        return f"{source}: {damage_reason(exc)}"  # h5py's error, in words: never HDF5's own text
+    return f"{source}: an unexpected {type(exc).__name__}; run again with --debug for the details, and report it"
+
+
+_HDF5_TEXT = re.compile(r"Unable to|synchronously|H5[A-Z]|HDF5|B-tree|object header|\(truncated\)")
 
 
 if __name__ == "__main__":

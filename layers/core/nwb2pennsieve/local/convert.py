@@ -24,7 +24,8 @@ from ..output.publish import OutputFolder, OutputMarker, now_utc
 from ..output.storage import LocalStore
 from ..plan.models import Plan
 from ..plan.sources import NdjsonSource
-from ..source.inputs import InputSource, open_input
+from ..source.inputs import InputSource, check_unchanged, open_input
+from ..testing_seams import checkpoint
 from ..write.chunks import write_channel_metadata
 from .planning import plan_file
 from .pool import Progress, execute_items
@@ -94,40 +95,36 @@ def convert_file(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
+    stall_s: float = 0.0,
 ) -> ConversionResult:
     """Convert one NWB file into ``output_dir`` (chunk files + channel metadata, and/or the viewer
     bundle ``<stem>.zarr`` with ``asset-properties.json``, per the plan's options).
 
     ``plan`` is the file's plan when the caller has made it already, else the options to make it
-    with (in this process).
+    with (in this process). ``stall_s``: how long the pool may go without reading (READ_STALL_S).
     """
     started = time.perf_counter()
     path = InputSource.parse(path)
     if isinstance(plan, ConversionOptions):
         plan = plan_file(path, plan)
+    checkpoint("planned")
     result = ConversionResult(source=plan.source, output_dir=Path(output_dir), plan=plan)
-    identity = _identity(path, plan)
     with OutputFolder(result.output_dir) as folder:
         check_free_space(plan, folder.staging)
         try:
-            _write_staging(path, plan, folder.staging, result, workers=workers, progress=progress)
+            _write_staging(path, plan, folder.staging, result, workers=workers, progress=progress, stall_s=stall_s)
         except OutputWriteError as exc:
             raise folder.error("cannot write it", exc.cause) from None
         except OSError as exc:
             raise folder.error("cannot write it", exc) from None
-        folder.publish(_marker(plan, identity, folder.staging))
+        checkpoint("items-done")
+        # Every worker checked the input it opened; the name may have been given another file since,
+        # or the file rewritten or cut in place: the output is published only for the version planned.
+        check_unchanged(path, plan.source_identity, plan.source)
+        folder.publish(_marker(plan, folder.staging))
     result.notes = folder.notes
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _identity(path: InputSource, plan: Plan) -> tuple[int, int] | None:
-    """A local file's size and mtime: they tell the next run whether its source changed (a URL has none)."""
-    try:
-        stat = os.stat(path.location) if path.kind == "file" else None
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read it ({exc.strerror or exc})", file=plan.source) from None
-    return (stat.st_size, stat.st_mtime_ns) if stat else None
 
 
 def _write_staging(
@@ -138,13 +135,17 @@ def _write_staging(
     *,
     workers: int | None,
     progress: Progress | None,
+    stall_s: float = 0.0,
 ) -> None:
     """Every work item, the channel metadata and the bundle's reduce, into the staging folder."""
     # staging is private and published whole, so its files need no temporary names
     store = LocalStore(staging, atomic_names=False)
     spilled = staging / PARTIALS_FOLDER
     spill = PartialSpill(spilled)
-    for item_result in execute_items(path, plan, staging, workers=workers, progress=progress, atomic_names=False):
+    results = execute_items(
+        path, plan, staging, workers=workers, progress=progress, atomic_names=False, stall_s=stall_s
+    )
+    for item_result in results:
         result.files += item_result.files
         result.payload_bytes += item_result.payload_bytes
         result.stored_bytes += item_result.stored_bytes
@@ -155,7 +156,7 @@ def _write_staging(
         result.disk_bytes = result.stored_bytes + sum((staging / name).stat().st_size for name in result.metadata_files)
     if plan.writes_bundle:
         # The reduce and the bundle's metadata, inside the staging folder: published with it.
-        with open_input(path, name=plan.source) as opened:
+        with open_input(path, name=plan.source, expect=plan.source_identity) as opened:
             if plan.options.tszarr:
                 finished = finish_tszarr(store, plan, opened.h5, spill.blocks(), read_local_file)
                 result.annotation_files, result.warnings = finished.files, finished.warnings
@@ -179,12 +180,14 @@ def read_local_file(source: NdjsonSource) -> bytes:
         ) from None
 
 
-def _marker(plan: Plan, identity: tuple[int, int] | None, staging: Path) -> OutputMarker:
+def _marker(plan: Plan, staging: Path) -> OutputMarker:
     bundle = [bundle_name(plan) + "/"] if plan.writes_bundle else []
+    # The version converted, as planned (a URL's has no mtime: none recorded).
+    identity = plan.source_identity if plan.source_identity and plan.source_identity.mtime_ns else None
     return OutputMarker(
         source=plan.source,
-        source_bytes=identity[0] if identity else None,
-        source_mtime_ns=identity[1] if identity else None,
+        source_bytes=identity.size if identity else None,
+        source_mtime_ns=identity.mtime_ns if identity else None,
         options=plan.options,
         files=sorted(LocalStore(staging).list_names()) + bundle,
         written_at=now_utc(),

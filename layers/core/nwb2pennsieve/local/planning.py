@@ -18,7 +18,8 @@ from ..plan.events import FoundFile
 from ..plan.models import Plan
 from ..plan.survey import build_plan
 from ..source.annotation_files import files_beside
-from ..source.inputs import InputSource, open_input
+from ..source.identity import SourceIdentity, check_same, stat_identity
+from ..source.inputs import InputSource, open_input, raise_network_failure
 from .pool import die_with_parent, pool_context
 
 
@@ -32,14 +33,43 @@ def plan_file(
     interrupt: the child is killed and one line names the file.
     """
     source = InputSource.parse(path)
+    before = _named_now(source)
     # timeout_s None or 0: in this process, without a limit
-    return _plan_in_child(source, options, timeout_s) if timeout_s else _plan_here(source, options)
+    plan = _plan_in_child(source, options, timeout_s) if timeout_s else _plan_here(source, options)
+    if before is not None and plan.source_identity is not None:
+        # The file planned is the one the name named when planning began (not one renamed over it since).
+        check_same(before, plan.source_identity, source.name)
+    return plan
+
+
+def _named_now(source: InputSource) -> SourceIdentity | None:
+    """The identity of the local file the input names now (None: a URL, or no file to stat: opening
+    it says why)."""
+    if source.kind != "file":
+        return None
+    try:
+        return stat_identity(os.stat(source.location))
+    except OSError:
+        return None
 
 
 def _plan_here(source: InputSource, options: ConversionOptions) -> Plan:
+    """The plan, with the version of the input it was made from (``Plan.source_identity``)."""
     files = annotation_files(source) if options.tszarr else []
     with open_input(source) as opened:
-        return build_plan(opened.h5, source=opened.source.name, options=options, annotation_files=files)
+        try:
+            plan = build_plan(opened.h5, source=opened.source.name, options=options, annotation_files=files)
+        except Exception:
+            raise_network_failure(opened.reader)
+            raise
+        identity = opened.identity
+    warnings = list(plan.warnings)
+    if source.kind == "http" and not identity.etag and not identity.last_modified:
+        warnings.append(
+            "the server sends neither a (strong) ETag nor Last-Modified: a change of the file during the "
+            "conversion can be seen only by its size"
+        )
+    return plan.model_copy(update={"source_identity": identity, "warnings": warnings})
 
 
 def annotation_files(source: InputSource) -> list[FoundFile]:

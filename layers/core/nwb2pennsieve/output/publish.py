@@ -243,10 +243,20 @@ class OutputFolder:
             with contextlib.suppress(FileNotFoundError):
                 here, there = os.fstat(fd), os.stat(self.lock_path)
                 if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
-                    os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()}\n".encode())
+                    self._write_pid(fd)
                     return fd
             os.close(fd)
+
+    def _write_pid(self, fd: int) -> None:
+        """Our pid into the lock file we hold; a full disk fails naming the output, leaving no lock file."""
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
+            os.close(fd)
+            raise self.error(f"cannot write the lock file {self.lock_path.name}", exc) from None
 
     def _unlock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None

@@ -11,7 +11,7 @@ from typing import Any
 
 import h5py
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, InvalidSeriesError
 from .nwb import (
     ELECTRICAL_SERIES,
     H5_ERRORS,
@@ -19,6 +19,7 @@ from .nwb import (
     damage_reason,
     external_link_problem,
     link_reason,
+    neurodata_type,
     text,
 )
 
@@ -228,7 +229,10 @@ class _Walk:
             if not isinstance(obj, h5py.Group):
                 return None
             ident = (obj.file.filename, hash(obj.id))
-            ndt = text(obj.attrs.get("neurodata_type", ""))
+            ndt = neurodata_type(obj)
+        except InvalidSeriesError as exc:
+            self.unreadable.append(UnreadableObject(path, exc.reason))
+            return None
         except H5_ERRORS as exc:
             log.debug("cannot open %s: %s", path, exc)
             self.unreadable.append(UnreadableObject(path, link_reason(group, key, exc)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from ..errors import InvalidInputError, StorageError
+from .identity import SourceIdentity, check_same
 from .ranges import BLOCK_BYTES, CACHE_BLOCKS, DIRECT_BYTES, RangeReader, ReadStats
 
 if TYPE_CHECKING:
@@ -50,12 +51,13 @@ class S3RangeReader(RangeReader):
         stats: ReadStats | None = None,
         block_bytes: int = BLOCK_BYTES,
         cache_blocks: int = CACHE_BLOCKS,
+        expect: SourceIdentity | None = None,
     ) -> None:
         super().__init__(stats=stats, block_bytes=block_bytes, cache_blocks=cache_blocks)
         self.client = client
         self.bucket = bucket
         self.key = key
-        self.version_id = version_id or None
+        self.version_id = version_id or (expect.version_id if expect else None)
         try:
             head = client.head_object(**self._params())
         except Exception as exc:
@@ -69,6 +71,8 @@ class S3RangeReader(RangeReader):
         self.etag: str = str(head.get("ETag", ""))
         if self.version_id is None and head.get("VersionId") not in (None, "null"):
             self.version_id = str(head["VersionId"])
+        self.identity = SourceIdentity(size=self.size, etag=self.etag or None, version_id=self.version_id)
+        check_same(expect, self.identity, self.uri)
 
     @property
     def uri(self) -> str:

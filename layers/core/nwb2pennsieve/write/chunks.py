@@ -92,6 +92,7 @@ def write_work_item(
     *,
     consumers: Sequence[SlabConsumer] = (),
     progress: Progress | None = None,
+    on_block: Callable[[], None] | None = None,
 ) -> ItemResult:
     """Write every chunk file of ``item`` into ``store`` (when the plan writes chunk files), reading
     through ``reader``, and hand every block read to ``consumers``; return what was written.
@@ -102,12 +103,13 @@ def write_work_item(
     chunk being written are discarded and the error says which file, series and item failed. A
     read that fails (HDF5's "filter returned failure during read", "inflate() failed", a
     Fletcher-32 mismatch) is one line naming the chunk's samples and saying the file is damaged or
-    truncated, never the library's text.
+    truncated, never the library's text. ``on_block`` is called after each block of rows is read
+    (the local pool's sign that a worker makes progress).
     """
     series = plan.series_of(item)
     try:
         chunk_files = plan.writes_chunks and not item.aux
-        return _ItemWrite(plan, series, store, reader, consumers, chunk_files=chunk_files).run(item, progress)
+        return _ItemWrite(plan, series, store, reader, consumers, on_block, chunk_files=chunk_files).run(item, progress)
     except Nwb2PennsieveError as exc:
         if exc.series is None:
             exc.series = series.path
@@ -167,10 +169,12 @@ class _ItemWrite:
         store: Store,
         reader: SlabReader,
         consumers: Sequence[SlabConsumer],
+        on_block: Callable[[], None] | None = None,
         *,
         chunk_files: bool,
     ) -> None:
         self.series, self.store, self.reader, self.consumers = series, store, reader, consumers
+        self.on_block = on_block
         self.gzip_level = plan.options.gzip_level
         self.chunk_files = chunk_files
         self.factor = series.unit_factor
@@ -267,6 +271,8 @@ class _ItemWrite:
         else:
             raw = self.raw_flat[:m].reshape(m, 1)
             _read(self.reader, start, stop, self.raw_flat[:m], span, columns)
+        if self.on_block is not None:
+            self.on_block()
         if writers:
             assert self.out_flat is not None
             block = self.out_flat[: width * m].reshape(width, m)
