@@ -26,7 +26,7 @@ INPUT_DIR ?= data/input
 OUTPUT_DIR ?= data/output
 export INPUT_DIR OUTPUT_DIR
 
-.PHONY: help venv install pre-commit test test-unit test-cov lint run clean build validate preflight deploy bench fuzz local-invoke reference-venv bench-import-assets image
+.PHONY: help venv install pre-commit test test-unit test-pythons test-cov lint run clean build validate preflight deploy bench fuzz local-invoke reference-venv bench-import-assets image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ test: install $(NODE_STAMP) $(READER_STAMP) ## lint, then every tier: unit, inte
 
 test-unit: install ## the unit tier only: no network, no slow test; runs in seconds
 	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow" tests/unit
+
+test-pythons: install ## pip install . into fresh Python 3.11 and 3.13 venvs (pyenv), convert the sample like 3.12
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/integration/test_pythons.py
 
 test-cov: install $(NODE_STAMP) $(READER_STAMP) ## tests with a coverage report
 	$(VENV)/bin/pytest -q -p no:cacheprovider --cov --cov-report=term-missing

@@ -46,6 +46,14 @@ def _s(v) -> str:
 _H5_ERRORS = (KeyError, OSError, RuntimeError, ValueError)
 
 
+def _attr(obj, name: str, default=None):
+    """An attribute, ``default`` only when it is absent: a damaged one raises (h5py's ``attrs.get``
+    would return the default for it too)."""
+    if not h5py.h5a.exists(obj.id, name.encode()):
+        return default
+    return obj.attrs[name]
+
+
 def _series_paths(f: h5py.File) -> list[str]:
     """Paths of the ElectricalSeries groups. An object that cannot be opened is passed over only in
     /general (metadata: NWB puts no series there) or /specifications (the cached schema); anywhere
@@ -68,7 +76,9 @@ def _series_paths(f: h5py.File) -> list[str]:
                 if isinstance(group.get(key, getlink=True), h5py.SoftLink):
                     continue
                 obj = group[key]
-                ndt = _s(obj.attrs.get("neurodata_type", "")) if isinstance(obj, h5py.Group) else ""
+                ndt = _s(_attr(obj, "neurodata_type", "")) if isinstance(obj, h5py.Group) else ""
+                if isinstance(obj, h5py.Group) and not ndt and _attr(obj, "namespace") is not None:
+                    raise KeyError(f"{path}: a typed object without a readable neurodata_type")
             except _H5_ERRORS:
                 if metadata or path == "/general":
                     continue
@@ -81,6 +91,37 @@ def _series_paths(f: h5py.File) -> list[str]:
 
     walk(f, "")
     return paths
+
+
+_ZSTD, _BLOSC = 32015, 32001
+
+
+def _data(ds: h5py.Dataset) -> np.ndarray:
+    """The dataset's values. Zstd and Blosc chunks are decoded here from their raw bytes, by the
+    codecs' own libraries (backports.zstd, numcodecs), checking each decodes to a whole chunk:
+    hdf5plugin's Zstd filter returns memory it never wrote for a frame the decoder rejects."""
+    plist = ds.id.get_create_plist()
+    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    if not ds.chunks or not set(filters) & {_ZSTD, _BLOSC}:
+        return ds[()]
+    assert set(filters) <= {_ZSTD, _BLOSC}, filters
+    import numcodecs
+    from backports import zstd
+
+    out = np.empty(ds.shape, dtype=ds.dtype)
+    nbytes = int(np.prod(ds.chunks)) * ds.dtype.itemsize
+    for offset in itertools.product(*(range(0, n, c) for n, c in zip(ds.shape, ds.chunks, strict=True))):
+        mask, raw = ds.id.read_direct_chunk(offset)
+        if mask & 1:  # the (optional) filter was skipped for this chunk: stored as it is
+            data = bytes(raw)
+        else:
+            data = zstd.decompress(raw) if filters == [_ZSTD] else bytes(numcodecs.Blosc().decode(raw))
+        if len(data) != nbytes:
+            raise OSError(f"a chunk decodes to {len(data)} bytes, not {nbytes}")
+        chunk = np.frombuffer(data, dtype=ds.dtype).reshape(ds.chunks)
+        where = tuple(slice(o, min(o + c, n)) for o, c, n in zip(offset, ds.chunks, ds.shape, strict=True))
+        out[where] = chunk[tuple(slice(0, w.stop - w.start) for w in where)]
+    return out
 
 
 def expected_channels(path: str | Path) -> list[ExpectedChannel]:
@@ -96,19 +137,18 @@ def expected_channels(path: str | Path) -> list[ExpectedChannel]:
         paths = _series_paths(f)
         for p in sorted(paths):
             g = f[p]
-            data = g["data"][()]
+            data = _data(g["data"])
             if data.ndim == 1:
                 data = data[:, None]
-            attrs = g["data"].attrs
-            factor = FACTOR[_s(attrs.get("unit", "volts"))]
-            conversion = float(attrs.get("conversion", 1.0))
-            offset = float(attrs.get("offset", 0.0))
+            factor = FACTOR[_s(_attr(g["data"], "unit", "volts"))]
+            conversion = float(_attr(g["data"], "conversion", 1.0))
+            offset = float(_attr(g["data"], "offset", 0.0))
             cc = g["channel_conversion"][()] if "channel_conversion" in g else np.ones(data.shape[1])
             if "timestamps" in g:
                 t = g["timestamps"][()]
                 rate = 1.0 / np.median(np.diff(t)) if t.size > 1 else float("nan")
             else:
-                rate = float(g["starting_time"].attrs["rate"])
+                rate = float(_attr(g["starting_time"], "rate"))
                 t = float(g["starting_time"][()]) + np.arange(data.shape[0]) / rate
             times = (epoch + t) * 1e6
             for c in range(data.shape[1]):

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from nwb2pennsieve.local.cli import main
+from nwb2pennsieve.__main__ import main
 from nwb2pennsieve.write import chunks as writer
 
 _real = writer._to_big_endian_uv

@@ -118,6 +118,7 @@ def test_units_table_becomes_a_unit_channel(small_shards: None, tmp_path: Path) 
     nwb = make_file(tmp_path / "rec.nwb")
     result = convert_file(nwb, tmp_path / "out", ConversionOptions(bundle_layout="legacy", formats="bundle"), workers=1)
     size = sum(f.stat().st_size for f in (tmp_path / "out" / "rec.zarr").rglob("*") if f.is_file())
+    size += (tmp_path / "out" / "asset-properties.json").stat().st_size  # the bundle's too
     assert result.bundle_bytes == size > 0
     assert result.summary_line().startswith(f"rec.nwb: 5 channels, bundle {size / 1e6:.1f} MB in ")
     root = reader_view(tmp_path / "out" / "rec.zarr", tmp_path / "view")

@@ -10,7 +10,7 @@ from pathlib import Path
 from tests.corruption import KINDS, base_files, corrupt, layout, run_variant, variants
 
 SEED = 20261129
-COUNT = 30  # every kind on every base file, three times; ~20 s of CPU, ~50 s on 2 busy cores
+COUNT = 36  # every kind (6) on every base file (4) once and half of them twice; ~70 s on 2 busy cores
 
 
 def test_damaged_files_fail_cleanly_or_convert_exactly(tmp_path: Path) -> None:

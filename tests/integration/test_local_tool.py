@@ -29,7 +29,7 @@ from tests.factory import SeriesSpec, write_nwb
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW = [sys.executable, "-m", "tests.slow_cli"]
-FAST = [sys.executable, "-m", "nwb2pennsieve.local.cli"]
+FAST = [sys.executable, "-m", "nwb2pennsieve"]
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +125,9 @@ def test_progress_bar_moves_with_the_default_two_workers(slow_nwb: Path, tmp_pat
     assert code == 0, text
     percents = {int(p) for p in re.findall(r"(\d+)%\|", text)}
     assert {p for p in percents if 0 < p < 100}, text  # it moved before the end
+    assert 100 in percents, percents  # and is drawn full before it is cleared
     assert len(percents) >= 4, percents
-    assert "slow.nwb: 8 channels, 368 files" in text
+    assert "slow.nwb: 8 channels, 376 files (368 chunk files + 8 channel metadata), 3.8 MB in " in text
 
 
 def test_ctrl_c_in_a_terminal_answers_within_a_second_and_leaves_nothing(slow_nwb: Path, tmp_path: Path) -> None:
@@ -210,11 +211,20 @@ def test_a_second_run_into_the_same_output_fails_clearly(slow_nwb: Path, tmp_pat
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
-def test_a_full_disk_names_the_output_and_the_cause(slow_nwb: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("limit", "last"),
+    [
+        (4096, "cannot write it (File too large)"),
+        # Not a byte can be written (issue 17 item 14c): the very first write, the lock file's pid,
+        # fails naming the output and the cause, and leaves no lock file behind.
+        (0, "cannot write the lock file .out.nwb2pennsieve-lock (File too large)"),
+    ],
+)
+def test_a_full_disk_names_the_output_and_the_cause(slow_nwb: Path, tmp_path: Path, limit: int, last: str) -> None:
     # RLIMIT_FSIZE makes a write fail as a full disk does (EFBIG instead of ENOSPC), in the workers too.
     def small_files() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     out = tmp_path / "out"
     done = subprocess.run(
@@ -226,7 +236,7 @@ def test_a_full_disk_names_the_output_and_the_cause(slow_nwb: Path, tmp_path: Pa
         preexec_fn=small_files,
     )
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == f"error: slow.nwb: output {out}: cannot write it (File too large)"
+    assert done.stderr.strip().splitlines()[-1] == f"error: slow.nwb: output {out}: {last}"
     assert sorted(os.listdir(tmp_path)) == []
 
 

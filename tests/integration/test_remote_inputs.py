@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import subprocess
 import sys
@@ -208,21 +207,6 @@ def test_a_missing_url_is_one_line(capsys, tmp_path: Path, server: RangeServer) 
     code, _, err = run_cli(capsys, "inspect", url)
     assert code == 1
     assert err.strip().splitlines() == [f"error: {server.base}/files/nope.nwb: not found (HTTP 404)"]
-
-
-@pytest.fixture
-def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    srv.start()
-    host, port = srv.get_host_and_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-    client = boto3.client("s3", region_name="us-east-1")
-    client.create_bucket(Bucket="recordings")
-    yield client
-    srv.stop()
 
 
 def test_an_s3_object_converts_in_place_like_the_local_file(

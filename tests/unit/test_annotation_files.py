@@ -69,8 +69,11 @@ def test_the_files_beside_an_input_are_those_named_after_its_stem(tmp_path: Path
                  "other.annotations.ndjson", "rec.ndjson"):  # fmt: skip
         (tmp_path / name).write_bytes(ndjson(HEADER))
     found = [p.name for p in files_beside(tmp_path / "rec.nwb")]
-    # The issue's rule, a prefix of the stem: record2's file is taken too (docs/bundle.md says so).
+    # The issue's rule, a prefix of the stem: with no record2.nwb beside it, record2's file is taken too.
     assert found == ["rec.annotations.ndjson", "rec.seizures.annotations.ndjson", "record2.annotations.ndjson"]
+    (tmp_path / "record2.nwb").write_bytes(b"")  # now it belongs to that recording, never to both
+    assert [p.name for p in files_beside(tmp_path / "rec.nwb")] == found[:2]
+    assert [p.name for p in files_beside(tmp_path / "record2.nwb")] == ["record2.annotations.ndjson"]
 
 
 @pytest.fixture

@@ -161,6 +161,39 @@ def test_timestamps_linked_to_a_missing_file_are_named(tmp_path: Path, capsys) -
     assert_fails_cleanly(capsys, nwb, tmp_path / "out", SERIES, "timestamps", "external file 'gone.nwb'", "missing")
 
 
+NOT_FILES = {"fifo": "a named pipe (FIFO)", "device": "a character device", "folder": "a directory"}
+
+
+@pytest.mark.parametrize("kind", list(NOT_FILES))
+@pytest.mark.parametrize("where", ["data", "group"])
+def test_an_external_link_to_what_is_not_a_file_is_refused_without_opening_it(
+    tmp_path: Path, kind: str, where: str
+) -> None:
+    """HDF5 opens a link's target blindly: a named pipe without a writer blocks it for ever (the
+    planning child then outlived even the command). The target is checked with stat first."""
+    nwb = write_nwb(tmp_path / "ext.nwb", [SeriesSpec(data=np.ones((20, 2)))])
+    target = tmp_path / "ext.h5"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        target.symlink_to("/dev/zero")
+    else:
+        target.mkdir()
+    with h5py.File(nwb, "a") as f:
+        if where == "data":
+            del f[SERIES]["data"]
+            f[SERIES]["data"] = h5py.ExternalLink("ext.h5", "/data")
+        else:
+            f["/acquisition/linked"] = h5py.ExternalLink("ext.h5", "/acquisition")
+    started = time.monotonic()
+    with pytest.raises(InvalidFileError) as caught:
+        plan_file(nwb, ConversionOptions(), timeout_s=5)
+    assert time.monotonic() - started < 3  # not the planning timeout
+    reason = f"it links to the external file 'ext.h5', which is {NOT_FILES[kind]}, not a file"
+    path = SERIES if where == "data" else "/acquisition/linked"
+    assert path in str(caught.value) and reason in str(caught.value), str(caught.value)
+
+
 # --- the cached schema is read only when needed ----------------------------------------------------
 
 
@@ -264,3 +297,30 @@ def test_planning_in_a_child_gives_the_same_plan_and_errors(tmp_path: Path) -> N
     with pytest.raises(InvalidFileError) as there:
         plan_file(bad, ConversionOptions(), timeout_s=60)
     assert type(there.value) is type(here.value) and str(there.value) == str(here.value)
+
+
+@pytest.mark.parametrize("rows", [1_000, 2**50])
+def test_an_electrodes_column_longer_than_its_table_is_refused_before_it_is_read(tmp_path: Path, rows: int) -> None:
+    """A damaged length (issue 17 item 14e): 2**50 rows made numpy's own text the message
+    ("Unable to allocate 132. PiB for an array ..."); the column is refused by its declared length."""
+    nwb = write_nwb(tmp_path / "f.nwb", [SeriesSpec()])
+    with h5py.File(nwb, "r+") as f:
+        table = f["/general/extracellular_ephys/electrodes"]
+        del table["group_name"]
+        table.create_dataset("group_name", shape=(rows,), dtype=h5py.string_dtype(), chunks=(1024,), maxshape=(None,))
+    with pytest.raises(InvalidFileError) as caught:
+        plan_file(nwb, ConversionOptions())
+    line = str(caught.value)
+    assert f"the electrodes table's group_name column declares {rows:,} rows, the table has 2" in line, line
+    assert "allocate" not in line
+
+
+def test_an_unexpected_library_error_is_never_shown_raw() -> None:
+    from nwb2pennsieve.local.cli import describe_error
+
+    damaged = RuntimeError("Unable to synchronously check link existence (wrong B-tree signature)")
+    assert describe_error(damaged, "f.nwb") == "f.nwb: an index (B-tree) is damaged: the file is damaged or truncated"
+    assert describe_error(MemoryError(), "f.nwb").startswith("f.nwb: out of memory")
+    assert describe_error(OSError(28, "No space left on device", "/x/out"), "f.nwb") == (
+        "f.nwb: /x/out: No space left on device"
+    )

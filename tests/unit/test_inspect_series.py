@@ -167,7 +167,29 @@ def test_inspect_names_every_compression(tmp_path: Path, capsys, filters: object
     nwb = write_nwb(tmp_path / "c.nwb", [spec])
     code, out, err = run_cli(capsys, "inspect", str(nwb))
     assert code == 0, err
-    assert f", chunks (500, 2), {named};" in out and "unknown" not in out
+    assert f", chunks (500, 2), {named}, " in out and "unknown" not in out
+
+
+@pytest.mark.parametrize(
+    ("filters", "says"),
+    [
+        ({"compression": "gzip"}, ", checksum deflate's Adler-32;"),
+        ({"fletcher32": True}, ", checksum Fletcher-32;"),
+        ("zstd", ", no checksum (damage inside a chunk may go unseen);"),
+        ("blosc", ", no checksum (damage inside a chunk may go unseen);"),
+    ],
+)
+def test_inspect_says_what_checks_the_stored_data(tmp_path: Path, capsys, filters: object, says: str) -> None:
+    """Damage inside a chunk of a filter without a checksum decodes to other values through any
+    decoder (issue 17 item 1): inspect says which series are exposed to that."""
+    import hdf5plugin
+
+    given = {"zstd": hdf5plugin.Zstd(), "blosc": hdf5plugin.Blosc(cname="lz4")}.get(str(filters), filters)
+    spec = SeriesSpec(data=np.arange(4000, dtype=np.int16).reshape(2000, 2), hdf5_filters={**given, "chunks": (500, 2)})
+    nwb = write_nwb(tmp_path / "c.nwb", [spec])
+    code, out, err = run_cli(capsys, "inspect", str(nwb))
+    assert code == 0, err
+    assert says in out, out
 
 
 def test_inspect_shows_the_time_without_samples_as_the_gap(tmp_path: Path, capsys) -> None:

@@ -14,10 +14,13 @@ from pathlib import Path
 import nwb2pennsieve
 
 PACKAGE = Path(nwb2pennsieve.__file__).parent
-FOUNDATION = {"errors", "options"}
+FOUNDATION = {"errors", "options", "signals", "testing_seams"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "options": set(),
+    "signals": {"errors"},
+    "testing_seams": set(),
+    "__main__": {"signals", "testing_seams", "local"},  # the command's entry: the stop signals first, then the command
     "settings": FOUNDATION,
     "source": FOUNDATION,
     "output": FOUNDATION,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +194,45 @@ def test_an_output_that_is_a_mount_point_is_refused_before_anything_is_written(c
         "written beside it, which a mount point cannot take part in; give a folder inside it"
     )
     assert set(os.listdir("/")) == before
+
+
+def notes(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("note:")]
+
+
+def test_replacing_another_files_conversion_says_which_and_when(tmp_path: Path, capsys) -> None:
+    from tests.cli_checks import run_cli
+
+    a, b, out = nwb(tmp_path / "A.nwb"), nwb(tmp_path / "B.nwb", seed=1), tmp_path / "out"
+    for argv in (["--chunk-size-mb", "1"], ["--chunk-size-mb", "0.002"]):  # the same file again: no news
+        code, _, err = run_cli(capsys, "convert", str(a), "-o", str(out), *argv)
+        assert code == 0 and notes(err) == [], err
+    made = read_marker(out)
+    assert made is not None and made.written_at is not None
+    code, _, err = run_cli(capsys, "convert", str(b), "-o", str(out))
+    assert code == 0
+    when = datetime.fromisoformat(made.written_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert notes(err) == [f"note: output {out} held the conversion of A.nwb, made {when}; it now holds that of B.nwb"]
+    assert abs(datetime.fromisoformat(made.written_at) - datetime.now(UTC)) < timedelta(minutes=5)
+
+
+def test_another_file_of_the_same_name_and_an_old_marker_are_told_apart(tmp_path: Path, capsys) -> None:
+    """Two folders' rec.nwb into one output: the note says which is which (size, mtime). A marker
+    written before markers said when: the marker file's own time."""
+    from tests.cli_checks import run_cli
+
+    first, second, out = nwb(tmp_path / "x" / "rec.nwb"), nwb(tmp_path / "y" / "rec.nwb", channels=2), tmp_path / "o"
+    os.utime(first, (1_700_000_000, 1_700_000_000))
+    assert run_cli(capsys, "convert", str(first), "-o", str(out))[0] == 0
+    body = json.loads((out / MARKER_NAME).read_text())
+    del body["written_at"]
+    (out / MARKER_NAME).write_text(json.dumps(body))
+    os.utime(out / MARKER_NAME, (1_750_000_000, 1_750_000_000))
+    code, _, err = run_cli(capsys, "convert", str(second), "-o", str(out))
+    assert code == 0
+    size, mtime = second.stat().st_size, datetime.fromtimestamp(second.stat().st_mtime, UTC)
+    assert notes(err) == [
+        f"note: output {out} held the conversion of rec.nwb ({first.stat().st_size:,} bytes, modified "
+        "2023-11-14 22:13:20 UTC), made 2025-06-15 15:06:40 UTC; it now holds that of rec.nwb "
+        f"({size:,} bytes, modified {mtime:%Y-%m-%d %H:%M:%S} UTC)"
+    ]

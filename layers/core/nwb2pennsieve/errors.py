@@ -116,6 +116,11 @@ def storage_error(message: str, exc: BaseException, *, file: str | None = None) 
     return cls(message, file=file)
 
 
+class NetworkError(StorageError):
+    """Reading an input over the network failed after its retries (refused, reset, timed out, a
+    host that does not resolve): the network, not the file, is what failed."""
+
+
 class OutputWriteError(StorageError):
     """Writing a file of the output failed (disk full, read-only, ...); ``cause`` is the system's reason."""
 
@@ -125,7 +130,8 @@ class OutputWriteError(StorageError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """A stop signal (SIGTERM, SIGHUP) received: handled like Ctrl-C, exit status 128 + ``signum``."""
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP) received: exit status 128 + ``signum``
+    (:mod:`nwb2pennsieve.signals` raises it)."""
 
     def __init__(self, signum: int) -> None:
         self.signum = signum

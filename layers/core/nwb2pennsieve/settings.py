@@ -40,6 +40,16 @@ from .options import (
 # Planning a file reads metadata and timestamps: seconds even for a big file. A damaged file can
 # send HDF5 into an endless loop, so the local pool plans in a child process given this long.
 DEFAULT_PLAN_TIMEOUT_S = 600.0
+# The local pool stops when no worker has read a block of rows for this long (a decompression
+# filter looping on damaged data): a block is at most 32 MiB, read in well under a second from disk.
+DEFAULT_READ_STALL_S = 120.0
+# A URL input: seconds without any byte of an answer, and without any range read at all, before
+# the network is declared failed (each range is tried up to 5 times within that budget).
+DEFAULT_NETWORK_TIMEOUT_S = 15.0
+# `run`: a file modified less than this long ago is watched this long; if it still grows it is
+# skipped (a copy into INPUT_DIR that is not finished).
+DEFAULT_SETTLE_S = 2.0
+DEFAULT_NETWORK_BUDGET_S = 60.0
 # The cloud refuses a file whose planned output (chunk files) is bigger than this many GB (1e9 bytes):
 # a tiny damaged file can declare an absurd length, which would read as fill values.
 DEFAULT_MAX_OUTPUT_GB = 2000.0
@@ -388,7 +398,11 @@ class Settings(CommonSettings):
     (ts-zarr or legacy), ``DEIDENTIFY`` (the bundle without meta/ and free text), ``SERIES`` (the
     series to convert, comma-separated HDF5 paths; default all), ``PLAN_TIMEOUT_S`` (seconds
     planning one file may take; it runs in a child process, so a damaged file cannot hang the
-    command; 0 plans in this process, without a limit),
+    command; 0 plans in this process, without a limit), ``READ_STALL_S`` (seconds the local pool
+    waits for a worker to read anything before it stops them; 0: no limit), ``NETWORK_TIMEOUT_S``
+    and ``NETWORK_BUDGET_S`` (a URL input: seconds without a byte of an answer, and without any
+    range read, before the network is declared failed), ``SETTLE_S`` (``run``: a file modified
+    that recently is watched that long and skipped while it grows),
     ``IMPORTER_ENABLED`` (default true outside local), ``PENNSIEVE_API_KEY``/``PENNSIEVE_API_SECRET``
     or ``SESSION_TOKEN`` (+``REFRESH_TOKEN``), ``PENNSIEVE_API_HOST``/``PENNSIEVE_API_HOST2``,
     ``INTEGRATION_ID``, ``PACKAGE_MAP`` (a JSON file: input file stem → its own import target),
@@ -413,6 +427,10 @@ class Settings(CommonSettings):
     workers: Count | None = None
     series: SeriesPaths = ()
     plan_timeout_s: NonNegative = DEFAULT_PLAN_TIMEOUT_S
+    read_stall_s: NonNegative = DEFAULT_READ_STALL_S
+    network_timeout_s: Positive = DEFAULT_NETWORK_TIMEOUT_S
+    network_budget_s: Positive = DEFAULT_NETWORK_BUDGET_S
+    settle_s: NonNegative = DEFAULT_SETTLE_S
     pennsieve_api_key: Secret = None
     pennsieve_api_secret: Secret = None
     session_token: Secret = None

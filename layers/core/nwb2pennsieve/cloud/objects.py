@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import StorageError, storage_error
 from ..plan.events import FoundFile
 from ..plan.sources import NdjsonSource
-from ..source.annotation_files import SUFFIX
+from ..source.annotation_files import annotation_names
 from .models import S3Ref, Superseded, bare_etag, no_version
 
 if TYPE_CHECKING:
@@ -30,16 +30,16 @@ def annotation_files(s3: S3Client, source: S3Ref) -> list[FoundFile]:
     local input's: :func:`~nwb2pennsieve.source.annotation_files.files_beside`), each read once at its
     current version, which the plan pins. A file uploaded after the NWB object's event is not seen."""
     folder, _, name = source.key.rpartition("/")
-    stem = name.rsplit(".", 1)[0] if "." in name else name
+    stem = name[: -len(".nwb")] if name.lower().endswith(".nwb") else name
     prefix = f"{folder}/{stem}" if folder else stem
-    keys = [
-        o["Key"]
+    names = [
+        o["Key"][len(folder) + 1 if folder else 0 :]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=source.bucket, Prefix=prefix)
         for o in page.get("Contents", [])
-        if o["Key"].endswith(SUFFIX) and "/" not in o["Key"][len(folder) + 1 if folder else 0 :]
     ]
+    keys = [f"{folder}/{n}" if folder else n for n in annotation_names([n for n in names if "/" not in n], name)]
     out = []
-    for key in sorted(keys):
+    for key in keys:
         try:
             answer = s3.get_object(Bucket=source.bucket, Key=key)
             data = answer["Body"].read()

@@ -8,25 +8,28 @@ traceback only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import logging
 import os
+import re
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from types import FrameType
 
-from .. import __version__
+from .. import __version__, signals
 from ..errors import ConfigurationError, Interrupted, NothingToConvertError, Nwb2PennsieveError
 from ..output.storage import LocalStore
 from ..plan.models import Plan, bundle_only_notes
 from ..plan.survey import NOT_SELECTED
 from ..settings import Settings
+from ..source.http import NetworkPolicy
 from ..source.inputs import InputSource
+from ..source.nwb import damage_reason
 from .cli_options import RUN_EPILOG, add_conversion_options
 from .convert import ConversionResult, convert_file
 from .planning import plan_file
@@ -54,8 +57,10 @@ def _progress_bar(total: int, label: str) -> tuple[Progress | None, Callable[[],
     bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, leave=False, file=sys.stderr)
 
     def update(nbytes: int) -> None:
-        # chunk files are a few bytes of gzip framing bigger than their float64: never pass 100 %
-        bar.update(max(0, min(nbytes, total - bar.n)))
+        # float64 bytes, the unit of ``total``, whatever the gzip level or the formats
+        bar.update(nbytes)
+        if bar.n >= total:
+            bar.refresh()  # drawn at 100 % before it is cleared (tqdm skips updates within 0.1 s)
 
     return update, bar.close
 
@@ -65,18 +70,33 @@ def _plan(file: str | InputSource, settings: Settings) -> Plan:
     return plan_file(file, settings.conversion_options(), timeout_s=settings.plan_timeout_s)
 
 
-def _convert_one(path: Path | InputSource, output: Path, settings: Settings) -> ConversionResult:
-    source = InputSource.parse(path)
+def _source(file: str | os.PathLike[str] | InputSource, settings: Settings) -> InputSource:
+    """The input, with the settings' network timeouts and retry budget (for a URL)."""
+    policy = NetworkPolicy(read_timeout_s=settings.network_timeout_s, budget_s=settings.network_budget_s)
+    return InputSource.parse(file).model_copy(update={"network": policy})
+
+
+def _convert_one(
+    path: str | Path | InputSource, output: Path, settings: Settings, published: list[Path]
+) -> ConversionResult:
+    source = _source(path, settings)
     plan = _plan(source, settings)
     _report(plan)
     update, close = _progress_bar(sum(i.output_bytes for i in plan.work_items), source.stem)
     try:
-        result = convert_file(source, output, plan, workers=settings.workers, progress=update)
+        result = convert_file(
+            source, output, plan, workers=settings.workers, progress=update, stall_s=settings.read_stall_s
+        )
     finally:
         close()
+    # From the swap on, stop signals are held (output/publish.py): what OUT holds is said first.
+    published.append(result.output_dir)
     for warning in result.warnings:
         print(f"warning: {plan.source}: {warning}", file=sys.stderr)
+    for line in result.notes:
+        print(line, file=sys.stderr)
     print(result.summary_line())
+    signals.release()
     return result
 
 
@@ -97,13 +117,13 @@ def _report(plan: Plan) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    _convert_one(InputSource.parse(args.file), Path(args.output), args.settings)
+    _convert_one(args.file, Path(args.output), args.settings, args.published)
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     settings: Settings = args.settings
-    plan = _plan(args.file, settings)
+    plan = _plan(_source(args.file, settings), settings)
     if args.full:
         print(plan.model_dump_json(indent=2))
         return 0
@@ -117,7 +137,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import inspect_file, render
 
     settings: Settings = args.settings
-    found = inspect_file(args.file, settings.conversion_options())
+    found = inspect_file(_source(args.file, settings), settings.conversion_options())
     print(found.model_dump_json(indent=2) if args.json else render(found))
     return 0
 
@@ -152,11 +172,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..pennsieve import import_output, input_targets
 
     targets = input_targets(settings, [p.stem for p in inputs], args.target or ())
-    converted = skipped = 0
+    converted = skipped = growing = 0
     failures: list[str] = []
+    written_now = _still_written(inputs, settings.settle_s)
     for path in inputs:
+        change = written_now.get(path)
+        if change is not None:  # a copy still being written: its next run converts it whole
+            growing += 1
+            print(
+                f"note: {path.name}: skipped: it is still being written ({change}); run again when it is complete",
+                file=sys.stderr,
+            )
+            continue
         try:
-            result = _convert_one(path, settings.output_dir / path.stem, settings)
+            result = _convert_one(path, settings.output_dir / path.stem, settings, args.published)
             if targets is not None:
                 imported = import_output(LocalStore(result.output_dir), settings, targets[path.stem], source=path.stem)
                 print(f"{path.name}: {imported.summary_line()}")
@@ -169,12 +198,35 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise
             failures.append(describe_error(exc, path.name))
             print(f"error: {failures[-1]}", file=sys.stderr)
-    return _tally(converted, skipped, failures)
+    return _tally(converted, skipped, failures, growing)
 
 
-def _tally(converted: int, skipped: int, failures: list[str]) -> int:
+def _still_written(paths: list[Path], settle_s: float) -> dict[Path, str]:
+    """The files modified in the last ``settle_s`` seconds that changed again over that long, and
+    how (all watched at once). A copy into INPUT_DIR still running would otherwise be converted
+    half-written."""
+    first = {}
+    for path in paths:
+        with contextlib.suppress(OSError):  # converting it says what is wrong
+            info = path.stat()
+            if settle_s > 0 and time.time() - info.st_mtime <= settle_s:
+                first[path] = info
+    if not first:
+        return {}
+    time.sleep(settle_s)
+    changed = {}
+    for path, before in first.items():
+        with contextlib.suppress(OSError):
+            now = path.stat()
+            if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                changed[path] = f"its size went from {before.st_size:,} to {now.st_size:,} bytes in {settle_s:g} s"
+    return changed
+
+
+def _tally(converted: int, skipped: int, failures: list[str], growing: int = 0) -> int:
     """``2 converted, 1 skipped, 1 failed:`` then each failure on a line of its own; exit 1 on a failure."""
     counts = [f"{converted} converted"] + ([f"{skipped} skipped (nothing to convert)"] if skipped else [])
+    counts += [f"{growing} skipped (still being written)"] if growing else []
     if not failures:
         print(", ".join(counts))
         return 0
@@ -268,32 +320,6 @@ def build_parser(*, with_import: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-# Signals that stop a conversion like Ctrl-C does (what timeout, docker stop and systemd send).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGTERM,)
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into :class:`Interrupted` (once: cleanup then runs undisturbed)."""
-    received: list[int] = []
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        if not received:
-            received.append(signum)
-            raise Interrupted(signum)
-
-    try:
-        previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
-    except ValueError:  # not the main thread: leave the signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def _quiet_broken_pipe() -> int:
     """``nwb2pennsieve plan ... | head``: the reader left; end quietly, as a killed writer would."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -322,10 +348,44 @@ def _check_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command: exit status 0, 1 (the input or the conversion failed), 2 (a usage error or a
+    bad setting), 128 + the signal when Ctrl-C, SIGTERM or SIGHUP stopped it (:mod:`..signals`)."""
+    restore = None if signals.installed() else signals.install()  # the entry point installs them first
+    try:
+        return _main(argv)
+    finally:
+        if restore is not None:
+            restore()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args: argparse.Namespace | None = None
+    try:
+        try:
+            signals.release()  # a signal held while the command started is raised here
+            args = _arguments(argv)
+            # A bad setting names itself (variable and option), not a file: "error: <reason>", exit 2.
+            args.settings = _settings(args) if args.command in _SETTINGS_COMMANDS else None
+            return int(args.handler(args))
+        except KeyboardInterrupt:
+            raise
+        except BrokenPipeError:
+            return _quiet_broken_pipe()
+        except Exception as exc:
+            if args is not None and args.debug:
+                raise
+            return _failed(exc, args)
+    except KeyboardInterrupt as exc:  # also one raised while a failure was being reported
+        return _interrupted(exc, args)
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line (argparse exits with status 2 on a usage error), logging set up."""
     parser = build_parser(with_import=_needs_importer(argv))
     given = list(sys.argv[1:] if argv is None else argv)
     _check_options(parser, given)
     args = parser.parse_args(given)
+    args.published = []  # the outputs this command has published, for the interruption message
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(levelname)s %(message)s" if args.debug else "%(message)s",
@@ -335,31 +395,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         quiet_warnings()
     log.debug("nwb2pennsieve %s %s, pid %d", __version__, args.command, os.getpid())
-    try:
-        # A bad setting names itself (variable and option), not a file: "error: <reason>", exit 2.
-        args.settings = _settings(args) if args.command in _SETTINGS_COMMANDS else None
-    except ConfigurationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    return args
+
+
+def _failed(exc: Exception, args: argparse.Namespace | None) -> int:
+    if isinstance(exc, ConfigurationError):  # a setting names itself (a selection names its file too)
+        print(f"error: {exc.one_line()}", file=sys.stderr)
         return 2
-    try:
-        with _stop_on_signals():
-            return int(args.handler(args))
-    except KeyboardInterrupt as exc:
-        # The workers are killed and the staging folder removed on the way out (local/pool.py, output/publish.py).
-        how = signal.Signals(exc.signum).name if isinstance(exc, Interrupted) else "Ctrl-C"
+    source = _source_name(getattr(args, "file", "") or "nwb2pennsieve")
+    print(f"error: {describe_error(exc, source)}", file=sys.stderr)
+    return 1
+
+
+def _interrupted(exc: KeyboardInterrupt, args: argparse.Namespace | None) -> int:
+    """One line saying what the outputs hold. The workers are killed and the staging folder
+    removed on the way out (local/pool.py, output/publish.py). A ``convert`` whose output was
+    published before the signal is complete: exit status 0."""
+    signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+    how = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    published: list[Path] = getattr(args, "published", [])
+    if not published:
         print(f"error: interrupted ({how}): workers stopped, nothing published", file=sys.stderr)
-        return 128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
-    except BrokenPipeError:
-        return _quiet_broken_pipe()
-    except Exception as exc:
-        if args.debug:
-            raise
-        if isinstance(exc, ConfigurationError):  # a setting names itself (a selection names its file too)
-            print(f"error: {exc.one_line()}", file=sys.stderr)
-            return 2
-        source = _source_name(getattr(args, "file", "") or "nwb2pennsieve")
-        print(f"error: {describe_error(exc, source)}", file=sys.stderr)
-        return 1
+    elif args is not None and args.command == "convert":
+        print(f"note: interrupted ({how}) after {published[0]} was published: it is complete", file=sys.stderr)
+        return 0
+    else:
+        shown = ", ".join(str(p) for p in published)
+        print(f"error: interrupted ({how}): published {shown}; nothing else", file=sys.stderr)
+    return 128 + signum
 
 
 def _source_name(file: str) -> str:
@@ -373,8 +436,17 @@ def describe_error(exc: BaseException, source: str) -> str:
     """One line for any error: ours carry file/series/reason; others get the file name."""
     if isinstance(exc, Nwb2PennsieveError):
         return exc.with_file(source).one_line()
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{source}: {text}"
+    if isinstance(exc, OSError) and exc.strerror:  # the system's reason, and the path it concerns
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{source}: {where}{exc.strerror}"
+    if isinstance(exc, MemoryError):
+        return f"{source}: out of memory (a damaged file may declare an absurd size)"
+    if isinstance(exc, KeyError | RuntimeError | ValueError | TypeError) and _HDF5_TEXT.search(str(exc)):
+        return f"{source}: {damage_reason(exc)}"  # h5py's error, in words: never HDF5's own text
+    return f"{source}: an unexpected {type(exc).__name__}; run again with --debug for the details, and report it"
+
+
+_HDF5_TEXT = re.compile(r"Unable to|synchronously|H5[A-Z]|HDF5|B-tree|object header|\(truncated\)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,11 @@ environment variables (an option, where there is one, wins over its variable):
   BUNDLE_LAYOUT         ts-zarr (Pennsieve's TS-Zarr, default) or legacy (the older ts-zarr-py layout)
   DEIDENTIFY            true: the bundle without meta/ and without the file's free text
   PLAN_TIMEOUT_S        seconds planning one file may take (default 600; 0: no limit, in process)
+  READ_STALL_S          seconds the workers may read nothing before they are stopped (default 120; 0: no limit)
+  SETTLE_S              a file modified this recently is watched this long; one still growing is skipped (default 2)
+  NETWORK_TIMEOUT_S, NETWORK_BUDGET_S
+                        a URL input: seconds without a byte of an answer (default 15), and without any
+                        range read (default 60), before the network is declared failed
   ENVIRONMENT           local (default) or production
   IMPORTER_ENABLED      import each output into Pennsieve (default: off when ENVIRONMENT=local)
   INTEGRATION_ID        the workflow run to import for (one input file; several need PACKAGE_MAP or --target)

@@ -15,15 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..bundle.finish import finish_bundle
+from ..bundle.metadata import ASSET_PROPERTIES
 from ..bundle.series import PartialSpill, bundle_name
 from ..bundle.tszarr.finish import finish_tszarr
 from ..errors import InvalidInputError, OutputWriteError, StorageError
 from ..options import ConversionOptions
-from ..output.publish import OutputFolder, OutputMarker
+from ..output.publish import OutputFolder, OutputMarker, now_utc
 from ..output.storage import LocalStore
 from ..plan.models import Plan
 from ..plan.sources import NdjsonSource
-from ..source.inputs import InputSource, open_input
+from ..source.inputs import InputSource, check_unchanged, open_input
+from ..testing_seams import checkpoint
 from ..write.chunks import write_channel_metadata
 from .planning import plan_file
 from .pool import Progress, execute_items
@@ -34,31 +36,37 @@ class ConversionResult:
     source: str
     output_dir: Path
     plan: Plan
-    files: int = 0
-    payload_bytes: int = 0
-    stored_bytes: int = 0
+    files: int = 0  # chunk files
+    payload_bytes: int = 0  # their float64 bytes
+    stored_bytes: int = 0  # their bytes on disk (gzip)
     seconds: float = 0.0
     metadata_files: list[str] = field(default_factory=list)
-    bundle_bytes: int = 0  # the viewer bundle's files, with OUTPUT_FORMATS=bundle
+    disk_bytes: int = 0  # the chunk files' and channel metadata's bytes on disk
+    bundle_bytes: int = 0  # the viewer bundle's files on disk (<stem>.zarr/, asset-properties.json, annotations)
     annotation_files: list[str] = field(default_factory=list)  # written beside the TS-Zarr bundle
     warnings: list[str] = field(default_factory=list)  # from the bundle's last step
     event_channels: int = 0  # the TS-Zarr bundle's
+    notes: list[str] = field(default_factory=list)  # lines for stderr: another input's output replaced, ...
 
     @property
     def channels(self) -> int:
         return sum(len(s.channels) for s in self.plan.series) + sum(len(s.channels) for s in self.plan.aux_series)
 
     def summary_line(self) -> str:
-        """``FILE: 16 channels, 24 files, 1.4 MB in 0.31 s (4.6 MB/s) -> OUT``; with the bundle,
-        ``, bundle 3.1 MB`` after the chunk files (or in their place without them)."""
+        """What the output folder holds and how fast the samples went, e.g. ``FILE: 16 channels, 40
+        files (24 chunk files + 16 channel metadata), 0.4 MB in 0.31 s (1.4 MB of samples, 4.6 MB/s)
+        -> OUT``: files and MB are those on disk, at any GZIP_LEVEL; with the bundle, ``, bundle 3.1
+        MB`` after the chunk files (or in their place without them)."""
         parts = []
         if self.plan.writes_chunks:
-            parts.append(f"{self.files} files, {self.payload_bytes / 1e6:.1f} MB")
+            metadata = len(self.metadata_files)
+            counted = f"{self.files + metadata} files ({self.files} chunk files + {metadata} channel metadata)"
+            parts.append(f"{counted}, {self.disk_bytes / 1e6:.1f} MB")
         if self.plan.writes_bundle:
             parts.append(f"bundle {self.bundle_bytes / 1e6:.1f} MB")
-        took = f"in {self.seconds:.2f} s"
-        if self.plan.writes_chunks and self.seconds > 0:
-            took += f" ({self.payload_bytes / 1e6 / self.seconds:.1f} MB/s)"
+        samples = sum(i.output_bytes for i in self.plan.work_items) / 1e6
+        rate = f", {samples / self.seconds:.1f} MB/s" if self.seconds > 0 else ""
+        took = f"in {self.seconds:.2f} s ({samples:.1f} MB of samples{rate})"
         events = f" + {self.event_channels} event channels" if self.event_channels else ""
         return f"{self.source}: {self.channels} channels{events}, {', '.join(parts)} {took} -> {self.output_dir}"
 
@@ -87,39 +95,36 @@ def convert_file(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
+    stall_s: float = 0.0,
 ) -> ConversionResult:
     """Convert one NWB file into ``output_dir`` (chunk files + channel metadata, and/or the viewer
     bundle ``<stem>.zarr`` with ``asset-properties.json``, per the plan's options).
 
     ``plan`` is the file's plan when the caller has made it already, else the options to make it
-    with (in this process).
+    with (in this process). ``stall_s``: how long the pool may go without reading (READ_STALL_S).
     """
     started = time.perf_counter()
     path = InputSource.parse(path)
     if isinstance(plan, ConversionOptions):
         plan = plan_file(path, plan)
+    checkpoint("planned")
     result = ConversionResult(source=plan.source, output_dir=Path(output_dir), plan=plan)
-    identity = _identity(path, plan)
     with OutputFolder(result.output_dir) as folder:
         check_free_space(plan, folder.staging)
         try:
-            _write_staging(path, plan, folder.staging, result, workers=workers, progress=progress)
+            _write_staging(path, plan, folder.staging, result, workers=workers, progress=progress, stall_s=stall_s)
         except OutputWriteError as exc:
             raise folder.error("cannot write it", exc.cause) from None
         except OSError as exc:
             raise folder.error("cannot write it", exc) from None
-        folder.publish(_marker(plan, identity, folder.staging))
+        checkpoint("items-done")
+        # Every worker checked the input it opened; the name may have been given another file since,
+        # or the file rewritten or cut in place: the output is published only for the version planned.
+        check_unchanged(path, plan.source_identity, plan.source)
+        folder.publish(_marker(plan, folder.staging))
+    result.notes = folder.notes
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _identity(path: InputSource, plan: Plan) -> tuple[int, int] | None:
-    """A local file's size and mtime: they tell the next run whether its source changed (a URL has none)."""
-    try:
-        stat = os.stat(path.location) if path.kind == "file" else None
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read it ({exc.strerror or exc})", file=plan.source) from None
-    return (stat.st_size, stat.st_mtime_ns) if stat else None
 
 
 def _write_staging(
@@ -130,13 +135,17 @@ def _write_staging(
     *,
     workers: int | None,
     progress: Progress | None,
+    stall_s: float = 0.0,
 ) -> None:
     """Every work item, the channel metadata and the bundle's reduce, into the staging folder."""
     # staging is private and published whole, so its files need no temporary names
     store = LocalStore(staging, atomic_names=False)
     spilled = staging / PARTIALS_FOLDER
     spill = PartialSpill(spilled)
-    for item_result in execute_items(path, plan, staging, workers=workers, progress=progress, atomic_names=False):
+    results = execute_items(
+        path, plan, staging, workers=workers, progress=progress, atomic_names=False, stall_s=stall_s
+    )
+    for item_result in results:
         result.files += item_result.files
         result.payload_bytes += item_result.payload_bytes
         result.stored_bytes += item_result.stored_bytes
@@ -144,16 +153,20 @@ def _write_staging(
             spill.add(item_result.partials)
     if plan.writes_chunks:
         result.metadata_files = write_channel_metadata(plan, store)
+        result.disk_bytes = result.stored_bytes + sum((staging / name).stat().st_size for name in result.metadata_files)
     if plan.writes_bundle:
         # The reduce and the bundle's metadata, inside the staging folder: published with it.
-        with open_input(path, name=plan.source) as opened:
+        with open_input(path, name=plan.source, expect=plan.source_identity) as opened:
             if plan.options.tszarr:
                 finished = finish_tszarr(store, plan, opened.h5, spill.blocks(), read_local_file)
                 result.annotation_files, result.warnings = finished.files, finished.warnings
                 result.event_channels = finished.groups - result.channels
             else:
                 finish_bundle(store, plan, opened.h5, spill.blocks())
-        result.bundle_bytes = tree_bytes(staging / bundle_name(plan))
+        beside = [ASSET_PROPERTIES, *result.annotation_files]
+        result.bundle_bytes = tree_bytes(staging / bundle_name(plan)) + sum(
+            (staging / n).stat().st_size for n in beside
+        )
     shutil.rmtree(spilled, ignore_errors=True)
 
 
@@ -167,14 +180,17 @@ def read_local_file(source: NdjsonSource) -> bytes:
         ) from None
 
 
-def _marker(plan: Plan, identity: tuple[int, int] | None, staging: Path) -> OutputMarker:
+def _marker(plan: Plan, staging: Path) -> OutputMarker:
     bundle = [bundle_name(plan) + "/"] if plan.writes_bundle else []
+    # The version converted, as planned (a URL's has no mtime: none recorded).
+    identity = plan.source_identity if plan.source_identity and plan.source_identity.mtime_ns else None
     return OutputMarker(
         source=plan.source,
-        source_bytes=identity[0] if identity else None,
-        source_mtime_ns=identity[1] if identity else None,
+        source_bytes=identity.size if identity else None,
+        source_mtime_ns=identity.mtime_ns if identity else None,
         options=plan.options,
         files=sorted(LocalStore(staging).list_names()) + bundle,
+        written_at=now_utc(),
     )
 
 

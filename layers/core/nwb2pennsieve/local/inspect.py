@@ -26,6 +26,7 @@ from ..plan.grid import series_grid
 from ..plan.models import NotConverted, Plan, SeriesPlan, bundle_only_notes
 from ..plan.summary import iso_time
 from ..plan.survey import Survey, survey
+from ..source.decoders import checksum
 from ..source.inputs import InputSource, open_input
 from ..source.units import units_paths
 from ..write.chunks import metadata_body
@@ -67,6 +68,11 @@ class SeriesInfo(_Model):
     dtype: str
     hdf5_chunks: list[int] | None
     compression: str | None
+    checksum: str | None = Field(
+        default=None,
+        description="what checks the stored data (Fletcher-32, deflate's Adler-32, BZip2's CRC); None: nothing, "
+        "so damage inside a stored chunk may decode to other values without any error",
+    )
     unit: str
     rate: float = Field(description="samples per second (estimated from the timestamps when timing is timestamps)")
     timing: str
@@ -146,7 +152,9 @@ def inspect_file(source: str | os.PathLike[str] | InputSource, options: Conversi
     with open_input(parsed) as opened:
         found = survey(opened.h5, source=opened.source.name, options=options, annotation_files=files)
         unit_channels = count_unit_channels(opened.h5) if options.writes_bundle and not options.tszarr else 0
-    return inspection(found, options, unit_channels=unit_channels)
+        plan = found.plan
+        checksums = {s.path: checksum(opened.h5[s.data_path]) for s in plan.series} if plan else {}
+    return inspection(found, options, unit_channels=unit_channels, checksums=checksums)
 
 
 def count_unit_channels(h5: h5py.File) -> int:
@@ -163,7 +171,13 @@ def count_unit_channels(h5: h5py.File) -> int:
     return count
 
 
-def inspection(found: Survey, options: ConversionOptions, *, unit_channels: int = 0) -> Inspection:
+def inspection(
+    found: Survey,
+    options: ConversionOptions,
+    *,
+    unit_channels: int = 0,
+    checksums: dict[str, str | None] | None = None,
+) -> Inspection:
     """The :class:`Inspection` of what the planner found, for a conversion with ``options``
     (``unit_channels``: the file's, when it writes the bundle)."""
     plan = found.plan
@@ -176,6 +190,7 @@ def inspection(found: Survey, options: ConversionOptions, *, unit_channels: int 
         key=lambda n: n.path,
     )
     series = [_series(plan, s, writes_chunks=chunks, writes_bundle=bundle) for s in plan.series] if plan else []
+    series = [s.model_copy(update={"checksum": (checksums or {}).get(s.path)}) for s in series]
     chunk_files = sum(s.chunk_files for s in series)
     metadata = [len(metadata_body(m)) for _, m in plan.channel_metadata()] if plan and chunks else []
     output = OutputInfo(
@@ -368,6 +383,7 @@ def render(found: Inspection) -> str:
             stored += f", chunks {tuple(s.hdf5_chunks)}"
         if s.compression:
             stored += f", {s.compression}"
+        stored += f", checksum {s.checksum}" if s.checksum else ", no checksum (damage inside a chunk may go unseen)"
         first, last = (s.channels[0].index, s.channels[-1].index) if s.channels else (0, 0)
         timing = "from timestamps" if s.timing == "timestamps" else "starting_time and rate"
         lines += [

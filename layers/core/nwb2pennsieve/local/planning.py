@@ -1,6 +1,9 @@
 """Planning a local file, URL or S3 object for the local pool: in a child process given
 ``PLAN_TIMEOUT_S`` (a damaged file can send HDF5 into an endless loop inside one call, which no
 Python code can interrupt), or in this process.
+
+The child dies with the command, even by ``kill -9`` (``PR_SET_PDEATHSIG``, as the pool's
+workers), and ignores the stop signals: the command decides, and kills it.
 """
 
 from __future__ import annotations
@@ -8,14 +11,16 @@ from __future__ import annotations
 import os
 from multiprocessing.connection import Connection
 
+from .. import signals
 from ..errors import InvalidInputError
 from ..options import ConversionOptions
 from ..plan.events import FoundFile
 from ..plan.models import Plan
 from ..plan.survey import build_plan
 from ..source.annotation_files import files_beside
-from ..source.inputs import InputSource, open_input
-from .pool import pool_context
+from ..source.identity import SourceIdentity, check_same, stat_identity
+from ..source.inputs import InputSource, open_input, raise_network_failure
+from .pool import die_with_parent, pool_context
 
 
 def plan_file(
@@ -28,14 +33,43 @@ def plan_file(
     interrupt: the child is killed and one line names the file.
     """
     source = InputSource.parse(path)
+    before = _named_now(source)
     # timeout_s None or 0: in this process, without a limit
-    return _plan_in_child(source, options, timeout_s) if timeout_s else _plan_here(source, options)
+    plan = _plan_in_child(source, options, timeout_s) if timeout_s else _plan_here(source, options)
+    if before is not None and plan.source_identity is not None:
+        # The file planned is the one the name named when planning began (not one renamed over it since).
+        check_same(before, plan.source_identity, source.name)
+    return plan
+
+
+def _named_now(source: InputSource) -> SourceIdentity | None:
+    """The identity of the local file the input names now (None: a URL, or no file to stat: opening
+    it says why)."""
+    if source.kind != "file":
+        return None
+    try:
+        return stat_identity(os.stat(source.location))
+    except OSError:
+        return None
 
 
 def _plan_here(source: InputSource, options: ConversionOptions) -> Plan:
+    """The plan, with the version of the input it was made from (``Plan.source_identity``)."""
     files = annotation_files(source) if options.tszarr else []
     with open_input(source) as opened:
-        return build_plan(opened.h5, source=opened.source.name, options=options, annotation_files=files)
+        try:
+            plan = build_plan(opened.h5, source=opened.source.name, options=options, annotation_files=files)
+        except Exception:
+            raise_network_failure(opened.reader)
+            raise
+        identity = opened.identity
+    warnings = list(plan.warnings)
+    if source.kind == "http" and not identity.etag and not identity.last_modified:
+        warnings.append(
+            "the server sends neither a (strong) ETag nor Last-Modified: a change of the file during the "
+            "conversion can be seen only by its size"
+        )
+    return plan.model_copy(update={"source_identity": identity, "warnings": warnings})
 
 
 def annotation_files(source: InputSource) -> list[FoundFile]:
@@ -53,7 +87,11 @@ def annotation_files(source: InputSource) -> list[FoundFile]:
     return out
 
 
-def _plan_child(conn: Connection, source: InputSource, options: ConversionOptions, env: dict[str, str]) -> None:
+def _plan_child(
+    conn: Connection, source: InputSource, options: ConversionOptions, env: dict[str, str], parent_pid: int
+) -> None:
+    signals.ignore()
+    die_with_parent(parent_pid)
     # A forkserver child has the environment the server started with: take the caller's.
     os.environ.clear()
     os.environ.update(env)
@@ -72,10 +110,12 @@ def _plan_in_child(source: InputSource, options: ConversionOptions, timeout_s: f
     name = source.name
     context = pool_context()
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_plan_child, args=(send, source, options, dict(os.environ)), daemon=True)  # type: ignore[attr-defined]
-    child.start()
-    send.close()
+    args = (send, source, options, dict(os.environ), os.getpid())
+    child = context.Process(target=_plan_child, args=args, daemon=True)  # type: ignore[attr-defined]
     try:
+        with signals.deferred():  # a signal cutting the fork would be lost (raised in an at-fork callback)
+            child.start()
+            send.close()
         if not receive.poll(timeout_s):
             raise InvalidInputError(
                 f"planning took longer than {timeout_s:g} s (PLAN_TIMEOUT_S) and was stopped: HDF5 may be "
@@ -90,10 +130,12 @@ def _plan_in_child(source: InputSource, options: ConversionOptions, timeout_s: f
             how = f"was killed by signal {-code}" if code < 0 else f"ended with exit status {code}"
             raise InvalidInputError(f"planning {how} (HDF5 crashed): the file is damaged", file=name) from None
     finally:
-        receive.close()
-        if child.is_alive():
-            child.kill()
-        child.join()
+        with signals.deferred():  # never a child left alive: it ignores SIGTERM, the exit would wait for it
+            receive.close()
+            if child.is_alive():
+                child.kill()
+            if child.pid is not None:
+                child.join()
     if kind == "error":
         assert isinstance(body, BaseException)
         raise body

@@ -1,10 +1,15 @@
 """The local pool: a process pool over the very work items the cloud fans out.
 
-Workers take orders only from the parent: they ignore SIGINT and SIGHUP (a terminal sends those
-to the whole process group), and die with it (``PR_SET_PDEATHSIG`` on Linux, a watchdog thread
-elsewhere). When the parent stops (error, Ctrl-C, SIGTERM) it kills its workers at once rather
-than waiting for their work items to end. Progress is counted in bytes of finished chunk files,
-through a counter the workers share with the parent.
+Workers take orders only from the parent: they ignore Ctrl-C and SIGHUP (a terminal sends those
+to the whole process group), end silently on SIGTERM (the executor's way to end the others when
+one dies), and die with the parent (``PR_SET_PDEATHSIG`` on Linux, a watchdog thread elsewhere).
+When the parent stops (error, Ctrl-C, SIGTERM) it kills its workers at once rather than waiting for
+their work items to end; the pool is started, and stopped, with stop signals deferred
+(:mod:`nwb2pennsieve.signals`), so its table of workers is whole whenever it is stopped. A worker
+that dies ends the conversion in one line naming the series; so does a pool that reads nothing
+for READ_STALL_S. Progress is counted in float64 bytes of finished chunks (the unit of the plan's
+``output_bytes``, whatever the gzip level), through a counter the workers share with the parent;
+another counter, of blocks read, tells the watchdog that reading moves.
 """
 
 from __future__ import annotations
@@ -17,23 +22,28 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from multiprocessing import get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
-from typing import TextIO
+from typing import Any, TextIO
 
 import h5py
 
-from ..output.storage import LocalStore, PendingObject
+from .. import signals
+from ..errors import InvalidSeriesError
+from ..output.storage import LocalStore
 from ..plan.items import recut_items
 from ..plan.models import ItemResult, Plan, WorkItem
+from ..source.decoders import read_through_plugin
 from ..source.inputs import InputSource, OpenedInput, open_input
+from ..testing_seams import checkpoint
+from ..write.chunks import Progress
 from ..write.execute import execute_item
-
-Progress = Callable[[int], None]  # called with the float64 bytes of each finished work item
 
 
 def release_free_heap() -> None:
@@ -68,8 +78,9 @@ _worker: dict[str, object] = {}
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Make this worker end when the process that started the pool ends, even by ``kill -9``."""
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process (a worker, the planning child) end when the process that started it
+    ends, even by ``kill -9``."""
     try:
         linked = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
     except (OSError, AttributeError):  # not Linux
@@ -105,29 +116,36 @@ def _init_worker(
     atomic_names: bool = True,
     parent_pid: int | None = None,
     written: Synchronized[int] | None = None,
+    activity: Any = None,
 ) -> None:
-    # Ctrl-C and a closing terminal reach the whole process group: the parent decides, and kills us.
-    for name in ("SIGINT", "SIGHUP"):  # no SIGHUP on Windows
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    signals.ignore()  # Ctrl-C and SIGHUP reach the whole process group: the parent decides, and kills us
+    # But a worker told to end (the executor terminates the others when one dies) just ends, silently.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if parent_pid is not None:
-        _die_with_parent(parent_pid)
+        die_with_parent(parent_pid)
     quiet_warnings()
     fix_mmap_threshold()
+    # A filter plugin's printf must never reach the command's stdout (``plan`` prints JSON there).
+    with contextlib.suppress(OSError):
+        os.dup2(2, 1)
+    _worker["progress"] = None if written is None else partial(_add, written)
+    _worker["beat"] = None if activity is None else partial(_beat, activity)
+    plan = _worker["plan"] = Plan.model_validate_json(plan_json)
     try:
-        _worker["input"] = open_input(path)
+        _worker["input"] = open_input(path, name=plan.source, expect=plan.source_identity)
     except Exception as exc:  # raised by the first item: an initializer's error only breaks the pool
         _worker["error"] = exc
-    _worker["plan"] = Plan.model_validate_json(plan_json)
-    if written is None:
-        _worker["store"] = LocalStore(staging, atomic_names=atomic_names)
-    else:
-        _worker["store"] = CountingStore(staging, partial(_add, written), atomic_names=atomic_names)
+    _worker["store"] = LocalStore(staging, atomic_names=atomic_names)
 
 
 def _add(counter: Synchronized[int], nbytes: int) -> None:
     with counter.get_lock():
         counter.value += nbytes
+
+
+def _beat(activity: Any) -> None:
+    # Unlocked: two workers may lose an increment, but the value still moves, which is all it says.
+    activity.value += 1
 
 
 def _run_item(item: WorkItem) -> ItemResult:
@@ -137,40 +155,16 @@ def _run_item(item: WorkItem) -> ItemResult:
         raise _worker["error"]  # type: ignore[misc]
     opened = _worker["input"]
     assert isinstance(opened, OpenedInput)
-    return execute_item(opened.h5, plan, item, _worker["store"], source=opened.reader)  # type: ignore[arg-type]
-
-
-class CountingStore(LocalStore):
-    """A local directory that reports the bytes of each file it commits (for the progress bar)."""
-
-    def __init__(self, root: str | os.PathLike[str], report: Callable[[int], None], *, atomic_names: bool) -> None:
-        super().__init__(root, atomic_names=atomic_names)
-        self._report = report
-
-    def open_pending(self, name: str) -> PendingObject:
-        return _CountingPending(super().open_pending(name), self._report)
-
-
-class _CountingPending:
-    def __init__(self, pending: PendingObject, report: Callable[[int], None]) -> None:
-        self._pending = pending
-        self._report = report
-        self._bytes = 0
-
-    def write(self, data: bytes | memoryview) -> None:
-        self._pending.write(data)
-        self._bytes += memoryview(data).nbytes
-
-    def writev(self, parts: list[bytes | memoryview]) -> None:
-        self._pending.writev(parts)
-        self._bytes += sum(memoryview(p).nbytes for p in parts)
-
-    def commit(self) -> None:
-        self._pending.commit()
-        self._report(self._bytes)
-
-    def abort(self) -> None:
-        self._pending.abort()
+    checkpoint("reading")
+    return execute_item(
+        opened.h5,
+        plan,
+        item,
+        _worker["store"],  # type: ignore[arg-type]
+        source=opened.reader,
+        progress=_worker["progress"],  # type: ignore[arg-type]
+        on_block=_worker["beat"],  # type: ignore[arg-type]
+    )
 
 
 def quiet_warnings() -> None:
@@ -221,14 +215,21 @@ def execute_items(
     workers: int | None = None,
     progress: Progress | None = None,
     atomic_names: bool = True,
+    stall_s: float = 0.0,
 ) -> Iterator[ItemResult]:
     """Write every work item of ``plan`` into ``out_dir``; yield each item's result as it finishes.
 
-    One worker (or one item) runs in this process; more run in a process pool, each worker with
-    the file open once. ``progress`` is called with the bytes of chunk files written as they are
-    committed. The first failure, or an interruption (KeyboardInterrupt, or what a signal handler
-    raises), kills the workers at once and is raised. ``atomic_names=False`` writes files straight
-    under their names (for a private staging directory, see :class:`LocalStore`).
+    One worker (or one item) runs in this process, unless a series is read through a filter
+    plugin we have no checking decoder for (Blosc2, ...): then in one worker process, so a crash
+    of the plugin is one line, not the command's death. More run in a process pool, each worker
+    with the file open once. A worker that dies (a signal) ends the conversion in one line naming
+    the series it was reading; with ``stall_s`` (READ_STALL_S), so does a pool where no worker has
+    read a block of rows for that long (a filter looping on damaged data). ``progress`` is called
+    with the float64 bytes of each chunk as it is written (they add up to the items'
+    ``output_bytes``). The first failure, or an
+    interruption (KeyboardInterrupt, or what a signal handler raises), kills the workers at once
+    and is raised. ``atomic_names=False`` writes files straight under their names (for a private
+    staging directory, see :class:`LocalStore`).
     """
     release_free_heap()
     fix_mmap_threshold()
@@ -236,10 +237,11 @@ def execute_items(
     items = recut_items(plan, requested) if requested > 1 or plan.writes_bundle else plan.work_items
     n_workers = min(requested, len(items))
     source = InputSource.parse(path)
-    if n_workers <= 1:
+    if n_workers <= 1 and not any(read_through_plugin(s.compression) for s in plan.series):
         yield from _execute_here(source, plan, items, out_dir, progress=progress, atomic_names=atomic_names)
     else:
-        yield from _execute_in_pool(source, plan, items, out_dir, n_workers, progress, atomic_names=atomic_names)
+        run = _PoolRun(source, plan, items, max(1, n_workers), progress, stall_s)
+        yield from run.results(out_dir, atomic_names=atomic_names)
 
 
 def _execute_here(
@@ -252,63 +254,139 @@ def _execute_here(
     atomic_names: bool,
 ) -> Iterator[ItemResult]:
     """One worker: the items in this process, the file open once."""
-    store = (
-        CountingStore(out_dir, progress, atomic_names=atomic_names)
-        if progress
-        else LocalStore(out_dir, atomic_names=atomic_names)
-    )
-    with open_input(source, name=plan.source) as opened:
+    store = LocalStore(out_dir, atomic_names=atomic_names)
+    with open_input(source, name=plan.source, expect=plan.source_identity) as opened:
         for item in items:
-            r = execute_item(opened.h5, plan, item, store, source=opened.reader)
-            if progress and not plan.writes_chunks:  # no chunk file to count: the item's share
-                progress(item.output_bytes)
-            yield r
+            yield execute_item(opened.h5, plan, item, store, source=opened.reader, progress=progress)
 
 
-def _execute_in_pool(
-    source: InputSource,
-    plan: Plan,
-    items: list[WorkItem],
-    out_dir: str | os.PathLike[str],
-    n_workers: int,
-    progress: Progress | None,
-    *,
-    atomic_names: bool,
-) -> Iterator[ItemResult]:
-    """A process pool of ``n_workers``, each with the file open once; results as items finish."""
-    context = pool_context()
-    written = context.Value("q", 0) if progress else None
-    initargs = (source, plan.model_dump_json(), os.fspath(out_dir), atomic_names, os.getpid(), written)
-    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_init_worker, initargs=initargs)
-    finished = False
-    try:
-        sizes = {pool.submit(_run_item, item): item.output_bytes for item in items}
-        pending = set(sizes)
-        shown = 0
+class _PoolRun:
+    """A process pool of ``n_workers`` over ``items``, each worker with the file open once."""
+
+    def __init__(
+        self,
+        source: InputSource,
+        plan: Plan,
+        items: list[WorkItem],
+        n_workers: int,
+        progress: Progress | None,
+        stall_s: float,
+    ) -> None:
+        self.source, self.plan, self.items, self.n_workers = source, plan, items, n_workers
+        self.progress, self.stall_s = progress, stall_s
+        self.processes: set[BaseProcess] = set()
+        self.shown = 0  # the float64 bytes told to ``progress`` so far
+
+    def results(self, out_dir: str | os.PathLike[str], *, atomic_names: bool) -> Iterator[ItemResult]:
+        """Results as items finish; the first failure (or an interruption) kills the workers and is raised."""
+        context = pool_context()
+        written = context.Value("q", 0) if self.progress else None
+        activity = context.RawValue("q", 0)
+        plan_json = self.plan.model_dump_json()
+        initargs = (self.source, plan_json, os.fspath(out_dir), atomic_names, os.getpid(), written, activity)
+        pool: ProcessPoolExecutor | None = None
+        finished = False
+        try:
+            # Started whole before a signal is acted on: a fork cut by one would leave a worker
+            # unrecorded (never killed: the exit would wait for it for ever), or lose the signal.
+            with signals.deferred():
+                pool = ProcessPoolExecutor(
+                    self.n_workers, mp_context=context, initializer=_init_worker, initargs=initargs
+                )
+                try:
+                    futures = {pool.submit(_run_item, item): item for item in self.items}
+                except BrokenProcessPool:  # a worker died before every item was handed out
+                    raise self._died([]) from None
+            yield from self._wait(pool, futures, written, activity)
+            finished = True
+        finally:
+            with signals.deferred():
+                if pool is not None and finished:
+                    pool.shutdown(wait=True)
+                    self._forward(written)  # the last blocks' bytes: the bar ends at its total
+                elif pool is not None:
+                    stop_pool(pool)
+
+    def _wait(
+        self,
+        pool: ProcessPoolExecutor,
+        futures: dict[Future[ItemResult], WorkItem],
+        written: Synchronized[int] | None,
+        activity: Any,
+    ) -> Iterator[ItemResult]:
+        pending = set(futures)
+        beats = 0
+        moved = time.monotonic()
         while pending:
+            self.processes.update((getattr(pool, "_processes", None) or {}).values())
             # A short timeout: the progress bar moves between items, and signals are handled at once.
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            now = written.value if written is not None else 0
-            if progress and now > shown:
-                progress(now - shown)
-                shown = now
+            self._forward(written)
+            if done or activity.value != beats:
+                beats, moved = activity.value, time.monotonic()
+            elif self.stall_s and time.monotonic() - moved > self.stall_s:
+                raise self._stalled([futures[f] for f in pending if f.running()])
             for fut in done:
                 exc = fut.exception()
+                if isinstance(exc, BrokenProcessPool):
+                    running = [futures[f] for f in pending | done if f.running() or f is fut]
+                    raise self._died(running) from None
                 if exc is not None:
                     raise exc
-                if progress and not plan.writes_chunks:  # no chunk file to count: the item's share
-                    progress(sizes[fut])
                 yield fut.result()
-        finished = True
-    finally:
-        if finished:
-            pool.shutdown(wait=True)
+
+    def _forward(self, written: Synchronized[int] | None) -> None:
+        """Tell ``progress`` what the workers added to ``written`` since last time."""
+        now = written.value if written is not None else 0
+        if self.progress is not None and now > self.shown:
+            self.progress(now - self.shown)
+            self.shown = now
+
+    def _series(self, items: list[WorkItem]) -> str | None:
+        """The series the items read, when it is one (any item's when none is known to run)."""
+        paths = {self.plan.series_of(i).path for i in items or self.items}
+        return paths.pop() if len(paths) == 1 else None
+
+    def _stalled(self, running: list[WorkItem]) -> InvalidSeriesError:
+        return InvalidSeriesError(
+            f"reading its data made no progress for {self.stall_s:g} s (READ_STALL_S), so the workers were "
+            "stopped: a decompression filter may be looping on damaged data (raise READ_STALL_S for a slow disk)",
+            file=self.plan.source,
+            series=self._series(running),
+        )
+
+    def _exit_code(self) -> int | None:
+        """The exit code of the worker that died (the executor's thread may still be reaping it)."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            codes = [p.exitcode for p in self.processes]
+            if None not in codes or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        # The executor terminates (SIGTERM) the others once one has died: the crash is the news.
+        dead = [c for c in codes if c is not None and c not in (0, -signal.SIGTERM)]
+        crashed = [c for c in dead if c < 0 and -c in _CRASH_SIGNALS]
+        return (crashed or dead)[0] if dead else None
+
+    def _died(self, running: list[WorkItem]) -> InvalidSeriesError:
+        code = self._exit_code()
+        if code is not None and code < 0 and -code in _CRASH_SIGNALS:
+            how = f"crashed a worker process ({signal.Signals(-code).name})"
+            reason = f"reading its data {how}: a decompression filter failed on damaged data, so the file is damaged"
+        elif code == -signal.SIGKILL:
+            reason = "a worker process was killed (SIGKILL) while reading its data, perhaps for lack of memory"
         else:
-            stop_pool(pool)
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+            reason = f"a worker process ended unexpectedly ({how}) while reading its data"
+        return InvalidSeriesError(reason, file=self.plan.source, series=self._series(running))
+
+
+_CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT}
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Kill the pool's workers now (their output is in a staging folder that is thrown away)."""
+    """Kill the pool's workers now (their output is in a staging folder that is thrown away); run
+    with stop signals deferred, so no worker is left behind."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:

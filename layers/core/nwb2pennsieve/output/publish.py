@@ -13,6 +13,13 @@ are written:
   the two renames ``OUTPUT`` is briefly absent (never mixed); a run killed right there leaves the
   old output under ``-old``, and the next run into ``OUTPUT`` puts it back first.
 
+The swap is the commit point: once it is made the new output is published, whatever happens next.
+It runs with stop signals deferred and then held (:mod:`nwb2pennsieve.signals`), so a signal can
+neither cut it nor make the command say "nothing published" after it. Deleting the old output is
+best effort: a file that cannot be deleted, or a signal, leaves the rest, which the next run into
+``OUTPUT`` removes (a folder it cannot remove is moved aside, ``.OUTPUT.nwb2pennsieve-trash-<pid>``,
+with a warning; it never blocks a conversion).
+
 The next run into the same output takes the same names, so it finds and removes a staging folder a
 killed run left. Two runs into one output are kept apart by a lock file,
 ``.OUTPUT.nwb2pennsieve-lock`` (``flock``): the second fails at once, naming the first's pid.
@@ -31,25 +38,30 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import glob
 import os
 import re
+import secrets
 import shutil
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from .. import __version__
+from .. import __version__, signals
 from ..errors import StorageError
 from ..options import ConversionOptions
+from ..testing_seams import checkpoint
 
 MARKER_NAME = ".nwb2pennsieve.json"
 MARKER_FORMAT = 2
 STAGING_SUFFIX = ".nwb2pennsieve-staging"
 BACKUP_SUFFIX = ".nwb2pennsieve-old"
 LOCK_SUFFIX = ".nwb2pennsieve-lock"
+TRASH_SUFFIX = ".nwb2pennsieve-trash"  # + "-<pid>": what could not be removed, moved aside
 
 # Names a conversion or the importer writes into an output (besides those a marker lists).
 _OURS = re.compile(
@@ -74,6 +86,7 @@ class OutputMarker(BaseModel):
     source_mtime_ns: int | None
     options: ConversionOptions
     files: list[str]
+    written_at: str | None = None  # UTC, ISO 8601 (markers before it: the marker file's mtime, read_marker)
 
     @model_validator(mode="before")
     @classmethod
@@ -87,17 +100,58 @@ class OutputMarker(BaseModel):
 
     def same_output(self, other: OutputMarker) -> bool:
         """True when ``other`` describes the same output made from the same source file."""
-        ignore: Any = {"version": True, "options": {"max_item_mb"}}  # neither changes a byte of the output
+        ignore: Any = {"version": True, "written_at": True, "options": {"max_item_mb"}}  # no byte of the output
         if self.source_mtime_ns is None or other.source_mtime_ns is None:
             return False  # a URL's content may have changed: never assume it has not
         return self.model_dump(exclude=ignore) == other.model_dump(exclude=ignore)
 
+    def same_source(self, other: OutputMarker) -> bool:
+        """True when ``other`` was made from the same input (its name, and a local file's size and mtime)."""
+        return (self.source, self.source_bytes, self.source_mtime_ns) == (
+            other.source,
+            other.source_bytes,
+            other.source_mtime_ns,
+        )
+
+    def described(self) -> str:
+        """``rec.nwb`` and, for a local file, its size and modification time."""
+        if self.source_bytes is None or self.source_mtime_ns is None:
+            return self.source
+        return f"{self.source} ({self.source_bytes:,} bytes, modified {_utc(self.source_mtime_ns / 1e9)})"
+
+
+def now_utc() -> str:
+    """The time a marker is written."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
 
 def read_marker(folder: Path) -> OutputMarker | None:
+    path = folder / MARKER_NAME
     try:
-        return OutputMarker.model_validate_json((folder / MARKER_NAME).read_bytes())
+        marker = OutputMarker.model_validate_json(path.read_bytes())
+        if marker.written_at is None:  # written before markers said when: the file's own time
+            marker.written_at = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
     except (OSError, ValueError):
         return None
+    return marker
+
+
+def replacement_note(shown: str, old: OutputMarker, new: OutputMarker) -> str | None:
+    """The note saying ``shown`` held another input's conversion (None: the same input's)."""
+    if old.same_source(new):
+        return None
+    when = old.written_at or "at an unknown time"
+    with contextlib.suppress(ValueError):
+        when = _utc(datetime.fromisoformat(when).timestamp())
+    if old.source == new.source:  # the same name: say which one each was
+        before, after = old.described(), new.described()
+    else:
+        before, after = old.source, new.source
+    return f"note: output {shown} held the conversion of {before}, made {when}; it now holds that of {after}"
 
 
 def _cause(exc: OSError) -> str:
@@ -110,7 +164,8 @@ class OutputFolder:
     ``with OutputFolder(path) as out:`` locks the output, clears what a killed run left, refuses
     a folder holding files that are not ours and creates ``out.staging``; ``out.publish(marker)``
     swaps the staging folder in. Leaving the block removes the staging folder (a conversion that
-    failed or was interrupted publishes nothing) and releases the lock.
+    failed or was interrupted publishes nothing) and releases the lock. ``notes`` are the lines the
+    command prints (a replaced input's conversion, what could not be removed).
     """
 
     def __init__(self, output: str | os.PathLike[str]) -> None:
@@ -127,6 +182,8 @@ class OutputFolder:
         self.backup = self.final.with_name(f".{self.final.name}{BACKUP_SUFFIX}")
         self.lock_path = self.final.with_name(f".{self.final.name}{LOCK_SUFFIX}")
         self._lock_fd: int | None = None
+        self.published = False
+        self.notes: list[str] = []
 
     def error(self, what: str, cause: OSError | str | None = None) -> StorageError:
         """A one-line error naming the output path, what failed and the system's reason."""
@@ -149,13 +206,20 @@ class OutputFolder:
             self._recover()
             self._refuse_foreign_files()
             self.staging.mkdir()
+            checkpoint("staged")
         except OSError as exc:
-            self._unlock()
+            self._abandon()
             raise self.error("cannot prepare the staging folder", exc) from None
-        except BaseException:
-            self._unlock()
+        except BaseException:  # a signal too: __exit__ is not called when __enter__ raises
+            self._abandon()
             raise
         return self
+
+    def _abandon(self) -> None:
+        """Leave nothing of this run: the staging folder it made, the lock."""
+        with signals.deferred():
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self._unlock()
 
     def _lock(self) -> int:
         try:
@@ -179,10 +243,20 @@ class OutputFolder:
             with contextlib.suppress(FileNotFoundError):
                 here, there = os.fstat(fd), os.stat(self.lock_path)
                 if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
-                    os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()}\n".encode())
+                    self._write_pid(fd)
                     return fd
             os.close(fd)
+
+    def _write_pid(self, fd: int) -> None:
+        """Our pid into the lock file we hold; a full disk fails naming the output, leaving no lock file."""
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
+            os.close(fd)
+            raise self.error(f"cannot write the lock file {self.lock_path.name}", exc) from None
 
     def _unlock(self) -> None:
         fd, self._lock_fd = self._lock_fd, None
@@ -193,14 +267,24 @@ class OutputFolder:
         os.close(fd)
 
     def _recover(self) -> None:
-        """Undo what a killed run left: a staging folder, and the old output between two renames."""
-        if self.backup.exists():
-            if self.final.exists():
-                shutil.rmtree(self.backup)
-            else:
-                os.rename(self.backup, self.final)
-        if self.staging.exists():
-            shutil.rmtree(self.staging)
+        """Undo what an earlier run left: the old output between two renames (put back when the
+        output is missing), a staging folder, an old output not wholly removed. What cannot be
+        removed is moved aside, with a note; only a folder that cannot even be moved fails."""
+        if self.backup.exists() and not self.final.exists():
+            os.rename(self.backup, self.final)
+        for left in (self.backup, self.staging):
+            if left.exists() and _remove_tree(left) is not None:
+                trash = self.final.with_name(f".{self.final.name}{TRASH_SUFFIX}-{os.getpid()}-{secrets.token_hex(3)}")
+                try:
+                    os.rename(left, trash)
+                except OSError as exc:
+                    raise self.error(
+                        f"{left} is left from an earlier run and can be neither removed nor moved", exc
+                    ) from None
+        for trash in sorted(self.final.parent.glob(f".{glob.escape(self.final.name)}{TRASH_SUFFIX}-*")):
+            failure = _remove_tree(trash)
+            if failure is not None:
+                self.notes.append(f"warning: output {self.shown}: {trash} cannot be removed ({failure}): remove it")
 
     def _refuse_foreign_files(self) -> None:
         if not self.final.is_dir():
@@ -219,23 +303,52 @@ class OutputFolder:
 
     # --- publishing -------------------------------------------------------------------------
     def publish(self, marker: OutputMarker) -> None:
-        """Write the marker into the staging folder and swap the staging folder in."""
+        """Write the marker into the staging folder and swap the staging folder in: the commit point.
+
+        From the swap on, the stop signals are held (:func:`nwb2pennsieve.signals.hold`) until the
+        command has reported the output; the old output is then deleted best effort (a failure or a
+        signal leaves the rest to the next run, with a note).
+        """
         try:
+            old = read_marker(self.final) if self.final.is_dir() else None
             (self.staging / MARKER_NAME).write_text(marker.model_dump_json(indent=2) + "\n")
-            self._keep_import_records(marker)
-            if not self.final.exists():
-                os.rename(self.staging, self.final)
-            elif _exchange(self.staging, self.final):
-                shutil.rmtree(self.staging)  # the old output, now under the staging name
-            else:
-                os.rename(self.final, self.backup)
-                os.rename(self.staging, self.final)
-                shutil.rmtree(self.backup)
+            self._keep_import_records(old, marker)
         except OSError as exc:
             raise self.error("cannot publish the new output", exc) from None
+        with signals.deferred():  # the swap and the record of it, as one step
+            try:
+                previous = self._swap()
+            except OSError as exc:
+                raise self.error("cannot publish the new output", exc) from None
+            self.published = True
+            signals.hold()
+            checkpoint("swapped")
+        note = replacement_note(self.shown, old, marker) if old is not None else None
+        self.notes += [note] if note else []
+        if previous is not None:
+            failure = _remove_tree(previous)
+            if failure is not None:
+                self.notes.append(
+                    f"warning: output {self.shown}: published, but the old output could not be removed completely "
+                    f"({failure}); the next conversion into it retries ({previous.name})"
+                )
 
-    def _keep_import_records(self, marker: OutputMarker) -> None:
-        old = read_marker(self.final) if self.final.is_dir() else None
+    def _swap(self) -> Path | None:
+        """Put the staging folder in the output's place; where the old output now is (None: there was none)."""
+        if not self.final.exists():
+            os.rename(self.staging, self.final)
+            return None
+        if _exchange(self.staging, self.final):
+            return self.staging  # the old output, now under the staging name
+        os.rename(self.final, self.backup)
+        try:
+            os.rename(self.staging, self.final)
+        except OSError:
+            os.rename(self.backup, self.final)  # the old output back: nothing published
+            raise
+        return self.backup
+
+    def _keep_import_records(self, old: OutputMarker | None, marker: OutputMarker) -> None:
         if old is None or not old.same_output(marker):
             return
         for entry in os.scandir(self.final):
@@ -246,10 +359,36 @@ class OutputFolder:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
-            shutil.rmtree(self.staging, ignore_errors=True)
-        finally:
+        with signals.deferred():
+            if not self.published:  # once published, the staging name holds the old output's remains, if any
+                shutil.rmtree(self.staging, ignore_errors=True)
             self._unlock()
+
+
+def _remove_tree(root: Path) -> str | None:
+    """Delete ``root`` and everything in it; None when it is gone, else why not (the first failure).
+
+    Stops early once a stop signal has arrived (held after publishing): the rest is the next run's.
+    """
+    failure = None
+    for here, folders, files in os.walk(root, topdown=False):
+        for name in files + folders:
+            if signals.received() is not None:
+                return "stopped by a signal"
+            path = os.path.join(here, name)
+            try:
+                os.rmdir(path) if name in folders and not os.path.islink(path) else os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                failure = failure or _cause(exc)
+    try:
+        os.rmdir(root)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        return failure or _cause(exc)
+    return failure
 
 
 # --- the atomic exchange of two folders -----------------------------------------------------

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import islice
-from typing import BinaryIO, Protocol, cast
+from typing import BinaryIO, Protocol, TypeVar, cast
 
 from ..output.storage import S3Store, Store
 from .client import PennsieveClient
@@ -159,7 +159,10 @@ def upload_all(
     return tally.failed, tally.errors[0] if tally.errors else ""
 
 
-def bounded[F: Named](
+F = TypeVar("F", bound=Named)  # a TypeVar, not 3.12's def f[F: ...]: the command line runs on 3.11
+
+
+def bounded(
     pool: ThreadPoolExecutor,
     upload: Callable[[F], bool],
     entries: Iterator[F],

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 from ..options import ConversionOptions, OutputFormat
 from ..output.gzipstored import framed_size
+from ..source.identity import SourceIdentity
 from .sources import EventSource
 
 PLAN_FORMAT = 2
@@ -313,6 +314,11 @@ class Plan(_Model):
         default_factory=list, description="objects left out because they are not continuous ElectricalSeries"
     )
     warnings: list[str] = Field(default_factory=list)
+    source_identity: SourceIdentity | None = Field(
+        default=None,
+        description="the version of the input planned (a local file's inode, size and times; a URL's ETag or "
+        "Last-Modified): every later open of the input is checked against it",
+    )
     aux_series: list[SeriesPlan] = Field(
         default_factory=list, description="TimeSeries written into the TS-Zarr bundle only (no chunk files)"
     )

@@ -14,8 +14,9 @@ import numpy as np
 
 from ..errors import ElectrodesError, InvalidSeriesError
 from ..source.contents import FoundSeries
+from ..source.decoders import first_rows
 from ..source.electrodes import electrodes_of
-from ..source.nwb import child, missing_virtual_sources, text, unit_factor
+from ..source.nwb import child, missing_virtual_sources, read_attr, text, unit_factor
 from .models import Segment
 from .timing import check_rate, rate_segments, timestamp_chunks
 
@@ -66,7 +67,7 @@ def draft_series(
     data = _checked_data(group)
     n = int(data.shape[0])
     n_columns = int(data.shape[1]) if data.ndim == 2 else 1
-    unit = text(data.attrs.get("unit", DEFAULT_UNIT)) or DEFAULT_UNIT
+    unit = text(_data_attr(data, "unit", DEFAULT_UNIT)) or DEFAULT_UNIT
     factor = unit_factor(unit)
     if factor is None:
         raise InvalidSeriesError(f"its unit {unit!r} is not a voltage unit (volts, mV or uV)")
@@ -111,7 +112,7 @@ def draft_timeseries(series: FoundSeries, reference_us: int, chunk_samples: int)
     data = _checked_data(group)
     n = int(data.shape[0])
     n_columns = int(data.shape[1]) if data.ndim == 2 else 1
-    unit = text(data.attrs.get("unit", "")) or "n/a"
+    unit = text(_data_attr(data, "unit", "")) or "n/a"
     factor = unit_factor(unit)
     scales, offset = _scaling(group, data, n_columns)
     name = series.path.rsplit("/", 1)[-1]
@@ -181,9 +182,10 @@ def _timing(group: h5py.Group, n: int, reference_us: int, chunk_samples: int) ->
     start = child(group, "starting_time", "starting_time")
     given_rate = None
     if isinstance(start, h5py.Dataset):
-        if "rate" not in start.attrs:
+        rate = _attr(start, "rate", "starting_time's")
+        if rate is None:
             raise InvalidSeriesError("its starting_time has no rate")
-        given_rate = check_rate(float(start.attrs["rate"]))
+        given_rate = check_rate(_number(rate, "starting_time's rate"))
     if isinstance(timestamps, h5py.Dataset):
         _check_virtual(timestamps, "timestamps")
         rate, segments, chunk_times = timestamp_chunks(timestamps, n, given_rate, reference_us, chunk_samples)
@@ -206,8 +208,21 @@ def _check_virtual(ds: h5py.Dataset, what: str) -> None:
         )
 
 
-def _attr_float(data: h5py.Dataset, key: str, default: float) -> float:
-    raw = data.attrs.get(key, default)
+def _attr(obj: h5py.HLObject, key: str, owner: str) -> object:
+    """``read_attr``, its error naming where the attribute is (``its data's conversion attribute ...``)."""
+    try:
+        return read_attr(obj, key)
+    except InvalidSeriesError as exc:
+        raise InvalidSeriesError(exc.reason.replace("its ", f"its {owner} ", 1)) from None
+
+
+def _data_attr(data: h5py.Dataset, key: str, default: object) -> object:
+    """An attribute of the data; the NWB default only when it is absent, never when it is unreadable."""
+    value = _attr(data, key, "data's")
+    return default if value is None else value
+
+
+def _number(raw: object, key: str) -> float:
     try:
         value = float(np.asarray(raw).reshape(-1)[0])
     except (TypeError, ValueError, IndexError):
@@ -215,6 +230,10 @@ def _attr_float(data: h5py.Dataset, key: str, default: float) -> float:
     if not math.isfinite(value):
         raise InvalidSeriesError(f"its {key} is {value}")
     return value
+
+
+def _attr_float(data: h5py.Dataset, key: str, default: float) -> float:
+    return _number(_data_attr(data, key, default), key)
 
 
 def _channel_names(
@@ -264,7 +283,7 @@ def _scaling_warning(
     ``conversion`` and ``channel_conversion``; we follow the NWB rule and say so.
     """
     rows = min(SANITY_ROWS, n)
-    raw = np.asarray(data[:rows], dtype=np.float64).reshape(rows, -1)
+    raw = np.asarray(first_rows(data, rows), dtype=np.float64).reshape(rows, -1)
     values = np.abs((raw * scales[None, :] + offset) * factor)
     values = values[values > 0]
     if values.size == 0:

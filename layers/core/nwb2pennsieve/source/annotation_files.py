@@ -67,14 +67,32 @@ class _Problem(Exception):
 
 def files_beside(path: str | os.PathLike[str]) -> list[Path]:
     """The annotation files beside an input file: in its folder, named ``<its stem>...annotations.ndjson``
-    (so ``rec.nwb`` takes ``rec.annotations.ndjson`` and ``rec.seizures.annotations.ndjson``), by name."""
+    (so ``rec.nwb`` takes ``rec.annotations.ndjson`` and ``rec.seizures.annotations.ndjson``), by name
+    (:func:`annotation_names`)."""
     path = Path(path)
-    stem = path.stem
     try:
-        entries = sorted(path.parent.iterdir())
+        entries = {p.name: p for p in path.parent.iterdir()}
     except OSError:
         return []
-    return [p for p in entries if p.name.startswith(stem) and p.name.endswith(SUFFIX) and p.is_file()]
+    return [entries[n] for n in annotation_names(list(entries), path.name) if entries[n].is_file()]
+
+
+def annotation_names(names: list[str], nwb_name: str) -> list[str]:
+    """Of the file ``names`` in one folder, the annotation files of the input ``nwb_name``: those whose
+    name starts with its stem and ends with ``.annotations.ndjson``, in name order, except those that
+    start with the longer stem of another NWB file in the folder (``record2.annotations.ndjson`` is
+    ``record2.nwb``'s, not ``rec.nwb``'s, when both are there)."""
+    stem = _stem(nwb_name)
+    longer = [s for s in (_stem(n) for n in names if n.lower().endswith(".nwb")) if s != stem and s.startswith(stem)]
+    return sorted(
+        n
+        for n in names
+        if n.startswith(stem) and n.endswith(SUFFIX) and not any(n.startswith(other) for other in longer)
+    )
+
+
+def _stem(name: str) -> str:
+    return name[: -len(".nwb")] if name.lower().endswith(".nwb") else name
 
 
 def parse(name: str, data: bytes, *, session_start_us: int, source: str) -> AnnotationFile:

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from ..errors import InvalidSeriesError
-from .nwb import text
+from .nwb import neurodata_type, read_attr, text
 
 LABEL_COLUMNS = ("label", "annotation", "comment", "text", "note", "tags")
 START, STOP = "start_time", "stop_time"
@@ -60,7 +60,7 @@ def _column(group: h5py.Group, name: str) -> h5py.Dataset | None:
 
 
 def _colnames(group: h5py.Group) -> list[str]:
-    raw = group.attrs.get("colnames", [])
+    raw = read_attr(group, "colnames")
     names = [text(n) for n in np.asarray(raw).reshape(-1)] if raw is not None else []
     return [n for n in names if n]
 
@@ -70,7 +70,7 @@ def _is_scalar(group: h5py.Group, name: str) -> bool:
     ds = _column(group, name)
     if ds is None or ds.ndim != 1 or f"{name}_index" in group:
         return False
-    if "neurodata_type" in ds.attrs and text(ds.attrs["neurodata_type"]) not in ("VectorData", ""):
+    if neurodata_type(ds) not in ("VectorData", ""):
         return False
     kind = ds.dtype.kind
     if kind in "iufb":
@@ -189,9 +189,10 @@ def annotation_times(group: h5py.Group) -> tuple[np.ndarray, int]:
             raise InvalidSeriesError(f"it has {seconds.shape[0]} timestamps for {rows} texts")
         return seconds, rows
     start = _column(group, "starting_time")
-    if start is None or "rate" not in start.attrs or not float(start.attrs["rate"]) > 0:
+    rate = read_attr(start, "rate") if start is not None else None
+    if start is None or rate is None or not float(rate) > 0:
         raise InvalidSeriesError("it has neither timestamps nor starting_time and rate")
-    return float(start[()]) + np.arange(rows, dtype=np.float64) / float(start.attrs["rate"]), rows
+    return float(start[()]) + np.arange(rows, dtype=np.float64) / float(rate), rows
 
 
 def read_annotation_series(group: h5py.Group, reference_us: int) -> Annotations:

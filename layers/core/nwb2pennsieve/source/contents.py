@@ -11,8 +11,17 @@ from typing import Any
 
 import h5py
 
-from ..errors import InvalidInputError
-from .nwb import ELECTRICAL_SERIES, H5_ERRORS, SPIKE_EVENT_SERIES, damage_reason, link_reason, text
+from ..errors import InvalidInputError, InvalidSeriesError
+from .nwb import (
+    ELECTRICAL_SERIES,
+    H5_ERRORS,
+    SPIKE_EVENT_SERIES,
+    damage_reason,
+    external_link_problem,
+    link_reason,
+    neurodata_type,
+    text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -212,11 +221,18 @@ class _Walk:
             link = group.get(key, getlink=True)
             if isinstance(link, h5py.SoftLink):
                 return None
+            problem = external_link_problem(group, link)
+            if problem is not None:
+                self.unreadable.append(UnreadableObject(path, problem))
+                return None
             obj = group[key]
             if not isinstance(obj, h5py.Group):
                 return None
             ident = (obj.file.filename, hash(obj.id))
-            ndt = text(obj.attrs.get("neurodata_type", ""))
+            ndt = neurodata_type(obj)
+        except InvalidSeriesError as exc:
+            self.unreadable.append(UnreadableObject(path, exc.reason))
+            return None
         except H5_ERRORS as exc:
             log.debug("cannot open %s: %s", path, exc)
             self.unreadable.append(UnreadableObject(path, link_reason(group, key, exc)))

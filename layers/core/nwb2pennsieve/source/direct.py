@@ -3,15 +3,16 @@
 h5py over a range reader works, but it reads each stored chunk through many small ``read``
 calls and one at a time. Here the dataset's chunk index tells where each stored chunk lies
 (``get_chunk_info_by_coord``); the chunks a block of rows needs are fetched in parallel ranged
-ranged requests (adjacent ones merged), decoded (deflate, shuffle, fletcher32 — the filters NWB writers use)
-and copied into the writer's buffer, while the next block's chunks are already being fetched.
-Contiguous data is one byte range per block. Any other filter (hdf5plugin's Blosc, Zstd, LZ4,
-Bitshuffle, ..., LZF, scale-offset) falls back to h5py over the range reader, with the filters
-hdf5plugin registers: the output is the same bytes either way.
+ranged requests (adjacent ones merged), decoded by the checking decoders
+(:mod:`~nwb2pennsieve.source.decoders`: deflate, shuffle, Fletcher-32, Zstd, LZ4, Blosc, Bitshuffle,
+BZip2) and copied into the writer's buffer, while the next block's chunks are already being fetched.
+Contiguous data is one byte range per block. Any other filter (Blosc2, LZF, scale-offset) falls
+back to h5py over the range reader. A local file whose data is stored through a plugin's filter is
+read the same way, from HDF5's own file descriptor (:class:`LocalRanges`).
 
 A damaged chunk fails as it does through HDF5: the Fletcher-32 checksum is verified (as HDF5 does,
-accepting the byte order of HDF5 before 1.6.3 too), and a chunk that does not inflate or decodes to
-the wrong size raises :class:`OSError` with HDF5's wording (so the same one line as through h5py:
+accepting the byte order of HDF5 before 1.6.3 too), and a chunk that does not decode, or decodes to
+the wrong size, raises :class:`OSError` with HDF5's wording (so the same one line as through h5py:
 the writer turns it into one naming the file, series and chunk).
 
 Each stored chunk is fetched once per work item: the decoded chunks of the current band of
@@ -21,29 +22,22 @@ fetched twice.
 
 from __future__ import annotations
 
-import sys
-import zlib
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import h5py
 import numpy as np
 
-from .ranges import RangeReader
+from .decoders import checkable, decode, fletcher32, fletcher32_matches, pipeline, unshuffle, uses_plugins
 from .slabs import H5SlabReader, ItemColumns, SlabReader, SlabSeries
 
-FILTER_DEFLATE = 1
-FILTER_SHUFFLE = 2
-FILTER_FLETCHER32 = 3
-SUPPORTED_FILTERS = {FILTER_DEFLATE, FILTER_SHUFFLE, FILTER_FLETCHER32}
+__all__ = ["DirectChunkReader", "LocalRanges", "direct_readable", "fletcher32", "fletcher32_matches", "unshuffle"]
+
 MERGE_BYTES = 16 * 1024 * 1024  # at most this much in one merged GET
 RANGE_BYTES = 8 * 1024 * 1024  # contiguous data: a block is split in GETs of this size
 FETCH_THREADS = 16
-
-
-def filter_ids(dataset: h5py.Dataset) -> list[int]:
-    plist = dataset.id.get_create_plist()
-    return [int(plist.get_filter(i)[0]) for i in range(plist.get_nfilters())]
 
 
 def direct_readable(dataset: h5py.Dataset) -> bool:
@@ -53,64 +47,27 @@ def direct_readable(dataset: h5py.Dataset) -> bool:
     layout = dataset.id.get_create_plist().get_layout()
     if layout == h5py.h5d.CONTIGUOUS:
         return True
-    return layout == h5py.h5d.CHUNKED and set(filter_ids(dataset)) <= SUPPORTED_FILTERS
+    return layout == h5py.h5d.CHUNKED and checkable(pipeline(dataset))
 
 
-def unshuffle(data: bytes, itemsize: int) -> bytes:
-    """Undo HDF5's byte shuffle (byte k of every element stored together)."""
-    if itemsize == 1:
+class ByteRanges(Protocol):
+    """Where stored bytes are fetched from: a range reader (S3, HTTP) or a local file."""
+
+    def fetch(self, start: int, stop: int) -> bytes: ...
+
+
+class LocalRanges:
+    """Byte ranges of the local file HDF5 has open, read from its own descriptor (so the bytes are
+    those of the very file h5py reads, even if the path now names another)."""
+
+    def __init__(self, h5: h5py.File) -> None:
+        self._fd = int(h5.id.get_vfd_handle())
+
+    def fetch(self, start: int, stop: int) -> bytes:
+        data = os.pread(self._fd, stop - start, start)
+        if len(data) != stop - start:
+            raise OSError(f"the file ends at byte {start + len(data)}, before {stop}: truncated")
         return data
-    n = len(data) // itemsize
-    body = np.frombuffer(data, dtype=np.uint8, count=n * itemsize)
-    out = body.reshape(itemsize, n).T.tobytes()
-    return out + data[n * itemsize :]
-
-
-def fletcher32(data: bytes) -> int:
-    """HDF5's Fletcher-32 checksum of ``data`` (``H5_checksum_fletcher32``), computed exactly.
-
-    Big-endian 16-bit words; both sums folded to 16 bits (plus carry) every 360 words, ``sum2``
-    kept modulo 2**32 as the C code does; an odd last byte counts as a word's high byte. A block's
-    360 steps are summed at once: ``sum1`` grows by the block's total, ``sum2`` by 360 times the
-    old ``sum1`` plus each word weighted by the steps left.
-    """
-    n = len(data) // 2
-    words = np.frombuffer(data, dtype=">u2", count=n).astype(np.int64)
-    sum1 = sum2 = 0
-    full = n - n % 360
-    steps: list[tuple[int, int, int]] = []  # (words, their total, their weighted total)
-    if full:
-        blocks = words[:full].reshape(-1, 360)
-        weights = np.arange(360, 0, -1, dtype=np.int64)
-        steps += [(360, t, w) for t, w in zip(blocks.sum(axis=1).tolist(), (blocks @ weights).tolist(), strict=True)]
-    if n > full:
-        rest = words[full:]
-        steps.append((rest.size, int(rest.sum()), int(rest @ np.arange(rest.size, 0, -1, dtype=np.int64))))
-    if len(data) % 2:
-        steps.append((1, data[-1] << 8, data[-1] << 8))
-    for count, total, weighted in steps:
-        sum2 = (sum2 + count * sum1 + weighted) & 0xFFFFFFFF
-        sum1 += total
-        sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
-        sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
-    sum1 = (sum1 & 0xFFFF) + (sum1 >> 16)
-    sum2 = (sum2 & 0xFFFF) + (sum2 >> 16)
-    return (sum2 << 16) | sum1
-
-
-def fletcher32_matches(data: bytes) -> bool:
-    """Whether a stored chunk's trailing 4 bytes (little-endian) are the Fletcher-32 of the rest.
-
-    HDF5 before 1.6.3 stored the checksum with its 16-bit halves byte-swapped on little-endian
-    machines; HDF5 accepts that form too, and so does this.
-    """
-    if len(data) < 4:
-        return False
-    stored = int.from_bytes(data[-4:], "little")
-    computed = fletcher32(data[:-4])
-    c = computed.to_bytes(4, sys.byteorder)
-    swapped = int.from_bytes(bytes((c[1], c[0], c[3], c[2])), sys.byteorder)
-    return stored in (computed, swapped)
 
 
 @dataclass(frozen=True)
@@ -136,7 +93,7 @@ class DirectChunkReader(ItemColumns):
         series: SlabSeries,
         column_start: int,
         column_stop: int,
-        source: RangeReader,
+        source: ByteRanges,
         *,
         rows: tuple[int, int] | None = None,
         threads: int = FETCH_THREADS,
@@ -149,7 +106,7 @@ class DirectChunkReader(ItemColumns):
         self._dtype = self.dataset.dtype
         plist = self.dataset.id.get_create_plist()
         self._chunked = plist.get_layout() == h5py.h5d.CHUNKED
-        self._filters = filter_ids(self.dataset) if self._chunked else []
+        self._filters = pipeline(self.dataset) if self._chunked else []
         self._chunk_shape: tuple[int, ...] = tuple(self.dataset.chunks or ())
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="chunk-fetch")
         self._bands: dict[int, dict[tuple[int, ...], Future[np.ndarray]]] = {}
@@ -195,26 +152,11 @@ class DirectChunkReader(ItemColumns):
 
     def _decode(self, raw: bytes, info: _Stored) -> np.ndarray:
         """The chunk's values from its stored bytes; :class:`OSError` (HDF5's wording) if damaged."""
-        data = raw
-        for i in reversed(range(len(self._filters))):
-            if info.filter_mask & (1 << i):
-                continue
-            f = self._filters[i]
-            if f == FILTER_FLETCHER32:
-                if not fletcher32_matches(data):
-                    raise OSError(f"filter returned failure during read (Fletcher-32 checksum, {self._where(info)})")
-                data = data[:-4]
-            elif f == FILTER_DEFLATE:
-                try:
-                    data = zlib.decompress(data)
-                except zlib.error:
-                    where = self._where(info)
-                    raise OSError(f"filter returned failure during read (inflate() failed, {where})") from None
-            elif f == FILTER_SHUFFLE:
-                data = unshuffle(data, self._dtype.itemsize)
         expected = int(np.prod(self._chunk_shape)) * self._dtype.itemsize
-        if len(data) != expected:
-            raise OSError(f"{self._where(info)} holds {len(data)} bytes, not {expected}: truncated")
+        try:
+            data = decode(raw, self._filters, info.filter_mask, expected, self._dtype.itemsize)
+        except OSError as exc:
+            raise OSError(f"{exc} in {self._where(info)}") from None
         return np.frombuffer(data, dtype=self._dtype).reshape(self._chunk_shape)
 
     def _fill(self) -> np.ndarray:
@@ -321,11 +263,20 @@ def slab_reader(
     series: SlabSeries,
     column_start: int,
     column_stop: int,
-    source: RangeReader,
+    source: ByteRanges | None,
     *,
     rows: tuple[int, int] | None = None,
 ) -> SlabReader:
-    """The fastest reader that can read this series: direct chunk ranges, else h5py."""
-    if direct_readable(h5[series.data_path]):
+    """The reader of a work item's slab. Over ranged requests (``source``): the stored chunks' byte
+    ranges, decoded here, wherever the filters allow, else h5py. A local file (``source`` None):
+    through HDF5 for its own filters (deflate, shuffle, Fletcher-32, ...), but a plugin's filter
+    (Zstd, LZ4, Blosc, Bitshuffle, BZip2) is undone by the checking decoders
+    (:mod:`~nwb2pennsieve.source.decoders`), never by hdf5plugin."""
+    dataset = h5[series.data_path]
+    if source is None:
+        if dataset.chunks is None or not uses_plugins(pipeline(dataset)) or not direct_readable(dataset):
+            return H5SlabReader(h5, series, column_start, column_stop)
+        source = LocalRanges(h5)
+    if direct_readable(dataset):
         return DirectChunkReader(h5, series, column_start, column_stop, source, rows=rows)
     return H5SlabReader(h5, series, column_start, column_stop)

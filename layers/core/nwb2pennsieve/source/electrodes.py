@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 
 from ..errors import ElectrodesError, InvalidSeriesError
-from .nwb import H5_ERRORS, damage_reason, link_reason, text
+from .nwb import H5_ERRORS, damage_reason, link_reason, read_attr, text
 
 
 @dataclass(frozen=True)
@@ -21,15 +21,22 @@ class ElectrodeInfo:
     groups: list[str | None]
 
 
-def _column(table: h5py.Group, name: str, rows: np.ndarray) -> list[Any] | None:
-    if name not in table:
-        return None
+def _column(table: h5py.Group, name: str, rows: np.ndarray, n_rows: int) -> list[Any] | None:
+    """The column's values of ``rows``, None when the table has no such plain column. A column
+    longer than the table (a damaged length, which would be read whole) is refused."""
     try:
+        if name not in table:
+            return None
         ds = table[name]
         if not isinstance(ds, h5py.Dataset) or f"{name}_index" in table or ds.ndim != 1:
             return None
+        if ds.shape[0] > n_rows:
+            raise ElectrodesError(
+                f"the electrodes table's {name} column declares {ds.shape[0]:,} rows, the table has {n_rows:,}: "
+                "the file is damaged"
+            )
         values = ds[()]
-    except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
+    except (*H5_ERRORS, MemoryError) as exc:
         raise ElectrodesError(f"the electrodes table's {name} column cannot be read ({damage_reason(exc)})") from None
     return [values[r] for r in rows]
 
@@ -41,14 +48,16 @@ def electrodes_of(series: h5py.Group) -> ElectrodeInfo | None:
     columns cannot be read (or the reference is null): the caller decides to fail or to warn, but
     never falls back silently.
     """
-    if "electrodes" not in series:
-        return None
     try:
+        if "electrodes" not in series:
+            return None
         region = series["electrodes"]
         if not isinstance(region, h5py.Dataset):
             raise ElectrodesError("its electrodes is not a dataset")
         rows = np.asarray(region[()]).reshape(-1).astype(np.int64)
-        ref = region.attrs.get("table")
+        ref = read_attr(region, "table")
+    except InvalidSeriesError as exc:
+        raise ElectrodesError(f"its electrodes region's {exc.reason.removeprefix('its ')}") from None
     except H5_ERRORS as exc:
         raise ElectrodesError(
             f"its electrodes region cannot be read ({link_reason(series, 'electrodes', exc)})"
@@ -61,25 +70,25 @@ def electrodes_of(series: h5py.Group) -> ElectrodeInfo | None:
         table = region.file[ref]
         ids_ds = table["id"] if isinstance(table, h5py.Group) and "id" in table else None
         ids_all = ids_ds[()] if isinstance(ids_ds, h5py.Dataset) else None
-    except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
+    except (*H5_ERRORS, MemoryError) as exc:
         raise ElectrodesError(f"the electrodes table it references cannot be read ({damage_reason(exc)})") from None
     if not isinstance(table, h5py.Group):
         raise ElectrodesError("its electrodes region's table reference does not point at a table")
-    n_rows = int(ids_all.shape[0]) if ids_all is not None else 0
+    n_rows = int(ids_all.shape[0]) if ids_all is not None else (int(rows.max()) + 1 if rows.size else 0)
     if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
         raise InvalidSeriesError(f"its electrodes region points at rows outside the electrodes table ({n_rows} rows)")
     ids = [int(i) for i in (ids_all[rows] if ids_all is not None else rows)]
     names: list[str | None] = [None] * len(rows)
     for column in ("channel_name", "label"):
-        values = _column(table, column, rows)
+        values = _column(table, column, rows, n_rows)
         if values is not None:
             names = [old if old else (text(v) or None) for old, v in zip(names, values, strict=True)]
     groups: list[str | None] = [None] * len(rows)
-    values = _column(table, "group_name", rows)
+    values = _column(table, "group_name", rows, n_rows)
     if values is not None:
         groups = [text(v) or None for v in values]
     if any(g is None for g in groups):
-        refs = _column(table, "group", rows)
+        refs = _column(table, "group", rows, n_rows)
         if refs is not None:
             for i, r in enumerate(refs):
                 if groups[i] is None:

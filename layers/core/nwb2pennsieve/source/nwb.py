@@ -76,6 +76,48 @@ def text(value: Any) -> str:
     return str(value).replace("\x00", "").strip()
 
 
+def read_attr(obj: h5py.HLObject, name: str) -> Any:
+    """The attribute ``name`` of ``obj``, or None when ``obj`` has no attribute of that name.
+
+    An attribute that exists but cannot be read (a damaged attribute message, datatype, dataspace
+    or value) is not an absent one: :class:`InvalidSeriesError` naming it. (h5py's ``attrs.get``
+    returns its default for both, and ``name in attrs`` is false for both.) The only way the core
+    reads attributes.
+    """
+    try:
+        present = h5py.h5a.exists(obj.id, name.encode())
+    except H5_ERRORS as exc:
+        raise InvalidSeriesError(f"its {name} attribute cannot be read ({damage_reason(exc)})") from None
+    if not present:
+        return None
+    try:
+        return obj.attrs[name]
+    except H5_ERRORS as exc:
+        raise InvalidSeriesError(f"its {name} attribute cannot be read ({damage_reason(exc)})") from None
+
+
+# Every object HDMF writes with a neurodata_type also carries these: one without a readable type
+# has had its type attribute damaged (its name, or its message).
+TYPED_OBJECT_ATTRIBUTES = ("namespace", "object_id")
+
+
+def neurodata_type(obj: h5py.HLObject) -> str:
+    """``obj``'s neurodata_type ("" for an untyped object); :class:`InvalidSeriesError` when it
+    cannot be read, or is missing from an object that has the other attributes of a typed one."""
+    value = read_attr(obj, "neurodata_type")
+    if value is not None:
+        return text(value)
+    if read_attr(obj, "data_type") is not None:  # an HDMF type outside NWB (HDMF names its types so)
+        return ""
+    typed = [a for a in TYPED_OBJECT_ATTRIBUTES if read_attr(obj, a) is not None]
+    if typed:
+        raise InvalidSeriesError(
+            f"it has a {typed[0]} attribute but no readable neurodata_type (a damaged attribute), "
+            "so it cannot be told whether it is a series"
+        )
+    return ""
+
+
 def open_nwb(
     source: str | os.PathLike[str] | BinaryIO,
     *,
@@ -110,9 +152,12 @@ def open_nwb(
             reason = f"cannot open as HDF5 ({damage_reason(exc)})"
         raise InvalidInputError(reason, file=label) from None
     try:
-        root_type = text(h5.attrs.get("neurodata_type", ""))
-        found = text(h5.attrs.get("data_type", "")) or root_type or "none"
-    except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
+        root_type = neurodata_type(h5)
+        found = text(read_attr(h5, "data_type") or "") or root_type or "none"
+    except InvalidSeriesError as exc:
+        h5.close()
+        raise InvalidInputError(f"its root attributes cannot be read: {exc.reason}", file=label) from None
+    except H5_ERRORS as exc:
         h5.close()
         raise InvalidInputError(f"its root attributes cannot be read ({damage_reason(exc)})", file=label) from None
     if root_type != "NWBFile":
@@ -136,28 +181,60 @@ def _regular_file_size(path: str | os.PathLike[str], label: str) -> int:
         raise InvalidInputError("there is no such file", file=label) from None
     except OSError as exc:
         raise InvalidInputError(f"cannot read the file ({exc.strerror or exc})", file=label) from None
-    kind = (
-        "a named pipe (FIFO)"
-        if stat.S_ISFIFO(info.st_mode)
-        else "a character device"
-        if stat.S_ISCHR(info.st_mode)
-        else "a block device"
-        if stat.S_ISBLK(info.st_mode)
-        else "a socket"
-        if stat.S_ISSOCK(info.st_mode)
-        else "a directory"
-        if stat.S_ISDIR(info.st_mode)
-        else None
-    )
+    kind = _not_a_file(info.st_mode)
     if kind is not None:
         raise InvalidInputError(f"it is {kind}, not a file: give the NWB file itself", file=label)
     return info.st_size
 
 
+def _not_a_file(mode: int) -> str | None:
+    """What a file of ``mode`` is when it is not a regular file (None: it is one)."""
+    kinds = (
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), None)
+
+
+def external_link_problem(group: h5py.Group, link: object) -> str | None:
+    """Why ``link`` (of ``group``, as ``group.get(key, getlink=True)`` gives it) must not be
+    followed, or None (not an external link, or one HDF5 may open).
+
+    HDF5 opens an external link's target blindly: a named pipe blocks it for ever, a device never
+    ends. So each place HDF5 would look for the target (HDF5_EXT_PREFIX, the linking file's
+    folder, the working directory; an absolute name as given, then by its base name) is checked
+    with ``stat`` first, and one that is not a regular file is refused.
+    """
+    if not isinstance(link, h5py.ExternalLink):
+        return None
+    for path in _external_candidates(group.file.filename, link.filename):
+        try:
+            kind = _not_a_file(os.stat(path).st_mode)
+        except OSError:
+            continue
+        if kind is not None:
+            return f"it links to the external file {link.filename!r}, which is {kind}, not a file"
+    return None
+
+
+def _external_candidates(linking: str, name: str) -> list[str]:
+    """Where HDF5 looks for an external link's target ``name``, in its order (H5F_prefix_open_file)."""
+    candidates = [name] if os.path.isabs(name) else []
+    name = os.path.basename(name) if os.path.isabs(name) else name
+    here = os.path.dirname(linking) if os.path.isfile(linking) else ""
+    prefixes = [p.replace("${ORIGIN}", here) for p in os.environ.get("HDF5_EXT_PREFIX", "").split(":") if p]
+    candidates += [os.path.join(p, name) for p in prefixes]
+    candidates += [os.path.join(here, name)] if here else []
+    return [*candidates, name]
+
+
 def _iso_time(h5: h5py.File, key: str) -> tuple[str, int, bool]:
     try:
         raw = text(h5[key][()])
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except (*H5_ERRORS, MemoryError) as exc:
         raise InvalidInputError(f"its {key} cannot be read: {damage_reason(exc)}") from None
     try:
         when = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
@@ -169,9 +246,18 @@ def _iso_time(h5: h5py.File, key: str) -> tuple[str, int, bool]:
     return raw, (when - _EPOCH) // timedelta(microseconds=1), naive
 
 
+def has_link(group: h5py.Group, key: str, what: str) -> bool:
+    """``key in group``, but a group whose links cannot be looked up (a damaged B-tree) raises
+    :class:`InvalidInputError` naming ``what``, never HDF5's text."""
+    try:
+        return key in group
+    except H5_ERRORS as exc:
+        raise InvalidInputError(f"its {what} cannot be read ({damage_reason(exc)})") from None
+
+
 def session_start(h5: h5py.File) -> tuple[str, int, bool]:
     """(ISO text as stored, µs since the Unix epoch, whether it was naive and taken as UTC)."""
-    if "session_start_time" not in h5:
+    if not has_link(h5, "session_start_time", "root group"):
         raise InvalidInputError("the file has no session_start_time")
     return _iso_time(h5, "session_start_time")
 
@@ -181,7 +267,7 @@ def timestamps_reference(h5: h5py.File) -> tuple[str, int, bool] | None:
 
     The NWB schema makes every time in the file relative to it; it defaults to the session start.
     """
-    if "timestamps_reference_time" not in h5:
+    if not has_link(h5, "timestamps_reference_time", "root group"):
         return None
     return _iso_time(h5, "timestamps_reference_time")
 
@@ -247,10 +333,13 @@ def child(group: h5py.Group, key: str, what: str) -> h5py.Group | h5py.Dataset |
     is false for a dangling soft link or an external link to a missing file)."""
     try:
         link = group.get(key, getlink=True)
+        problem = external_link_problem(group, link)
     except H5_ERRORS as exc:
         raise InvalidSeriesError(f"its {what} cannot be read: {damage_reason(exc)}") from None
     if link is None:
         return None
+    if problem is not None:
+        raise InvalidSeriesError(f"its {what} cannot be read: {problem}")
     try:
         obj = group[key]
     except H5_ERRORS as exc:

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ..errors import StorageError
+from .identity import SourceIdentity
 
 BLOCK_BYTES = 64 * 1024  # HDF5 metadata is scattered in small pieces; 64 KiB blocks fetch a few at once
 CACHE_BLOCKS = 512  # 32 MiB of cached blocks at most
@@ -47,6 +48,7 @@ class RangeReader(io.RawIOBase):
     """
 
     size: int
+    identity: SourceIdentity  # the version read (set by the subclass when it learns it)
 
     def __init__(
         self, *, stats: ReadStats | None = None, block_bytes: int = BLOCK_BYTES, cache_blocks: int = CACHE_BLOCKS

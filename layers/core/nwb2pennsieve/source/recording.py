@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .nwb import text
+from .nwb import read_attr, text
 
 
 def _value(ds: h5py.Dataset) -> Any:
@@ -63,5 +63,5 @@ def session(h5: h5py.File) -> dict[str, Any]:
 
 
 def nwb_version(h5: h5py.File) -> str | None:
-    value = h5.attrs.get("nwb_version")
+    value = read_attr(h5, "nwb_version")
     return text(value) if value is not None else None

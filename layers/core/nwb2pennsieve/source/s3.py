@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from ..errors import InvalidInputError, StorageError
+from .identity import InputChangedError, SourceIdentity, check_same
 from .ranges import BLOCK_BYTES, CACHE_BLOCKS, DIRECT_BYTES, RangeReader, ReadStats
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def _client_error_code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
-class ObjectChangedError(InvalidInputError):
+class ObjectChangedError(InputChangedError):
     """The object pinned by its ETag (no version id) was replaced while it was being read."""
 
 
@@ -43,7 +44,8 @@ class S3RangeReader(RangeReader):
     for unversioned buckets, carries ``IfMatch`` with the ETag), so a file replaced while it is
     being read fails loudly instead of mixing two files' bytes. Without a version id, ``etag``
     pins the object from the start (the HEAD carries ``IfMatch`` too): a reader of a later step
-    reads the bytes the first one planned, or fails.
+    reads the bytes the first one planned, or fails. ``expect`` (the version a plan recorded) is
+    compared after the HEAD and names what changed.
     """
 
     def __init__(
@@ -57,11 +59,13 @@ class S3RangeReader(RangeReader):
         stats: ReadStats | None = None,
         block_bytes: int = BLOCK_BYTES,
         cache_blocks: int = CACHE_BLOCKS,
+        expect: SourceIdentity | None = None,
     ) -> None:
         super().__init__(stats=stats, block_bytes=block_bytes, cache_blocks=cache_blocks)
         self.client = client
         self.bucket = bucket
         self.key = key
+        version_id = version_id or (expect.version_id if expect else None)
         self.version_id = version_id if version_id not in (None, "", "null") else None
         # Quoted, as S3 gives it and as If-Match wants it.
         self.etag: str = f'"{etag.strip(chr(34))}"' if etag and not self.version_id else ""
@@ -83,6 +87,8 @@ class S3RangeReader(RangeReader):
         self.etag = str(head.get("ETag", ""))
         if self.version_id is None and head.get("VersionId") not in (None, "null"):
             self.version_id = str(head["VersionId"])
+        self.identity = SourceIdentity(size=self.size, etag=self.etag or None, version_id=self.version_id)
+        check_same(expect, self.identity, self.uri)
 
     @property
     def uri(self) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import InvalidSeriesError
 from .annotations import time_range
-from .nwb import text, unit_factor
+from .nwb import read_attr, text, unit_factor
 from .units import best_electrodes, positive_attr, spike_times_us
 
 
@@ -94,7 +94,7 @@ def survey_units(path: str, group: h5py.Group, reference_us: int) -> UnitsSurvey
 
 def _scale(ds: h5py.Dataset) -> float:
     """µV per stored unit of a waveform dataset (volts when it names none, NWB's default)."""
-    factor = unit_factor(text(ds.attrs.get("unit", "volts")) or "volts")
+    factor = unit_factor(text(read_attr(ds, "unit") or "volts") or "volts")
     return 1.0 if factor is None else factor
 
 

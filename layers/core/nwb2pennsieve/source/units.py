@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from ..errors import InvalidSeriesError
-from .nwb import text
+from .nwb import neurodata_type, read_attr
 
 UNITS_TYPE = "Units"
 MAX_SECONDS = 9.2e12  # times beyond this many seconds do not fit int64 µs
@@ -38,21 +38,31 @@ class FoundUnits:
     waveform_rate: float | None
 
 
-def _is_units(obj: object) -> bool:
-    return isinstance(obj, h5py.Group) and text(obj.attrs.get("neurodata_type", "")) == UNITS_TYPE
+def _is_units(obj: object, path: str) -> bool:
+    if not isinstance(obj, h5py.Group):
+        return False
+    try:
+        return neurodata_type(obj) == UNITS_TYPE
+    except InvalidSeriesError as exc:  # an unreadable type is not "not a Units table"
+        exc.series = path
+        raise
 
 
 def units_paths(h5: h5py.File) -> list[str]:
     """``/units`` (when it is a Units table), then every Units table directly inside a processing module."""
     paths = []
-    if "units" in h5 and _is_units(h5["units"]):
+    if "units" in h5 and _is_units(h5["units"], "/units"):
         paths.append("/units")
     processing = h5.get("processing")
     if isinstance(processing, h5py.Group):
         for module in sorted(processing):
             group = processing[module]
             if isinstance(group, h5py.Group):
-                paths.extend(f"/processing/{module}/{name}" for name in sorted(group) if _is_units(group[name]))
+                paths.extend(
+                    f"/processing/{module}/{name}"
+                    for name in sorted(group)
+                    if _is_units(group[name], f"/processing/{module}/{name}")
+                )
     return paths
 
 
@@ -114,11 +124,13 @@ def _read_table(path: str, group: h5py.Group, reference_us: int) -> FoundUnits:
 
 
 def positive_attr(ds: h5py.Dataset, key: str) -> float | None:
-    """A positive finite number attribute of ``ds`` (None when absent or not one)."""
-    if key not in ds.attrs:
+    """A positive finite number attribute of ``ds`` (None when absent or not one; unreadable:
+    :class:`InvalidSeriesError`)."""
+    given = read_attr(ds, key)
+    if given is None:
         return None
     try:
-        value = float(np.asarray(ds.attrs[key]).reshape(-1)[0])
+        value = float(np.asarray(given).reshape(-1)[0])
     except (TypeError, ValueError, IndexError):
         return None
     return value if np.isfinite(value) and value > 0 else None

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +49,8 @@ _BIG_F8 = np.dtype(">f8")
 
 
 _scratch = threading.local()
+
+Progress = Callable[[int], None]  # called with the float64 bytes of each chunk written (or, without chunk files, read)
 
 
 class SlabConsumer(Protocol):
@@ -83,20 +85,31 @@ def _buffer(name: str, size: int, dtype: np.dtype) -> np.ndarray:
 
 
 def write_work_item(
-    plan: Plan, item: WorkItem, store: Store, reader: SlabReader, *, consumers: Sequence[SlabConsumer] = ()
+    plan: Plan,
+    item: WorkItem,
+    store: Store,
+    reader: SlabReader,
+    *,
+    consumers: Sequence[SlabConsumer] = (),
+    progress: Progress | None = None,
+    on_block: Callable[[], None] | None = None,
 ) -> ItemResult:
     """Write every chunk file of ``item`` into ``store`` (when the plan writes chunk files), reading
     through ``reader``, and hand every block read to ``consumers``; return what was written.
+    ``progress`` is told the float64 bytes of each chunk as it is done: they add up to the item's
+    ``output_bytes`` whatever the gzip level or the formats.
 
     Each file appears under its final name only when complete; on any error the files of the
     chunk being written are discarded and the error says which file, series and item failed. A
     read that fails (HDF5's "filter returned failure during read", "inflate() failed", a
     Fletcher-32 mismatch) is one line naming the chunk's samples and saying the file is damaged or
-    truncated, never the library's text.
+    truncated, never the library's text. ``on_block`` is called after each block of rows is read
+    (the local pool's sign that a worker makes progress).
     """
     series = plan.series_of(item)
     try:
-        return _write(plan, series, item, store, reader, consumers)
+        chunk_files = plan.writes_chunks and not item.aux
+        return _ItemWrite(plan, series, store, reader, consumers, on_block, chunk_files=chunk_files).run(item, progress)
     except Nwb2PennsieveError as exc:
         if exc.series is None:
             exc.series = series.path
@@ -121,12 +134,6 @@ def _read(reader: SlabReader, start: int, stop: int, out: np.ndarray, chunk: tup
         raise InvalidSeriesError(
             f"samples {chunk[0]}-{chunk[1] - 1} ({columns}) cannot be read: {damage_reason(exc)}"
         ) from None
-
-
-def _write(
-    plan: Plan, series: SeriesPlan, item: WorkItem, store: Store, reader: SlabReader, consumers: Sequence[SlabConsumer]
-) -> ItemResult:
-    return _ItemWrite(plan, series, store, reader, consumers, chunk_files=plan.writes_chunks and not item.aux).run(item)
 
 
 @dataclass(frozen=True)
@@ -162,10 +169,12 @@ class _ItemWrite:
         store: Store,
         reader: SlabReader,
         consumers: Sequence[SlabConsumer],
+        on_block: Callable[[], None] | None = None,
         *,
         chunk_files: bool,
     ) -> None:
         self.series, self.store, self.reader, self.consumers = series, store, reader, consumers
+        self.on_block = on_block
         self.gzip_level = plan.options.gzip_level
         self.chunk_files = chunk_files
         self.factor = series.unit_factor
@@ -187,7 +196,7 @@ class _ItemWrite:
         scale = native_scale if shifted else native_scale * self.factor
         return _Group(c0, c1, scale, offset, bool(np.any(scale != 1.0)), shifted)
 
-    def run(self, item: WorkItem) -> ItemResult:
+    def run(self, item: WorkItem, progress: Progress | None) -> ItemResult:
         # (start, stop, chunk or None): rows a consumer needs before the item's chunks come first, no file.
         spans: list[tuple[int, int, Chunk | None]] = []
         for consumer in self.consumers:
@@ -201,9 +210,12 @@ class _ItemWrite:
             for group in self.groups:
                 written = self._span(span_start, span_stop, chunk, group)
                 records += written
+                done = (span_stop - span_start) * 8 * group.width
                 if written:
                     files += group.width
-                    payload += (span_stop - span_start) * 8 * group.width
+                    payload += done
+                if progress is not None and chunk is not None:
+                    progress(done)
         stored = sum(r.size for r in records)
         return ItemResult(id=item.id, files=files, payload_bytes=payload, stored_bytes=stored, records=records)
 
@@ -259,6 +271,8 @@ class _ItemWrite:
         else:
             raw = self.raw_flat[:m].reshape(m, 1)
             _read(self.reader, start, stop, self.raw_flat[:m], span, columns)
+        if self.on_block is not None:
+            self.on_block()
         if writers:
             assert self.out_flat is not None
             block = self.out_flat[: width * m].reshape(width, m)
