@@ -84,6 +84,7 @@ def test_the_state_machine_imports_into_a_viewer_asset_and_a_rerun_does_nothing(
     s3_gate: S3Gate,
     example_nwb: Path,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     put_nwb(stack, example_nwb, {"integration-id": importing["run"]})
 
@@ -112,6 +113,8 @@ def test_the_state_machine_imports_into_a_viewer_asset_and_a_rerun_does_nothing(
     assert s3_gate.stats()["stored"] == CHUNK_FILES and len(pennsieve.assets) == 1
     # No credential in any payload, the execution's outputs, the logs or anything written to S3.
     logs = capsys.readouterr()
+    # Where the files went, for the deploy runbook's Region check (deploy.md, section 4).
+    assert f"uploading 3 files to viewer asset {asset} in bucket pennsieve-viewer-assets (Region us-east-1)" in caplog.text
     texts = [json.dumps(stack.invocations), desc["output"], again["output"], logs.out, logs.err]
     texts += [v.decode("utf-8", "replace") for v in stack.objects(OUTPUT_BUCKET).values()]
     secrets = [TOKEN, *pennsieve.secrets_issued()]
