@@ -114,7 +114,8 @@ def test_the_state_machine_imports_into_a_viewer_asset_and_a_rerun_does_nothing(
     # No credential in any payload, the execution's outputs, the logs or anything written to S3.
     logs = capsys.readouterr()
     # Where the files went, for the deploy runbook's Region check (deploy.md, section 4).
-    assert f"uploading 3 files to viewer asset {asset} in bucket pennsieve-viewer-assets (Region us-east-1)" in caplog.text
+    where = f"to viewer asset {asset} in bucket pennsieve-viewer-assets (Region us-east-1)"
+    assert f"uploading 3 files {where}" in caplog.text
     texts = [json.dumps(stack.invocations), desc["output"], again["output"], logs.out, logs.err]
     texts += [v.decode("utf-8", "replace") for v in stack.objects(OUTPUT_BUCKET).values()]
     secrets = [TOKEN, *pennsieve.secrets_issued()]
