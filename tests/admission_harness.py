@@ -160,11 +160,14 @@ def create_admission(
     return url, arn, dead_url, name
 
 
-def configure_starter(monkeypatch: pytest.MonkeyPatch, state_machine: str, url: str, dead_url: str, table: str) -> None:
-    """The Starter's environment for these resources (a deferral's delay: 1 s; AWS: 300 s by default)."""
+def configure_starter(
+    monkeypatch: pytest.MonkeyPatch, state_machine: str, url: str, dead_url: str, table: str, retry_seconds: int = 1
+) -> None:
+    """The Starter's environment for these resources (a deferral's delay: ``retry_seconds``; AWS:
+    300 s by default)."""
     for variable, value in {
         "STATE_MACHINE_ARN": state_machine,
-        "ADMISSION_RETRY_SECONDS": "1",
+        "ADMISSION_RETRY_SECONDS": str(retry_seconds),
         "ADMISSION_QUEUE_URL": url,
         "DEAD_LETTER_QUEUE_URL": dead_url,
         "ADMISSION_SLOTS_TABLE": table,
@@ -211,6 +214,7 @@ class AdmissionHarness:
     monkeypatch: pytest.MonkeyPatch
     max_running: int
     time_scale: float = 1 / 100
+    retry_seconds: int = 1  # a deferral's delay
     twice: float = 0.1  # share of status-change events delivered twice
     seed: int = 20
     sqs: Any = field(init=False)
@@ -228,7 +232,9 @@ class AdmissionHarness:
         self.url, self.arn, self.dead_letter_url, table = create_admission(
             self.sqs, self.stack.template, self.stack.refs, time_scale=self.time_scale
         )
-        configure_starter(self.monkeypatch, self.stack.state_machine_arn, self.url, self.dead_letter_url, table)
+        configure_starter(
+            self.monkeypatch, self.stack.state_machine_arn, self.url, self.dead_letter_url, table, self.retry_seconds
+        )
         self.monkeypatch.setenv("MAX_RUNNING_EXECUTIONS", str(self.max_running))
         self.rng = random.Random(self.seed)
         real = Starter.admit
