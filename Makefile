@@ -26,7 +26,7 @@ INPUT_DIR ?= data/input
 OUTPUT_DIR ?= data/output
 export INPUT_DIR OUTPUT_DIR
 
-.PHONY: help venv install pre-commit test test-unit test-pythons test-cov lint run clean build validate deploy bench fuzz local-invoke reference-venv bench-import-assets image
+.PHONY: help venv install pre-commit test test-unit test-pythons test-cov lint run clean build validate preflight deploy bench fuzz local-invoke reference-venv bench-import-assets image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -141,8 +141,16 @@ validate: install $(NODE_STAMP) ## sam validate --lint, cfn-lint and asl-validat
 build: install ## build the Lambda layers (arm64, CPython 3.12, no Docker) into build/layers
 	$(PY) layers/build_layers.py
 
-deploy: build validate ## sam deploy with samconfig.toml's default environment (needs AWS credentials)
-	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam deploy
+# Parameters for preflight and deploy: PARAMS="WriteConcurrency=50 ImporterEnabled=true ..." (as sam deploy's
+# --parameter-overrides, replacing samconfig.toml's); docs/deploy.md.
+PARAMS ?=
+PREFLIGHT ?= 1
+preflight: install ## does the AWS account take the parameters (PARAMS=...)? read-only; docs/deploy.md
+	$(PY) -m statemachine.preflight $(if $(PARAMS),--parameter-overrides $(PARAMS)) $(PREFLIGHT_ARGS)
+
+deploy: build validate ## make preflight, then sam deploy (samconfig.toml's default environment; PARAMS=..., PREFLIGHT=0 skips the check)
+	$(if $(filter 0,$(PREFLIGHT)),,$(MAKE) --no-print-directory preflight PARAMS='$(PARAMS)')
+	SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam deploy $(if $(PARAMS),--parameter-overrides $(PARAMS))
 
 # The walkthrough (docs/cloud.md): INPUT_BUCKET and OUTPUT_BUCKET you own, or LOCAL_S3=1 (a moto server).
 # LOCAL_ARCH=x86_64 for a machine that cannot run arm64 images; INVOKE=process runs the handlers without Docker.

@@ -1,8 +1,9 @@
 """Build the two Lambda layers for python3.12 / arm64 without Docker: ``make build``.
 
 - ``build/layers/deps/python``: ``layers/deps/requirements.txt`` as manylinux aarch64 CPython 3.12
-  wheels (pip's ``--platform``/``--python-version``, binary only), trimmed (tests, caches, stubs,
-  and the boto3/botocore that the Lambda runtime already has) and byte-compiled for 3.12.
+  wheels (pip's ``--platform``/``--python-version``, binary only), trimmed (tests, caches, stubs)
+  and byte-compiled for 3.12. The AWS SDK (boto3, botocore, s3transfer) is shipped, pinned: the
+  runtime's own varies, and a layer's ``/opt/python`` comes before it on ``sys.path``.
 - ``build/layers/core/python``: the ``nwb2pennsieve`` package, byte-compiled.
 
 ``--arch x86_64`` builds the same for x86_64 into ``build/layers-x86_64`` (for ``sam local invoke``
@@ -37,14 +38,12 @@ ARCHES = {
 }
 PYTHON_VERSION = "3.12"
 LAMBDA_UNZIPPED_LIMIT = 250 * 1000 * 1000  # bytes: function code plus all its layers, unzipped
-# In the Lambda runtime already (and large): never shipped.
-RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 TRIM_DIRS = {"tests", "test", "testing", "__pycache__", "benchmarks"}
 TRIM_SUFFIXES = (".pyi", ".pyx", ".pxd", ".c", ".h", ".cpp")
 # hdf5plugin's lossy SZ and SZ3 filters (113 MB of its 187 MB; no ephys writer uses them) would take the
 # layer over Lambda's limit: left out, a file using them fails with a clear line.
 TRIM_FILES = ("hdf5plugin/plugins/libh5sz.so", "hdf5plugin/plugins/libh5sz3.so")
-BUILD_VERSION = "2"  # bump to force a rebuild when this script changes what it builds
+BUILD_VERSION = "3"  # bump to force a rebuild when this script changes what it builds
 
 
 def _digest(*parts: bytes) -> str:
@@ -63,9 +62,6 @@ def size_of(path: Path) -> int:
 
 
 def _trim(site: Path) -> None:
-    for name in RUNTIME_PROVIDED:
-        for p in list(site.glob(name)) + list(site.glob(f"{name}-*.dist-info")):
-            shutil.rmtree(p, ignore_errors=True)
     for p in sorted(site.rglob("*"), key=lambda q: len(q.parts), reverse=True):
         if p.is_dir() and p.name in TRIM_DIRS and "dist-info" not in str(p.parent):
             # numpy.testing is imported by numpy itself at times: keep it.

@@ -41,6 +41,7 @@ def template_refs(template: dict[str, Any], region: str = "us-east-1", **values:
             "AssetImportWithSecret": False,
             "HasInputKmsKey": False,
             "HasNotificationEmail": False,
+            "HasWritersReserve": False,
             "AWS::StackName": "nwb2pennsieve",
             "AWS::Region": region,
             "AWS::AccountId": "123456789012",
@@ -58,6 +59,10 @@ def template_refs(template: dict[str, Any], region: str = "us-east-1", **values:
             refs.setdefault(f"{name}.QueueName", queue)
             refs.setdefault(f"{name}.Arn", f"arn:aws:sqs:{region}:123456789012:{queue}")
             refs[name] = f"https://sqs.{region}.amazonaws.com/123456789012/{queue}"  # Ref: the queue URL
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            refs.setdefault(
+                f"{name}.Arn", f"arn:aws:dynamodb:{region}:123456789012:table/{values.get(name, refs[name])}"
+            )
     refs.update(values)
     return refs
 

@@ -40,6 +40,7 @@ from nwb2pennsieve.cloud.models import (
     PlanInput,
     PlanOutput,
     S3Ref,
+    Superseded,
     UploadFilesInput,
     WriteChunksInput,
 )
@@ -137,10 +138,16 @@ def walk(invoke: Invoke, s3: S3Client, execution_input: dict[str, Any]) -> list[
         return response
 
     PlanInput.parse(execution_input)  # a malformed input fails here, as Plan would
-    planned = PlanOutput.model_validate(call("PlanFunction", execution_input))
+    answer = call("PlanFunction", execution_input)
+    if answer.get("outcome") == "superseded":  # PlanOutcome: a newer version exists
+        return steps
+    planned = PlanOutput.model_validate(answer)
     for event in write_chunks_events(planned, read_json(s3, planned.write_batches)):
         call("WriteChunksFunction", event)
-    finalized = FinalizeOutput.model_validate(call("FinalizeFunction", finalize_event(planned).dump()))
+    answer = call("FinalizeFunction", finalize_event(planned).dump())
+    if answer.get("outcome") == "superseded":  # FinalizeOutcome
+        return steps
+    finalized = FinalizeOutput.model_validate(answer)
     step = next_import_step(finalized)
     if step == "Converted":
         return steps
@@ -403,6 +410,11 @@ def _run(args: argparse.Namespace, endpoint: str, input_bucket: str, output_buck
     steps = walk(invoke, s3, execution_input)
     for step in steps:
         print(f"{step.function}: {json.dumps(step.response)[:300]}")  # noqa: T201 - the walkthrough's report
+    ended = next((s.response for s in steps if s.response.get("outcome") == "superseded"), None)
+    if ended is not None:
+        replaced = Superseded.model_validate(ended)
+        print(f"superseded {replaced.source.uri} by {replaced.latest} (at {replaced.step})")  # noqa: T201
+        return 0
     finalized = FinalizeOutput.model_validate(next(s.response for s in steps if s.function == "FinalizeFunction"))
     print(f"converted {finalized.source} -> {finalized.output} ({finalized.chunk_files} chunk files)")  # noqa: T201
     return 0

@@ -203,6 +203,27 @@ def aws() -> Iterator[None]:
         yield
 
 
+def scale_retry_waits(monkeypatch: pytest.MonkeyPatch, factor: float) -> None:
+    """moto's interpreter really sleeps each Retry interval: ``factor`` times shorter."""
+    import time
+
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    class ScaledTime:
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            time.sleep(seconds * factor)
+
+    monkeypatch.setattr(retrier_decl, "time", ScaledTime)
+
+
+@pytest.fixture
+def quick_retry_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Retry interval 1,000 times shorter (the budgets themselves are checked on the
+    definition, tests/unit/test_cloud_contracts.py)."""
+    scale_retry_waits(monkeypatch, 1 / 1000)
+
+
 @pytest.fixture(autouse=True)
 def fresh_secrets() -> Iterator[None]:
     """Powertools caches secrets (and its Secrets Manager client) across warm invocations: start
@@ -263,13 +284,10 @@ class Stack:
     iam: Enforcer
 
     def redeploy(self, **parameters: Any) -> None:
-        """Replace the state machine by one rendered with other parameter values (e.g. a concurrency)."""
+        """Replace the state machine by one rendered with other parameter values (e.g. a
+        concurrency), under the same name (its ARN, which the Starter's policy names, stays)."""
         definition = render(substitutions(self.template, {**self.refs, **parameters}))
-        self.state_machine_arn = self.sfn.create_state_machine(
-            name=f"test-conversion-{len(parameters)}-{abs(hash(definition)) % 10**8}",
-            definition=definition,
-            roleArn=self.role,
-        )["stateMachineArn"]
+        self.sfn.update_state_machine(stateMachineArn=self.state_machine_arn, definition=definition)
 
     def run(self, execution_input: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
         import time
@@ -293,6 +311,39 @@ class Stack:
             for obj in page.get("Contents", []):
                 out[obj["Key"]] = self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
         return out
+
+    def published(self, key: str, output_prefix: str = "converted/") -> dict[str, bytes]:
+        """The published output of input ``key``: the version folder its ``@current.json`` names,
+        every object by its name in that folder ({} when nothing is published)."""
+        return published(self.s3, key, output_prefix)
+
+    def published_folder(self, key: str, output_prefix: str = "converted/") -> str:
+        """The key prefix of the version folder ``key``'s ``@current.json`` names ("" before a publish)."""
+        return published_folder(self.s3, key, output_prefix)
+
+
+def published_folder(s3: Any, key: str, output_prefix: str = "converted/") -> str:
+    """The version folder a reader of the output bucket finds for input ``key`` through its
+    ``@current.json`` ("" before the first publish)."""
+    from nwb2pennsieve.cloud.layout import output_folder
+    from nwb2pennsieve.cloud.models import S3Prefix
+    from nwb2pennsieve.cloud.versions import read_pointer
+
+    pointer = read_pointer(s3, S3Prefix(bucket=OUTPUT_BUCKET, prefix=output_folder(output_prefix, key)))
+    return pointer.folder if pointer else ""
+
+
+def published(s3: Any, key: str, output_prefix: str = "converted/") -> dict[str, bytes]:
+    """What a reader finds for input ``key``: every object of its published version folder, by its
+    name there ({} before the first publish)."""
+    folder = published_folder(s3, key, output_prefix)
+    if not folder:
+        return {}
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=OUTPUT_BUCKET, Prefix=folder):
+        for obj in page.get("Contents", []):
+            out[obj["Key"][len(folder) :]] = s3.get_object(Bucket=OUTPUT_BUCKET, Key=obj["Key"])["Body"].read()
+    return out
 
 
 @pytest.fixture
@@ -343,7 +394,7 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
         # handlers' own (adaptive retries, pool size).
         if hasattr(module, "s3"):
             monkeypatch.setattr(module, "s3", enforcer.client(resource, "s3", config=module.s3.meta.config))
-        for attr, service in (("sfn", "stepfunctions"), ("sqs", "sqs")):
+        for attr, service in (("sfn", "stepfunctions"), ("sqs", "sqs"), ("dynamodb", "dynamodb")):
             if hasattr(module, attr):
                 client = getattr(module, attr)
                 monkeypatch.setattr(module, attr, enforcer.client(resource, service, config=client.meta.config))

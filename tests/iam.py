@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import json
 import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -82,14 +84,32 @@ def resolve_all(value: Any, refs: dict[str, Any]) -> Any:
     return {k: v for k, v in out.items() if v is not _NO_VALUE}
 
 
+# The AWS managed policies SAM attaches to our roles (AWSLambdaBasicExecutionRole,
+# AWSXrayWriteOnlyAccess, and for a SAM SQS event AWSLambdaSQSQueueExecutionRole), as moto ships
+# them (tests/unit/test_cloud_iam.py keeps this copy equal to moto's).
+MANAGED_POLICIES = Path(__file__).with_name("aws_managed_policies.json")
+
+
+def managed_policy_statements(arn: str) -> list[dict[str, Any]]:
+    """The statements of the AWS managed policy ``arn`` (its default version)."""
+    known: dict[str, Any] = json.loads(MANAGED_POLICIES.read_text())
+    if arn not in known:
+        raise AssertionError(f"{arn} is attached but not in {MANAGED_POLICIES.name}: add its document")
+    found = known[arn]["Document"]["Statement"]
+    return list(found if isinstance(found, list) else [found])
+
+
 def role_statements(translated: dict[str, Any], resource: str, refs: dict[str, Any]) -> list[dict[str, Any]]:
-    """The inline policy statements of ``resource``'s role (``<resource>Role``), resolved."""
+    """Every policy statement of ``resource``'s role (``<resource>Role``), resolved: its inline
+    policies and the AWS managed policies the translator attached (what AWS evaluates)."""
     role = translated["Resources"][f"{resource}Role"]["Properties"]
     statements: list[dict[str, Any]] = []
     for policy in resolve_all(role.get("Policies", []), refs):
         document = policy["PolicyDocument"]
         found = document["Statement"]
         statements.extend(found if isinstance(found, list) else [found])
+    for arn in resolve_all(role.get("ManagedPolicyArns", []), refs):
+        statements.extend(managed_policy_statements(arn))
     return statements
 
 
@@ -200,6 +220,10 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], region: s
         return [Request("secretsmanager:GetSecretValue", params["SecretId"])]
     if service == "stepfunctions" and operation in ("StartExecution", "ListExecutions"):
         return [Request(f"states:{operation}", params["stateMachineArn"])]
+    if service == "stepfunctions" and operation == "DescribeExecution":
+        return [Request("states:DescribeExecution", params["executionArn"])]
+    if service == "dynamodb":
+        return _dynamodb_requests(operation, params, region)
     if service == "sqs" and operation in ("ChangeMessageVisibility", "SendMessage"):
         # https://sqs.REGION.amazonaws.com/ACCOUNT/NAME (or moto's host) -> arn:aws:sqs:REGION:ACCOUNT:NAME
         account, name = params["QueueUrl"].rstrip("/").split("/")[-2:]
@@ -214,6 +238,29 @@ def iam_requests(service: str, operation: str, params: dict[str, Any], region: s
     raise AssertionError(
         f"tests/iam.py has no IAM mapping for {service}.{operation}: add the actions AWS checks for it"
     )
+
+
+def _dynamodb_requests(operation: str, params: dict[str, Any], region: str) -> list[Request]:
+    """A transaction is authorized item by item, with each item's own action (UpdateItem, PutItem...)."""
+
+    def table(name: str) -> str:
+        return f"arn:aws:dynamodb:{region}:123456789012:table/{name}"
+
+    if operation == "TransactWriteItems":
+        actions = {
+            "Update": "UpdateItem",
+            "Put": "PutItem",
+            "Delete": "DeleteItem",
+            "ConditionCheck": "ConditionCheckItem",
+        }
+        return [
+            Request(f"dynamodb:{actions[kind]}", table(item["TableName"]))
+            for entry in params["TransactItems"]
+            for kind, item in entry.items()
+        ]
+    if operation in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"):
+        return [Request(f"dynamodb:{operation}", table(params["TableName"]))]
+    raise AssertionError(f"tests/iam.py has no IAM mapping for dynamodb.{operation}")
 
 
 # --- enforcement ---------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""Finalize: check every chunk file exists, write the channel metadata; with the importer on,
-prepare the Pennsieve import (target, the viewer asset and its channels, or with
+"""Finalize: check every chunk file exists, write the channel metadata, publish the version; with
+the importer on, prepare the Pennsieve import (target, the viewer asset and its channels, or with
 LEGACY_IMPORT_FLOW channels and the import manifest) and write the upload batches.
 
 Input: :class:`~nwb2pennsieve.cloud.models.FinalizeInput` (Plan's output plus the Map's result).
 Output: :class:`~nwb2pennsieve.cloud.models.FinalizeOutput`, a small summary (with ``upload``,
-the upload plan with the upload batches' key, when the importer is on).
+the upload plan with the upload batches' key, when the importer is on), or
+:class:`~nwb2pennsieve.cloud.models.Superseded` when a newer version of the object exists.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from nwb2pennsieve.cloud.clients import s3_client
 from nwb2pennsieve.cloud.finalize_step import FINALIZE_THREADS, finalize
 from nwb2pennsieve.cloud.imports import ImportContext
-from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics
-from nwb2pennsieve.cloud.models import FinalizeInput
+from nwb2pennsieve.cloud.lambda_support import instrument, logger, metrics, report_superseded
+from nwb2pennsieve.cloud.models import FinalizeInput, Superseded
 from nwb2pennsieve.cloud.settings import CloudSettings
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     request = FinalizeInput.model_validate(event)
     logger.append_keys(file=request.source.uri)
     result = finalize(s3, request, importing=ImportContext.of(CloudSettings.from_env()))
+    if isinstance(result, Superseded):
+        return report_superseded(result)
     metrics.add_metric(name="ChunkFiles", unit=MetricUnit.Count, value=result.chunk_files)
     upload = result.upload
     logger.info(

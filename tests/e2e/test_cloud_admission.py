@@ -12,187 +12,184 @@ moto's interpreter really sleeps each Retry interval: here the waits are scaled 
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from functions.starter import app as starter_app
-from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, REGION, FakeLambdaContext, Stack, load_event, make_nwb
+from tests.admission_harness import AdmissionHarness, LambdaCaps, barrier_on_first_starts
+from tests.admission_harness import object_created as harness_event
+from tests.cloud_fixtures import INPUT_BUCKET, OUTPUT_BUCKET, Stack, make_nwb
 from tests.expected import differing_objects
+from tests.moto_shims import atomic_transactions
+
+# moto sleeps each Retry interval: here 1,000 times shorter.
+pytestmark = pytest.mark.usefixtures("quick_retry_waits")
 
 
-@pytest.fixture(autouse=True)
-def quick_retry_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
-
-    class ScaledTime:
-        @staticmethod
-        def sleep(seconds: float) -> None:
-            time.sleep(seconds / 1000)
-
-    monkeypatch.setattr(retrier_decl, "time", ScaledTime)
-
-
-class Throttled(Exception):
-    """Raised in place of an invocation over the cap (becomes moto's LambdaClientError below)."""
-
-
-def concurrency_cap(monkeypatch: pytest.MonkeyPatch, cap: int) -> dict[str, int]:
+def concurrency_cap(monkeypatch: pytest.MonkeyPatch, cap: int) -> LambdaCaps:
     """At most ``cap`` Lambda invocations at once in the account; the others are throttled."""
-    from moto.awslambda.exceptions import LambdaClientError
-    from moto.awslambda.models import LambdaFunction
-
-    class TooMany(LambdaClientError):
-        code = 429
-
-        def __init__(self) -> None:
-            super().__init__("TooManyRequestsException", "Rate exceeded")
-
-    invoke = LambdaFunction._invoke_lambda
-    lock = threading.Lock()
-    seen = {"running": 0, "peak": 0, "throttled": 0}
-
-    def capped(self: Any, event: Any = None) -> Any:
-        with lock:
-            if seen["running"] >= cap:
-                seen["throttled"] += 1
-                raise TooMany()
-            seen["running"] += 1
-            seen["peak"] = max(seen["peak"], seen["running"])
-        try:
-            time.sleep(0.01)  # long enough for invocations of other executions to overlap
-            return invoke(self, event)
-        finally:
-            with lock:
-                seen["running"] -= 1
-
-    monkeypatch.setattr(LambdaFunction, "_invoke_lambda", capped)
-    return seen
+    return LambdaCaps(account=cap).install(monkeypatch)
 
 
 def object_created(key: str, version: str) -> dict[str, Any]:
-    event = load_event("s3_object_created.json")
-    event["detail"]["object"]["key"] = key
-    event["detail"]["object"]["version-id"] = version
-    return event
+    return harness_event(INPUT_BUCKET, key, version)
 
 
-class Admission:
-    """The admission queue and the Starter, driven the way Lambda's SQS event source does."""
+SMALL = {"CHUNK_SIZE_MB": "0.05", "MAX_ITEM_MB": "0.1", "BATCH_MB": "0.1"}
 
-    def __init__(self, stack: Stack, monkeypatch: pytest.MonkeyPatch, *, max_running: int) -> None:
-        self.stack = stack
-        self.sqs = boto3.client("sqs", region_name=REGION)
-        self.url = self.sqs.create_queue(
-            QueueName=stack.refs["AdmissionQueue.QueueName"], Attributes={"VisibilityTimeout": "30"}
-        )["QueueUrl"]
-        self.arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        monkeypatch.setenv("STATE_MACHINE_ARN", stack.state_machine_arn)
-        monkeypatch.setenv("MAX_RUNNING_EXECUTIONS", str(max_running))
-        monkeypatch.setenv("ADMISSION_RETRY_SECONDS", "1")
-        self.responses: list[dict[str, Any]] = []
 
-    def send(self, event: dict[str, Any]) -> None:
-        self.sqs.send_message(QueueUrl=self.url, MessageBody=json.dumps(event))
-
-    def event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        """The SQS event Lambda's event source makes of ``messages``: records shaped as in events/starter.json."""
-        (template, *_) = load_event("starter.json")["Records"]
-        records = [
-            template
-            | {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": template["attributes"] | m.get("Attributes", {}),
-                "md5OfBody": m["MD5OfBody"],
-                "eventSourceARN": self.arn,
-            }
-            for m in messages
-        ]
-        return {"Records": records}
-
-    def drain(self, timeout: float = 300.0) -> list[dict[str, Any]]:
-        """Run the Starter on what the queue holds until it is empty and no execution runs."""
-        sfn = self.stack.sfn
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = self.sqs.receive_message(
-                QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageSystemAttributeNames=["All"]
-            )
-            messages = got.get("Messages", [])
-            if messages:
-                response = starter_app.lambda_handler(self.event(messages), FakeLambdaContext("StarterFunction"))
-                self.responses.append(response)
-                failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
-                for m in messages:  # what the event source does with a partial batch response
-                    if m["MessageId"] not in failed:
-                        self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
-            running = sfn.list_executions(stateMachineArn=self.stack.state_machine_arn, statusFilter="RUNNING")
-            left = self.sqs.get_queue_attributes(
-                QueueUrl=self.url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-            )["Attributes"]
-            if not running["executions"] and not messages and not any(int(v) for v in left.values()):
-                return sfn.list_executions(stateMachineArn=self.stack.state_machine_arn)["executions"]
-            time.sleep(0.05)
-        raise AssertionError(f"the queue did not drain in {timeout} s")
+def upload_small(stack: Stack, admission: AdmissionHarness, tmp_path: Path, key: str, seed: int) -> None:
+    path = make_nwb(tmp_path / f"{seed}.nwb", channels=4, samples=6_000, second_series=False, seed=seed)
+    version = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=key, Body=path.read_bytes())["VersionId"]
+    admission.send(object_created(key, version))
 
 
 def test_a_burst_under_a_lambda_concurrency_cap_queues_and_every_file_converts(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for k, v in {"CHUNK_SIZE_MB": "0.05", "MAX_ITEM_MB": "0.1", "BATCH_MB": "0.1"}.items():
+    for k, v in SMALL.items():
         monkeypatch.setenv(k, v)
     seen = concurrency_cap(monkeypatch, cap=2)
-    admission = Admission(stack, monkeypatch, max_running=2)
+    admission = AdmissionHarness(stack, monkeypatch, max_running=2)
     keys = [f"incoming/burst-{i}.nwb" for i in range(5)]
     for i, key in enumerate(keys):
         path = make_nwb(tmp_path / f"{i}.nwb", channels=4, samples=12_000, second_series=False, seed=i)
         version = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=key, Body=path.read_bytes())["VersionId"]
         admission.send(object_created(key, version))
 
-    executions = admission.drain()
+    with atomic_transactions():
+        admission.run(starters=1)
 
+    executions = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
     assert len(executions) == len(keys)
     for e in executions:
         desc = stack.sfn.describe_execution(executionArn=e["executionArn"])
         assert desc["status"] == "SUCCEEDED", desc.get("cause")
     for key in keys:
-        stem = key[: -len(".nwb")]
-        names = stack.objects(OUTPUT_BUCKET, f"converted/{stem}/")
+        names = stack.published(key)
         assert any(n.endswith(".metadata.json") for n in names) and any(n.endswith(".bin.gz") for n in names)
-    assert seen["peak"] <= 2
-    assert seen["throttled"] > 0  # the cap was really hit, and waited out
-    # The Starter held files back while the cap of running executions was reached.
-    assert any(r["batchItemFailures"] for r in admission.responses)
+    assert seen.peak_account <= 2
+    assert sum(seen.throttled.values()) > 0  # the cap was really hit, and waited out
+    # Files were held back while both slots were taken: sent again, never received again.
+    assert len(admission.receives) > len(keys) and max(r.count for r in admission.receives) == 1
+    assert admission.depth(admission.dead_letter_url) == 0
 
 
 def test_the_same_event_twice_starts_one_conversion(
     stack: Stack, example_nwb: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    admission = Admission(stack, monkeypatch, max_running=5)
+    admission = AdmissionHarness(stack, monkeypatch, max_running=5)
     key = "incoming/sub-01_ses-01.nwb"
     version = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=key, Body=example_nwb.read_bytes())["VersionId"]
     event = object_created(key, version)
     admission.send(event)
     admission.send(event)  # S3 and EventBridge deliver at least once
-    first = admission.drain()
+    admission.run()
+    first = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
     admission.send(dict(event, id="another-delivery-id"))  # a late duplicate with another event id
-    executions = admission.drain()
+    admission.run()
+    executions = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
 
     assert len(first) == len(executions) == 1
     assert executions[0]["status"] == "SUCCEEDED"
     assert [f for f, _ in stack.invocations].count("PlanFunction") == 1
     assert [f for f, _ in stack.invocations].count("FinalizeFunction") == 1
+
+
+def test_a_file_waiting_through_many_deferrals_is_never_dead_lettered(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 2: one slot, held by a slow conversion; a second file is deferred again and again. Each
+    deferral used to be one more receive of the same message (at the deployed maxReceiveCount of
+    1,000 and 300 s, the dead-letter queue after ~83 h). Now every receive is a first one, and the
+    queue's real maxReceiveCount (template.yaml) is never approached."""
+    from functions.finalize import app as finalize_app
+
+    real = finalize_app.finalize
+
+    def finalize_slowly(s3: Any, request: Any, **kw: Any) -> Any:
+        if request.source.key == "incoming/slow.nwb":
+            time.sleep(6)  # holds the only slot while the other file is deferred
+        return real(s3, request, **kw)
+
+    monkeypatch.setattr(finalize_app, "finalize", finalize_slowly)
+    for k, v in SMALL.items():
+        monkeypatch.setenv(k, v)
+    admission = AdmissionHarness(stack, monkeypatch, max_running=1)
+    upload_small(stack, admission, tmp_path, "incoming/slow.nwb", 0)
+    with atomic_transactions():
+        admission.poll()  # the slow one takes the slot first
+        upload_small(stack, admission, tmp_path, "incoming/waiting.nwb", 1)
+        admission.run(starters=1)
+
+    waited = [r for r in admission.receives if r.identity == "incoming/waiting.nwb"]
+    redrive = stack.template["Resources"]["AdmissionQueue"]["Properties"]["RedrivePolicy"]
+    assert len(waited) >= 4  # deferred again and again (every ~1 s here; 300 s by default)
+    assert max(r.count for r in waited) == 1 < int(redrive["maxReceiveCount"])
+    assert admission.depth(admission.dead_letter_url) == 0
+    assert stack.published("incoming/waiting.nwb")
+
+
+def test_two_starters_racing_never_exceed_the_cap(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 3: two Starters decide at the same moment (a barrier before either starts anything),
+    and executions started a moment ago are not listed yet (ListExecutions is eventually
+    consistent: hidden for 2 s here). Counting running executions, each saw room for the whole
+    cap; the admission slots grant exactly the cap."""
+    for k, v in SMALL.items():
+        monkeypatch.setenv(k, v)
+    lagging_listings(monkeypatch, starter_app, lag=2.0)
+    first_start = barrier_on_first_starts(monkeypatch)
+    admission = AdmissionHarness(stack, monkeypatch, max_running=3)
+    for i in range(8):
+        upload_small(stack, admission, tmp_path, f"incoming/race-{i}.nwb", i)
+
+    with atomic_transactions():
+        admission.run(starters=2)
+
+    intervals = execution_intervals(stack)
+    assert len(intervals) == 8 and all(status == "SUCCEEDED" for *_, status in intervals)
+    assert peak_overlap(intervals) <= 3
+    assert len(first_start) == 2  # both Starters really raced
+
+
+def execution_intervals(stack: Stack) -> list[tuple[float, float, str]]:
+    """(start, stop, status) of every conversion, from Step Functions' own record."""
+    out = []
+    for e in stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]:
+        desc = stack.sfn.describe_execution(executionArn=e["executionArn"])
+        out.append((desc["startDate"].timestamp(), desc["stopDate"].timestamp(), desc["status"]))
+    return out
+
+
+def peak_overlap(intervals: list[tuple[float, float, str]]) -> int:
+    """The most executions running at one moment (an end at the same instant as a start comes first)."""
+    edges = sorted([(start, 1) for start, _, _ in intervals] + [(stop, -1) for _, stop, _ in intervals])
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def lagging_listings(monkeypatch: pytest.MonkeyPatch, module: Any, *, lag: float) -> None:
+    """ListExecutions of ``module``'s client hides executions started less than ``lag`` s ago (AWS:
+    "eventually consistent ... may not reflect very recent updates")."""
+    client = module.sfn
+    real = client.list_executions
+
+    def lagging(**kw: Any) -> Any:
+        answer = real(**kw)
+        now = time.time()
+        return answer | {"executions": [e for e in answer["executions"] if now - e["startDate"].timestamp() >= lag]}
+
+    monkeypatch.setattr(client, "list_executions", lagging)
 
 
 def slow_down_puts(client: Any, fraction: float, seed: int) -> dict[str, int]:
@@ -232,8 +229,8 @@ def test_s3_slow_down_on_a_fraction_of_puts_still_gives_identical_bytes(
     key = "incoming/sub-01_ses-01.nwb"
     version = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=key, Body=example_nwb.read_bytes())["VersionId"]
     assert stack.run(object_created(key, version))["status"] == "SUCCEEDED"
-    clean = stack.objects(OUTPUT_BUCKET, "converted/")
-    for name in list(clean):
+    clean = stack.published(key)
+    for name in stack.objects(OUTPUT_BUCKET, "converted/"):
         stack.s3.delete_object(Bucket=OUTPUT_BUCKET, Key=name)
 
     counts = [slow_down_puts(m.s3, 0.1, seed) for seed, m in enumerate((plan_app, write_app, finalize_app))]
@@ -241,4 +238,4 @@ def test_s3_slow_down_on_a_fraction_of_puts_still_gives_identical_bytes(
 
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
     assert sum(c["slowed"] for c in counts) >= 5  # the 503s really happened
-    assert differing_objects(stack.objects(OUTPUT_BUCKET, "converted/"), clean) == []
+    assert differing_objects(stack.published(key), clean) == []

@@ -26,7 +26,6 @@ from tests.fake_pennsieve.fixtures import s3_gate as s3_gate  # the session's ga
 from tests.fake_pennsieve.s3gate import S3Gate
 
 TOKEN = "session-token-789"
-OUTPUT_PREFIX = "converted/incoming/sub-01_ses-01/"
 CHUNK_FILES = 14  # of the example file at the default chunk size
 BATCH_FILES = 3  # so the upload Map has several items
 
@@ -68,8 +67,10 @@ def calls(stack: Stack, since: int = 0) -> dict[str, int]:
     return counts
 
 
-def written(stack: Stack, prefix: str = OUTPUT_PREFIX) -> tuple[dict[str, bytes], dict[int, str]]:
-    """The output's chunk files (name → bytes) and import-asset.json's channel map."""
+def written(stack: Stack, prefix: str | None = None) -> tuple[dict[str, bytes], dict[int, str]]:
+    """The output's chunk files (name → bytes) and import-asset.json's channel map (by default the
+    example's published version folder)."""
+    prefix = prefix or stack.published_folder(EXAMPLE_KEY)
     objects = stack.objects(OUTPUT_BUCKET, prefix)
     files = {k[len(prefix) :]: v for k, v in objects.items() if k.endswith(".bin.gz")}
     state = json.loads(objects[prefix + "import-asset.json"])
@@ -83,6 +84,7 @@ def test_the_state_machine_imports_into_a_viewer_asset_and_a_rerun_does_nothing(
     s3_gate: S3Gate,
     example_nwb: Path,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     put_nwb(stack, example_nwb, {"integration-id": importing["run"]})
 
@@ -111,6 +113,9 @@ def test_the_state_machine_imports_into_a_viewer_asset_and_a_rerun_does_nothing(
     assert s3_gate.stats()["stored"] == CHUNK_FILES and len(pennsieve.assets) == 1
     # No credential in any payload, the execution's outputs, the logs or anything written to S3.
     logs = capsys.readouterr()
+    # Where the files went, for the deploy runbook's Region check (deploy.md, section 4).
+    where = f"to viewer asset {asset} in bucket pennsieve-viewer-assets (Region us-east-1)"
+    assert f"uploading 3 files {where}" in caplog.text
     texts = [json.dumps(stack.invocations), desc["output"], again["output"], logs.out, logs.err]
     texts += [v.decode("utf-8", "replace") for v in stack.objects(OUTPUT_BUCKET).values()]
     secrets = [TOKEN, *pennsieve.secrets_issued()]
@@ -146,7 +151,9 @@ def test_a_failed_upload_item_fails_the_execution_and_a_new_one_resumes_the_asse
     assert message.startswith(f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: ") and "files failed to upload" in message
     assert message.endswith(f"viewer asset {asset} is left unfinished: rerun to resume")
     failed = json.loads(
-        stack.s3.get_object(Bucket=OUTPUT_BUCKET, Key=OUTPUT_PREFIX + "import-failed.json")["Body"].read()
+        stack.s3.get_object(Bucket=OUTPUT_BUCKET, Key=stack.published_folder(EXAMPLE_KEY) + "import-failed.json")[
+            "Body"
+        ].read()
     )
     stored = s3_gate.stats()["stored"]
     assert pennsieve.assets[asset]["status"] == "created" and stored + len(failed["failed"]) == CHUNK_FILES
@@ -161,7 +168,9 @@ def test_a_failed_upload_item_fails_the_execution_and_a_new_one_resumes_the_asse
     assert calls(stack, seen)["UploadFilesFunction"] == -(-(CHUNK_FILES - stored) // BATCH_FILES)
     files, mapping = written(stack)
     assert_imported(pennsieve, s3_gate, importing["package"], files, mapping)  # each file PUT once in all
-    assert "Contents" not in stack.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=OUTPUT_PREFIX + "import-failed")
+    assert "Contents" not in stack.s3.list_objects_v2(
+        Bucket=OUTPUT_BUCKET, Prefix=stack.published_folder(EXAMPLE_KEY) + "import-failed"
+    )
 
 
 def test_without_pennsieve_renewing_credentials_finalize_stops_before_any_upload_and_cleans_up(

@@ -26,7 +26,16 @@ from tests.fake_pennsieve import FakePennsieve, Fault
 from tests.fake_pennsieve.fixtures import FAST_RETRY
 
 TOKEN = "session-token-789"
-OUTPUT_PREFIX = "converted/incoming/sub-01_ses-01/"
+
+
+def output_prefix(stack: Stack) -> str:
+    """The published version folder of the example key (what @current.json names): the chunk files
+    and the import records are there."""
+    folder = stack.published_folder(EXAMPLE_KEY)
+    assert folder
+    return folder
+
+
 PUTS = "PUT ^/s3/([^/]+)/([^/]+)$"
 CHUNK_FILES = 14  # of the example file at the default chunk size
 BATCH_FILES = 3  # so the upload Map has several items
@@ -83,7 +92,8 @@ def calls(stack: Stack, since: int = 0) -> tuple[list[dict[str, Any]], list[dict
 
 
 def uploaded_names(stack: Stack) -> list[str]:
-    return [k for k in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX) if k[len(OUTPUT_PREFIX) :].startswith("channel-")]
+    prefix = output_prefix(stack)
+    return [k for k in stack.objects(OUTPUT_BUCKET, prefix) if k[len(prefix) :].startswith("channel-")]
 
 
 def test_the_upload_map_uploads_every_file_once_and_a_rerun_uploads_nothing(
@@ -117,10 +127,10 @@ def test_the_upload_map_uploads_every_file_once_and_a_rerun_uploads_nothing(
     assert len(channels) == out["channels"] == 11
     # The uploaded bytes are the chunk files' bytes, under their channel's node id.
     state = json.loads(
-        stack.s3.get_object(Bucket=OUTPUT_BUCKET, Key=OUTPUT_PREFIX + "import-state.json")["Body"].read()
+        stack.s3.get_object(Bucket=OUTPUT_BUCKET, Key=output_prefix(stack) + "import-state.json")["Body"].read()
     )
     for key in uploaded_names(stack):
-        name = key[len(OUTPUT_PREFIX) :]
+        name = key[len(output_prefix(stack)) :]
         if not name.endswith(".bin.gz"):
             continue
         remote = state["channels"][str(int(name[8:13]))] + "_" + name.split("_", 1)[1]
@@ -166,7 +176,9 @@ def test_a_dropped_put_fails_the_execution_with_the_count_and_a_rerun_completes_
     message = json.loads(desc["cause"])["errorMessage"]
     assert message.startswith(f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: 1 of {CHUNK_FILES} files failed to upload: channel-")
     assert "rerun" in message and "first error:" in message
-    failed = json.loads(stack.s3.get_object(Bucket=OUTPUT_BUCKET, Key=OUTPUT_PREFIX + FAILED_NAME)["Body"].read())
+    failed = json.loads(
+        stack.s3.get_object(Bucket=OUTPUT_BUCKET, Key=output_prefix(stack) + FAILED_NAME)["Body"].read()
+    )
     assert len(failed["failed"]) == 1 and failed["failed"][0] in message
     (imp,) = pennsieve.imports.values()
     assert len(pennsieve.uploaded_files(imp.id)) == CHUNK_FILES - 1
@@ -188,8 +200,8 @@ def test_a_dropped_put_fails_the_execution_with_the_count_and_a_rerun_completes_
     ] == [1]
     assert len(pennsieve.uploaded_files(imp.id)) == CHUNK_FILES and len(pennsieve.imports) == 1
     assert len(pennsieve.channels[importing["package"]]) == 11
-    assert "Contents" not in stack.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=OUTPUT_PREFIX + FAILED_NAME)
-    records = stack.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=OUTPUT_PREFIX + UPLOADED_PREFIX)["Contents"]
+    assert "Contents" not in stack.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=output_prefix(stack) + FAILED_NAME)
+    records = stack.s3.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=output_prefix(stack) + UPLOADED_PREFIX)["Contents"]
     assert records  # progress is recorded next to the output, where a rerun looks
 
 

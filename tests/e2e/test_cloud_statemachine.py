@@ -3,14 +3,16 @@
 What moto executes here: Task states calling ``arn:aws:states:::lambda:invoke``, the
 Distributed Map with ``ItemReader`` (S3 GetObject of write-batches.json), ``ItemSelector`` and
 ``ResultWriter`` (moto writes only the manifest.json of the results, not the result files),
-Retry, Catch, Pass with ``States.Format``, and Fail with ``ErrorPath``/``CausePath``. What it does
-not do: enforce ``ToleratedFailureCount`` (a failed map item leaves ``null`` and the map
-succeeds), so there Finalize's check of every chunk file is what fails the execution.
+Retry, and the Choice states on the outcome. What it does not do: enforce
+``ToleratedFailureCount`` (a failed map item leaves ``null`` and the map succeeds), so there
+Finalize's check of every chunk file is what fails the execution. The output is read as a reader
+finds it: the key's ``@current.json``, then the version folder it names.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from nwb2pennsieve.output.publish import MARKER_NAME
 from nwb2pennsieve.settings import COMPRESSED_GZIP_LEVEL
 from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, Stack, load_event, make_nwb
 from tests.expected import differing_objects
+from tests.redrive import unfinished_states
 
 # Small chunks and items, so the example file makes several batches for the map.
 SMALL = {"CHUNK_SIZE_MB": "0.05", "MAX_ITEM_MB": "0.2", "BATCH_MB": "0.4"}
@@ -78,9 +81,10 @@ def test_execution_from_the_eventbridge_event_matches_the_local_pool(
     desc = stack.run(eventbridge_event(version))
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
     summary = json.loads(desc["output"])
-    cloud = {k[len(OUTPUT_PREFIX) :]: v for k, v in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX).items()}
+    cloud = stack.published(EXAMPLE_KEY)
     local = local_output(example_nwb, tmp_path / "local")
     assert differing_objects(cloud, local) == []
+    assert summary["outcome"] == "converted" and summary["output"].endswith(f"/@v/v{version}/")
     assert summary["chunkFiles"] == sum(1 for n in local if n.endswith(".bin.gz"))
     writes = [p for f, p in stack.invocations if f == "WriteChunksFunction"]
     assert len(writes) > 3  # the map really fanned out
@@ -100,10 +104,7 @@ def test_hand_started_execution_with_overrides(stack: Stack, example_nwb: Path, 
         }
     )
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
-    cloud = {
-        k[len("converted/by-hand/incoming/sub-01_ses-01/") :]: v
-        for k, v in stack.objects(OUTPUT_BUCKET, "converted/by-hand/").items()
-    }
+    cloud = stack.published(EXAMPLE_KEY, "converted/by-hand/")
     assert cloud == local_output(example_nwb, tmp_path / "local", gzip_level=0)
 
 
@@ -193,8 +194,11 @@ def test_lambda_throttling_is_retried_with_backoff(stack: Stack, example_nwb: Pa
     assert calls.count("WriteChunksFunction") == 2
 
 
-def test_a_failed_map_names_the_file(stack: Stack, example_nwb: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Map's own failure (here: its ItemReader finds no write-batches.json) goes through WriteChunksFailed."""
+def test_a_failed_map_fails_the_execution_in_the_map(
+    stack: Stack, example_nwb: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Map's own failure (here: its ItemReader finds no write-batches.json) fails the execution in
+    the map itself (nothing caught), where a redrive resumes; the execution's input names the file."""
     from functions.plan import app as plan_app
 
     real = plan_app.plan_object
@@ -208,9 +212,49 @@ def test_a_failed_map_names_the_file(stack: Stack, example_nwb: Path, monkeypatc
     monkeypatch.setattr(plan_app, "plan_object", plan_then_lose_the_write_batches)
     stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())
     desc = stack.run(load_event("plan.json"))
-    assert (desc["status"], desc["error"]) == ("FAILED", "WriteChunksError")
-    assert desc["cause"].startswith(f"s3://{INPUT_BUCKET}/{EXAMPLE_KEY}: writing the chunk files failed (")
-    assert f"s3://{OUTPUT_BUCKET}/records/map-results/" in desc["cause"]
+    assert desc["status"] == "FAILED"
+    assert unfinished_states(stack.sfn, desc["executionArn"]) == ["WriteChunks"]
+    assert json.loads(desc["input"])["key"] == EXAMPLE_KEY
+
+
+def test_a_superseded_run_ends_as_superseded_not_failed(
+    stack: Stack,
+    small_items: None,
+    example_nwb: Path,
+    shuffled_nwb: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Item 13: the file is replaced while its first write batch runs. The old execution ends
+    SUCCEEDED with outcome ``superseded`` (not FAILED: no failure alarm, no FAILED e-mail), leaves no
+    version folder behind, and the new one publishes the new file's output."""
+    from functions.write_chunks import app as write_app
+
+    real = write_app.write_chunks
+    first = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())["VersionId"]
+    replaced: list[str] = []
+    once = threading.Lock()  # the map's writers run at once
+
+    def replace_during_the_first_batch(s3: Any, event: Any, **kw: Any) -> Any:
+        with once:
+            if event.source.version_id == first and not replaced:
+                with stack.iam.acting_as(None):  # the user uploads a new version
+                    put = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=shuffled_nwb.read_bytes())
+                replaced.append(put["VersionId"])
+        return real(s3, event, **kw)
+
+    monkeypatch.setattr(write_app, "write_chunks", replace_during_the_first_batch)
+    old = stack.run(eventbridge_event(first))
+    new = stack.run(eventbridge_event(replaced[0]))
+
+    assert old["status"] == "SUCCEEDED", old.get("cause")
+    outcome = json.loads(old["output"])
+    assert (outcome["outcome"], outcome["step"]) == ("superseded", "Finalize")
+    assert outcome["latest"] == f"version {replaced[0]}"
+    assert new["status"] == "SUCCEEDED" and json.loads(new["output"])["outcome"] == "converted"
+    assert differing_objects(stack.published(EXAMPLE_KEY), local_output(shuffled_nwb, tmp_path / "local")) == []
+    folders = {k.split("/@v/")[1].split("/")[0] for k in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX) if "/@v/" in k}
+    assert folders == {f"v{replaced[0]}"}
 
 
 @pytest.mark.parametrize(("layout_name", "level_1"), [("ts-zarr", "0/1/env/c/"), ("legacy", "0/1/c/")])
@@ -233,7 +277,7 @@ def test_the_bundle_from_the_state_machine_equals_the_local_pools(
     version = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=example_nwb.read_bytes())["VersionId"]
     desc = stack.run(eventbridge_event(version))
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
-    cloud = {k[len(OUTPUT_PREFIX) :]: v for k, v in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX).items()}
+    cloud = stack.published(EXAMPLE_KEY)
     local = local_output(example_nwb, tmp_path / "local", output_formats="chunks,bundle", layout=layout_name)
     assert any(name.startswith(f"sub-01_ses-01.zarr/{level_1}") for name in local)
     assert differing_objects(cloud, local) == []  # the bundle's objects byte for byte

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, OUTPUT_BUCKET, Stack
-from tests.e2e.test_cloud_statemachine import OUTPUT_PREFIX, eventbridge_event, local_output
+from tests.cloud_fixtures import EXAMPLE_KEY, INPUT_BUCKET, Stack
+from tests.e2e.test_cloud_statemachine import eventbridge_event, local_output
 from tests.events_factory import Everything, write_everything
 from tests.expected import differing_objects
 from tests.tszarr_checks import validate
@@ -40,7 +40,7 @@ def _run(stack: Stack, nwb: Path, annotations: bytes | None) -> dict[str, bytes]
     version = stack.s3.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=nwb.read_bytes())["VersionId"]
     desc = stack.run(eventbridge_event(version))
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
-    return {k[len(OUTPUT_PREFIX) :]: v for k, v in stack.objects(OUTPUT_BUCKET, OUTPUT_PREFIX).items()}
+    return stack.published(EXAMPLE_KEY)
 
 
 def _as_folder(objects: dict[str, bytes], folder: Path) -> Path:

@@ -1,11 +1,10 @@
-"""The parts of admission and of a safe import that need no state machine: the Starter with its
-event, execution names, the import claim under two racing threads (moto S3 and a local
-directory), DeleteObjects batches and the clients' retry mode and pool size."""
+"""The parts of admission and of a safe import that need no state machine: execution names, the
+cap, the import claim under two racing threads (moto S3 and a local directory), DeleteObjects
+batches and the clients' retry mode and pool size (the Starter itself: test_cloud_starter.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,51 +15,7 @@ from nwb2pennsieve.cloud.admission import NAME_MAX, admission_cap, execution_nam
 from nwb2pennsieve.output.storage import LocalStore, S3Store, Store
 from nwb2pennsieve.pennsieve.errors import ImportBusyError
 from nwb2pennsieve.pennsieve.records import CLAIM_NAME, import_claim
-from tests.cloud_fixtures import OUTPUT_BUCKET, REGION, FakeLambdaContext, load_event
-
-
-def test_the_starter_with_its_event_starts_each_object_version_once_up_to_the_cap(
-    cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """events/starter.json (two object versions): with room for one execution the first starts and
-    the second stays on the queue; delivered again with room for more, the first is a duplicate."""
-    import boto3
-    from moto import mock_aws
-
-    from functions.starter import app as starter_app
-
-    event = load_event("starter.json")
-    first, second = (json.loads(r["body"]) for r in event["Records"])
-    with mock_aws():  # executions stay RUNNING: moto does not execute this definition
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        sqs = boto3.client("sqs", region_name=REGION)
-        sqs.create_queue(QueueName=event["Records"][0]["eventSourceARN"].rsplit(":", 1)[1])
-        definition = json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
-        arn = sfn.create_state_machine(
-            name="test-conversion", definition=definition, roleArn="arn:aws:iam::123456789012:role/test"
-        )["stateMachineArn"]
-        monkeypatch.setattr(starter_app, "sfn", sfn)
-        monkeypatch.setattr(starter_app, "sqs", sqs)
-        monkeypatch.setenv("STATE_MACHINE_ARN", arn)
-        monkeypatch.setenv("MAX_RUNNING_EXECUTIONS", "1")
-
-        deferred = starter_app.lambda_handler(event, FakeLambdaContext("StarterFunction"))
-
-        assert deferred == {"batchItemFailures": [{"itemIdentifier": event["Records"][1]["messageId"]}]}
-        (started,) = sfn.list_executions(stateMachineArn=arn)["executions"]
-        obj = first["detail"]["object"]
-        assert started["name"] == execution_name(first["detail"]["bucket"]["name"], obj["key"], obj["version-id"])
-        assert json.loads(sfn.describe_execution(executionArn=started["executionArn"])["input"]) == first
-
-        monkeypatch.setenv("MAX_RUNNING_EXECUTIONS", "5")
-        again = starter_app.lambda_handler(event, FakeLambdaContext("StarterFunction"))
-
-        assert again == {"batchItemFailures": []}
-        inputs = [
-            json.loads(sfn.describe_execution(executionArn=e["executionArn"])["input"])
-            for e in sfn.list_executions(stateMachineArn=arn)["executions"]
-        ]
-        assert sorted(i["id"] for i in inputs) == sorted([first["id"], second["id"]])  # the first once
+from tests.cloud_fixtures import OUTPUT_BUCKET
 
 
 def test_execution_names_are_valid_stable_and_distinct() -> None:
@@ -78,8 +33,10 @@ def test_execution_names_are_valid_stable_and_distinct() -> None:
     assert execution_name("b", "dir/sub-01_ses-01.nwb", "v").startswith("sub-01_ses-01-")
 
 
-def test_the_cap_keeps_the_maps_inside_the_writers_reserve() -> None:
-    assert admission_cap(10, 600, 120) == 5
+def test_the_cap_keeps_the_maps_inside_80_percent_of_the_writers_reserve() -> None:
+    assert admission_cap(5, 0, 100) == 5  # no reserve (the default): MaxRunningExecutions
+    assert admission_cap(10, 600, 120) == 4  # 4 x 120 = 480 <= 0.8 x 600; 5 x 120 = 600 is the whole reserve
+    assert admission_cap(10, 625, 100) == 5
     assert admission_cap(3, 600, 120) == 3
     assert admission_cap(10, 100, 1000) == 1  # never zero: one file still converts (its writers wait)
 
@@ -191,7 +148,7 @@ def test_every_handler_client_retries_adaptively_with_a_connection_per_thread() 
     checked = 0
     for module_name in FUNCTIONS.values():
         module = importlib.import_module(module_name)
-        for attr in ("s3", "sfn", "sqs"):
+        for attr in ("s3", "sfn", "sqs", "dynamodb"):
             client = getattr(module, attr, None)
             if client is None:
                 continue
@@ -199,7 +156,7 @@ def test_every_handler_client_retries_adaptively_with_a_connection_per_thread() 
             assert config.retries["mode"] == "adaptive", (module_name, attr)
             assert config.max_pool_connections >= threads.get(module_name, 1), module_name
             checked += 1
-    assert checked == len(FUNCTIONS) + 1  # the Starter has two
+    assert checked == len(FUNCTIONS) + 3  # the Starter has four (s3, sfn, sqs, dynamodb)
 
 
 def test_a_created_local_object_is_never_seen_empty(tmp_path: Path) -> None:

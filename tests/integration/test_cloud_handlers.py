@@ -20,17 +20,19 @@ from functions.write_chunks import app as write_app
 from nwb2pennsieve.cloud import imports
 from nwb2pennsieve.cloud.finalize_step import IncompleteOutputError
 from nwb2pennsieve.cloud.imports import credentials_env
+from nwb2pennsieve.cloud.layout import OUTPUT_NAME_BYTES
 from nwb2pennsieve.cloud.models import (
     FinalizeOutput,
     PlanOutput,
     S3Prefix,
     S3Ref,
+    Superseded,
     UploadFilesOutput,
     WriteChunksOutput,
     WrittenBatch,
 )
-from nwb2pennsieve.cloud.objects import SupersededError
 from nwb2pennsieve.cloud.records import RecordsFolder
+from nwb2pennsieve.cloud.versions import read_pointer
 from nwb2pennsieve.errors import ConfigurationError, InvalidInputError
 from nwb2pennsieve.pennsieve import TargetNotFoundError, UploadError
 from nwb2pennsieve.plan.models import Plan
@@ -81,12 +83,14 @@ def plan_and_write(s3: Any, path: Path) -> dict[str, Any]:
 
 
 def test_plan_with_its_event_writes_plan_and_write_batches(apps: Any, example_nwb: Path) -> None:
-    put_example(apps, example_nwb)
+    version = put_example(apps, example_nwb)
     out = PlanOutput.model_validate(run_plan(load_event("plan.json")))
     plan = Plan.model_validate_json(apps.get_object(Bucket=OUTPUT_BUCKET, Key=out.plan.key)["Body"].read())
     batches = json.loads(apps.get_object(Bucket=OUTPUT_BUCKET, Key=out.write_batches.key)["Body"].read())
     assert out.source.key == EXAMPLE_KEY
-    assert out.output.prefix == "converted/incoming/sub-01_ses-01/"
+    # The version's own folder, inside the key's folder (where Finalize publishes it).
+    assert out.folder.prefix == "converted/incoming/sub-01_ses-01/"
+    assert out.output.prefix == f"converted/incoming/sub-01_ses-01/@v/v{version}/"
     assert [i for b in batches for i in b["items"]] == [i.id for i in plan.work_items]
     assert out.work_items == len(plan.work_items) and out.batches == len(batches)
     assert out.chunk_files == len(plan.file_names())
@@ -96,11 +100,14 @@ def test_plan_with_its_event_writes_plan_and_write_batches(apps: Any, example_nw
 
 def test_plan_from_the_eventbridge_event_pins_the_version(apps: Any, example_nwb: Path) -> None:
     version = put_example(apps, example_nwb)
-    apps.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=b"a newer, broken upload")
     event = load_event("s3_object_created.json")
     event["detail"]["object"]["version-id"] = version
     out = PlanOutput.model_validate(run_plan(event))
     assert out.source.version_id == version  # the writers read the version the event announced
+    assert out.output.prefix.endswith(f"/@v/v{version}/")
+    # Once a newer upload exists, that version is not planned at all (its own execution converts it).
+    apps.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=b"a newer, broken upload")
+    assert Superseded.model_validate(run_plan(event)).step == "Plan"
 
 
 def test_plan_of_a_bad_file_names_the_file_and_reason(apps: Any) -> None:
@@ -147,7 +154,7 @@ def test_plan_refuses_an_output_prefix_outside_the_stacks(apps: Any, example_nwb
         "outputPrefix 'elsewhere/' must start with the stack's OutputPrefix 'converted/'"
     )
     assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET)
-    assert run_plan({**event, "outputPrefix": "converted/by-hand/"})["output"]["prefix"] == (
+    assert run_plan({**event, "outputPrefix": "converted/by-hand/"})["folder"]["prefix"] == (
         "converted/by-hand/incoming/sub-01_ses-01/"
     )
 
@@ -251,20 +258,123 @@ def test_finalize_removes_chunk_files_of_an_older_version(apps: Any, example_nwb
     assert not set(stale) & left and set(kept) <= left
 
 
-def test_an_execution_of_a_replaced_version_stops_before_touching_the_output(apps: Any, example_nwb: Path) -> None:
+def test_an_execution_of_a_replaced_version_ends_superseded_without_touching_the_output(
+    apps: Any, example_nwb: Path
+) -> None:
+    """Being replaced is an outcome: Finalize and the writers answer ``superseded`` (no error), write
+    nothing and publish nothing; Finalize removes the version's own unpublished folder."""
     planned = plan_and_write(apps, example_nwb)
     event = fixture_for("finalize.json", planned)
-    prefix = event["output"]["prefix"]
-    newer_file = prefix + "channel-00000_1_2.bin.gz"  # as if written by the newer version's execution
-    apps.put_object(Bucket=OUTPUT_BUCKET, Key=newer_file, Body=b"newer")
     apps.put_object(Bucket=INPUT_BUCKET, Key=EXAMPLE_KEY, Body=b"newer upload")
-    with pytest.raises(SupersededError, match="was replaced by version") as err:
-        finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
-    assert type(err.value).__name__ == "SupersededError"
-    assert apps.get_object(Bucket=OUTPUT_BUCKET, Key=newer_file)["Body"].read() == b"newer"
+    answer = finalize_app.lambda_handler(event, FakeLambdaContext("finalize"))
+    replaced = Superseded.model_validate(answer)
+    assert (replaced.outcome, replaced.step) == ("superseded", "Finalize")
+    assert replaced.latest.startswith("version ") and replaced.removed == 14
+    assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=event["output"]["prefix"])
+    assert read_pointer(apps, S3Prefix.model_validate(event["folder"])) is None
     write_event = fixture_for("write_chunks.json", planned)
-    with pytest.raises(SupersededError, match="was replaced by version"):
-        write_app.lambda_handler(write_event, FakeLambdaContext("write"))
+    written = WriteChunksOutput.model_validate(write_app.lambda_handler(write_event, FakeLambdaContext("write")))
+    assert written.superseded and written.files == 0
+    assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET, Prefix=event["output"]["prefix"])
+
+
+def convert(s3: Any, event: dict[str, Any]) -> dict[str, Any]:
+    """Plan, every write batch, Finalize, by hand; Finalize's answer."""
+    planned = run_plan(event)
+    batches = json.loads(s3.get_object(Bucket=OUTPUT_BUCKET, Key=planned["writeBatches"]["key"])["Body"].read())
+    for batch in batches:
+        item = {"source": planned["source"], "output": planned["output"], "plan": planned["plan"], "batch": batch}
+        write_app.lambda_handler(item, FakeLambdaContext("write"))
+    return finalize_app.lambda_handler(planned, FakeLambdaContext("finalize"))
+
+
+def objects(s3: Any, prefix: str) -> dict[str, bytes]:
+    return {
+        o["Key"]: s3.get_object(Bucket=OUTPUT_BUCKET, Key=o["Key"])["Body"].read()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=OUTPUT_BUCKET, Prefix=prefix)
+        for o in page.get("Contents", [])
+    }
+
+
+def test_finalize_publishes_the_version_and_removes_the_versions_it_replaced(apps: Any, example_nwb: Path) -> None:
+    first = put_example(apps, example_nwb)
+    done = FinalizeOutput.model_validate(convert(apps, load_event("plan.json")))
+    folder = S3Prefix(bucket=OUTPUT_BUCKET, prefix="converted/incoming/sub-01_ses-01/")
+    pointer = read_pointer(apps, folder)
+    assert pointer is not None and pointer.token == f"v{first}" and done.output.endswith(f"/@v/v{first}/")
+    second = put_example(apps, example_nwb)
+    again = FinalizeOutput.model_validate(convert(apps, load_event("plan.json")))
+    pointer = read_pointer(apps, folder)
+    assert pointer is not None and pointer.token == f"v{second}" and pointer.source.version_id == second
+    assert again.superseded_removed == done.chunk_files + done.metadata_files
+    assert not objects(apps, f"{folder.prefix}@v/v{first}/")
+    # A rerun of the published version changes nothing: already published, nothing to remove.
+    rerun = FinalizeOutput.model_validate(convert(apps, load_event("plan.json")))
+    assert rerun.superseded_removed == 0 and read_pointer(apps, folder) == pointer
+
+
+def test_a_superseded_plan_deletes_nothing(apps: Any, example_nwb: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 10: an old version's event, deferred, comes back after the new version converted with its
+    viewer bundle. Its Plan checks the version before anything else and touches nothing."""
+    monkeypatch.setenv("OUTPUT_FORMATS", "chunks,bundle")
+    old = put_example(apps, example_nwb)
+    put_example(apps, example_nwb)
+    FinalizeOutput.model_validate(convert(apps, load_event("plan.json")))
+    before = objects(apps, "converted/")
+    assert any(k.endswith(".zarr/zarr.json") for k in before)  # the newest version's bundle is published
+    # The names a conversion adds under its version folder fit the bound Plan checks key lengths with.
+    versions = [k.split("/@v/", 1)[1].split("/", 1)[1] for k in before if "/@v/" in k]
+    assert max(len(n.encode()) - len("sub-01_ses-01") for n in versions) <= OUTPUT_NAME_BYTES
+    late = load_event("s3_object_created.json")
+    late["detail"]["object"]["version-id"] = old
+    answer = Superseded.model_validate(run_plan(late))
+    assert (answer.step, answer.source.version_id) == ("Plan", old)
+    assert objects(apps, "converted/") == before
+    assert not objects(apps, f"records/incoming/sub-01_ses-01/@v/v{old}/")
+
+
+def test_a_writer_past_its_check_cannot_touch_the_published_output(
+    apps: Any, example_nwb: Path, shuffled_nwb: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 11: a writer of the old version that passed its version check just before the new version
+    arrived writes into its own version folder; the published one stays the new version's, byte for
+    byte, and the old version's Finalize removes what its writer left."""
+    from nwb2pennsieve.cloud import write_chunks_step
+
+    put_example(apps, example_nwb)
+    old = PlanOutput.model_validate(run_plan(load_event("plan.json")))
+    put_example(apps, example_nwb)  # the same file shape: the same chunk file names
+    new = FinalizeOutput.model_validate(convert(apps, load_event("plan.json")))
+    published = objects(apps, "converted/")
+    monkeypatch.setattr(write_chunks_step, "superseded", lambda *args: None)  # past its check
+    batches = json.loads(apps.get_object(Bucket=OUTPUT_BUCKET, Key=old.write_batches.key)["Body"].read())
+    for batch in batches:
+        item = {**old.dump(), "batch": batch}
+        WriteChunksOutput.model_validate(write_app.lambda_handler(item, FakeLambdaContext("write")))
+    assert objects(apps, old.output.prefix)  # it wrote, into its own folder
+    assert {k: v for k, v in objects(apps, "converted/").items() if k in published} == published
+    pointer = read_pointer(apps, old.folder)
+    assert pointer is not None and new.output.endswith(pointer.folder)
+    finalized = Superseded.model_validate(finalize_app.lambda_handler(old.dump(), FakeLambdaContext("finalize")))
+    assert finalized.removed > 0 and objects(apps, "converted/") == published
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("incoming/a.NWB", "does not end in .nwb"),
+        ("incoming/.nwb", "no name before .nwb"),
+        ("incoming/@v/a.nwb", "starts with '@'"),
+        ("incoming/" + "x" * 960 + ".nwb", "too long: its output keys"),
+    ],
+)
+def test_a_key_without_a_folder_of_its_own_is_refused_before_any_write(apps: Any, key: str, reason: str) -> None:
+    """Item 7/12: only keys whose folder is theirs alone, and whose derived keys fit S3's 1,024 bytes."""
+    apps.put_object(Bucket=INPUT_BUCKET, Key=key, Body=b"never read")
+    with pytest.raises(InvalidInputError, match=reason) as err:
+        run_plan({"bucket": INPUT_BUCKET, "key": key})
+    assert str(err.value).startswith(f"s3://{INPUT_BUCKET}/{key}: ")
+    assert "Contents" not in apps.list_objects_v2(Bucket=OUTPUT_BUCKET)
 
 
 @pytest.fixture

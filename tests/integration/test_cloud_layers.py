@@ -5,12 +5,15 @@ The layers are built as ``make build`` builds them (cached: rebuilt only when th
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 
 from layers.build_layers import LAMBDA_UNZIPPED_LIMIT, build_core, build_deps, size_of
+from nwb2pennsieve.cloud.clients import MIN_BOTOCORE
 from tests.cloud_fixtures import ROOT
 
 # Builds both layers with pip (a minute on a cold cache): `make test` runs it, `make test-unit` does not.
@@ -40,7 +43,15 @@ def test_deps_layer_is_arm64_cpython312_trimmed_and_compiled(layers: dict[str, P
     plugins = {p.name for p in (site / "hdf5plugin" / "plugins").glob("libh5*.so")}
     assert {"libh5blosc.so", "libh5blosc2.so", "libh5zstd.so", "libh5lz4.so", "libh5bshuf.so"} <= plugins
     assert not plugins & {"libh5sz.so", "libh5sz3.so"}
-    assert not (site / "boto3").exists() and not (site / "botocore").exists()  # the runtime has them
+    # The SDK is shipped (the runtime's varies), new enough for PutObject's IfMatch.
+    for package in ("boto3", "botocore", "s3transfer"):
+        assert (site / package).is_dir(), package
+    (dist,) = site.glob("botocore-*.dist-info")
+    version = tuple(int(p) for p in dist.name.split("-")[1].split(".")[:3])
+    assert version >= MIN_BOTOCORE
+    (model,) = (m for m in (site / "botocore" / "data" / "s3").glob("*/*") if m.name.startswith("service-2.json"))
+    text = gzip.decompress(model.read_bytes()) if model.suffix == ".gz" else model.read_bytes()
+    assert "IfMatch" in json.loads(text)["shapes"]["PutObjectRequest"]["members"]
     binaries = list(site.rglob("*.so"))
     assert binaries and all("x86_64" not in b.name for b in binaries)
     assert any(b.name.endswith("cpython-312-aarch64-linux-gnu.so") for b in binaries)

@@ -1,6 +1,7 @@
-"""check_current: only a listing without the key (or a delete marker on top) means the input is gone;
-access denied and throttling are errors, never taken for "deleted" (which would let an older
-execution delete a newer version's chunk files as stale)."""
+"""superseded_by: is the version an execution converts still the object's latest? By version id, or,
+without one (an unversioned or versioning-suspended bucket: every upload's version id is ``null``),
+by the pinned ETag. Only a listing without the key (or a delete marker on top) means the input is
+gone; access denied and throttling are errors, never taken for "deleted" or "current"."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from nwb2pennsieve.cloud.models import S3Ref
-from nwb2pennsieve.cloud.objects import SupersededError, check_current, latest_version
+from nwb2pennsieve.cloud.objects import latest_version, superseded_by
 from nwb2pennsieve.errors import StorageError
 
 SOURCE = S3Ref(bucket="in-bucket", key="a/b.nwb", version_id="v1")
@@ -35,8 +36,8 @@ class FakeVersions:
         return self.pages
 
 
-def version(key: str, vid: str, latest: bool) -> dict[str, Any]:
-    return {"Key": key, "VersionId": vid, "IsLatest": latest, "Size": 10}
+def version(key: str, vid: str, latest: bool, etag: str = "e1") -> dict[str, Any]:
+    return {"Key": key, "VersionId": vid, "IsLatest": latest, "Size": 10, "ETag": f'"{etag}"'}
 
 
 def marker(key: str, vid: str, latest: bool) -> dict[str, Any]:
@@ -48,16 +49,27 @@ def client_error(code: str, status: int) -> ClientError:
 
 
 def test_the_latest_version_passes_and_a_newer_one_supersedes() -> None:
-    check_current(FakeVersions([{"Versions": [version("a/b.nwb", "v1", True)]}]), SOURCE)  # type: ignore[arg-type]
+    assert superseded_by(FakeVersions([{"Versions": [version("a/b.nwb", "v1", True)]}]), SOURCE) is None  # type: ignore[arg-type]
     newer = FakeVersions([{"Versions": [version("a/b.nwb", "v2", True), version("a/b.nwb", "v1", False)]}])
-    with pytest.raises(SupersededError, match="replaced by version v2"):
-        check_current(newer, SOURCE)  # type: ignore[arg-type]
+    assert superseded_by(newer, SOURCE) == "version v2"  # type: ignore[arg-type]
     assert newer.calls == [{"Bucket": "in-bucket", "Prefix": "a/b.nwb"}]
+
+
+def test_without_a_version_id_the_pinned_etag_is_compared() -> None:
+    """A versioning-suspended bucket: every upload is version "null", the ETag tells them apart."""
+    pinned = S3Ref(bucket="in-bucket", key="a/b.nwb", version_id="null", etag='"e1"')
+    assert pinned.version_id is None and pinned.etag == "e1"
+    same = FakeVersions([{"Versions": [version("a/b.nwb", "null", True, etag="e1")]}])
+    assert superseded_by(same, pinned) is None  # type: ignore[arg-type]
+    overwritten = FakeVersions([{"Versions": [version("a/b.nwb", "null", True, etag="e2")]}])
+    assert superseded_by(overwritten, pinned) == "ETag e2"  # type: ignore[arg-type]
 
 
 def test_a_longer_key_with_the_same_prefix_is_not_the_object() -> None:
     pages = [{"Versions": [version("a/b.nwb", "v1", False), version("a/b.nwb.bak", "v9", True)]}]
     assert latest_version(FakeVersions(pages), "in-bucket", "a/b.nwb") is None  # type: ignore[arg-type]
+    pages = [{"Versions": [version("a/b.nwb", "null", True, etag="e7")]}]
+    assert latest_version(FakeVersions(pages), "in-bucket", "a/b.nwb") == (None, "e7")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -69,7 +81,7 @@ def test_a_longer_key_with_the_same_prefix_is_not_the_object() -> None:
     ids=["no-versions", "delete-marker"],
 )
 def test_a_deleted_object_is_gone_and_nothing_newer_is_protected(pages: list[dict[str, Any]]) -> None:
-    check_current(FakeVersions(pages), SOURCE)  # type: ignore[arg-type]
+    assert superseded_by(FakeVersions(pages), SOURCE) is None  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -77,11 +89,11 @@ def test_a_deleted_object_is_gone_and_nothing_newer_is_protected(pages: list[dic
 )
 def test_access_denied_and_throttling_are_errors_not_deleted(code: str, status: int) -> None:
     with pytest.raises(StorageError, match=code) as err:
-        check_current(FakeVersions(error=client_error(code, status)), SOURCE)  # type: ignore[arg-type]
+        superseded_by(FakeVersions(error=client_error(code, status)), SOURCE)  # type: ignore[arg-type]
     assert str(err.value).startswith("s3://in-bucket/a/b.nwb: cannot check that version v1 is still the latest")
 
 
-def test_an_unversioned_source_is_not_checked() -> None:
+def test_a_source_pinned_to_nothing_is_not_checked() -> None:
     fake = FakeVersions(error=client_error("AccessDenied", 403))
-    check_current(fake, S3Ref(bucket="in-bucket", key="a/b.nwb"))  # type: ignore[arg-type]
+    assert superseded_by(fake, S3Ref(bucket="in-bucket", key="a/b.nwb")) is None  # type: ignore[arg-type]
     assert fake.calls == []

@@ -22,6 +22,7 @@ from nwb2pennsieve.cloud.models import (
     PlanInput,
     PlanOutput,
     S3Ref,
+    Superseded,
     UploadBatch,
     UploadFilesInput,
     UploadFilesOutput,
@@ -122,25 +123,33 @@ def test_distributed_map_shape(name: str, concurrency: str) -> None:
     assert m.get("ToleratedFailureCount", 0) == 0 and m.get("ToleratedFailurePercentage", 0) == 0
 
 
-def _fail_state(all_states: dict[str, Any], name: str) -> dict[str, Any]:
-    (catch,) = all_states[name]["Catch"]
-    assert catch["ErrorEquals"] == ["States.ALL"] and catch["ResultPath"] == "$.error"
-    target = all_states[catch["Next"]]
-    if target["Type"] == "Pass":
-        target = all_states[target["Next"]]
-    return dict(target)
+def test_no_failure_is_caught_into_a_fail_state() -> None:
+    """AWS redrives a failed execution from the states entered and never exited: a Catch that led
+    to a Fail state made that Fail state the one redriven (failing again at once). Without a Catch
+    the state that failed after its Retry fails the execution itself, and a redrive resumes there
+    (for a Distributed Map, only its failed children)."""
+    rendered = json.loads(render(substitutions(TEMPLATE, template_refs(TEMPLATE))))
+    everything = states() | rendered["States"]
+    assert not [name for name, s in everything.items() if "Catch" in s]
+    assert not [name for name, s in everything.items() if s["Type"] == "Fail"]
 
 
-def test_every_failure_ends_in_a_fail_state_with_error_and_cause() -> None:
-    all_states = states()
-    for name in ("Plan", "WriteChunks", "Finalize", "CompleteImport"):
-        target = _fail_state(all_states, name)
-        assert target["Type"] == "Fail"
-        assert (target["ErrorPath"], target["CausePath"]) == ("$.error.Error", "$.error.Cause")
-    # A failed upload Map goes to CompleteImport, which lists the missing files (then fails).
-    (catch,) = all_states["UploadFiles"]["Catch"]
-    assert (catch["ErrorEquals"], catch["Next"]) == (["States.ALL"], "CompleteImport")
-    assert catch["ResultPath"].removeprefix("$.") == "uploadError"
+def test_a_superseded_version_ends_in_a_succeed_state() -> None:
+    """Being replaced is an outcome, not an error: Plan's and Finalize's Superseded answer goes to
+    a Succeed state (outside the failed-conversions alarm); their other answers go on."""
+    source = S3Ref(bucket="in-bucket", key="incoming/a.nwb", version_id="v1")
+    for step in ("Plan", "Finalize"):
+        replaced = Superseded(source=source, latest="version v2", step=step).dump()
+        assert replaced["outcome"] == "superseded"
+        assert _choice(f"{step}Outcome", replaced) == "Superseded"
+        assert states()[step]["Next"] == f"{step}Outcome"
+    assert states()["Superseded"]["Type"] == "Succeed"
+    plan_output = load_event("finalize.json")
+    assert _choice("PlanOutcome", plan_output) == "WriteChunks"
+    finalize_output = {k: v for k, v in load_event("complete_import.json").items() if k != "uploadFiles"}
+    assert _choice("FinalizeOutcome", finalize_output) == "NextImportStep"
+    # A writer of a replaced version succeeds with nothing written (its map goes on to Finalize).
+    assert WriteChunksOutput(superseded=True, batch=0, items=2).dump()["superseded"] is True
 
 
 def _path(data: dict[str, Any], path: str) -> Any:
@@ -162,9 +171,9 @@ def item_selector(plan_output: dict[str, Any], item: dict[str, Any], map_name: s
     return out
 
 
-def _choice(state_input: dict[str, Any]) -> str:
-    """The NextImportStep Choice's next state (the subset of Choice rules it uses)."""
-    choice = states()["NextImportStep"]
+def _choice(name: str, state_input: dict[str, Any]) -> str:
+    """The Choice state ``name``'s next state (the subset of Choice rules the definition uses)."""
+    choice = states()[name]
     for rule in choice["Choices"]:
         try:
             value = _path(state_input, rule["Variable"])
@@ -174,6 +183,8 @@ def _choice(state_input: dict[str, Any]) -> str:
             return str(rule["Next"])
         if "NumericEquals" in rule and value == rule["NumericEquals"]:
             return str(rule["Next"])
+        if "StringEquals" in rule and value == rule["StringEquals"]:
+            return str(rule["Next"])
     return str(choice["Default"])
 
 
@@ -182,11 +193,12 @@ def test_finalize_output_feeds_the_upload_map_and_complete_import() -> None:
     finalize_output = {k: v for k, v in complete.items() if k != "uploadFiles"}
     parsed = FinalizeOutput.model_validate(finalize_output)
     assert parsed.dump() == finalize_output  # the fixture is exactly what Finalize returns
-    assert states()["Finalize"]["Next"] == "NextImportStep"
-    assert _choice(finalize_output) == "UploadFiles"
-    assert _choice({**finalize_output, "upload": {**finalize_output["upload"], "batches": 0}}) == "CompleteImport"
+    assert states()["FinalizeOutcome"]["Default"] == "NextImportStep"
+    assert _choice("NextImportStep", finalize_output) == "UploadFiles"
+    no_batch = {**finalize_output, "upload": {**finalize_output["upload"], "batches": 0}}
+    assert _choice("NextImportStep", no_batch) == "CompleteImport"
     no_import = FinalizeOutput.model_validate({**finalize_output, "upload": None}).dump()
-    assert "upload" not in no_import and _choice(no_import) == "Converted"
+    assert "upload" not in no_import and _choice("NextImportStep", no_import) == "Converted"
     reader = states()["UploadFiles"]["ItemReader"]["Parameters"]
     assert {reader["Bucket.$"], reader["Key.$"]} == {"$.upload.uploadBatches.bucket", "$.upload.uploadBatches.key"}
     item = load_event("upload_files.json")["batch"]
@@ -198,9 +210,6 @@ def test_finalize_output_feeds_the_upload_map_and_complete_import() -> None:
     assert result_path in complete
     parsed_complete = CompleteImportInput.model_validate(complete)
     assert parsed_complete.upload_files is not None and parsed_complete.upload_files.map_run_arn
-    failed = {**finalize_output, "uploadError": {"Error": "States.ExceedToleratedFailureThreshold", "Cause": "x"}}
-    error = CompleteImportInput.model_validate(failed).upload_error
-    assert error is not None and error.error == "States.ExceedToleratedFailureThreshold"
     # CompleteImport's output is a FinalizeOutput, the execution's output.
     assert states()["CompleteImport"]["End"] is True
 
@@ -229,6 +238,8 @@ def test_plan_output_feeds_the_map_and_finalize() -> None:
         WriteChunksInput.model_validate(load_event("write_chunks.json")),
         FinalizeInput.model_validate(load_event("finalize.json")),
         WriteChunksOutput(batch=1, items=2, files=3, payload_bytes=4, bytes_read=5, requests=6, seconds=0.5),
+        WriteChunksOutput(superseded=True, batch=1, items=2),
+        Superseded(source=S3Ref(bucket="in-bucket", key="a.nwb", etag="e1"), latest="ETag e2", step="Finalize"),
         FinalizeOutput(
             source="s3://b/k",
             output="s3://o/p/",
@@ -307,10 +318,17 @@ def test_the_import_summary_goes_typed_from_finalize_through_complete_import() -
 
 def test_both_execution_inputs_parse_to_the_same_source() -> None:
     from_event = PlanInput.parse(load_event("s3_object_created.json"))
+    given = from_event.source
     by_hand = PlanInput.parse(
-        {"bucket": from_event.source.bucket, "key": from_event.source.key, "versionId": from_event.source.version_id}
+        {"bucket": given.bucket, "key": given.key, "versionId": given.version_id, "etag": given.etag}
     )
     assert from_event.source == by_hand.source
+    assert by_hand.overrides == PlanInput.parse({"bucket": given.bucket, "key": given.key}).overrides
+    # A version-suspended bucket's "null" is no version: the ETag pins the object.
+    suspended = load_event("s3_object_created.json")
+    suspended["detail"]["object"]["version-id"] = "null"
+    pinned = PlanInput.parse(suspended).source
+    assert pinned.version_id is None and pinned.etag == "b1946ac92492d2347c6235b4d2611184"
     assert PlanInput.parse(load_event("plan.json")).overrides.chunk_size_mb == 1
 
 
@@ -343,9 +361,8 @@ def test_the_starter_event_carries_object_created_events_that_start_the_state_ma
     assert json.loads(queued.Records[0].body) == example
     for record in queued.Records:
         obj = ObjectVersion.from_event(record.body)
-        assert PlanInput.parse(json.loads(record.body)).source == S3Ref(
-            bucket=obj.bucket, key=obj.key, version_id=obj.version
-        )
+        source = PlanInput.parse(json.loads(record.body)).source
+        assert (source.bucket, source.key, source.version_id) == (obj.bucket, obj.key, obj.version)
 
 
 def test_the_rule_matches_the_example_event() -> None:
@@ -364,7 +381,7 @@ def test_the_rule_matches_the_example_event() -> None:
     assert not re.match(regex, "incoming/notes.txt")
 
 
-NUMBERS = ("_FILES", "_EXECUTIONS", "CONCURRENCY", "_SECONDS", "_GB")
+NUMBERS = ("_FILES", "_EXECUTIONS", "CONCURRENCY", "_SECONDS", "_GB", "_HOURS")
 
 
 def test_settings_read_only_variables_the_template_sets() -> None:

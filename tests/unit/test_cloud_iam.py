@@ -21,8 +21,11 @@ SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:pennsieve-AbCdEf"
 IN, OUT = "arn:aws:s3:::in-bucket", "arn:aws:s3:::out-bucket"
 SM = "arn:aws:states:us-east-1:123456789012"
 FN = "arn:aws:lambda:us-east-1:123456789012:function"
-# The records of a.nwb at version v under the default RecordsPrefix (records/a/v/).
-RECORDS = RecordsFolder.of_version("out-bucket", "records/", "a.nwb", "v")
+# The records of a.nwb at version v under the default RecordsPrefix (records/a/@v/vv/).
+RECORDS = RecordsFolder.of_version("out-bucket", "records/", "a.nwb", "vv")
+# Its version folder, and the key's published pointer.
+VERSION = f"{OUT}/converted/a/@v/vv"
+POINTER = f"{OUT}/converted/a/@current.json"
 PLAN_JSON = f"{OUT}/{RECORDS.plan.key}"
 RESULTS = f"{OUT}/{map_results('out-bucket', 'records/').prefix}"
 
@@ -49,7 +52,8 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert "*" not in actions and not any(a.endswith(":*") for a in actions), statement
         if resources == ["*"]:
-            assert all(a.startswith("logs:") for a in actions), statement  # log delivery has no resource ARNs
+            # Logs and X-Ray have no resource ARNs for these actions; nothing else may be granted on "*".
+            assert all(a.startswith(("logs:", "xray:")) for a in actions), statement
             continue
         if not any(a.startswith("s3:") for a in actions):
             continue
@@ -57,33 +61,36 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
             if resource in (IN, OUT):
                 assert set(actions) <= {"s3:ListBucket", "s3:ListBucketVersions"}, statement
                 wanted = statement["Condition"]["StringLike"]["s3:prefix"]
-                # a prefix, or a narrower pattern under one (an earlier viewer bundle: converted/*.zarr/*)
                 assert wanted.startswith(("incoming/", "converted/", "records/")) and wanted.endswith("*"), statement
             else:
-                # every object under a prefix (converted/*), or one name in each of its folders (converted/*/x.json)
+                # every object under a prefix (converted/*), or one name in each of its folders (converted/*/x.json,
+                # the pointer converted/*/@current.json)
                 assert resource.startswith(prefixes) and (resource.endswith("*") or "/*/" in resource), statement
 
 
 @pytest.mark.parametrize(
     ("principal", "action", "resource", "prefix", "expected"),
     [
-        # Plan: reads the input (pinned version), writes records; nothing else.
+        # Plan: reads the input (pinned version), is it still the latest?, writes records; nothing else.
         ("PlanFunction", "s3:GetObjectVersion", f"{IN}/incoming/a.nwb", None, True),
         ("PlanFunction", "s3:GetObject", f"{IN}/elsewhere/a.nwb", None, False),
+        ("PlanFunction", "s3:ListBucketVersions", IN, "incoming/a.nwb", True),
         ("PlanFunction", "s3:PutObject", PLAN_JSON, None, True),
-        ("PlanFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
+        ("PlanFunction", "s3:PutObject", f"{VERSION}/channel-00000_1_2.bin.gz", None, False),
         ("PlanFunction", "s3:PutObject", f"{IN}/incoming/a.nwb", None, False),
-        # ... and with the viewer bundle lists and deletes an earlier bundle of the key, nothing else of the output.
-        ("PlanFunction", "s3:ListBucket", OUT, "converted/a/a.zarr/", True),
+        # ... and deletes nothing, an earlier bundle included (each version has its own folder).
         ("PlanFunction", "s3:ListBucket", OUT, "converted/a/", False),
-        ("PlanFunction", "s3:DeleteObject", f"{OUT}/converted/a/a.zarr/0/0/c/0", None, True),
-        ("PlanFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
-        # WriteChunks: reads input and plan, writes chunk files; never deletes, never writes records.
-        ("WriteChunksFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, True),
+        ("PlanFunction", "s3:DeleteObject", f"{OUT}/converted/a/a.zarr/0/0/c/0", None, False),
+        ("PlanFunction", "s3:DeleteObject", f"{VERSION}/a.zarr/0/0/c/0", None, False),
+        # WriteChunks: reads input and plan, writes chunk files into version folders; never deletes,
+        # never writes records but its own, never the pointer.
+        ("WriteChunksFunction", "s3:PutObject", f"{VERSION}/channel-00000_1_2.bin.gz", None, True),
+        ("WriteChunksFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
+        ("WriteChunksFunction", "s3:PutObject", POINTER, None, False),
         ("WriteChunksFunction", "s3:GetObject", PLAN_JSON, None, True),
         ("WriteChunksFunction", "s3:PutObject", PLAN_JSON, None, False),
         ("WriteChunksFunction", "s3:PutObject", f"{OUT}/{RECORDS.bundle_partial('000-w000000-00000').key}", None, True),
-        ("WriteChunksFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
+        ("WriteChunksFunction", "s3:DeleteObject", f"{VERSION}/channel-00000_1_2.bin.gz", None, False),
         ("WriteChunksFunction", "s3:ListBucketVersions", IN, "incoming/a.nwb", True),
         ("WriteChunksFunction", "s3:ListBucketVersions", IN, "", False),
         # Finalize: lists the versions of the input key (check_current), manages the output.
@@ -93,8 +100,13 @@ def test_every_s3_grant_is_scoped_to_a_prefix_the_principal_uses(principal: str)
         ("FinalizeFunction", "s3:ListBucket", OUT, "converted/a/channel-00003", True),
         ("FinalizeFunction", "s3:ListBucket", OUT, "", False),
         ("FinalizeFunction", "s3:ListBucket", OUT, None, False),
-        ("FinalizeFunction", "s3:DeleteObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, True),
+        ("FinalizeFunction", "s3:DeleteObject", f"{VERSION}/channel-00000_1_2.bin.gz", None, True),
         ("FinalizeFunction", "s3:DeleteObject", f"{OUT}/elsewhere/x", None, False),
+        # ... publishes a version (the pointer, never deleted), writes nothing outside version folders.
+        ("FinalizeFunction", "s3:PutObject", POINTER, None, True),
+        ("FinalizeFunction", "s3:GetObject", POINTER, None, True),
+        ("FinalizeFunction", "s3:DeleteObject", POINTER, None, False),
+        ("FinalizeFunction", "s3:PutObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, False),
         ("FinalizeFunction", "secretsmanager:GetSecretValue", SECRET, None, True),
         # The uploaders read and record; they delete nothing.
         ("UploadFilesFunction", "s3:GetObject", f"{OUT}/converted/a/channel-00000_1_2.bin.gz", None, True),
@@ -166,10 +178,77 @@ def test_an_sse_kms_input_bucket_is_decrypted_through_s3_only() -> None:
     assert not allowed(statements("UploadFilesFunction", **kms), through_s3)
 
 
-def test_redrive_is_not_granted_until_it_is_supported() -> None:
-    """The spot for states:RedriveExecution is marked in template.yaml (REDRIVE)."""
+def test_the_state_machine_may_redrive_its_map_run_children() -> None:
+    """A redriven execution redrives its failed Map Run, whose children the state machine's role redrives."""
     child = f"{SM}:execution:stack-conversion/WriteChunks:c1"
-    assert not may("ConversionStateMachine", "states:RedriveExecution", child)
+    assert may("ConversionStateMachine", "states:RedriveExecution", child)
+    assert not may("ConversionStateMachine", "states:RedriveExecution", f"{SM}:execution:another/WriteChunks:c1")
+    for function in FUNCTIONS:
+        assert not may(function, "states:RedriveExecution", child), function
+
+
+def test_operators_get_a_policy_to_redrive_conversions_and_nothing_else() -> None:
+    from tests.iam import resolve_all
+
+    refs = template_refs(TEMPLATE) | {"AWS::StackName": "stack"}
+    policy = resolve_all(TEMPLATE["Resources"]["RedriveOperatorPolicy"]["Properties"]["PolicyDocument"], refs)
+    operator = policy["Statement"]
+    for execution in (f"{SM}:execution:stack-conversion:e1", f"{SM}:execution:stack-conversion/WriteChunks:c1"):
+        assert allowed(operator, Request("states:RedriveExecution", execution))
+        assert allowed(operator, Request("states:GetExecutionHistory", execution))
+    assert not allowed(operator, Request("states:RedriveExecution", f"{SM}:execution:another:e1"))
+    assert not allowed(operator, Request("states:StartExecution", f"{SM}:stateMachine:stack-conversion"))
+    assert not allowed(operator, Request("states:StopExecution", f"{SM}:execution:stack-conversion:e1"))
+    assert TEMPLATE["Outputs"]["RedriveOperatorPolicyArn"]["Value"] == {"Ref": "RedriveOperatorPolicy"}
+
+
+def test_the_managed_policies_are_read_as_moto_ships_them() -> None:
+    """The vendored copy of the AWS managed policies SAM attaches equals moto's (AWS's own, 2018)."""
+    import json
+
+    from moto.iam.aws_managed_policies import aws_managed_policies_data
+
+    from tests.iam import MANAGED_POLICIES
+
+    moto = json.loads(aws_managed_policies_data)
+    for arn, policy in json.loads(MANAGED_POLICIES.read_text()).items():
+        name = arn.rsplit("/", 1)[-1]
+        assert policy["Document"] == moto[name]["Document"], name
+    roles = [r for r in TRANSLATED["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    assert all(r["Properties"].get("ManagedPolicyArns") for r in roles)  # the translator attaches some: read
+
+
+@pytest.mark.parametrize("principal", PRINCIPALS)
+def test_no_principal_may_use_another_queue(principal: str) -> None:
+    """SAM's SQS event would attach AWSLambdaSQSQueueExecutionRole (receive and delete on every
+    queue of the account): the Starter's event source mapping is explicit, its statement scoped."""
+    other = "arn:aws:sqs:us-east-1:123456789012:someone-elses-queue"
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"):
+        assert not may(principal, action, other), (principal, action)
+
+
+def test_the_starter_receives_only_from_the_admission_queue() -> None:
+    queue = "arn:aws:sqs:us-east-1:123456789012:admissionqueue-example"
+    dead = "arn:aws:sqs:us-east-1:123456789012:admissiondeadletterqueue-example"
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:SendMessage"):
+        assert may("StarterFunction", action, queue), action
+    assert may("StarterFunction", "sqs:SendMessage", dead)
+    assert not may("StarterFunction", "sqs:ReceiveMessage", dead)
+    assert not may("StarterFunction", "sqs:ChangeMessageVisibility", queue)  # a deferral is sent again
+
+
+def test_the_starter_holds_slots_resolves_keys_and_starts_only_conversions() -> None:
+    table = "arn:aws:dynamodb:us-east-1:123456789012:table/admissionslotstable-example"
+    for action in ("dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query"):
+        assert may("StarterFunction", action, table), action
+    assert not may("StarterFunction", "dynamodb:PutItem", "arn:aws:dynamodb:us-east-1:123456789012:table/other")
+    assert may("StarterFunction", "s3:ListBucketVersions", IN, "incoming/a b.nwb")
+    assert not may("StarterFunction", "s3:ListBucketVersions", IN, "")
+    assert not may("StarterFunction", "s3:GetObject", f"{IN}/incoming/a.nwb")  # it never reads the data
+    assert may("StarterFunction", "states:StartExecution", f"{SM}:stateMachine:stack-conversion")
+    assert may("StarterFunction", "states:DescribeExecution", f"{SM}:execution:stack-conversion:e1")
+    assert not may("StarterFunction", "states:ListExecutions", f"{SM}:stateMachine:stack-conversion")
+    assert not may("StarterFunction", "states:StartExecution", f"{SM}:stateMachine:another")
 
 
 def test_the_evaluator_can_deny() -> None:

@@ -12,7 +12,7 @@ from tests.cloud_fixtures import OUTPUT_BUCKET, load_event
 
 def test_every_key_of_the_folder_of_an_object_version() -> None:
     records = RecordsFolder.of_version("out", "records/", "a/b.nwb", "v1")
-    assert records.prefix == "records/a/b/v1/"
+    assert records.prefix == "records/a/b/@v/v1/"
     keys = [
         records.plan,
         records.write_batches,
@@ -40,7 +40,7 @@ def test_the_fixtures_keys_are_the_folders() -> None:
     name keys of one folder, found again from plan.json's key by every later step."""
     planned = load_event("finalize.json")
     source = planned["source"]
-    records = RecordsFolder.of_version(OUTPUT_BUCKET, "records/", source["key"], source["versionId"])
+    records = RecordsFolder.of_version(OUTPUT_BUCKET, "records/", source["key"], "v" + source["versionId"])
     assert RecordsFolder.of_plan(S3Ref.model_validate(planned["plan"])) == records
     assert records.plan.dump() == planned["plan"]
     assert records.write_batches.dump() == planned["writeBatches"]

@@ -114,28 +114,51 @@ def test_state_machine_is_started_through_the_admission_queue_and_logs() -> None
     assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["AdmissionDeadLetterQueue", "Arn"]}
     queue = RESOURCES["AdmissionQueue"]["Properties"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["AdmissionDeadLetterQueue", "Arn"]}
-    (source,) = RESOURCES["StarterFunction"]["Properties"]["Events"].values()
-    props = source["Properties"]
-    assert source["Type"] == "SQS" and props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    # Lambda's SQS event source needs the queue's visibility timeout to outlast the function.
-    assert queue["VisibilityTimeout"] >= RESOURCES["StarterFunction"]["Properties"]["Timeout"]
+    # An explicit mapping (SAM's SQS event would attach a managed policy that reaches every queue).
+    assert "Events" not in RESOURCES["StarterFunction"]["Properties"]
+    (mapping,) = of_type("AWS::Lambda::EventSourceMapping").values()
+    props = mapping["Properties"]
+    assert props["EventSourceArn"] == {"Fn::GetAtt": ["AdmissionQueue", "Arn"]}
+    assert props["FunctionName"] == {"Ref": "StarterFunction"}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     alarm = RESOURCES["AdmissionDeadLetterAlarm"]["Properties"]
     assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["AdmissionDeadLetterQueue", "QueueName"]}
     assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
 
 
-def test_the_writers_reserve_holds_the_admitted_maps() -> None:
-    """With the defaults, the running executions' maps fit in the writers' reserved concurrency,
-    and the account keeps 100 unreserved (of the default 1,000)."""
-    from nwb2pennsieve.cloud.admission import admission_cap
+def test_the_writers_reserve_is_optional_and_off_by_default() -> None:
+    """A reserve of 600 needs an account concurrency of 700; new accounts have less, and the deploy
+    would fail. Off by default: WriteChunks then has no ReservedConcurrentExecutions at all."""
+    param = TEMPLATE["Parameters"]["WritersReservedConcurrency"]
+    assert param["Default"] == 0 and param["MinValue"] == 0
+    assert TEMPLATE["Conditions"]["HasWritersReserve"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "WritersReservedConcurrency"}, 0]}]
+    }
+    writer = RESOURCES["WriteChunksFunction"]["Properties"]
+    assert writer["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasWritersReserve", {"Ref": "WritersReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+
+
+def test_the_defaults_leave_headroom() -> None:
+    """The admitted maps ask for at most 80 % of the writers' concurrency: the reserve if one is set,
+    else an account's documented default of 1,000 (the real account is `make preflight`'s job);
+    with Plan and Finalize of each running execution and two Starters, as docs/deploy.md's rule."""
+    from nwb2pennsieve.cloud.admission import WRITERS_HEADROOM, admission_cap
 
     params = TEMPLATE["Parameters"]
     reserved = params["WritersReservedConcurrency"]["Default"]
     write = params["WriteConcurrency"]["Default"]
+    upload = params["UploadConcurrency"]["Default"]
     cap = admission_cap(params["MaxRunningExecutions"]["Default"], reserved, write)
-    assert cap * write <= reserved <= 1000 - 100
-    writer = RESOURCES["WriteChunksFunction"]["Properties"]
-    assert writer["ReservedConcurrentExecutions"] == {"Ref": "WritersReservedConcurrency"}
+    budget = reserved or 1000
+    assert cap * (max(write, upload) + 2) + 2 <= WRITERS_HEADROOM * budget
+    # With a reserve the cap keeps the same headroom inside it.
+    for reserve in (125, 600, 625, 1000):
+        assert (
+            admission_cap(50, reserve, write) * write <= WRITERS_HEADROOM * reserve
+            or admission_cap(50, reserve, write) == 1
+        )
 
 
 def test_samconfig_has_a_default_environment() -> None:
@@ -167,11 +190,11 @@ def test_only_the_importing_functions_read_the_secret_and_only_finalize_deletes(
         assert reads_secret == (function in importing), function
         # Explicit statements only: SAM's S3 policy templates grant lifecycle and ACL changes too.
         assert not any(n.startswith("S3") for n in policy_names(function)), function
-    # Only Finalize deletes (stale chunk files, an earlier run's upload records), and Plan an earlier
-    # viewer bundle of the key (only *.zarr/* objects: tests/unit/test_cloud_iam.py).
+    # Only Finalize deletes (stale chunk files, superseded version folders, an earlier run's upload
+    # records); Plan deletes nothing (each version has its own folder).
     for function in of_type("AWS::Serverless::Function"):
         text = json.dumps(RESOURCES[function]["Properties"]["Policies"])
-        assert ("s3:DeleteObject" in text) == (function in ("FinalizeFunction", "PlanFunction")), function
+        assert ("s3:DeleteObject" in text) == (function == "FinalizeFunction"), function
 
 
 def test_the_state_machine_may_invoke_each_function_and_only_those() -> None:
@@ -255,3 +278,87 @@ def test_functions_take_aws_endpoint_url_from_a_parameter_that_is_empty_by_defau
     assert s3_client().meta.endpoint_url == "https://s3.amazonaws.com"
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://172.17.0.1:5000")  # a local S3 (botocore >= 1.31 reads it)
     assert s3_client(threads=16).meta.endpoint_url == "http://172.17.0.1:5000"
+
+
+def _holds(condition: Any, parameters: dict[str, str]) -> bool:
+    """A Rules assertion (Fn::Or, Fn::And, Fn::Not, Fn::Equals over Refs) with ``parameters``."""
+    ((fn, arg),) = condition.items()
+    if fn == "Ref":
+        return parameters[arg]  # type: ignore[return-value]
+    if fn == "Fn::Equals":
+        a, b = (_value(x, parameters) for x in arg)
+        return a == b
+    if fn == "Fn::Not":
+        return not _holds(arg[0], parameters)
+    if fn == "Fn::Or":
+        return any(_holds(c, parameters) for c in arg)
+    if fn == "Fn::And":
+        return all(_holds(c, parameters) for c in arg)
+    raise AssertionError(fn)
+
+
+def _value(x: Any, parameters: dict[str, str]) -> str:
+    return parameters[x["Ref"]] if isinstance(x, dict) else str(x)
+
+
+def test_an_empty_input_prefix_needs_an_explicit_opt_in() -> None:
+    """Every function reads objects under InputPrefix only: empty, that is the whole input bucket.
+    The default is a prefix; an empty one is refused at deploy unless AllowWholeInputBucket=true."""
+    params = TEMPLATE["Parameters"]
+    assert params["InputPrefix"]["Default"] == "incoming/"
+    assert params["AllowWholeInputBucket"]["Default"] == "false"
+    (assertion,) = TEMPLATE["Rules"]["InputPrefixOrOptIn"]["Assertions"]
+    rule = assertion["Assert"]
+    assert _holds(rule, {"InputPrefix": "incoming/", "AllowWholeInputBucket": "false"})
+    assert not _holds(rule, {"InputPrefix": "", "AllowWholeInputBucket": "false"})
+    assert _holds(rule, {"InputPrefix": "", "AllowWholeInputBucket": "true"})
+    assert "AllowWholeInputBucket=true" in assertion["AssertDescription"]
+
+
+def test_the_admission_queue_cannot_expire_or_outlive_its_dead_letter_queue() -> None:
+    """Item 2: a deferral is a new message delayed by AdmissionRetrySeconds (SQS allows 900 s at
+    most); the dead-letter queue keeps a moved message's first enqueue time, so it must keep
+    messages longer than the admission queue; the visibility timeout is at least six times the
+    Starter's timeout (plus its batching window), as AWS advises for a Lambda event source; the age
+    of the oldest message of both queues raises alarms."""
+    retry = TEMPLATE["Parameters"]["AdmissionRetrySeconds"]
+    assert retry["MaxValue"] <= 900 and retry["MinValue"] >= 1
+    queue = RESOURCES["AdmissionQueue"]["Properties"]
+    dead = RESOURCES["AdmissionDeadLetterQueue"]["Properties"]
+    assert dead["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+    assert dead["MessageRetentionPeriod"] == 1_209_600  # SQS's longest: 14 days
+    starter = RESOURCES["StarterFunction"]["Properties"]
+    (mapping,) = of_type("AWS::Lambda::EventSourceMapping").values()
+    window = mapping["Properties"]["MaximumBatchingWindowInSeconds"]
+    assert queue["VisibilityTimeout"] >= 6 * starter["Timeout"] + window
+    # Receives count only failures now (a deferral is a new message): a handful is plenty.
+    assert 3 <= queue["RedrivePolicy"]["maxReceiveCount"] <= 10
+    ages = {
+        name: a["Properties"]
+        for name, a in of_type("AWS::CloudWatch::Alarm").items()
+        if a["Properties"].get("MetricName") == "ApproximateAgeOfOldestMessage"
+    }
+    watched = {a["Dimensions"][0]["Value"]["Fn::GetAtt"][0]: a["Threshold"] for a in ages.values()}
+    assert watched["AdmissionQueue"] <= 3600
+    assert watched["AdmissionDeadLetterQueue"] <= dead["MessageRetentionPeriod"] / 2  # a week left to act
+
+
+def test_the_starter_holds_admission_slots_and_hears_every_conversion_end() -> None:
+    """Item 3: the cap is a semaphore (a DynamoDB table of slots), not a count of ListExecutions;
+    each conversion's start and end reach the Starter, which gives the slot back."""
+    table = RESOURCES["AdmissionSlotsTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST" and table["SSESpecification"]["SSEEnabled"]
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["ADMISSION_SLOTS_TABLE"] == {"Ref": "AdmissionSlotsTable"}
+    assert variables["ADMISSION_QUEUE_URL"] == {"Ref": "AdmissionQueue"}
+    rule = RESOURCES["ConversionStatusRule"]["Properties"]
+    assert set(rule["EventPattern"]["detail"]["status"]) == {"RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
+    (prefix,) = rule["EventPattern"]["detail"]["executionArn"]
+    assert prefix["prefix"]["Fn::Sub"].endswith(":execution:${AWS::StackName}-conversion:")  # not map children
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["StarterFunction", "Arn"]}
+    permission = RESOURCES["StarterStatusPermission"]["Properties"]
+    assert permission["SourceArn"] == {"Fn::GetAtt": ["ConversionStatusRule", "Arn"]}
+    assert permission["Principal"] == "events.amazonaws.com"
+    text = json.dumps(RESOURCES["StarterFunction"]["Properties"]["Policies"])
+    assert "states:ListExecutions" not in text and "sqs:ChangeMessageVisibility" not in text

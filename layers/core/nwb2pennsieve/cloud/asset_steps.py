@@ -179,6 +179,9 @@ def upload_asset_batch(
     with closing(pennsieve_client(env, retry)) as client:
         target = ImportTarget(dataset_id=asset.dataset_id, package_id=asset.package_id)
         asset_s3 = AssetS3(credentials_of(client, target, asset.id), threads=workers, retry=retry)
+        # Where the files go (no credential): deploy.md's Region check reads this line.
+        log.info("uploading %d files to viewer asset %s in bucket %s (Region %s)", len(files), asset.id,
+                 asset_s3.bucket, asset_s3.region)  # fmt: skip
         try:
             failed, first = upload_asset_files(store, asset_s3, files, workers=workers)
         finally:

@@ -1,6 +1,11 @@
-"""The Finalize step: check every chunk file (each of the exact size it must have), remove the
-stale ones of an earlier version, write the channel metadata and the viewer bundle's reduce;
-with the importer on, hand over to :mod:`.imports` (prepare the import, write the upload batches).
+"""The Finalize step: check every chunk file of the version folder (each of the exact size it must
+have), remove stale ones (an earlier run of the same version with other settings), write the
+channel metadata and the viewer bundle's reduce, **publish** the version folder (:mod:`.versions`:
+the key's ``@current.json``) and remove the folders of the versions it replaced; with the importer
+on, hand over to :mod:`.imports` (prepare the import, write the upload batches).
+
+A version that is no longer the object's latest is never published: Finalize asks before anything
+else and again at the publish's compare-and-swap, and then removes its own unpublished folder.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from ..bundle.finish import finish_bundle
@@ -20,12 +26,14 @@ from ..output.storage import S3Store
 from ..plan.models import ChunkRecord, Plan, WorkItem, chunk_file_name, metadata_file_name
 from ..source.annotation_files import SUFFIX
 from ..source.nwb import open_nwb
-from ..source.s3 import S3RangeReader
+from ..source.s3 import ObjectChangedError, S3RangeReader
 from ..write.chunks import write_channel_metadata
 from .imports import ImportContext, prepare_uploads
-from .models import Batch, FinalizeInput, FinalizeOutput, S3Prefix, S3Ref, WrittenBatch
-from .objects import DELETE_THREADS, H5_CACHE_BYTES, check_current, delete_objects, read_annotation_file
+from .layout import version_token
+from .models import Batch, FinalizeInput, FinalizeOutput, S3Prefix, S3Ref, Superseded, WrittenBatch
+from .objects import DELETE_THREADS, H5_CACHE_BYTES, delete_objects, read_annotation_file, superseded
 from .records import WRITE_BATCHES, RecordsFolder, load_plan, read_record
+from .versions import discard_unpublished, publish, remove_superseded
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -46,24 +54,27 @@ def finalize(
     event: FinalizeInput,
     *,
     importing: ImportContext | None = None,
-) -> FinalizeOutput:
-    """Check every chunk file, remove stale ones, write channel metadata; with the importer on,
-    prepare the import (:mod:`.imports`: as the stack's settings in ``importing`` say) and write
-    the upload batches for the Map."""
+) -> FinalizeOutput | Superseded:
+    """Check every chunk file, remove stale ones, write channel metadata, publish the version;
+    with the importer on, prepare the import (:mod:`.imports`: as the stack's settings in
+    ``importing`` say) and write the upload batches for the Map. A superseded version is not
+    published (:class:`Superseded`)."""
+    token = version_token(event.source)
+    replaced = superseded(s3, event.source, "Finalize")  # first: a replaced version checks nothing
+    if replaced:
+        return _discard(s3, event, token, replaced)
     plan = load_plan(s3, event.plan)
     out = event.output
-    expected = expected_sizes(s3, event, plan)
-    n_channels = sum(len(s.channels) for s in plan.series) if plan.writes_chunks else 0
-    present = list_outputs(s3, out.bucket, out.prefix, n_channels) if plan.writes_chunks else {}
-    check_complete(expected, present, out, event.source)
-    check_current(s3, event.source)
-    metadata = {metadata_file_name(i) for i, _ in plan.channel_metadata()}
-    stale = sorted(n for n in present if n not in expected and n not in metadata and n.startswith("channel-"))
-    # Chunk files of an earlier version of the same object (380,000 after a chunk-size change).
-    delete_objects(s3, out.bucket, [out.prefix + name for name in stale])
-    written = _write_metadata(s3, out, plan)
-    if plan.writes_bundle:
-        finalize_bundle(s3, event, plan)
+    try:
+        checked = _complete_output(s3, event, plan)
+    except ObjectChangedError:  # replaced (no version id) while the bundle's reduce read it
+        if replaced := superseded(s3, event.source, "Finalize"):
+            return _discard(s3, event, token, replaced)
+        raise
+    newer = publish(s3, event.folder, token, out.prefix, event.source)
+    if newer:
+        return _discard(s3, event, token, Superseded(source=event.source, latest=newer, step="Finalize"))
+    removed = remove_superseded(s3, event.folder, token, event.source)
     summary = None
     upload = None
     if event.importer_enabled:
@@ -74,17 +85,51 @@ def finalize(
     return FinalizeOutput(
         source=event.source.uri,
         output=out.uri,
-        channels=len(written),
-        chunk_files=len(expected),
-        metadata_files=len(written),
+        channels=len(checked.metadata),
+        chunk_files=len(checked.expected),
+        metadata_files=len(checked.metadata),
         output_bytes=sum(i.output_bytes for i in plan.work_items),
-        stored_bytes=sum(present[n] for n in expected),
-        stale_removed=len(stale),
+        stored_bytes=sum(checked.present[n] for n in checked.expected),
+        stale_removed=checked.stale,
+        superseded_removed=removed,
         imported=summary is not None and upload is None,  # a finished viewer asset: nothing to do
         import_summary=summary,
         upload=upload,
         warnings=[w[:300] for w in plan.warnings[:10]],
     )
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """The version folder, complete: the expected chunk files, what is there, the metadata written."""
+
+    expected: dict[str, int | None]
+    present: dict[str, int]
+    metadata: list[str]
+    stale: int
+
+
+def _complete_output(s3: S3Client, event: FinalizeInput, plan: Plan) -> _Checked:
+    """Check the chunk files, remove stale ones, write the channel metadata and the bundle's reduce."""
+    out = event.output
+    expected = expected_sizes(s3, event, plan)
+    n_channels = sum(len(s.channels) for s in plan.series) if plan.writes_chunks else 0
+    present = list_outputs(s3, out.bucket, out.prefix, n_channels) if plan.writes_chunks else {}
+    check_complete(expected, present, out, event.source)
+    metadata = {metadata_file_name(i) for i, _ in plan.channel_metadata()}
+    stale = sorted(n for n in present if n not in expected and n not in metadata and n.startswith("channel-"))
+    # Chunk files of an earlier run of this version with other settings (380,000 after a chunk-size change).
+    delete_objects(s3, out.bucket, [out.prefix + name for name in stale])
+    written = _write_metadata(s3, out, plan)
+    if plan.writes_bundle:
+        finalize_bundle(s3, event, plan)
+    return _Checked(expected=expected, present=present, metadata=written, stale=len(stale))
+
+
+def _discard(s3: S3Client, event: FinalizeInput, token: str, replaced: Superseded) -> Superseded:
+    """A superseded version: remove its own folder (unless it is the published one)."""
+    removed = discard_unpublished(s3, event.folder, token)
+    return replaced.model_copy(update={"removed": removed})
 
 
 def expected_sizes(s3: S3Client, event: FinalizeInput, plan: Plan) -> dict[str, int | None]:
@@ -213,7 +258,7 @@ def finalize_bundle(s3: S3Client, event: FinalizeInput, plan: Plan) -> int:
     """
     src = event.source
     out = event.output
-    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id)
+    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, etag=src.etag)
     store = S3Store(out.bucket, out.prefix, s3)
     with open_nwb(cast(BinaryIO, reader), name=src.uri, cache_bytes=H5_CACHE_BYTES) as h5:
         if not plan.options.tszarr:

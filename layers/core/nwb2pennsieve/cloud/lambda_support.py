@@ -19,7 +19,10 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from .models import Superseded
 
 Handler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
 
@@ -51,3 +54,11 @@ def instrument(*, trace_aws_calls: bool = False) -> Callable[[Handler], Handler]
         return wrapped
 
     return wrap
+
+
+def report_superseded(result: Superseded) -> dict[str, Any]:
+    """A step's answer when its version was replaced: logged, counted (``SupersededConversions``;
+    the execution then succeeds, outside the failure alarm) and returned as the state's output."""
+    metrics.add_metric(name="SupersededConversions", unit=MetricUnit.Count, value=1)
+    logger.info("superseded", extra={"latest": result.latest, "step": result.step, "removed": result.removed})
+    return result.dump()

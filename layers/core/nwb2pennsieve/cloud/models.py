@@ -17,10 +17,10 @@ An execution starts from either
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from ..errors import InvalidInputError
@@ -40,10 +40,35 @@ class _Payload(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+def no_version(value: str | None) -> str | None:
+    """A version id as S3 gives it, ``null`` (an unversioned or versioning-suspended bucket) and ``""``
+    read as none: every upload to such a key has the same ``null``, so it identifies nothing."""
+    return None if value in (None, "", "null") else value
+
+
+def bare_etag(value: str | None) -> str | None:
+    """An ETag without its quotes (S3 quotes it in answers, EventBridge does not)."""
+    return value.strip('"') or None if value else None
+
+
 class S3Ref(_Payload):
+    """An S3 object (a record, or the input pinned to one version: its version id, or for an
+    object without one, the ETag every read must match)."""
+
     bucket: str = Field(min_length=3)
     key: str = Field(min_length=1)
     version_id: str | None = None
+    etag: str | None = Field(default=None, description="the pinned ETag (no quotes) when there is no version id")
+
+    @field_validator("version_id", mode="before")
+    @classmethod
+    def _no_null_version(cls, value: Any) -> Any:
+        return no_version(value) if isinstance(value, str) or value is None else value
+
+    @field_validator("etag", mode="before")
+    @classmethod
+    def _bare_etag(cls, value: Any) -> Any:
+        return bare_etag(value) if isinstance(value, str) or value is None else value
 
     @property
     def uri(self) -> str:
@@ -91,15 +116,18 @@ class PlanInput(_Payload):
                 raise ValueError(f"not an S3 Object Created event ({data.get('source')} / {data.get('detail-type')})")
             detail = S3EventNotificationEventBridgeModel.model_validate(data).detail
             obj = detail.object
-            return {"source": {"bucket": detail.bucket.name, "key": obj.key, "versionId": obj.version_id}}
+            source = {"bucket": detail.bucket.name, "key": obj.key, "versionId": obj.version_id, "etag": obj.etag}
+            return {"source": source}
         if "source" in data:
             return data
-        overrides = {k: v for k, v in data.items() if k not in ("bucket", "key", "versionId", "version_id")}
+        named = ("bucket", "key", "versionId", "version_id", "etag")
+        overrides = {k: v for k, v in data.items() if k not in named}
         return {
             "source": {
                 "bucket": data.get("bucket"),
                 "key": data.get("key"),
                 "versionId": data.get("versionId", data.get("version_id")),
+                "etag": data.get("etag"),
             },
             "overrides": overrides,
         }
@@ -126,11 +154,24 @@ class ConversionSettings(_Payload):
     importer_enabled: bool
 
 
+class Superseded(_Payload):
+    """What a step returns when the object version it converts is no longer the latest: the newer
+    version's own execution converts it. A normal outcome (the execution succeeds), not an error."""
+
+    outcome: Literal["superseded"] = "superseded"
+    source: S3Ref
+    latest: str = Field(description="what replaced it: a newer version id or ETag")
+    step: str = Field(description="the step that noticed: Plan, WriteChunks or Finalize")
+    removed: int = Field(default=0, description="objects of its own unpublished version folder removed")
+
+
 class PlanOutput(_Payload):
     """Plan's result: the state the Map and Finalize run on (small: keys, not content)."""
 
+    outcome: Literal["planned"] = "planned"
     source: S3Ref
-    output: S3Prefix = Field(description="where the chunk files and channel metadata go")
+    output: S3Prefix = Field(description="the version folder: where the chunk files and channel metadata go")
+    folder: S3Prefix = Field(description="the key's output folder, where Finalize publishes (@current.json)")
     plan: S3Ref = Field(description="plan.json")
     write_batches: S3Ref = Field(description="write-batches.json, which the WriteChunks map's ItemReader reads")
     results: S3Prefix = Field(description="where the Map's ResultWriter writes")
@@ -162,14 +203,15 @@ class WriteChunksInput(_Payload):
 
 
 class WriteChunksOutput(_Payload):
+    superseded: bool = Field(default=False, description="a newer version exists: nothing was written")
     batch: int
     items: int
-    files: int
-    payload_bytes: int
+    files: int = 0
+    payload_bytes: int = 0
     stored_bytes: int = Field(default=0, description="bytes of the chunk files put (after gzip)")
-    bytes_read: int
-    requests: int
-    seconds: float
+    bytes_read: int = 0
+    requests: int = 0
+    seconds: float = 0.0
 
 
 class WrittenBatch(_Payload):
@@ -262,14 +304,16 @@ class ImportSummary(_Payload):
 
 
 class FinalizeOutput(_Payload):
+    outcome: Literal["converted"] = "converted"
     source: str
-    output: str
+    output: str = Field(description="the version folder, now published by the key's @current.json")
     channels: int
     chunk_files: int
     metadata_files: int
     output_bytes: int
     stored_bytes: int = Field(default=0, description="bytes of the chunk files (after gzip)")
     stale_removed: int
+    superseded_removed: int = Field(default=0, description="objects of the replaced versions' folders removed")
     imported: bool
     import_summary: ImportSummary | None = Field(default=None, description="present when the importer is on")
     upload: UploadPlan | None = Field(default=None, description="present when the upload Map must run")

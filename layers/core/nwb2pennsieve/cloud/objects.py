@@ -9,11 +9,11 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from ..errors import Nwb2PennsieveError, StorageError, storage_error
+from ..errors import StorageError, storage_error
 from ..plan.events import FoundFile
 from ..plan.sources import NdjsonSource
 from ..source.annotation_files import annotation_names
-from .models import S3Ref
+from .models import S3Ref, Superseded, bare_etag, no_version
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -23,10 +23,6 @@ log = logging.getLogger(__name__)
 DELETE_THREADS = 8
 DELETE_BATCH = 1_000  # DeleteObjects' most keys per request
 H5_CACHE_BYTES = 4 * 1024 * 1024  # the writers read raw chunks themselves; h5py's cache holds metadata only
-
-
-class SupersededError(Nwb2PennsieveError):
-    """A newer version of the input object exists: its own execution writes the output."""
 
 
 def annotation_files(s3: S3Client, source: S3Ref) -> list[FoundFile]:
@@ -71,42 +67,60 @@ def read_annotation_file(s3: S3Client, source: NdjsonSource) -> bytes:
         raise storage_error(f"annotation file {source.location} cannot be read ({exc})", exc) from None
 
 
-def check_current(s3: S3Client, source: S3Ref) -> None:
-    """Raise :class:`SupersededError` when ``source`` is no longer the object's latest version.
+def superseded_by(s3: S3Client, source: S3Ref) -> str | None:
+    """What replaced ``source`` as the object's latest version (``"version <id>"`` or
+    ``"ETag <etag>"``); None while it is still the latest, or when the object is gone.
 
-    Two executions of one key (an object replaced while it converts) share an output prefix; the
-    older one stops before it can overwrite the newer one's files or remove them as stale.
+    Every step asks this before it writes or deletes anything: an execution of a replaced version
+    stops (its outcome is ``superseded``) and the newer version's own execution writes the output.
+    A version id is compared when ``source`` has one; else the ETag it pinned (an unversioned or
+    versioning-suspended bucket, where every upload has the version id ``null``); with neither,
+    nothing can be compared and None is returned.
 
-    The latest version comes from a version listing of the key (``s3:ListBucketVersions`` scoped to
-    the input prefix): a HEAD of a deleted object answers 403, not 404, without ``s3:ListBucket``
-    on the whole bucket. Only a listing without the key, or with a delete marker on top, means the
-    object is gone (nothing newer to protect); any error (access denied, throttling) is raised as
-    a :class:`StorageError`, never taken for "gone".
+    The latest version comes from a version listing of the key (``s3:ListBucketVersions`` scoped
+    to the input prefix): a HEAD of a deleted object answers 403, not 404, without
+    ``s3:ListBucket`` on the whole bucket. Only a listing without the key, or with a delete marker
+    on top, means the object is gone (nothing newer to protect); any error (access denied,
+    throttling) is raised as a :class:`StorageError`, never taken for "gone" or "current".
     """
-    if not source.version_id:
-        return
+    if not (source.version_id or source.etag):
+        return None
     try:
         latest = latest_version(s3, source.bucket, source.key)
     except Exception as exc:
-        raise storage_error(
-            f"cannot check that version {source.version_id} is still the latest ({exc})", exc, file=source.uri
-        ) from None
-    if latest and latest != source.version_id:
-        raise SupersededError(
-            f"version {source.version_id} was replaced by version {latest}, whose own execution writes the output",
-            file=source.uri,
-        )
+        message = f"cannot check that {_identity(source)} is still the latest ({exc})"
+        raise storage_error(message, exc, file=source.uri) from None
+    if latest is None:
+        return None
+    version_id, etag = latest
+    if source.version_id:
+        return None if version_id == source.version_id else f"version {version_id}"
+    return None if etag == source.etag else f"ETag {etag}"
 
 
-def latest_version(s3: S3Client, bucket: str, key: str) -> str | None:
-    """The version id of ``key``'s current version; None when the key is gone (none, or a delete marker on top)."""
+def superseded(s3: S3Client, source: S3Ref, step: str) -> Superseded | None:
+    """The outcome of ``step`` when ``source`` is no longer the latest version, else None."""
+    newer = superseded_by(s3, source)
+    if not newer:
+        return None
+    log.info("%s: %s was replaced by %s, whose own execution converts it", step, _identity(source), newer)
+    return Superseded(source=source, latest=newer, step=step)
+
+
+def _identity(source: S3Ref) -> str:
+    return f"version {source.version_id}" if source.version_id else f"ETag {source.etag}"
+
+
+def latest_version(s3: S3Client, bucket: str, key: str) -> tuple[str | None, str | None] | None:
+    """(version id or None for ``null``, ETag without quotes) of ``key``'s current version; None
+    when the key is gone (none, or a delete marker on top)."""
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
         for marker in page.get("DeleteMarkers", []):
             if marker.get("Key") == key and marker.get("IsLatest"):
                 return None
         for version in page.get("Versions", []):
             if version.get("Key") == key and version.get("IsLatest"):
-                return version.get("VersionId")
+                return no_version(version.get("VersionId")), bare_etag(version.get("ETag"))
     return None
 
 

@@ -1,14 +1,18 @@
-"""The Plan step: plan an S3 object, reading only its metadata; write its plan and write batches
-into its records folder (:mod:`.records`).
+"""The Plan step: plan an S3 object version, reading only its metadata; write its plan and write
+batches into its records folder (:mod:`.records`).
 
-Layout in the output bucket, for an input object ``a/b.nwb``:
-- ``{OUTPUT_PREFIX}a/b/``: the chunk files and channel metadata, exactly what the local pool
-  writes into its output directory (and nothing else but the importer's import records);
-- ``{OUTPUT_PREFIX}a/b/b.zarr/`` and ``{OUTPUT_PREFIX}a/b/asset-properties.json``: the viewer bundle
-  (``OUTPUT_FORMATS`` with ``bundle``): WriteChunks writes the shards of its items' windows, Finalize
-  the reduce, the unit channels and every ``zarr.json``, the root's last (the commit point);
-- ``{RECORDS_PREFIX}a/b/{version id, or ETag}/``: the records (:mod:`.records`);
+Where things go (:mod:`.layout`), for an input object ``a/b.nwb`` at version token ``<t>``:
+- ``{OUTPUT_PREFIX}a/b/@v/<t>/``: the version folder: the chunk files and channel metadata, exactly
+  what the local pool writes into its output directory (and the importer's import records); with
+  the viewer bundle (``OUTPUT_FORMATS`` with ``bundle``) also ``b.zarr/`` and
+  ``asset-properties.json``: WriteChunks writes the shards of its items' windows, Finalize the
+  reduce, the unit channels and every ``zarr.json``, the root's last;
+- ``{OUTPUT_PREFIX}a/b/@current.json``: the published version (Finalize, :mod:`.versions`);
+- ``{RECORDS_PREFIX}a/b/@v/<t>/``: the records (:mod:`.records`);
 - ``{RECORDS_PREFIX}map-results/``: the maps' ResultWriter output, one folder per map run.
+
+Plan deletes nothing: a version folder is new, and a rerun of the same version rewrites the same
+names. A version that is no longer the latest is not planned at all (outcome ``superseded``).
 """
 
 from __future__ import annotations
@@ -16,18 +20,18 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, BinaryIO, cast
 
-from ..bundle.series import bundle_name
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, Nwb2PennsieveError
 from ..plan.events import FoundFile
 from ..plan.models import Plan, WorkItem
 from ..plan.survey import build_plan
 from ..source.nwb import open_nwb
-from ..source.s3 import ReadStats, S3RangeReader
+from ..source.s3 import ObjectChangedError, ReadStats, S3RangeReader
 from .imports import choose_import_target
-from .models import Batch, ConversionSettings, PlanInput, PlanOutput, S3Prefix, S3Ref
-from .objects import H5_CACHE_BYTES, annotation_files, delete_tree
+from .layout import check_key_lengths, output_folder, version_folder, version_token
+from .models import Batch, ConversionSettings, PlanInput, PlanOutput, S3Prefix, S3Ref, Superseded
+from .objects import H5_CACHE_BYTES, annotation_files, superseded
 from .records import WRITE_BATCHES, RecordsFolder, map_results, put_record
-from .settings import CloudSettings, join_prefix
+from .settings import CloudSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -65,23 +69,33 @@ def batch_items(items: list[WorkItem], batch_mb: float, *, max_items: int = MAX_
 
 def plan_object(
     s3: S3Client, event: PlanInput, settings: CloudSettings, *, stats: ReadStats | None = None
-) -> PlanOutput:
-    """Plan the conversion of one S3 object, reading only its metadata; write the plan and the write batches."""
+) -> PlanOutput | Superseded:
+    """Plan the conversion of one S3 object version, reading only its metadata; write the plan and
+    the write batches. A version that is no longer the latest is left alone (:class:`Superseded`)."""
     run = settings.conversion_settings(event.overrides)
     src = event.source
+    folder = output_prefix(settings, event.overrides.output_prefix, src)
+    replaced = superseded(s3, src, "Plan")  # before anything is read or written
+    if replaced:
+        return replaced
     # With the importer on, a missing target fails here, before any conversion work.
     target = choose_import_target(s3, src, event.overrides) if run.importer_enabled else None
-    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, stats=stats)
+    try:
+        reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, etag=src.etag, stats=stats)
+    except ObjectChangedError:  # replaced (no version id) since the check above
+        if replaced := superseded(s3, src, "Plan"):
+            return replaced
+        raise
+    # Pin the version planned (its version id, else its ETag): every writer reads the very same bytes.
+    pinned = S3Ref(
+        bucket=src.bucket, key=src.key, version_id=reader.version_id, etag=None if reader.version_id else reader.etag
+    )
+    token = version_token(pinned)
+    out_prefix = version_folder(folder, token)
+    records = RecordsFolder.of_version(settings.output_bucket, settings.records_prefix, src.key, token)
+    check_key_lengths(out_prefix, records.prefix, src.key.rsplit("/", 1)[-1], file=src.uri)
     files = annotation_files(s3, src) if run.options.tszarr else []
     plan = _plan(reader, src, run, settings.max_output_gb, files)
-    out_prefix = output_prefix(settings, event.overrides.output_prefix, src)
-    records = RecordsFolder.of_version(
-        settings.output_bucket, settings.records_prefix, src.key, reader.version_id or reader.etag.strip('"')
-    )
-    if plan.writes_bundle:
-        # Un-publish an earlier bundle of this key before any item writes: its root goes first,
-        # so a reader never sees a bundle of mixed versions, and no stale shard survives.
-        delete_tree(s3, settings.output_bucket, out_prefix + bundle_name(plan) + "/")
     batches = batch_items(plan.work_items, run.batch_mb)
     put_record(s3, records.plan, plan.model_dump_json().encode())
     put_record(s3, records.write_batches, WRITE_BATCHES.dump_json(batches, by_alias=True))
@@ -96,9 +110,9 @@ def plan_object(
         summary.output_bytes,
     )
     return PlanOutput(
-        # Pin the version planned: every writer then reads the very same bytes.
-        source=S3Ref(bucket=src.bucket, key=src.key, version_id=reader.version_id),
+        source=pinned,
         output=S3Prefix(bucket=settings.output_bucket, prefix=out_prefix),
+        folder=S3Prefix(bucket=settings.output_bucket, prefix=folder),
         plan=records.plan,
         write_batches=records.write_batches,
         results=map_results(settings.output_bucket, settings.records_prefix),
@@ -128,14 +142,18 @@ def _plan(
 
 
 def output_prefix(settings: CloudSettings, override: str | None, src: S3Ref) -> str:
-    """``{OutputPrefix}<key stem>/``, or the execution input's ``outputPrefix`` (under OutputPrefix)."""
+    """The key's output folder: ``{OutputPrefix}<key stem>/``, or under the execution input's
+    ``outputPrefix`` (which must lie under OutputPrefix)."""
     if override is not None and not override.startswith(settings.output_prefix):
         # The functions' IAM policies allow writes under the stack's OutputPrefix only.
         raise InvalidInputError(
             f"outputPrefix {override!r} must start with the stack's OutputPrefix {settings.output_prefix!r}",
             file=src.uri,
         )
-    return join_prefix(settings.output_prefix if override is None else override, src.key)
+    try:
+        return output_folder(settings.output_prefix if override is None else override, src.key)
+    except Nwb2PennsieveError as exc:
+        raise exc.with_file(src.uri) from None
 
 
 def check_output_size(plan: Plan, max_output_gb: float) -> None:

@@ -1,8 +1,9 @@
 """The records folder of one conversion: the one place that knows its keys.
 
-For an input object ``a/b.nwb``, in the output bucket, ``{RECORDS_PREFIX}a/b/<version id, or ETag>/``
-holds (one folder per object version: two executions of one key, an object replaced while it
-converts, never read each other's records; a rerun of the same version rewrites the same keys):
+For an input object ``a/b.nwb``, in the output bucket, ``{RECORDS_PREFIX}a/b/@v/<version token>/``
+(:mod:`.layout`) holds (one folder per object version: two executions of one key, an object
+replaced while it converts, never read each other's records; a rerun of the same version rewrites
+the same keys):
 
 - ``plan.json``: the :class:`~nwb2pennsieve.plan.models.Plan` (Plan writes it);
 - ``write-batches.json``: the write batches, which the WriteChunks map's ItemReader reads (Plan);
@@ -27,8 +28,8 @@ from pydantic import TypeAdapter
 
 from ..errors import StorageError
 from ..plan.models import Plan
+from .layout import records_folder
 from .models import Batch, S3Prefix, S3Ref
-from .settings import join_prefix
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -55,9 +56,9 @@ class RecordsFolder:
     prefix: str
 
     @classmethod
-    def of_version(cls, bucket: str, records_prefix: str, key: str, version: str) -> RecordsFolder:
-        """The folder of the object version ``key`` at ``version`` (its version id, or its ETag)."""
-        return cls(bucket, join_prefix(records_prefix, key) + version + "/")
+    def of_version(cls, bucket: str, records_prefix: str, key: str, token: str) -> RecordsFolder:
+        """The folder of the object version ``key`` at version token ``token`` (:mod:`.layout`)."""
+        return cls(bucket, records_folder(records_prefix, key, token))
 
     @classmethod
     def of_plan(cls, plan: S3Ref) -> RecordsFolder:

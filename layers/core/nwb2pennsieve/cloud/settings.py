@@ -57,9 +57,12 @@ class CloudSettings(CommonSettings):
     pennsieve_secret_arn: Text = ""
     state_machine_arn: Text = ""
     max_running_executions: Count = 5
-    writers_reserved_concurrency: Count = 600
-    write_concurrency: Count = 120
+    writers_reserved_concurrency: Annotated[int, Field(ge=0)] = 0
+    write_concurrency: Count = 100
     admission_retry_seconds: Count = 300
+    admission_max_wait_hours: Positive = 168
+    admission_queue_url: Text = ""
+    admission_slots_table: Text = ""
     dead_letter_queue_url: Text = ""
 
     @field_validator("records_prefix")
@@ -104,11 +107,3 @@ class CloudSettings(CommonSettings):
             batch_mb=effective.batch_mb,
             importer_enabled=effective.importer_enabled,
         )
-
-
-def join_prefix(prefix: str, key: str) -> str:
-    """``{prefix}{key without its .nwb suffix}/``: one folder per input object."""
-    stem = key[: -len(".nwb")] if key.lower().endswith(".nwb") else key
-    stem = stem.strip("/")
-    base = prefix.strip("/")
-    return f"{base}/{stem}/" if base else f"{stem}/"

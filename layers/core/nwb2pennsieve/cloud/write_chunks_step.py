@@ -1,6 +1,8 @@
 """The WriteChunks step: execute one write batch of work items, reading their slabs from S3 and
-putting their chunk files (and, with the viewer bundle, the shards of their windows) under the
-output prefix; then record what was put (``written/batch-{n:05d}.json``) for Finalize.
+putting their chunk files (and, with the viewer bundle, the shards of their windows) into the
+version's own folder (:mod:`.layout`); then record what was put (``written/batch-{n:05d}.json``)
+for Finalize. A batch of a version that is no longer the latest writes nothing (and even a writer
+past that check writes only into its own version's folder, which is never published).
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from ..output.s3store import PUT_THREADS, ParallelS3Store
 from ..plan.models import ChunkRecord, ItemResult, Plan
 from ..source.direct import FETCH_THREADS
 from ..source.nwb import open_nwb
-from ..source.s3 import ReadStats, S3RangeReader
+from ..source.s3 import ObjectChangedError, ReadStats, S3RangeReader
 from ..write.execute import execute_item
 from .models import WriteChunksInput, WriteChunksOutput, WrittenBatch
-from .objects import H5_CACHE_BYTES, check_current
+from .objects import H5_CACHE_BYTES, superseded
 from .records import RecordsFolder, load_plan, put_record
 
 if TYPE_CHECKING:
@@ -50,15 +52,21 @@ def write_chunks(s3: S3Client, event: WriteChunksInput, *, stats: ReadStats | No
     """Execute the batch's work items: read their slabs from S3, put their chunk files, then record
     what was put (``written/batch-{n:05d}.json``: each file's size and CRC-32) for Finalize."""
     started = time.perf_counter()
-    check_current(s3, event.source)
-    plan = load_plan(s3, event.plan)
     src = event.source
+    if superseded(s3, src, "WriteChunks"):
+        return WriteChunksOutput(superseded=True, batch=event.batch.batch, items=len(event.batch.items))
+    plan = load_plan(s3, event.plan)
     stats = stats or ReadStats()
-    reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, stats=stats)
     store = ParallelS3Store(event.output.bucket, event.output.prefix, s3)
     records = RecordsFolder.of_plan(event.plan)
     try:
+        reader = S3RangeReader(s3, src.bucket, src.key, version_id=src.version_id, etag=src.etag, stats=stats)
         done = _write_items(s3, event, plan, reader, store, records)
+    except ObjectChangedError:  # replaced (no version id) while being read
+        store.abandon()
+        if superseded(s3, src, "WriteChunks"):
+            return WriteChunksOutput(superseded=True, batch=event.batch.batch, items=len(event.batch.items))
+        raise
     except BaseException:
         store.abandon()  # the first error is the one to report, not a PUT cancelled by it
         raise

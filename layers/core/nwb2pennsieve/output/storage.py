@@ -288,7 +288,9 @@ class S3Store:
 
     def __init__(self, bucket: str, prefix: str, client: S3Client) -> None:
         self.bucket = bucket
-        self.prefix = prefix.strip("/")
+        # Only the trailing slash goes: a leading one (or two in a row) is part of S3 keys, and the
+        # cloud's output folders of "/a.nwb" and "a.nwb" differ by it.
+        self.prefix = prefix.rstrip("/")
         self.client = client
 
     def key(self, name: str) -> str:

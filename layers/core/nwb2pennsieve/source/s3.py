@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 from ..errors import InvalidInputError, StorageError
-from .identity import SourceIdentity, check_same
+from .identity import InputChangedError, SourceIdentity, check_same
 from .ranges import BLOCK_BYTES, CACHE_BLOCKS, DIRECT_BYTES, RangeReader, ReadStats
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["BLOCK_BYTES", "CACHE_BLOCKS", "DIRECT_BYTES", "ReadStats", "S3RangeReader"]
+__all__ = ["BLOCK_BYTES", "CACHE_BLOCKS", "DIRECT_BYTES", "ObjectChangedError", "ReadStats", "S3RangeReader"]
 
 
 class _ObjectParams(TypedDict):
@@ -33,12 +33,19 @@ def _client_error_code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+class ObjectChangedError(InputChangedError):
+    """The object pinned by its ETag (no version id) was replaced while it was being read."""
+
+
 class S3RangeReader(RangeReader):
     """``s3://bucket/key`` (at ``version_id`` when given) as a seekable binary file.
 
     The object's size and ETag are read once (HEAD); every later GET names the same version (or,
     for unversioned buckets, carries ``IfMatch`` with the ETag), so a file replaced while it is
-    being read fails loudly instead of mixing two files' bytes.
+    being read fails loudly instead of mixing two files' bytes. Without a version id, ``etag``
+    pins the object from the start (the HEAD carries ``IfMatch`` too): a reader of a later step
+    reads the bytes the first one planned, or fails. ``expect`` (the version a plan recorded) is
+    compared after the HEAD and names what changed.
     """
 
     def __init__(
@@ -48,6 +55,7 @@ class S3RangeReader(RangeReader):
         key: str,
         *,
         version_id: str | None = None,
+        etag: str | None = None,
         stats: ReadStats | None = None,
         block_bytes: int = BLOCK_BYTES,
         cache_blocks: int = CACHE_BLOCKS,
@@ -57,18 +65,26 @@ class S3RangeReader(RangeReader):
         self.client = client
         self.bucket = bucket
         self.key = key
-        self.version_id = version_id or (expect.version_id if expect else None)
+        version_id = version_id or (expect.version_id if expect else None)
+        self.version_id = version_id if version_id not in (None, "", "null") else None
+        # Quoted, as S3 gives it and as If-Match wants it.
+        self.etag: str = f'"{etag.strip(chr(34))}"' if etag and not self.version_id else ""
+        params = self._params()
+        if self.etag:
+            params["IfMatch"] = self.etag
         try:
-            head = client.head_object(**self._params())
+            head = client.head_object(**params)
         except Exception as exc:
             code = _client_error_code(exc)
+            if code in ("PreconditionFailed", "412"):
+                raise ObjectChangedError("the object changed since it was planned", file=self.uri) from None
             if code in ("404", "NoSuchKey", "NotFound", "NoSuchVersion"):
                 raise InvalidInputError("the object does not exist (or that version is gone)", file=self.uri) from None
             if code in ("403", "AccessDenied"):
                 raise InvalidInputError("access to the object is denied", file=self.uri) from None
             raise StorageError(f"cannot read the object ({exc})", file=self.uri) from None
         self.size = int(head["ContentLength"])
-        self.etag: str = str(head.get("ETag", ""))
+        self.etag = str(head.get("ETag", ""))
         if self.version_id is None and head.get("VersionId") not in (None, "null"):
             self.version_id = str(head["VersionId"])
         self.identity = SourceIdentity(size=self.size, etag=self.etag or None, version_id=self.version_id)
@@ -94,6 +110,6 @@ class S3RangeReader(RangeReader):
         except Exception as exc:
             code = _client_error_code(exc)
             if code in ("PreconditionFailed", "412"):
-                raise InvalidInputError("the object changed while it was being read", file=self.uri) from None
+                raise ObjectChangedError("the object changed while it was being read", file=self.uri) from None
             raise StorageError(f"reading bytes {start}-{stop - 1} failed ({exc})", file=self.uri) from None
         return bytes(body)
