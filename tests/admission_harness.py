@@ -348,6 +348,11 @@ class AdmissionHarness:
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline and not errors:
+                # The queue first, then the executions: a message deleted after the queue was read
+                # was admitted before the listing, so the listing shows its execution. The other
+                # order missed one started between the listing and the queue's count, and the
+                # run ended with that conversion still running.
+                queued = self.depth()
                 executions = self.executions()
                 pending = False
                 for e in executions:
@@ -359,7 +364,7 @@ class AdmissionHarness:
                         self.deliver_status(e, e["status"])
                         seen.add(e["status"])
                     pending = pending or e["status"] == "RUNNING"
-                if not pending and not self.depth() and settle():
+                if not pending and not queued and settle():
                     return
                 time.sleep(0.05)
             if errors:
