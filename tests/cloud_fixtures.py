@@ -19,6 +19,7 @@ import pytest
 
 from statemachine.render import load_template, render, resolve, substitutions, template_refs
 from tests.iam import Enforcer, template_policies
+from tests.lambda_in_process import functions_in_process, invoker
 
 # The caller's real AWS settings, kept for the deployed-stack test only (every other test uses moto).
 REAL_AWS_ENV = {
@@ -359,68 +360,19 @@ def stack(s3: Any, cloud_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
     that function or the state machine's role; a call it does not allow answers AccessDenied, and
     any denial fails the test at teardown (a handler that swallowed it included).
     """
-    import importlib
-    import io
-    import traceback
-    import zipfile
-
     import boto3
     from moto.awslambda.models import LambdaFunction
 
     template = load_template()
-    iam_refs: dict[str, Any] = {"AWS::StackName": "test"}  # the state machine below is "test-conversion"
     enforcer = Enforcer(policies=lambda principal: policies(principal))
     iam = boto3.client("iam", region_name=REGION)
     role = iam.create_role(RoleName="nwb2pennsieve-test", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    lam = boto3.client("lambda", region_name=REGION)
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as zf:
-        zf.writestr("app.py", "")
-    refs: dict[str, Any] = {}
-    modules = {}
-    for resource, module_name in FUNCTIONS.items():
-        fn = lam.create_function(
-            FunctionName=resource,
-            Runtime="python3.12",
-            Role=role,
-            Handler="app.lambda_handler",
-            Code={"ZipFile": code.getvalue()},
-            Architectures=["arm64"],
-        )
-        refs[f"{resource}.Arn"] = fn["FunctionArn"]
-        iam_refs[resource] = resource
-        module = importlib.import_module(module_name)
-        # Clients signing with the function's own credentials (IAM enforced), configured as the
-        # handlers' own (adaptive retries, pool size).
-        if hasattr(module, "s3"):
-            monkeypatch.setattr(module, "s3", enforcer.client(resource, "s3", config=module.s3.meta.config))
-        for attr, service in (("sfn", "stepfunctions"), ("sqs", "sqs"), ("dynamodb", "dynamodb")):
-            if hasattr(module, attr):
-                client = getattr(module, attr)
-                monkeypatch.setattr(module, attr, enforcer.client(resource, service, config=client.meta.config))
-        modules[resource] = module
+    refs, modules = functions_in_process(FUNCTIONS, role, enforcer, monkeypatch, REGION)
+    # The state machine below is "test-conversion"; each function's name is its resource's.
+    iam_refs: dict[str, Any] = {"AWS::StackName": "test", **{resource: resource for resource in FUNCTIONS}}
     invocations: list[tuple[str, dict[str, Any]]] = []
     service_faults: dict[str, list[Exception]] = {}
-
-    def invoke(self: Any, event: Any = None) -> tuple[str, bool, str]:
-        payload = json.loads(event) if isinstance(event, str) else event
-        invocations.append((self.function_name, payload))
-        faults = service_faults.get(self.function_name)
-        if faults:
-            raise faults.pop(0)
-        try:
-            with enforcer.acting_as(self.function_name):
-                result = modules[self.function_name].lambda_handler(payload, FakeLambdaContext(self.function_name))
-        except Exception as exc:  # what the Python Lambda runtime returns for an unhandled error
-            error = {
-                "errorMessage": str(exc),
-                "errorType": type(exc).__name__,
-                "requestId": "00000000-0000-0000-0000-000000000000",
-                "stackTrace": traceback.format_tb(exc.__traceback__)[-3:],
-            }
-            return json.dumps(error), True, ""
-        return json.dumps(result), False, ""
-
+    invoke = invoker(modules, enforcer, invocations, service_faults, FakeLambdaContext)
     monkeypatch.setattr(LambdaFunction, "_invoke_lambda", invoke)
 
     all_refs = template_refs(template, OutputBucket=OUTPUT_BUCKET, InputBucket=INPUT_BUCKET, **refs)
