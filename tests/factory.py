@@ -75,6 +75,21 @@ def write_nwb(
         session_start_time=session_start,
         timestamps_reference_time=timestamps_reference,
     )
+    _add_electrodes(nwb, n, names, name_column, groups)
+    for spec in series:
+        _add_series(nwb, spec)
+    for u, spikes in enumerate(units or []):  # a root Units table: spike times in seconds
+        kw_unit: dict = {"spike_times": spikes}
+        if waveform_means is not None:
+            kw_unit["waveform_mean"] = waveform_means[u]
+        nwb.add_unit(**kw_unit)
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    _patch(path, series, fixed_length_strings, naive_start)
+    return path
+
+
+def _add_electrodes(nwb: NWBFile, n: int, names: list[str] | None, name_column: str, groups: int) -> None:
     device = nwb.create_device(name="probe")
     egroups = [
         nwb.create_electrode_group(name=f"shank{g}", description="d", location="CA1", device=device)
@@ -87,47 +102,36 @@ def write_nwb(
         if names is not None:
             extra = {name_column: names[e]}
         nwb.add_electrode(group=egroups[e % groups], location="CA1", **extra)
-    ecephys = None
-    for spec in series:
-        rows = (
-            spec.electrodes
-            if spec.electrodes is not None
-            else list(range(spec.data.shape[1] if spec.data.ndim > 1 else 1))
-        )
-        region = nwb.create_electrode_table_region(rows, "electrodes")
-        data = spec.data
-        if spec.chunks or spec.compression:
-            data = H5DataIO(data, chunks=spec.chunks, compression=spec.compression, shuffle=spec.shuffle)
-        kw: dict = dict(name=spec.name, data=data, electrodes=region, conversion=spec.conversion, offset=spec.offset)
-        if spec.timestamps is not None:
-            kw["timestamps"] = spec.timestamps
-        else:
-            kw["rate"] = spec.rate
-            kw["starting_time"] = spec.starting_time
-        if spec.channel_conversion is not None:
-            kw["channel_conversion"] = spec.channel_conversion
-        if spec.kind == "SpikeEventSeries":
-            kw.pop("offset")
-            kw.pop("channel_conversion", None)
-            obj = SpikeEventSeries(**kw)
-        else:
-            obj = ElectricalSeries(**kw)
-        if spec.where == "lfp":
-            if ecephys is None:
-                ecephys = nwb.create_processing_module("ecephys", "processed")
-                ecephys.add(LFP(name="LFP"))
-            ecephys["LFP"].add_electrical_series(obj)
-        else:
-            nwb.add_acquisition(obj)
-    for u, spikes in enumerate(units or []):  # a root Units table: spike times in seconds
-        kw_unit: dict = {"spike_times": spikes}
-        if waveform_means is not None:
-            kw_unit["waveform_mean"] = waveform_means[u]
-        nwb.add_unit(**kw_unit)
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwb)
-    _patch(path, series, fixed_length_strings, naive_start)
-    return path
+
+
+def _add_series(nwb: NWBFile, spec: SeriesSpec) -> None:
+    rows = (
+        spec.electrodes if spec.electrodes is not None else list(range(spec.data.shape[1] if spec.data.ndim > 1 else 1))
+    )
+    region = nwb.create_electrode_table_region(rows, "electrodes")
+    data = spec.data
+    if spec.chunks or spec.compression:
+        data = H5DataIO(data, chunks=spec.chunks, compression=spec.compression, shuffle=spec.shuffle)
+    kw: dict = dict(name=spec.name, data=data, electrodes=region, conversion=spec.conversion, offset=spec.offset)
+    if spec.timestamps is not None:
+        kw["timestamps"] = spec.timestamps
+    else:
+        kw["rate"] = spec.rate
+        kw["starting_time"] = spec.starting_time
+    if spec.channel_conversion is not None:
+        kw["channel_conversion"] = spec.channel_conversion
+    if spec.kind == "SpikeEventSeries":
+        kw.pop("offset")
+        kw.pop("channel_conversion", None)
+        obj = SpikeEventSeries(**kw)
+    else:
+        obj = ElectricalSeries(**kw)
+    if spec.where == "lfp":
+        if "ecephys" not in nwb.processing:
+            nwb.create_processing_module("ecephys", "processed").add(LFP(name="LFP"))
+        nwb.processing["ecephys"]["LFP"].add_electrical_series(obj)
+    else:
+        nwb.add_acquisition(obj)
 
 
 def _series_path(spec: SeriesSpec) -> str:
