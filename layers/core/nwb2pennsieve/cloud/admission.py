@@ -44,7 +44,8 @@ from aws_lambda_powertools.utilities.parser.models import (
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .models import bare_etag, no_version
+from ..source.s3 import no_version
+from .models import bare_etag
 from .slots import Slot, Slots, execution_arn
 
 if TYPE_CHECKING:

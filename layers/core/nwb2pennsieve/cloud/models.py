@@ -27,6 +27,7 @@ from ..errors import InvalidInputError
 from ..options import ConversionOptions
 from ..pennsieve.target import TargetSpec
 from ..plan.models import ChunkRecord
+from ..source.s3 import no_version
 
 if TYPE_CHECKING:
     from ..pennsieve.importer import PreparedImport
@@ -38,12 +39,6 @@ class _Payload(BaseModel):
     def dump(self) -> dict[str, Any]:
         """The JSON-ready dict a handler returns (camelCase, no nulls)."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
-def no_version(value: str | None) -> str | None:
-    """A version id as S3 gives it, ``null`` (an unversioned or versioning-suspended bucket) and ``""``
-    read as none: every upload to such a key has the same ``null``, so it identifies nothing."""
-    return None if value in (None, "", "null") else value
 
 
 def bare_etag(value: str | None) -> str | None:

@@ -13,7 +13,8 @@ from ..errors import StorageError, storage_error
 from ..plan.events import FoundFile
 from ..plan.sources import NdjsonSource
 from ..source.annotation_files import annotation_names
-from .models import S3Ref, Superseded, bare_etag, no_version
+from ..source.s3 import no_version
+from .models import S3Ref, Superseded, bare_etag
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

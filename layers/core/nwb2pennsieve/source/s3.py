@@ -16,7 +16,15 @@ from .ranges import BLOCK_BYTES, CACHE_BLOCKS, DIRECT_BYTES, RangeReader, ReadSt
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["BLOCK_BYTES", "CACHE_BLOCKS", "DIRECT_BYTES", "ObjectChangedError", "ReadStats", "S3RangeReader"]
+__all__ = [
+    "BLOCK_BYTES",
+    "CACHE_BLOCKS",
+    "DIRECT_BYTES",
+    "ObjectChangedError",
+    "ReadStats",
+    "S3RangeReader",
+    "no_version",
+]
 
 
 class _ObjectParams(TypedDict):
@@ -26,6 +34,12 @@ class _ObjectParams(TypedDict):
     Key: str
     VersionId: NotRequired[str]
     IfMatch: NotRequired[str]
+
+
+def no_version(value: str | None) -> str | None:
+    """A version id as S3 gives it, ``null`` (an unversioned or versioning-suspended bucket) and ``""``
+    read as none: every upload to such a key has the same ``null``, so it identifies nothing."""
+    return None if value in (None, "", "null") else value
 
 
 def _client_error_code(exc: Exception) -> str:
@@ -65,8 +79,7 @@ class S3RangeReader(RangeReader):
         self.client = client
         self.bucket = bucket
         self.key = key
-        version_id = version_id or (expect.version_id if expect else None)
-        self.version_id = version_id if version_id not in (None, "", "null") else None
+        self.version_id = no_version(version_id or (expect.version_id if expect else None))
         # Quoted, as S3 gives it and as If-Match wants it.
         self.etag: str = f'"{etag.strip(chr(34))}"' if etag and not self.version_id else ""
         params = self._params()
@@ -85,8 +98,8 @@ class S3RangeReader(RangeReader):
             raise StorageError(f"cannot read the object ({exc})", file=self.uri) from None
         self.size = int(head["ContentLength"])
         self.etag = str(head.get("ETag", ""))
-        if self.version_id is None and head.get("VersionId") not in (None, "null"):
-            self.version_id = str(head["VersionId"])
+        if self.version_id is None:
+            self.version_id = no_version(head.get("VersionId"))
         self.identity = SourceIdentity(size=self.size, etag=self.etag or None, version_id=self.version_id)
         check_same(expect, self.identity, self.uri)
 
