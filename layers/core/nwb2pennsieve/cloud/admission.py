@@ -44,7 +44,7 @@ from aws_lambda_powertools.utilities.parser.models import (
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..source.s3 import no_version
+from ..source.s3 import key_versions, no_version
 from .models import bare_etag
 from .slots import Slot, Slots, execution_arn
 
@@ -175,16 +175,7 @@ def resolve(s3: S3Client, obj: ObjectVersion) -> tuple[str, Found]:
 
 def _version_state(s3: S3Client, obj: ObjectVersion, key: str) -> Found | None:
     """``latest``/``superseded``/``gone`` for the event's version under ``key``; None when ``key`` has it not."""
-    versions: list[dict[str, Any]] = []
-    on_top: dict[str, Any] | None = None
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=obj.bucket, Prefix=key):
-        for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-            if entry.get("Key") != key:
-                continue
-            if "ETag" in entry:
-                versions.append(dict(entry))
-            if entry.get("IsLatest"):
-                on_top = dict(entry)
+    versions, on_top = key_versions(s3, obj.bucket, key)
 
     def same(entry: dict[str, Any]) -> bool:
         if obj.version:

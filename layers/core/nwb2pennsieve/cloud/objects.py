@@ -13,7 +13,7 @@ from ..errors import StorageError, storage_error
 from ..plan.events import FoundFile
 from ..plan.sources import NdjsonSource
 from ..source.annotation_files import annotation_names
-from ..source.s3 import no_version
+from ..source.s3 import key_versions, no_version
 from .models import S3Ref, Superseded, bare_etag
 
 if TYPE_CHECKING:
@@ -115,14 +115,10 @@ def _identity(source: S3Ref) -> str:
 def latest_version(s3: S3Client, bucket: str, key: str) -> tuple[str | None, str | None] | None:
     """(version id or None for ``null``, ETag without quotes) of ``key``'s current version; None
     when the key is gone (none, or a delete marker on top)."""
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
-        for marker in page.get("DeleteMarkers", []):
-            if marker.get("Key") == key and marker.get("IsLatest"):
-                return None
-        for version in page.get("Versions", []):
-            if version.get("Key") == key and version.get("IsLatest"):
-                return no_version(version.get("VersionId")), bare_etag(version.get("ETag"))
-    return None
+    _, on_top = key_versions(s3, bucket, key)
+    if on_top is None or "ETag" not in on_top:
+        return None
+    return no_version(on_top.get("VersionId")), bare_etag(on_top.get("ETag"))
 
 
 def delete_tree(s3: S3Client, bucket: str, prefix: str) -> int:

@@ -7,7 +7,7 @@ one object version.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from ..errors import InvalidInputError, StorageError
 from .identity import InputChangedError, SourceIdentity, check_same
@@ -40,6 +40,22 @@ def no_version(value: str | None) -> str | None:
     """A version id as S3 gives it, ``null`` (an unversioned or versioning-suspended bucket) and ``""``
     read as none: every upload to such a key has the same ``null``, so it identifies nothing."""
     return None if value in (None, "", "null") else value
+
+
+def key_versions(client: S3Client, bucket: str, key: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Every version of exactly ``key`` (not of the keys it is a prefix of), oldest or newest in any
+    order, and the entry on top: the latest version, or a delete marker (no ``ETag``), or None."""
+    versions: list[dict[str, Any]] = []
+    on_top: dict[str, Any] | None = None
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+        for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+            if entry.get("Key") != key:
+                continue
+            if "ETag" in entry:
+                versions.append(dict(entry))
+            if entry.get("IsLatest"):
+                on_top = dict(entry)
+    return versions, on_top
 
 
 def _client_error_code(exc: Exception) -> str:
